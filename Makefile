@@ -1,0 +1,59 @@
+# nsnn: two commands do all setup on a fresh machine.
+#   make train   create .venv if missing, install, run `bash run_training.sh`
+#   make test    create .venv if missing, install, run the full test suite
+#
+# Torch is installed first and never replaced afterwards:
+#   * a torch already importable in the venv is kept (GPU users: install your CUDA build first,
+#     e.g. `.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cu128`);
+#   * else a local CPU wheel found through pip's find-links is used when present;
+#   * else, with an NVIDIA driver (`nvidia-smi`), PyPI's torch (the CUDA build);
+#   * else the CPU-only index, so a CPU machine never downloads CUDA packages.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.nsnn-installed
+PYTEST_ARGS ?=
+
+.PHONY: install train test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "[nsnn] keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif $(PIP) download -q --no-deps --no-index torch==$(TORCH_VERSION) -d $(VENV)/.torch-probe >/dev/null 2>&1; then \
+		echo "[nsnn] installing local torch==$(TORCH_VERSION) wheel"; \
+		$(PIP) install -q torch==$(TORCH_VERSION); \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "[nsnn] NVIDIA driver found: installing CUDA torch==$(TORCH_VERSION) from PyPI"; \
+		$(PIP) install -q torch==$(TORCH_VERSION); \
+	else \
+		echo "[nsnn] no GPU: installing CPU-only torch==$(TORCH_VERSION)"; \
+		$(PIP) install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); \
+	fi
+	@rm -rf $(VENV)/.torch-probe
+	$(PIP) install -q -c constraints.txt -r requirements.txt
+	$(PIP) install -q -c constraints.txt --no-build-isolation --no-deps -e .
+	@$(PY) -c "import torch, nsnn; print('[nsnn] ready: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+	@touch $(STAMP)
+
+train: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash run_training.sh
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check nsnn scripts examples visualizer tests bench
+
+bench: install
+	$(PY) bench/neurons.py
+	$(PY) bench/train_step.py
+	$(PY) bench/stdp.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

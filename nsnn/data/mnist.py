@@ -1,0 +1,133 @@
+"""MNIST from idx(.gz) files, and the embedded MNIST test set shipped inside the package.
+
+The embedded set is the official MNIST *test* set (10,000 images, md5-checked). It is the zero-setup
+default for demos, tests, BPTT and STDP runs, always split the same way::
+
+    train, test = embedded_mnist_split()   # 8,000 / 2,000, fixed permutation (seed 0)
+    train.images.shape  # torch.Size([8000, 28, 28]), uint8
+
+There is no other split of the embedded set anywhere in nsnn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EMBEDDED_SPLIT_SEED = 0
+EMBEDDED_TRAIN_SIZE = 8000
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_EMBEDDED_MD5 = {
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing or corrupt; the message names the path, the layout and the fix."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images ``[N, H, W]`` or ``[N, C, H, W]`` (uint8) with integer labels ``[N]`` (int64)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (optionally gzip-compressed) into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"cannot read idx file {path}: {e}") from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DatasetError(f"{path} is not an idx file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - offset != expected:
+        raise DatasetError(
+            f"{path} is truncated or corrupt: {len(data) - offset} payload bytes, expected {expected}"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        for folder in (root, root / "MNIST" / "raw", root / "raw"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
+    """Load MNIST ``split`` ("train" or "test") from a folder of the four standard idx(.gz) files.
+
+    Accepted layouts: ``root/<file>[.gz]``, ``root/MNIST/raw/<file>[.gz]`` (torchvision's) or
+    ``root/raw/<file>[.gz]``.
+    """
+    if split not in _FILES:
+        raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
+    root = Path(root)
+    img_stem, lbl_stem = _FILES[split]
+    img_path, lbl_path = _find(root, img_stem), _find(root, lbl_stem)
+    if img_path is None or lbl_path is None:
+        raise DatasetError(
+            f"MNIST {split} files not found under {root}. Expected {img_stem}[.gz] and {lbl_stem}[.gz] "
+            f"in {root} (or {root}/MNIST/raw). Pass --download to fetch them, or omit --data-dir to use "
+            "the embedded MNIST test set."
+        )
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
+    return ImageSet(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+
+
+def embedded_mnist_dir() -> Path:
+    """The folder holding the embedded MNIST test set (inside the installed package)."""
+    return Path(str(resources.files("nsnn.data") / "embedded"))
+
+
+def load_embedded_mnist(verify: bool = True) -> ImageSet:
+    """All 10,000 embedded MNIST test images ``[10000, 28, 28]`` uint8 and labels ``[10000]``."""
+    folder = embedded_mnist_dir()
+    if verify:
+        for name, md5 in _EMBEDDED_MD5.items():
+            path = folder / name
+            if not path.is_file():
+                raise DatasetError(f"embedded MNIST file missing: {path} (reinstall nsnn)")
+            if hashlib.md5(path.read_bytes()).hexdigest() != md5:
+                raise DatasetError(f"embedded MNIST file corrupt (md5 mismatch): {path} (reinstall nsnn)")
+    return load_mnist_folder(folder, "test")
+
+
+def embedded_mnist_split() -> tuple[ImageSet, ImageSet]:
+    """The one split of the embedded set: 8,000 train / 2,000 test by a fixed permutation (seed 0)."""
+    full = load_embedded_mnist()
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(EMBEDDED_SPLIT_SEED))
+    return full.subset(perm[:EMBEDDED_TRAIN_SIZE]), full.subset(perm[EMBEDDED_TRAIN_SIZE:])

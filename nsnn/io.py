@@ -1,0 +1,164 @@
+"""Files that never tear: atomic writes (temp file + fsync + rename), JSON configs, CSV metrics, run dirs.
+
+Every artefact nsnn writes (checkpoints, ``.npz`` weights, ``config.json``, ``metrics.csv`` rows,
+figures) goes through these helpers, so a run killed at any instant leaves either the old file or the
+new one, never half of one::
+
+    atomic_save_torch({"model": net.state_dict()}, run_dir / "last.pt")
+    state = load_torch(run_dir / "last.pt")            # weights_only=True
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def _atomic_target(path: str | Path, mode: str = "wb"):
+    """Yield a temp file in ``path``'s folder; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(f)`` on a binary temp file, then atomically move it to ``path``."""
+    with _atomic_target(path, "wb") as f:
+        write(f)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with _atomic_target(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` that never leaves a torn file behind."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | Path, map_location: str | torch.device | None = "cpu") -> Any:
+    """Load a file written by :func:`atomic_save_torch` with ``weights_only=True``.
+
+    Raises ``FileNotFoundError`` naming the path, or ``ValueError`` if the file is not a readable
+    checkpoint (truncated, corrupt, or holding arbitrary pickled objects).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot load {path} as an nsnn checkpoint (weights_only=True): {e}") from e
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
+    """``np.savez_compressed`` written atomically."""
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray | torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON, atomically (Paths, numpy and tensors converted)."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+class CsvLog:
+    """Append-only CSV with a fixed header; each row is flushed and fsynced as it is written.
+
+    >>> log = CsvLog(run_dir / "metrics.csv", ["epoch", "loss"])
+    >>> log.append({"epoch": 1, "loss": 0.5})
+    """
+
+    def __init__(self, path: str | Path, fields: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.fields = list(fields)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        unknown = set(row) - set(self.fields)
+        if unknown:
+            raise ValueError(f"unknown CSV columns {sorted(unknown)}; expected a subset of {self.fields}")
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(dict(row))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_after(self, key: str, last: float) -> None:
+        """Drop rows whose ``key`` exceeds ``last`` (used on resume so no row appears twice)."""
+        rows = read_csv(self.path)
+        kept = [r for r in rows if float(r[key]) <= last]
+        with _atomic_target(self.path, "w") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs") -> Path:
+    """Create (or reuse, if it is given explicitly) a run directory.
+
+    ``out`` given: that folder. Otherwise ``root/<prefix>-<YYYYmmdd-HHMMSS>`` (suffixed if taken).
+    """
+    if out is not None:
+        path = Path(out)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{prefix}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{prefix}-{stamp}-{n}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
