@@ -3,6 +3,28 @@
 Noisy LIF neurons whose firing probability is the noise CDF and whose surrogate gradient is the
 noise PDF, BPTT-trained spiking networks, a Brian2 STDP path with pruning and quantization, and a
 topology visualizer. ``import nsnn`` needs only torch; Brian2, matplotlib and networkx load lazily.
+
+    import nsnn
+    neuron = nsnn.NILIF(noise="gaussian", sigma=0.3)
+    spikes = neuron(torch.randn(4, 32, 100))        # [T, B, N] -> [T, B, N]
 """
 
+from nsnn.layers import SeqToANN, reset_net, set_eval_mode
+from nsnn.neurons import LIF, NILIF, PLIF, SpikingNeuron, build_neuron
+from nsnn.noise import Noise, get_noise, list_noises
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "LIF",
+    "NILIF",
+    "PLIF",
+    "Noise",
+    "SeqToANN",
+    "SpikingNeuron",
+    "build_neuron",
+    "get_noise",
+    "list_noises",
+    "reset_net",
+    "set_eval_mode",
+]

@@ -1,0 +1,111 @@
+"""Pure LIF step functions: charge → fire → reset, over small parameter tuples.
+
+One step, for input current ``x_t`` and membrane ``u`` (shapes ``[B, ...]``)::
+
+    h   = β·u + x_t                       β = 1 − 1/τ   (charge)
+    s   = fire(h − θ)                     (fire: see FIRE_MODES)
+    u'  = h·(1 − s)          reset="hard"  (to 0)
+    u'  = h − θ·s            reset="soft"  (subtract)
+
+``fire`` is one of
+
+* ``"heaviside"``: s = H(h − θ) = [h > θ]; backward uses ``noise.pdf(h − θ)`` as surrogate;
+* ``"bernoulli"``: s ~ Bernoulli(noise.cdf(h − θ)); backward ``noise.pdf(h − θ)`` (= ∂E[s]/∂h);
+* ``"expected"``:  s = noise.cdf(h − θ) (real-valued); its exact derivative is the pdf.
+
+With ``detach_reset`` the reset uses the spike value but passes no gradient through it. These
+functions build an ordinary autograd graph; the fused multi-step kernel in
+:mod:`nsnn.functional.fused` computes the same thing faster::
+
+    params = LIFParameters(decay=0.5, threshold=1.0)
+    s, u = lif_step(x_t, u, params, get_noise("gaussian", 0.3), "bernoulli")
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from nsnn.noise import Noise
+
+__all__ = ["FIRE_MODES", "RESETS", "LIFParameters", "fire", "lif_step", "spike"]
+
+FIRE_MODES = ("heaviside", "bernoulli", "expected")
+RESETS = ("hard", "soft")
+
+
+class LIFParameters(NamedTuple):
+    """Constants of one LIF layer.
+
+    Attributes:
+        decay: membrane retention β = 1 − 1/τ per step (a float, or a 0-dim tensor when learnable).
+        threshold: firing threshold θ.
+        hard_reset: ``True`` → u ← h·(1 − s); ``False`` → u ← h − θ·s.
+        detach_reset: stop the gradient through the spike in the reset term.
+    """
+
+    decay: float | Tensor = 0.5
+    threshold: float = 1.0
+    hard_reset: bool = True
+    detach_reset: bool = False
+
+
+def _work_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def fire(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
+    """Spike values for ``z = h − θ`` (no gradient); float tensor of ``z``'s dtype."""
+    if mode == "heaviside":
+        return (z > 0).to(z.dtype)
+    p = noise.cdf(z)
+    if mode == "bernoulli":
+        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=_work_dtype(z))
+        return (u < p).to(z.dtype)
+    if mode == "expected":
+        return p
+    raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
+
+
+class _Spike(torch.autograd.Function):
+    """s = fire(z) forward; ∂s/∂z = noise.pdf(z) backward (computed in ≥ fp32)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None) -> Tensor:
+        ctx.save_for_backward(z)
+        ctx.noise = noise
+        return fire(z, noise, mode, generator)
+
+    @staticmethod
+    def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor, None, None, None]:
+        (z,) = ctx.saved_tensors
+        g = ctx.noise.pdf(z.to(_work_dtype(z)))
+        return (grad_s.to(g.dtype) * g).to(z.dtype), None, None, None
+
+
+def spike(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
+    """Differentiable spike nonlinearity: forward per ``mode``, backward ``noise.pdf(z)``."""
+    if mode not in FIRE_MODES:
+        raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
+    return _Spike.apply(z, noise, mode, generator)
+
+
+def lif_step(
+    x_t: Tensor,
+    u: Tensor | None,
+    params: LIFParameters,
+    noise: Noise,
+    mode: str,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One LIF step. ``x_t``, ``u``: ``[B, ...]`` (``u=None`` means rest, u = 0).
+
+    Returns ``(s, u_next)``, both shaped like ``x_t``.
+    """
+    h = x_t if u is None else params.decay * u + x_t
+    s = spike(h - params.threshold, noise, mode, generator)
+    r = s.detach() if params.detach_reset else s
+    u_next = h * (1.0 - r) if params.hard_reset else h - params.threshold * r
+    return s, u_next

@@ -1,0 +1,134 @@
+"""Shared machinery of every nsnn neuron: validation, step modes, state, functional stepping.
+
+Convention (all neurons): time-first multi-step input ``[T, B, ...]``; each multi-step call starts
+from rest (u = 0). Leak ``h = (1 − 1/τ)·u + x`` (τ ≥ 1; τ = 2 gives the reference's 0.5), threshold θ,
+reset ``"hard"`` (u ← h·(1 − s)) or ``"soft"`` (u ← h − θ·s), optional ``detach_reset``.
+
+``step_mode="m"`` runs the fused multi-step kernel; ``step_mode="s"`` takes one ``[B, ...]`` step
+per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`nsnn.reset_net`).
+:meth:`step` is the snntorch-style functional form, ``spk, mem = neuron.step(x_t, mem)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from nsnn.functional import RESETS, LIFParameters, lif_multistep, lif_step
+from nsnn.noise import Noise
+
+__all__ = ["EVAL_MODES", "STEP_MODES", "SpikingNeuron"]
+
+STEP_MODES = ("m", "s")
+EVAL_MODES = {"stochastic": "bernoulli", "deterministic": "heaviside", "expected": "expected"}
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...] | dict[str, str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+class SpikingNeuron(nn.Module):
+    """Base class of LIF-type neurons; subclasses define :attr:`noise`, :attr:`decay` and firing.
+
+    Args:
+        tau: membrane time constant in steps (≥ 1); retention per step β = 1 − 1/τ.
+        threshold: firing threshold θ (finite, > 0).
+        reset: ``"hard"`` or ``"soft"``.
+        detach_reset: stop gradients through the reset term.
+        step_mode: ``"m"`` (``[T, B, ...]`` per call) or ``"s"`` (``[B, ...]`` per call, stateful).
+        stochastic: whether firing is Bernoulli(noise.cdf(h − θ)) in training.
+        eval_mode: for stochastic neurons, firing outside training: ``"stochastic"``,
+            ``"deterministic"`` (H(h − θ)) or ``"expected"`` (noise.cdf(h − θ)).
+    """
+
+    noise: Noise
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        reset: str = "hard",
+        detach_reset: bool = False,
+        step_mode: str = "m",
+        stochastic: bool = False,
+        eval_mode: str = "stochastic",
+    ) -> None:
+        super().__init__()
+        tau, threshold = float(tau), float(threshold)
+        if not math.isfinite(tau) or tau < 1.0:
+            raise ValueError(f"tau must be a finite number >= 1 (retention 1 - 1/tau in [0, 1)); got {tau}")
+        if not math.isfinite(threshold) or threshold <= 0:
+            raise ValueError(f"threshold must be a finite number > 0; got {threshold}")
+        self.tau = tau
+        self.threshold = threshold
+        self.reset_mode = _choice("reset", reset, RESETS)
+        self.detach_reset = bool(detach_reset)
+        self.step_mode = _choice("step_mode", step_mode, STEP_MODES)
+        self.stochastic = bool(stochastic)
+        self.eval_mode = eval_mode
+        self.mem: Tensor | None = None
+
+    @property
+    def eval_mode(self) -> str:
+        return self._eval_mode
+
+    @eval_mode.setter
+    def eval_mode(self, mode: str) -> None:
+        self._eval_mode = _choice("eval_mode", mode, EVAL_MODES)
+
+    @property
+    def decay(self) -> float | Tensor:
+        """Membrane retention per step, β = 1 − 1/τ."""
+        return 1.0 - 1.0 / self.tau
+
+    @property
+    def fire_mode(self) -> str:
+        """The :data:`nsnn.functional.FIRE_MODES` entry in force now (depends on train/eval)."""
+        if not self.stochastic:
+            return "heaviside"
+        return "bernoulli" if self.training else EVAL_MODES[self.eval_mode]
+
+    def parameters_tuple(self) -> LIFParameters:
+        return LIFParameters(self.decay, self.threshold, self.reset_mode == "hard", self.detach_reset)
+
+    def _drive(self, x: Tensor) -> Tensor:
+        """Input current actually integrated (subclasses may perturb it)."""
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
+        if self.step_mode == "m":
+            if x.dim() < 2:
+                raise ValueError(
+                    f"{type(self).__name__} (step_mode='m') expects [T, B, ...] with rank >= 2; "
+                    f"got shape {tuple(x.shape)}"
+                )
+            return lif_multistep(self._drive(x), self.parameters_tuple(), self.noise, self.fire_mode)
+        if self.mem is not None and self.mem.shape != x.shape:
+            raise ValueError(
+                f"input shape {tuple(x.shape)} differs from the stored membrane {tuple(self.mem.shape)}; "
+                "call reset() (or nsnn.reset_net(model)) between sequences"
+            )
+        spk, self.mem = self.step(x, self.mem)
+        return spk
+
+    def step(self, x_t: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One step, functional: ``spk, mem = neuron.step(x_t, mem)`` (``mem=None``: from rest)."""
+        return lif_step(self._drive(x_t), mem, self.parameters_tuple(), self.noise, self.fire_mode)
+
+    def reset(self) -> None:
+        """Forget the single-step membrane state."""
+        self.mem = None
+
+    def extra_repr(self) -> str:
+        parts = [f"tau={self.tau:g}", f"threshold={self.threshold:g}", f"reset={self.reset_mode!r}"]
+        if self.detach_reset:
+            parts.append("detach_reset=True")
+        parts.append(f"{'noise' if self.stochastic else 'surrogate'}={self.noise!r}")
+        if self.stochastic:
+            parts.append(f"eval_mode={self.eval_mode!r}")
+        parts.append(f"step_mode={self.step_mode!r}")
+        return ", ".join(parts)

@@ -1,0 +1,64 @@
+"""Parametric LIF (PLIF, Fang et al. 2021): the leak is learned, firing deterministic or noisy.
+
+    1/τ = sigmoid(w),   h_t = (1 − sigmoid(w))·u_{t−1} + x_t,   w initialised to −log(τ₀ − 1)
+
+With ``noise=None`` firing is H(h − θ) with the ``surrogate`` PDF; with a noise family it is NILIF's
+Bernoulli(F(h − θ)) firing (and ``eval_mode``). The gradient with respect to ``w`` is exact::
+
+    plif = PLIF(tau=2.0, noise="gaussian", sigma=0.3)
+    spikes = plif(torch.randn(4, 8, 64)); plif.w        # learnable scalar
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from nsnn.neurons.base import SpikingNeuron
+from nsnn.noise import Noise, get_noise
+
+__all__ = ["PLIF"]
+
+
+class PLIF(SpikingNeuron):
+    """LIF with a learnable membrane time constant (one scalar per layer).
+
+    Args:
+        tau: initial time constant (> 1, since 1/τ = sigmoid(w) < 1).
+        noise: ``None`` for deterministic firing, or a noise family for stochastic firing.
+        sigma: scale of ``noise`` or of ``surrogate``.
+        surrogate: PDF used as surrogate when ``noise`` is ``None``.
+        threshold, reset, detach_reset, eval_mode, step_mode: see :class:`SpikingNeuron`.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        reset: str = "hard",
+        detach_reset: bool = False,
+        noise: str | Noise | None = None,
+        sigma: float = 0.3,
+        surrogate: str | Noise = "gaussian",
+        eval_mode: str = "stochastic",
+        step_mode: str = "m",
+    ) -> None:
+        if not float(tau) > 1.0:
+            raise ValueError(f"PLIF needs tau > 1 (1/tau = sigmoid(w) < 1); got {tau}")
+        super().__init__(tau, threshold, reset, detach_reset, step_mode, noise is not None, eval_mode)
+        self.noise = get_noise(noise if noise is not None else surrogate, sigma)
+        self.w = nn.Parameter(torch.tensor(-math.log(float(tau) - 1.0)))
+
+    @property
+    def decay(self) -> Tensor:
+        return torch.sigmoid(-self.w)
+
+    @property
+    def learned_tau(self) -> float:
+        """Current time constant 1/sigmoid(w)."""
+        return float(1.0 / torch.sigmoid(self.w.detach()))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr().replace(f"tau={self.tau:g}", f"tau={self.learned_tau:.4g} (learned)")

@@ -1,0 +1,231 @@
+"""Membrane-noise families: one abstraction (``sample`` / ``cdf`` / ``pdf``) for every noise in nsnn.
+
+A noisy neuron fires when its noisy membrane crosses threshold, ``u + ε > θ``. For zero-mean noise
+symmetric about 0 the firing probability is the noise CDF and its derivative the noise PDF::
+
+    P(s = 1 | u) = F_ε(u − θ),        ∂E[s]/∂u = f_ε(u − θ)
+
+so the PDF *is* the surrogate gradient. The same objects give the surrogate of the deterministic
+``LIF``, the weight noise of memristor-aware layers and the oracles of the tests::
+
+    noise = get_noise("logistic", sigma=0.3)
+    p = noise.cdf(torch.linspace(-1, 1, 5))        # firing probability at u − θ
+
+Every family is parametrised by a scale ``sigma`` and standardised ``z = x / sigma``:
+
+=============  =====================================  =========================================
+family         CDF F(x)                                PDF f(x) (the surrogate)
+=============  =====================================  =========================================
+gaussian       Φ(z) = ½·erfc(−z/√2)                    φ(z)/σ,  φ(z) = exp(−z²/2)/√(2π)
+logistic       sigmoid(z)                              sigmoid(z)·sigmoid(−z)/σ
+triangular     (1+z)²/2 on [−1,0), 1−(1−z)²/2 on [0,1)  max(1 − |z|, 0)/σ   (support [−σ, σ])
+uniform        clamp((z+1)/2, 0, 1)                    1/(2σ) on |z| ≤ 1     (support [−σ, σ])
+=============  =====================================  =========================================
+
+Adding a family is one subclass with a ``name`` and the three standardised functions; it registers
+itself and is available everywhere by name. All math runs in at least float32 (bf16/fp16 inputs are
+upcast, results cast back), and every formula stays finite for any finite input.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["NOISES", "Gaussian", "Logistic", "Noise", "Triangular", "Uniform", "get_noise", "list_noises"]
+
+NOISES: dict[str, type[Noise]] = {}
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in _LOW_PRECISION or not x.is_floating_point() else x.dtype
+
+
+class Noise(ABC):
+    """A zero-mean noise distribution, symmetric about 0, with scale ``sigma``.
+
+    Subclasses set ``name`` and implement the *standardised* (σ = 1) ``_cdf``, ``_pdf`` and
+    ``_icdf`` (inverse CDF, used for sampling); scaling, dtype handling and validation live here.
+
+    Args:
+        sigma: scale of the noise (> 0, finite); its meaning per family is in the module table.
+    """
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            NOISES[cls.name] = cls
+
+    def __init__(self, sigma: float) -> None:
+        sigma = float(sigma)
+        if not math.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"noise sigma must be a finite number > 0, got {sigma}")
+        self.sigma = sigma
+
+    @staticmethod
+    @abstractmethod
+    def _cdf(z: Tensor) -> Tensor:
+        """Standardised CDF F(z)."""
+
+    @staticmethod
+    @abstractmethod
+    def _pdf(z: Tensor) -> Tensor:
+        """Standardised PDF f(z) = F'(z)."""
+
+    @staticmethod
+    @abstractmethod
+    def _icdf(p: Tensor) -> Tensor:
+        """Standardised inverse CDF, for p in (0, 1)."""
+
+    def cdf(self, x: Tensor) -> Tensor:
+        """P(ε ≤ x), elementwise; same shape and dtype as ``x``."""
+        z = x.to(_compute_dtype(x)) / self.sigma
+        return self._cdf(z).to(x.dtype)
+
+    def pdf(self, x: Tensor) -> Tensor:
+        """Density of ε at ``x`` (the surrogate gradient); same shape and dtype as ``x``."""
+        z = x.to(_compute_dtype(x)) / self.sigma
+        return (self._pdf(z) / self.sigma).to(x.dtype)
+
+    def sample(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Draw i.i.d. noise of ``shape`` by inverse-CDF sampling (subclasses may override)."""
+        dtype = dtype or torch.get_default_dtype()
+        work = torch.float32 if dtype in _LOW_PRECISION else dtype
+        u = torch.rand(shape, generator=generator, device=device, dtype=work)
+        tiny = torch.finfo(work).tiny
+        return (self._icdf(u.clamp_(tiny, 1.0 - torch.finfo(work).eps)) * self.sigma).to(dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma:g})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.sigma == other.sigma  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.sigma))
+
+
+class Gaussian(Noise):
+    """Normal noise N(0, σ²): Bernoulli(Φ((u − θ)/σ)) firing, Gaussian-bump surrogate."""
+
+    name = "gaussian"
+
+    @staticmethod
+    def _cdf(z: Tensor) -> Tensor:
+        return 0.5 * torch.erfc(z * -math.sqrt(0.5))
+
+    @staticmethod
+    def _pdf(z: Tensor) -> Tensor:
+        return torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+
+    @staticmethod
+    def _icdf(p: Tensor) -> Tensor:
+        return torch.special.ndtri(p)
+
+    def sample(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        dtype = dtype or torch.get_default_dtype()
+        work = torch.float32 if dtype in _LOW_PRECISION else dtype
+        return (torch.randn(shape, generator=generator, device=device, dtype=work) * self.sigma).to(dtype)
+
+
+class Logistic(Noise):
+    """Logistic noise with scale σ (std σπ/√3): sigmoid firing, sigmoid-derivative surrogate.
+
+    The PDF is computed as sigmoid(z)·sigmoid(−z), which never overflows (the reference's
+    exp(−z)/(1 + exp(−z))² turns into NaN for very negative z).
+    """
+
+    name = "logistic"
+
+    @staticmethod
+    def _cdf(z: Tensor) -> Tensor:
+        return torch.sigmoid(z)
+
+    @staticmethod
+    def _pdf(z: Tensor) -> Tensor:
+        return torch.sigmoid(z) * torch.sigmoid(-z)
+
+    @staticmethod
+    def _icdf(p: Tensor) -> Tensor:
+        return torch.logit(p)
+
+
+class Triangular(Noise):
+    """Symmetric triangular noise on [−σ, σ]: piecewise-quadratic firing, triangle surrogate."""
+
+    name = "triangular"
+
+    @staticmethod
+    def _cdf(z: Tensor) -> Tensor:
+        zc = z.clamp(-1.0, 1.0)
+        return torch.where(zc < 0, 0.5 * (1.0 + zc) ** 2, 1.0 - 0.5 * (1.0 - zc) ** 2)
+
+    @staticmethod
+    def _pdf(z: Tensor) -> Tensor:
+        return (1.0 - z.abs()).clamp_min(0.0)
+
+    @staticmethod
+    def _icdf(p: Tensor) -> Tensor:
+        return torch.where(p < 0.5, torch.sqrt(2.0 * p) - 1.0, 1.0 - torch.sqrt(2.0 * (1.0 - p)))
+
+
+class Uniform(Noise):
+    """Uniform noise on [−σ, σ]: linear-ramp firing, rectangular surrogate of height 1/(2σ)."""
+
+    name = "uniform"
+
+    @staticmethod
+    def _cdf(z: Tensor) -> Tensor:
+        return ((z + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    @staticmethod
+    def _pdf(z: Tensor) -> Tensor:
+        return (z.abs() <= 1.0).to(z.dtype) * 0.5
+
+    @staticmethod
+    def _icdf(p: Tensor) -> Tensor:
+        return 2.0 * p - 1.0
+
+
+def list_noises() -> list[str]:
+    """Names of the registered noise families."""
+    return sorted(NOISES)
+
+
+def get_noise(name: str | Noise, sigma: float = 0.3) -> Noise:
+    """Build a noise family by name (``"gaussian"``, ``"logistic"``, ``"triangular"``, ``"uniform"``).
+
+    A :class:`Noise` instance is returned unchanged. Unknown names and σ ≤ 0 or non-finite raise
+    ``ValueError`` listing the valid choices.
+    """
+    if isinstance(name, Noise):
+        return name
+    key = str(name).lower()
+    if key not in NOISES:
+        raise ValueError(f"unknown noise {name!r}; valid choices: {', '.join(list_noises())}")
+    try:
+        return NOISES[key](sigma)
+    except ValueError as e:
+        raise ValueError(f"{e} (noise {key!r}; valid noises: {', '.join(list_noises())})") from None
