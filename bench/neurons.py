@@ -1,0 +1,130 @@
+"""One spiking layer, forward + backward, side by side: nsnn vs snntorch vs spikingjelly vs a floor.
+
+    python bench/neurons.py [--repeats 9] [--threads N]
+
+For each shape (``[4, 32, 128, 16, 16]`` and ``[32, 16, 4096]``, time-first) it times, in this one
+process, the median of ``--repeats`` forward+backward passes of:
+
+* ``floor``: ``y = 2·x`` through the same harness (the cheapest possible elementwise layer);
+* nsnn ``LIF`` and ``NILIF`` with each noise family (fused multi-step kernel);
+* ``snntorch.Leaky`` (β = 0.5, reset to zero) stepped in the usual Python loop over T;
+* spikingjelly ``LIFNode(step_mode="m")`` (τ = 2, hard reset to 0), when installed.
+
+and the bytes each layer saves for backward (via ``saved_tensors_hooks``), relative to the input's
+bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+import nsnn
+
+SHAPES = [(4, 32, 128, 16, 16), (32, 16, 4096)]
+
+
+class Floor(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 2.0
+
+
+class SnntorchLoop(nn.Module):
+    """snntorch's idiom: one ``Leaky`` call per time step, membrane threaded through the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import snntorch
+
+        self.lif = snntorch.Leaky(beta=0.5, threshold=1.0, reset_mechanism="zero")
+
+    def forward(self, x: Tensor) -> Tensor:
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def spikingjelly_layer() -> nn.Module | None:
+    try:
+        from spikingjelly.activation_based import neuron
+    except Exception:
+        return None
+    return neuron.LIFNode(tau=2.0, decay_input=False, v_reset=0.0, step_mode="m")
+
+
+def saved_bytes(layer: nn.Module, x: Tensor) -> int:
+    """Bytes of distinct storages autograd keeps for ``layer``'s backward (the input itself excluded)."""
+    seen: dict[int, int] = {}
+    x_ptr = x.untyped_storage().data_ptr()
+
+    def pack(t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() != x_ptr:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    if hasattr(layer, "reset"):
+        layer.reset()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x)
+    del y
+    return sum(seen.values())
+
+
+def time_layer(layer: nn.Module, x: Tensor, grad: Tensor, repeats: int) -> float:
+    def once() -> float:
+        xi = x.detach().requires_grad_(True)
+        if hasattr(layer, "reset"):  # spikingjelly keeps the membrane between calls
+            layer.reset()
+        t0 = time.perf_counter()
+        layer(xi).backward(grad)
+        return time.perf_counter() - t0
+
+    for _ in range(2):
+        once()
+    return statistics.median(once() for _ in range(repeats)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median reported)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    layers: dict[str, Callable[[], nn.Module | None]] = {"floor (2x)": Floor, "nsnn LIF": nsnn.LIF}
+    for family in nsnn.list_noises():
+        layers[f"nsnn NILIF {family}"] = lambda f=family: nsnn.NILIF(noise=f, sigma=0.3)
+    layers["snntorch Leaky loop"] = SnntorchLoop
+    layers["spikingjelly LIFNode m"] = spikingjelly_layer
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    for shape in SHAPES:
+        x = torch.randn(shape) * 0.8 + 0.6
+        grad = torch.randn(shape)
+        print(f"\nshape {list(shape)}  ({x.numel() / 1e6:.2f} M elements, input {x.nbytes / 2**20:.1f} MiB)")
+        print(f"{'layer':26s} {'ms':>8s} {'x floor':>8s} {'x snntorch':>11s} {'saved/input':>12s}")
+        rows = []
+        for name, make in layers.items():
+            layer = make()
+            if layer is None:
+                print(f"{name:26s} {'(not installed)':>8s}")
+                continue
+            ms = time_layer(layer, x, grad, args.repeats)
+            rows.append((name, ms, saved_bytes(layer, x.detach().requires_grad_(True)) / x.nbytes))
+        floor = rows[0][1]
+        snn = next(ms for name, ms, _ in rows if name.startswith("snntorch"))
+        for name, ms, mem in rows:
+            print(f"{name:26s} {ms:8.2f} {ms / floor:8.2f} {ms / snn:11.3f} {mem:12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Neurons: firing statistics, surrogate = pdf, fused kernel vs a naive autograd loop, reset, modes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import nsnn
+from nsnn.functional import LIFParameters, lif_multistep
+from nsnn.noise import get_noise
+
+FAMILIES = ["gaussian", "logistic", "triangular", "uniform"]
+
+
+def naive_lif(x, decay, theta, hard, detach, noise, spikes):
+    """Plain-autograd LIF loop whose forward spikes are given (``spikes``) and whose spike gradient is
+    d cdf/dz through autograd, i.e. the noise pdf: s = s_given + F(z) − F(z).detach()."""
+    u = None
+    out = []
+    for t in range(x.shape[0]):
+        h = x[t] if u is None else decay * u + x[t]
+        c = noise.cdf(h - theta)
+        s = spikes[t] + c - c.detach()
+        r = s.detach() if detach else s
+        u = h * (1 - r) if hard else h - theta * r
+        out.append(s)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["heaviside", "bernoulli", "expected"])
+@pytest.mark.parametrize(("hard", "detach"), [(True, False), (True, True), (False, False), (False, True)])
+def test_fused_matches_naive_float64(family, mode, hard, detach):
+    torch.manual_seed(3)
+    noise = get_noise(family, 0.35)
+    x = (torch.randn(6, 5, 7, dtype=torch.float64) * 0.8 + 0.7).requires_grad_(True)
+    params = LIFParameters(0.6, 1.0, hard, detach)
+    s = lif_multistep(x, params, noise, mode)
+    g_out = torch.randn_like(s)
+    (gx,) = torch.autograd.grad(s, x, g_out)
+
+    x2 = x.detach().clone().requires_grad_(True)
+    s_ref = naive_lif(x2, 0.6, 1.0, hard, detach, noise, s.detach())
+    (gx_ref,) = torch.autograd.grad(s_ref, x2, g_out)
+    torch.testing.assert_close(s, s_ref.detach(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-6, rtol=1e-6)
+    if mode == "heaviside":  # deterministic spikes really are H(h - θ) of the naive membrane
+        h = x.detach()[0]
+        assert torch.equal(s[0].detach(), (h > 1.0).double())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("noisy", [False, True])
+def test_learnable_decay_gradient_matches_naive(family, noisy):
+    torch.manual_seed(4)
+    plif = nsnn.PLIF(tau=3.0, noise=family if noisy else None, surrogate=family, sigma=0.4).double()
+    x = torch.randn(5, 4, 6, dtype=torch.float64) * 0.8 + 0.8
+    s = plif(x)
+    g_out = torch.randn_like(s)
+    s.backward(g_out)
+    w_ref = plif.w.detach().clone().requires_grad_(True)
+    s_ref = naive_lif(x, torch.sigmoid(-w_ref), 1.0, True, False, plif.noise, s.detach())
+    s_ref.backward(g_out)
+    torch.testing.assert_close(plif.w.grad, w_ref.grad.to(plif.w.grad.dtype), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_firing_frequency_is_noise_cdf(family):
+    torch.manual_seed(0)
+    n = 100_000
+    neuron = nsnn.NILIF(noise=family, sigma=0.3)
+    for v in (0.75, 0.9, 1.0, 1.15):
+        s = neuron(torch.full((1, n), v))
+        p = neuron.noise.cdf(torch.tensor(v - 1.0)).item()
+        bound = 5 * math.sqrt(p * (1 - p) / n) + 1e-12
+        assert abs(s.mean().item() - p) <= bound, (v, s.mean().item(), p)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_is_noise_pdf(family):
+    neuron = nsnn.NILIF(noise=family, sigma=0.3)
+    x = torch.linspace(0.5, 1.5, 101).reshape(1, 101).requires_grad_(True)
+    neuron(x).sum().backward()
+    torch.testing.assert_close(x.grad, neuron.noise.pdf(x.detach() - 1.0))
+
+
+def test_no_double_noise_by_default_and_repo_mode_doubles_it():
+    torch.manual_seed(1)
+    n = 200_000
+    x = torch.full((1, n), 0.6)
+    clean = nsnn.NILIF(noise="gaussian", sigma=0.3)(x).mean().item()
+    repo = nsnn.NILIF(noise="gaussian", sigma=0.3, double_noise=True)(x).mean().item()
+    phi = get_noise("gaussian", 0.3).cdf(torch.tensor(-0.4)).item()  # 0.091
+    phi2 = get_noise("gaussian", 0.3 * math.sqrt(2)).cdf(torch.tensor(-0.4)).item()  # 0.173
+    tol = 5 * math.sqrt(0.25 / n)
+    assert abs(clean - phi) < tol
+    assert abs(repo - phi2) < tol
+
+
+@pytest.mark.parametrize("kind", ["NILIF", "LIF", "PLIF", "NIPLIF"])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_reset_uses_the_emitted_spike(kind, reset):
+    torch.manual_seed(2)
+    neuron = nsnn.build_neuron(kind, noise="uniform", sigma=0.5, tau=2.0, reset=reset)
+    neuron.step_mode = "s"
+    x = torch.rand(8, 4000) * 1.6
+    mem = None
+    for t in range(8):
+        h = x[t] if mem is None else neuron.decay * mem + x[t]
+        spk, mem = neuron.step(x[t], mem)
+        expected = h * (1 - spk) if reset == "hard" else h - 1.0 * spk
+        torch.testing.assert_close(mem, expected.detach() if not mem.requires_grad else expected)
+
+
+@pytest.mark.parametrize("mode", ["stochastic", "deterministic", "expected"])
+def test_single_step_equals_multi_step(mode):
+    neuron = nsnn.NILIF(noise="logistic", sigma=0.2, reset="soft").eval()
+    neuron.eval_mode = mode
+    x = torch.randn(7, 3, 11) + 0.8
+    if mode == "stochastic":
+        # same distribution: compare firing counts over many repeats
+        xs = x.expand(7, 3, 11).repeat(1, 2000, 1)
+        multi = neuron(xs).mean().item()
+        neuron.step_mode = "s"
+        single = torch.stack([neuron(xs[t]) for t in range(7)]).mean().item()
+        assert abs(multi - single) < 0.01
+        return
+    multi = neuron(x)
+    neuron.step_mode = "s"
+    nsnn.reset_net(neuron)
+    single = torch.stack([neuron(x[t]) for t in range(7)])
+    torch.testing.assert_close(single, multi)
+
+
+def test_single_step_state_and_reset_net():
+    net = torch.nn.Sequential(nsnn.LIF(step_mode="s"), nsnn.NILIF(step_mode="s"))
+    net(torch.ones(2, 3))
+    assert all(m.mem is not None for m in net)
+    with pytest.raises(ValueError, match="reset"):
+        net(torch.ones(4, 3))
+    nsnn.reset_net(net)
+    assert all(m.mem is None for m in net)
+    assert net(torch.ones(4, 3)).shape == (4, 3)
+
+
+def test_eval_modes_and_deterministic_limits():
+    x = torch.randn(5, 64, 32) + 0.9
+    lif = nsnn.LIF()
+    nilif = nsnn.NILIF(noise="gaussian", sigma=0.3).eval()
+    nilif.eval_mode = "deterministic"
+    assert torch.equal(nilif(x), lif(x))
+    nilif.eval_mode = "expected"
+    e = nilif(x)
+    assert ((e >= 0) & (e <= 1)).all() and ((e > 0) & (e < 1)).any()
+    # σ → 0: stochastic firing becomes the Heaviside step
+    tiny = nsnn.NILIF(noise="uniform", sigma=1e-6)
+    assert torch.equal(tiny(x), lif(x))
+    nsnn.set_eval_mode(torch.nn.Sequential(nilif), "stochastic")
+    assert nilif.eval_mode == "stochastic"
+    nilif.train()  # training always samples, whatever eval_mode says
+    nilif.eval_mode = "deterministic"
+    assert nilif.fire_mode == "bernoulli"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["NILIF", "LIF", "PLIF"])
+def test_shape_dtype_device_preserved(dtype, kind):
+    neuron = nsnn.build_neuron(kind)
+    x = (torch.randn(3, 2, 4, 5) + 1).to(dtype).requires_grad_(True)
+    s = neuron(x)
+    assert s.shape == x.shape and s.dtype == dtype and s.device == x.device
+    assert set(s.unique().tolist()) <= {0.0, 1.0}
+    s.float().sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+
+
+def test_seeded_runs_reproducible():
+    x = torch.randn(4, 16, 50) + 0.9
+    torch.manual_seed(11)
+    a = nsnn.NILIF()(x)
+    torch.manual_seed(11)
+    b = nsnn.NILIF()(x)
+    assert torch.equal(a, b)
+
+
+def test_saved_memory_is_membrane_plus_one_byte_per_spike():
+    x = (torch.randn(4, 8, 1000) + 0.9).requires_grad_(True)
+    sizes = []
+
+    def pack(t):
+        if t.data_ptr() != x.data_ptr():
+            sizes.append(t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        nsnn.NILIF()(x)
+    assert sum(sizes) <= 1.25 * x.nbytes
+
+
+def test_seq_to_ann_runs_stateless_layers_over_time_and_batch():
+    conv = nsnn.SeqToANN(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.BatchNorm2d(3))
+    x = torch.randn(4, 5, 2, 8, 8)
+    y = conv(x)
+    assert y.shape == (4, 5, 3, 8, 8)
+    flat = torch.nn.Sequential(*conv)(x.flatten(0, 1))
+    torch.testing.assert_close(y, flat.unflatten(0, (4, 5)))
+    with pytest.raises(ValueError):
+        conv(torch.randn(5))
+
+
+def test_matches_snntorch_leaky_dynamics_and_gradients():
+    """nsnn hard reset + detach_reset ≡ snntorch Leaky(reset_mechanism="zero"), same surrogate.
+
+    snntorch's ``mem`` at step t is the pre-reset potential, i.e. nsnn's h_t; it zeroes the previous
+    membrane when the previous step spiked (detached), exactly u = h·(1 − s.detach()).
+    """
+    import snntorch
+    from snntorch import surrogate
+
+    noise = get_noise("gaussian", 0.3)
+
+    def gaussian_pdf(input_, grad_input, spikes):
+        return grad_input * noise.pdf(input_)
+
+    leaky = snntorch.Leaky(
+        beta=0.5, threshold=1.0, reset_mechanism="zero", spike_grad=surrogate.custom_surrogate(gaussian_pdf)
+    )
+    ours = nsnn.LIF(tau=2.0, threshold=1.0, reset="hard", detach_reset=True, surrogate=noise)
+    torch.manual_seed(5)
+    x = (torch.randn(8, 16, 32) * 0.7 + 0.7).requires_grad_(True)
+    mem = torch.zeros(16, 32)
+    spk_ref = []
+    for t in range(8):
+        spk, mem = leaky(x[t], mem)
+        spk_ref.append(spk)
+    spk_ref = torch.stack(spk_ref)
+    g = torch.randn_like(spk_ref)
+    (g_ref,) = torch.autograd.grad(spk_ref, x, g)
+    s = ours(x)
+    (g_ours,) = torch.autograd.grad(s, x, g)
+    assert torch.equal(s, spk_ref)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: nsnn.NILIF(tau=0.5), "tau"),
+        (lambda: nsnn.LIF(tau=float("nan")), "tau"),
+        (lambda: nsnn.NILIF(threshold=0.0), "threshold"),
+        (lambda: nsnn.NILIF(reset="zero"), "reset"),
+        (lambda: nsnn.NILIF(step_mode="x"), "step_mode"),
+        (lambda: nsnn.NILIF(eval_mode="mean"), "eval_mode"),
+        (lambda: nsnn.NILIF(noise="pink"), "valid choices"),
+        (lambda: nsnn.NILIF(sigma=-1.0), "sigma"),
+        (lambda: nsnn.PLIF(tau=1.0), "tau"),
+        (lambda: nsnn.build_neuron("IF"), "valid choices"),
+        (lambda: nsnn.NILIF()(torch.ones(5)), "rank"),
+        (lambda: nsnn.set_eval_mode(nsnn.NILIF(), "mean"), "eval_mode"),
+        (lambda: setattr(nsnn.NILIF(), "eval_mode", "x"), "eval_mode"),
+        (lambda: lif_multistep(torch.ones(2, 2), LIFParameters(), get_noise("gaussian"), "poisson"), "mode"),
+    ],
+)
+def test_bad_inputs_raise_value_error(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()

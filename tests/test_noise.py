@@ -1,0 +1,127 @@
+"""Noise families: CDF/PDF consistency, sampling, numerical stability, validation, extensibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import nsnn
+from nsnn.noise import NOISES, Noise, get_noise, list_noises
+
+FAMILIES = ["gaussian", "logistic", "triangular", "uniform"]
+
+
+def test_registry_lists_the_four_families():
+    assert set(FAMILIES) <= set(list_noises())
+    for name in FAMILIES:
+        assert get_noise(name, 0.3).name == name
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_pdf_is_derivative_of_cdf(name):
+    noise = get_noise(name, 0.37)
+    x = torch.linspace(-1.5, 1.5, 2001, dtype=torch.float64)
+    x = x[(x.abs() - 0.37).abs() > 1e-3]  # kinks of the uniform/triangular pdf
+    eps = 1e-6
+    fd = (noise.cdf(x + eps) - noise.cdf(x - eps)) / (2 * eps)
+    torch.testing.assert_close(noise.pdf(x), fd, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cdf_is_a_symmetric_distribution_function(name):
+    noise = get_noise(name, 0.5)
+    x = torch.linspace(-20, 20, 4001, dtype=torch.float64)
+    c = noise.cdf(x)
+    assert torch.all(c[1:] >= c[:-1])
+    assert c[0] < 1e-6 and c[-1] > 1 - 1e-6
+    torch.testing.assert_close(c + noise.cdf(-x), torch.ones_like(c), atol=1e-12, rtol=0)
+    # total mass of the pdf is 1 (trapezoid rule on a fine grid)
+    grid = torch.linspace(-12, 12, 200001, dtype=torch.float64)
+    assert torch.trapezoid(noise.pdf(grid), grid).item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_samples_follow_the_cdf(name):
+    noise = get_noise(name, 0.3)
+    g = torch.Generator().manual_seed(1)
+    n = 200_000
+    s = noise.sample((n,), generator=g, dtype=torch.float64)
+    assert s.shape == (n,) and s.dtype == torch.float64
+    for q in (-0.4, -0.2, -0.05, 0.0, 0.1, 0.25):
+        p = noise.cdf(torch.tensor(q, dtype=torch.float64)).item()
+        freq = (s <= q).double().mean().item()
+        bound = 5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-9
+        assert abs(freq - p) <= bound, (q, freq, p)
+
+
+def test_sample_seeded_device_dtype():
+    noise = get_noise("logistic", 0.2)
+    a = noise.sample((3, 4), generator=torch.Generator().manual_seed(5), dtype=torch.bfloat16)
+    b = noise.sample((3, 4), generator=torch.Generator().manual_seed(5), dtype=torch.bfloat16)
+    assert a.dtype == torch.bfloat16 and a.device.type == "cpu"
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_finite_for_any_finite_input(name, dtype):
+    noise = get_noise(name, 0.04)
+    big = torch.finfo(dtype).max
+    x = torch.tensor([-big, -1e4, -50.0, -1.0, 0.0, 1e-3, 1.0, 50.0, 1e4, big], dtype=dtype)
+    c, p = noise.cdf(x), noise.pdf(x)
+    assert c.dtype == dtype and p.dtype == dtype
+    assert torch.isfinite(c).all() and torch.isfinite(p).all()
+    assert (c >= 0).all() and (c <= 1).all() and (p >= 0).all()
+
+
+def test_logistic_backward_does_not_overflow():
+    # the reference computed exp(-z)/(1+exp(-z))^2, which is NaN for very negative z
+    p = get_noise("logistic", 0.04).pdf(torch.tensor([-100.0, -10.0, 10.0, 100.0]))
+    assert torch.isfinite(p).all() and (p >= 0).all()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_sigma_raises(bad):
+    with pytest.raises(ValueError, match="valid"):
+        get_noise("gaussian", bad)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match="gaussian.*logistic.*triangular.*uniform"):
+        get_noise("cauchyish", 0.3)
+
+
+def test_a_fifth_family_is_one_class():
+    class Laplace(Noise):
+        name = "test-laplace"
+
+        @staticmethod
+        def _cdf(z):
+            return torch.where(z < 0, 0.5 * torch.exp(z), 1 - 0.5 * torch.exp(-z))
+
+        @staticmethod
+        def _pdf(z):
+            return 0.5 * torch.exp(-z.abs())
+
+        @staticmethod
+        def _icdf(p):
+            return torch.where(p < 0.5, torch.log(2 * p), -torch.log(2 * (1 - p)))
+
+    try:
+        noise = get_noise("test-laplace", 0.3)
+        assert isinstance(noise, Laplace)
+        neuron = nsnn.NILIF(noise="test-laplace", sigma=0.3)
+        n = 40_000
+        x = torch.full((1, n), 0.9, requires_grad=True)
+        s = neuron(x)
+        # one step from rest: P(spike) = F(0.9 - 1.0); gradient = f(0.9 - 1.0)
+        p = noise.cdf(torch.tensor(-0.1)).item()
+        assert abs(s.mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
+        s.sum().backward()
+        torch.testing.assert_close(x.grad, noise.pdf(torch.full((1, n), -0.1)))
+        lif = nsnn.LIF(surrogate="test-laplace", sigma=0.3)
+        assert lif.noise == noise
+    finally:
+        NOISES.pop("test-laplace", None)
