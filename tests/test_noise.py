@@ -89,7 +89,7 @@ def test_bad_sigma_raises(bad):
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(ValueError, match="gaussian.*logistic.*triangular.*uniform"):
+    with pytest.raises(ValueError, match=r"gaussian.*logistic.*triangular.*uniform"):
         get_noise("cauchyish", 0.3)
 
 
