@@ -6,19 +6,27 @@ default for demos, tests, BPTT and STDP runs, always split the same way::
     train, test = embedded_mnist_split()   # 8,000 / 2,000, fixed permutation (seed 0)
     train.images.shape  # torch.Size([8000, 28, 28]), uint8
 
-There is no other split of the embedded set anywhere in nsnn.
+There is no other split of the embedded set anywhere in nsnn. Full MNIST (60,000 / 10,000) is read from a
+folder of the four idx files, fetched with md5 verification by :func:`download_mnist`::
+
+    download_mnist("data")                       # -> data/MNIST/raw/*.gz
+    train = load_mnist_folder("data", "train")   # [60000, 28, 28] uint8
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-from dataclasses import dataclass
+import zlib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from nsnn.data.base import DatasetError, ImageSet, dataset_error
+from nsnn.data.download import download_file
 
 EMBEDDED_SPLIT_SEED = 0
 EMBEDDED_TRAIN_SIZE = 8000
@@ -27,29 +35,18 @@ _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_EMBEDDED_MD5 = {
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-
-
-class DatasetError(RuntimeError):
-    """A dataset is missing or corrupt; the message names the path, the layout and the fix."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images ``[N, H, W]`` or ``[N, C, H, W]`` (uint8) with integer labels ``[N]`` (int64)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index])
-
+_EMBEDDED_MD5 = {name: MNIST_MD5[name] for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+MNIST_LAYOUT = """  <root>/MNIST/raw/ (or <root>/ or <root>/raw/) holding
+    train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
+    t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
+  (omit --data-dir to use the embedded MNIST test set, split 8,000 / 2,000)"""
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -61,7 +58,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"cannot read idx file {path}: {e}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DatasetError(f"{path} is not an idx file (bad magic number)")
@@ -97,15 +94,30 @@ def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
     img_stem, lbl_stem = _FILES[split]
     img_path, lbl_path = _find(root, img_stem), _find(root, lbl_stem)
     if img_path is None or lbl_path is None:
-        raise DatasetError(
-            f"MNIST {split} files not found under {root}. Expected {img_stem}[.gz] and {lbl_stem}[.gz] "
-            f"in {root} (or {root}/MNIST/raw). Pass --download to fetch them, or omit --data-dir to use "
-            "the embedded MNIST test set."
-        )
-    images, labels = read_idx(img_path), read_idx(lbl_path)
+        problem = f"{split} files {img_stem}[.gz] / {lbl_stem}[.gz] not found"
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
+    try:
+        images, labels = read_idx(img_path), read_idx(lbl_path)
+    except DatasetError as e:
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, f"corrupt file ({e})") from e
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise DatasetError(f"MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
+        problem = f"files disagree (images {images.shape}, labels {labels.shape})"
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
     return ImageSet(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+
+
+def download_mnist(
+    root: str | Path, mirrors: Sequence[str] = MNIST_MIRRORS, progress: bool | None = None
+) -> Path:
+    """Fetch the four MNIST idx.gz files into ``root/MNIST/raw`` (md5-verified; kept if already valid).
+
+    Each file is tried on every mirror in turn (a mirror is a URL prefix ending in ``/``); returns the
+    folder. Raises :class:`DatasetError` listing the failures when no mirror delivers a file.
+    """
+    folder = Path(root) / "MNIST" / "raw"
+    for name, md5 in MNIST_MD5.items():
+        download_file([m + name for m in mirrors], folder / name, md5, progress=progress)
+    return folder
 
 
 def embedded_mnist_dir() -> Path:

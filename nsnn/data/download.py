@@ -1,0 +1,143 @@
+"""Verified downloads and safe archive extraction.
+
+A download streams into a temp file beside the target while hashing, and is renamed over the target only
+when its md5 matches, so an interrupted or corrupted transfer never leaves a file that looks valid::
+
+    download_file(["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"], "data/cifar-10-python.tar.gz",
+                  md5="c58f30108f718f92721af3b95e74349a")
+    extract_tar("data/cifar-10-python.tar.gz", "data", top="cifar-10-batches-py")
+
+Any ``urllib`` URL works, ``file://`` included (tests and offline mirrors use it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from tqdm import tqdm
+
+from nsnn.data.base import DatasetError, progress_off
+from nsnn.io import atomic_write
+
+_CHUNK = 1 << 20
+
+
+class _ChecksumMismatch(Exception):
+    pass
+
+
+def md5_file(path: str | Path) -> str:
+    """Hex md5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stream(url: str, out: IO[bytes], md5: str, timeout: float, progress: bool | None) -> None:
+    digest = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = response.headers.get("Content-Length")
+        with tqdm(
+            total=int(total) if total else None,
+            unit="B",
+            unit_scale=True,
+            desc=url.rsplit("/", 1)[-1],
+            disable=progress_off(progress),
+        ) as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+                bar.update(len(chunk))
+    if digest.hexdigest() != md5:
+        raise _ChecksumMismatch(f"md5 {digest.hexdigest()} != expected {md5}")
+
+
+def download_file(
+    urls: str | Sequence[str],
+    dest: str | Path,
+    md5: str,
+    *,
+    timeout: float = 60.0,
+    progress: bool | None = None,
+) -> Path:
+    """Fetch ``dest`` from the first of ``urls`` that delivers a file with the given md5.
+
+    An existing ``dest`` with the right md5 is kept without any network access. Each attempt streams to
+    a temp file in ``dest``'s folder, checks the md5, then renames atomically; a failed attempt (network
+    error, HTTP error, checksum mismatch) leaves nothing behind and the next mirror is tried. If all fail,
+    raises :class:`DatasetError` listing every URL with its error.
+    """
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    if not urls:
+        raise ValueError("download_file needs at least one URL")
+    dest = Path(dest)
+    if dest.is_file() and md5_file(dest) == md5:
+        return dest
+    errors = []
+    for url in urls:
+        try:
+            atomic_write(dest, lambda f, url=url: _stream(url, f, md5, timeout, progress))
+            return dest
+        except (OSError, _ChecksumMismatch) as e:
+            errors.append(f"  {url}: {type(e).__name__}: {e}")
+    raise DatasetError(
+        f"could not download {dest.name} (md5 {md5}) to {dest}:\n" + "\n".join(errors) + "\n"
+        "If this machine is offline, fetch the file elsewhere, copy it to that path (or place the "
+        "extracted dataset in the data folder) and run again."
+    )
+
+
+def _safe_members(tar: tarfile.TarFile, top: str, archive: Path) -> list[tarfile.TarInfo]:
+    members = []
+    for m in tar.getmembers():
+        parts = PurePosixPath(m.name).parts
+        if (
+            not parts
+            or PurePosixPath(m.name).is_absolute()
+            or ".." in parts
+            or parts[0] != top
+            or not (m.isfile() or m.isdir())
+        ):
+            raise DatasetError(
+                f"refusing to extract {archive}: member {m.name!r} is not a plain file or folder under {top}/"
+            )
+        members.append(m)
+    return members
+
+
+def extract_tar(archive: str | Path, dest: str | Path, top: str) -> Path:
+    """Extract ``archive`` into ``dest`` and return ``dest / top``.
+
+    Safe extraction: every member must be a regular file or folder under ``top/`` (no absolute paths,
+    ``..``, links or devices), and the archive is unpacked into a temp folder first and moved into
+    place in one rename, so a crash never leaves a half-extracted ``dest / top``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    target = dest / top
+    if target.exists():
+        raise DatasetError(
+            f"{target} already exists but is incomplete or corrupt; delete it and run again with --download"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=".extract", dir=dest))
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = _safe_members(tar, top, archive)
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **kwargs)
+        os.replace(tmp / top, target)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DatasetError(f"cannot extract {archive} (corrupt archive?): {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

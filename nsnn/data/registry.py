@@ -1,0 +1,223 @@
+"""Datasets by name: one call returns train/test tensors plus everything a model and loader need.
+
+::
+
+    bundle = get_dataset("cifar10", data_dir="data", download=True)
+    print(bundle.describe())
+    train, val = bundle.train_val_split(0.1, seed=0)          # checkpoints are selected on val
+    loader = bundle.loader(train, 128, train=True, seed=0, device="cuda")
+
+Names: ``list_datasets()``. ``"mnist"`` without ``data_dir`` is the embedded MNIST test set split
+8,000 / 2,000 (zero setup); with ``data_dir`` (or ``download``) it is full MNIST from that folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nsnn.data.augment import Augment
+from nsnn.data.base import DatasetError, ImageSet, default_data_dir
+from nsnn.data.cifar import (
+    CIFAR_LAYOUTS,
+    download_cifar,
+    find_cifar_folder,
+    load_cifar_classes,
+    load_cifar_folder,
+)
+from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_folder
+from nsnn.data.loader import TensorLoader
+from nsnn.data.mnist import download_mnist, embedded_mnist_dir, embedded_mnist_split, load_mnist_folder
+from nsnn.data.split import train_val_split
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+_CIFAR_NORM = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """Train/test sets of one dataset with its shape, normalisation and default training augmentation.
+
+    ``mean``/``std`` are ``None`` for DVS frames (used raw, as the reference does). ``time_steps`` is the
+    number of event frames per sample (DVS; batches are ``[B, T, C, H, W]``), ``None`` for static images.
+    """
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    augment: Augment = field(default_factory=Augment)
+    classes: tuple[str, ...] = ()
+    source: str = ""
+    time_steps: int | None = None
+
+    def describe(self) -> str:
+        """A few lines: sizes, sample shape and dtype, classes, source, normalisation, augmentation."""
+        shape = f"{self.in_channels}×{self.image_size}×{self.image_size}"
+        if self.time_steps is not None:
+            shape = f"T={self.time_steps} frames of {shape}"
+        lines = [
+            f"{self.name}: {len(self.train):,} train / {len(self.test):,} test, {shape} "
+            f"{str(self.train.images.dtype).removeprefix('torch.')}, {self.num_classes} classes",
+            f"  from: {self.source}",
+            "  normalise: "
+            + (f"mean {self.mean}, std {self.std}" if self.mean is not None else "none (raw frames)"),
+            f"  train augmentation: {self.augment.describe()}",
+        ]
+        if self.classes:
+            shown = ", ".join(self.classes[:10]) + (", ..." if len(self.classes) > 10 else "")
+            lines.insert(1, f"  classes: {shown}")
+        return "\n".join(lines)
+
+    def train_val_split(
+        self, val_fraction: float = 0.1, seed: int = 0, stratify: bool = True
+    ) -> tuple[ImageSet, ImageSet]:
+        """Hold out ``val_fraction`` of the training set (see :func:`nsnn.data.train_val_split`)."""
+        return train_val_split(self.train, val_fraction, seed, stratify)
+
+    def loader(self, data: ImageSet, batch_size: int, *, train: bool, **kwargs: Any) -> TensorLoader:
+        """A :class:`TensorLoader` with this dataset's normalisation; ``train=True`` adds shuffling and
+        the default augmentation. ``kwargs`` (seed, device, rank, world_size, drop_last, augment, ...)
+        override the defaults."""
+        options: dict[str, Any] = {
+            "shuffle": train,
+            "augment": self.augment if train else None,
+            "mean": self.mean,
+            "std": self.std,
+        }
+        options.update(kwargs)
+        return TensorLoader(data.images, data.labels, batch_size, **options)
+
+
+Builder = Callable[[Path | None, bool, bool | None], DatasetBundle]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_dataset(name: str) -> Callable[[Builder], Builder]:
+    """Decorator adding ``builder(data_dir, download, progress) -> DatasetBundle`` under ``name``."""
+
+    def add(builder: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def get_dataset(
+    name: str, data_dir: str | Path | None = None, download: bool = False, progress: bool | None = None
+) -> DatasetBundle:
+    """Load dataset ``name`` from ``data_dir`` (default ``$NSNN_DATA_DIR`` or ``./data``).
+
+    With ``download=True`` a dataset that is not found is fetched (md5-verified) into ``data_dir``
+    first. Raises ``ValueError`` for an unknown name and :class:`DatasetError` (naming the path, the
+    expected layout and ``--download``) when the data is missing or corrupt.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {list_datasets()}")
+    return _BUILDERS[name](None if data_dir is None else Path(data_dir), download, progress)
+
+
+def _load_or_fetch(load: Callable[[], T], fetch: Callable[[], object], download: bool) -> T:
+    try:
+        return load()
+    except DatasetError:
+        if not download:
+            raise
+    fetch()
+    return load()
+
+
+@register_dataset("mnist")
+def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+    if data_dir is None and not download:
+        train, test = embedded_mnist_split()
+        source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
+    else:
+        root = data_dir if data_dir is not None else default_data_dir()
+        train = _load_or_fetch(
+            lambda: load_mnist_folder(root, "train"),
+            lambda: download_mnist(root, progress=progress),
+            download,
+        )
+        test = load_mnist_folder(root, "test")
+        source = str(root)
+    return DatasetBundle(
+        name="mnist",
+        train=train,
+        test=test,
+        num_classes=10,
+        in_channels=1,
+        image_size=28,
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        classes=tuple(str(i) for i in range(10)),
+        source=source,
+    )
+
+
+def _cifar(name: str) -> Builder:
+    def build(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+        root = data_dir if data_dir is not None else default_data_dir()
+        train = _load_or_fetch(
+            lambda: load_cifar_folder(root, name, "train"),
+            lambda: download_cifar(root, name, progress=progress),
+            download,
+        )
+        mean, std = _CIFAR_NORM[name]
+        return DatasetBundle(
+            name=name,
+            train=train,
+            test=load_cifar_folder(root, name, "test"),
+            num_classes=CIFAR_LAYOUTS[name].num_classes,
+            in_channels=3,
+            image_size=32,
+            mean=mean,
+            std=std,
+            augment=Augment(crop_padding=4, flip=True),
+            classes=load_cifar_classes(root, name),
+            source=str(find_cifar_folder(root, name)),
+        )
+
+    return build
+
+
+register_dataset("cifar10")(_cifar("cifar10"))
+register_dataset("cifar100")(_cifar("cifar100"))
+
+
+@register_dataset("dvs-cifar10")
+def _dvs_cifar10(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+    """There is no download (``download`` is ignored); the DatasetError says how to prepare the frames."""
+    root = data_dir if data_dir is not None else default_data_dir()
+    train = load_dvs_folder(root, "train", progress)
+    _, steps, channels, size, _ = train.images.shape
+    return DatasetBundle(
+        name="dvs-cifar10",
+        train=train,
+        test=load_dvs_folder(root, "test", progress),
+        num_classes=DVS_NUM_CLASSES,
+        in_channels=channels,
+        image_size=size,
+        mean=None,
+        std=None,
+        augment=Augment(roll=5, flip=True),
+        source=str(find_dvs_folder(root)),
+        time_steps=steps,
+    )

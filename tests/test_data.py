@@ -1,0 +1,453 @@
+"""nsnn.data: file formats, verified downloads, augmentation, validation split and the batch loader.
+
+All data is generated in ``tmp_path`` (or is the embedded MNIST set); downloads use ``file://`` URLs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import io
+import pickle
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nsnn.data as nd
+from nsnn.data import (
+    Augment,
+    DatasetError,
+    ImageSet,
+    TensorLoader,
+    cutout,
+    random_crop,
+    random_hflip,
+    random_roll,
+    split_indices,
+)
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    payload = header + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    return path
+
+
+def fake_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for stem, arr in arrays.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arr)
+    return arrays
+
+
+def dump(path: Path, obj: object) -> None:
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+
+
+def fake_cifar(root: Path, name: str = "cifar10", per_file: int = 4) -> Path:
+    layout = nd.CIFAR_LAYOUTS[name]
+    folder = root / layout.folder
+    folder.mkdir(parents=True)
+    for k, files in enumerate(layout.splits.values()):
+        for j, f in enumerate(files):
+            data = (np.arange(per_file * 3072) + 7 * j + 3 * k).astype(np.uint8).reshape(per_file, 3072)
+            labels = [(i + j) % layout.num_classes for i in range(per_file)]
+            dump(folder / f, {b"data": data, layout.label_key: labels, b"batch_label": b"x"})
+    names = [f"class{i}".encode() for i in range(layout.num_classes)]
+    dump(folder / layout.meta, {layout.names_key: names})
+    return folder
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def fake_dvs(root: Path, sizes: dict[str, int], shape=(3, 2, 8, 8)) -> Path:
+    g = torch.Generator().manual_seed(0)
+    for split, n in sizes.items():
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            label = torch.Tensor([i % 10]) if i % 2 else i % 10  # the reference saves Tensor([c]) (float)
+            torch.save([torch.rand(shape, generator=g), label], root / split / f"{i}.pt")
+    return root
+
+
+# ------------------------------------------------------------------------------------------ MNIST / idx
+
+
+def test_idx_round_trip_plain_and_gz(tmp_path):
+    arr = np.random.default_rng(1).integers(0, 256, (3, 5, 7), dtype=np.uint8)
+    ints = (np.arange(6) - 2).astype(">i4").reshape(2, 3)
+    np.testing.assert_array_equal(nd.read_idx(write_idx(tmp_path / "a-idx3-ubyte", arr)), arr)
+    np.testing.assert_array_equal(nd.read_idx(write_idx(tmp_path / "a-idx3-ubyte.gz", arr)), arr)
+    np.testing.assert_array_equal(nd.read_idx(write_idx(tmp_path / "b-idx2-int", ints)), ints)
+
+
+def test_mnist_folder_layouts_and_corruption(tmp_path):
+    arrays = fake_mnist(tmp_path / "flat", gz=False)
+    train = nd.load_mnist_folder(tmp_path / "flat", "train")
+    assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
+    np.testing.assert_array_equal(train.images.numpy(), arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(train.labels.numpy(), arrays["train-labels-idx1-ubyte"])
+    fake_mnist(tmp_path / "tv" / "MNIST" / "raw")
+    assert len(nd.load_mnist_folder(tmp_path / "tv", "test")) == 5
+
+    path = tmp_path / "flat" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])  # truncated payload
+    with pytest.raises(DatasetError, match="truncated") as e:
+        nd.load_mnist_folder(tmp_path / "flat", "train")
+    assert "--download" in str(e.value) and str(tmp_path / "flat") in str(e.value)
+    path.write_bytes(b"\x01\x02garbage")
+    with pytest.raises(DatasetError, match="bad magic"):
+        nd.read_idx(path)
+    bad_gz = tmp_path / "x-idx1-ubyte.gz"
+    bad_gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(4) + bytes(100))[:-12] + b"\xff" * 12)
+    with pytest.raises(DatasetError):
+        nd.read_idx(bad_gz)
+
+
+def test_missing_mnist_error_names_path_layout_and_download(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        nd.get_dataset("mnist", data_dir=tmp_path / "nowhere")
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere") in msg and "train-images-idx3-ubyte" in msg and "--download" in msg
+
+
+def test_embedded_mnist_bundle():
+    b = nd.get_dataset("mnist")
+    assert (len(b.train), len(b.test)) == (8000, 2000)
+    assert (b.num_classes, b.in_channels, b.image_size) == (10, 1, 28)
+    assert b.mean == (0.1307,) and b.std == (0.3081,) and "embedded" in b.describe()
+    again, _ = nd.embedded_mnist_split()
+    assert torch.equal(again.labels, b.train.labels)
+
+
+# --------------------------------------------------------------------------------------------- CIFAR
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_folder_root_or_folder_itself(tmp_path, name):
+    folder = fake_cifar(tmp_path, name)
+    layout = nd.CIFAR_LAYOUTS[name]
+    n_train = 4 * len(layout.splits["train"])
+    for root in (tmp_path, folder):
+        train = nd.load_cifar_folder(root, name, "train")
+        assert train.images.shape == (n_train, 3, 32, 32) and train.images.dtype == torch.uint8
+        assert train.labels.dtype == torch.int64 and train.labels.shape == (n_train,)
+    first = np.arange(3072).astype(np.uint8).reshape(3, 32, 32)  # row = three 32x32 channel planes
+    np.testing.assert_array_equal(train.images[0].numpy(), first)
+    assert train.labels[:4].tolist() == [0, 1, 2, 3]
+    assert nd.load_cifar_folder(root, name, "test").images.shape == (4, 3, 32, 32)
+    bundle = nd.get_dataset(name, data_dir=tmp_path)
+    assert bundle.num_classes == layout.num_classes and bundle.classes[1] == "class1"
+    assert (bundle.in_channels, bundle.image_size, len(bundle.mean)) == (3, 32, 3)
+    assert "random crop" in bundle.describe()
+
+
+def test_cifar_missing_corrupt_and_malicious(tmp_path):
+    folder = fake_cifar(tmp_path)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DatasetError) as e:
+        nd.get_dataset("cifar10", data_dir=tmp_path)
+    msg = str(e.value)
+    assert "data_batch_3" in msg and str(folder) in msg and "--download" in msg and "test_batch" in msg
+
+    (folder / "data_batch_3").write_bytes((folder / "data_batch_2").read_bytes()[:100])
+    with pytest.raises(DatasetError, match="corrupt file data_batch_3"):
+        nd.load_cifar_folder(tmp_path, "cifar10", "train")
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DatasetError, match="refusing"):
+        nd.load_cifar_folder(tmp_path, "cifar10", "train")
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------ downloads
+
+
+def test_download_good_and_bad_md5(tmp_path):
+    src = tmp_path / "src" / "blob.bin"
+    src.parent.mkdir()
+    src.write_bytes(np.random.default_rng(0).bytes(3_000_000))
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match="md5") as e:
+        nd.download_file(src.as_uri(), out / "blob.bin", md5="0" * 32)
+    assert src.as_uri() in str(e.value)
+    assert not out.exists() or list(out.iterdir()) == []  # no partial or temp file left
+    missing = (tmp_path / "src" / "missing.bin").as_uri()
+    got = nd.download_file([missing, src.as_uri()], out / "blob.bin", md5=md5(src))  # falls to 2nd mirror
+    assert got.read_bytes() == src.read_bytes() and [p.name for p in out.iterdir()] == ["blob.bin"]
+    src.unlink()  # a valid existing file is kept without touching the network
+    assert nd.download_file(src.as_uri(), got, md5=md5(got)) == got
+
+
+def test_download_offline_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DatasetError, match="offline") as e:
+        nd.download_mnist(tmp_path)
+    assert "name resolution" in str(e.value) and "ossci-datasets" in str(e.value)
+    assert list((tmp_path / "MNIST" / "raw").iterdir()) == []
+
+
+def test_download_mnist_from_file_mirror(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    fake_mnist(mirror)
+    monkeypatch.setattr(nd.mnist, "MNIST_MD5", {p.name: md5(p) for p in mirror.iterdir()})
+    folder = nd.download_mnist(tmp_path / "data", mirrors=[mirror.as_uri() + "/"])
+    assert folder == tmp_path / "data" / "MNIST" / "raw" and len(list(folder.iterdir())) == 4
+    bundle = nd.get_dataset("mnist", data_dir=tmp_path / "data")
+    assert (len(bundle.train), len(bundle.test)) == (12, 5)
+
+
+def make_tar(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+def test_download_cifar_archive_and_safe_extract(tmp_path, monkeypatch):
+    folder = fake_cifar(tmp_path / "build")
+    server = tmp_path / "server"
+    server.mkdir()
+    archive = server / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    layout = nd.CIFAR_LAYOUTS["cifar10"].__class__(
+        **{**vars(nd.CIFAR_LAYOUTS["cifar10"]), "md5": md5(archive)}
+    )
+    monkeypatch.setitem(nd.CIFAR_LAYOUTS, "cifar10", layout)
+    fetch = functools.partial(nd.download_cifar, base_url=server.as_uri() + "/")
+    monkeypatch.setattr("nsnn.data.registry.download_cifar", fetch)
+    data = tmp_path / "data"
+    with pytest.raises(DatasetError):
+        nd.get_dataset("cifar10", data_dir=data)
+    bundle = nd.get_dataset("cifar10", data_dir=data, download=True)
+    assert len(bundle.train) == 20 and (data / "cifar-10-batches-py" / "batches.meta").is_file()
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+
+    evil = make_tar(tmp_path / "evil.tar.gz", {"top/ok": b"1", "top/../../escape": b"x"})
+    with pytest.raises(DatasetError, match="refusing"):
+        nd.extract_tar(evil, tmp_path / "x", "top")
+    link = make_tar(tmp_path / "link.tar.gz", {"top/ok": b"1"}, symlink="top/passwd")
+    with pytest.raises(DatasetError, match="refusing"):
+        nd.extract_tar(link, tmp_path / "x", "top")
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "x" / "top").exists()
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar at all")
+    with pytest.raises(DatasetError, match="corrupt archive"):
+        nd.extract_tar(tmp_path / "junk.tar.gz", tmp_path / "y", "top")
+
+
+# ----------------------------------------------------------------------------------------- DVS-CIFAR10
+
+
+def test_dvs_per_sample_stacked_and_errors(tmp_path):
+    root = fake_dvs(tmp_path / "dvs-cifar10", {"train": 6, "test": 4})
+    per_sample = nd.load_dvs_folder(tmp_path, "train")  # root or root/dvs-cifar10
+    assert per_sample.images.shape == (6, 3, 2, 8, 8) and per_sample.labels.tolist() == [0, 1, 2, 3, 4, 5]
+    first, label = torch.load(root / "train" / "0.pt", weights_only=True)
+    assert torch.equal(per_sample.images[0], first) and label == 0
+    paths = nd.pack_dvs_cifar10(root)
+    assert paths["train"] == root / "train.pt"
+    stacked = nd.load_dvs_folder(root, "train")
+    assert torch.equal(stacked.images, per_sample.images) and torch.equal(stacked.labels, per_sample.labels)
+    b = nd.get_dataset("dvs-cifar10", data_dir=tmp_path)
+    assert (b.time_steps, b.in_channels, b.image_size, b.num_classes) == (3, 2, 8, 10) and b.mean is None
+    assert "T=3 frames" in b.describe()
+
+    with pytest.raises(DatasetError) as e:
+        nd.get_dataset("dvs-cifar10", data_dir=tmp_path / "nowhere", download=True)
+    assert "train/0.pt" in str(e.value) and str(tmp_path / "nowhere") in str(e.value)
+    assert "no download" in str(e.value)
+    bad = fake_dvs(tmp_path / "bad", {"train": 2, "test": 1})
+    torch.save([torch.zeros(3, 2, 8, 8), 12], bad / "train" / "1.pt")
+    with pytest.raises(DatasetError, match="label 12"):
+        nd.load_dvs_folder(bad, "train")
+    torch.save([ImageSet(torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long)), 1], bad / "train" / "1.pt")
+    with pytest.raises(DatasetError, match="weights_only"):  # arbitrary objects are never unpickled
+        nd.load_dvs_folder(bad, "train")
+
+
+# --------------------------------------------------------------------------------------- augmentation
+
+
+def unique_batch(b: int = 6, c: int = 2, h: int = 9, w: int = 11) -> torch.Tensor:
+    return torch.arange(1, b * c * h * w + 1, dtype=torch.int64).reshape(b, c, h, w)
+
+
+def test_random_crop_equals_padded_source_region():
+    x, p = unique_batch(), 3
+    out = random_crop(x, p, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = torch.nn.functional.pad(x, (p, p, p, p))
+    offsets = []
+    for b in range(x.shape[0]):
+        matches = [
+            (oy, ox)
+            for oy in range(2 * p + 1)
+            for ox in range(2 * p + 1)
+            if torch.equal(out[b], padded[b, :, oy : oy + x.shape[2], ox : ox + x.shape[3]])
+        ]
+        assert len(matches) == 1
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1  # per-sample offsets
+
+
+def test_roll_flip_cutout_exact():
+    x = unique_batch(b=16)
+    g = torch.Generator().manual_seed(1)
+    rolled = random_roll(x, 2, g)
+    for b in range(16):
+        shifts = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(rolled[b], torch.roll(x[b], (dy, dx), (1, 2)))
+        ]
+        assert len(shifts) == 1
+    flipped = random_hflip(x, 0.5, g)
+    was_flipped = [torch.equal(flipped[b], x[b].flip(-1)) for b in range(16)]
+    assert all(was_flipped[b] or torch.equal(flipped[b], x[b]) for b in range(16))
+    assert 0 < sum(was_flipped) < 16
+    assert torch.equal(random_hflip(x, 1.0, g), x.flip(-1)) and torch.equal(random_hflip(x, 0.0, g), x)
+    cut = cutout(x, 4, g)
+    zero = cut == 0
+    assert torch.equal(cut[~zero], x[~zero]) and torch.equal(zero[:, 0], zero[:, 1])
+    for b in range(16):
+        rows, cols = zero[b, 0].any(1).nonzero().flatten(), zero[b, 0].any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+        assert zero[b, 0].sum() == len(rows) * len(cols)  # one axis-aligned (clipped) square
+        assert rows.diff().eq(1).all() and cols.diff().eq(1).all()
+
+
+def test_augment_uint8_dvs_shared_and_deterministic():
+    aug = Augment(crop_padding=4, flip=True, cutout=8)
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = aug(x, torch.Generator().manual_seed(5))
+    assert a.dtype == torch.uint8 and a.shape == x.shape
+    assert torch.equal(a, aug(x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, aug(x, torch.Generator().manual_seed(6)))
+
+    frame = torch.rand(8, 1, 2, 12, 12)
+    dvs = frame.expand(8, 5, 2, 12, 12).contiguous()  # 5 identical frames per sample
+    out = Augment(crop_padding=3, roll=2, flip=True, cutout=4)(dvs, torch.Generator().manual_seed(2))
+    assert out.shape == dvs.shape and out.dtype == torch.float32
+    assert torch.equal(out, out[:, :1].expand_as(out))  # same transform for every frame
+    assert not torch.equal(out[0], out[1]) and Augment()(dvs) is dvs
+    with pytest.raises(ValueError, match="crop_padding"):
+        Augment(crop_padding=-1)
+
+
+# ------------------------------------------------------------------------------------ validation split
+
+
+def test_validation_split_disjoint_complete_deterministic_stratified():
+    labels = torch.arange(10).repeat_interleave(torch.tensor([50, 50, 50, 50, 50, 50, 50, 50, 50, 53]))
+    tr, va = split_indices(labels, 0.1, seed=3)
+    assert len(va) == round(0.1 * len(labels)) and len(tr) + len(va) == len(labels)
+    assert torch.equal(torch.sort(torch.cat([tr, va])).values, torch.arange(len(labels)))
+    assert torch.bincount(labels[va], minlength=10)[:9].tolist() == [5] * 9
+    tr2, va2 = split_indices(labels, 0.1, seed=3)
+    assert torch.equal(va, va2) and torch.equal(tr, tr2)
+    assert not torch.equal(va, split_indices(labels, 0.1, seed=4)[1])
+    _, va_plain = split_indices(labels, 0.25, seed=0, stratify=False)
+    assert len(va_plain) == 126
+    data = ImageSet(torch.zeros(len(labels), 2, 2, dtype=torch.uint8), labels)
+    train, val = nd.train_val_split(data, 0.1, seed=3)
+    assert torch.equal(val.labels, labels[va]) and len(train) == len(tr)
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_indices(labels, 1.0)
+
+
+# --------------------------------------------------------------------------------------------- loader
+
+
+def tiny_set(n: int = 10) -> ImageSet:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    return ImageSet(images, torch.arange(n) % 3)
+
+
+def ids(loader: TensorLoader) -> list[int]:
+    return [int(i) for _, y in loader for i in y]
+
+
+def test_loader_normalises_and_adds_channel():
+    mnist = ImageSet(torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8), torch.arange(7))
+    loader = TensorLoader.from_set(mnist, 3, mean=(0.1307,), std=(0.3081,))
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3 and batches[-1][0].shape == (1, 1, 28, 28)
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    expected = (mnist.images[:3, None].float() / 255 - 0.1307) / 0.3081
+    assert (x - expected).abs().max() < 1e-5
+    cifar = tiny_set()
+    x, _ = next(iter(TensorLoader.from_set(cifar, 4, mean=nd.CIFAR10_MEAN, std=nd.CIFAR10_STD)))
+    mean, std = torch.tensor(nd.CIFAR10_MEAN).view(3, 1, 1), torch.tensor(nd.CIFAR10_STD).view(3, 1, 1)
+    assert (x - (cifar.images[:4].float() / 255 - mean) / std).abs().max() < 1e-5
+    frames = torch.rand(5, 3, 2, 4, 4)
+    fx, _ = next(iter(TensorLoader(frames, torch.arange(5), 5)))
+    assert torch.equal(fx, frames)  # float frames pass through unnormalised
+    with pytest.raises(ValueError, match="rank"):
+        TensorLoader(frames, torch.arange(5), 2, rank=2, world_size=2)
+
+
+def test_loader_shards_disjointly_and_reproduces_epochs():
+    data = tiny_set(10)
+    labels = torch.arange(10)  # labels = indices, to read back which samples came out
+    ranks = [TensorLoader(data.images, labels, 2, shuffle=True, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    seen = [ids(r) for r in ranks]
+    assert set(seen[0]).isdisjoint(seen[1]) and sorted(seen[0] + seen[1]) == list(range(10))
+    assert len(ranks[0]) == len(ranks[1]) == 3
+
+    uneven = [TensorLoader(data.images[:9], labels[:9], 4, rank=r, world_size=2) for r in (0, 1)]
+    assert len(uneven[0]) == len(uneven[1]) and set(ids(uneven[0]) + ids(uneven[1])) == set(range(9))
+    dropped = [
+        TensorLoader(data.images[:9], labels[:9], 2, drop_last=True, rank=r, world_size=2) for r in (0, 1)
+    ]
+    assert [len(d) for d in dropped] == [2, 2] and set(ids(dropped[0])).isdisjoint(ids(dropped[1]))
+
+    a = TensorLoader(data.images, labels, 3, shuffle=True, seed=7, augment=Augment(crop_padding=1, flip=True))
+    b = TensorLoader(data.images, labels, 3, shuffle=True, seed=7, augment=Augment(crop_padding=1, flip=True))
+    a.set_epoch(4)
+    b.set_epoch(4)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):  # same (seed, epoch): same order and augmentation
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    order4 = ids(a)
+    a.set_epoch(5)
+    assert ids(a) != order4 and sorted(ids(a)) == list(range(10))
+    a.set_epoch(4)
+    assert ids(a) == order4
+    host = TensorLoader(data.images, labels, 3, shuffle=True, seed=7, resident=False)
+    host.set_epoch(4)
+    assert ids(host) == order4
