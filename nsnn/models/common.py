@@ -1,0 +1,133 @@
+"""Building blocks shared by the model zoo: the neuron recipe, conv-BN units, shape helpers.
+
+Every spiking layer gets a *fresh* neuron built from one :class:`NeuronSpec` (never one shared
+instance), and every stateless layer runs once over the flattened ``[T·B, ...]`` tensor through
+:class:`nsnn.layers.SeqToANN`, so BatchNorm statistics pool batch and time (plain BN, as in NSNN)::
+
+    spec = NeuronSpec("LIF", tau=2.0)
+    unit = nn.Sequential(conv_bn(3, 64), spec.build())      # [T, B, 3, H, W] -> [T, B, 64, H, W]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from nsnn.layers import SeqToANN
+from nsnn.neurons import build_neuron
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """How to build the neuron of every spiking layer (passed to :func:`nsnn.neurons.build_neuron`).
+
+    ``kind`` is a key of :data:`nsnn.neurons.NEURONS`: ``"NILIF"`` (noisy LIF: fires with probability
+    F(h − θ), F the CDF of ``noise`` with scale ``sigma``; surrogate = its PDF), ``"LIF"``
+    (deterministic, surrogate = that PDF), ``"PLIF"`` (LIF with a learnable leak) or ``"NIPLIF"``
+    (noisy firing + learnable leak). ``tau`` is the membrane time constant, ``threshold`` θ.
+
+        spec = NeuronSpec("NILIF", noise="logistic", sigma=0.2)
+        lif1, lif2 = spec.build(), spec.build()                  # two independent modules
+    """
+
+    kind: str = "NILIF"
+    noise: str = "gaussian"
+    sigma: float = 0.3
+    tau: float = 2.0
+    threshold: float = 1.0
+    reset: str = "hard"
+    detach_reset: bool = False
+
+    def build(self) -> nn.Module:
+        """A new neuron module in multi-step mode: ``[T, B, ...]`` currents -> spikes of equal shape."""
+        return build_neuron(
+            self.kind,
+            noise=self.noise,
+            sigma=self.sigma,
+            tau=self.tau,
+            threshold=self.threshold,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
+        )
+
+    def as_kwargs(self) -> dict:
+        """The keyword form used by :func:`nsnn.models.create` (``kind`` is spelled ``neuron``)."""
+        kw = asdict(self)
+        return {"neuron": kw.pop("kind"), **kw}
+
+
+#: ``create()`` keywords that describe the neuron rather than the architecture.
+NEURON_KWARGS: tuple[str, ...] = tuple(NeuronSpec().as_kwargs())
+
+
+def conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, bn: bool = True
+) -> SeqToANN:
+    """``Conv2d`` ("same" padding for odd kernels) + ``BatchNorm2d`` over ``[T·B]``; bias only without BN.
+
+    ``[T, B, C_in, H, W] -> [T, B, C_out, ⌈H/stride⌉, ⌈W/stride⌉]``.
+    """
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not bn)
+    return SeqToANN(conv, nn.BatchNorm2d(out_channels)) if bn else SeqToANN(conv)
+
+
+def spiking_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A ``Linear`` that feeds a spiking layer: Kaiming-normal (fan_in, ReLU gain) weights, zero bias.
+
+    Fan-in scaling keeps the drive of a hidden FC neuron at the scale of its (non-negative) spike
+    input; PyTorch's default ``Linear`` init (√3 smaller std) leaves such layers nearly silent.
+    Wrap it in :class:`SeqToANN` for ``[T, B, in_features] -> [T, B, out_features]``.
+    """
+    linear = nn.Linear(in_features, out_features)
+    nn.init.kaiming_normal_(linear.weight, mode="fan_in", nonlinearity="relu")
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``32 -> (32, 32)``, ``(48, 64) -> (48, 64)``; ValueError on anything else or sizes < 1."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+        raise ValueError(f"image_size must be a positive int or an (H, W) pair of them, got {image_size!r}")
+    return size
+
+
+def pooled_hw(image_size: int | Sequence[int], n_pools: int, what: str) -> tuple[int, int]:
+    """Spatial size after ``n_pools`` 2×2 average pools (floor), ValueError if it reaches zero."""
+    h, w = image_hw(image_size)
+    h, w = h >> n_pools, w >> n_pools
+    if h == 0 or w == 0:
+        raise ValueError(
+            f"{what} halves the image {n_pools} times; image_size={image_size!r} is too small "
+            f"(needs at least {2 ** n_pools} px per side)"
+        )
+    return h, w
+
+
+def check_input(x: torch.Tensor, rank: int, model: str) -> None:
+    """Raise a helpful ValueError unless ``x`` is time-first with the given rank."""
+    if x.dim() != rank:
+        layout = "[T, B, C, H, W]" if rank == 5 else "[T, B, ...]"
+        raise ValueError(
+            f"{model} expects time-first input {layout} (rank {rank}), got shape {tuple(x.shape)}; "
+            "encode static images with nsnn.models.encode(x, T)"
+        )
+
+
+def kaiming_init(model: nn.Module, conv_mode: str = "fan_out") -> None:
+    """Kaiming-normal (ReLU gain) conv weights, zero conv biases, BN weight 1 and bias 0.
+
+    ``conv_mode="fan_out"`` (torchvision's choice) suits convs followed by BN, which fixes the forward
+    scale anyway; convs without BN should use ``"fan_in"``, which preserves the forward scale.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,103 @@
+"""Small SNNs for 28×28 digits: ``mnist_mlp`` (NSNN's ToyNet, wider) and ``mnist_convnet``.
+
+``mnist_mlp``:     Flatten → Linear(784 → hidden) → SN → Linear(hidden → classes)
+``mnist_convnet``: conv3×3(→w)-BN-SN → AP2 → conv3×3(w→2w)-BN-SN → AP2 → Linear(2w·7·7 → hidden) → SN
+→ Linear(hidden → classes). Cheap enough to train on a laptop CPU in minutes (direct encoding, T=4).
+Input ``[T, B, 1, 28, 28]`` -> logits ``[T, B, classes]``::
+
+    net = create("mnist_convnet", neuron="NILIF")
+    logits = net(encode(images.float() / 255, T=4))          # images [B, 1, 28, 28] uint8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nsnn.layers import SeqToANN
+from nsnn.models.common import (
+    NeuronSpec,
+    check_input,
+    conv_bn,
+    image_hw,
+    kaiming_init,
+    pooled_hw,
+    spiking_linear,
+)
+from nsnn.models.registry import register_model
+
+
+class MNISTMLP(nn.Module):
+    """One hidden spiking layer (Kaiming fan_in): ``[T, B, C, H, W]`` or ``[T, B, F]`` -> ``[T, B, K]``."""
+
+    def __init__(
+        self, neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1,
+        image_size: int | Sequence[int] = 28, hidden: int = 400,
+    ) -> None:
+        super().__init__()
+        h, w = image_hw(image_size)
+        self.hidden = SeqToANN(nn.Flatten(), spiking_linear(in_channels * h * w, hidden))
+        self.sn = neuron.build()
+        self.readout = SeqToANN(nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ValueError(
+                f"MNISTMLP expects time-first input [T, B, ...], got shape {tuple(x.shape)}; "
+                "encode static images with nsnn.models.encode(x, T)"
+            )
+        return self.readout(self.sn(self.hidden(x)))
+
+
+class MNISTConvNet(nn.Module):
+    """Two conv-BN-SN-pool stages and a spiking FC layer; see the module docstring.
+
+    Args:
+        width: channels of the first conv (the second has ``2·width``).
+        hidden: units of the spiking FC layer.
+
+    Init: convs Kaiming-normal (fan_out), the hidden FC layer Kaiming-normal (fan_in).
+    Shapes: ``[T, B, in_channels, H, W] -> [T, B, num_classes]`` (H, W ≥ 4).
+    """
+
+    def __init__(
+        self, neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1,
+        image_size: int | Sequence[int] = 28, width: int = 16, hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        h, w = pooled_hw(image_size, 2, type(self).__name__)
+        self.features = nn.Sequential(
+            conv_bn(in_channels, width), neuron.build(), SeqToANN(nn.AvgPool2d(2)),
+            conv_bn(width, 2 * width), neuron.build(), SeqToANN(nn.AvgPool2d(2)),
+        )
+        self.classifier = nn.Sequential(
+            SeqToANN(nn.Flatten(), spiking_linear(2 * width * h * w, hidden)), neuron.build(),
+            SeqToANN(nn.Linear(hidden, num_classes)),
+        )
+        kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, 5, type(self).__name__)
+        return self.classifier(self.features(x))
+
+
+@register_model
+def mnist_mlp(
+    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1, image_size: int | list[int] = 28,
+    hidden: int = 400,
+) -> MNISTMLP:
+    """Flatten → Linear(784 → hidden) → SN → Linear(hidden → classes); 318,010 parameters by default."""
+    return MNISTMLP(neuron, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                    hidden=hidden)
+
+
+@register_model
+def mnist_convnet(
+    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1, image_size: int | list[int] = 28,
+    width: int = 16, hidden: int = 128,
+) -> MNISTConvNet:
+    """Conv 16 → BN → SN → AP2 → conv 32 → BN → SN → AP2 → FC 128 → SN → FC classes (by default)."""
+    return MNISTConvNet(neuron, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                        width=width, hidden=hidden)

@@ -1,0 +1,93 @@
+"""Model registry: build any zoo network by name, and rebuild it later from its recorded config.
+
+A factory registered with ``@register_model`` takes ``neuron: NeuronSpec`` plus keyword-only
+architecture arguments (``num_classes``, ``in_channels``, ``image_size``, ...). :func:`create` splits
+the neuron keywords (``neuron``, ``noise``, ``sigma``, ``tau``, ``threshold``, ``reset``,
+``detach_reset``) from the rest, validates both, and stores every constructor argument, defaults
+included, as ``model.config = {"name": ..., "kwargs": {...}}`` (JSON-able), so that
+``create(cfg["name"], **cfg["kwargs"])`` rebuilds the same network::
+
+    net = create("spiking_resnet19", num_classes=100, neuron="NILIF", sigma=0.3)
+    twin = create(net.config["name"], **net.config["kwargs"])
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from nsnn.models.common import NEURON_KWARGS, NeuronSpec
+
+ModelFactory = Callable[..., nn.Module]
+
+_MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(factory: ModelFactory) -> ModelFactory:
+    """Decorator: register ``factory`` under its function name (ValueError on a duplicate name).
+
+    The factory's first parameter must be ``neuron`` (a :class:`NeuronSpec`); all others keyword-only.
+    """
+    name = factory.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    params = list(inspect.signature(factory).parameters.values())
+    if not params or params[0].name != "neuron" or any(p.kind is not p.KEYWORD_ONLY for p in params[1:]):
+        raise ValueError(f"factory {name!r} must have the signature (neuron, *, arch_kwargs...)")
+    _MODELS[name] = factory
+    return factory
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create`, sorted."""
+    return sorted(_MODELS)
+
+
+def arch_kwargs(name: str) -> dict[str, Any]:
+    """The architecture keywords of model ``name`` and their defaults (neuron keywords excluded)."""
+    factory = _get(name)
+    params = list(inspect.signature(factory).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build zoo model ``name``: input ``[T, B, C, H, W]`` (encoded), output logits ``[T, B, classes]``.
+
+    Keywords: the model's architecture arguments (see :func:`arch_kwargs`; every model takes
+    ``num_classes``, ``in_channels`` and ``image_size``, with per-model defaults, e.g. 1×28×28 for the
+    MNIST nets) and the neuron arguments of :class:`NeuronSpec` (``neuron="NILIF"|"LIF"|"PLIF"|"NIPLIF"``,
+    ``noise``, ``sigma``, ``tau``, ``threshold``, ``reset``, ``detach_reset``), applied to every
+    spiking layer. Unknown names or keywords raise ValueError listing the valid ones.
+
+        net = create("vgg11", num_classes=10, image_size=32, neuron="LIF")
+        logits = net(encode(images, T=4))                     # [4, B, 10]
+    """
+    arch = arch_kwargs(name)
+    unknown = sorted(set(kwargs) - set(arch) - set(NEURON_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"unknown keyword(s) {unknown} for model {name!r}; valid: architecture {sorted(arch)}, "
+            f"neuron {list(NEURON_KWARGS)}"
+        )
+    neuron_kw = {k: kwargs[k] for k in NEURON_KWARGS if k in kwargs}
+    if "neuron" in neuron_kw:
+        neuron_kw["kind"] = neuron_kw.pop("neuron")
+    spec = NeuronSpec(**neuron_kw)
+    arch.update({k: v for k, v in kwargs.items() if k in arch})
+    try:
+        config = json.loads(json.dumps({"name": name, "kwargs": {**arch, **spec.as_kwargs()}}))
+    except TypeError as err:
+        raise ValueError(f"model keywords must be JSON-able (numbers, strings, lists): {err}") from err
+    model = _MODELS[name](spec, **arch)
+    model.config = config
+    return model
+
+
+def _get(name: str) -> ModelFactory:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
+    return _MODELS[name]

@@ -1,0 +1,290 @@
+"""nsnn.models: registry, shapes, parameter counts, layer order, gradients, encoding, rebuild."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import nsnn
+from nsnn import models
+from nsnn.models import BasicBlock, count_parameters, create, encode, list_models, predict
+from nsnn.neurons import LIF, NILIF, PLIF, SpikingNeuron
+
+ALL_MODELS = {
+    "spiking_resnet19", "spiking_resnet18", "spiking_resnet34", "vgg11", "vgg16", "vggsnn", "cifarnet",
+    "mnist_mlp", "mnist_convnet",
+}
+# Small inputs per model (C, H, W); vgg11/16 halve five times, so they need 32 px; one non-square.
+SMALL_INPUTS = {
+    "spiking_resnet19": (3, 8, 8),
+    "spiking_resnet18": (3, 8, 8),
+    "spiking_resnet34": (3, 8, 8),
+    "vgg11": (3, 32, 32),
+    "vgg16": (3, 32, 32),
+    "vggsnn": (2, 16, 16),
+    "cifarnet": (3, 8, 12),
+    "mnist_mlp": (1, 28, 28),
+    "mnist_convnet": (1, 28, 28),
+}
+
+
+def _neurons(net: nn.Module) -> list[SpikingNeuron]:
+    return [m for m in net.modules() if isinstance(m, SpikingNeuron)]
+
+
+def _small(name: str) -> tuple[nn.Module, torch.Tensor]:
+    c, h, w = SMALL_INPUTS[name]
+    net = create(name, num_classes=7, in_channels=c, image_size=[h, w])
+    return net, torch.rand(2, 2, c, h, w)
+
+
+def test_registry_lists_every_model():
+    assert set(list_models()) == ALL_MODELS
+    assert list_models() == sorted(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(ALL_MODELS))
+def test_output_shape_every_model(name):
+    torch.manual_seed(0)
+    net, x = _small(name)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (2, 2, 7)
+    assert torch.isfinite(out).all()
+    neurons = _neurons(net)
+    assert neurons, "a spiking model without spiking neurons"
+    assert len({id(m) for m in neurons}) == len(neurons)
+
+
+@pytest.mark.parametrize(("kind", "cls"), [("NILIF", NILIF), ("LIF", LIF), ("PLIF", PLIF)])
+def test_neuron_kind_and_settings_reach_every_layer(kind, cls):
+    net = create("mnist_convnet", neuron=kind, noise="logistic", sigma=0.25, tau=3.0, threshold=0.8)
+    neurons = _neurons(net)
+    assert len(neurons) == 3
+    for m in neurons:
+        assert type(m) is cls
+        assert m.threshold == pytest.approx(0.8)
+        assert m.noise.name == "logistic"
+        assert m.noise.sigma == pytest.approx(0.25)
+    if kind == "PLIF":
+        assert all(m.learned_tau == pytest.approx(3.0) for m in neurons)
+        assert len({id(m.w) for m in neurons}) == 3
+    else:
+        assert all(m.tau == pytest.approx(3.0) for m in neurons)
+    out = net(torch.rand(2, 2, 1, 28, 28))
+    assert out.shape == (2, 2, 10)
+
+
+def test_resnet19_neurons_are_fresh_per_layer():
+    net = create("spiking_resnet19")
+    # stem + 2 per block × 8 blocks + the hidden FC layer
+    assert len(_neurons(net)) == 1 + 2 * 8 + 1
+
+
+@pytest.mark.parametrize(
+    ("name", "reference", "exact"),
+    [
+        ("spiking_resnet19", 12.63e6, 12_630_858),
+        ("spiking_resnet18", 11.17e6, 11_173_962),
+        ("cifarnet", 45.00e6, 45_003_018),
+    ],
+)
+def test_parameter_counts_match_reference(name, reference, exact):
+    n = count_parameters(create(name, num_classes=10, in_channels=3))
+    assert n == exact
+    assert abs(n - reference) / reference < 0.005
+
+
+def test_count_parameters_trainable_only():
+    net = create("mnist_mlp")
+    assert count_parameters(net) == 784 * 400 + 400 + 400 * 10 + 10
+    net.hidden.requires_grad_(False)
+    assert count_parameters(net, trainable_only=True) == 400 * 10 + 10
+
+
+def test_resnet_stem_follows_image_size():
+    def stem_conv(net):
+        return next(m for m in net.stem.modules() if isinstance(m, nn.Conv2d))
+
+    small, large = create("spiking_resnet18", image_size=32), create("spiking_resnet18", image_size=48)
+    assert (stem_conv(small).kernel_size, stem_conv(small).stride) == ((3, 3), (1, 1))
+    assert (stem_conv(large).kernel_size, stem_conv(large).stride) == ((7, 7), (2, 2))
+    with torch.no_grad():
+        assert large(torch.rand(1, 1, 3, 48, 48)).shape == (1, 1, 10)
+
+
+def test_zero_init_residual():
+    def second_bns(net):
+        return [
+            m for b in net.modules() if isinstance(b, BasicBlock)
+            for m in b.conv_bn2.modules() if isinstance(m, nn.BatchNorm2d)
+        ]
+
+    net = create("spiking_resnet18", zero_init_residual=True)
+    zeroed = second_bns(net)
+    assert len(zeroed) == 8 and all(torch.equal(bn.weight, torch.zeros_like(bn.weight)) for bn in zeroed)
+    default = second_bns(create("spiking_resnet18"))
+    assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) for bn in default)
+    with torch.no_grad():
+        assert net(torch.rand(1, 2, 3, 8, 8)).shape == (1, 2, 10)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vggsnn"])
+@pytest.mark.parametrize("size", [32, 48])
+def test_vgg_any_image_size(name, size):
+    c = 2 if name == "vggsnn" else 3
+    net = create(name, in_channels=c, image_size=size)
+    with torch.no_grad():
+        assert net(torch.rand(1, 2, c, size, size)).shape == (1, 2, 10)
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    pools = 5 if name == "vgg11" else 4
+    assert [m.in_features for m in linear] == [512 * (size >> pools) ** 2]
+
+
+def test_vggsnn_matches_reference_layout():
+    net = create("vggsnn")
+    convs = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [64, 128, 256, 256, 512, 512, 512, 512]
+    assert next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels == 2
+    assert next(m for m in net.modules() if isinstance(m, nn.Linear)).in_features == 512 * 3 * 3
+
+
+def test_vgg_convs_are_kaiming_fan_out():
+    torch.manual_seed(0)
+    conv = [m for m in create("vgg11").modules() if isinstance(m, nn.Conv2d)][-1]
+    expected = math.sqrt(2.0 / (conv.out_channels * 9))
+    assert conv.weight.std().item() == pytest.approx(expected, rel=0.02)
+
+
+def test_hidden_layers_fire_at_init():
+    torch.manual_seed(0)
+    net = create("mnist_convnet", neuron="LIF")  # training mode: BN normalises with batch statistics
+    rates: list[float] = []
+    for m in _neurons(net):
+        m.register_forward_hook(lambda mod, i, o: rates.append(o.mean().item()))
+    with torch.no_grad():
+        net(encode(torch.rand(16, 1, 28, 28), 4))
+    assert len(rates) == 3 and all(r > 0.005 for r in rates), rates
+    hidden = net.classifier[0][-1]
+    assert hidden.weight.std().item() == pytest.approx(math.sqrt(2 / hidden.in_features), rel=0.05)
+    assert torch.equal(hidden.bias, torch.zeros_like(hidden.bias))
+
+
+def test_cifarnet_has_neurons_between_fc_layers():
+    net = create("cifarnet", image_size=8)
+    calls: list[str] = []
+    for m in net.modules():
+        if isinstance(m, nn.Linear | SpikingNeuron | nn.Conv2d):
+            m.register_forward_hook(lambda mod, i, o: calls.append(type(mod).__name__))
+    with torch.no_grad():
+        net(torch.rand(2, 2, 3, 8, 8))
+    assert calls == ["Conv2d", "NILIF"] * 5 + ["Linear", "NILIF", "Linear", "NILIF", "Linear"]
+    assert [m.out_features for m in net.modules() if isinstance(m, nn.Linear)] == [1024, 512, 10]
+    assert next(m for m in net.modules() if isinstance(m, nn.Linear)).in_features == 512 * 2 * 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    with_bn = create("cifarnet", image_size=8, bn=True)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in with_bn.modules()) == 5
+
+
+@pytest.mark.parametrize("name", ["mnist_convnet", "spiking_resnet19", "cifarnet", "mnist_mlp"])
+def test_gradient_reaches_first_layer(name):
+    torch.manual_seed(0)
+    net, x = _small(name)
+    net(x * 4).pow(2).sum().backward()
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    assert first.weight.grad is not None
+    assert first.weight.grad.abs().sum() > 0
+
+
+def test_encode_direct():
+    x = torch.rand(3, 1, 4, 4)
+    seq = encode(x, 5)
+    assert seq.shape == (5, 3, 1, 4, 4) and seq.dtype == x.dtype
+    assert all(torch.equal(seq[t], x) for t in range(5))
+    seq[0].zero_()
+    assert x.abs().sum() > 0, "direct encoding must not alias its input"
+
+
+def test_encode_poisson_statistics():
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0, -0.3, 1.7])
+    x = p.repeat(2000, 1)
+    gen = torch.Generator().manual_seed(1)
+    spikes = encode(x, 10, "poisson", generator=gen)
+    assert spikes.shape == (10, 2000, 7) and spikes.dtype == x.dtype
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    n = 10 * 2000
+    rate = spikes.mean(dim=(0, 1))
+    for q, r in zip(p.clamp(0, 1).tolist(), rate.tolist(), strict=True):
+        bound = 5 * math.sqrt(q * (1 - q) / n)
+        assert abs(r - q) <= bound, (q, r, bound)
+    again = encode(x, 10, "poisson", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(spikes, again)
+    assert not torch.equal(spikes[0], spikes[1]), "steps must be independent draws"
+
+
+def test_predict_uses_mean_over_time():
+    logits = torch.tensor([
+        [[1.0, 0.0], [0.0, 1.0]],
+        [[1.0, 0.0], [0.0, 1.0]],
+        [[0.0, 5.0], [3.0, 0.0]],
+    ])  # per-step majority says [0, 1]; the mean says [1, 0]
+    assert predict(logits).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("name", ["spiking_resnet19", "mnist_convnet"])
+def test_create_rebuilds_from_config(name):
+    c, h, w = SMALL_INPUTS[name]
+    net = create(name, num_classes=5, in_channels=c, image_size=h, neuron="PLIF", sigma=0.4, tau=1.5)
+    config = json.loads(json.dumps(net.config))
+    assert config["name"] == name
+    kwargs = config["kwargs"]
+    assert kwargs["num_classes"] == 5 and kwargs["neuron"] == "PLIF" and kwargs["sigma"] == 0.4
+    assert set(kwargs) == set(models.arch_kwargs(name)) | set(models.NEURON_KWARGS)
+    twin = create(config["name"], **kwargs)
+    twin.load_state_dict(net.state_dict(), strict=True)
+    assert twin.config == net.config
+    assert repr(twin) == repr(net)
+    net.eval()
+    twin.eval()
+    x = torch.rand(2, 2, c, h, w)
+    with torch.no_grad():
+        assert torch.equal(net(x), twin(x))
+
+
+def test_eval_mode_reaches_model_neurons():
+    net = create("mnist_mlp", hidden=32).eval()
+    nsnn.set_eval_mode(net, "expected")
+    out = net(torch.rand(3, 2, 1, 28, 28))
+    assert out.shape == (3, 2, 10)
+    assert all(m.eval_mode == "expected" for m in _neurons(net))
+
+
+def test_value_errors():
+    with pytest.raises(ValueError, match=r"available: .*mnist_convnet"):
+        create("resnet50")
+    with pytest.raises(ValueError, match=r"unknown keyword.*width"):
+        create("vgg11", width=3)
+    with pytest.raises(ValueError, match="NILIF"):
+        create("mnist_mlp", neuron="IF")
+    with pytest.raises(ValueError, match="too small"):
+        create("vgg11", image_size=16)
+    with pytest.raises(ValueError, match="JSON"):
+        create("mnist_mlp", noise=nsnn.get_noise("gaussian", 0.3))
+    with pytest.raises(ValueError, match="image_size"):
+        create("cifarnet", image_size=[32, 32, 3])
+    with pytest.raises(ValueError, match=r"\[T, B, C, H, W\]"):
+        create("mnist_convnet")(torch.rand(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="direct"):
+        encode(torch.rand(2, 3), 4, method="rate")
+    with pytest.raises(ValueError, match="positive int"):
+        encode(torch.rand(2, 3), 0)
+    with pytest.raises(ValueError, match="float"):
+        encode(torch.ones(2, 3, dtype=torch.uint8), 2, method="poisson")
+    with pytest.raises(ValueError, match="T, B, classes"):
+        predict(torch.rand(4, 10))
+    with pytest.raises(ValueError, match="already registered"):
+        models.register_model(models.registry._MODELS["vgg11"])
