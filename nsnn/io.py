@@ -24,9 +24,19 @@ import numpy as np
 import torch
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def _atomic_target(path: str | Path, mode: str = "wb"):
-    """Yield a temp file in ``path``'s folder; on success fsync it and rename it over ``path``."""
+    """Yield a temp file in ``path``'s folder; on success fsync it and rename it over ``path``.
+
+    The file gets the permissions an ordinary ``open`` would give (0666 minus the umask), not
+    ``mkstemp``'s private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,6 +45,7 @@ def _atomic_target(path: str | Path, mode: str = "wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,462 @@
+"""Visualizer: exact graph structure (STDP synapses, traced layer graphs), exports, figures, CLI safety."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import visualizer
+from nsnn.io import CsvLog, atomic_savez, write_json
+from nsnn.layers import SeqToANN
+from nsnn.neurons import LIF, NILIF
+from visualizer.__main__ import main
+from visualizer.trace import layer_graph
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000, path
+
+
+def assert_svg(path):
+    text = path.read_text()
+    assert "<svg" in text[:2000] and text.rstrip().endswith("</svg>"), path
+
+
+# ---- fixtures ------------------------------------------------------------------------------------------
+def make_stdp_run(root, n_input=16, n_exc=6, keep=0.4, seed=0, before=True):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_input, n_exc), dtype=np.float32)
+    mask = dense >= np.quantile(dense, 1 - keep)
+    arrays = {
+        "w_xe": np.where(mask, dense, 0).astype(np.float32),
+        "mask": mask,
+        "theta": rng.random(n_exc, dtype=np.float32) * 0.02,
+        "assignments": np.array([(j % 3) if j else -1 for j in range(n_exc)], dtype=np.int64),
+    }
+    if before:
+        arrays["w_xe_dense"] = dense
+    atomic_savez(root / "weights.npz", **arrays)
+    write_json(
+        root / "config.json",
+        {"n_input": n_input, "n_exc": n_exc, "w_max": 1.0, "w_exc_inh": 10.4, "w_inh_exc": 17.0},
+    )
+    log = CsvLog(root / "metrics.csv", ["phase", "examples", "synapses", "running_accuracy", "accuracy"])
+    log.append({"phase": "train", "examples": 100, "synapses": n_input * n_exc, "running_accuracy": 0.3})
+    log.append({"phase": "compress", "examples": 100, "synapses": int(mask.sum())})
+    log.append({"phase": "train", "examples": 200, "synapses": int(mask.sum()), "running_accuracy": 0.5})
+    log.append({"phase": "test", "examples": 50, "synapses": int(mask.sum()), "accuracy": 0.6})
+    return arrays
+
+
+class DuckNeuron(nn.Module):
+    """A neuron from 'another library': only `tau` and `threshold`, a Python loop over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.tau, self.threshold = 3.0, 0.5
+
+    def forward(self, x):
+        v, out = torch.zeros_like(x[0]), []
+        for t in range(x.shape[0]):
+            v = v + (x[t] - v) / self.tau
+            s = (v >= self.threshold).float()
+            v = v * (1 - s)
+            out.append(s)
+        return torch.stack(out)
+
+
+class TinyResNet(nn.Module):
+    """stem → residual block (conv shortcut) → residual block (identity written as `out + x`) → head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = SeqToANN(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+        self.sn0 = NILIF(sigma=0.4)
+        self.conv1 = SeqToANN(nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.sn1 = LIF()
+        self.short = SeqToANN(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+        self.sn2 = DuckNeuron()
+        self.conv2 = SeqToANN(nn.Conv2d(8, 8, 3, padding=1, bias=False))
+        self.sn3 = NILIF()
+        self.head = SeqToANN(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x):
+        x = self.sn0(self.stem(x))
+        y = self.sn2(self.sn1(self.conv1(x)) + self.short(x))
+        y = self.sn3(self.conv2(y) + y)
+        return self.head(y)
+
+
+@pytest.fixture
+def stdp_dir(tmp_path):
+    root = tmp_path / "stdp"
+    return root, make_stdp_run(root)
+
+
+@pytest.fixture(scope="module")
+def bptt_dir(tmp_path_factory):
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    root = tmp_path_factory.mktemp("bptt")
+    torch.manual_seed(0)
+    model = create("mnist_convnet", num_classes=10, in_channels=1, image_size=28)
+    name, linear = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        linear.weight[:, :100] = 0
+    config = {"dataset": "mnist", "timestep": 2, "encoding": "direct"}
+    save_checkpoint(make_checkpoint(model, epoch=1, config=config), root / "best.pt")
+    log = CsvLog(
+        root / "metrics.csv", ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
+    )
+    for e in (1, 2):
+        log.append(
+            {
+                "epoch": e,
+                "train_loss": 1 / e,
+                "train_accuracy": 0.5 * e,
+                "val_loss": 1.1 / e,
+                "val_accuracy": 0.4 * e,
+                "lr": 0.1 / e,
+            }
+        )
+    return root, name, 100 / linear.in_features
+
+
+# ---- STDP graph --------------------------------------------------------------------------------------
+def test_stdp_graph_holds_exactly_the_surviving_synapses(stdp_dir):
+    root, arrays = stdp_dir
+    g = visualizer.topology(root)
+    mask, n_input, n_exc = arrays["mask"], 16, 6
+    assert g.number_of_nodes() == n_input + 2 * n_exc
+    assert g.number_of_edges() == int(mask.sum()) + n_exc
+    synapses = {
+        (int(u[3:]), int(v[4:])): d["weight"] for u, v, d in g.edges(data=True) if d["kind"] == "input_exc"
+    }
+    assert set(synapses) == set(zip(*np.nonzero(mask), strict=True))
+    for (i, j), w in synapses.items():
+        assert w == pytest.approx(float(arrays["w_xe"][i, j]))
+    assert all(g.edges[f"exc_{j}", f"inh_{j}"]["weight"] == 10.4 for j in range(n_exc))
+    assert g.nodes["exc_0"]["assignment"] == -1 and g.nodes["exc_4"]["assignment"] == 1
+    assert g.nodes["exc_2"]["theta"] == pytest.approx(float(arrays["theta"][2]))
+    assert g.nodes["exc_3"]["fan_in"] == int(mask[:, 3].sum())
+    assert (g.nodes["in_5"]["row"], g.nodes["in_5"]["col"]) == (1, 1)
+    assert g.graph["synapses_alive"] == int(mask.sum()) and g.graph["sparsity"] == pytest.approx(
+        1 - mask.mean()
+    )
+
+    full = visualizer.topology(root, inhibition="full")
+    assert full.number_of_edges() == int(mask.sum()) + n_exc + n_exc * (n_exc - 1)
+    assert not full.has_edge("inh_2", "exc_2") and full.edges["inh_2", "exc_3"]["weight"] == 17.0
+    with pytest.raises(ValueError, match="summary"):
+        visualizer.topology(root, inhibition="none")
+
+
+def test_stdp_full_size_graph_counts_and_drawing(tmp_path):
+    root = tmp_path / "big"
+    arrays = make_stdp_run(root, n_input=784, n_exc=400, keep=0.1, seed=1, before=False)
+    g = visualizer.topology(root / "weights.npz")
+    assert g.number_of_nodes() == 784 + 800
+    assert g.number_of_edges() == int(arrays["mask"].sum()) + 400
+    path = visualizer.draw(g, tmp_path / "big.png", dpi=40)
+    assert_png(path)
+
+
+# ---- layer graphs ------------------------------------------------------------------------------------
+def test_layer_graph_of_tiny_resnet_is_exact():
+    model = TinyResNet()
+    with torch.no_grad():
+        model.conv2[0].weight[:2] = 0  # 2 of 8 output kernels pruned
+    model.train()
+    x = torch.rand(3, 2, 2, 6, 6) * 4
+    g = layer_graph(model, x)
+
+    leaves = [
+        "stem.0",
+        "stem.1",
+        "sn0",
+        "conv1.0",
+        "conv1.1",
+        "sn1",
+        "short.0",
+        "short.1",
+        "sn2",
+        "conv2.0",
+        "sn3",
+        "head.0",
+        "head.1",
+        "head.2",
+    ]
+    adds = [n for n, k in g.nodes(data="kind") if k == "add"]
+    assert sorted(g) == sorted([*leaves, *adds, "input", "output"]) and len(adds) == 2
+    expected = {
+        ("input", "stem.0"),
+        ("stem.0", "stem.1"),
+        ("stem.1", "sn0"),
+        ("sn0", "conv1.0"),
+        ("sn0", "short.0"),
+        ("conv1.0", "conv1.1"),
+        ("conv1.1", "sn1"),
+        ("short.0", "short.1"),
+        ("sn1", adds[0]),
+        ("short.1", adds[0]),
+        (adds[0], "sn2"),
+        ("sn2", "conv2.0"),
+        ("conv2.0", adds[1]),
+        ("sn2", adds[1]),
+        (adds[1], "sn3"),
+        ("sn3", "head.0"),
+        ("head.0", "head.1"),
+        ("head.1", "head.2"),
+        ("head.2", "output"),
+    }
+    assert set(g.edges) == expected
+    assert nx.is_directed_acyclic_graph(g)
+    assert model.training and all(m.training for m in model.modules())  # flags restored
+
+    assert g.nodes["conv1.0"]["out_shape"] == "[3, 2, 8, 3, 3]"  # [T, B, ...] although run on [T·B, ...]
+    assert g.nodes["head.2"]["out_shape"] == "[3, 2, 5]"
+    assert g.nodes["conv1.0"]["params"] == 4 * 8 * 9 and g.nodes["head.2"]["params"] == 8 * 5 + 5
+    assert g.nodes["conv2.0"]["weight_sparsity"] == pytest.approx(0.25)
+    assert g.nodes["conv1.0"]["weight_sparsity"] == 0.0
+    assert g.nodes["sn0"]["neuron_type"] == "NILIF" and g.nodes["sn0"]["noise"] == "gaussian"
+    assert g.nodes["sn0"]["sigma"] == pytest.approx(0.4)
+    assert g.nodes["sn1"]["noise"] == "none" and g.nodes["sn1"]["surrogate"] == "gaussian"
+    assert g.nodes["sn2"]["kind"] == "neuron" and g.nodes["sn2"]["tau"] == 3.0  # duck-typed neuron
+
+    spikes = {}
+    hooks = [
+        getattr(model, n).register_forward_hook(lambda m, a, o, n=n: spikes.setdefault(n, o))
+        for n in ("sn0", "sn1", "sn2", "sn3")
+    ]
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        model(x)
+    for h in hooks:
+        h.remove()
+    for name, s in spikes.items():
+        assert g.nodes[name]["firing_rate"] == pytest.approx(float(s.float().mean()), abs=1e-6)
+        assert g.nodes[name]["neurons"] == s[0, 0].numel()
+    assert g.graph["rates_recorded"] is True and g.graph["neuron_layers"] == 4
+
+
+def test_layer_graph_of_spiking_resnet19_has_its_residual_adds():
+    from nsnn.models import create
+    from nsnn.neurons import SpikingNeuron
+
+    model = create("spiking_resnet19", num_classes=10, in_channels=3)
+    g = visualizer.topology(model, input_shape=(2, 1, 3, 8, 8))
+    kinds = [k for _, k in g.nodes(data="kind")]
+    blocks = [m for m in model.modules() if type(m).__name__ == "BasicBlock"]
+    assert kinds.count("conv") == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert kinds.count("norm") == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert kinds.count("neuron") == sum(isinstance(m, SpikingNeuron) for m in model.modules()) == 18
+    assert kinds.count("linear") == 2 and kinds.count("add") == len(blocks) == 8
+    assert all(g.in_degree(n) == 2 for n, k in g.nodes(data="kind") if k == "add")
+    assert nx.is_directed_acyclic_graph(g) and nx.has_path(g, "input", "output")
+    assert g.graph["total_params"] == sum(p.numel() for p in model.parameters())
+    assert g.nodes["stem.0.0"]["out_shape"] == "[2, 1, 64, 8, 8]"
+    assert "firing_rate" not in g.nodes["stem.1"]  # dummy input: shapes only
+
+
+def test_neuron_detection_by_class_and_duck_typing():
+    from visualizer.modules import is_neuron, layer_kind
+
+    assert is_neuron(NILIF()) and is_neuron(LIF()) and is_neuron(DuckNeuron())
+    assert not is_neuron(nn.Softplus()) and layer_kind(nn.Softplus()) == "module"  # has beta + threshold
+    assert layer_kind(nn.Identity()) == layer_kind(nn.Sequential()) == "identity"
+
+
+def test_module_input_shape_is_probed_when_not_given():
+    model = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(784, 10)), LIF())
+    g = visualizer.topology(model)
+    assert g.graph["input_shape"] == "[4, 1, 1, 28, 28]"
+    assert g.nodes["1"]["out_shape"] == "[4, 1, 10]"
+
+
+# ---- exports and drawing -----------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", ["graphml", "gexf", "json"])
+def test_export_round_trips_with_attributes(stdp_dir, tmp_path, ext):
+    root, _ = stdp_dir
+    graphs = {
+        "stdp": visualizer.topology(root),
+        "layers": layer_graph(TinyResNet(), torch.rand(2, 1, 2, 6, 6)),
+    }
+    for name, g in graphs.items():
+        path = visualizer.export(g, tmp_path / f"{name}.{ext}")
+        if ext == "graphml":
+            back = nx.read_graphml(path)
+        elif ext == "gexf":
+            back = nx.read_gexf(path)
+        else:
+            back = nx.node_link_graph(json.loads(path.read_text()), edges="edges")
+        assert back.number_of_nodes() == g.number_of_nodes() and back.number_of_edges() == g.number_of_edges()
+        node = "exc_3" if name == "stdp" else "conv2.0"
+        key = "fan_in" if name == "stdp" else "params"
+        assert int(back.nodes[node][key]) == g.nodes[node][key]
+
+
+def test_export_and_draw_reject_bad_input(stdp_dir, tmp_path):
+    g = visualizer.topology(stdp_dir[0])
+    with pytest.raises(ValueError, match="graphml"):
+        visualizer.export(g, tmp_path / "g.txt")
+    with pytest.raises(ValueError, match="png"):
+        visualizer.draw(g, tmp_path / "g.pdf")
+    g.nodes["exc_0"]["bad"] = [1, 2]
+    with pytest.raises(ValueError, match="'bad'"):
+        visualizer.export(g, tmp_path / "g.graphml")
+    with pytest.raises(ValueError, match="kind"):
+        visualizer.draw(nx.DiGraph(), tmp_path / "g.png")
+    assert not list(tmp_path.glob("g.*"))
+
+
+def test_draw_writes_png_and_svg(stdp_dir, tmp_path):
+    stdp = visualizer.topology(stdp_dir[0])
+    layers = layer_graph(TinyResNet(), input_shape=(2, 1, 2, 6, 6))
+    assert_png(visualizer.draw(stdp, tmp_path / "s.png"))
+    assert_svg(visualizer.draw(stdp, tmp_path / "s.svg", top_k=1, patch=2))
+    assert_png(visualizer.draw(layers, tmp_path / "l.png"))
+    assert_svg(visualizer.draw(layers, tmp_path / "l.svg", rows_per_column=6))
+
+
+# ---- figures -----------------------------------------------------------------------------------------
+def test_stdp_figures(stdp_dir, tmp_path):
+    root, _ = stdp_dir
+    assert_png(visualizer.receptive_fields(root, tmp_path / "fields.png"))
+    assert_png(visualizer.weight_histograms(root, tmp_path / "hist.png"))
+    assert_svg(visualizer.curves(root, tmp_path / "curves.svg"))
+    with pytest.raises(ValueError, match="BPTT"):
+        visualizer.raster(root, tmp_path / "raster.png")
+
+
+def test_module_figures(tmp_path):
+    model = TinyResNet()
+    x = torch.rand(3, 2, 2, 6, 6) * 4
+    assert_png(visualizer.raster(model, tmp_path / "raster.png", batch=x))
+    assert_png(visualizer.firing_rates(model, tmp_path / "rates.png", batch=x))
+    assert_png(visualizer.weight_histograms(model, tmp_path / "hist.png", before=TinyResNet()))
+    with pytest.raises(ValueError, match="STDP"):
+        visualizer.receptive_fields(model, tmp_path / "fields.png")
+
+
+def test_curves_group_columns_and_keep_phases_apart(stdp_dir, bptt_dir):
+    from visualizer.curves import curves_figure, panel_of
+
+    assert [panel_of(c) for c in ("val_loss", "label_accuracy", "train_lr", "lr")] == [
+        "loss",
+        "accuracy",
+        "lr",
+        "lr",
+    ]
+    fig = curves_figure(stdp_dir[0] / "metrics.csv")
+    panels = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in fig.axes}
+    assert panels == {
+        "synapses": ["synapses (train)", "synapses (compress)", "synapses (test)"],
+        "accuracy": ["running_accuracy (train)", "accuracy (test)"],
+    }
+    fig = curves_figure(bptt_dir[0] / "metrics.csv")
+    assert {ax.get_title() for ax in fig.axes} == {"loss", "accuracy", "lr"}
+    assert next(ax for ax in fig.axes if ax.get_title() == "lr").get_yscale() == "log"
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def test_cli_stdp_default_makes_everything_that_applies(stdp_dir, tmp_path):
+    out = tmp_path / "figs"
+    assert main([str(stdp_dir[0]), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "topology.png",
+        "fields.png",
+        "hist.png",
+        "curves.png",
+        "topology.graphml",
+        "topology.json",
+    }
+    for name in names - {"topology.graphml", "topology.json"}:
+        assert_png(out / name)
+
+
+def test_cli_bptt_checkpoint(bptt_dir, tmp_path):
+    root, pruned_layer, sparsity = bptt_dir
+    out = tmp_path / "figs"
+    argv = [
+        str(root / "best.pt"),
+        "--out",
+        str(out),
+        "--what",
+        "raster",
+        "rates",
+        "--what",
+        "topology",
+        "--format",
+        "svg",
+        "--export",
+        "gexf",
+        "--batch-size",
+        "4",
+        "--prefix",
+        "m_",
+    ]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "m_raster.svg",
+        "m_rates.svg",
+        "m_topology.svg",
+        "m_topology.gexf",
+    }
+    g = nx.read_gexf(out / "m_topology.gexf")
+    assert float(g.nodes[pruned_layer]["weight_sparsity"]) == pytest.approx(sparsity)
+    rates = [float(d["firing_rate"]) for _, d in g.nodes(data=True) if d["kind"] == "neuron"]
+    assert rates and all(0 <= r <= 1 for r in rates)
+
+
+def test_cli_bptt_run_dir_defaults(bptt_dir, tmp_path):
+    out = tmp_path / "figs"
+    assert main([str(bptt_dir[0]), "--out", str(out), "--export", "none", "--batch-size", "2"]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        f"{w}.png" for w in ("topology", "hist", "raster", "rates", "curves")
+    }
+
+
+def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
+    root, _ = stdp_dir
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "weights.npz").write_bytes(b"not a zip")
+    assert main([str(tmp_path / "bad"), "--out", str(out)]) == 2
+    assert "not a readable .npz" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    assert main([str(tmp_path / "junk.pt"), "--out", str(out)]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert main([str(root), "--out", str(out), "--what", "raster"]) == 2
+    assert "do not apply" in capsys.readouterr().err
+    torch.save(torch.rand(2, 1, 3, 5, 5), tmp_path / "rgb.pt")  # the MNIST net takes 1 channel
+    assert (
+        main([str(bptt_dir[0]), "--out", str(out), "--what", "rates", "--batch", str(tmp_path / "rgb.pt")])
+        == 2
+    )
+    assert "cannot run on an input of shape [2, 1, 3, 5, 5]" in capsys.readouterr().err
+    assert main([str(root), "--out", str(out), "--what", "hist", "--prefix", "../escape_"]) == 2
+    assert "refusing" in capsys.readouterr().err
+    assert not (tmp_path / "escape_hist.png").exists()
+    out.mkdir(exist_ok=True)
+    os.symlink(tmp_path / "outside.png", out / "hist.png")
+    assert main([str(root), "--out", str(out), "--what", "hist"]) == 2
+    assert "outside the output folder" in capsys.readouterr().err
+    assert not (tmp_path / "outside.png").exists()
+    with pytest.raises(ValueError, match=r"nn\.Module"):
+        visualizer.topology(42)
+    with pytest.raises(FileNotFoundError):
+        visualizer.topology(tmp_path / "nothing.npz")

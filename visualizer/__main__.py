@@ -1,0 +1,133 @@
+"""Command line: every figure and graph file that applies to a run, checkpoint or STDP weights file.
+
+    python -m visualizer runs/stdp-1 --out figs/                       # topology, fields, hist, curves
+    python -m visualizer runs/bptt-1/best.pt --out figs/ --what topology rates --format png svg
+    python -m visualizer runs/bptt-1 --out figs/ --what raster --batch x.pt --export none
+
+Files are named ``<prefix><what>.<format>`` (and ``<prefix>topology.<graphml|gexf|json>``) inside
+``--out``; names that would resolve outside it (``..``, absolute, symlinks) are refused, so nothing is
+written anywhere else. Exit status 0 on success, 2 on a bad input (message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from visualizer.api import FIGURES, Session
+from visualizer.export import GRAPH_FORMATS, export
+from visualizer.render import IMAGE_FORMATS, safe_output, save_figure
+from visualizer.stdp_graph import INHIBITION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    what_help = "; ".join(f"{name}: {spec.help}" for name, spec in FIGURES.items())
+    p = argparse.ArgumentParser(
+        prog="python -m visualizer",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="STDP run dir or weights.npz, BPTT run dir, or nsnn checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="output folder (created); nothing is written outside it")
+    p.add_argument(
+        "--what",
+        nargs="+",
+        action="extend",
+        choices=list(FIGURES),
+        metavar="WHAT",
+        help=f"figures to make (repeatable; default: all that apply). {what_help}",
+    )
+    p.add_argument(
+        "--format",
+        nargs="+",
+        action="extend",
+        choices=IMAGE_FORMATS,
+        dest="formats",
+        help="image formats (default: png)",
+    )
+    p.add_argument(
+        "--export",
+        nargs="+",
+        action="extend",
+        choices=[*GRAPH_FORMATS, "none"],
+        dest="exports",
+        help="graph files written with the topology (default: graphml json)",
+    )
+    p.add_argument(
+        "--batch",
+        help="input batch for BPTT rasters/rates/topology: .pt tensor or .npy, "
+        "[T, B, ...] or images [B, C, H, W] (default: the run's test set, else uniform noise)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images taken from the run's test set")
+    p.add_argument("--before", help="checkpoint before compression, for the BPTT weight histogram")
+    p.add_argument(
+        "--inhibition",
+        choices=INHIBITION,
+        default="summary",
+        help="STDP graph: summarize the all-but-self inhibition, or store its every synapse",
+    )
+    p.add_argument("--top-k", type=int, default=3, help="STDP drawing: strongest input patches per neuron")
+    p.add_argument("--patch", type=int, default=None, help="STDP drawing: pixel patch side (default: auto)")
+    p.add_argument(
+        "--prefix", default="", help="prepended to every file name, e.g. stdp_ -> stdp_topology.png"
+    )
+    p.add_argument("--dpi", type=int, default=150, help="PNG resolution")
+    return p
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Make the requested figures; returns the files written."""
+    for name in ("batch_size", "dpi", "top_k"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out).expanduser()
+    formats = list(dict.fromkeys(args.formats or ["png"]))
+    exports = (
+        [] if "none" in (args.exports or []) else list(dict.fromkeys(args.exports or ["graphml", "json"]))
+    )
+    draw_options = {"stdp": {"top_k": args.top_k, "patch": args.patch}}
+    session = Session(
+        args.source,
+        batch=args.batch,
+        batch_size=args.batch_size,
+        before=args.before,
+        inhibition=args.inhibition,
+        draw_options=draw_options,
+    )
+    applicable = [name for name, spec in FIGURES.items() if spec.applies(session.source)]
+    wanted = list(dict.fromkeys(args.what or applicable))
+    refused = [name for name in wanted if name not in applicable]
+    if refused:
+        raise ValueError(f"{refused} do not apply to {args.source}; this input supports {applicable}")
+    # Every target is resolved before any work, so a symlink out of --out fails first.
+    out.mkdir(parents=True, exist_ok=True)
+    targets = {name: [safe_output(out, f"{args.prefix}{name}.{fmt}") for fmt in formats] for name in wanted}
+    graph_targets = (
+        [safe_output(out, f"{args.prefix}topology.{fmt}") for fmt in exports] if "topology" in wanted else []
+    )
+    written: list[Path] = []
+    for name in wanted:
+        fig = FIGURES[name].make(session)
+        for path in targets[name]:
+            written.append(save_figure(fig, path, dpi=args.dpi))
+            print(f"[visualizer] wrote {path}")
+    for path in graph_targets:
+        written.append(export(session.graph, path))
+        print(f"[visualizer] wrote {path}")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"python -m visualizer: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

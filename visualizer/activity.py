@@ -1,0 +1,220 @@
+"""Inputs for tracing a model, and the spikes its neuron layers emit on a batch.
+
+* :func:`input_shape` finds a dummy ``[T, B, C, H, W]`` shape: from the checkpoint (``in_channels``,
+  ``image_size``, ``timestep``) when there is one, else by probing the first conv/linear layer;
+* :func:`run_batch` gives a real batch: the given tensor, else the run's own test data (same
+  normalisation and encoding as training), else uniform noise — always with a description that the
+  figures print, so noise is never mistaken for data;
+* :func:`spike_activity` records, per neuron layer, the firing rate on the batch and a raster of
+  sample 0 for a random subset of its neurons::
+
+    batch = run_batch(load_source("runs/bptt-1"), batch_size=16)
+    layers = spike_activity(model, batch.x)      # [LayerActivity(name, rate, raster [T, k]), ...]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from visualizer.modules import is_neuron
+from visualizer.sources import ModuleSource
+from visualizer.trace import model_device, run_model, seeded
+
+DEFAULT_T = 4
+_PROBE_SIZES = (32, 28, 64, 48, 128, 16)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model input ``x`` (``[T, B, ...]``) and a one-line description of where it came from."""
+
+    x: torch.Tensor
+    description: str
+
+
+@dataclass(frozen=True)
+class LayerActivity:
+    """Spikes of one neuron layer: mean ``rate`` (spikes per neuron per step) over the whole batch,
+    ``raster`` ``[T, k]`` (bool) of sample 0 for the neurons ``shown`` (indices into the flattened layer)."""
+
+    name: str
+    neuron_type: str
+    neurons: int
+    rate: float
+    raster: np.ndarray
+    shown: np.ndarray
+
+
+def _timestep(source: ModuleSource) -> int:
+    return int(source.hint("timestep", "T", "time_steps") or DEFAULT_T)
+
+
+def _first_weighted(model: nn.Module) -> nn.Module | None:
+    return next(
+        (m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)), None
+    )
+
+
+def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape))
+        return True
+    except (RuntimeError, ValueError, IndexError):
+        return False
+    finally:
+        for module, flag in was_training.items():
+            module.train(flag)
+
+
+def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1) -> tuple[int, ...]:
+    """A full input shape ``(T, B, C, H, W)`` (or ``(T, B, F)``) the model accepts (see module docstring)."""
+    T = T or _timestep(source)
+    channels, size = source.hint("in_channels"), source.hint("image_size")
+    if channels and size:
+        return (T, batch_size, int(channels), int(size), int(size))
+    first = _first_weighted(source.model)
+    if first is None:
+        raise ValueError(
+            "cannot infer the input shape of a model without conv/linear layers; pass input_shape"
+        )
+    candidates: list[tuple[int, ...]] = []
+    if isinstance(first, nn.Linear):
+        side = math.isqrt(first.in_features)
+        if side * side == first.in_features:
+            candidates.append((1, side, side))
+        candidates.append((first.in_features,))
+    else:
+        spatial = first.weight.dim() - 2
+        candidates += [(first.in_channels, *([s] * spatial)) for s in ((size,) if size else _PROBE_SIZES)]
+    for candidate in candidates:
+        shape = (T, batch_size, *candidate)
+        if _runs(source.model, shape):
+            return shape
+    raise ValueError(
+        f"cannot infer the input shape of {type(source.model).__name__} (tried {candidates} "
+        "per [T, B] with T={T}); pass input_shape=(T, B, C, H, W)"
+    )
+
+
+def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
+    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``: ``[T, B, ...]`` as is, or
+    static images ``[B, C, H, W]`` encoded directly (repeated ``T`` times)."""
+    from nsnn.io import load_torch
+
+    path = Path(path)
+    if path.suffix == ".npy":
+        if not path.is_file():
+            raise FileNotFoundError(f"no such batch file: {path}")
+        try:
+            x = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable .npy array: {e}") from e
+    elif path.suffix in {".pt", ".pth"}:
+        x = load_torch(path)
+    else:
+        raise ValueError(f"unsupported batch file {path}: use .pt (a tensor) or .npy")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
+    x = x.float()
+    return x if x.dim() == 5 else x.unsqueeze(0).repeat(T, *([1] * x.dim()))
+
+
+def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
+    from nsnn.data import get_dataset
+    from nsnn.training import to_sequence
+
+    config = (source.checkpoint or {}).get("config") or {}
+    bundle = get_dataset(config["dataset"], config.get("data_dir"))
+    x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False)))
+    T = _timestep(source)
+    encoding = config.get("encoding", "direct")
+    return Batch(
+        to_sequence(x, T, encoding), f"{batch_size} {bundle.name} test images, {encoding} encoding, T={T}"
+    )
+
+
+def run_batch(
+    source: ModuleSource, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16, seed: int = 0
+) -> Batch:
+    """The batch used for rasters and rates; see the module docstring for the order of preference."""
+    T = _timestep(source)
+    if isinstance(batch, torch.Tensor):
+        return Batch(batch, f"given batch {list(batch.shape)}")
+    if batch is not None:
+        x = load_batch_file(batch, T)
+        return Batch(x, f"batch from {Path(batch).name} {list(x.shape)}")
+    if source.checkpoint and (source.checkpoint.get("config") or {}).get("dataset"):
+        try:
+            return _dataset_batch(source, batch_size)
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"[visualizer] run's dataset unavailable ({e}); using uniform noise input", file=sys.stderr)
+    shape = input_shape(source, T, batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape[1:], generator=generator).unsqueeze(0).repeat(T, *([1] * (len(shape) - 1)))
+    return Batch(x, f"SYNTHETIC input: uniform noise in [0, 1], direct encoding, shape {list(shape)}")
+
+
+def spike_activity(
+    model: nn.Module, x: torch.Tensor, max_neurons: int = 64, seed: int = 0
+) -> list[LayerActivity]:
+    """Run ``model`` on ``x`` (eval mode, no grad) and collect every neuron layer's spikes.
+
+    Multi-step neurons give ``[T, B, ...]`` per call; single-step ones (``step_mode="s"``) one
+    ``[B, ...]`` step per call, stacked over calls. Layers are listed in call order. ``seed`` seeds
+    stochastic neurons (as :func:`visualizer.trace.layer_graph` does) and picks the raster's neurons.
+    """
+    if max_neurons < 1:
+        raise ValueError(f"max_neurons must be ≥ 1, got {max_neurons}")
+    names = {m: n for n, m in model.named_modules()}
+    records: dict[nn.Module, dict] = {}
+
+    def hook(module, args, out):
+        if not isinstance(out, torch.Tensor):
+            return
+        rec = records.setdefault(module, {"sum": 0.0, "count": 0, "steps": []})
+        out = out.detach()
+        rec["sum"] += float(out.float().sum())
+        rec["count"] += out.numel()
+        steps = out[:1].flatten(1) if getattr(module, "step_mode", "m") == "s" else out[:, 0].flatten(1)
+        rec["steps"].append(steps.float().cpu())
+
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    handles = [m.register_forward_hook(hook) for m in neurons]
+    training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        device = model_device(model)
+        with torch.no_grad(), seeded(seed, device):
+            run_model(model, x.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in training.items():
+            module.train(flag)
+    rng = np.random.default_rng(seed)
+    layers = []
+    for module, rec in records.items():
+        trains = torch.cat(rec["steps"]).numpy() > 0
+        n = trains.shape[1]
+        shown = np.sort(rng.choice(n, size=min(n, max_neurons), replace=False))
+        layers.append(
+            LayerActivity(
+                names[module] or type(module).__name__,
+                type(module).__name__,
+                n,
+                rec["sum"] / max(rec["count"], 1),
+                trains[:, shown],
+                shown,
+            )
+        )
+    return layers

@@ -1,0 +1,250 @@
+"""Public functions: graphs (topology/draw/export) and figures, each from a module, checkpoint or run dir.
+
+    g = topology("runs/stdp-1")                 # networkx.DiGraph of the surviving synapses
+    draw(g, "figs/stdp.svg"); export(g, "figs/stdp.graphml")
+    raster(model, "figs/raster.png", batch=x)   # x: [T, B, C, H, W]
+
+:data:`FIGURES` is the registry behind ``python -m visualizer --what``: name → which inputs it applies
+to, and how to render it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from visualizer.activity import Batch, LayerActivity, run_batch, spike_activity
+from visualizer.activity import input_shape as probe_input_shape
+from visualizer.activity_plots import raster_figure, rates_figure
+from visualizer.curves import curves_figure
+from visualizer.draw_layers import draw_layers
+from visualizer.draw_stdp import draw_stdp
+from visualizer.render import image_format, save_figure
+from visualizer.sources import ModuleSource, Source, StdpRun, load_source
+from visualizer.stdp_graph import stdp_graph
+from visualizer.trace import layer_graph
+from visualizer.weight_plots import module_weights, receptive_fields_figure, weight_histogram_figure
+
+if TYPE_CHECKING:
+    import networkx as nx
+    from matplotlib.figure import Figure
+
+DRAWERS: dict[str, Callable[..., Figure]] = {"stdp": draw_stdp, "layers": draw_layers}
+
+
+def topology(
+    obj: Any,
+    *,
+    batch: torch.Tensor | str | Path | None = None,
+    input_shape: Sequence[int] | None = None,
+    inhibition: str = "summary",
+) -> nx.DiGraph:
+    """The network as a ``networkx.DiGraph``.
+
+    ``obj``: an ``nn.Module``, an nsnn checkpoint, a BPTT run directory or an STDP run directory
+    (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
+    :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
+    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None), or
+    from ``batch`` (a ``[T, B, ...]`` tensor or a .pt/.npy file), which also records firing rates.
+    """
+    source = load_source(obj)
+    if isinstance(source, StdpRun):
+        return stdp_graph(source, inhibition)
+    if batch is not None:
+        given = run_batch(source, batch)
+        graph = layer_graph(source.model, given.x)
+        graph.graph["batch"] = given.description
+        return graph
+    return layer_graph(source.model, input_shape=input_shape or probe_input_shape(source))
+
+
+def draw(graph: nx.DiGraph, path: str | Path, *, dpi: int = 150, **options: Any) -> Path:
+    """Draw a graph from :func:`topology` to ``path``: PNG or SVG by extension (else ``ValueError``).
+
+    ``options`` go to the drawer: STDP ``top_k``, ``patch`` (:func:`visualizer.draw_stdp.draw_stdp`);
+    layers ``rows_per_column`` (:func:`visualizer.draw_layers.draw_layers`).
+    """
+    image_format(path)
+    kind = graph.graph.get("kind")
+    if kind not in DRAWERS:
+        raise ValueError(
+            f"cannot draw a graph of kind {kind!r}; graphs from visualizer.topology have "
+            f"kind in {list(DRAWERS)}"
+        )
+    return save_figure(DRAWERS[kind](graph, **options), path, dpi=dpi)
+
+
+def _stdp(source: Source, what: str) -> StdpRun:
+    if not isinstance(source, StdpRun):
+        raise ValueError(f"{what} need an STDP run (weights.npz), got a {type(source.model).__name__} model")
+    return source
+
+
+def _module(source: Source, what: str) -> ModuleSource:
+    if not isinstance(source, ModuleSource):
+        raise ValueError(f"{what} need a BPTT model (nn.Module, checkpoint or run dir), got an STDP run")
+    return source
+
+
+def fields_figure(source: Source) -> Figure:
+    run = _stdp(source, "receptive fields")
+    return receptive_fields_figure(run.w_xe, run.mask, run.assignments)
+
+
+def histogram_figure(source: Source, before: Any = None) -> Figure:
+    """STDP: ``w_xe_dense``/``w_xe_initial`` vs surviving weights; modules: ``before`` (another
+    module/checkpoint, optional) vs the non-zero conv/linear weights."""
+    if isinstance(source, StdpRun):
+        title = (
+            f"STDP input weights before ({source.before_key}) / after compression"
+            if source.before_key
+            else ""
+        )
+        return weight_histogram_figure(
+            source.w_before, source.w_xe[source.mask], total=source.w_xe.size, title=title
+        )
+    after = module_weights(source.model)
+    previous = None if before is None else module_weights(_module(load_source(before), "histograms").model)
+    return weight_histogram_figure(
+        previous,
+        after[after != 0],
+        total=after.size,
+        title=f"{type(source.model).__name__} conv/linear weights"
+        + (" before / after compression" if previous is not None else ""),
+    )
+
+
+def metrics_path(obj: Any) -> Path:
+    """The ``metrics.csv`` of a run directory, a checkpoint's folder, or the given .csv path."""
+    if isinstance(obj, str | Path):
+        path = Path(obj).expanduser()
+        found = path if path.suffix == ".csv" else (path if path.is_dir() else path.parent) / "metrics.csv"
+        if not found.is_file():
+            raise FileNotFoundError(f"no metrics.csv at {found}")
+        return found
+    metrics = load_source(obj).metrics
+    if metrics is None:
+        raise ValueError("this input has no run directory with a metrics.csv: curves need one")
+    return metrics
+
+
+class Session:
+    """One input plus the batch, spike recordings and graph its figures share (each computed once).
+
+    ``draw_options`` maps a graph kind ("stdp", "layers") to keyword arguments of its drawer.
+    """
+
+    def __init__(
+        self,
+        obj: Any,
+        *,
+        batch: torch.Tensor | str | Path | None = None,
+        batch_size: int = 16,
+        before: Any = None,
+        inhibition: str = "summary",
+        draw_options: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.source = load_source(obj)
+        self.batch_arg, self.batch_size, self.before = batch, batch_size, before
+        self.inhibition = inhibition
+        self.draw_options = draw_options or {}
+
+    @cached_property
+    def batch(self) -> Batch:
+        return run_batch(_module(self.source, "spike figures"), self.batch_arg, self.batch_size)
+
+    @cached_property
+    def activity(self) -> list[LayerActivity]:
+        return spike_activity(_module(self.source, "spike figures").model, self.batch.x)
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        if isinstance(self.source, StdpRun):
+            return stdp_graph(self.source, self.inhibition)
+        graph = layer_graph(self.source.model, self.batch.x)
+        graph.graph["batch"] = self.batch.description
+        return graph
+
+    def topology_figure(self) -> Figure:
+        kind = self.graph.graph["kind"]
+        return DRAWERS[kind](self.graph, **self.draw_options.get(kind, {}))
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A ``--what`` entry: which sources it applies to, and how a session makes its figure."""
+
+    applies: Callable[[Source], bool]
+    make: Callable[[Session], Figure]
+    help: str
+
+
+FIGURES: dict[str, FigureSpec] = {
+    "topology": FigureSpec(lambda s: True, Session.topology_figure, "network graph (drawing + graph files)"),
+    "fields": FigureSpec(
+        lambda s: isinstance(s, StdpRun),
+        lambda ses: fields_figure(ses.source),
+        "receptive fields of the excitatory neurons (STDP)",
+    ),
+    "hist": FigureSpec(
+        lambda s: True,
+        lambda ses: histogram_figure(ses.source, ses.before),
+        "weight histograms before/after compression",
+    ),
+    "raster": FigureSpec(
+        lambda s: isinstance(s, ModuleSource),
+        lambda ses: raster_figure(ses.activity, ses.batch.description),
+        "spike rasters per neuron layer (BPTT)",
+    ),
+    "rates": FigureSpec(
+        lambda s: isinstance(s, ModuleSource),
+        lambda ses: rates_figure(ses.activity, ses.batch.description),
+        "firing rate per neuron layer (BPTT)",
+    ),
+    "curves": FigureSpec(
+        lambda s: s.metrics is not None,
+        lambda ses: curves_figure(metrics_path(ses.source)),
+        "training/validation curves from metrics.csv",
+    ),
+}
+
+
+def receptive_fields(obj: Any, path: str | Path) -> Path:
+    """Receptive-field grid of an STDP run (28×28 weights per excitatory neuron) to PNG/SVG."""
+    image_format(path)
+    return save_figure(fields_figure(load_source(obj)), path)
+
+
+def weight_histograms(obj: Any, path: str | Path, before: Any = None) -> Path:
+    """Weight histograms before/after compression (see :func:`histogram_figure`) to PNG/SVG."""
+    image_format(path)
+    return save_figure(histogram_figure(load_source(obj), before), path)
+
+
+def raster(
+    obj: Any, path: str | Path, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16
+) -> Path:
+    """Spike rasters of every neuron layer on ``batch`` ([T, B, ...]; default: the run's test data)."""
+    image_format(path)
+    session = Session(obj, batch=batch, batch_size=batch_size)
+    return save_figure(raster_figure(session.activity, session.batch.description), path)
+
+
+def firing_rates(
+    obj: Any, path: str | Path, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16
+) -> Path:
+    """Bar chart of the firing rate per neuron layer on ``batch`` to PNG/SVG."""
+    image_format(path)
+    session = Session(obj, batch=batch, batch_size=batch_size)
+    return save_figure(rates_figure(session.activity, session.batch.description), path)
+
+
+def curves(obj: Any, path: str | Path) -> Path:
+    """Training and validation curves from a run directory's (or a given) ``metrics.csv``."""
+    image_format(path)
+    return save_figure(curves_figure(metrics_path(obj)), path)

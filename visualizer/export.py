@@ -1,0 +1,82 @@
+"""Graph files for Gephi/Cytoscape (GraphML, GEXF) and for code (networkx node-link JSON).
+
+Every graph the visualizer builds holds only scalar attributes (bool, int, float, str: shapes are
+strings like ``"[4, 2, 64, 32, 32]"``), which is what GraphML and GEXF can store; :func:`export`
+checks that before writing, so a foreign graph with a list attribute fails with the attribute named
+instead of producing a file Gephi cannot read::
+
+    export(g, "figs/topology.graphml"); export(g, "figs/topology.json")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from nsnn.io import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def _graphml(graph: nx.DiGraph, f: IO[bytes]) -> None:
+    import networkx as nx
+
+    nx.write_graphml(graph, f)
+
+
+def _gexf(graph: nx.DiGraph, f: IO[bytes]) -> None:
+    import networkx as nx
+
+    nx.write_gexf(graph, f)
+
+
+def _json(graph: nx.DiGraph) -> str:
+    import networkx as nx
+
+    return json.dumps(nx.node_link_data(graph, edges="edges"), indent=1)
+
+
+_BINARY_WRITERS: dict[str, Callable[[nx.DiGraph, IO[bytes]], None]] = {"graphml": _graphml, "gexf": _gexf}
+_TEXT_WRITERS: dict[str, Callable[[nx.DiGraph], str]] = {"json": _json}
+GRAPH_FORMATS = (*_BINARY_WRITERS, *_TEXT_WRITERS)
+
+
+def _check_scalar(where: str, key: str, value: Any) -> None:
+    if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return
+    raise ValueError(
+        f"{where} attribute {key!r} = {value!r} ({type(value).__name__}) is not a finite "
+        "bool/int/float/str scalar, so GraphML/GEXF cannot store it"
+    )
+
+
+def check_attributes(graph: nx.DiGraph) -> None:
+    """Raise ``ValueError`` naming the first attribute that is not a finite scalar."""
+    for key, value in graph.graph.items():
+        _check_scalar("graph", key, value)
+    for node, data in graph.nodes(data=True):
+        for key, value in data.items():
+            _check_scalar(f"node {node!r}", key, value)
+    for src, dst, data in graph.edges(data=True):
+        for key, value in data.items():
+            _check_scalar(f"edge {src!r}->{dst!r}", key, value)
+
+
+def export(graph: nx.DiGraph, path: str | Path) -> Path:
+    """Write ``graph`` to ``path`` as GraphML, GEXF or node-link JSON by extension (atomically).
+
+    ``.graphml``/``.gexf`` open in Gephi and Cytoscape; ``.json`` reloads with
+    ``networkx.node_link_graph(json.load(f), edges="edges")``. Other extensions raise ``ValueError``.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in GRAPH_FORMATS:
+        raise ValueError(f"cannot export to {str(path)!r}: use one of the extensions {list(GRAPH_FORMATS)}")
+    check_attributes(graph)
+    if fmt in _TEXT_WRITERS:
+        return atomic_write_text(path, _TEXT_WRITERS[fmt](graph))
+    return atomic_write(path, lambda f: _BINARY_WRITERS[fmt](graph, f))

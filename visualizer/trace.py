@@ -1,0 +1,382 @@
+"""Layer graph of any ``nn.Module`` by tracing the real data flow of one forward pass.
+
+Approach (chosen to be robust to ``SeqToANN`` wrappers, custom neurons with Python loops over time,
+and residual adds written as plain ``out + x``):
+
+* Every *leaf* module (a spiking neuron, or a module without children) becomes one node. Forward
+  hooks record its input and output tensors; a neuron's internals are hidden.
+* A ``TorchFunctionMode`` watches every torch operation *between* leaf modules. Each tensor carries
+  the node that produced it (its provenance, tracked by object identity through weak references).
+  An operation whose tensor inputs come from one node only (``flatten``, ``view``, ``mean`` ...)
+  passes the provenance on and is listed on the edge (``via``); an operation that combines tensors
+  from two or more nodes (``add`` of a residual block, ``cat``, ``mul`` ...) becomes a node itself.
+* Containers (``Sequential``, blocks, ``SeqToANN``) are not nodes; they give each node its ``scope``
+  (e.g. ``layer2.0``), and shapes seen inside a ``SeqToANN`` (``[T·B, ...]``) are reported as
+  ``[T, B, ...]``.
+
+``torch.fx`` was not used: symbolic tracing fails on neurons that loop over ``x.shape[0]`` and on
+data-dependent control flow, while this tracer runs the model's own forward unchanged. A module
+called several times (e.g. per time step) is one node with ``calls`` > 1::
+
+    g = layer_graph(model, input_shape=(4, 2, 3, 32, 32))   # dummy [T, B, C, H, W] batch
+    g = layer_graph(model, batch)                            # real batch: adds firing_rate per neuron layer
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from visualizer.modules import is_graph_leaf, is_neuron, module_attributes
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+# Operation names that only convert or copy a tensor: not listed on edges.
+_SILENT_OPS = frozenset(
+    {"contiguous", "detach", "clone", "to", "float", "type_as", "requires_grad", "cpu", "get"}
+)
+# Aliases so that `a + b`, `a += b` and `torch.add(a, b)` all read "add".
+_OP_ALIASES = {
+    "iadd": "add",
+    "radd": "add",
+    "isub": "sub",
+    "rsub": "sub",
+    "imul": "mul",
+    "rmul": "mul",
+    "concat": "cat",
+    "concatenate": "cat",
+    "setitem": "write",
+}
+_MERGE_KINDS = frozenset({"add", "sub", "mul", "cat", "stack", "write"})
+_MAX_VIA = 6
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", type(func).__name__).strip("_")
+    name = name[:-1] if name.endswith("_") else name
+    return _OP_ALIASES.get(name, name)
+
+
+def _is_inplace(func: Any) -> bool:
+    name = getattr(func, "__name__", "")
+    return name in {"__setitem__", "__iadd__", "__isub__", "__imul__"} or (
+        name.endswith("_") and not name.startswith("_")
+    )
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    """``[4, 2, 64, 32, 32]``: shapes are stored as strings so that GraphML can hold them."""
+    return str([int(s) for s in shape])
+
+
+class _DataflowTracer(TorchFunctionMode):
+    """Builds the layer graph while the model runs; see the module docstring."""
+
+    def __init__(
+        self, graph: nx.DiGraph, model: nn.Module, time_batch: tuple[int, int] | None, record_rates: bool
+    ) -> None:
+        super().__init__()
+        self.graph = graph
+        self.model = model
+        self.time_batch = time_batch
+        self.record_rates = record_rates
+        self.records: dict[int, tuple[weakref.ref, str, tuple[str, ...]]] = {}
+        self.scopes: list[str] = []
+        self.flattened_time: list[bool] = []
+        self.depth = 0
+        self.paused = False
+        self.order = 0
+        self.merges: dict[tuple[str, str, frozenset[str]], str] = {}
+        self.spikes: dict[str, list[float]] = {}
+        self.handles: list[Any] = []
+        self.pending: dict[str, tuple[tuple[str, ...], str]] = {}
+
+    # ---- provenance -------------------------------------------------------------------------------
+    def mark(self, tensor: torch.Tensor, node: str, via: tuple[str, ...] = ()) -> None:
+        key = id(tensor)
+        self.records[key] = (weakref.ref(tensor, lambda _, k=key: self.records.pop(k, None)), node, via)
+
+    def source(self, tensor: torch.Tensor) -> tuple[str, tuple[str, ...]] | None:
+        record = self.records.get(id(tensor))
+        if record is None or record[0]() is not tensor:
+            return None
+        return record[1], record[2]
+
+    def sources(self, tensors: list[torch.Tensor]) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Producing node of each tracked tensor -> (ops applied since, shape of the tensor)."""
+        found: dict[str, tuple[tuple[str, ...], str]] = {}
+        for t in tensors:
+            src = self.source(t)
+            if src is not None and src[0] not in found:
+                found[src[0]] = (src[1], self.display_shape(t))
+        return found
+
+    # ---- nodes and edges --------------------------------------------------------------------------
+    def display_shape(self, tensor: torch.Tensor) -> str:
+        shape = list(tensor.shape)
+        if self.flattened_time and self.flattened_time[-1] and self.time_batch and shape:
+            t, b = self.time_batch
+            if shape[0] == t * b:
+                shape = [t, b, *shape[1:]]
+        return shape_str(shape)
+
+    def add_node(self, name: str, tensor: torch.Tensor | None, **attrs: Any) -> None:
+        self.order += 1
+        scope = self.scopes[-1] if self.scopes else ""
+        shape = self.display_shape(tensor) if tensor is not None else ""
+        self.graph.add_node(name, order=self.order, scope=scope, out_shape=shape, calls=1, **attrs)
+
+    def connect(self, sources: dict[str, tuple[tuple[str, ...], str]], target: str) -> None:
+        for src, (via, shape) in sources.items():
+            self.graph.add_edge(src, target, via=",".join(via), shape=shape)
+
+    def merge(self, op: str, sources: dict[str, tuple[tuple[str, ...], str]], out: torch.Tensor) -> str:
+        scope = self.scopes[-1] if self.scopes else ""
+        key = (op, scope, frozenset(sources))
+        if key in self.merges:
+            self.graph.nodes[self.merges[key]]["calls"] += 1
+            return self.merges[key]
+        base = f"{scope}.{op}" if scope else op
+        name, n = base, 1
+        while name in self.graph:
+            n += 1
+            name = f"{base}_{n}"
+        self.merges[key] = name
+        kind = op if op in _MERGE_KINDS else "op"
+        self.add_node(name, out, kind=kind, module_type=op, params=0, config="")
+        self.connect(sources, name)
+        return name
+
+    # ---- torch function interception --------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.depth or self.paused:
+            return out
+        inputs = _tensors((args, kwargs))
+        sources = self.sources(inputs)
+        if not sources:
+            return out
+        op = _op_name(func)
+        results = _tensors(out)
+        if _is_inplace(func) and inputs:
+            results.append(inputs[0])
+        if not results:
+            return out
+        if len(sources) == 1:
+            ((node, (via, _)),) = sources.items()
+            if op not in _SILENT_OPS and (not via or via[-1] != op):
+                via = (*via, op)[-_MAX_VIA:]
+        else:
+            node, via = self.merge(op, sources, results[0]), ()
+        for t in results:
+            self.mark(t, node, via)
+        return out
+
+    # ---- module hooks -----------------------------------------------------------------------------
+    def install(self) -> None:
+        names = {id(m): n for n, m in self.model.named_modules()}
+        hidden: set[int] = set()
+        for module in self.model.modules():
+            if id(module) in hidden:
+                continue
+            name = names[id(module)] or type(module).__name__
+            if is_graph_leaf(module):
+                hidden.update(id(m) for m in module.modules() if m is not module)
+                self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
+                self.handles.append(module.register_forward_hook(self._leaf_post(name, module)))
+            elif module is not self.model:
+                seq = type(module).__name__.startswith("SeqToANN")
+                self.handles.append(module.register_forward_pre_hook(self._enter(name, seq)))
+                self.handles.append(module.register_forward_hook(self._leave()))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _enter(self, name: str, seq: bool):
+        def hook(module, args):
+            if not self.depth:
+                self.scopes.append(name)
+                self.flattened_time.append(seq or bool(self.flattened_time and self.flattened_time[-1]))
+
+        return hook
+
+    def _leave(self):
+        def hook(module, args, out):
+            if not self.depth:
+                self.scopes.pop()
+                self.flattened_time.pop()
+
+        return hook
+
+    def _leaf_pre(self, name: str):
+        def hook(module, args, kwargs):
+            if self.depth:
+                return None
+            self.pending = self.sources(_tensors((args, kwargs)))
+            self.depth += 1
+            return None
+
+        return hook
+
+    def _leaf_post(self, name: str, module: nn.Module):
+        def hook(mod, args, out):
+            if self.depth != 1:
+                return None
+            self.depth -= 1
+            results = _tensors(out)
+            first = results[0] if results else None
+            self.paused = True
+            try:
+                if name in self.graph:
+                    self.graph.nodes[name]["calls"] += 1
+                else:
+                    self.add_node(name, first, **module_attributes(module))
+                    if first is not None and results:
+                        self.graph.nodes[name]["in_shape"] = self._input_shape(args)
+                self.connect(self.pending, name)
+                if self.record_rates and is_neuron(module) and first is not None:
+                    total = self.spikes.setdefault(name, [0.0, 0.0])
+                    total[0] += float(first.detach().float().sum())
+                    total[1] += first.numel()
+                    self.graph.nodes[name]["neurons"] = self._neurons(module, first)
+            finally:
+                self.paused = False
+            for t in results:
+                self.mark(t, name)
+            return None
+
+        return hook
+
+    def _input_shape(self, args: Any) -> str:
+        tensors = _tensors(args)
+        return self.display_shape(tensors[0]) if tensors else ""
+
+    def _neurons(self, module: nn.Module, spikes: torch.Tensor) -> int:
+        per_step = 1 if getattr(module, "step_mode", "m") == "s" else 2
+        return int(spikes[(0,) * min(per_step, spikes.dim() - 1)].numel())
+
+    def finish(self) -> None:
+        for name, (fired, count) in self.spikes.items():
+            self.graph.nodes[name]["firing_rate"] = fired / max(count, 1.0)
+
+
+def _reset_neurons(model: nn.Module) -> None:
+    for module in model.modules():
+        if is_neuron(module) and callable(getattr(module, "reset", None)):
+            module.reset()
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run with torch's RNG seeded (CPU and ``device``), restoring the caller's RNG state afterwards.
+
+    Stochastic neurons then emit the same spikes in every figure made from one batch.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def run_model(model: nn.Module, x: torch.Tensor) -> Any:
+    """``model(x)``; a failure (typically a shape the model does not accept) becomes a ``ValueError``."""
+    try:
+        return model(x)
+    except (RuntimeError, IndexError) as e:
+        raise ValueError(
+            f"{type(model).__name__} cannot run on an input of shape {list(x.shape)}: {e}"
+        ) from e
+
+
+def layer_graph(
+    model: nn.Module,
+    batch: torch.Tensor | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    seed: int | None = 0,
+) -> nx.DiGraph:
+    """Trace ``model`` on ``batch`` (firing rates recorded) or on zeros of ``input_shape`` (shapes only).
+
+    Args:
+        model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad()`` and its
+            train/eval flags are restored afterwards.
+        batch: real input, e.g. ``[T, B, C, H, W]`` spikes/images; neuron nodes then get
+            ``firing_rate`` (spikes per neuron per time step, averaged over the batch).
+        input_shape: full input shape, e.g. ``(T, B, C, H, W)``, used when ``batch`` is None.
+        seed: seeds torch's RNG for this pass only (stochastic neurons), None = leave it alone.
+
+    Returns a ``networkx.DiGraph`` whose nodes are ``input``, every leaf module (by qualified name),
+    every merge operation (e.g. ``layer1.0.add``) and ``output``; node attributes: ``kind``,
+    ``module_type``, ``scope``, ``order``, ``out_shape``, ``params``, ``weight_sparsity`` (conv/linear),
+    neuron fields (``neuron_type``, ``tau``, ``threshold``, ``noise``, ``sigma`` ...) and ``firing_rate``.
+    """
+    import networkx as nx
+
+    if batch is None:
+        if input_shape is None:
+            raise ValueError("layer_graph needs a batch or an input_shape such as (T, B, C, H, W)")
+        batch = torch.zeros(tuple(int(s) for s in input_shape))
+    if not isinstance(batch, torch.Tensor):
+        raise ValueError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
+    device = model_device(model)
+    batch = batch.to(device)
+    graph = nx.DiGraph(
+        kind="layers",
+        model=type(model).__name__,
+        input_shape=shape_str(batch.shape),
+        rates_recorded=input_shape is None,
+    )
+    time_batch = (int(batch.shape[0]), int(batch.shape[1])) if batch.dim() >= 2 else None
+    tracer = _DataflowTracer(graph, model, time_batch, record_rates=input_shape is None)
+    training = {m: m.training for m in model.modules()}
+    tracer.add_node("input", batch, kind="input", module_type="input", params=0, config="")
+    tracer.mark(batch, "input")
+    try:
+        tracer.install()
+        model.eval()
+        _reset_neurons(model)
+        with torch.no_grad(), seeded(seed, device), tracer:
+            out = run_model(model, batch)
+        for t in _tensors(out):
+            tracer.add_node("output", t, kind="output", module_type="output", params=0, config="")
+            tracer.connect(tracer.sources([t]), "output")
+            break
+        tracer.finish()
+    finally:
+        tracer.remove()
+        for module, flag in training.items():
+            module.train(flag)
+        _reset_neurons(model)
+    _summarize(graph, model)
+    return graph
+
+
+def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
+    """Whole-model totals as graph attributes (all scalars)."""
+    weights = sum(d.get("weights", 0) for _, d in graph.nodes(data=True))
+    zeros = sum(d.get("weights", 0) * d.get("weight_sparsity", 0.0) for _, d in graph.nodes(data=True))
+    graph.graph["total_params"] = int(sum(p.numel() for p in model.parameters()))
+    graph.graph["prunable_weights"] = int(weights)
+    graph.graph["weight_sparsity"] = float(zeros / weights) if weights else 0.0
+    graph.graph["neuron_layers"] = sum(1 for _, k in graph.nodes(data="kind") if k == "neuron")
