@@ -1,0 +1,100 @@
+"""Diehl & Cook STDP training speed, side by side in one process: the classic loop vs nsnn.
+
+    python bench/stdp.py [--neurons 400] [--classic 20] [--examples 300] [--prune 0.75]
+
+Same network, same N, same MNIST images (the embedded split's first training examples):
+
+* ``classic``: the Brian2 ports' loop (runtime mode, Cython): per example, normalise weights in numpy,
+  set rates, ``run(350 ms)``, ``run(150 ms)`` at rate 0 (retries of silent examples included);
+* ``nsnn``: :class:`nsnn.stdp.engine.StandaloneEngine`, one compiled ``cpp_standalone`` run per chunk
+  of examples, dense;
+* ``nsnn pruned``: the same after magnitude pruning to ``1 − prune`` of the X→Ae synapses (per neuron).
+
+Times are wall-clock ms per training example without code generation/compilation (reported apart),
+plus CPU ms per example (the simulating process); on shared machines compare ratios, and see the
+printed load average. Target: nsnn ≥ 20× faster than classic at N = 400; pruned time ∝ synapses left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--neurons", type=int, default=400)
+    p.add_argument("--classic", type=int, default=20, help="examples for the classic loop")
+    p.add_argument("--examples", type=int, default=300, help="examples for nsnn (dense and pruned)")
+    p.add_argument("--prune", type=float, default=0.75, help="fraction of X->Ae synapses removed")
+    p.add_argument("--chunk", type=int, default=100, help="examples per compiled run")
+    args = p.parse_args()
+
+    from nsnn.data import embedded_mnist_split
+    from nsnn.stdp import STDPConfig, init_state
+    from nsnn.stdp.classic import classic_train
+    from nsnn.stdp.engine import Phase, StandaloneEngine
+    from nsnn.stdp.pipeline import compress_state
+    from nsnn.stdp.state import image_rates
+
+    train, _ = embedded_mnist_split()
+    images = train.images[: max(args.classic, args.examples)].numpy()
+    config = STDPConfig(n_exc=args.neurons, chunk=args.chunk)
+    state = init_state(config)
+    print(f"N = {args.neurons}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at start")
+
+    t0 = time.perf_counter()
+    classic = classic_train(config, images[: args.classic], state, target="cython")
+    classic_ms = classic.ms_per_example
+    classic_cpu = 1e3 * classic.cpu_seconds / args.classic
+    setup = time.perf_counter() - t0 - classic.seconds
+    print(
+        f"classic: {args.classic} examples, setup+codegen {setup:.1f} s, "
+        f"{classic.counts.sum(1).mean():.1f} spikes/example"
+    )
+
+    rows = [("classic loop (runtime, 2 runs/example)", state.synapses, classic_ms, classic_cpu, 0.0)]
+    rates = image_rates(images[: args.examples], config)
+    with (
+        tempfile.TemporaryDirectory(prefix="nsnn-bench-stdp-") as build_dir,
+        StandaloneEngine(config, build_dir) as engine,
+    ):
+        for name, start in (
+            ("nsnn standalone, dense", state),
+            (
+                f"nsnn standalone, {100 * (1 - args.prune):.0f} % synapses",
+                compress_state(state, args.prune, config),
+            ),
+        ):
+            result = engine.run(Phase(rates, start, plastic=True, seed=1))
+            rows.append(
+                (
+                    name,
+                    start.synapses,
+                    result.ms_per_example,
+                    1e3 * result.cpu_seconds / args.examples,
+                    result.build_seconds,
+                )
+            )
+
+    print(
+        f"\n{'path':<40} {'synapses':>9} {'ms/example':>11} {'CPU ms/ex':>10} {'build s':>8} {'speed-up':>9}"
+    )
+    for name, synapses, ms, cpu, build in rows:
+        print(f"{name:<40} {synapses:>9d} {ms:>11.1f} {cpu:>10.1f} {build:>8.1f} {classic_ms / ms:>8.1f}x")
+    dense, pruned = rows[1], rows[2]
+    print(
+        f"\nnsnn vs classic: {classic_ms / dense[2]:.1f}x wall, {classic_cpu / dense[3]:.1f}x CPU "
+        "(target >= 20x)"
+    )
+    print(
+        f"pruned vs dense: synapses {pruned[1] / dense[1]:.2f}, time {pruned[2] / dense[2]:.2f} wall, "
+        f"{pruned[3] / dense[3]:.2f} CPU"
+    )
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()

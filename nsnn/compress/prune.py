@@ -1,0 +1,178 @@
+"""Magnitude pruning with persistent masks, for numpy arrays, torch tensors and torch modules.
+
+Rule (EE 595 / Rathi et al. 2019 proxy): a synapse dies when its magnitude is among the smallest
+``sparsity`` fraction (exact count ``round(sparsity·n)``, ties broken by position) or when
+``|w| <= threshold``. Masks only shrink: a pruned synapse (``mask=False``) stays dead whatever its
+weight, and already-dead entries count towards the sparsity target. ``axis`` names the axes ranked
+together (None = the whole array); e.g. ``axis=0`` on the STDP matrix ``[n_input, n_exc]`` gives every
+neuron the same fan-in.
+
+Torch modules: the ``weight`` of every ``nn.Linear`` / ``nn.ConvNd`` is pruned in place, its mask kept
+as a non-persistent buffer ``weight_mask`` (not in ``state_dict``, so checkpoints load into fresh
+models unchanged). Optimizers do not know masks: call :func:`apply_masks` after each
+``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
+weights stay exactly zero through further training. After loading a pruned checkpoint, rebuild masks
+with ``magnitude_prune(model, threshold=0.0)``.
+
+    w, mask = magnitude_prune(w, sparsity=0.75, axis=0)          # numpy [n_input, n_exc]
+    report = magnitude_prune(model, sparsity=0.5, scope="global"); attach_masks(model, optimizer)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+SCOPES = ("layer", "global")
+MASK_BUFFER = "weight_mask"
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` for every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` (and subclasses) in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, LAYER_TYPES) and module.weight is not None:
+            yield name or "<root>", module
+
+
+def _check_args(sparsity: float | None, threshold: float | None) -> None:
+    if (sparsity is None) == (threshold is None):
+        raise ValueError(
+            "give exactly one of sparsity (fraction pruned, in [0, 1)) or threshold (|w| <= t dies)"
+        )
+    if sparsity is not None and not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if threshold is not None and threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+
+
+def prune_mask(
+    weights: np.ndarray,
+    *,
+    sparsity: float | None = None,
+    threshold: float | None = None,
+    mask: np.ndarray | None = None,
+    axis: int | tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """Alive mask (bool, same shape as ``weights``) after pruning; see the module docstring for the rule."""
+    _check_args(sparsity, threshold)
+    w = np.asarray(weights)
+    alive = np.ones(w.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).copy()
+    if alive.shape != w.shape:
+        raise ValueError(f"mask shape {alive.shape} differs from weights shape {w.shape}")
+    magnitude = np.abs(w.astype(np.float64))
+    if threshold is not None:
+        return alive & (magnitude > threshold)
+    axes = tuple(range(w.ndim)) if axis is None else tuple(a % w.ndim for a in np.atleast_1d(axis))
+    kept = [a for a in range(w.ndim) if a not in axes]
+    order = kept + list(axes)
+    groups = int(np.prod([w.shape[a] for a in kept])) if kept else 1
+    score = np.where(alive, magnitude, -np.inf).transpose(order).reshape(groups, -1)
+    n = score.shape[1]
+    quota = np.maximum(round(sparsity * n), (~np.isfinite(score)).sum(axis=1))
+    rank = np.empty_like(score, dtype=np.int64)
+    np.put_along_axis(rank, np.argsort(score, axis=1, kind="stable"), np.arange(n)[None, :], axis=1)
+    keep = (rank >= quota[:, None]).reshape([w.shape[a] for a in order])
+    return keep.transpose(np.argsort(order)) & alive
+
+
+def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
+    if isinstance(weights, torch.Tensor):
+        mask = kw.pop("mask", None)
+        mask_np = None if mask is None else mask.detach().cpu().numpy()
+        alive = prune_mask(weights.detach().cpu().numpy(), mask=mask_np, **kw)
+        alive_t = torch.from_numpy(alive).to(weights.device)
+        return weights * alive_t, alive_t
+    alive = prune_mask(weights, **kw)
+    return np.where(alive, weights, 0).astype(np.asarray(weights).dtype), alive
+
+
+def layer_mask(module: nn.Module) -> torch.Tensor:
+    """The layer's persistent mask (all True if it was never pruned)."""
+    mask = getattr(module, MASK_BUFFER, None)
+    return torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask
+
+
+def _set_mask(module: nn.Module, mask: torch.Tensor) -> None:
+    mask = mask.to(device=module.weight.device, dtype=torch.bool)
+    if hasattr(module, MASK_BUFFER):
+        getattr(module, MASK_BUFFER).copy_(mask)
+    else:
+        module.register_buffer(MASK_BUFFER, mask, persistent=False)
+    with torch.no_grad():
+        module.weight.mul_(mask)
+
+
+def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float | None, scope: str) -> Any:
+    from nsnn.compress.report import compression_report
+
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    layers = list(prunable_layers(model))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to prune")
+    weights = [m.weight.detach().cpu().numpy() for _, m in layers]
+    masks = [layer_mask(m).cpu().numpy() for _, m in layers]
+    if scope == "layer":
+        new = [
+            prune_mask(w, sparsity=sparsity, threshold=threshold, mask=k)
+            for w, k in zip(weights, masks, strict=True)
+        ]
+    else:
+        flat = prune_mask(
+            np.concatenate([w.ravel() for w in weights]),
+            sparsity=sparsity,
+            threshold=threshold,
+            mask=np.concatenate([k.ravel() for k in masks]),
+        )
+        bounds = np.cumsum([0] + [w.size for w in weights])
+        new = [flat[a:b].reshape(w.shape) for a, b, w in zip(bounds[:-1], bounds[1:], weights, strict=True)]
+    for (_, module), alive in zip(layers, new, strict=True):
+        _set_mask(module, torch.from_numpy(alive))
+    return compression_report(model)
+
+
+def magnitude_prune(
+    target: Any,
+    *,
+    sparsity: float | None = None,
+    threshold: float | None = None,
+    mask: Any = None,
+    axis: int | tuple[int, ...] | None = None,
+    scope: str = "layer",
+) -> Any:
+    """Prune by magnitude (give ``sparsity`` *or* ``threshold``).
+
+    * numpy array / torch tensor → ``(pruned_weights, mask)`` (same type; ``mask`` and ``axis`` apply).
+    * ``nn.Module`` → prunes every Linear/Conv weight in place (``scope="layer"``: each layer reaches
+      ``sparsity``; ``"global"``: one ranking over all layers), keeps the masks, returns a
+      :class:`~nsnn.compress.report.CompressionReport`.
+    """
+    if isinstance(target, nn.Module):
+        if mask is not None or axis is not None:
+            raise ValueError("mask/axis apply to arrays; modules keep their own masks (weight_mask buffers)")
+        return _prune_module(target, sparsity=sparsity, threshold=threshold, scope=scope)
+    if isinstance(target, np.ndarray | torch.Tensor):
+        return _prune_array(target, sparsity=sparsity, threshold=threshold, mask=mask, axis=axis)
+    raise ValueError(
+        f"cannot prune a {type(target).__name__}; expected a numpy array, a tensor or an nn.Module"
+    )
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module) -> nn.Module:
+    """Zero every pruned weight again (call after ``optimizer.step()``); returns ``model``."""
+    for _, module in prunable_layers(model):
+        mask = getattr(module, MASK_BUFFER, None)
+        if mask is not None:
+            module.weight.mul_(mask)
+    return model
+
+
+def attach_masks(model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+    """Re-apply the masks after every ``optimizer.step()``; returns the hook handle (``.remove()``)."""
+    return optimizer.register_step_post_hook(lambda *_: apply_masks(model))

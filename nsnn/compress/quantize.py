@@ -1,0 +1,149 @@
+"""Weight quantization to k-bit uniform levels or to an explicit list of device levels.
+
+``bits`` = k gives 2**k evenly spaced levels spanning ``w_range = (low, high)``, both ends included
+(k = 1: {low, high}); each weight moves to its nearest level. ``levels`` gives the levels directly
+(e.g. a memristor's measured conductance states). ``bits >= 32`` without ``levels`` means full
+precision (returned unchanged). Pruned weights (``mask=False``) stay exactly 0: zero is "no synapse",
+not a level. Default range: ``(0, max|w|)`` for non-negative weights, ``(−max|w|, max|w|)`` otherwise,
+over the alive weights (per layer, or over all layers with ``scope="global"``).
+
+Torch modules: every Linear/Conv ``weight`` is quantized in place and the level set is kept as a
+non-persistent buffer ``weight_levels`` (what the report reads to give bits per layer).
+
+    wq = quantize(w, bits=4, w_range=(0.0, 1.0), mask=mask)      # STDP weights, 16 levels
+    report = quantize(model, bits=8)                              # every conv/linear layer
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsnn.compress.prune import SCOPES, layer_mask, prunable_layers
+
+FULL_PRECISION_BITS = 32
+LEVELS_BUFFER = "weight_levels"
+
+
+def uniform_levels(bits: int, low: float, high: float) -> np.ndarray:
+    """``2**bits`` evenly spaced levels from ``low`` to ``high`` (both included), float64."""
+    if bits < 1 or bits >= FULL_PRECISION_BITS:
+        raise ValueError(f"bits must be in [1, {FULL_PRECISION_BITS - 1}] for a level set, got {bits}")
+    if not high > low:
+        raise ValueError(f"w_range must have high > low, got ({low}, {high})")
+    return np.linspace(low, high, 2**bits)
+
+
+def nearest_level(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Each entry of ``x`` replaced by its nearest entry of ``levels`` (ties go to the lower level)."""
+    levels = np.unique(np.asarray(levels, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    if len(levels) == 1:
+        return np.full_like(x, levels[0])
+    upper = np.clip(np.searchsorted(levels, x), 1, len(levels) - 1)
+    lower = upper - 1
+    pick_upper = np.abs(levels[upper] - x) < np.abs(x - levels[lower])
+    return np.where(pick_upper, levels[upper], levels[lower])
+
+
+def _default_range(alive_values: np.ndarray) -> tuple[float, float]:
+    top = float(np.abs(alive_values).max(initial=0.0)) or 1.0
+    return (0.0, top) if alive_values.size == 0 or alive_values.min() >= 0 else (-top, top)
+
+
+def level_set(
+    bits: int | None, levels: Any, alive_values: np.ndarray, w_range: tuple[float, float] | None
+) -> np.ndarray | None:
+    """The levels to use, or None for full precision (``bits >= 32`` and no explicit ``levels``)."""
+    if levels is not None:
+        out = np.unique(np.asarray(levels, dtype=np.float64))
+        if out.size < 1:
+            raise ValueError("levels must list at least one value")
+        return out
+    if bits is None:
+        raise ValueError("give bits (k-bit uniform levels) or levels (explicit list)")
+    if bits < 1:
+        raise ValueError(f"bits must be >= 1 ({FULL_PRECISION_BITS}+ = full precision), got {bits}")
+    if bits >= FULL_PRECISION_BITS:
+        return None
+    low, high = w_range if w_range is not None else _default_range(alive_values)
+    return uniform_levels(bits, low, high)
+
+
+def _quantize_array(
+    w: Any, *, bits: int | None, levels: Any, w_range: tuple[float, float] | None, mask: Any
+) -> Any:
+    is_tensor = isinstance(w, torch.Tensor)
+    values = w.detach().cpu().numpy() if is_tensor else np.asarray(w)
+    if mask is None:
+        alive = np.ones(values.shape, dtype=bool)
+    else:
+        alive = (
+            mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
+        )
+    if alive.shape != values.shape:
+        raise ValueError(f"mask shape {alive.shape} differs from weights shape {values.shape}")
+    chosen = level_set(bits, levels, values[alive], w_range)
+    out = values.astype(np.float64) if chosen is None else nearest_level(values, chosen)
+    out = np.where(alive, out, 0.0).astype(values.dtype)
+    return torch.from_numpy(out).to(w.device) if is_tensor else out
+
+
+@torch.no_grad()
+def _quantize_module(
+    model: nn.Module, *, bits: int | None, levels: Any, w_range: tuple[float, float] | None, scope: str
+) -> Any:
+    from nsnn.compress.report import compression_report
+
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    layers = list(prunable_layers(model))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to quantize")
+    shared = None
+    if scope == "global":
+        alive = np.concatenate(
+            [m.weight.detach().cpu().numpy()[layer_mask(m).cpu().numpy()] for _, m in layers]
+        )
+        shared = level_set(bits, levels, alive, w_range)
+    for _, module in layers:
+        mask = layer_mask(module)
+        values = module.weight.detach().cpu().numpy()
+        chosen = shared if scope == "global" else level_set(bits, levels, values[mask.cpu().numpy()], w_range)
+        if chosen is None:
+            continue
+        module.weight.copy_(_quantize_array(module.weight, bits=None, levels=chosen, w_range=None, mask=mask))
+        level_tensor = torch.as_tensor(chosen, dtype=module.weight.dtype, device=module.weight.device)
+        if hasattr(module, LEVELS_BUFFER):
+            delattr(module, LEVELS_BUFFER)
+        module.register_buffer(LEVELS_BUFFER, level_tensor, persistent=False)
+    return compression_report(model)
+
+
+def quantize(
+    target: Any,
+    *,
+    bits: int | None = None,
+    levels: Any = None,
+    w_range: tuple[float, float] | None = None,
+    mask: Any = None,
+    scope: str = "layer",
+) -> Any:
+    """Quantize to ``2**bits`` uniform levels over ``w_range`` or to explicit ``levels``.
+
+    * numpy array / tensor → the quantized copy (same type, dtype and shape); ``mask=False`` entries → 0.
+    * ``nn.Module`` → every Linear/Conv weight quantized in place (per layer, or ``scope="global"`` with
+      one level set), pruning masks respected; returns a :class:`~nsnn.compress.report.CompressionReport`.
+    """
+    if isinstance(target, nn.Module):
+        if mask is not None:
+            raise ValueError("modules use their own pruning masks (weight_mask buffers); do not pass mask")
+        return _quantize_module(target, bits=bits, levels=levels, w_range=w_range, scope=scope)
+    if isinstance(target, np.ndarray | torch.Tensor):
+        return _quantize_array(target, bits=bits, levels=levels, w_range=w_range, mask=mask)
+    raise ValueError(
+        f"cannot quantize a {type(target).__name__}; expected a numpy array, a tensor or an nn.Module"
+    )

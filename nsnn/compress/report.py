@@ -1,0 +1,192 @@
+"""Compression reports (sparsity and bits per layer) and synaptic events, the energy proxy.
+
+Synaptic events per inference = Σ over presynaptic spikes of the spiking neuron's *surviving* fan-out:
+each event is one weight read and one accumulate on neuromorphic hardware, so events (not MACs) track
+energy and, on a CPU simulator, wall time. Dense = the same spikes through unpruned layers.
+
+    report = compression_report(model); print(report.format_table())
+    events = synaptic_events(input_spike_counts, mask)               # STDP: [n_input] x [n_input, n_exc]
+    per_layer = count_synaptic_events(model, x)                      # BPTT: x [T, B, ...] spikes
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nsnn.compress.prune import MASK_BUFFER, prunable_layers
+
+FULL_PRECISION_BITS = 32
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One weight tensor: sizes ``weights`` / ``alive``, ``bits`` per weight, ``distinct`` alive values."""
+
+    name: str
+    shape: tuple[int, ...]
+    weights: int
+    alive: int
+    bits: int
+    distinct: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.alive / max(self.weights, 1)
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """Per-layer :class:`LayerStats` plus totals; ``format_table()`` for logs, ``to_rows()`` for CSV."""
+
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def weights(self) -> int:
+        return sum(layer.weights for layer in self.layers)
+
+    @property
+    def alive(self) -> int:
+        return sum(layer.alive for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.alive / max(self.weights, 1)
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits to store the surviving weights (values only, no index overhead)."""
+        return sum(layer.alive * layer.bits for layer in self.layers)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "layer": s.name,
+                "shape": "x".join(map(str, s.shape)),
+                "weights": s.weights,
+                "alive": s.alive,
+                "sparsity": round(s.sparsity, 6),
+                "bits": s.bits,
+                "distinct": s.distinct,
+            }
+            for s in self.layers
+        ]
+
+    def format_table(self) -> str:
+        head = f"{'layer':<32} {'shape':>18} {'alive/weights':>22} {'sparsity':>9} {'bits':>5}"
+        lines = [head, "-" * len(head)]
+        for s in self.layers:
+            lines.append(
+                f"{s.name:<32} {'x'.join(map(str, s.shape)):>18} {f'{s.alive}/{s.weights}':>22} "
+                f"{s.sparsity:>8.1%} {s.bits:>5}"
+            )
+        lines.append(f"{'total':<32} {'':>18} {f'{self.alive}/{self.weights}':>22} {self.sparsity:>8.1%}")
+        return "\n".join(lines)
+
+
+def _bits_for(n_levels: int) -> int:
+    return max(1, math.ceil(math.log2(n_levels))) if n_levels > 1 else 1
+
+
+def layer_stats(name: str, weight: Any, mask: Any = None, bits: int | None = None) -> LayerStats:
+    """Stats of one weight array/tensor; alive = ``mask`` (default: nonzero weights)."""
+    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    if mask is None:
+        alive = w != 0
+    else:
+        alive = (
+            mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
+        )
+    distinct = int(np.unique(w[alive]).size)
+    return LayerStats(
+        name=name,
+        shape=tuple(int(d) for d in w.shape),
+        weights=int(w.size),
+        alive=int(alive.sum()),
+        bits=FULL_PRECISION_BITS if bits is None else int(bits),
+        distinct=distinct,
+    )
+
+
+def compression_report(
+    target: nn.Module | Mapping[str, Any],
+    masks: Mapping[str, Any] | None = None,
+    bits: Mapping[str, int] | int | None = None,
+) -> CompressionReport:
+    """Report for a module (masks/levels from its buffers) or a ``{name: weights}`` mapping.
+
+    For mappings, ``masks`` default to the nonzero entries and ``bits`` (one int or per name) to 32.
+    """
+    if isinstance(target, nn.Module):
+        stats = []
+        for name, module in prunable_layers(target):
+            levels = getattr(module, "weight_levels", None)
+            layer_bits = None if levels is None else _bits_for(int(levels.numel()))
+            stats.append(layer_stats(name, module.weight, getattr(module, MASK_BUFFER, None), layer_bits))
+        return CompressionReport(tuple(stats))
+    masks = masks or {}
+    per_name = bits if isinstance(bits, Mapping) else dict.fromkeys(target, bits)
+    return CompressionReport(
+        tuple(layer_stats(name, w, masks.get(name), per_name.get(name)) for name, w in target.items())
+    )
+
+
+def synaptic_events(pre_spikes: Any, mask: Any) -> Any:
+    """Σ_i spikes_i · fan_out_i for a connection ``mask`` ``[n_pre, n_post]``.
+
+    ``pre_spikes`` ``[n_pre]`` gives a float; ``[n, n_pre]`` gives one count per example ``[n]``.
+    """
+    spikes = np.asarray(pre_spikes, dtype=np.float64)
+    fan_out = np.asarray(mask, dtype=bool).sum(axis=1).astype(np.float64)
+    if spikes.shape[-1] != fan_out.shape[0]:
+        raise ValueError(f"pre_spikes has {spikes.shape[-1]} inputs but mask has {fan_out.shape[0]} rows")
+    out = spikes @ fan_out
+    return float(out) if out.ndim == 0 else out
+
+
+def _layer_events(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
+    events = (x != 0).to(weight.dtype)
+    if isinstance(module, nn.Linear):
+        return float(F.linear(events, weight).sum())
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
+    return float(
+        conv(events, weight, None, module.stride, module.padding, module.dilation, module.groups).sum()
+    )
+
+
+@torch.no_grad()
+def count_synaptic_events(
+    model: nn.Module, inputs: torch.Tensor, n_samples: int | None = None
+) -> dict[str, tuple[float, float]]:
+    """Run ``model(inputs)`` and count, per Linear/Conv layer, synaptic events per sample:
+    ``{layer: (events_through_surviving_weights, events_if_dense)}``.
+
+    An event is a nonzero input entry times each alive weight it reaches (exact for conv: the binary
+    input convolved with the binary alive-weight kernel). ``n_samples`` defaults to ``inputs.shape[1]``
+    (time-first ``[T, B, ...]``).
+    """
+    n = inputs.shape[1] if n_samples is None else n_samples
+    totals: dict[str, list[float]] = {}
+    handles = []
+    for name, module in prunable_layers(model):
+
+        def hook(mod: nn.Module, args: tuple, _out: Any, name: str = name) -> None:
+            alive = (mod.weight != 0).to(mod.weight.dtype)
+            entry = totals.setdefault(name, [0.0, 0.0])
+            entry[0] += _layer_events(mod, args[0], alive)
+            entry[1] += _layer_events(mod, args[0], torch.ones_like(alive))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: (ev / n, dense / n) for name, (ev, dense) in totals.items()}

@@ -1,0 +1,443 @@
+// Fused multi-step LIF kernels, written as plain loops that the compiler auto-vectorizes.
+//
+// Included by each lif_isa_*.cpp inside namespace nsnn_native::NSNN_ISA, after lif_common.h and
+// under that unit's `#pragma GCC target`, so one source yields baseline/AVX2/AVX-512 variants. The
+// recurrence and its exact reverse pass are those of nsnn/functional/fused.py:
+//
+//   forward   h_t = β·u_{t−1} + x_t,  s_t = fire(h_t − θ),  u_t = h_t·(1 − s_t) | h_t − θ·s_t
+//   backward  ∂L/∂h_t = ∂L/∂u_t·∂u_t/∂h_t + (∂L/∂s_t + ∂L/∂u_t·∂u_t/∂s_t)·pdf(h_t − θ)
+//             ∂L/∂u_{t−1} = β·∂L/∂h_t,   ∂L/∂β = Σ_t ∂L/∂h_t·u_{t−1}
+//
+// One task owns a chunk of neurons and walks all T steps with the membrane (forward) or ∂L/∂u
+// (backward) in a stack buffer, so each element of x, h and the gradients is touched once.
+//
+// float32 math uses the approximations below (max abs error of the CDF and of σ·PDF ≤ 1.3e-7
+// against float64, checked in tests/test_native.py); float64 uses libm.
+
+#ifndef NSNN_ISA
+#error "define NSNN_ISA (the namespace of this instruction-set variant) before including lif_kernels.h"
+#endif
+
+namespace nsnn_native {
+namespace NSNN_ISA {
+
+// ---------------------------------------------------------------------------------------------
+// Elementary functions. Branch-free (selects only), so loops calling them vectorize.
+
+template <typename S>
+struct Fn;
+
+template <>
+struct Fn<float> {
+  // e^x·2^(B−127) for x in [−87, 0] (no range check): Cody–Waite reduction x = n·ln2 + r, degree-6
+  // polynomial for e^r (Cephes expf coefficients, about 1 ulp), 2^n built from the bits of the
+  // rounding 1.5·2^23 + n (which holds n in its low mantissa bits). B = 126 halves the result.
+  template <int B>
+  static inline float exp_core(float x) {
+    const float t = x * 1.44269504088896341f + 12582912.0f;
+    const float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.0f;
+    int32_t tb;
+    std::memcpy(&tb, &t, sizeof(tb));
+    const int32_t bits = (tb + (B - 0x4B400000)) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return y * scale;
+  }
+  // exp(x) for x ≤ 0, clamped at −87 (where it is 1.6e-38); NaN stays NaN.
+  static inline float exp_nonpos(float x) { return exp_core<127>(x < -87.0f ? -87.0f : x); }
+
+  // 1/d for d in [1, 2]: minimax quadratic start (relative error 0.0101), two Newton steps (≈1 ulp): a
+  // few FMAs instead of a division, which is the slowest vector instruction here.
+  static inline float recip_1_2(float d) {
+    float y = (0.32322573f * d - 1.45451618f) * d + 2.12118309f;
+    y = y + y * (1.0f - d * y);
+    return y + y * (1.0f - d * y);
+  }
+
+  // Standard normal CDF. With w = |z|/√2, 1 − Φ(|z|) = ½·erfc(w) = ½·exp(−w² + L(w)), where
+  // L(w) = ln(erfc(w)·e^{w²}) = w·P(w) is smooth; P has degree 10 (least-squares/minimax fit of L
+  // on [0, 4] against 30-digit erfc, max error 2.5e-8). w is clamped to 4, where ½·erfc(4) < 8e-9,
+  // which also keeps the exponent in range. One exp, no division, no branch; NaN stays NaN.
+  static inline float gauss_cdf(float z) {
+    const float w = std::fabs(z) * 0.707106781186547524f;
+    const float wc = w > 4.0f ? 4.0f : w;
+    float p = 7.998516652e-08f;
+    p = p * wc - 2.100212792e-06f;
+    p = p * wc + 2.452004460e-05f;
+    p = p * wc - 1.662185438e-04f;
+    p = p * wc + 7.019869135e-04f;
+    p = p * wc - 1.680768988e-03f;
+    p = p * wc + 7.430890437e-05f;
+    p = p * wc + 1.926706964e-02f;
+    p = p * wc - 1.028389780e-01f;
+    p = p * wc + 3.633948685e-01f;
+    p = p * wc - 1.128380253e+00f;
+    const float half_erfc = exp_core<126>(wc * p - wc * wc);
+    return z < 0.0f ? half_erfc : 1.0f - half_erfc;
+  }
+  // Standard normal PDF φ(z) = exp(−z²/2)/√(2π).
+  static inline float gauss_pdf(float z) { return exp_nonpos(-0.5f * (z * z)) * 0.398942280401432678f; }
+  static inline void gauss(float z, float& cdf, float& pdf) {
+    cdf = gauss_cdf(z);
+    pdf = gauss_pdf(z);
+  }
+};
+
+template <>
+struct Fn<double> {
+  static inline double exp_nonpos(double x) { return std::exp(x); }
+  static inline double recip_1_2(double d) { return 1.0 / d; }
+  static inline double gauss_cdf(double z) { return 0.5 * std::erfc(z * -0.707106781186547524); }
+  static inline double gauss_pdf(double z) { return std::exp(-0.5 * z * z) * 0.398942280401432678; }
+  static inline void gauss(double z, double& cdf, double& pdf) {
+    cdf = gauss_cdf(z);
+    pdf = gauss_pdf(z);
+  }
+};
+
+// Standardised noise families (σ = 1), the formulas of nsnn/noise.py. `both` gives CDF and PDF.
+template <typename S, int F>
+struct Noise;
+
+template <typename S>
+struct Noise<S, kGaussian> {
+  static inline S cdf(S z) { return Fn<S>::gauss_cdf(z); }
+  static inline S pdf(S z) { return Fn<S>::gauss_pdf(z); }
+  static inline void both(S z, S& c, S& p) { Fn<S>::gauss(z, c, p); }
+};
+
+template <typename S>
+struct Noise<S, kLogistic> {  // sigmoid, written with e = exp(−|z|) so it never overflows
+  static inline void both(S z, S& c, S& p) {
+    const S e = Fn<S>::exp_nonpos(-std::fabs(z));
+    const S r = Fn<S>::recip_1_2(S(1) + e);
+    c = z >= S(0) ? r : e * r;
+    p = e * r * r;
+  }
+  static inline S cdf(S z) {
+    S c, p;
+    both(z, c, p);
+    return c;
+  }
+  static inline S pdf(S z) {
+    S c, p;
+    both(z, c, p);
+    return p;
+  }
+};
+
+template <typename S>
+struct Noise<S, kTriangular> {
+  static inline S cdf(S z) {
+    S zc = z < S(-1) ? S(-1) : z;
+    zc = zc > S(1) ? S(1) : zc;
+    const S a = S(1) + zc, b = S(1) - zc;
+    return zc < S(0) ? S(0.5) * (a * a) : S(1) - S(0.5) * (b * b);
+  }
+  static inline S pdf(S z) {
+    const S v = S(1) - std::fabs(z);
+    return v < S(0) ? S(0) : v;
+  }
+  static inline void both(S z, S& c, S& p) {
+    c = cdf(z);
+    p = pdf(z);
+  }
+};
+
+template <typename S>
+struct Noise<S, kUniform> {
+  static inline S cdf(S z) {
+    S c = (z + S(1)) * S(0.5);
+    c = c < S(0) ? S(0) : c;
+    return c > S(1) ? S(1) : c;
+  }
+  static inline S pdf(S z) { return std::fabs(z) <= S(1) ? S(0.5) : S(0); }
+  static inline void both(S z, S& c, S& p) {
+    c = cdf(z);
+    p = pdf(z);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Counter-based uniforms, from SplitMix64's output function applied to key + (c + 1)·γ, i.e. the
+// c-th output of a SplitMix64 stream started at `key`. float32: the output for counter
+// c = t·⌈N/2⌉ + j serves neurons 2j and 2j + 1 of step t (low and high 32-bit half; top 24 bits of
+// each used); float64: counter c = t·N + i, top 53 bits. No state is carried, so draws do not depend on how the
+// neurons are split among threads.
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+template <typename S>
+struct Uniform;
+
+template <>
+struct Uniform<float> {
+  using Word = uint32_t;
+  // Counter of the first word of chunk [i0, …) at step t (i0 is even).
+  static inline uint64_t first(const LifArgs& a, int64_t t, int64_t i0) {
+    return static_cast<uint64_t>(t * ceil_div(a.N, 2) + i0 / 2);
+  }
+  static inline void fill(uint64_t key, uint64_t c, int64_t n, Word* __restrict w) {
+    const uint64_t base = key + (c + 1) * kGolden;
+    for (int64_t j = 0; j < ceil_div(n, 2); ++j) {
+      const uint64_t z = mix64(base + static_cast<uint64_t>(j) * kGolden);
+      std::memcpy(w + 2 * j, &z, 8);  // little-endian: low half → neuron 2j, high half → 2j + 1
+    }
+  }
+  static inline float value(Word w) {  // exact multiple of 2^-24 in [0, 1)
+    return static_cast<float>(static_cast<int32_t>(w >> 8)) * 5.9604644775390625e-8f;
+  }
+};
+
+template <>
+struct Uniform<double> {
+  using Word = uint64_t;
+  static inline uint64_t first(const LifArgs& a, int64_t t, int64_t i0) {
+    return static_cast<uint64_t>(t * a.N + i0);
+  }
+  static inline void fill(uint64_t key, uint64_t c, int64_t n, Word* __restrict w) {
+    const uint64_t base = key + (c + 1) * kGolden;
+    for (int64_t k = 0; k < n; ++k) w[k] = mix64(base + static_cast<uint64_t>(k) * kGolden);
+  }
+  static inline double value(Word w) {  // exact multiple of 2^-53 in [0, 1)
+    return static_cast<double>(static_cast<int64_t>(w >> 11)) * 1.1102230246251565e-16;
+  }
+};
+
+// Spike bits: byte j of a row holds spikes 8j..8j+7, spike 8j+k in bit k.
+inline void pack_bits(uint8_t* __restrict s, int64_t n, uint8_t* __restrict dst) {
+  const int64_t nb = ceil_div(n, 8);
+  for (int64_t k = n; k < nb * 8; ++k) s[k] = 0;
+  for (int64_t j = 0; j < nb; ++j) {
+    uint64_t v;
+    std::memcpy(&v, s + 8 * j, 8);
+    dst[j] = static_cast<uint8_t>((v * 0x0102040810204080ULL) >> 56);
+  }
+}
+
+// Byte k of the 8 written per input byte is nonzero iff bit k is set.
+inline void unpack_bits(const uint8_t* __restrict src, int64_t n, uint8_t* __restrict s) {
+  const int64_t nb = ceil_div(n, 8);
+  for (int64_t j = 0; j < nb; ++j) {
+    const uint64_t v = (static_cast<uint64_t>(src[j]) * 0x0101010101010101ULL) & 0x8040201008040201ULL;
+    std::memcpy(s + 8 * j, &v, 8);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward over chunk [i0, i1) of the neurons, all T steps. SAVE: write h (and spike bits).
+
+template <typename S, int F, int MODE, bool HARD, bool SAVE>
+void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, S* __restrict hs,
+                   uint8_t* __restrict bits, int64_t i0, int64_t i1) {
+  const int64_t n = i1 - i0;
+  const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
+  const S inv_sigma = static_cast<S>(a.inv_sigma);
+  alignas(64) S u[kMaxChunk];
+  alignas(64) uint8_t sb[kMaxChunk];
+  alignas(64) typename Uniform<S>::Word rw[MODE == kBernoulli ? kMaxChunk : 1];
+  for (int64_t k = 0; k < n; ++k) u[k] = S(0);
+  for (int64_t t = 0; t < a.T; ++t) {
+    const int64_t off = t * a.N + i0;
+    const S* __restrict xt = x + off;
+    S* __restrict ot = out + off;
+    S* __restrict ht = SAVE ? hs + off : nullptr;
+    if constexpr (MODE == kBernoulli) Uniform<S>::fill(a.key, Uniform<S>::first(a, t, i0), n, rw);
+    for (int64_t k = 0; k < n; ++k) {
+      const S h = beta * u[k] + xt[k];
+      if constexpr (SAVE) ht[k] = h;
+      S s;
+      if constexpr (MODE == kHeaviside) {
+        s = h > theta ? S(1) : S(0);
+      } else {
+        const S p = Noise<S, F>::cdf((h - theta) * inv_sigma);
+        if constexpr (MODE == kExpected) {
+          s = p;
+        } else {
+          const bool fired = Uniform<S>::value(rw[k]) < p;
+          s = fired ? S(1) : S(0);
+          if constexpr (SAVE) sb[k] = fired ? 1 : 0;
+        }
+      }
+      ot[k] = s;
+      if constexpr (!HARD) {
+        u[k] = h - theta * s;
+      } else if constexpr (MODE == kExpected) {
+        u[k] = h * (S(1) - s);
+      } else {
+        u[k] = s != S(0) ? S(0) : h;
+      }
+    }
+    if constexpr (SAVE && MODE == kBernoulli) pack_bits(sb, n, bits + t * a.row_bytes + i0 / 8);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward over chunk [i0, i1), t = T−1 … 0. ∂L/∂u starts at 0, which reproduces the t = T−1 case
+// of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double.
+
+template <typename S, int F, int MODE, bool HARD, bool DECAY>
+void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restrict hs,
+                    const uint8_t* __restrict bits, S* __restrict gx, int64_t i0, int64_t i1,
+                    double* decay_partial) {
+  const int64_t n = i1 - i0;
+  const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
+  const S inv_sigma = static_cast<S>(a.inv_sigma);
+  const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
+  alignas(64) S gu[kMaxChunk];
+  alignas(64) uint8_t sb[kMaxChunk];
+  alignas(64) S gh_next[DECAY ? kMaxChunk : 1];
+  alignas(64) double acc[DECAY ? kMaxChunk : 1];
+  for (int64_t k = 0; k < n; ++k) gu[k] = S(0);
+  if constexpr (DECAY) {
+    for (int64_t k = 0; k < n; ++k) acc[k] = 0.0;
+  }
+  auto step = [&](int64_t t, auto accumulate) {
+    constexpr bool ACC = decltype(accumulate)::value;
+    const int64_t off = t * a.N + i0;
+    const S* __restrict gt = go + off;
+    const S* __restrict ht = hs + off;
+    S* __restrict xt = gx + off;
+    for (int64_t k = 0; k < n; ++k) {
+      const S h = ht[k];
+      const S z = (h - theta) * inv_sigma;
+      S s, g;
+      if constexpr (MODE == kExpected) {
+        Noise<S, F>::both(z, s, g);
+      } else {
+        g = Noise<S, F>::pdf(z);
+        if constexpr (MODE == kHeaviside) {
+          s = h > theta ? S(1) : S(0);
+        } else {
+          s = sb[k] != 0 ? S(1) : S(0);
+        }
+      }
+      g = g * inv_sigma;
+      const S gun = gu[k];
+      const S gs = gt[k] + gun * (reset_sign * (HARD ? h : theta));
+      const S direct = HARD ? gun * (S(1) - s) : gun;
+      const S gh = direct + gs * g;
+      xt[k] = gh;
+      gu[k] = gh * beta;
+      if constexpr (DECAY) {
+        if constexpr (ACC) {
+          const S ut = HARD ? h * (S(1) - s) : h - theta * s;
+          acc[k] += static_cast<double>(gh_next[k] * ut);
+        }
+        gh_next[k] = gh;
+      }
+    }
+  };
+  for (int64_t t = a.T - 1; t >= 0; --t) {
+    if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + i0 / 8, n, sb);
+    if (DECAY && t < a.T - 1) {
+      step(t, std::true_type{});
+    } else {
+      step(t, std::false_type{});
+    }
+  }
+  if constexpr (DECAY) {
+    double sum = 0.0;
+    for (int64_t k = 0; k < n; ++k) sum += acc[k];
+    *decay_partial = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points: pick the instantiation for (family, mode, reset, save/decay) once per chunk.
+
+template <typename S, int F, int MODE>
+ForwardFn<S> pick_forward(bool hard, bool save) {
+  if (hard) return save ? &forward_chunk<S, F, MODE, true, true> : &forward_chunk<S, F, MODE, true, false>;
+  return save ? &forward_chunk<S, F, MODE, false, true> : &forward_chunk<S, F, MODE, false, false>;
+}
+
+template <typename S, int F>
+ForwardFn<S> pick_forward_mode(int mode, bool hard, bool save) {
+  switch (mode) {
+    case kBernoulli:
+      return pick_forward<S, F, kBernoulli>(hard, save);
+    case kExpected:
+      return pick_forward<S, F, kExpected>(hard, save);
+    default:  // heaviside firing does not depend on the family
+      return pick_forward<S, kUniform, kHeaviside>(hard, save);
+  }
+}
+
+template <typename S>
+void forward(const LifArgs& a, const S* x, S* out, S* h, uint8_t* bits, int64_t i0, int64_t i1) {
+  const bool save = h != nullptr;
+  ForwardFn<S> fn;
+  switch (a.family) {
+    case kGaussian:
+      fn = pick_forward_mode<S, kGaussian>(a.mode, a.hard, save);
+      break;
+    case kLogistic:
+      fn = pick_forward_mode<S, kLogistic>(a.mode, a.hard, save);
+      break;
+    case kTriangular:
+      fn = pick_forward_mode<S, kTriangular>(a.mode, a.hard, save);
+      break;
+    default:
+      fn = pick_forward_mode<S, kUniform>(a.mode, a.hard, save);
+      break;
+  }
+  fn(a, x, out, h, bits, i0, i1);
+}
+
+template <typename S, int F, int MODE>
+BackwardFn<S> pick_backward(bool hard, bool decay) {
+  if (hard) return decay ? &backward_chunk<S, F, MODE, true, true> : &backward_chunk<S, F, MODE, true, false>;
+  return decay ? &backward_chunk<S, F, MODE, false, true> : &backward_chunk<S, F, MODE, false, false>;
+}
+
+template <typename S, int F>
+BackwardFn<S> pick_backward_mode(int mode, bool hard, bool decay) {
+  switch (mode) {
+    case kBernoulli:
+      return pick_backward<S, F, kBernoulli>(hard, decay);
+    case kExpected:
+      return pick_backward<S, F, kExpected>(hard, decay);
+    default:
+      return pick_backward<S, F, kHeaviside>(hard, decay);
+  }
+}
+
+template <typename S>
+void backward(const LifArgs& a, const S* go, const S* h, const uint8_t* bits, S* gx, int64_t i0, int64_t i1,
+              double* decay_partial) {
+  BackwardFn<S> fn;
+  switch (a.family) {
+    case kGaussian:
+      fn = pick_backward_mode<S, kGaussian>(a.mode, a.hard, a.want_decay);
+      break;
+    case kLogistic:
+      fn = pick_backward_mode<S, kLogistic>(a.mode, a.hard, a.want_decay);
+      break;
+    case kTriangular:
+      fn = pick_backward_mode<S, kTriangular>(a.mode, a.hard, a.want_decay);
+      break;
+    default:
+      fn = pick_backward_mode<S, kUniform>(a.mode, a.hard, a.want_decay);
+      break;
+  }
+  fn(a, go, h, bits, gx, i0, i1, decay_partial);
+}
+
+}  // namespace NSNN_ISA
+}  // namespace nsnn_native

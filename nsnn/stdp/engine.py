@@ -1,0 +1,312 @@
+"""Engines that simulate one *phase* (many consecutive examples) and return per-example spike counts.
+
+* :class:`StandaloneEngine` (``target="standalone"``): Brian2 ``cpp_standalone``. A network is compiled
+  once for a chunk of ``config.chunk`` examples; every run of the binary gets that chunk's input rates
+  (``TimedArray``), the weights, θ and a fresh RNG seed through ``device.run(run_args=...)``, so a
+  phase of 8,000 examples is 16 runs of one build and the label, test and compressed-bit passes reuse
+  the frozen build. Carrying w and θ across chunks is exact; traces, membranes and conductances restart
+  from their initial values each chunk (the 150 ms rest between examples nearly decays them anyway).
+  A new build (incremental: only the changed C++ files recompile, ~10-30 s) is needed when the
+  synapses change — so a training run pruned every K examples compiles once per segment between
+  prunes — or when a phase switches between training and frozen equations.
+* :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, one network per phase and
+  one continuous run; no C++ toolchain needed beyond Cython's, good for small networks and tests.
+
+Both count the response to example k as the Ae spikes in [k·T_example, (k+1)·T_example)::
+
+    with make_engine(config, build_dir="runs/x/brian") as engine:
+        result = engine.run(Phase(rates, state, plastic=True))
+        result.counts.shape    # [n_examples, n_exc]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import brian2 as b2
+import numpy as np
+from tqdm.auto import tqdm
+
+from nsnn.stdp.config import STDPConfig
+from nsnn.stdp.network import DCNetwork, build_network
+from nsnn.stdp.state import NetworkState, example_counts
+
+
+@dataclass(frozen=True)
+class Phase:
+    """``rates`` ``[n, n_input]`` Hz for n consecutive examples, run from ``state``.
+
+    ``plastic``: STDP + adaptive θ + normalisation (training); else weights and θ frozen.
+    ``transmit_levels``: quantize-on-transmit (training with a full-precision shadow weight).
+    """
+
+    rates: np.ndarray
+    state: NetworkState
+    plastic: bool
+    transmit_levels: int | None = None
+    seed: int = 0
+    desc: str = "simulate"
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """Spike ``counts`` ``[n, n_exc]``, the state afterwards, input/inhibitory spike totals, timings."""
+
+    counts: np.ndarray
+    state: NetworkState
+    input_spikes: np.ndarray
+    inh_spikes: int
+    sim_seconds: float
+    cpu_seconds: float
+    build_seconds: float
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def ms_per_example(self) -> float:
+        return 1e3 * self.sim_seconds / max(self.n_examples, 1)
+
+
+class Engine(Protocol):
+    config: STDPConfig
+
+    def run(self, phase: Phase, progress: bool = False) -> PhaseResult: ...
+
+    def close(self) -> None: ...
+
+
+def _child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_seed(seed: int, run: int) -> int:
+    return (seed * 1_000_003 + run * 7919 + 1) % (2**31 - 1)
+
+
+@contextmanager
+def _flush_denormals():
+    """Link with ``-ffast-math`` so the binary flushes denormals to zero: the conductances of silent
+    neurons decay into the denormal range and would otherwise make their updates ~4x slower."""
+    links = b2.prefs.codegen.cpp.extra_link_args
+    b2.prefs.codegen.cpp.extra_link_args = [*links, "-ffast-math"]
+    try:
+        yield
+    finally:
+        b2.prefs.codegen.cpp.extra_link_args = links
+
+
+def _structure_key(state: NetworkState, phase: Phase) -> str:
+    digest = hashlib.md5(np.packbits(state.mask).tobytes())
+    digest.update(np.ascontiguousarray(state.delay_ms, dtype=np.float64).tobytes())
+    return f"{phase.plastic}-{phase.transmit_levels}-{digest.hexdigest()}"
+
+
+class StandaloneEngine:
+    """Compile once per network structure, run the binary once per chunk of examples (``run_args``).
+
+    Not re-entrant: Brian2's standalone device is process-global. ``close()`` (or leaving the ``with``
+    block) reinitialises it and switches Brian2 back to the runtime device.
+    """
+
+    def __init__(self, config: STDPConfig, build_dir: str | Path) -> None:
+        self.config = config
+        self.build_dir = Path(build_dir)
+        self._net: DCNetwork | None = None
+        self._key = ""
+        self._chunk = 0
+        self._directory = ""
+        self._checked_order = False
+
+    def __enter__(self) -> StandaloneEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._net is not None or b2.get_device() is b2.all_devices["cpp_standalone"]:
+            b2.device.reinit()
+            b2.set_device("runtime")
+        self._net, self._key, self._chunk = None, "", 0
+
+    def _build(self, phase: Phase, chunk: int) -> float:
+        start = time.perf_counter()
+        if self._net is not None:
+            b2.device.reinit()
+        directory = self.build_dir / ("train" if phase.plastic else "frozen")
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = str(directory)
+        b2.set_device("cpp_standalone", build_on_run=False, directory=self._directory)
+        net = build_network(
+            self.config,
+            phase.state,
+            plastic=phase.plastic,
+            n_examples=chunk,
+            transmit_levels=phase.transmit_levels,
+            seed_variable=True,
+        )
+        b2.device.apply_run_args()
+        seed_array = b2.device.get_array_name(net.Ae.variables["run_seed"])
+        threads = max(int(b2.prefs.devices.cpp_standalone.openmp_threads), 1)
+        b2.device.insert_code(
+            "main",
+            f"for (int _i = 0; _i < {threads}; _i++) "
+            f"brian::_random_generators[_i].seed((unsigned long) brian::{seed_array}[0] + _i);",
+        )
+        net.net.run(net.duration, namespace=net.namespace)
+        with _flush_denormals():
+            b2.device.build(directory=self._directory, compile=True, run=False, with_output=False)
+        self._net, self._key, self._chunk = net, _structure_key(phase.state, phase), chunk
+        self._checked_order = False
+        return time.perf_counter() - start
+
+    def _cleanup_run_args(self) -> None:
+        b2.device.delete(code=False, data=False, run_args=True, directory=False)
+        for lock in Path(self._directory, "static_arrays").glob("init_*.lock"):
+            lock.unlink(missing_ok=True)
+
+    def run(self, phase: Phase, progress: bool = False) -> PhaseResult:
+        rates = np.asarray(phase.rates, dtype=np.float64)
+        n = rates.shape[0]
+        wanted = max(min(self.config.chunk, n), 1)
+        build_seconds = 0.0
+        if self._net is None or self._key != _structure_key(phase.state, phase) or self._chunk < wanted:
+            build_seconds = self._build(phase, wanted)
+        net, chunk = self._net, self._chunk
+        w = phase.state.w[net.pre, net.post]
+        theta = phase.state.theta.copy()
+        counts = np.zeros((n, self.config.n_exc), dtype=np.int32)
+        input_spikes = np.zeros(self.config.n_input, dtype=np.int64)
+        inh_spikes = 0
+        sim, cpu = 0.0, 0.0
+        with tqdm(total=n, desc=phase.desc, unit="ex", disable=not progress, leave=False) as bar:
+            for run in range(math.ceil(n / chunk)):
+                rows = rates[run * chunk : (run + 1) * chunk]
+                padded = np.zeros((chunk, self.config.n_input))
+                padded[: len(rows)] = rows
+                args = {
+                    net.stim: padded * b2.Hz,
+                    net.Sxe.w: w,
+                    net.Ae.theta: theta * b2.volt,
+                    net.Ae.run_seed: _run_seed(phase.seed, run),
+                }
+                t0, c0 = time.perf_counter(), _child_cpu_seconds()
+                b2.device.run(self._directory, results_directory="results", with_output=False, run_args=args)
+                sim += time.perf_counter() - t0
+                cpu += _child_cpu_seconds() - c0
+                self._cleanup_run_args()
+                self._check_order(net)
+                spikes_t = np.asarray(net.spikes_e.t[:] / b2.second)
+                block = example_counts(net.spikes_e.i[:], spikes_t, chunk, self.config.n_exc, self.config)
+                counts[run * chunk : run * chunk + len(rows)] = block[: len(rows)]
+                input_spikes += np.asarray(net.count_x.count[:], dtype=np.int64)
+                inh_spikes += int(net.count_i.num_spikes)
+                if phase.plastic:
+                    w = np.asarray(net.Sxe.w[:], dtype=np.float64)
+                    theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
+                bar.update(len(rows))
+        state = _new_state(phase, net, w, theta)
+        return PhaseResult(counts, state, input_spikes, inh_spikes, sim, cpu, build_seconds)
+
+    def _check_order(self, net: DCNetwork) -> None:
+        if self._checked_order:
+            return
+        if not (np.array_equal(net.Sxe.i[:], net.pre) and np.array_equal(net.Sxe.j[:], net.post)):
+            raise RuntimeError(
+                "Brian2 created the X->Ae synapses in an unexpected order; weights passed "
+                "through run_args would be misassigned"
+            )
+        self._checked_order = True
+
+
+def _new_state(phase: Phase, net: DCNetwork, w_flat: np.ndarray, theta: np.ndarray) -> NetworkState:
+    if not phase.plastic:
+        return phase.state
+    w = np.zeros_like(phase.state.w)
+    w[net.pre, net.post] = w_flat
+    return phase.state.with_weights(w, theta)
+
+
+class RuntimeEngine:
+    """Brian2 runtime mode (``target`` "cython" or "numpy"): one network and one continuous run per phase."""
+
+    def __init__(self, config: STDPConfig, target: str | None = None) -> None:
+        self.config = config
+        self.target = target or config.target
+        if self.target not in ("cython", "numpy"):
+            raise ValueError(f"RuntimeEngine target must be 'cython' or 'numpy', got {self.target!r}")
+
+    def __enter__(self) -> RuntimeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (networks are rebuilt per phase)."""
+
+    def run(self, phase: Phase, progress: bool = False) -> PhaseResult:
+        if b2.get_device() is not b2.all_devices["runtime"]:
+            b2.set_device("runtime")
+        previous = b2.prefs.codegen.target
+        b2.prefs.codegen.target = self.target
+        try:
+            return self._run(phase, progress)
+        finally:
+            b2.prefs.codegen.target = previous
+
+    def _run(self, phase: Phase, progress: bool) -> PhaseResult:
+        c = self.config
+        rates = np.asarray(phase.rates, dtype=np.float64)
+        n = rates.shape[0]
+        start = time.perf_counter()
+        b2.seed(phase.seed)
+        net = build_network(
+            c,
+            phase.state,
+            plastic=phase.plastic,
+            n_examples=n,
+            rates=rates,
+            transmit_levels=phase.transmit_levels,
+        )
+        net.net.run(0 * b2.ms, namespace=net.namespace)
+        build_seconds = time.perf_counter() - start
+        t0, c0 = time.perf_counter(), time.process_time()
+        step = max(min(c.chunk, n), 1)
+        with tqdm(total=n, desc=phase.desc, unit="ex", disable=not progress, leave=False) as bar:
+            for done in range(0, n, step):
+                todo = min(step, n - done)
+                net.net.run(todo * c.example_ms * b2.ms, namespace=net.namespace)
+                bar.update(todo)
+        sim, cpu = time.perf_counter() - t0, time.process_time() - c0
+        counts = example_counts(net.spikes_e.i[:], np.asarray(net.spikes_e.t[:] / b2.second), n, c.n_exc, c)
+        w = np.asarray(net.Sxe.w[:], dtype=np.float64)
+        theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
+        return PhaseResult(
+            counts,
+            _new_state(phase, net, w, theta),
+            np.asarray(net.count_x.count[:], dtype=np.int64),
+            int(net.count_i.num_spikes),
+            sim,
+            cpu,
+            build_seconds,
+        )
+
+
+def make_engine(config: STDPConfig, build_dir: str | Path | None = None) -> Engine:
+    """The engine for ``config.target``; standalone builds go to ``build_dir`` (required for it)."""
+    if config.target == "standalone":
+        if build_dir is None:
+            raise ValueError("target='standalone' needs a build_dir for the generated C++ project")
+        return StandaloneEngine(config, build_dir)
+    return RuntimeEngine(config)

@@ -1,0 +1,302 @@
+"""A complete STDP experiment into one run directory: train → compress → label → test (→ sweep).
+
+Writes ``config.json``, ``metrics.csv`` (one row per training block, compression, label/test pass and
+sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, ``summary.json`` and
+figures (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep:
+``sweep.csv`` and ``sweep.png``). Standalone C++ projects are built under ``run_dir/brian``.
+
+    summary = run_experiment(STDPConfig(n_exc=400), train_set, test_set, run_dir="runs/stdp-400")
+    rows = sweep_run("runs/stdp-400", train_set, test_set, run_dir="runs/stdp-400-sweep")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nsnn.io import CsvLog, atomic_write_text, read_csv, write_json
+from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig
+from nsnn.stdp.runio import StdpRun, load_run, save_run, write_config
+from nsnn.stdp.state import NetworkState, init_state
+
+METRICS = [
+    "phase",
+    "examples",
+    "synapses",
+    "sparsity",
+    "bits",
+    "spikes_per_example",
+    "silent_fraction",
+    "running_accuracy",
+    "accuracy",
+    "label_accuracy",
+    "ms_per_example",
+    "cpu_ms_per_example",
+    "build_seconds",
+    "input_events_per_inference",
+]
+SPARSITIES = (0.0, 0.5, 0.75, 0.9)
+BITS = (32, 8, 4, 2)
+
+
+def _arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` as numpy from anything with ``.images`` / ``.labels`` (tensors or arrays)."""
+    images, labels = data.images, data.labels
+    images = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+    labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
+    return images, labels.astype(np.int64)
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _sweep_logger(log: CsvLog):
+    keys = ("sparsity", "bits", "synapses", "accuracy", "label_accuracy", "input_events_per_inference")
+    return lambda row: log.append({"phase": "sweep", **{k: row[k] for k in keys}})
+
+
+def _log_evaluation(log: CsvLog, ev: Any, state: NetworkState, bits: int) -> None:
+    for name, responses, key, value in (
+        ("label", ev.label, "label_accuracy", ev.label_accuracy),
+        ("test", ev.test, "accuracy", ev.accuracy),
+    ):
+        n = max(len(responses.counts), 1)
+        log.append(
+            {
+                "phase": name,
+                "examples": len(responses.counts),
+                "synapses": state.synapses,
+                "sparsity": round(state.sparsity, 6),
+                "bits": bits,
+                key: round(value, 4),
+                "spikes_per_example": round(float(responses.counts.sum(1).mean()), 3),
+                "silent_fraction": round(responses.silent / n, 4),
+                "ms_per_example": round(responses.ms_per_example, 3),
+                "build_seconds": round(responses.build_seconds, 2),
+            }
+        )
+
+
+def run_experiment(
+    config: STDPConfig,
+    train_set: Any,
+    test_set: Any,
+    *,
+    run_dir: str | Path,
+    n_label: int | None = None,
+    sweep: bool = False,
+    sweep_sparsities: tuple[float, ...] = SPARSITIES,
+    sweep_bits: tuple[int, ...] = BITS,
+    progress: bool = True,
+    build_dir: str | Path | None = None,
+    data: str = "embedded",
+) -> dict[str, Any]:
+    """Train on ``train_set`` (``.images`` / ``.labels``), label on its first ``n_label`` examples
+    (default all), test on ``test_set``; returns the summary also written to summary.json.
+
+    ``sweep``: also evaluate the trained network compressed after training at every sparsity × bits
+    pair (needs a dense, full-precision config: the sweep does the compressing).
+    """
+    from nsnn.stdp import pipeline as pl
+    from nsnn.stdp.engine import make_engine
+
+    if sweep and config.compressed:
+        raise ValueError("sweep compresses the trained dense network itself; use prune=0 and bits=32 with it")
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = _arrays(train_set)
+    x_test, y_test = _arrays(test_set)
+    n_label = len(x_train) if n_label is None else min(n_label, len(x_train))
+    write_config(
+        run_dir,
+        config,
+        {"n_train": len(x_train), "n_label": n_label, "n_test": len(x_test), "data": data, "sweep": sweep},
+    )
+    log = CsvLog(run_dir / "metrics.csv", METRICS)
+    initial = init_state(config)
+    sweep_rows: list[dict[str, Any]] = []
+    with make_engine(config, build_dir or run_dir / "brian") as engine:
+        trained = pl.train(engine, initial, x_train, y_train, config, progress=progress, log=log.append)
+        final = pl.deployed(trained.state, config)
+        label_set, test_xy = (x_train[:n_label], y_train[:n_label]), (x_test, y_test)
+        ev = pl.evaluate(engine, final, *label_set, *test_xy, config, progress=progress)
+        _log_evaluation(log, ev, final, config.bits)
+        if sweep:
+            sweep_rows = pl.sweep(
+                engine,
+                trained.state,
+                *label_set,
+                *test_xy,
+                config,
+                sparsities=sweep_sparsities,
+                bits=sweep_bits,
+                progress=progress,
+                log=_sweep_logger(log),
+            )
+
+    dense_training = not pl.prune_points(len(x_train), config.prune_every) or not config.compressed
+    extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense_training else "w_xe_shadow"): trained.state.w}
+    save_run(run_dir, final, ev.assignments, extra_weights=extra)
+    _write_table(
+        run_dir / "assignments.csv",
+        [
+            {
+                "neuron": j,
+                "class": int(ev.assignments[j]),
+                "theta_mv": round(1e3 * final.theta[j], 4),
+                "fan_in": int(final.mask[:, j].sum()),
+            }
+            for j in range(config.n_exc)
+        ],
+    )
+    levels = config.weight_levels()
+    summary = {
+        "run_dir": str(run_dir),
+        **ev.summary(),
+        "n_train": len(x_train),
+        "n_label": n_label,
+        "n_test": len(x_test),
+        "n_exc": config.n_exc,
+        "synapses": final.synapses,
+        "synapses_total": final.mask.size,
+        "sparsity": final.sparsity,
+        "bits": config.bits if config.levels is None else None,
+        "levels": None if levels is None else len(levels),
+        "ms_per_example_train": trained.ms_per_example,
+        "cpu_ms_per_example_train": 1e3 * trained.cpu_seconds / max(len(x_train), 1),
+        "build_seconds": trained.build_seconds + ev.label.build_seconds + ev.test.build_seconds,
+        "train_silent_fraction": float((trained.counts.sum(1) < config.retry_min_spikes).mean()),
+        "compressions": trained.compressions,
+        "target": config.target,
+        "seed": config.seed,
+    }
+    if sweep_rows:
+        summary["sweep"] = _sweep_outputs(run_dir, sweep_rows)
+    summary["wall_seconds"] = time.perf_counter() - started
+    write_json(run_dir / "summary.json", summary)
+    _figures(run_dir, config, trained.state.w, final)
+    return summary
+
+
+def _sweep_outputs(run_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from nsnn.stdp import plots
+
+    _write_table(run_dir / "sweep.csv", rows)
+    plots.plot_sweep(rows, run_dir / "sweep.png")
+    return rows
+
+
+def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: NetworkState) -> None:
+    from nsnn.stdp import plots
+
+    plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png", w_max=config.w_max)
+    bits = "float" if config.bits >= FULL_PRECISION_BITS and config.levels is None else f"{config.bits} bit"
+    after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {bits})"
+    plots.plot_weight_histogram(
+        w_trained,
+        final.w,
+        final.mask,
+        run_dir / "weight_histogram.png",
+        labels=("trained, full precision", after),
+    )
+    plots.plot_training(read_csv(run_dir / "metrics.csv"), run_dir / "training.png")
+
+
+def sweep_run(
+    run: StdpRun | str | Path,
+    train_set: Any,
+    test_set: Any,
+    *,
+    run_dir: str | Path,
+    n_label: int | None = None,
+    sparsities: tuple[float, ...] = SPARSITIES,
+    bits: tuple[int, ...] = BITS,
+    progress: bool = True,
+    build_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Sweep sparsity × bits on a saved run's trained dense weights (``w_xe_dense``) without retraining;
+    writes config.json, metrics.csv, sweep.csv, sweep.png and summary.json into ``run_dir``."""
+    from nsnn.stdp import pipeline as pl
+    from nsnn.stdp.engine import make_engine
+
+    run = run if isinstance(run, StdpRun) else load_run(run)
+    if "w_xe_dense" not in run.extra_weights:
+        raise ValueError(
+            f"{run.run_dir} has no w_xe_dense (it was pruned during training); sweep a run "
+            "trained densely (prune_every=0 or no compression)"
+        )
+    w = run.extra_weights["w_xe_dense"].astype(np.float64)
+    state = NetworkState(
+        w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
+    )
+    run_dir = Path(run_dir)
+    x_train, y_train = _arrays(train_set)
+    x_test, y_test = _arrays(test_set)
+    n_label = len(x_train) if n_label is None else min(n_label, len(x_train))
+    write_config(
+        run_dir, run.config, {"sweep_of": str(run.run_dir), "n_label": n_label, "n_test": len(x_test)}
+    )
+    log = CsvLog(run_dir / "metrics.csv", METRICS)
+    started = time.perf_counter()
+    with make_engine(run.config, build_dir or run_dir / "brian") as engine:
+        rows = pl.sweep(
+            engine,
+            state,
+            x_train[:n_label],
+            y_train[:n_label],
+            x_test,
+            y_test,
+            run.config,
+            sparsities=sparsities,
+            bits=bits,
+            progress=progress,
+            log=_sweep_logger(log),
+        )
+    write_json(
+        run_dir / "summary.json",
+        {
+            "run_dir": str(run_dir),
+            "sweep_of": str(run.run_dir),
+            "sweep": _sweep_outputs(run_dir, rows),
+            "wall_seconds": time.perf_counter() - started,
+        },
+    )
+    return rows
+
+
+def evaluate_run(
+    run: StdpRun | str | Path,
+    test_set: Any,
+    *,
+    build_dir: str | Path | None = None,
+    target: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Re-simulate a saved run's frozen network on ``test_set`` with its saved assignments."""
+    from nsnn.stdp.classify import accuracy
+    from nsnn.stdp.engine import make_engine
+    from nsnn.stdp.pipeline import respond
+
+    run = run if isinstance(run, StdpRun) else load_run(run)
+    config = run.config if target is None else run.config.replace(target=target)
+    images, labels = _arrays(test_set)
+    with make_engine(config, build_dir or run.run_dir / "brian") as engine:
+        responses = respond(
+            engine, run.state, images, config, seed=config.seed + 303, desc="test", progress=progress
+        )
+    return {
+        "accuracy": accuracy(responses.counts, labels, run.assignments, config.n_classes),
+        "n_test": len(images),
+        "ms_per_example_test": responses.ms_per_example,
+    }

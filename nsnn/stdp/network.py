@@ -1,0 +1,178 @@
+"""Build the Diehl & Cook network in Brian2 from a :class:`NetworkState` (any device, any target).
+
+One builder serves every execution path: the standalone engine (one compiled run per chunk of examples,
+values swapped through ``run_args``), the runtime engine (one long run per phase) and the classic
+per-example loop (``input="manual"``: the caller sets ``X.rates`` between runs). Only the surviving
+X→Ae synapses are created (``connect(i=pre, j=post)``), so pruned networks do proportionally less work.
+
+    net = build_network(config, state, plastic=True, n_examples=100, rates=rates)
+    net.net.run(net.duration, namespace=net.namespace)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import brian2 as b2
+import numpy as np
+
+from nsnn.stdp import equations as eq
+from nsnn.stdp.config import STDPConfig
+from nsnn.stdp.state import NetworkState
+
+INPUT_MODES = ("timed", "manual")
+
+
+@dataclass
+class DCNetwork:
+    """The Brian2 objects of one network, by role (names as in Diehl & Cook: X, Ae, Ai)."""
+
+    net: b2.Network
+    X: b2.NeuronGroup
+    Ae: b2.NeuronGroup
+    Ai: b2.NeuronGroup
+    Sxe: b2.Synapses
+    stim: b2.TimedArray | None
+    spikes_e: b2.SpikeMonitor
+    count_x: b2.SpikeMonitor
+    count_i: b2.SpikeMonitor
+    namespace: dict[str, Any]
+    duration: b2.Quantity
+    pre: np.ndarray
+    post: np.ndarray
+
+
+def _normalize_once_per_example(synapses: b2.Synapses, clock: b2.Clock) -> None:
+    """Evaluate ``wsum_post`` and rescale ``w`` only on the example clock (first step of each example).
+
+    Brian2 runs a summed variable on its *target's* clock (every 0.5 ms here: 0.3 s/example at N=400
+    instead of ~0.02). No public API moves it, so the updater's clock is replaced; the normalisation runs
+    right after it in the same slot (the updater has order target.order − 1). Verified with Brian2 2.9 in
+    runtime and standalone mode (tests/test_stdp.py checks the resulting column sums).
+    """
+    updater = synapses.summed_updaters["wsum_post"]
+    updater._clock = clock
+    synapses.run_regularly(
+        eq.NORMALIZE, clock=clock, when="groups", order=updater.order + 1, name=f"{synapses.name}_normalize"
+    )
+
+
+def build_network(
+    config: STDPConfig,
+    state: NetworkState,
+    *,
+    plastic: bool,
+    n_examples: int,
+    rates: np.ndarray | None = None,
+    transmit_levels: int | None = None,
+    input: str = "timed",
+    normalize: bool = True,
+    seed_variable: bool = False,
+) -> DCNetwork:
+    """Create the network for ``n_examples`` consecutive examples (``T_example`` each).
+
+    ``plastic``: STDP, adaptive θ and per-example normalisation (training) or constant w and θ (label/test).
+    ``rates``: ``[n_examples, n_input]`` Hz for the ``TimedArray`` (zeros when None: set later through
+    ``run_args``). ``transmit_levels``: quantize-on-transmit with that many levels over [0, w_max].
+    ``input="manual"``: the caller sets ``X.rates`` between runs (classic loop); ``normalize=False``
+    leaves weight normalisation to the caller too.
+    ``seed_variable``: add ``Ae.run_seed`` (standalone engine reseeds its RNG from it for each run).
+    """
+    if input not in INPUT_MODES:
+        raise ValueError(f"input must be one of {list(INPUT_MODES)}, got {input!r}")
+    c = config
+    clock = b2.Clock(dt=c.dt_ms * b2.ms, name="sim_clock")
+    ns = eq.namespace(c, transmit_levels)
+    stim = None
+    if input == "timed":
+        values = np.zeros((n_examples, c.n_input)) if rates is None else np.asarray(rates, dtype=np.float64)
+        if values.shape != (n_examples, c.n_input):
+            raise ValueError(f"rates must be [{n_examples}, {c.n_input}], got {list(values.shape)}")
+        stim = b2.TimedArray(values * b2.Hz, dt=c.example_ms * b2.ms, name="stim")
+        ns["stim"] = stim
+    X = b2.NeuronGroup(
+        c.n_input, eq.INPUT_MODEL, threshold=eq.INPUT_THRESHOLD, clock=clock, name="X", namespace=ns
+    )
+    if stim is not None:
+        gate_ms = math.gcd(round(c.t_present_ms / c.dt_ms), round(c.t_rest_ms / c.dt_ms)) * c.dt_ms
+        X.run_regularly(
+            eq.INPUT_RATES,
+            clock=b2.Clock(dt=gate_ms * b2.ms, name="input_clock"),
+            when="start",
+            name="X_rates",
+        )
+
+    exc_model = eq.exc_model(plastic) + (eq.RUN_SEED if seed_variable else "")
+    Ae = b2.NeuronGroup(
+        c.n_exc,
+        exc_model,
+        threshold=eq.EXC_THRESHOLD,
+        reset=eq.EXC_RESET[plastic],
+        refractory=c.refrac_e_ms * b2.ms,
+        method=c.method,
+        clock=clock,
+        name="Ae",
+        namespace=ns,
+    )
+    Ai = b2.NeuronGroup(
+        c.n_inh,
+        eq.INH_MEMBRANE,
+        threshold=eq.INH_THRESHOLD,
+        reset=eq.INH_RESET,
+        refractory=c.refrac_i_ms * b2.ms,
+        method=c.method_inh,
+        clock=clock,
+        name="Ai",
+        namespace=ns,
+    )
+    Ae.v = (c.v_rest_e_mv - c.v_init_below_rest_mv) * b2.mV
+    Ai.v = (c.v_rest_i_mv - c.v_init_below_rest_mv) * b2.mV
+    Ae.theta = state.theta * b2.volt
+
+    pre, post = state.connectivity()
+    if pre.size == 0:
+        raise ValueError("every X->Ae synapse is pruned; nothing to simulate")
+    in_network_norm = plastic and normalize
+    model = (eq.STDP_MODEL + (eq.WEIGHT_SUM if in_network_norm else "")) if plastic else eq.FROZEN_MODEL
+    Sxe = b2.Synapses(
+        X,
+        Ae,
+        model=model,
+        on_pre=eq.input_on_pre(plastic, transmit_levels is not None),
+        on_post=eq.STDP_ON_POST if plastic else None,
+        clock=clock,
+        name="Sxe",
+        namespace=ns,
+    )
+    Sxe.connect(i=pre, j=post)
+    Sxe.w = state.w[pre, post]
+    Sxe.delay = state.delay_ms[pre, post] * b2.ms
+    objects: list[Any] = [X, Ae, Ai, Sxe]
+    if in_network_norm:
+        _normalize_once_per_example(Sxe, b2.Clock(dt=c.example_ms * b2.ms, name="example_clock"))
+
+    Sei = b2.Synapses(Ae, Ai, on_pre=eq.EXC_TO_INH, clock=clock, name="Sei", namespace=ns)
+    Sei.connect(j="i")
+    Sie = b2.Synapses(Ai, Ae, on_pre=eq.INH_TO_EXC, clock=clock, name="Sie", namespace=ns)
+    Sie.connect(condition="i != j")
+    spikes_e = b2.SpikeMonitor(Ae, name="spikes_e")
+    count_x = b2.SpikeMonitor(X, record=False, name="count_x")
+    count_i = b2.SpikeMonitor(Ai, record=False, name="count_i")
+    objects += [Sei, Sie, spikes_e, count_x, count_i]
+    return DCNetwork(
+        net=b2.Network(*objects, name="dc_net"),
+        X=X,
+        Ae=Ae,
+        Ai=Ai,
+        Sxe=Sxe,
+        stim=stim,
+        spikes_e=spikes_e,
+        count_x=count_x,
+        count_i=count_i,
+        namespace=ns,
+        duration=n_examples * c.example_ms * b2.ms,
+        pre=pre,
+        post=post,
+    )

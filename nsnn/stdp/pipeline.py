@@ -1,0 +1,370 @@
+"""The three phases of Diehl & Cook learning, with pruning and quantization woven into training.
+
+* **train**: STDP on, θ adapting, weights normalised before every example. With ``prune_every = K``
+  the X→Ae synapses are pruned after every K examples (target sparsity reached at the last prune
+  inside training, each prune only removing more: the EE 595 loop prune → keep training → prune);
+  with ``prune_every = 0`` once after training. Quantization (``bits``): from the first compression
+  point on, the network *transmits* the nearest k-bit level of each weight while STDP keeps updating
+  a full-precision shadow weight (straight-through); deployment uses the quantized levels.
+* **label**: frozen network on training images; neuron → class from those responses only.
+* **test**: frozen network on test images; prediction by the mean count of each class's neurons.
+
+Frozen passes re-present examples that drew fewer than ``retry_min_spikes`` Ae spikes at intensity
++1 (up to ``retry_max`` times), as in the original; training does not (one continuous compiled run has
+no feedback; ~3 % of training examples at N = 400 draw < 5 spikes and get little STDP).
+
+    result = train(engine, init_state(cfg), images, labels, cfg)
+    ev = evaluate(engine, deployed(result.state, cfg), label_images, label_y, test_images, test_y, cfg)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nsnn.compress import prune_mask, quantize, synaptic_events
+from nsnn.stdp.classify import accuracy, assign_labels, predict
+from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, levels_for_bits
+from nsnn.stdp.engine import Engine, Phase
+from nsnn.stdp.state import NetworkState, image_rates
+
+Log = Callable[[dict[str, Any]], None]
+
+
+def prune_points(n_train: int, prune_every: int) -> list[int]:
+    """Example counts after which training pauses to prune (empty: prune once after training)."""
+    if prune_every <= 0 or prune_every >= n_train:
+        return []
+    return list(range(prune_every, n_train, prune_every))
+
+
+def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> NetworkState:
+    """Magnitude-prune the X→Ae synapses to ``sparsity`` (per neuron or global, ``config.prune_scope``)."""
+    if sparsity <= 0:
+        return state
+    axis = 0 if config.prune_scope == "neuron" else None
+    return state.with_mask(prune_mask(state.w, sparsity=sparsity, mask=state.mask, axis=axis))
+
+
+def deploy_weights(w: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] | None) -> np.ndarray:
+    """Weights as deployed: zero where pruned, each survivor at its nearest level (None: unchanged)."""
+    if levels is None:
+        return np.where(mask, w, 0.0)
+    return quantize(w, levels=np.asarray(levels), mask=mask)
+
+
+def deployed(state: NetworkState, config: STDPConfig) -> NetworkState:
+    """The trained state with ``config``'s final sparsity and levels applied (what label/test use)."""
+    state = compress_state(state, config.prune, config)
+    return state.with_weights(deploy_weights(state.w, state.mask, config.weight_levels()))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Final full-precision (shadow) ``state``, training responses ``[n, n_exc]`` and timings."""
+
+    state: NetworkState
+    counts: np.ndarray
+    sim_seconds: float
+    cpu_seconds: float
+    build_seconds: float
+    compressions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ms_per_example(self) -> float:
+        return 1e3 * self.sim_seconds / max(len(self.counts), 1)
+
+
+def _blocks(n: int, chunk: int, points: list[int]) -> list[tuple[int, int]]:
+    edges = sorted({0, n, *points, *range(0, n, chunk)})
+    return list(itertools.pairwise(edges))
+
+
+def train(
+    engine: Engine,
+    state: NetworkState,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    config: STDPConfig,
+    *,
+    progress: bool = False,
+    log: Log | None = None,
+) -> TrainResult:
+    """Unsupervised STDP over ``images`` (one pass, in order), pruning/quantizing on schedule.
+
+    ``labels`` only feed the logged running accuracy (neurons assigned from all earlier training
+    responses, scored on the next block before it joins them); learning never sees them.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(images)
+    points = prune_points(n, config.prune_every)
+    transmit = 2**config.bits if config.levels is None and config.bits < FULL_PRECISION_BITS else None
+    counts = np.zeros((n, config.n_exc), dtype=np.int32)
+    sim = cpu = build = 0.0
+    compressions: list[dict[str, Any]] = []
+    compressed = False
+    with tqdm(total=n, desc="train", unit="ex", disable=not progress) as bar:
+        for block, (a, b) in enumerate(_blocks(n, config.chunk, points)):
+            phase = Phase(
+                image_rates(images[a:b], config),
+                state,
+                plastic=True,
+                transmit_levels=transmit if compressed else None,
+                seed=config.seed + block,
+                desc="train",
+            )
+            result = engine.run(phase)
+            state, counts[a:b] = result.state, result.counts
+            sim, cpu, build = sim + result.sim_seconds, cpu + result.cpu_seconds, build + result.build_seconds
+            bar.update(b - a)
+            if log is not None:
+                log(_train_row(counts, labels, a, b, state, result, config))
+            if b in points:
+                k = points.index(b) + 1
+                state = compress_state(state, config.prune * k / len(points), config)
+                compressed = True
+                compressions.append({"examples": b, "sparsity": state.sparsity, "synapses": state.synapses})
+                if log is not None:
+                    log(
+                        {
+                            "phase": "compress",
+                            "examples": b,
+                            "synapses": state.synapses,
+                            "sparsity": round(state.sparsity, 6),
+                        }
+                    )
+    return TrainResult(state, counts, sim, cpu, build, compressions)
+
+
+def _train_row(
+    counts: np.ndarray,
+    labels: np.ndarray | None,
+    a: int,
+    b: int,
+    state: NetworkState,
+    result: Any,
+    config: STDPConfig,
+) -> dict[str, Any]:
+    block = counts[a:b].sum(axis=1)
+    row = {
+        "phase": "train",
+        "examples": b,
+        "synapses": state.synapses,
+        "sparsity": round(state.sparsity, 6),
+        "spikes_per_example": round(float(block.mean()), 3),
+        "silent_fraction": round(float((block < config.retry_min_spikes).mean()), 4),
+        "ms_per_example": round(result.ms_per_example, 3),
+        "cpu_ms_per_example": round(1e3 * result.cpu_seconds / max(b - a, 1), 3),
+        "build_seconds": round(result.build_seconds, 2),
+    }
+    if labels is not None and a > 0:
+        assignments = assign_labels(counts[:a], labels[:a], config.n_classes)
+        row["running_accuracy"] = round(accuracy(counts[a:b], labels[a:b], assignments, config.n_classes), 4)
+    return row
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Frozen-network responses ``counts`` ``[n, n_exc]`` (after retries) and what they cost."""
+
+    counts: np.ndarray
+    input_spikes: np.ndarray
+    inh_spikes: int
+    retried: int
+    silent: int
+    sim_seconds: float
+    build_seconds: float
+
+    @property
+    def ms_per_example(self) -> float:
+        return 1e3 * self.sim_seconds / max(len(self.counts), 1)
+
+
+def _frozen_pass(
+    engine: Engine,
+    state: NetworkState,
+    images: np.ndarray,
+    config: STDPConfig,
+    *,
+    intensity: float,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> list[Any]:
+    """Frozen responses in blocks of 10 chunks, so rates for 60k images are never all in memory."""
+    block = 10 * config.chunk
+    return [
+        engine.run(
+            Phase(
+                image_rates(images[a : a + block], config, intensity),
+                state,
+                plastic=False,
+                seed=seed + a,
+                desc=desc,
+            ),
+            progress,
+        )
+        for a in range(0, len(images), block)
+    ]
+
+
+def respond(
+    engine: Engine,
+    state: NetworkState,
+    images: np.ndarray,
+    config: STDPConfig,
+    *,
+    seed: int = 0,
+    desc: str = "respond",
+    progress: bool = False,
+) -> Responses:
+    """Frozen pass over ``images`` with the Diehl & Cook retry rule (see the module docstring)."""
+    counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
+    input_spikes = np.zeros(config.n_input, dtype=np.int64)
+    inh, sim, build = 0, 0.0, 0.0
+    todo = np.arange(len(images))
+    retried: set[int] = set()
+    intensity = config.intensity
+    for attempt in range(config.retry_max + 1):
+        label = desc if attempt == 0 else f"{desc} retry {attempt}"
+        results = _frozen_pass(
+            engine,
+            state,
+            images[todo],
+            config,
+            intensity=intensity,
+            seed=seed + 7919 * attempt,
+            desc=label,
+            progress=progress,
+        )
+        new = np.concatenate([r.counts for r in results]) if results else counts[:0]
+        counts[todo] = new
+        for r in results:
+            input_spikes += r.input_spikes
+            inh, sim, build = inh + r.inh_spikes, sim + r.sim_seconds, build + r.build_seconds
+        todo = todo[new.sum(axis=1) < config.retry_min_spikes]
+        if todo.size == 0 or attempt == config.retry_max:
+            break
+        retried.update(todo.tolist())
+        intensity += config.retry_intensity_step
+    return Responses(counts, input_spikes, inh, len(retried), int(todo.size), sim, build)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Label + test results: ``assignments`` ``[n_exc]``, accuracies (fractions), energy proxies."""
+
+    assignments: np.ndarray
+    accuracy: float
+    label_accuracy: float
+    predictions: np.ndarray
+    label: Responses
+    test: Responses
+    events: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        n = max(len(self.test.counts), 1)
+        return {
+            "accuracy": self.accuracy,
+            "label_accuracy": self.label_accuracy,
+            "classes_assigned": int(np.unique(self.assignments[self.assignments >= 0]).size),
+            "neurons_unassigned": int((self.assignments < 0).sum()),
+            "test_retried": self.test.retried,
+            "test_silent_fraction": self.test.silent / n,
+            "ms_per_example_label": self.label.ms_per_example,
+            "ms_per_example_test": self.test.ms_per_example,
+            **self.events,
+        }
+
+
+def evaluate(
+    engine: Engine,
+    state: NetworkState,
+    label_images: np.ndarray,
+    label_targets: np.ndarray,
+    test_images: np.ndarray,
+    test_targets: np.ndarray,
+    config: STDPConfig,
+    *,
+    progress: bool = False,
+) -> Evaluation:
+    """Label on ``label_*`` (training data), then test on ``test_*`` with those assignments.
+
+    ``events`` (per test example): X→Ae synaptic events through the surviving synapses, the same input
+    spikes through a dense X→Ae, and the recurrent Ae→Ai + Ai→Ae events.
+    """
+    label = respond(
+        engine, state, label_images, config, seed=config.seed + 101, desc="label", progress=progress
+    )
+    assignments = assign_labels(label.counts, label_targets, config.n_classes)
+    test = respond(engine, state, test_images, config, seed=config.seed + 202, desc="test", progress=progress)
+    n = max(len(test_images), 1)
+    exc_spikes = float(test.counts.sum())
+    events = {
+        "input_events_per_inference": synaptic_events(test.input_spikes, state.mask) / n,
+        "input_events_per_inference_dense": float(test.input_spikes.sum()) * config.n_exc / n,
+        "recurrent_events_per_inference": (exc_spikes + test.inh_spikes * (config.n_exc - 1)) / n,
+        "exc_spikes_per_inference": exc_spikes / n,
+    }
+    return Evaluation(
+        assignments=assignments,
+        accuracy=accuracy(test.counts, test_targets, assignments, config.n_classes),
+        label_accuracy=accuracy(label.counts, label_targets, assignments, config.n_classes),
+        predictions=predict(test.counts, assignments, config.n_classes),
+        label=label,
+        test=test,
+        events=events,
+    )
+
+
+def sweep(
+    engine: Engine,
+    state: NetworkState,
+    label_images: np.ndarray,
+    label_targets: np.ndarray,
+    test_images: np.ndarray,
+    test_targets: np.ndarray,
+    config: STDPConfig,
+    *,
+    sparsities: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9),
+    bits: tuple[int, ...] = (32, 8, 4, 2),
+    progress: bool = False,
+    log: Log | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy of the trained network compressed after training: every sparsity × bits pair, frozen.
+
+    One frozen build per sparsity (the synapses differ); the bit widths reuse it (weights via run_args).
+    """
+    rows = []
+    for sparsity in sparsities:
+        pruned = compress_state(state, sparsity, config)
+        for b in bits:
+            w = deploy_weights(pruned.w, pruned.mask, levels_for_bits(b, config.w_max))
+            ev = evaluate(
+                engine,
+                pruned.with_weights(w),
+                label_images,
+                label_targets,
+                test_images,
+                test_targets,
+                config,
+                progress=progress,
+            )
+            row = {
+                "sparsity": sparsity,
+                "bits": b,
+                "synapses": pruned.synapses,
+                "accuracy": ev.accuracy,
+                "label_accuracy": ev.label_accuracy,
+                "ms_per_example_test": ev.test.ms_per_example,
+                "input_events_per_inference": ev.events["input_events_per_inference"],
+            }
+            rows.append(row)
+            if log is not None:
+                log(row)
+    return rows

@@ -1,0 +1,102 @@
+"""STDP run directories: write and read back ``config.json`` + ``weights.npz`` (+ ``summary.json``).
+
+``weights.npz`` (the contract shared with the visualizer):
+
+* ``w_xe`` float32 ``[n_input, n_exc]``: deployed X→Ae weights (quantized when ``bits`` < 32), 0 where pruned
+* ``mask`` bool ``[n_input, n_exc]``: True = synapse alive
+* ``theta`` float32 ``[n_exc]``: adaptive thresholds in volts;  ``assignments`` int64 ``[n_exc]`` (−1: silent)
+* ``delay_xe_ms`` float32 ``[n_input, n_exc]``: input delays (needed to re-simulate exactly)
+* ``w_xe_initial`` float32: weights before training; ``w_xe_dense`` float32: trained full-precision
+  weights before compression (only when training itself was dense), else ``w_xe_shadow`` (the
+  full-precision shadow weights of a network pruned/quantized during training)
+
+    save_run(run_dir, state, assignments, extra_weights={"w_xe_initial": w0, "w_xe_dense": w_trained})
+    run = load_run(run_dir); run.state.w.shape; run.assignments
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nsnn.io import atomic_savez, read_json, write_json
+from nsnn.stdp.config import STDPConfig
+from nsnn.stdp.state import NetworkState
+
+WEIGHTS = "weights.npz"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class StdpRun:
+    """A saved run: its config, deployed ``state``, ``assignments`` and optional extra weights/summary."""
+
+    config: STDPConfig
+    state: NetworkState
+    assignments: np.ndarray
+    run_dir: Path
+    extra_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def write_config(run_dir: str | Path, config: STDPConfig, run_info: dict[str, Any]) -> Path:
+    """``config.json``: every STDPConfig field at top level (n_input, n_exc, w_max, ...) + ``run`` info."""
+    return write_json(Path(run_dir) / CONFIG, {**config.to_dict(), "run": run_info})
+
+
+def save_run(
+    run_dir: str | Path,
+    state: NetworkState,
+    assignments: np.ndarray,
+    extra_weights: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``weights.npz`` atomically (keys in the module docstring)."""
+    arrays = {
+        "w_xe": np.where(state.mask, state.w, 0.0).astype(np.float32),
+        "mask": state.mask.astype(bool),
+        "theta": state.theta.astype(np.float32),
+        "assignments": np.asarray(assignments, dtype=np.int64),
+        "delay_xe_ms": state.delay_ms.astype(np.float32),
+    }
+    for key, value in (extra_weights or {}).items():
+        arrays[key] = np.asarray(value, dtype=np.float32)
+    return atomic_savez(Path(run_dir) / WEIGHTS, **arrays)
+
+
+def load_run(run_dir: str | Path) -> StdpRun:
+    """Read a run directory written by :func:`nsnn.stdp.run_experiment` (or :func:`save_run`)."""
+    run_dir = Path(run_dir)
+    path = run_dir / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS} in {run_dir}; is it an STDP run directory?")
+    data = read_json(run_dir / CONFIG)
+    config = STDPConfig.from_dict({k: v for k, v in data.items() if k != "run"})
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    missing = [k for k in ("w_xe", "mask", "theta", "assignments", "delay_xe_ms") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; found {sorted(arrays)}")
+    state = NetworkState(
+        w=arrays["w_xe"].astype(np.float64),
+        mask=arrays["mask"].astype(bool),
+        delay_ms=arrays["delay_xe_ms"].astype(np.float64),
+        theta=arrays["theta"].astype(np.float64),
+    )
+    if state.w.shape != (config.n_input, config.n_exc):
+        raise ValueError(
+            f"{path}: w_xe is {list(state.w.shape)} but config says [{config.n_input}, {config.n_exc}]"
+        )
+    extra = {k: v for k, v in arrays.items() if k.startswith("w_xe_")}
+    summary = read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).is_file() else {}
+    return StdpRun(
+        config=config,
+        state=state,
+        assignments=arrays["assignments"].astype(np.int64),
+        run_dir=run_dir,
+        extra_weights=extra,
+        summary=summary,
+    )

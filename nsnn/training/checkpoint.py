@@ -1,0 +1,152 @@
+"""The one checkpoint format of every nsnn BPTT script, RNG state capture, and model rebuilding.
+
+A checkpoint is a dict of tensors, dicts, lists, numbers and strings only, so it loads with
+``torch.load(weights_only=True)`` (:func:`nsnn.io.load_torch`), and is written atomically::
+
+    {"format": "nsnn-checkpoint-1", "model_name": "mnist_convnet", "model_kwargs": {...},
+     "model": state_dict (no "module." prefix), "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "rng": [per-rank RNG state], "loader": {"seed", "next_epoch", "world_size"},
+     "epoch": completed epochs, "config": TrainConfig as a dict, "metrics": {...},
+     "dataset": {...}, "versions": {...}}
+
+``rng`` holds, per process, torch's CPU state, every CUDA device's state, numpy's and Python's
+global states: what NILIF's noise and Poisson encoding draw from. The loader's order and
+augmentation streams are pure functions of ``(seed, epoch, rank)`` (:class:`nsnn.data.TensorLoader`),
+so ``loader`` records exactly those. Together they make ``--resume`` bit-exact. Rebuild a trained
+network anywhere with::
+
+    model, ckpt = load_model("runs/mnist-...")        # the run's best.pt, on the CPU, eval mode
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nsnn.io import atomic_save_torch, load_torch
+
+FORMAT = "nsnn-checkpoint-1"
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's global RNG states as weights_only-loadable values (tensors, ints, floats)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states are restored when as many devices are visible)."""
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+
+
+def model_identity(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """``(name, kwargs)`` recorded by :func:`nsnn.models.create` on ``model.config``."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "name" not in config or "kwargs" not in config:
+        raise ValueError(
+            "model has no .config {'name', 'kwargs'}: build it with nsnn.models.create so checkpoints "
+            "can rebuild it"
+        )
+    return config["name"], dict(config["kwargs"])
+
+
+def make_checkpoint(model: nn.Module, *, epoch: int, config: dict[str, Any], **parts: Any) -> dict[str, Any]:
+    """A checkpoint dict for an *unwrapped* model; ``parts``: optimizer, scheduler, scaler, rng, ... .
+
+    Raises ValueError if a state_dict key carries a ``module.``/``_orig_mod.`` prefix (pass the
+    model through :func:`nsnn.training.runtime.unwrap_model` first).
+    """
+    name, kwargs = model_identity(model)
+    state = model.state_dict()
+    wrapped = [k for k in state if k.startswith(("module.", "_orig_mod."))]
+    if wrapped:
+        raise ValueError(
+            f"state_dict keys carry a wrapper prefix (e.g. {wrapped[0]!r}); unwrap the model first"
+        )
+    from nsnn import __version__
+
+    return {
+        "format": FORMAT,
+        "model_name": name,
+        "model_kwargs": kwargs,
+        "model": state,
+        "epoch": int(epoch),
+        "config": dict(config),
+        "versions": {"nsnn": __version__, "torch": str(torch.__version__)},
+        **parts,
+    }
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Write ``ckpt`` atomically (temp file + fsync + rename)."""
+    return atomic_save_torch(ckpt, path)
+
+
+def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
+    """``path`` itself if it is a file, else ``path/default_name`` (a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path} (pass a .pt file or a run directory holding {default_name})"
+        )
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint (a file, or a run directory meaning its ``best.pt``)."""
+    path = resolve_checkpoint(path)
+    ckpt = load_torch(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not an {FORMAT} checkpoint (format: {found!r})")
+    return ckpt
+
+
+def load_model(
+    path_or_run_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network of a checkpoint and load its weights; returns ``(model in eval mode, ckpt)``.
+
+    A run directory means its ``best.pt``. The model is built with
+    ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``.
+
+        model, ckpt = load_model("runs/mnist-20250101-120000")
+        logits = model(encode(x, ckpt["config"]["timestep"]))
+    """
+    from nsnn.models import create
+
+    ckpt = load_checkpoint(path_or_run_dir, map_location=map_location)
+    model = create(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(map_location).eval(), ckpt

@@ -1,0 +1,284 @@
+"""Command-line entry points behind every script: ``train_main`` and ``test_main``.
+
+``scripts/main_<dataset>.py`` call ``train_main(dataset=...)``; ``scripts/testing_<dataset>.py`` call
+``test_main(dataset=...)``; ``python -m nsnn.training {train,test} ...`` reaches both for any
+dataset. With ``--json`` the last line printed is one JSON object with the key results (accuracies as
+fractions). Bad flag values exit with status 2 and a message naming the valid choices::
+
+    python scripts/main_mnist.py --epochs 3 --json
+    python scripts/testing_mnist.py --snapshot runs/mnist-.../best.pt --eval-mode expected --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nsnn.io import CsvLog, read_csv, write_json
+from nsnn.training.config import (
+    EVAL_MODES,
+    RUNTIME_FIELDS,
+    ConfigError,
+    TrainConfig,
+    build_train_parser,
+    config_from_args,
+)
+from nsnn.training.monitor import plot_evaluations
+from nsnn.training.recipes import RECIPES
+
+
+def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the flags actually given on the command line (defaults suppressed)."""
+    bare = copy.deepcopy(parser)
+    for action in bare._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(bare.parse_args(argv)))
+
+
+def _check_resume_flags(cfg: TrainConfig, explicit: set[str]) -> None:
+    """On --resume, flags that change the experiment must match the checkpoint's config."""
+    from nsnn.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+    saved = load_checkpoint(resolve_checkpoint(cfg.resume, "last.pt"))["config"]
+    clash = sorted(
+        name for name in explicit - RUNTIME_FIELDS if name in saved and saved[name] != getattr(cfg, name)
+    )
+    if clash:
+        details = ", ".join(f"--{n} {getattr(cfg, n)!r} (run: {saved[n]!r})" for n in clash)
+        raise ConfigError(f"--resume continues the run's own configuration; these flags differ: {details}")
+
+
+def _emit_json(result: dict[str, Any]) -> None:
+    print(json.dumps(result, sort_keys=True, default=str), flush=True)
+
+
+def train_main(
+    argv: Sequence[str] | None = None,
+    *,
+    dataset: str,
+    description: str | None = None,
+    prog: str | None = None,
+) -> int:
+    """Parse training flags (defaults from :data:`RECIPES` ``[dataset]``), run :func:`fit`, report."""
+    from nsnn.data import DatasetError
+    from nsnn.training.trainer import fit
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = RECIPES.get(dataset, {"dataset": dataset})
+    description = description or f"Train a spiking network on {dataset} (nsnn BPTT)."
+    parser = build_train_parser(description, defaults, prog)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if cfg.resume is not None:
+            _check_resume_flags(cfg, _explicit_dests(parser, argv))
+    except (ConfigError, FileNotFoundError) as e:
+        parser.error(str(e))
+    try:
+        result = fit(cfg)
+    except ConfigError as e:
+        parser.error(str(e))
+    except (DatasetError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if cfg.json and _is_main_process():
+        _emit_json(result)
+    return 0
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def build_test_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """Flags of the testing scripts (the model and data settings come from the checkpoint)."""
+    from nsnn.training.perturbations import list_perturbations
+
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--snapshot", required=True, help="checkpoint file (best.pt / last.pt) or a run directory")
+    p.add_argument(
+        "--eval-mode",
+        "--eval_mode",
+        dest="eval_mode",
+        default="stochastic",
+        help=f"neuron mode at evaluation: {', '.join(EVAL_MODES)}",
+    )
+    p.add_argument(
+        "--n_ensembles",
+        "--n-ensembles",
+        dest="n_ensembles",
+        type=int,
+        default=1,
+        help="average the time-mean logits of K passes (stochastic mode)",
+    )
+    p.add_argument("--perturbation", default="clean", help=f"perturbation: {', '.join(list_perturbations())}")
+    p.add_argument("--strength", type=float, default=0.0, help="perturbation strength")
+    p.add_argument("--minibatch", "-b", type=int, default=256, help="evaluation batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stochastic neurons' noise")
+    p.add_argument(
+        "--data-dir",
+        "--data_dir",
+        dest="data_dir",
+        default=None,
+        help="dataset folder (default: the run's, else $NSNN_DATA_DIR or ./data)",
+    )
+    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--workers", type=int, default=0, help="CPU threads for torch (0 = torch default)")
+    p.add_argument("--out", default=None, help="folder for the result files (default: the snapshot's folder)")
+    p.add_argument(
+        "--progress",
+        type=lambda s: s.lower() in {"1", "true", "yes", "on"},
+        default=None,
+        help="progress bars: true/false (default: only on a terminal)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object with the results as the last line"
+    )
+    return p
+
+
+def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, Any]:
+    """Evaluate ``args.snapshot`` on its dataset's test set; write ``eval-*.json`` and ``evaluations.csv``."""
+    from nsnn.models import count_parameters
+    from nsnn.training.checkpoint import load_model, resolve_checkpoint
+    from nsnn.training.evaluate import evaluate
+    from nsnn.training.losses import build_loss
+    from nsnn.training.perturbations import get_perturbation
+    from nsnn.training.runtime import seed_everything, setup_runtime
+    from nsnn.training.trainer import load_dataset
+
+    if args.eval_mode not in EVAL_MODES:
+        raise ConfigError(f"eval_mode must be one of {list(EVAL_MODES)}, got {args.eval_mode!r}")
+    if args.n_ensembles < 1 or args.minibatch < 1:
+        raise ConfigError(f"n_ensembles and minibatch must be >= 1, got {args.n_ensembles}, {args.minibatch}")
+    try:
+        perturbation = get_perturbation(args.perturbation, args.strength)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    path = resolve_checkpoint(args.snapshot)
+    rt = setup_runtime(args.device, args.amp, args.workers)
+    model, ckpt = load_model(path, map_location=rt.device)
+    cfg = TrainConfig.from_dict({**ckpt["config"], "resume": None})
+    if dataset is not None and cfg.dataset != dataset:
+        raise ConfigError(
+            f"{path} was trained on {cfg.dataset!r}, not {dataset!r}; "
+            f"evaluate it with: python -m nsnn.training test --snapshot {path}"
+        )
+    n_params = count_parameters(model)
+    print(
+        f"{path}: {cfg.model} ({n_params:,} parameters), {cfg.neuron} σ={cfg.sigma:g} T={cfg.timestep}, "
+        f"epoch {ckpt['epoch']}",
+        flush=True,
+    )
+    cfg.download, cfg.progress = args.download, args.progress
+    bundle = load_dataset(cfg, args.data_dir)
+    norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
+    loader = bundle.loader(bundle.test, args.minibatch, train=False, device=rt.device, **norm)
+    seed_everything(args.seed)
+    tick = time.perf_counter()
+    metrics = evaluate(
+        model,
+        loader,
+        timestep=cfg.timestep,
+        encoding=cfg.encoding,
+        eval_mode=args.eval_mode,
+        n_ensembles=args.n_ensembles,
+        criterion=build_loss(cfg.loss, cfg.lambda_tet),
+        perturbation=perturbation,
+        runtime=rt,
+        progress=args.progress,
+        desc="test",
+    )
+    result = {
+        "snapshot": str(path),
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "parameters": n_params,
+        "epoch": int(ckpt["epoch"]),
+        "eval_mode": args.eval_mode,
+        "n_ensembles": args.n_ensembles,
+        "perturbation": args.perturbation,
+        "strength": args.strength,
+        "seed": args.seed,
+        "accuracy": metrics["accuracy"],
+        "loss": metrics["loss"],
+        "n": metrics["n"],
+        "seconds": time.perf_counter() - tick,
+    }
+    out = Path(args.out) if args.out is not None else path.parent
+    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}"
+    if args.perturbation != "clean":
+        tag += f"-{args.perturbation}-{args.strength:g}"
+    result["result_file"] = str(write_json(out / f"eval-{tag}.json", result))
+    row = {k: v for k, v in result.items() if k != "result_file"}
+    CsvLog(out / "evaluations.csv", list(row)).append(row)
+    plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
+    print(
+        f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, n={metrics['n']}, "
+        f"{args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
+        flush=True,
+    )
+    return result
+
+
+def test_main(
+    argv: Sequence[str] | None = None,
+    *,
+    dataset: str | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+) -> int:
+    """Parse testing flags, evaluate the snapshot, print (and with ``--json`` emit) the result."""
+    from nsnn.data import DatasetError
+
+    parser = build_test_parser(
+        description or f"Evaluate a trained nsnn checkpoint on the {dataset or 'run'} test set.", prog
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = run_test(args, dataset)
+    except ConfigError as e:
+        parser.error(str(e))
+    except (DatasetError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        _emit_json(result)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nsnn.training train --dataset NAME [flags]`` or ``... test --snapshot PATH [flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train", "test"}
+    if not argv or argv[0] not in commands:
+        print(
+            "usage: python -m nsnn.training {train,test} [--dataset NAME] [flags]  (see '<command> --help')",
+            file=sys.stderr,
+        )
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "test":
+        return test_main(rest, prog="python -m nsnn.training test")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--dataset", default="mnist")
+    known, remaining = pre.parse_known_args(rest)
+    from nsnn.data import list_datasets
+
+    description = (
+        f"Train a spiking network on --dataset {known.dataset} (choices: {', '.join(list_datasets())})."
+    )
+    return train_main(
+        remaining, dataset=known.dataset, description=description, prog="python -m nsnn.training train"
+    )

@@ -1,0 +1,163 @@
+"""Run logging: ``metrics.csv`` (one row per epoch), TensorBoard (when installed), ``curves.png``, and
+the ``evaluations.png`` summary of the testing scripts.
+
+Only the main process logs. Every write is atomic or fsynced, and on ``--resume`` rows after the
+checkpoint's epoch are dropped (and TensorBoard purged from there), so a killed-and-resumed run has
+one row per epoch::
+
+    log = RunLogger(run_dir, start_epoch=0)
+    log.epoch({"epoch": 1, "train_loss": 0.4, ...})
+    log.close()
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nsnn.io import CsvLog, atomic_write, read_csv
+
+METRIC_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_reg",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
+)
+
+
+def _tensorboard_writer(run_dir: Path, purge_step: int | None) -> Any:
+    """A SummaryWriter in ``run_dir/tensorboard``, or None when TensorBoard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+
+
+def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Loss, accuracy and learning rate per epoch from ``metrics.csv`` rows, saved as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    def column(name: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for row in rows:
+            value = row.get(name, "")
+            if value not in ("", None) and math.isfinite(float(value)):
+                xs.append(float(row["epoch"]))
+                ys.append(float(value))
+        return xs, ys
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = (
+        ("loss", ("train_loss", "val_loss")),
+        ("accuracy", ("train_accuracy", "val_accuracy")),
+        ("lr", ("lr",)),
+    )
+    for ax, (title, names) in zip(axes, panels, strict=True):
+        for name in names:
+            xs, ys = column(name)
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Bar chart of test accuracy per evaluation row (``evaluations.csv``: snapshot, mode, K, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values = [], []
+    for row in rows:
+        label = f"{Path(str(row['snapshot'])).stem}\n{row['eval_mode']} K={row['n_ensembles']}"
+        if row.get("perturbation", "clean") != "clean":
+            label += f"\n{row['perturbation']} {float(row['strength']):g}"
+        labels.append(label)
+        values.append(100 * float(row["accuracy"]))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(rows) + 1), 3.6))
+    bars = ax.bar(range(len(values)), values, color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel("test accuracy (%)")
+    low = min(values, default=0.0)
+    ax.set_ylim(max(0.0, low - 5), 100)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+class RunLogger:
+    """Per-epoch metrics for one run directory (a no-op object on non-main processes).
+
+    Args:
+        run_dir: the run directory.
+        start_epoch: epochs already completed (on resume; later rows are dropped).
+        enabled: False on non-main DDP ranks.
+        tensorboard: write TensorBoard scalars if TensorBoard is installed.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, start_epoch: int = 0, enabled: bool = True, tensorboard: bool = True
+    ):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        self.csv = CsvLog(self.run_dir / "metrics.csv", METRIC_FIELDS)
+        self.csv.truncate_after("epoch", start_epoch)
+        if tensorboard:
+            self.writer = _tensorboard_writer(
+                self.run_dir, purge_step=start_epoch + 1 if start_epoch else None
+            )
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        """Append one epoch's metrics (keys from :data:`METRIC_FIELDS`), then redraw ``curves.png``."""
+        if not self.enabled:
+            return
+        self.csv.append(row)
+        if self.writer is not None:
+            step = int(row["epoch"])
+            for key, value in row.items():
+                if key != "epoch" and value is not None and value != "":
+                    self.writer.add_scalar(key.replace("_", "/", 1), float(value), step)
+            self.writer.flush()
+        plot_curves(read_csv(self.csv.path), self.run_dir / "curves.png")
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Extra TensorBoard scalars (e.g. final test metrics)."""
+        if self.enabled and self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, float(value), step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,454 @@
+"""The one BPTT training loop of nsnn: data → model → epochs → checkpoints → test.
+
+:func:`fit` runs a whole experiment from a :class:`TrainConfig` and returns its key results; every
+script is a thin wrapper around it. Per epoch: shuffle (a pure function of seed and epoch), train,
+step the schedule, validate, log a ``metrics.csv`` row, write ``last.pt`` (and ``best.pt`` when the
+validation accuracy improves). Finally the best checkpoint is evaluated on the test set and
+``summary.json`` written::
+
+    result = fit(TrainConfig(dataset="mnist", model="mnist_convnet", epochs=3, timestep=4))
+    result["test_accuracy"], result["run_dir"]
+
+The state carried by ``last.pt`` (model, optimizer, schedule, AMP scaler, every RNG; the data order
+needs none) makes ``--resume`` bit-exact: a run killed at any instant and resumed ends with the same
+weights as one never interrupted (same device, same world size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from tqdm.auto import tqdm
+
+from nsnn.io import make_run_dir, write_json
+from nsnn.training.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    make_checkpoint,
+    resolve_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from nsnn.training.config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from nsnn.training.evaluate import evaluate, to_sequence
+from nsnn.training.losses import LossFn, build_loss, get_regularizer
+from nsnn.training.monitor import RunLogger
+from nsnn.training.optim import build_optimizer, build_scheduler
+from nsnn.training.runtime import (
+    Runtime,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    main_first,
+    seed_everything,
+    setup_runtime,
+    teardown_runtime,
+    unwrap_model,
+    wrap_model,
+)
+
+StepHook = Callable[[int, int], None]
+
+
+def train_step(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    optimizer: Optimizer,
+    criterion: LossFn,
+    *,
+    timestep: int | None,
+    encoding: str = "direct",
+    rt: Runtime | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    regularizer: Callable[[nn.Module], Tensor] | None = None,
+    lambda1: float = 0.0,
+    clip_grad: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One optimizer step on batch ``(x [B, ...], y [B])``; returns detached ``(loss, reg, logits)``.
+
+    Objective: ``criterion(model(seq), y) + lambda1 · regularizer(model)`` with ``seq`` the
+    ``[T, B, ...]`` encoding of ``x``. Under DDP the gradients are averaged over processes, so the
+    update equals a single-process step on the union of all shards (mean-reduced loss).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    autocast = rt.autocast() if rt is not None else torch.autocast("cpu", enabled=False)
+    with autocast:
+        logits = model(to_sequence(x, timestep, encoding))
+        loss = criterion(logits, y)
+    reg = torch.zeros((), device=loss.device)
+    if regularizer is not None and lambda1 > 0:
+        reg = regularizer(unwrap_model(model)).to(loss.device)
+    total = loss + lambda1 * reg
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(total).backward()
+        if clip_grad > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        total.backward()
+        if clip_grad > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+    return loss.detach(), reg.detach(), logits.detach()
+
+
+def _say(rt: Runtime, *parts: object) -> None:
+    if rt.is_main:
+        print(*parts, flush=True)
+
+
+def _shard(data: Any, rt: Runtime) -> Any:
+    """A disjoint strided shard of an ImageSet for this rank (exact evaluation, no padding)."""
+    if not rt.distributed:
+        return data
+    return data.subset(torch.arange(rt.rank, len(data), rt.world_size))
+
+
+def _subset(data: Any, n: int, seed: int) -> Any:
+    """At most ``n`` samples of an ImageSet, chosen by a seeded permutation."""
+    if n >= len(data):
+        return data
+    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n])
+
+
+def load_dataset(cfg: TrainConfig, data_dir: str | None = None) -> Any:
+    """The run's :class:`nsnn.data.DatasetBundle` (``cfg.max_samples`` applied to train and test)."""
+    from nsnn.data import get_dataset
+
+    bundle = get_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.download, progress=cfg.progress)
+    if cfg.max_samples > 0:
+        bundle = dataclasses.replace(
+            bundle,
+            train=_subset(bundle.train, cfg.max_samples, cfg.seed),
+            test=_subset(bundle.test, cfg.max_samples, cfg.seed),
+        )
+    return bundle
+
+
+class _Experiment:
+    """The objects of one run (built once, used by :func:`fit`)."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
+        from nsnn.models import count_parameters, create
+
+        self.cfg, self.rt = cfg, rt
+        with main_first(rt):
+            bundle = load_dataset(cfg)
+        self.bundle = bundle
+        if bundle.time_steps is not None:
+            if cfg.timestep != bundle.time_steps:
+                raise ConfigError(
+                    f"{bundle.name} samples have {bundle.time_steps} event frames; "
+                    f"use --timestep {bundle.time_steps}"
+                )
+            if cfg.encoding != "direct":
+                raise ConfigError(f"{bundle.name} is already a spike-frame sequence; use --encoding direct")
+        if cfg.val_split > 0:
+            train, val = bundle.train_val_split(cfg.val_split, seed=cfg.seed)
+        else:
+            train, val = bundle.train, None
+        norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
+        augment = bundle.augment if cfg.augment else None
+        if augment is not None and cfg.cutout > 0:
+            augment = dataclasses.replace(augment, cutout=cfg.cutout)
+        elif cfg.cutout > 0:
+            from nsnn.data import Augment
+
+            augment = Augment(cutout=cfg.cutout)
+        common = {"device": rt.device, **norm}
+        self.train_loader = bundle.loader(
+            train,
+            cfg.minibatch,
+            train=True,
+            seed=cfg.seed,
+            augment=augment,
+            drop_last=True,
+            rank=rt.rank,
+            world_size=rt.world_size,
+            **common,
+        )
+        if len(self.train_loader) == 0:
+            raise ConfigError(
+                f"--minibatch {cfg.minibatch} × {rt.world_size} process(es) exceeds the "
+                f"{len(train)} training samples"
+            )
+        self.val_loader = (
+            None if val is None else bundle.loader(_shard(val, rt), cfg.minibatch, train=False, **common)
+        )
+        self.test_loader = bundle.loader(_shard(bundle.test, rt), cfg.minibatch, train=False, **common)
+
+        seed_everything(cfg.seed)
+        kwargs = cfg.model_kwargs(bundle.num_classes, bundle.in_channels, bundle.image_size)
+        self.net = create(cfg.model, **kwargs).to(rt.device)
+        self.n_params = count_parameters(self.net)
+        if rt.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.model = wrap_model(self.net, rt, compile=cfg.compile)
+        # DDP forwards are collectives; shards may have unequal batch counts, so evaluate the bare net.
+        self.eval_model = self.net if rt.distributed else self.model
+        self.optimizer = build_optimizer(cfg.optim, self.net.parameters(), cfg.lr, cfg.weight_decay)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer, cfg.epochs)
+        self.scaler = rt.grad_scaler()
+        self.criterion = build_loss(cfg.loss, cfg.lambda_tet)
+        self.regularizer = get_regularizer(cfg.reg)
+        # Model init is identical on every rank; the noise streams must differ between ranks.
+        seed_everything(cfg.seed + 1_000_003 * rt.rank)
+
+    def checkpoint(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        rng = gather_objects(capture_rng(), self.rt)
+        return make_checkpoint(
+            self.net,
+            epoch=epoch,
+            config=self.cfg.to_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=rng,
+            # Data order and augmentation are pure functions of (seed, epoch, rank): this is their state.
+            loader={"seed": self.cfg.seed, "next_epoch": epoch, "world_size": self.rt.world_size},
+            metrics=metrics,
+            dataset={
+                "name": self.bundle.name,
+                "num_classes": self.bundle.num_classes,
+                "in_channels": self.bundle.in_channels,
+                "image_size": self.bundle.image_size,
+            },
+        )
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        states = ckpt["rng"]
+        if len(states) == self.rt.world_size:
+            restore_rng(states[self.rt.rank])
+        else:
+            _say(
+                self.rt,
+                f"note: checkpoint has RNG states for {len(states)} process(es), this run has "
+                f"{self.rt.world_size}; noise streams are reseeded (resume is not bit-exact)",
+            )
+            seed_everything(self.cfg.seed + 1_000_003 * self.rt.rank + 7919 * int(ckpt["epoch"]))
+
+    def evaluate(self, loader: Any, desc: str) -> dict[str, float]:
+        """Evaluate on this rank's shard (BatchNorm statistics taken from rank 0), sums all-reduced."""
+        cfg = self.cfg
+        if self.rt.distributed:
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer, src=0)
+        return evaluate(
+            self.eval_model,
+            loader,
+            timestep=cfg.timestep,
+            encoding=cfg.encoding,
+            eval_mode=cfg.eval_mode,
+            n_ensembles=cfg.n_ensembles,
+            criterion=self.criterion,
+            runtime=self.rt,
+            progress=cfg.progress,
+            desc=desc,
+        )
+
+    def train_epoch(self, epoch: int, on_step: StepHook | None) -> dict[str, float]:
+        cfg, rt = self.cfg, self.rt
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        sums = torch.zeros(4, dtype=torch.float64, device=rt.device)
+        show = cfg.progress if rt.is_main else False
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None if show is None else not show,
+            dynamic_ncols=True,
+        )
+        from nsnn.models import predict
+
+        for step, (x, y) in enumerate(bar):
+            loss, reg, logits = train_step(
+                self.model,
+                x,
+                y,
+                self.optimizer,
+                self.criterion,
+                timestep=cfg.timestep,
+                encoding=cfg.encoding,
+                rt=rt,
+                scaler=self.scaler,
+                regularizer=self.regularizer,
+                lambda1=cfg.lambda1,
+                clip_grad=cfg.clip_grad,
+            )
+            n = y.numel()
+            sums[0] += loss.double() * n
+            sums[1] += reg.double() * n
+            sums[2] += (predict(logits.float()) == y).sum()
+            sums[3] += n
+            if step % 20 == 0 and not bar.disable:
+                bar.set_postfix(
+                    loss=f"{sums[0].item() / sums[3].item():.4f}",
+                    acc=f"{sums[2].item() / sums[3].item():.4f}",
+                )
+            if on_step is not None:
+                on_step(epoch, step)
+        bar.close()
+        loss_sum, reg_sum, correct, n = all_reduce_sum(sums, rt).tolist()
+        return {"train_loss": loss_sum / n, "train_reg": reg_sum / n, "train_accuracy": correct / n, "n": n}
+
+
+def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
+    """``(config, checkpoint, run_dir)``: the checkpoint's config (runtime fields from ``cfg``) on resume."""
+    if cfg.resume is None:
+        return cfg, None, None
+    path = resolve_checkpoint(cfg.resume, "last.pt")
+    ckpt = load_checkpoint(path)
+    saved = dict(ckpt["config"])
+    saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS})
+    return TrainConfig.from_dict(saved), ckpt, path.parent
+
+
+def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
+    """Train, validate, checkpoint and test as configured; returns the run's key results.
+
+    ``on_step(epoch, step)`` (0-based) is called after every optimizer step, e.g. for custom logging
+    or to stop a run. Returns ``{"run_dir", "best_val_accuracy", "best_epoch", "test_accuracy",
+    "test_loss", "epochs", "parameters", "train_seconds"}`` (accuracies are fractions;
+    ``best_val_accuracy`` is None without a validation split).
+    """
+    cfg, ckpt, run_dir = _resume_source(config)
+    rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
+    try:
+        result = _fit(cfg, rt, ckpt, run_dir, on_step)
+    except BaseException:
+        teardown_runtime(rt, failed=True)
+        raise
+    teardown_runtime(rt)
+    return result
+
+
+def _fit(
+    cfg: TrainConfig, rt: Runtime, ckpt: dict[str, Any] | None, run_dir: Path | None, on_step: StepHook | None
+) -> dict[str, Any]:
+    exp = _Experiment(cfg, rt)
+    if run_dir is None:
+        run_dir = Path(
+            broadcast_object(
+                str(make_run_dir(cfg.out, f"{cfg.dataset}-{cfg.model}")) if rt.is_main else None, rt
+            )
+        )
+    start, best_acc, best_epoch = 0, None, 0
+    if ckpt is not None:
+        exp.restore(ckpt)
+        start = int(ckpt["epoch"])
+        best_acc, best_epoch = ckpt["metrics"].get("best_val_accuracy"), ckpt["metrics"].get("best_epoch", 0)
+        _say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
+    if rt.is_main:
+        write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": rt.world_size})
+    _say(rt, exp.bundle.describe())
+    _say(
+        rt,
+        f"model {cfg.model}: {exp.n_params:,} parameters | {cfg.neuron} ({cfg.noise}, σ={cfg.sigma:g}) "
+        f"T={cfg.timestep} | device {rt.device} × {rt.world_size} | run dir {run_dir}",
+    )
+    log = RunLogger(run_dir, start_epoch=start, enabled=rt.is_main)
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(start, cfg.epochs):
+            tick = time.perf_counter()
+            lr = exp.optimizer.param_groups[0]["lr"]
+            train = exp.train_epoch(epoch, on_step)
+            epoch_train_seconds = time.perf_counter() - tick
+            exp.scheduler.step()
+            val = exp.evaluate(exp.val_loader, "val") if exp.val_loader is not None else None
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train["train_loss"],
+                "train_reg": train["train_reg"],
+                "train_accuracy": train["train_accuracy"],
+                "val_loss": "" if val is None else val["loss"],
+                "val_accuracy": "" if val is None else val["accuracy"],
+                "lr": lr,
+                "epoch_seconds": time.perf_counter() - tick,
+                "images_per_second": train["n"] / epoch_train_seconds,
+            }
+            improved = val is None or best_acc is None or val["accuracy"] > best_acc
+            if improved:
+                best_epoch = epoch + 1
+                best_acc = None if val is None else val["accuracy"]
+            metrics = {"best_val_accuracy": best_acc, "best_epoch": best_epoch, "last": row}
+            state = exp.checkpoint(epoch + 1, metrics)
+            if rt.is_main:
+                # Order matters for a kill at any instant: the row and best.pt are rewritten on resume
+                # from the previous last.pt, so last.pt goes last.
+                log.epoch(row)
+                if improved:
+                    save_checkpoint(state, run_dir / "best.pt")
+                save_checkpoint(state, run_dir / "last.pt")
+            _say(rt, _epoch_line(row, cfg.epochs, improved and val is not None))
+        train_seconds = time.perf_counter() - t_start
+        test = _test_best(exp, run_dir)
+        result = {
+            "run_dir": str(run_dir),
+            "best_val_accuracy": best_acc,
+            "best_epoch": best_epoch,
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "eval_mode": cfg.eval_mode,
+            "n_ensembles": cfg.n_ensembles,
+            "epochs": cfg.epochs,
+            "parameters": exp.n_params,
+            "train_seconds": train_seconds,
+        }
+        if rt.is_main:
+            write_json(run_dir / "summary.json", result)
+            log.scalars({"test/accuracy": test["accuracy"], "test/loss": test["loss"]}, best_epoch)
+        _say(
+            rt,
+            f"best epoch {best_epoch}: val accuracy {_pct(best_acc)} | "
+            f"test accuracy {_pct(test['accuracy'])} "
+            f"({cfg.eval_mode}, K={cfg.n_ensembles}) | results in {run_dir}",
+        )
+        return result
+    finally:
+        log.close()
+
+
+def _test_best(exp: _Experiment, run_dir: Path) -> dict[str, float]:
+    """Load ``best.pt`` into the net (rank 0 reads it, the others receive it); evaluate the test set."""
+    rt = exp.rt
+    if rt.is_main:
+        exp.net.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=rt.device)["model"])
+    if rt.distributed:
+        for tensor in exp.net.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    return exp.evaluate(exp.test_loader, "test")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+    val = (
+        ""
+        if row["val_accuracy"] == ""
+        else f" | val loss {row['val_loss']:.4f} acc {_pct(row['val_accuracy'])}"
+    )
+    return (
+        f"epoch {row['epoch']:>3}/{epochs} | train loss {row['train_loss']:.4f} "
+        f"acc {_pct(row['train_accuracy'])}"
+        f"{val} | lr {row['lr']:.3g} | {row['epoch_seconds']:.1f} s ({row['images_per_second']:.0f} img/s)"
+        + (" *" if best else "")
+    )

@@ -1,0 +1,158 @@
+"""Unsupervised STDP on MNIST (Diehl & Cook 2015) with pruning and quantization, Brian2 standalone.
+
+    python scripts/stdp_mnist.py --neurons 400 --train 8000 --test 2000 \
+        --prune 0.75 --prune-every 2000 --bits 4 --out runs/stdp-400-p75-b4 --json
+    python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400-sweep
+    python scripts/stdp_mnist.py --sweep --from-run runs/stdp-400 --out runs/stdp-400-sweep
+    python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000
+
+Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
+MNIST idx files. Outputs (run directory): config.json, metrics.csv, weights.npz, assignments.csv,
+summary.json, receptive_fields.png, weight_histogram.png, training.png (+ sweep.csv/png). With
+``--json`` the last output line is one JSON object: run_dir, accuracy, ms_per_example_train,
+synapses, bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nsnn.io import make_run_dir
+from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--neurons", type=int, default=400, help="excitatory (= inhibitory) neurons N")
+    p.add_argument("--train", type=int, default=8000, help="training examples (one pass, in order)")
+    p.add_argument("--test", type=int, default=2000, help="test examples")
+    p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
+    p.add_argument("--prune", type=float, default=0.0, help="fraction of X->Ae synapses removed, in [0, 1)")
+    p.add_argument(
+        "--prune-every",
+        type=int,
+        default=0,
+        help="prune every K training examples (reaching --prune at the last); 0 = once after",
+    )
+    p.add_argument(
+        "--prune-scope",
+        choices=PRUNE_SCOPES,
+        default="neuron",
+        help="rank weights per neuron (equal fan-in) or over the whole matrix",
+    )
+    p.add_argument(
+        "--bits", type=int, default=32, help="weight bits (2**bits levels over [0, w_max]); 32 = float"
+    )
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=None,
+        help="explicit device conductance levels in [0, w_max] (overrides --bits at deployment)",
+    )
+    p.add_argument("--intensity", type=float, default=2.0, help="input intensity (max rate = 31.875 Hz x it)")
+    p.add_argument("--retry-max", type=int, default=3, help="re-presentations of silent label/test examples")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also compress the trained dense net at sparsity {0,50,75,90}%% x bits {32,8,4,2}",
+    )
+    p.add_argument(
+        "--from-run",
+        default=None,
+        help="with --sweep: sweep this saved dense run (its own config) instead of training",
+    )
+    p.add_argument("--target", choices=TARGETS, default="standalone", help="Brian2 execution target")
+    p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")
+    p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
+    p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    return p.parse_args(argv)
+
+
+def load_data(args: argparse.Namespace):
+    from nsnn.data import embedded_mnist_split, load_mnist_folder
+
+    if args.data_dir:
+        train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
+    else:
+        train, test = embedded_mnist_split()
+    for name, n, available in (("--train", args.train, len(train)), ("--test", args.test, len(test))):
+        if not 1 <= n <= available:
+            raise SystemExit(f"{name} must be in [1, {available}] for this data set, got {n}")
+    return train.subset(slice(0, args.train)), test.subset(slice(0, args.test))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from nsnn.stdp import run_experiment, sweep_run
+
+    args = parse_args(argv)
+    try:
+        config = STDPConfig(
+            n_exc=args.neurons,
+            prune=args.prune,
+            prune_every=args.prune_every,
+            prune_scope=args.prune_scope,
+            bits=args.bits,
+            levels=args.levels,
+            intensity=args.intensity,
+            retry_max=args.retry_max,
+            target=args.target,
+            method=args.method,
+            chunk=args.chunk,
+            seed=args.seed,
+        )
+    except ValueError as e:
+        raise SystemExit(f"invalid configuration: {e}") from e
+    if args.from_run and not args.sweep:
+        raise SystemExit("--from-run only works with --sweep (it re-evaluates a saved dense run)")
+    train, test = load_data(args)
+    out = sys.stderr if args.json else sys.stdout
+    if args.from_run:
+        run_dir = make_run_dir(args.out, "stdp-sweep")
+        rows = sweep_run(
+            args.from_run, train, test, run_dir=run_dir, n_label=args.label, progress=not args.no_progress
+        )
+        for row in rows:
+            print(
+                f"sparsity {100 * row['sparsity']:4.0f} %  bits {row['bits']:2d}: "
+                f"accuracy {100 * row['accuracy']:.2f} %",
+                file=out,
+            )
+        if args.json:
+            print(json.dumps({"run_dir": str(run_dir), "sweep": rows}))
+        return {"run_dir": str(run_dir), "sweep": rows}
+    run_dir = make_run_dir(args.out, f"stdp-{args.neurons}")
+    summary = run_experiment(
+        config,
+        train,
+        test,
+        run_dir=run_dir,
+        n_label=args.label,
+        sweep=args.sweep,
+        progress=not args.no_progress,
+        data=args.data_dir or "embedded",
+    )
+    print(
+        f"test accuracy {100 * summary['accuracy']:.2f} % "
+        f"(label set {100 * summary['label_accuracy']:.2f} %),"
+        f" {summary['synapses']} X->Ae synapses, {summary['ms_per_example_train']:.1f} ms/example training,"
+        f" run dir {run_dir}",
+        file=out,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {k: summary[k] for k in ("run_dir", "accuracy", "ms_per_example_train", "synapses", "bits")}
+            )
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""nsnn.compress: magnitude pruning with persistent masks, quantization, reports, synaptic events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nsnn.compress import (
+    apply_masks,
+    attach_masks,
+    compression_report,
+    count_synaptic_events,
+    magnitude_prune,
+    prune_mask,
+    quantize,
+    synaptic_events,
+    uniform_levels,
+)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+
+
+def test_prune_mask_exact_count_global_and_per_axis():
+    w = np.random.default_rng(0).normal(size=(50, 8))
+    alive = prune_mask(w, sparsity=0.75)
+    assert alive.sum() == 100
+    assert np.abs(w[alive]).min() >= np.abs(w[~alive]).max()
+    per_column = prune_mask(w, sparsity=0.75, axis=0)
+    assert (per_column.sum(axis=0) == round(0.25 * 50)).all()
+    for j in range(8):
+        assert np.abs(w[per_column[:, j], j]).min() >= np.abs(w[~per_column[:, j], j]).max()
+
+
+def test_threshold_prunes_magnitudes_not_exceeding_it():
+    w = np.array([[-0.5, 0.1], [0.2, -0.05]])
+    assert prune_mask(w, threshold=0.1).tolist() == [[True, False], [True, False]]
+    assert prune_mask(np.array([0.0, 1.0, 0.0]), threshold=0.0).tolist() == [False, True, False]
+
+
+def test_masks_only_shrink_and_dead_synapses_count_towards_the_target():
+    rng = np.random.default_rng(1)
+    w = rng.random((40, 5))
+    w1, m1 = magnitude_prune(w, sparsity=0.5)
+    w_grown = w1 + 10.0 * (~m1)
+    w2, m2 = magnitude_prune(w_grown, sparsity=0.75, mask=m1)
+    assert not (m2 & ~m1).any()
+    assert m2.sum() == 50
+    assert (w2[~m2] == 0).all()
+    _, m3 = magnitude_prune(w_grown, sparsity=0.25, mask=m1)
+    assert (m3 == m1).all()
+
+
+def test_tensor_pruning_keeps_type_and_device():
+    t = torch.randn(6, 7)
+    pruned, mask = magnitude_prune(t, sparsity=0.5)
+    assert isinstance(pruned, torch.Tensor) and mask.dtype == torch.bool
+    assert int(mask.sum()) == 21 and (pruned[~mask] == 0).all()
+
+
+def test_module_pruning_per_layer_and_global():
+    model = _model()
+    report = magnitude_prune(model, sparsity=0.5)
+    assert [round(layer.sparsity, 2) for layer in report.layers] == [0.5, 0.5]
+    assert report.alive == sum(int((m.weight != 0).sum()) for m in (model[0], model[3]))
+
+    model = _model()
+    sizes = [model[0].weight.numel(), model[3].weight.numel()]
+    report = magnitude_prune(model, sparsity=0.8, scope="global")
+    assert report.alive == round(0.2 * sum(sizes))
+    assert report.layers[0].sparsity != pytest.approx(report.layers[1].sparsity)
+
+
+def test_pruning_keeps_state_dict_keys():
+    model = _model()
+    keys = set(model.state_dict())
+    magnitude_prune(model, sparsity=0.5)
+    quantize(model, bits=4)
+    assert set(model.state_dict()) == keys
+    fresh = _model()
+    fresh.load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_pruned_weights_stay_zero_through_training(opt):
+    model = _model()
+    magnitude_prune(model, sparsity=0.7)
+    dead = [(m.weight == 0).clone() for m in (model[0], model[3])]
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    }[opt]
+    optimizer = make(model.parameters())
+    handle = attach_masks(model, optimizer)
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 10, (16,))
+    for _ in range(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    for m, d in zip((model[0], model[3]), dead, strict=True):
+        assert (m.weight[d] == 0).all()
+        assert (m.weight[~d] != 0).all()
+    handle.remove()
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert (model[3].weight[dead[1]] != 0).any(), "without the hook the optimizer revives pruned weights"
+    apply_masks(model)
+    assert (model[3].weight[dead[1]] == 0).all()
+
+
+def test_quantized_arrays_take_only_allowed_levels():
+    rng = np.random.default_rng(2)
+    w = rng.random((30, 20))
+    w, mask = magnitude_prune(w, sparsity=0.5)
+    for bits in (1, 2, 4):
+        q = quantize(w, bits=bits, w_range=(0.0, 1.0), mask=mask)
+        allowed = set(uniform_levels(bits, 0.0, 1.0).tolist())
+        assert set(np.unique(q[mask]).tolist()) <= allowed
+        assert (q[~mask] == 0).all()
+        assert np.abs(q[mask] - w[mask]).max() <= 0.5 / (2**bits - 1) + 1e-12
+    device = [0.0, 0.07, 0.3, 0.9]
+    q = quantize(w, levels=device, mask=mask)
+    assert set(np.unique(q[mask]).tolist()) <= set(device)
+    assert (quantize(w, bits=32) == w).all()
+    with pytest.raises(ValueError):
+        quantize(w, bits=0)
+
+
+def test_quantized_module_report_and_levels():
+    model = _model()
+    magnitude_prune(model, sparsity=0.5)
+    report = quantize(model, bits=3)
+    assert [layer.bits for layer in report.layers] == [3, 3]
+    for m in (model[0], model[3]):
+        alive = m.weight[m.weight_mask]
+        assert torch.unique(alive).numel() <= 8
+        assert (m.weight[~m.weight_mask] == 0).all()
+    model = _model()
+    report = quantize(model, bits=2, scope="global")
+    values = torch.cat([torch.unique(m.weight) for m in (model[0], model[3])])
+    assert torch.unique(values).numel() <= 4
+    assert "total" in report.format_table()
+
+
+def test_report_on_arrays():
+    w = np.zeros((4, 5))
+    w[:2] = 0.5
+    report = compression_report({"X->Ae": w}, bits=4)
+    (layer,) = report.layers
+    assert (layer.weights, layer.alive, layer.bits, layer.distinct) == (20, 10, 4, 1)
+    assert report.sparsity == 0.5 and report.storage_bits == 40
+    assert report.to_rows()[0]["layer"] == "X->Ae"
+
+
+def test_synaptic_events_count_surviving_fan_out():
+    mask = np.array([[1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=bool)
+    assert synaptic_events(np.array([2, 5, 1]), mask) == 2 * 2 + 0 + 1 * 3
+    assert synaptic_events(np.array([[1, 0, 0], [0, 0, 1]]), mask).tolist() == [2.0, 3.0]
+
+
+def test_count_synaptic_events_matches_hand_count_and_shrinks_with_pruning():
+    layer = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 0, 0, 2], [0, 0, 0, 1], [3, 3, 0, 0]]))
+    spikes = torch.tensor([[[1.0, 1, 0, 1]], [[0.0, 0, 1, 1]]])  # [T=2, B=1, 4]
+    events = count_synaptic_events(nn.Sequential(layer), spikes)["0"]
+    assert events == (2 + 1 + 2 + 0 + 2, 3 * 3 + 2 * 3)  # alive fan-out per input: 2, 1, 0, 2
+
+    model = _model()
+    x = (torch.rand(2, 3, 2, 6, 6) > 0.5).float()
+
+    class TimeFirst(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.flatten(0, 1))
+
+    before = count_synaptic_events(TimeFirst(model), x)
+    magnitude_prune(model, sparsity=0.75)
+    after = count_synaptic_events(TimeFirst(model), x)
+    conv = "inner.0"
+    assert after[conv][0] < before[conv][0] and after[conv][1] == before[conv][1]
+    assert before[conv][0] == before[conv][1]
+
+
+def test_bad_arguments_raise_value_error():
+    w = np.ones((3, 3))
+    for kwargs in ({}, {"sparsity": 0.5, "threshold": 0.1}, {"sparsity": 1.0}, {"threshold": -1.0}):
+        with pytest.raises(ValueError):
+            magnitude_prune(w, **kwargs)
+    with pytest.raises(ValueError):
+        magnitude_prune(_model(), sparsity=0.5, scope="row")
+    with pytest.raises(ValueError):
+        magnitude_prune([1.0, 2.0], sparsity=0.5)
+    with pytest.raises(ValueError):
+        quantize(w, bits=4, mask=np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError):
+        magnitude_prune(nn.ReLU(), sparsity=0.5)

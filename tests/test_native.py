@@ -1,0 +1,306 @@
+"""The C++ fused LIF kernel (nsnn._C) against the pure-torch reference path of nsnn.functional.fused.
+
+Covers every noise family × fire mode × reset × detach_reset with a learnable decay, float64 (to
+1e-9) and float32, each compiled instruction-set variant, bernoulli gradients given the drawn spikes,
+firing frequencies against the CDF, thread-count independence, seeding, the float32 CDF/PDF error,
+saved-for-backward memory and the fallbacks (unknown family, bf16, switch off).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import Tensor
+
+from nsnn.functional import LIFParameters, lif_multistep, native
+from nsnn.noise import Gaussian, Noise, get_noise, list_noises
+
+needs_native = pytest.mark.skipif(not native.is_available(), reason="nsnn._C is not built")
+FAMILIES = list_noises()
+
+
+def test_extension_built() -> None:
+    if os.environ.get("NSNN_BUILD_NATIVE") == "0":
+        pytest.skip("NSNN_BUILD_NATIVE=0: built without the extension on purpose")
+    assert native.is_available(), f"nsnn._C failed to import: {native._LOAD_ERROR}"
+    assert native.isa() in native._C.supported_isas()
+
+
+def run(
+    x: Tensor,
+    decay: Tensor | float,
+    noise: Noise,
+    mode: str,
+    *,
+    hard: bool = True,
+    detach: bool = False,
+    use_native: bool = True,
+    grad: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Spikes, ∂L/∂x and ∂L/∂β (None for a float decay) for L = Σ grad·spikes."""
+    xi = x.detach().clone().requires_grad_(True)
+    d = decay.detach().clone().requires_grad_(True) if isinstance(decay, Tensor) else decay
+    with native.enabled(use_native):
+        y = lif_multistep(xi, LIFParameters(d, 1.0, hard, detach), noise, mode)
+    y.backward(torch.ones_like(y) if grad is None else grad)
+    return y.detach(), xi.grad, d.grad if isinstance(d, Tensor) else None
+
+
+def dyadic(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> Tensor:
+    """Inputs on a 1/64 grid: with β = 0.5 every membrane value is exact in float32, so spikes match."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        (torch.randn(shape, generator=g, dtype=torch.float64) * 0.8 + 0.6).mul(64).round().div(64).to(dtype)
+    )
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", ["heaviside", "expected"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_matches_torch_path(family: str, mode: str, dtype: torch.dtype) -> None:
+    noise = get_noise(family, 0.3)
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    for shape in [(6, 3, 37), (5, 2, 3000)]:  # N not a multiple of 8; many chunks
+        x = dyadic(shape, dtype, seed=len(shape) + shape[-1])
+        grad = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        decay = torch.tensor(0.5, dtype=dtype)
+        for hard in (True, False):
+            for detach in (False, True):
+                kw = {"hard": hard, "detach": detach, "grad": grad}
+                y, gx, gd = run(x, decay, noise, mode, **kw)
+                y0, gx0, gd0 = run(x, decay, noise, mode, use_native=False, **kw)
+                assert y.dtype == dtype and gx.dtype == dtype and gd.dtype == dtype
+                if mode == "heaviside":
+                    assert torch.equal(y, y0)
+                torch.testing.assert_close(y, y0, rtol=0, atol=tol)
+                torch.testing.assert_close(gx, gx0, rtol=tol, atol=tol)
+                # the torch path returns ∂L/∂β rounded to float32, hence rtol 1e-6 in float64
+                torch.testing.assert_close(gd, gd0, rtol=1e-6 if dtype == torch.float64 else 1e-4, atol=tol)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", native._C.supported_isas() if native.is_available() else [])
+def test_each_instruction_set_matches_torch(isa: str) -> None:
+    before = native.isa()
+    x = dyadic((4, 5, 301), torch.float32, seed=7)
+    try:
+        native._C.set_isa(isa)
+        assert native.isa() == isa
+        for family in FAMILIES:
+            noise = get_noise(family, 0.4)
+            for mode in ("heaviside", "expected"):
+                got = run(x, torch.tensor(0.5), noise, mode, hard=mode == "expected")
+                ref = run(x, torch.tensor(0.5), noise, mode, hard=mode == "expected", use_native=False)
+                for a, b in zip(got, ref, strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+            grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+            torch.manual_seed(4)
+            y, gx, gd = run(x, torch.tensor(0.5), noise, "bernoulli", hard=False, grad=grad)
+            gx0, gd0 = reference_given_spikes(
+                x.double(),
+                y.double(),
+                torch.tensor(0.5, dtype=torch.float64),
+                noise,
+                False,
+                False,
+                grad.double(),
+            )
+            torch.testing.assert_close(gx.double(), gx0, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(gd.double(), gd0, rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="valid"):
+            native._C.set_isa("sse1")
+    finally:
+        native._C.set_isa(before)
+
+
+class _GivenSpikes(torch.autograd.Function):
+    """Forward: the given spikes; backward: the surrogate noise.pdf(z), as in nsnn.functional.lif."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, s: Tensor, noise: Noise) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        ctx.noise = noise
+        return s.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        return g * ctx.noise.pdf(z), None, None
+
+
+def reference_given_spikes(
+    x: Tensor, spikes: Tensor, decay: Tensor, noise: Noise, hard: bool, detach: bool, grad: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Plain autograd LIF loop whose draws are ``spikes``; returns ∂L/∂x, ∂L/∂β."""
+    xi = x.detach().clone().requires_grad_(True)
+    d = decay.detach().clone().requires_grad_(True)
+    u, outs = None, []
+    for t in range(x.shape[0]):
+        h = xi[t] if u is None else d * u + xi[t]
+        s = _GivenSpikes.apply(h - 1.0, spikes[t], noise)
+        r = s.detach() if detach else s
+        u = h * (1.0 - r) if hard else h - 1.0 * r
+        outs.append(s)
+    torch.stack(outs).backward(grad)
+    return xi.grad, d.grad
+
+
+@needs_native
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bernoulli_gradients_given_the_drawn_spikes(family: str) -> None:
+    noise = get_noise(family, 0.5)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, 45, generator=g, dtype=torch.float64) * 0.8 + 0.6
+    grad = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    decay = torch.tensor(0.6, dtype=torch.float64)
+    for hard in (True, False):
+        for detach in (False, True):
+            torch.manual_seed(11)
+            y, gx, gd = run(x, decay, noise, "bernoulli", hard=hard, detach=detach, grad=grad)
+            assert set(y.unique().tolist()) <= {0.0, 1.0} and 0 < y.mean() < 1
+            gx0, gd0 = reference_given_spikes(x, y, decay, noise, hard, detach, grad)
+            torch.testing.assert_close(gx, gx0, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(gd, gd0, rtol=1e-9, atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_firing_frequency_matches_cdf(family: str, dtype: torch.dtype) -> None:
+    """β = 0 makes every (t, i) an independent Bernoulli(F(x − θ)) draw: check rates and pairs."""
+    noise = get_noise(family, 0.3)
+    z = torch.tensor([-1.5, -0.7, -0.2, 0.0, 0.3, 0.9, 1.6], dtype=torch.float64)
+    n = 6000
+    x = (1.0 + 0.3 * z).repeat_interleave(n).to(dtype).expand(2, -1).contiguous()  # [T=2, 7·n]
+    p = noise.cdf(x[0].double() - 1.0).view(len(z), n)[:, 0]
+    with torch.no_grad():
+        s = lif_multistep(x, LIFParameters(0.0, 1.0, True, False), noise, "bernoulli").double()
+    s = s.view(2, len(z), n)
+    freq = s.mean(dim=(0, 2))
+    bound = 5 * torch.sqrt(p * (1 - p) / (2 * n)) + 1e-12
+    assert torch.all((freq - p).abs() <= bound), (freq, p)
+    both_steps = (s[0] * s[1]).mean(dim=1)  # draws at t = 0 and t = 1 are independent
+    assert torch.all((both_steps - p * p).abs() <= 5 * torch.sqrt(p * p * (1 - p * p) / n) + 1e-12)
+    neighbours = (s[0, :, 1:] * s[0, :, :-1]).mean(dim=1)  # so are neighbouring neurons
+    assert torch.all((neighbours - p * p).abs() <= 6 * torch.sqrt(p * p * (1 - p * p) / n) + 1e-12)
+
+
+@needs_native
+def test_thread_count_independent_and_seeded() -> None:
+    x = torch.randn(5, 8, 8000) * 0.8 + 0.6  # N = 64000: 32 chunks, enough work for 2 workers
+    decay = torch.tensor(0.5)
+    noise = get_noise("gaussian", 0.3)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            torch.manual_seed(5)
+            results.append(run(x, decay, noise, "bernoulli", hard=False))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+    torch.manual_seed(6)
+    assert not torch.equal(run(x, decay, noise, "bernoulli")[0], results[0][0])
+    gen = torch.Generator().manual_seed(9)
+    params = LIFParameters(0.5, 1.0, True, False)
+    first = lif_multistep(x, params, noise, "bernoulli", generator=gen)
+    second = lif_multistep(x, params, noise, "bernoulli", generator=gen)
+    again = lif_multistep(x, params, noise, "bernoulli", generator=torch.Generator().manual_seed(9))
+    assert torch.equal(first, again) and not torch.equal(first, second)
+    torch.manual_seed(5)
+    with torch.no_grad():  # inference path (nothing saved) draws the same spikes
+        assert torch.equal(
+            lif_multistep(x, LIFParameters(0.5, 1.0, False, False), noise, "bernoulli"), results[0][0]
+        )
+
+
+@needs_native
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float32_cdf_pdf_error(family: str) -> None:
+    """T = 1 exposes the kernel's CDF (expected mode) and σ·PDF (its gradient) at z = (x − θ)/σ."""
+    sigma = 0.5
+    noise = get_noise(family, sigma)
+    x = (1.0 + sigma * torch.linspace(-9, 9, 200_001, dtype=torch.float64)).float().unsqueeze(0)
+    y, gx, _ = run(x, 0.5, noise, "expected")
+    z = x.double() - 1.0  # exact: |x − θ| < 2θ so no rounding
+    cdf_err = (y.double() - noise.cdf(z)).abs().max().item()
+    pdf_err = (gx.double() * sigma - noise.pdf(z) * sigma).abs().max().item()
+    assert cdf_err <= 1.5e-7 and pdf_err <= 1.5e-7, (cdf_err, pdf_err)  # measured ≤ 1.25e-7
+
+
+def saved_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@needs_native
+@pytest.mark.parametrize(("mode", "limit"), [("heaviside", 1.0), ("expected", 1.0), ("bernoulli", 1.04)])
+def test_saved_memory(mode: str, limit: float) -> None:
+    x = torch.randn(4, 8, 1024, requires_grad=True)
+    nbytes = saved_bytes(lambda: lif_multistep(x, LIFParameters(0.5, 1.0, True, False), Gaussian(0.3), mode))
+    assert nbytes <= limit * x.nbytes
+
+
+class _SubclassedGaussian(Gaussian):  # not registered (no `name` of its own): a stand-in 5th family
+    pass
+
+
+def test_fallbacks() -> None:
+    x = torch.randn(3, 2, 50, dtype=torch.float64)
+    custom = _SubclassedGaussian(0.3)
+    assert not native.supports(x, custom, "expected")
+    assert not native.supports(x.to(torch.bfloat16), Gaussian(0.3), "expected")
+    with native.enabled(False):
+        assert not native.is_enabled() and not native.supports(x, Gaussian(0.3), "expected")
+    params = LIFParameters(0.5, 1.0, True, False)
+    y_custom = lif_multistep(x, params, custom, "expected")  # torch path, same math
+    torch.testing.assert_close(y_custom, lif_multistep(x, params, Gaussian(0.3), "expected"))
+    y16 = lif_multistep(x.to(torch.bfloat16), params, Gaussian(0.3), "heaviside")
+    assert y16.dtype == torch.bfloat16
+    xt = torch.randn(2, 50, 3).transpose(0, 2)  # non-contiguous [3, 50, 2]
+    torch.testing.assert_close(
+        lif_multistep(xt, params, Gaussian(0.3), "heaviside"),
+        lif_multistep(xt.contiguous(), params, Gaussian(0.3), "heaviside"),
+    )
+    with pytest.raises(ValueError, match="valid"):
+        lif_multistep(x, params, Gaussian(0.3), "poisson")
+
+
+def test_env_switch_off() -> None:
+    code = "from nsnn.functional import native; print(native.is_enabled())"
+    env = dict(os.environ, NSNN_NATIVE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@needs_native
+def test_neurons_use_native_and_train() -> None:
+    """NILIF/PLIF modules run natively; PLIF's learnable decay gets the exact gradient."""
+    import nsnn
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, dtype=torch.float64) * 0.8 + 0.6
+    plif = nsnn.PLIF(tau=2.0, noise="logistic", sigma=0.3).double().eval()
+    plif.eval_mode = "expected"
+    plif(x).sum().backward()
+    g_native = plif.w.grad.clone()
+    plif.w.grad = None
+    with native.enabled(False):
+        plif(x).sum().backward()
+    assert math.isclose(g_native.item(), plif.w.grad.item(), rel_tol=1e-6, abs_tol=1e-9)

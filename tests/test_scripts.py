@@ -1,0 +1,151 @@
+"""The thin scripts: --help, --json output, a testing script on a checkpoint, and flag errors.
+
+One training script runs as a real subprocess (``python scripts/main_mnist.py ... --json``); the
+others run in-process through ``runpy`` to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nsnn.io import read_csv, read_json
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+TRAIN_SCRIPTS = ["main_mnist.py", "main_cifar10.py", "main_cifar100.py", "main_dvs_cifar10.py"]
+TEST_SCRIPTS = ["testing_mnist.py", "testing_cifar10.py"]
+REFERENCE_FLAGS = (
+    "--neuron --noise --model --epochs --minibatch --timestep --seed --lr --sigma --tau --threshold --optim "
+    "--scheduler --reg --lambda1 --tet --lambda_tet --data-dir --download --out --resume --device --amp "
+    "--compile --workers --val-split --weight-decay --clip-grad --encoding --json"
+)
+TINY_FLAGS = [
+    "--epochs",
+    "1",
+    "--max-samples",
+    "200",
+    "--arch",
+    '{"width": 4, "hidden": 16}',
+    "--timestep",
+    "2",
+    "--minibatch",
+    "32",
+    "--device",
+    "cpu",
+    "--progress",
+    "false",
+]
+
+
+def run_script(name: str, argv: list[str], monkeypatch) -> int:
+    """Run ``scripts/<name>`` as ``__main__`` in this process; return its exit status."""
+    monkeypatch.setattr(sys, "argv", [str(SCRIPTS / name), *argv])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+    return exc.value.code
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", TRAIN_SCRIPTS + TEST_SCRIPTS)
+def test_help_documents_flags(name, monkeypatch, capsys):
+    assert run_script(name, ["--help"], monkeypatch) == 0
+    text = capsys.readouterr().out
+    if name in TRAIN_SCRIPTS:
+        for flag in REFERENCE_FLAGS.split():
+            assert flag in text, flag
+    else:
+        for flag in ("--snapshot", "--eval-mode", "--n_ensembles", "--json", "--out"):
+            assert flag in text, flag
+
+
+def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
+    run_script("main_cifar10.py", ["--help"], monkeypatch)
+    text = capsys.readouterr().out
+    assert "spiking_resnet18" in text and "0.003" in text
+    run_script("main_dvs_cifar10.py", ["--help"], monkeypatch)
+    assert "vggsnn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--neuron", "IF"], "neuron must be one of"),
+        (["--optim", "lbfgs"], "optim must be one of"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--val-split", "1.5"], "val_split must be in"),
+        (["--scheduler", "cyclic"], "unknown scheduler"),
+        (["--model", "resnet50"], "model must be one of"),
+        (["--arch", "[1]"], "expected a JSON object"),
+        (["--lr", "abc"], "invalid float value"),
+        (["--device", "quantum"], "bad device"),
+    ],
+)
+def test_bad_training_flags_exit_2_with_message(argv, message, monkeypatch, capsys):
+    assert run_script("main_mnist.py", argv, monkeypatch) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "main_mnist.py"), *TINY_FLAGS, "--out", str(run), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "parameters" in proc.stdout  # the parameter count is printed
+    result = last_json(proc.stdout)
+    assert result["run_dir"] == str(run)
+    for key in ("best_val_accuracy", "test_accuracy"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert (run / "best.pt").is_file() and (run / "curves.png").is_file()
+
+    argv = [
+        "--snapshot",
+        str(run / "best.pt"),
+        "--eval-mode",
+        "deterministic",
+        "--n_ensembles",
+        "2",
+        "--device",
+        "cpu",
+        "--json",
+    ]
+    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    out = capsys.readouterr().out
+    tested = last_json(out)
+    assert 0.0 <= tested["accuracy"] <= 1.0 and tested["n"] == 200
+    assert tested["eval_mode"] == "deterministic" and tested["n_ensembles"] == 2
+    assert "parameters" in out
+    saved = read_json(tested["result_file"])
+    assert saved["accuracy"] == tested["accuracy"]
+    assert read_csv(run / "evaluations.csv")[-1]["eval_mode"] == "deterministic"
+
+    # A run directory works as --snapshot (its best.pt); results can go elsewhere with --out.
+    argv = ["--snapshot", str(run), "--eval-mode", "expected", "--out", str(tmp_path / "evals"), "--json"]
+    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    assert 0.0 <= last_json(capsys.readouterr().out)["accuracy"] <= 1.0
+    assert (tmp_path / "evals" / "evaluations.csv").is_file()
+
+    # Wrong dataset for the script, bad eval mode, missing snapshot.
+    assert run_script("testing_cifar10.py", ["--snapshot", str(run)], monkeypatch) == 2
+    assert "was trained on 'mnist'" in capsys.readouterr().err
+    assert run_script("testing_mnist.py", ["--snapshot", str(run), "--eval-mode", "mean"], monkeypatch) == 2
+    assert "eval_mode must be one of" in capsys.readouterr().err
+    assert run_script("testing_mnist.py", ["--snapshot", str(tmp_path / "none.pt")], monkeypatch) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+
+    # --resume refuses flags that would change the experiment.
+    assert run_script("main_mnist.py", ["--resume", str(run), "--lr", "0.5"], monkeypatch) == 2
+    assert "flags differ" in capsys.readouterr().err

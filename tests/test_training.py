@@ -1,0 +1,406 @@
+"""nsnn.training: losses, regularizers, schedules, evaluation, checkpoints, exact resume, DDP.
+
+Runs use a tiny ``mnist_convnet`` on a few hundred embedded MNIST images. The resume test kills a
+training process with SIGKILL mid-epoch; the DDP test launches 2 CPU processes with torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nsnn.io import read_csv, read_json
+from nsnn.training import (
+    ConfigError,
+    Perturbation,
+    TrainConfig,
+    build_loss,
+    build_optimizer,
+    build_scheduler,
+    capture_rng,
+    evaluate,
+    fit,
+    get_perturbation,
+    gram_penalty,
+    list_perturbations,
+    load_model,
+    mean_ce,
+    neuron_eval_mode,
+    per_step_ce,
+    restore_rng,
+    srip_penalty,
+    tet_loss,
+)
+from nsnn.training.perturbations import PERTURBATIONS
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "dataset": "mnist",
+    "model": "mnist_convnet",
+    "arch": {"width": 4, "hidden": 16},
+    "timestep": 2,
+    "minibatch": 32,
+    "max_samples": 240,
+    "val_split": 0.2,
+    "lr": 3e-3,
+    "device": "cpu",
+    "progress": False,
+}
+
+
+def _hand_ce(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Cross-entropy by the textbook formula, −log(e^{o_y} / Σ_c e^{o_c}), averaged with a Python loop."""
+    total = 0.0
+    for row, label in zip(logits.tolist(), y.tolist(), strict=True):
+        total += -math.log(math.exp(row[label]) / sum(math.exp(v) for v in row))
+    return total / len(y)
+
+
+def test_losses_match_hand_computation():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 3, 4, 1])
+    per_step = sum(_hand_ce(logits[t], y) for t in range(3)) / 3
+    assert per_step_ce(logits, y).item() == pytest.approx(per_step, rel=1e-6)
+    assert mean_ce(logits, y).item() == pytest.approx(_hand_ce(logits.mean(0), y), rel=1e-6)
+    mse = sum((v - 1.0) ** 2 for v in logits.flatten().tolist()) / logits.numel()
+    lam = 0.05
+    assert tet_loss(logits, y, lam).item() == pytest.approx((1 - lam) * per_step + lam * mse, rel=1e-6)
+    assert build_loss("tet", 0.3)(logits, y).item() == pytest.approx(0.7 * per_step + 0.3 * mse, rel=1e-6)
+    assert build_loss("tet", 0.0)(logits, y).item() == pytest.approx(per_step, rel=1e-6)
+    # per-step CE differs from CE of the mean (Jensen): the two objectives really are different.
+    assert per_step_ce(logits, y).item() > mean_ce(logits, y).item()
+
+
+def test_loss_validation():
+    with pytest.raises(ValueError, match="choose from"):
+        build_loss("hinge")
+    with pytest.raises(ValueError, match="lambda_tet"):
+        build_loss("tet", 1.5)
+    with pytest.raises(ValueError, match=r"\[T, B, classes\]"):
+        per_step_ce(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="target"):
+        mean_ce(torch.zeros(2, 4, 5), torch.zeros(3, dtype=torch.long))
+
+
+def test_gram_and_srip_regularizers():
+    tall = nn.Linear(2, 3, bias=False)  # W [3, 2]: out > fan_in, so G = WᵀW
+    conv = nn.Conv2d(2, 1, 1, bias=False)  # W [1, 2]: out ≤ fan_in, so G = W Wᵀ
+    with torch.no_grad():
+        tall.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+        conv.weight.copy_(torch.tensor([3.0, 4.0]).view(1, 2, 1, 1))
+    net = nn.Sequential(conv, nn.BatchNorm2d(1), tall)
+    # ‖diag(1, 4) − I‖_F = 3 and ‖[25] − 1‖_F = 24 (BatchNorm ignored).
+    assert gram_penalty(net).item() == pytest.approx(27.0)
+    # SRIP: G − I = diag(0, 3) → one power iteration gives the top eigenvalue exactly: 3² = 9; 24² = 576.
+    assert srip_penalty(net, torch.Generator().manual_seed(0)).item() == pytest.approx(585.0, rel=1e-5)
+    orthogonal = nn.Linear(4, 4, bias=False)
+    nn.init.orthogonal_(orthogonal.weight)
+    assert gram_penalty(orthogonal).item() < 1e-5
+    # Gradients flow to the weights (the regularizer is trainable).
+    gram_penalty(net).backward()
+    assert tall.weight.grad is not None and tall.weight.grad.abs().sum() > 0
+
+
+def test_optimizers_and_schedules():
+    params = [nn.Parameter(torch.zeros(2))]
+    for name in ("adam", "adamw", "radam", "sgdm"):
+        assert build_optimizer(name, params, lr=0.1).param_groups[0]["lr"] == 0.1
+    opt = build_optimizer("sgdm", params, lr=1.0)
+    assert opt.param_groups[0]["momentum"] == 0.9
+    sched = build_scheduler("cos", opt, epochs=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([(1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    opt = build_optimizer("adam", params, lr=1.0)
+    sched = build_scheduler("step", opt, epochs=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    with pytest.raises(ValueError, match="choose from"):
+        build_optimizer("lbfgs", params, lr=0.1)
+    with pytest.raises(ValueError, match="choose from"):
+        build_scheduler("cyclic", opt, epochs=3)
+
+
+def test_config_validation_lists_choices():
+    with pytest.raises(ConfigError, match=r"neuron must be one of.*NILIF"):
+        TrainConfig(neuron="IF")
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="val_split"):
+        TrainConfig(val_split=1.0)
+    with pytest.raises(ConfigError, match="arch for 'mnist_convnet' takes keywords"):
+        TrainConfig(arch={"depth": 3})
+    assert TrainConfig(tet=True).loss == "tet"
+    assert TrainConfig(scheduler="cos").scheduler == "cosine"
+    cfg = TrainConfig(**TINY)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_rng_capture_restores_every_generator():
+    state = capture_rng()
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng(state)
+    second = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], second[0])
+    assert np.array_equal(first[1], second[1])
+    assert first[2] == second[2]
+
+
+class _Noisy(nn.Module):
+    """Logits drawn from the global RNG at every call (stands in for a stochastic SNN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.randn(x.shape[0], x.shape[1], 3) + self.w
+
+
+def test_evaluate_averages_ensembles_and_applies_perturbations():
+    x, y = torch.zeros(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    loader = [(x[:4], y[:4]), (x[4:], y[4:])]
+    model = _Noisy()
+    torch.manual_seed(5)
+    result = evaluate(model, loader, timestep=2, n_ensembles=4, eval_mode="deterministic")
+    assert model.calls == 8 and result["n"] == 6
+    torch.manual_seed(5)
+    correct, losses = 0, []
+    for xb, yb in loader:
+        logits = sum(torch.randn(2, xb.shape[0], 3) for _ in range(4)) / 4
+        correct += int((logits.mean(0).argmax(-1) == yb).sum())
+        losses.append(F.cross_entropy(logits.mean(0), yb, reduction="sum").item())
+    assert result["accuracy"] == pytest.approx(correct / 6)
+    assert result["loss"] == pytest.approx(sum(losses) / 6, rel=1e-6)
+    assert model.training  # train flag restored
+
+    class _Scale(Perturbation):
+        name = "test_scale"
+
+        def perturb_input(self, x, y, forward):
+            assert forward(x).shape == (2, x.shape[0], 3)
+            return x * self.strength
+
+    try:
+        assert "clean" in list_perturbations() and "test_scale" in list_perturbations()
+        seen = []
+        model.forward = lambda inp: seen.append(inp.clone()) or torch.zeros(inp.shape[0], inp.shape[1], 3)
+        evaluate(
+            model,
+            [(torch.ones(2, 1, 2, 2), torch.tensor([0, 1]))],
+            timestep=2,
+            perturbation=get_perturbation("test_scale", 3.0),
+        )
+        assert torch.equal(seen[-1], torch.full((2, 2, 1, 2, 2), 3.0))
+        with pytest.raises(ValueError, match="choose from"):
+            get_perturbation("bogus")
+    finally:
+        PERTURBATIONS.pop("test_scale", None)
+
+
+def test_neuron_eval_mode_is_restored():
+    from nsnn.models import create
+    from nsnn.neurons import SpikingNeuron
+
+    net = create("mnist_convnet", width=4, hidden=8, neuron="NILIF")
+    with neuron_eval_mode(net, "expected"):
+        assert {m.eval_mode for m in net.modules() if isinstance(m, SpikingNeuron)} == {"expected"}
+    assert {m.eval_mode for m in net.modules() if isinstance(m, SpikingNeuron)} == {"stochastic"}
+    with pytest.raises(ValueError, match="eval_mode must be one of"), neuron_eval_mode(net, "mean"):
+        pass
+
+
+def _torch_load_strict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_fit_writes_run_dir_and_loadable_checkpoints(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=2, out=str(tmp_path / "run"), reg="gram", lambda1=1e-4)
+    result = fit(cfg)
+    run = Path(result["run_dir"])
+    for name in ("config.json", "metrics.csv", "last.pt", "best.pt", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    rows = read_csv(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds"):
+        assert math.isfinite(float(rows[0][key])), key
+    assert float(rows[0]["train_reg"]) > 0
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.0 <= result["best_val_accuracy"] <= 1.0
+    assert read_json(run / "summary.json")["test_accuracy"] == result["test_accuracy"]
+    assert read_json(run / "config.json")["model"] == "mnist_convnet"
+
+    ckpt = _torch_load_strict(run / "last.pt")  # weights_only=True, no custom globals
+    assert ckpt["format"] == "nsnn-checkpoint-1" and ckpt["epoch"] == 2
+    assert ckpt["model_name"] == "mnist_convnet" and ckpt["model_kwargs"]["width"] == 4
+    assert not [k for k in ckpt["model"] if k.startswith(("module.", "_orig_mod."))]
+    for key in ("optimizer", "scheduler", "scaler", "rng", "config", "metrics"):
+        assert key in ckpt, key
+    assert isinstance(ckpt["rng"][0]["torch"], torch.Tensor)
+    json.dumps(ckpt["model_kwargs"])
+    json.dumps(ckpt["config"])
+
+    model, best = load_model(run)  # a run dir means best.pt
+    assert not model.training and best["epoch"] == result["best_epoch"]
+    for key, value in _torch_load_strict(run / "best.pt")["model"].items():
+        assert torch.equal(model.state_dict()[key], value)
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 28, 28)
+    with neuron_eval_mode(model, "deterministic"):
+        out = model(x.unsqueeze(0).repeat(2, 1, 1, 1, 1))
+    assert out.shape == (2, 3, 10)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "nowhere")
+
+
+_KILLER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from nsnn.training import TrainConfig, fit
+
+    def hook(epoch, step):
+        if epoch == 1 and step == 2:          # mid-epoch 2, after epoch 1's checkpoint was written
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    fit(TrainConfig(**json.loads(sys.argv[1])), on_step=hook)
+    """
+)
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    settings = {**TINY, "epochs": 3, "cutout": 6, "seed": 7}
+    reference = fit(TrainConfig(**settings, out=str(tmp_path / "straight")))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, json.dumps({**settings, "out": str(killed)})],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert _torch_load_strict(killed / "last.pt")["epoch"] == 1
+    resumed = fit(TrainConfig(**settings, resume=str(killed)))
+    assert resumed["run_dir"] == str(killed)
+
+    a, b = _torch_load_strict(tmp_path / "straight" / "last.pt"), _torch_load_strict(killed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    rows_a, rows_b = read_csv(tmp_path / "straight" / "metrics.csv"), read_csv(killed / "metrics.csv")
+    assert [r["epoch"] for r in rows_b] == ["1", "2", "3"]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+            assert ra[key] == rb[key], key
+    assert resumed["test_accuracy"] == reference["test_accuracy"]
+
+
+_DDP_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from nsnn.data import TensorLoader
+    from nsnn.models import create
+    from nsnn.training import TrainConfig, build_loss, fit, setup_runtime, train_step
+    from nsnn.training.runtime import teardown_runtime, wrap_model
+
+    out = sys.argv[1]
+    rt = setup_runtime("cpu")
+    g = torch.Generator().manual_seed(123)
+    images = torch.randint(0, 256, (16, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (16,), generator=g)
+    loader = TensorLoader(images, labels, 4, shuffle=True, seed=3, rank=rt.rank, world_size=rt.world_size,
+                          mean=(0.1307,), std=(0.3081,))
+    torch.manual_seed(0)
+    net = create("mnist_mlp", hidden=16, neuron="LIF")
+    model = wrap_model(net, rt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    x, y = next(iter(loader))
+    train_step(model, x, y, opt, build_loss("per_step_ce"), timestep=3, rt=rt)
+    shard = {"x": x, "y": y, "idx": loader.indices()[:4], "state": net.state_dict()}
+    torch.save(shard, f"{out}/rank{rt.rank}.pt")
+
+    result = fit(TrainConfig(**json.loads(sys.argv[2])))
+    if rt.is_main:
+        print("RESULT", json.dumps(result))
+    teardown_runtime(rt)
+    """
+)
+
+
+def test_torchrun_ddp_equals_single_process_on_union_batch(tmp_path):
+    run_cfg = {**TINY, "epochs": 1, "out": str(tmp_path / "ddp_run"), "minibatch": 16}
+    worker = tmp_path / "worker.py"
+    worker.write_text(_DDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(tmp_path),
+            json.dumps(run_cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert not set(r0["idx"].tolist()) & set(r1["idx"].tolist())  # disjoint shards
+    for key in r0["state"]:
+        assert torch.equal(r0["state"][key], r1["state"][key]), key  # replicas stay identical
+
+    from nsnn.models import create
+    from nsnn.training import train_step
+
+    torch.manual_seed(0)
+    net = create("mnist_mlp", hidden=16, neuron="LIF")
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    x, y = torch.cat([r0["x"], r1["x"]]), torch.cat([r0["y"], r1["y"]])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train_step(net, x, y, opt, build_loss("per_step_ce"), timestep=3)
+    assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the step moved weights
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(r0["state"][key], value, rtol=1e-5, atol=1e-6)
+
+    # The whole fit() ran under DDP too: rank 0 wrote one run dir with every file.
+    result = json.loads(proc.stdout.split("RESULT", 1)[1].strip().splitlines()[0])
+    run = Path(result["run_dir"])
+    assert read_json(run / "config.json")["world_size"] == 2
+    assert len(_torch_load_strict(run / "last.pt")["rng"]) == 2
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert len(read_csv(run / "metrics.csv")) == 1
