@@ -339,6 +339,8 @@ def sweep(
     """Accuracy of the trained network compressed after training: every sparsity × bits pair, frozen.
 
     One frozen build per sparsity (the synapses differ); the bit widths reuse it (weights via run_args).
+    ``nonzero_synapses`` counts survivors whose level is not 0: at low bit widths the smallest weights
+    round to 0, which acts as extra pruning (and can make rows of different sparsity identical).
     """
     rows = []
     for sparsity in sparsities:
@@ -359,6 +361,7 @@ def sweep(
                 "sparsity": sparsity,
                 "bits": b,
                 "synapses": pruned.synapses,
+                "nonzero_synapses": int(np.count_nonzero(w)),
                 "accuracy": ev.accuracy,
                 "label_accuracy": ev.label_accuracy,
                 "ms_per_example_test": ev.test.ms_per_example,
