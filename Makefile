@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt constraints.txt
+$(STAMP): pyproject.toml setup.py requirements.txt constraints.txt $(wildcard nsnn/csrc/*)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "[nsnn] keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
@@ -56,4 +56,4 @@ bench: install
 	$(PY) bench/stdp.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info nsnn/_C*.so

@@ -1,15 +1,16 @@
 """Build hook for the optional C++ extension ``nsnn._C`` (fused multi-step LIF kernels for CPU).
 
 All package metadata lives in ``pyproject.toml``; this file only declares the extension. Building it
-needs torch importable at build time (``pip install --no-build-isolation -e .``) and a C++17
-compiler. It is optional: without torch, without a compiler, or on any compile error nsnn installs
-without it and :mod:`nsnn.functional.native` falls back to the pure-torch kernel (warning once).
-``NSNN_BUILD_NATIVE=0`` skips it on purpose.
+needs torch importable at build time (``pip install --no-build-isolation -e .``) and the C++
+compiler torch's headers need (C++20, e.g. GCC >= 10). It is optional: without torch, without a
+compiler, or on any compile error nsnn installs without it and :mod:`nsnn.functional.native` falls
+back to the pure-torch kernel (warning once). ``NSNN_BUILD_NATIVE=0`` skips it on purpose.
 
-Flags: ``-O3 -fno-trapping-math`` (lets the compiler if-convert and vectorize the branch-free
-kernels; nsnn never inspects floating-point exception flags) and OpenMP, which ``at::parallel_for``
-uses. No ``-march``: AVX2/AVX-512 variants are compiled per function and chosen at import time from
-the CPU's features, so the build runs on any x86-64 machine.
+Flags: ``-O3``, ``-g0`` (no debug info: a smaller library, a faster build), ``-fno-trapping-math``
+(lets the compiler if-convert and vectorize the branch-free kernels; nsnn never inspects
+floating-point exception flags) and OpenMP, which ``at::parallel_for`` uses. No ``-march``:
+AVX2/AVX-512 variants are compiled per function and chosen at import time from the CPU's features,
+so the build runs on any x86-64 machine.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def native_extension() -> dict[str, Any]:
     if sys.platform == "win32":
         compile_args, link_args = ["/O2", "/openmp"], []
     elif sys.platform == "darwin":  # Apple clang has no -fopenmp: kernels run single-threaded
-        compile_args, link_args = ["-O3", "-fno-trapping-math"], []
+        compile_args, link_args = ["-O3", "-g0", "-fno-trapping-math"], []
     else:
-        compile_args, link_args = ["-O3", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]
+        compile_args, link_args = ["-O3", "-g0", "-fno-trapping-math", "-fopenmp"], ["-fopenmp"]
     ext = CppExtension(
         "nsnn._C",
         SOURCES,

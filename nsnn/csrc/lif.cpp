@@ -77,7 +77,8 @@ LifArgs make_args(const at::Tensor& x, double beta, double theta, double sigma, 
   TORCH_CHECK(x.dim() >= 1, "nsnn._C expects a [T, ...] tensor");
   TORCH_CHECK_VALUE(family >= 0 && family < kNumFamilies, "noise family id must be in [0, ", kNumFamilies,
                     "); got ", family);
-  TORCH_CHECK_VALUE(mode >= 0 && mode < kNumModes, "fire mode id must be in [0, ", kNumModes, "); got ", mode);
+  TORCH_CHECK_VALUE(mode >= 0 && mode < kNumModes, "fire mode id must be in [0, ", kNumModes, "); got ",
+                    mode);
   TORCH_CHECK_VALUE(sigma > 0 && std::isfinite(sigma), "sigma must be finite and > 0; got ", sigma);
   LifArgs a{};
   a.T = x.size(0);
@@ -127,21 +128,26 @@ std::vector<at::Tensor> forward(const at::Tensor& x, double beta, double theta, 
     const float* xp = x.data_ptr<float>();
     float* op = out.data_ptr<float>();
     float* hp = save ? h.data_ptr<float>() : nullptr;
-    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) { ks->forward_f32(a, xp, op, hp, bp, i0, i1); });
+    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) {
+      ks->forward_f32(a, xp, op, hp, bp, i0, i1);
+    });
   } else {
     const KernelSet* kd = kernels_generic();
     const double* xp = x.data_ptr<double>();
     double* op = out.data_ptr<double>();
     double* hp = save ? h.data_ptr<double>() : nullptr;
-    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) { kd->forward_f64(a, xp, op, hp, bp, i0, i1); });
+    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) {
+      kd->forward_f64(a, xp, op, hp, bp, i0, i1);
+    });
   }
   return {out, h, bits};
 }
 
 // Returns [grad_x, grad_beta (0-dim float64) or None].
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& h,
-                                 const std::optional<at::Tensor>& bits, double beta, double theta, double sigma,
-                                 int64_t family, int64_t mode, bool hard, bool detach, bool want_decay) {
+                                 const std::optional<at::Tensor>& bits, double beta, double theta,
+                                 double sigma, int64_t family, int64_t mode, bool hard, bool detach,
+                                 bool want_decay) {
   LifArgs a = make_args(h, beta, theta, sigma, family, mode, hard);
   a.detach = detach;
   a.want_decay = want_decay;
@@ -196,10 +202,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("x"), pybind11::arg("beta"), pybind11::arg("theta"), pybind11::arg("sigma"),
         pybind11::arg("family"), pybind11::arg("mode"), pybind11::arg("hard"), pybind11::arg("seed"),
         pybind11::arg("save"));
-  m.def("backward", &nsnn_native::backward, "LIF backward: [grad_x, grad_beta | None]", pybind11::arg("grad_out"),
-        pybind11::arg("h"), pybind11::arg("bits"), pybind11::arg("beta"), pybind11::arg("theta"),
-        pybind11::arg("sigma"), pybind11::arg("family"), pybind11::arg("mode"), pybind11::arg("hard"),
-        pybind11::arg("detach"), pybind11::arg("want_decay"));
+  m.def("backward", &nsnn_native::backward, "LIF backward: [grad_x, grad_beta | None]",
+        pybind11::arg("grad_out"), pybind11::arg("h"), pybind11::arg("bits"), pybind11::arg("beta"),
+        pybind11::arg("theta"), pybind11::arg("sigma"), pybind11::arg("family"), pybind11::arg("mode"),
+        pybind11::arg("hard"), pybind11::arg("detach"), pybind11::arg("want_decay"));
   m.def("isa", &nsnn_native::active_isa, "instruction set of the float32 kernels in use");
   m.def("supported_isas", &nsnn_native::supported_isas, "instruction sets usable on this CPU");
   m.def("set_isa", &nsnn_native::set_isa, "select the float32 kernels ('generic', 'avx2', 'avx512')",

@@ -29,21 +29,21 @@ struct Fn;
 
 template <>
 struct Fn<float> {
-  // e^x·2^(B−127) for x in [−87, 0] (no range check): Cody–Waite reduction x = n·ln2 + r, degree-6
-  // polynomial for e^r (Cephes expf coefficients, about 1 ulp), 2^n built from the bits of the
-  // rounding 1.5·2^23 + n (which holds n in its low mantissa bits). B = 126 halves the result.
+  // e^x·2^(B−127) for x in [−87, 0] (no range check): Cody–Waite reduction x = n·ln2 + r, e^r =
+  // 1 + r + r²·Q(r) with Q of degree 4 (minimax, relative error 3e-9; about 1 ulp in float32),
+  // 2^n built from the bits of the rounding 1.5·2^23 + n (which holds n in its low mantissa bits).
+  // B = 126 halves the result.
   template <int B>
   static inline float exp_core(float x) {
     const float t = x * 1.44269504088896341f + 12582912.0f;
     const float n = t - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
+    float y = 1.3814597199e-3f;
+    y = y * r + 8.3687098732e-3f;
+    y = y * r + 4.1668387650e-2f;
+    y = y * r + 1.6666520689e-1f;
+    y = y * r + 4.9999993450e-1f;
     y = y * (r * r) + r + 1.0f;
     int32_t tb;
     std::memcpy(&tb, &t, sizeof(tb));
@@ -63,12 +63,12 @@ struct Fn<float> {
     return y + y * (1.0f - d * y);
   }
 
-  // Standard normal CDF. With w = |z|/√2, 1 − Φ(|z|) = ½·erfc(w) = ½·exp(−w² + L(w)), where
-  // L(w) = ln(erfc(w)·e^{w²}) = w·P(w) is smooth; P has degree 10 (least-squares/minimax fit of L
-  // on [0, 4] against 30-digit erfc, max error 2.5e-8). w is clamped to 4, where ½·erfc(4) < 8e-9,
-  // which also keeps the exponent in range. One exp, no division, no branch; NaN stays NaN.
-  static inline float gauss_cdf(float z) {
-    const float w = std::fabs(z) * 0.707106781186547524f;
+  // Standard normal CDF Φ(z), given the sign source z and w = |z|/√2: 1 − Φ(|z|) = ½·erfc(w) =
+  // ½·exp(−w² + L(w)) with L(w) = ln(erfc(w)·e^{w²}) = w·P(w) smooth; P has degree 10 (least-squares
+  // /minimax fit of L on [0, 4] against 30-digit erfc, max error 2.5e-8). w is clamped to 4, where
+  // ½·erfc(4) < 8e-9, which also keeps the exponent in range. One exp, no division, no branch; NaN
+  // stays NaN.
+  static inline float gauss_cdf(float z, float w) {
     const float wc = w > 4.0f ? 4.0f : w;
     float p = 7.998516652e-08f;
     p = p * wc - 2.100212792e-06f;
@@ -84,86 +84,99 @@ struct Fn<float> {
     const float half_erfc = exp_core<126>(wc * p - wc * wc);
     return z < 0.0f ? half_erfc : 1.0f - half_erfc;
   }
-  // Standard normal PDF φ(z) = exp(−z²/2)/√(2π).
-  static inline float gauss_pdf(float z) { return exp_nonpos(-0.5f * (z * z)) * 0.398942280401432678f; }
-  static inline void gauss(float z, float& cdf, float& pdf) {
-    cdf = gauss_cdf(z);
-    pdf = gauss_pdf(z);
-  }
 };
 
 template <>
 struct Fn<double> {
   static inline double exp_nonpos(double x) { return std::exp(x); }
   static inline double recip_1_2(double d) { return 1.0 / d; }
-  static inline double gauss_cdf(double z) { return 0.5 * std::erfc(z * -0.707106781186547524); }
-  static inline double gauss_pdf(double z) { return std::exp(-0.5 * z * z) * 0.398942280401432678; }
-  static inline void gauss(double z, double& cdf, double& pdf) {
-    cdf = gauss_cdf(z);
-    pdf = gauss_pdf(z);
-  }
+  static inline double gauss_cdf(double z, double w) { return 0.5 * std::erfc(z < 0.0 ? w : -w); }
 };
 
-// Standardised noise families (σ = 1), the formulas of nsnn/noise.py. `both` gives CDF and PDF.
+// Constants of one call, derived from σ in double precision, so that the families below work on
+// d = h − θ directly with as few multiplications per element as possible.
+template <typename S>
+struct Scale {
+  explicit Scale(double inv_sigma)
+      : inv(static_cast<S>(inv_sigma)),
+        half_inv(static_cast<S>(0.5 * inv_sigma)),
+        inv_sqrt2(static_cast<S>(0.70710678118654752 * inv_sigma)),
+        quad(static_cast<S>(-0.5 * inv_sigma * inv_sigma)),
+        gauss_peak(static_cast<S>(0.39894228040143268 * inv_sigma)),
+        sigma(static_cast<S>(1.0 / inv_sigma)) {}
+  S inv;         // 1/σ
+  S half_inv;    // 1/(2σ)
+  S inv_sqrt2;   // 1/(σ√2)
+  S quad;        // −1/(2σ²)
+  S gauss_peak;  // 1/(σ√(2π))
+  S sigma;       // σ
+};
+
+// The noise families of nsnn/noise.py at d = h − θ: cdf(d) = F(d/σ), pdf(d) = f(d/σ)/σ (the
+// surrogate gradient), both(d) = both. Same formulas as the Python classes.
 template <typename S, int F>
 struct Noise;
 
 template <typename S>
 struct Noise<S, kGaussian> {
-  static inline S cdf(S z) { return Fn<S>::gauss_cdf(z); }
-  static inline S pdf(S z) { return Fn<S>::gauss_pdf(z); }
-  static inline void both(S z, S& c, S& p) { Fn<S>::gauss(z, c, p); }
+  static inline S cdf(S d, const Scale<S>& k) { return Fn<S>::gauss_cdf(d, std::fabs(d) * k.inv_sqrt2); }
+  static inline S pdf(S d, const Scale<S>& k) { return Fn<S>::exp_nonpos(d * d * k.quad) * k.gauss_peak; }
+  static inline void both(S d, const Scale<S>& k, S& c, S& p) {
+    c = cdf(d, k);
+    p = pdf(d, k);
+  }
 };
 
 template <typename S>
 struct Noise<S, kLogistic> {  // sigmoid, written with e = exp(−|z|) so it never overflows
-  static inline void both(S z, S& c, S& p) {
-    const S e = Fn<S>::exp_nonpos(-std::fabs(z));
+  static inline void both(S d, const Scale<S>& k, S& c, S& p) {
+    const S e = Fn<S>::exp_nonpos(-std::fabs(d) * k.inv);
     const S r = Fn<S>::recip_1_2(S(1) + e);
-    c = z >= S(0) ? r : e * r;
-    p = e * r * r;
+    c = d >= S(0) ? r : e * r;
+    p = e * r * (r * k.inv);
   }
-  static inline S cdf(S z) {
+  static inline S cdf(S d, const Scale<S>& k) {
     S c, p;
-    both(z, c, p);
+    both(d, k, c, p);
     return c;
   }
-  static inline S pdf(S z) {
+  static inline S pdf(S d, const Scale<S>& k) {
     S c, p;
-    both(z, c, p);
+    both(d, k, c, p);
     return p;
   }
 };
 
 template <typename S>
 struct Noise<S, kTriangular> {
-  static inline S cdf(S z) {
-    S zc = z < S(-1) ? S(-1) : z;
+  static inline S cdf(S d, const Scale<S>& k) {
+    S zc = d * k.inv;
+    zc = zc < S(-1) ? S(-1) : zc;
     zc = zc > S(1) ? S(1) : zc;
     const S a = S(1) + zc, b = S(1) - zc;
     return zc < S(0) ? S(0.5) * (a * a) : S(1) - S(0.5) * (b * b);
   }
-  static inline S pdf(S z) {
-    const S v = S(1) - std::fabs(z);
-    return v < S(0) ? S(0) : v;
+  static inline S pdf(S d, const Scale<S>& k) {
+    const S v = S(1) - std::fabs(d) * k.inv;
+    return v < S(0) ? S(0) : v * k.inv;
   }
-  static inline void both(S z, S& c, S& p) {
-    c = cdf(z);
-    p = pdf(z);
+  static inline void both(S d, const Scale<S>& k, S& c, S& p) {
+    c = cdf(d, k);
+    p = pdf(d, k);
   }
 };
 
 template <typename S>
 struct Noise<S, kUniform> {
-  static inline S cdf(S z) {
-    S c = (z + S(1)) * S(0.5);
+  static inline S cdf(S d, const Scale<S>& k) {
+    S c = d * k.half_inv + S(0.5);
     c = c < S(0) ? S(0) : c;
     return c > S(1) ? S(1) : c;
   }
-  static inline S pdf(S z) { return std::fabs(z) <= S(1) ? S(0.5) : S(0); }
-  static inline void both(S z, S& c, S& p) {
-    c = cdf(z);
-    p = pdf(z);
+  static inline S pdf(S d, const Scale<S>& k) { return std::fabs(d) <= k.sigma ? k.half_inv : S(0); }
+  static inline void both(S d, const Scale<S>& k, S& c, S& p) {
+    c = cdf(d, k);
+    p = pdf(d, k);
   }
 };
 
@@ -171,8 +184,8 @@ struct Noise<S, kUniform> {
 // Counter-based uniforms, from SplitMix64's output function applied to key + (c + 1)·γ, i.e. the
 // c-th output of a SplitMix64 stream started at `key`. float32: the output for counter
 // c = t·⌈N/2⌉ + j serves neurons 2j and 2j + 1 of step t (low and high 32-bit half; top 24 bits of
-// each used); float64: counter c = t·N + i, top 53 bits. No state is carried, so draws do not depend on how the
-// neurons are split among threads.
+// each used); float64: counter c = t·N + i, top 53 bits. No state is carried, so draws do not
+// depend on how the neurons are split among threads.
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
 
@@ -247,7 +260,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, S
                    uint8_t* __restrict bits, int64_t i0, int64_t i1) {
   const int64_t n = i1 - i0;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
-  const S inv_sigma = static_cast<S>(a.inv_sigma);
+  const Scale<S> scale(a.inv_sigma);
   alignas(64) S u[kMaxChunk];
   alignas(64) uint8_t sb[kMaxChunk];
   alignas(64) typename Uniform<S>::Word rw[MODE == kBernoulli ? kMaxChunk : 1];
@@ -265,7 +278,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, S
       if constexpr (MODE == kHeaviside) {
         s = h > theta ? S(1) : S(0);
       } else {
-        const S p = Noise<S, F>::cdf((h - theta) * inv_sigma);
+        const S p = Noise<S, F>::cdf(h - theta, scale);
         if constexpr (MODE == kExpected) {
           s = p;
         } else {
@@ -297,7 +310,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
                     double* decay_partial) {
   const int64_t n = i1 - i0;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
-  const S inv_sigma = static_cast<S>(a.inv_sigma);
+  const Scale<S> scale(a.inv_sigma);
   const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
   alignas(64) S gu[kMaxChunk];
   alignas(64) uint8_t sb[kMaxChunk];
@@ -315,19 +328,17 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
     S* __restrict xt = gx + off;
     for (int64_t k = 0; k < n; ++k) {
       const S h = ht[k];
-      const S z = (h - theta) * inv_sigma;
       S s, g;
       if constexpr (MODE == kExpected) {
-        Noise<S, F>::both(z, s, g);
+        Noise<S, F>::both(h - theta, scale, s, g);
       } else {
-        g = Noise<S, F>::pdf(z);
+        g = Noise<S, F>::pdf(h - theta, scale);
         if constexpr (MODE == kHeaviside) {
           s = h > theta ? S(1) : S(0);
         } else {
           s = sb[k] != 0 ? S(1) : S(0);
         }
       }
-      g = g * inv_sigma;
       const S gun = gu[k];
       const S gs = gt[k] + gun * (reset_sign * (HARD ? h : theta));
       const S direct = HARD ? gun * (S(1) - s) : gun;

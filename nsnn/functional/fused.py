@@ -67,7 +67,7 @@ class _MultiStepLIF(torch.autograd.Function):
                 u = h.sub_(s, alpha=threshold)
         ctx.save_for_backward(h_seq, stored)
         ctx.params = (beta, threshold, hard, detach, noise)
-        ctx.decay_is_tensor = isinstance(decay, Tensor)
+        ctx.decay_dtype = decay.dtype if isinstance(decay, Tensor) else None
         return out
 
     @staticmethod
@@ -75,7 +75,7 @@ class _MultiStepLIF(torch.autograd.Function):
         h_seq, stored = ctx.saved_tensors
         beta, threshold, hard, detach, noise = ctx.params
         work = _work_dtype(h_seq)
-        want_decay = ctx.decay_is_tensor and ctx.needs_input_grad[1]
+        want_decay = ctx.decay_dtype is not None and ctx.needs_input_grad[1]
 
         def spikes_at(t: int, h: Tensor) -> Tensor:
             return (h > threshold).to(work) if stored is None else stored[t].to(work)
@@ -106,7 +106,7 @@ class _MultiStepLIF(torch.autograd.Function):
                 u_prev = h_prev * (1.0 - s_prev) if hard else h_prev - threshold * s_prev
                 grad_decay += (grad_h * u_prev).sum(dtype=torch.float64)
             grad_u = grad_h * beta
-        d_decay = grad_decay.to(torch.float32) if grad_decay is not None else None
+        d_decay = grad_decay.to(ctx.decay_dtype) if grad_decay is not None else None
         return grad_x, d_decay, None, None, None, None, None, None
 
 
