@@ -106,9 +106,18 @@ class Noise(ABC):
         """Draw i.i.d. noise of ``shape`` by inverse-CDF sampling (subclasses may override)."""
         dtype = dtype or torch.get_default_dtype()
         work = torch.float32 if dtype in _LOW_PRECISION else dtype
-        u = torch.rand(shape, generator=generator, device=device, dtype=work)
-        tiny = torch.finfo(work).tiny
-        return (self._icdf(u.clamp_(tiny, 1.0 - torch.finfo(work).eps)) * self.sigma).to(dtype)
+        return (self._standard_sample(shape, generator, device, work) * self.sigma).to(dtype)
+
+    def _standard_sample(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        generator: torch.Generator | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """Unit-scale samples; inverse-CDF of uniforms unless a family knows a faster way."""
+        u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+        return self._icdf(u.clamp_(torch.finfo(dtype).tiny, 1.0 - torch.finfo(dtype).eps))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma:g})"
@@ -137,17 +146,14 @@ class Gaussian(Noise):
     def _icdf(p: Tensor) -> Tensor:
         return torch.special.ndtri(p)
 
-    def sample(
+    def _standard_sample(
         self,
         shape: torch.Size | tuple[int, ...],
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        generator: torch.Generator | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
     ) -> Tensor:
-        dtype = dtype or torch.get_default_dtype()
-        work = torch.float32 if dtype in _LOW_PRECISION else dtype
-        return (torch.randn(shape, generator=generator, device=device, dtype=work) * self.sigma).to(dtype)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
 class Logistic(Noise):

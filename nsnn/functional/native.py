@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nsnn.functional.lif import FIRE_MODES, LIFParameters
+from nsnn.functional.lif import LIFParameters
 from nsnn.noise import Gaussian, Logistic, Noise, Triangular, Uniform
 
 __all__ = ["enabled", "is_available", "is_enabled", "isa", "lif_multistep", "set_enabled", "supports"]
@@ -148,13 +148,10 @@ def lif_multistep(
 ) -> Tensor:
     """Native twin of :func:`nsnn.functional.lif_multistep`: ``x`` ``[T, B, ...]`` → spikes, same shape.
 
+    Called by :func:`nsnn.functional.lif_multistep` after it validated ``mode`` and the rank of ``x``.
     Requires :func:`supports(x, noise, mode) <supports>`; ``params.decay`` may be a 0-dim tensor
     requiring grad. Without autograd (no grad mode, or nothing requires grad) nothing is saved.
     """
-    if mode not in FIRE_MODES:
-        raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
-    if x.dim() < 2:
-        raise ValueError(f"multi-step input must be [T, B, ...] (rank >= 2), got shape {tuple(x.shape)}")
     if not supports(x, noise, mode):
         raise ValueError(
             "native lif_multistep needs the built extension, the switch on, a CPU float32/float64 input "
