@@ -1,6 +1,6 @@
 """One spiking layer, forward + backward, side by side: nsnn vs snntorch vs spikingjelly vs a floor.
 
-    python bench/neurons.py [--repeats 9] [--threads N]
+    python bench/neurons.py [--repeats 9] [--threads N] [--device cpu|cuda]
 
 For each shape (``[4, 32, 128, 16, 16]`` and ``[32, 16, 4096]``, time-first) it times, in this one
 process, the median of ``--repeats`` forward+backward passes of:
@@ -10,8 +10,9 @@ process, the median of ``--repeats`` forward+backward passes of:
 * ``snntorch.Leaky`` (β = 0.5, reset to zero) stepped in the usual Python loop over T;
 * spikingjelly ``LIFNode(step_mode="m")`` (τ = 2, hard reset to 0), when installed.
 
-and the bytes each layer saves for backward (via ``saved_tensors_hooks``), relative to the input's
-bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
+and the bytes each layer saves for backward (via ``saved_tensors_hooks``; the input's storage counts
+when a layer keeps it), relative to the input's bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the
+floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
 """
 
 from __future__ import annotations
@@ -61,14 +62,13 @@ def spikingjelly_layer() -> nn.Module | None:
 
 
 def saved_bytes(layer: nn.Module, x: Tensor) -> int:
-    """Bytes of distinct storages autograd keeps for ``layer``'s backward (the input itself excluded)."""
+    """Bytes of distinct storages autograd keeps for ``layer``'s backward, the input's own storage
+    included when the layer keeps it (nsnn saves ``x`` and replays the membrane from it)."""
     seen: dict[int, int] = {}
-    x_ptr = x.untyped_storage().data_ptr()
 
     def pack(t: Tensor) -> Tensor:
         st = t.untyped_storage()
-        if st.data_ptr() != x_ptr:
-            seen[st.data_ptr()] = st.nbytes()
+        seen[st.data_ptr()] = st.nbytes()
         return t
 
     if hasattr(layer, "reset"):
@@ -79,13 +79,20 @@ def saved_bytes(layer: nn.Module, x: Tensor) -> int:
     return sum(seen.values())
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_layer(layer: nn.Module, x: Tensor, grad: Tensor, repeats: int) -> float:
     def once() -> float:
         xi = x.detach().requires_grad_(True)
         if hasattr(layer, "reset"):  # spikingjelly keeps the membrane between calls
             layer.reset()
+        sync(x.device)
         t0 = time.perf_counter()
         layer(xi).backward(grad)
+        sync(x.device)
         return time.perf_counter() - t0
 
     for _ in range(2):
@@ -97,7 +104,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the targets are for the CPU)")
     args = ap.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -106,10 +115,12 @@ def main() -> None:
         layers[f"nsnn NILIF {family}"] = lambda f=family: nsnn.NILIF(noise=f, sigma=0.3)
     layers["snntorch Leaky loop"] = SnntorchLoop
     layers["spikingjelly LIFNode m"] = spikingjelly_layer
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    threads = f"threads {torch.get_num_threads()}"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
+    print(f"torch {torch.__version__}, {where}, repeats {args.repeats}")
     for shape in SHAPES:
-        x = torch.randn(shape) * 0.8 + 0.6
-        grad = torch.randn(shape)
+        x = (torch.randn(shape) * 0.8 + 0.6).to(device)
+        grad = torch.randn(shape).to(device)
         print(f"\nshape {list(shape)}  ({x.numel() / 1e6:.2f} M elements, input {x.nbytes / 2**20:.1f} MiB)")
         print(f"{'layer':26s} {'ms':>8s} {'x floor':>8s} {'x snntorch':>11s} {'saved/input':>12s}")
         rows = []
@@ -118,6 +129,7 @@ def main() -> None:
             if layer is None:
                 print(f"{name:26s} {'(not installed)':>8s}")
                 continue
+            layer = layer.to(device)
             ms = time_layer(layer, x, grad, args.repeats)
             rows.append((name, ms, saved_bytes(layer, x.detach().requires_grad_(True)) / x.nbytes))
         floor = rows[0][1]

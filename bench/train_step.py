@@ -148,19 +148,12 @@ def memory_worker(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cuda_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Training images/s of ResNet-19 (T=4, batch 64, 32×32) with fp16 AMP on CUDA, or None without CUDA."""
-    if not torch.cuda.is_available():
-        return None
-    from nsnn.models import create
-
+def _cuda_steps(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Median AMP (fp16 + GradScaler) training step of one network kind on CUDA."""
     device = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
-    model = create("spiking_resnet19", num_classes=10, neuron="NILIF", sigma=0.3).to(device).train()
-    batch = args.cuda_batch
-    x = torch.randn(args.timestep, batch, 3, 32, 32, device=device)
-    y = torch.arange(batch, device=device) % 10
+    model, x = build(kind, args.cuda_batch, args.timestep, device)
+    model.train()
+    y = torch.arange(x.shape[1], device=device) % 10
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cuda")
     torch.cuda.reset_peak_memory_stats(device)
@@ -170,7 +163,7 @@ def cuda_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
         tick = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.float16):
             logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(args.timestep))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.repeat(logits.shape[0]))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -179,12 +172,27 @@ def cuda_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
         times.append(time.perf_counter() - tick)
     median = statistics.median(times[args.warmup :])
     return {
-        "device": torch.cuda.get_device_name(device),
-        "batch": batch,
-        "timestep": args.timestep,
         "median_step_ms": 1000 * median,
-        "images_per_second": batch / median,
+        "images_per_second": args.cuda_batch / median,
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
+
+
+def cuda_throughput(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Training images/s of ResNet-19 (T=4, batch 64, 32×32) with fp16 AMP on CUDA, next to the ReLU
+    twin at batch T·64 (same conv work); None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    torch.backends.cudnn.benchmark = True
+    spiking, relu = _cuda_steps("spiking", args), _cuda_steps("relu", args)
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "batch": args.cuda_batch,
+        "timestep": args.timestep,
+        **spiking,
+        "relu_twin_step_ms": relu["median_step_ms"],
+        "relu_twin_peak_memory_mb": relu["peak_memory_mb"],
+        "ratio_vs_relu_twin": spiking["median_step_ms"] / relu["median_step_ms"],
     }
 
 
@@ -249,7 +257,8 @@ def main() -> int:
         print(
             f"CUDA {gpu['device']}: ResNet-19 T={gpu['timestep']} batch {gpu['batch']} AMP fp16: "
             f"{gpu['images_per_second']:.0f} images/s ({gpu['median_step_ms']:.1f} ms/step, "
-            f"peak {gpu['peak_memory_mb']:.0f} MB)"
+            f"peak {gpu['peak_memory_mb']:.0f} MB); ReLU twin at batch {gpu['timestep'] * gpu['batch']}: "
+            f"{gpu['relu_twin_step_ms']:.1f} ms/step, ratio {gpu['ratio_vs_relu_twin']:.2f}"
         )
     if args.json:
         print(json.dumps(report))

@@ -112,48 +112,43 @@ void for_chunks(int64_t n, int64_t steps, const Body& body) {
   });
 }
 
-// Returns [spikes, h or None, bits or None]; h (and, for bernoulli, the packed spikes) only if save.
+// Returns [spikes, bits or None]: the packed spikes only for a bernoulli call with save (all that
+// backward needs besides x itself).
 std::vector<at::Tensor> forward(const at::Tensor& x, double beta, double theta, double sigma, int64_t family,
                                 int64_t mode, bool hard, int64_t seed, bool save) {
   LifArgs a = make_args(x, beta, theta, sigma, family, mode, hard);
   a.key = mix_seed(seed);
   at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor h, bits;
-  if (save) h = at::empty(x.sizes(), x.options());
+  at::Tensor bits;
   if (save && mode == kBernoulli) bits = at::empty({a.T, a.row_bytes}, x.options().dtype(at::kByte));
-  if (x.numel() == 0) return {out, h, bits};
+  if (x.numel() == 0) return {out, bits};
   uint8_t* bp = bits.defined() ? bits.data_ptr<uint8_t>() : nullptr;
-  const KernelSet* ks = active_kernels();
   if (x.scalar_type() == at::kFloat) {
+    const ForwardFn<float> fn = active_kernels()->forward_f32;
     const float* xp = x.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    float* hp = save ? h.data_ptr<float>() : nullptr;
-    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) {
-      ks->forward_f32(a, xp, op, hp, bp, i0, i1);
-    });
+    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) { fn(a, xp, op, bp, i0, i1); });
   } else {
-    const KernelSet* kd = kernels_generic();
+    const ForwardFn<double> fn = kernels_generic()->forward_f64;
     const double* xp = x.data_ptr<double>();
     double* op = out.data_ptr<double>();
-    double* hp = save ? h.data_ptr<double>() : nullptr;
-    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) {
-      kd->forward_f64(a, xp, op, hp, bp, i0, i1);
-    });
+    for_chunks(a.N, a.T, [&](int64_t, int64_t i0, int64_t i1) { fn(a, xp, op, bp, i0, i1); });
   }
-  return {out, h, bits};
+  return {out, bits};
 }
 
-// Returns [grad_x, grad_beta (0-dim float64) or None].
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& h,
+// Returns [grad_x, grad_beta (0-dim float64) or None]. x is the forward's input: the membrane is
+// replayed from it (and the bits) chunk by chunk.
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& x,
                                  const std::optional<at::Tensor>& bits, double beta, double theta,
                                  double sigma, int64_t family, int64_t mode, bool hard, bool detach,
                                  bool want_decay) {
-  LifArgs a = make_args(h, beta, theta, sigma, family, mode, hard);
+  LifArgs a = make_args(x, beta, theta, sigma, family, mode, hard);
   a.detach = detach;
   a.want_decay = want_decay;
-  TORCH_CHECK(grad_out.sizes() == h.sizes() && grad_out.scalar_type() == h.scalar_type() &&
-                  grad_out.device() == h.device() && grad_out.is_contiguous(),
-              "grad_out must be a contiguous tensor like h");
+  TORCH_CHECK(grad_out.sizes() == x.sizes() && grad_out.scalar_type() == x.scalar_type() &&
+                  grad_out.device() == x.device() && grad_out.is_contiguous(),
+              "grad_out must be a contiguous tensor like x");
   const uint8_t* bp = nullptr;
   if (mode == kBernoulli) {
     TORCH_CHECK(bits.has_value() && bits->scalar_type() == at::kByte && bits->is_contiguous() &&
@@ -161,34 +156,30 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& h
                 "bernoulli backward needs the packed spikes saved by forward");
     bp = bits->data_ptr<uint8_t>();
   }
-  at::Tensor gx = at::empty(h.sizes(), h.options());
+  at::Tensor gx = at::empty(x.sizes(), x.options());
   at::Tensor gdecay;
-  if (h.numel() == 0) {
-    if (want_decay) gdecay = at::zeros({}, h.options().dtype(at::kDouble));
+  if (x.numel() == 0) {
+    if (want_decay) gdecay = at::zeros({}, x.options().dtype(at::kDouble));
     return {gx, gdecay};
   }
   std::vector<double> partial(static_cast<size_t>(ceil_div(a.N, chunk_size(a.N))), 0.0);
-  const KernelSet* ks = active_kernels();
-  if (h.scalar_type() == at::kFloat) {
+  if (x.scalar_type() == at::kFloat) {
+    const BackwardFn<float> fn = active_kernels()->backward_f32;
     const float* gp = grad_out.data_ptr<float>();
-    const float* hp = h.data_ptr<float>();
-    float* xp = gx.data_ptr<float>();
-    for_chunks(a.N, a.T, [&](int64_t c, int64_t i0, int64_t i1) {
-      ks->backward_f32(a, gp, hp, bp, xp, i0, i1, &partial[c]);
-    });
+    const float* xp = x.data_ptr<float>();
+    float* gxp = gx.data_ptr<float>();
+    for_chunks(a.N, a.T, [&](int64_t c, int64_t i0, int64_t i1) { fn(a, gp, xp, bp, gxp, i0, i1, &partial[c]); });
   } else {
-    const KernelSet* kd = kernels_generic();
+    const BackwardFn<double> fn = kernels_generic()->backward_f64;
     const double* gp = grad_out.data_ptr<double>();
-    const double* hp = h.data_ptr<double>();
-    double* xp = gx.data_ptr<double>();
-    for_chunks(a.N, a.T, [&](int64_t c, int64_t i0, int64_t i1) {
-      kd->backward_f64(a, gp, hp, bp, xp, i0, i1, &partial[c]);
-    });
+    const double* xp = x.data_ptr<double>();
+    double* gxp = gx.data_ptr<double>();
+    for_chunks(a.N, a.T, [&](int64_t c, int64_t i0, int64_t i1) { fn(a, gp, xp, bp, gxp, i0, i1, &partial[c]); });
   }
   if (want_decay) {
     double sum = 0.0;
     for (double p : partial) sum += p;
-    gdecay = at::scalar_tensor(sum, h.options().dtype(at::kDouble));
+    gdecay = at::scalar_tensor(sum, x.options().dtype(at::kDouble));
   }
   return {gx, gdecay};
 }
@@ -198,12 +189,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& h
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "nsnn fused multi-step LIF kernels for CPU (see nsnn/functional/native.py)";
-  m.def("forward", &nsnn_native::forward, "LIF forward over [T, ...]: [spikes, h | None, bits | None]",
+  m.def("forward", &nsnn_native::forward, "LIF forward over [T, ...]: [spikes, bits | None]",
         pybind11::arg("x"), pybind11::arg("beta"), pybind11::arg("theta"), pybind11::arg("sigma"),
         pybind11::arg("family"), pybind11::arg("mode"), pybind11::arg("hard"), pybind11::arg("seed"),
         pybind11::arg("save"));
   m.def("backward", &nsnn_native::backward, "LIF backward: [grad_x, grad_beta | None]",
-        pybind11::arg("grad_out"), pybind11::arg("h"), pybind11::arg("bits"), pybind11::arg("beta"),
+        pybind11::arg("grad_out"), pybind11::arg("x"), pybind11::arg("bits"), pybind11::arg("beta"),
         pybind11::arg("theta"), pybind11::arg("sigma"), pybind11::arg("family"), pybind11::arg("mode"),
         pybind11::arg("hard"), pybind11::arg("detach"), pybind11::arg("want_decay"));
   m.def("isa", &nsnn_native::active_isa, "instruction set of the float32 kernels in use");

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "nsnn._C packs spike bits assuming a little-endian CPU; the pure-torch path is used elsewhere"
@@ -20,7 +21,7 @@
 
 namespace nsnn_native {
 
-// Integer ids shared with nsnn/functional/native.py (_FAMILY_IDS, _MODE_IDS).
+// Integer ids shared with nsnn/functional/kernel_spec.py (FAMILY_IDS, MODE_IDS).
 enum Family : int { kGaussian = 0, kLogistic = 1, kTriangular = 2, kUniform = 3, kNumFamilies = 4 };
 enum Mode : int { kHeaviside = 0, kBernoulli = 1, kExpected = 2, kNumModes = 3 };
 
@@ -44,9 +45,9 @@ struct LifArgs {
 
 // Kernels for chunk [i0, i1) of the neurons; i0 is a multiple of 64.
 template <typename S>
-using ForwardFn = void (*)(const LifArgs&, const S* x, S* out, S* h, uint8_t* bits, int64_t i0, int64_t i1);
+using ForwardFn = void (*)(const LifArgs&, const S* x, S* out, uint8_t* bits, int64_t i0, int64_t i1);
 template <typename S>
-using BackwardFn = void (*)(const LifArgs&, const S* grad_out, const S* h, const uint8_t* bits, S* grad_x,
+using BackwardFn = void (*)(const LifArgs&, const S* grad_out, const S* x, const uint8_t* bits, S* grad_x,
                             int64_t i0, int64_t i1, double* decay_partial);
 
 struct KernelSet {

@@ -253,11 +253,39 @@ inline void unpack_bits(const uint8_t* __restrict src, int64_t n, uint8_t* __res
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward over chunk [i0, i1) of the neurons, all T steps. SAVE: write h (and spike bits).
+// One step of the recurrence for neuron k: h = β·u + x, the spike s (bernoulli: given), u ← reset.
+
+template <typename S, int F, int MODE, bool HARD>
+struct Step {
+  // Spike of h (the bernoulli draw is passed in as `drawn`, 0 or 1).
+  static inline S spike(S h, S theta, const Scale<S>& scale, S drawn) {
+    if constexpr (MODE == kHeaviside) {
+      return h > theta ? S(1) : S(0);
+    } else if constexpr (MODE == kExpected) {
+      return Noise<S, F>::cdf(h - theta, scale);
+    } else {
+      return drawn;
+    }
+  }
+  static inline S reset(S h, S theta, S s) {
+    if constexpr (!HARD) {
+      return h - theta * s;
+    } else if constexpr (MODE == kExpected) {
+      return h * (S(1) - s);
+    } else {
+      return s != S(0) ? S(0) : h;
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward over chunk [i0, i1) of the neurons, all T steps. SAVE (bernoulli): write the spike bits.
+// Nothing else is saved: backward recomputes h from x and the bits.
 
 template <typename S, int F, int MODE, bool HARD, bool SAVE>
-void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, S* __restrict hs,
-                   uint8_t* __restrict bits, int64_t i0, int64_t i1) {
+void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, uint8_t* __restrict bits,
+                   int64_t i0, int64_t i1) {
+  using St = Step<S, F, MODE, HARD>;
   const int64_t n = i1 - i0;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
@@ -269,104 +297,110 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, S
     const int64_t off = t * a.N + i0;
     const S* __restrict xt = x + off;
     S* __restrict ot = out + off;
-    S* __restrict ht = SAVE ? hs + off : nullptr;
     if constexpr (MODE == kBernoulli) Uniform<S>::fill(a.key, Uniform<S>::first(a, t, i0), n, rw);
     for (int64_t k = 0; k < n; ++k) {
       const S h = beta * u[k] + xt[k];
-      if constexpr (SAVE) ht[k] = h;
-      S s;
-      if constexpr (MODE == kHeaviside) {
-        s = h > theta ? S(1) : S(0);
-      } else {
-        const S p = Noise<S, F>::cdf(h - theta, scale);
-        if constexpr (MODE == kExpected) {
-          s = p;
-        } else {
-          const bool fired = Uniform<S>::value(rw[k]) < p;
-          s = fired ? S(1) : S(0);
-          if constexpr (SAVE) sb[k] = fired ? 1 : 0;
-        }
+      S drawn = S(0);
+      if constexpr (MODE == kBernoulli) {
+        const bool fired = Uniform<S>::value(rw[k]) < Noise<S, F>::cdf(h - theta, scale);
+        drawn = fired ? S(1) : S(0);
+        if constexpr (SAVE) sb[k] = fired ? 1 : 0;
       }
+      const S s = St::spike(h, theta, scale, drawn);
       ot[k] = s;
-      if constexpr (!HARD) {
-        u[k] = h - theta * s;
-      } else if constexpr (MODE == kExpected) {
-        u[k] = h * (S(1) - s);
-      } else {
-        u[k] = s != S(0) ? S(0) : h;
-      }
+      u[k] = St::reset(h, theta, s);
     }
     if constexpr (SAVE && MODE == kBernoulli) pack_bits(sb, n, bits + t * a.row_bytes + i0 / 8);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward over chunk [i0, i1), t = T−1 … 0. ∂L/∂u starts at 0, which reproduces the t = T−1 case
-// of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double.
+// Backward over chunk [i0, i1). The chunk is walked in slices of at most kSliceElems / T neurons
+// (a multiple of 64): each slice first replays the forward recurrence from x (and the saved bits) into
+// a [T, slice] buffer that stays in cache, then runs t = T−1 … 0. ∂L/∂u starts at 0, which reproduces
+// the t = T−1 case of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per
+// neuron in double, summed in neuron order.
+
+constexpr int64_t kSliceElems = int64_t{1} << 16;
 
 template <typename S, int F, int MODE, bool HARD, bool DECAY>
-void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restrict hs,
+void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restrict x,
                     const uint8_t* __restrict bits, S* __restrict gx, int64_t i0, int64_t i1,
                     double* decay_partial) {
-  const int64_t n = i1 - i0;
+  using St = Step<S, F, MODE, HARD>;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
   const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
+  int64_t slice = (kSliceElems / (a.T > 0 ? a.T : 1)) / 64 * 64;
+  slice = slice < 64 ? 64 : (slice > kMaxChunk ? kMaxChunk : slice);
+  thread_local std::vector<S> replay;
+  if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
+  S* __restrict hbuf = replay.data();
+  alignas(64) S u[kMaxChunk];
   alignas(64) S gu[kMaxChunk];
   alignas(64) uint8_t sb[kMaxChunk];
   alignas(64) S gh_next[DECAY ? kMaxChunk : 1];
   alignas(64) double acc[DECAY ? kMaxChunk : 1];
-  for (int64_t k = 0; k < n; ++k) gu[k] = S(0);
-  if constexpr (DECAY) {
-    for (int64_t k = 0; k < n; ++k) acc[k] = 0.0;
-  }
-  auto step = [&](int64_t t, auto accumulate) {
-    constexpr bool ACC = decltype(accumulate)::value;
-    const int64_t off = t * a.N + i0;
-    const S* __restrict gt = go + off;
-    const S* __restrict ht = hs + off;
-    S* __restrict xt = gx + off;
-    for (int64_t k = 0; k < n; ++k) {
-      const S h = ht[k];
-      S s, g;
-      if constexpr (MODE == kExpected) {
-        Noise<S, F>::both(h - theta, scale, s, g);
-      } else {
-        g = Noise<S, F>::pdf(h - theta, scale);
-        if constexpr (MODE == kHeaviside) {
-          s = h > theta ? S(1) : S(0);
+  double sum = 0.0;
+  for (int64_t j0 = i0; j0 < i1; j0 += slice) {
+    const int64_t n = (i1 - j0) < slice ? (i1 - j0) : slice;
+    for (int64_t k = 0; k < n; ++k) u[k] = S(0);
+    for (int64_t t = 0; t < a.T; ++t) {
+      const S* __restrict xt = x + t * a.N + j0;
+      S* __restrict ht = hbuf + t * n;
+      if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
+      for (int64_t k = 0; k < n; ++k) {
+        const S h = beta * u[k] + xt[k];
+        ht[k] = h;
+        S drawn = S(0);
+        if constexpr (MODE == kBernoulli) drawn = sb[k] != 0 ? S(1) : S(0);
+        u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
+      }
+    }
+    for (int64_t k = 0; k < n; ++k) gu[k] = S(0);
+    if constexpr (DECAY) {
+      for (int64_t k = 0; k < n; ++k) acc[k] = 0.0;
+    }
+    auto step = [&](int64_t t, auto accumulate) {
+      constexpr bool ACC = decltype(accumulate)::value;
+      const int64_t off = t * a.N + j0;
+      const S* __restrict gt = go + off;
+      const S* __restrict ht = hbuf + t * n;
+      S* __restrict xt = gx + off;
+      for (int64_t k = 0; k < n; ++k) {
+        const S h = ht[k];
+        S s, g;
+        if constexpr (MODE == kExpected) {
+          Noise<S, F>::both(h - theta, scale, s, g);
         } else {
-          s = sb[k] != 0 ? S(1) : S(0);
+          g = Noise<S, F>::pdf(h - theta, scale);
+          s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
+        }
+        const S gun = gu[k];
+        const S gs = gt[k] + gun * (reset_sign * (HARD ? h : theta));
+        const S direct = HARD ? gun * (S(1) - s) : gun;
+        const S gh = direct + gs * g;
+        xt[k] = gh;
+        gu[k] = gh * beta;
+        if constexpr (DECAY) {
+          if constexpr (ACC) acc[k] += static_cast<double>(gh_next[k] * St::reset(h, theta, s));
+          gh_next[k] = gh;
         }
       }
-      const S gun = gu[k];
-      const S gs = gt[k] + gun * (reset_sign * (HARD ? h : theta));
-      const S direct = HARD ? gun * (S(1) - s) : gun;
-      const S gh = direct + gs * g;
-      xt[k] = gh;
-      gu[k] = gh * beta;
-      if constexpr (DECAY) {
-        if constexpr (ACC) {
-          const S ut = HARD ? h * (S(1) - s) : h - theta * s;
-          acc[k] += static_cast<double>(gh_next[k] * ut);
-        }
-        gh_next[k] = gh;
+    };
+    for (int64_t t = a.T - 1; t >= 0; --t) {
+      if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
+      if (DECAY && t < a.T - 1) {
+        step(t, std::true_type{});
+      } else {
+        step(t, std::false_type{});
       }
     }
-  };
-  for (int64_t t = a.T - 1; t >= 0; --t) {
-    if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + i0 / 8, n, sb);
-    if (DECAY && t < a.T - 1) {
-      step(t, std::true_type{});
-    } else {
-      step(t, std::false_type{});
+    if constexpr (DECAY) {
+      for (int64_t k = 0; k < n; ++k) sum += acc[k];
     }
   }
-  if constexpr (DECAY) {
-    double sum = 0.0;
-    for (int64_t k = 0; k < n; ++k) sum += acc[k];
-    *decay_partial = sum;
-  }
+  if constexpr (DECAY) *decay_partial = sum;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,8 +425,8 @@ ForwardFn<S> pick_forward_mode(int mode, bool hard, bool save) {
 }
 
 template <typename S>
-void forward(const LifArgs& a, const S* x, S* out, S* h, uint8_t* bits, int64_t i0, int64_t i1) {
-  const bool save = h != nullptr;
+void forward(const LifArgs& a, const S* x, S* out, uint8_t* bits, int64_t i0, int64_t i1) {
+  const bool save = bits != nullptr;
   ForwardFn<S> fn;
   switch (a.family) {
     case kGaussian:
@@ -408,7 +442,7 @@ void forward(const LifArgs& a, const S* x, S* out, S* h, uint8_t* bits, int64_t 
       fn = pick_forward_mode<S, kUniform>(a.mode, a.hard, save);
       break;
   }
-  fn(a, x, out, h, bits, i0, i1);
+  fn(a, x, out, bits, i0, i1);
 }
 
 template <typename S, int F, int MODE>
@@ -430,7 +464,7 @@ BackwardFn<S> pick_backward_mode(int mode, bool hard, bool decay) {
 }
 
 template <typename S>
-void backward(const LifArgs& a, const S* go, const S* h, const uint8_t* bits, S* gx, int64_t i0, int64_t i1,
+void backward(const LifArgs& a, const S* go, const S* x, const uint8_t* bits, S* gx, int64_t i0, int64_t i1,
               double* decay_partial) {
   BackwardFn<S> fn;
   switch (a.family) {
@@ -447,7 +481,7 @@ void backward(const LifArgs& a, const S* go, const S* h, const uint8_t* bits, S*
       fn = pick_backward_mode<S, kUniform>(a.mode, a.hard, a.want_decay);
       break;
   }
-  fn(a, go, h, bits, gx, i0, i1, decay_partial);
+  fn(a, go, x, bits, gx, i0, i1, decay_partial);
 }
 
 }  // namespace NSNN_ISA

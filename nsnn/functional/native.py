@@ -15,10 +15,14 @@ The recurrence, spikes, resets and gradients (reset path, ``detach_reset``, lear
   generator), so ``torch.manual_seed`` reproduces runs, results do not depend on the thread count,
   and the stream differs from the torch path's ``torch.rand``;
 * float32 CDFs/PDFs use vectorised approximations (max abs error about 1e-7; float64 uses libm);
-* saved for backward: ``h`` (1× the input) and bernoulli spikes as bits (1/32 of a float32 input);
-  heaviside and expected spikes are recomputed from ``h``.
+* saved for backward: the input ``x`` itself (1× the input, shared with whoever else keeps it) and
+  bernoulli spikes as bits (1/32 of a float32 input). Backward replays the membrane ``h`` from ``x``
+  and the bits in cache-sized slices instead of reading a saved ``h``, which spares the forward a
+  full-size write; heaviside and expected spikes are recomputed from the replayed ``h``.
 
-Switch: environment variable ``NSNN_NATIVE=0`` (read at import), :func:`set_enabled`, or::
+Switch: environment variable ``NSNN_NATIVE=0`` (read at import), :func:`set_enabled`, or the
+context manager below. It governs every compiled kernel: this C++ one on CPU and the Triton one of
+:mod:`nsnn.functional.triton_lif` on CUDA::
 
     with nsnn.functional.native.enabled(False):
         reference = neuron(x)             # pure-torch path
@@ -35,8 +39,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nsnn.functional.kernel_spec import (
+    FAMILY_IDS,
+    MODE_IDS,
+    KernelSpec,
+    decay_grad,
+    decay_like,
+    dispatch,
+    make_spec,
+)
 from nsnn.functional.lif import LIFParameters
-from nsnn.noise import Gaussian, Logistic, Noise, Triangular, Uniform
+from nsnn.noise import Noise
 
 __all__ = ["enabled", "is_available", "is_enabled", "isa", "lif_multistep", "set_enabled", "supports"]
 
@@ -48,9 +61,6 @@ except (ImportError, OSError) as e:  # not built, or built against another torch
     _C = None
     _LOAD_ERROR = f"{type(e).__name__}: {e}"
 
-# Integer ids shared with nsnn/csrc/lif_common.h (enum Family, enum Mode).
-_FAMILY_IDS: dict[type[Noise], int] = {Gaussian: 0, Logistic: 1, Triangular: 2, Uniform: 3}
-_MODE_IDS = {"heaviside": 0, "bernoulli": 1, "expected": 2}
 _DTYPES = (torch.float32, torch.float64)
 _STATE = {"enabled": os.environ.get("NSNN_NATIVE", "1") != "0", "warned": False}
 
@@ -66,7 +76,8 @@ def is_enabled() -> bool:
 
 
 def set_enabled(flag: bool) -> None:
-    """Turn the native path on or off for this process (``NSNN_NATIVE=0`` sets the default off)."""
+    """Turn the compiled kernels (C++ on CPU, Triton on CUDA) on or off for this process
+    (``NSNN_NATIVE=0`` sets the default off)."""
     _STATE["enabled"] = bool(flag)
 
 
@@ -90,7 +101,7 @@ def supports(x: Tensor, noise: Noise, mode: str) -> bool:
     """Whether :func:`lif_multistep` handles this call natively (else the torch path runs)."""
     if not _STATE["enabled"] or x.device.type != "cpu" or x.dtype not in _DTYPES:
         return False
-    if type(noise) not in _FAMILY_IDS or mode not in _MODE_IDS:
+    if type(noise) not in FAMILY_IDS or mode not in MODE_IDS:
         return False
     if _C is None:
         if not _STATE["warned"]:
@@ -107,36 +118,30 @@ def supports(x: Tensor, noise: Noise, mode: str) -> bool:
 
 class _NativeLIF(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        decay: Tensor | float,
-        threshold: float,
-        sigma: float,
-        family: int,
-        mode: int,
-        hard: bool,
-        detach: bool,
-        seed: int,
-    ) -> Tensor:
-        beta = float(decay)
-        out, h, bits = _C.forward(x, beta, threshold, sigma, family, mode, hard, seed, True)
-        ctx.save_for_backward(h, bits)
-        ctx.args = (beta, threshold, sigma, family, mode, hard, detach)
-        ctx.decay_like = decay.detach() if isinstance(decay, Tensor) else None
+    def forward(ctx: Any, x: Tensor, decay: Tensor | float, spec: KernelSpec) -> Tensor:
+        out, bits = _C.forward(x, float(decay), *_forward_args(spec), True)
+        ctx.save_for_backward(x, bits)
+        ctx.beta, ctx.spec, ctx.decay_like = float(decay), spec, decay_like(decay)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        h, bits = ctx.saved_tensors
-        beta, threshold, sigma, family, mode, hard, detach = ctx.args
+        x, bits = ctx.saved_tensors
+        s = ctx.spec
         want_decay = ctx.decay_like is not None and ctx.needs_input_grad[1]
-        grad_x, grad_decay = _C.backward(
-            grad_out.contiguous(), h, bits, beta, threshold, sigma, family, mode, hard, detach, want_decay
-        )
-        if grad_decay is not None:
-            grad_decay = grad_decay.to(ctx.decay_like.dtype).reshape(ctx.decay_like.shape)
-        return grad_x, grad_decay, None, None, None, None, None, None, None
+        grad_x, total = _C.backward(
+            grad_out.contiguous(), x, bits, ctx.beta, s.threshold, s.sigma, s.family, s.mode, s.hard,
+            s.detach, want_decay,
+        )  # fmt: skip
+        return grad_x, decay_grad(total, ctx.decay_like), None
+
+
+def _forward_args(spec: KernelSpec) -> tuple[float, float, int, int, bool, int]:
+    return spec.threshold, spec.sigma, spec.family, spec.mode, spec.hard, spec.seed
+
+
+def _run(x: Tensor, beta: float, spec: KernelSpec) -> Tensor:
+    return _C.forward(x, beta, *_forward_args(spec), False)[0]
 
 
 def lif_multistep(
@@ -155,18 +160,8 @@ def lif_multistep(
     if not supports(x, noise, mode):
         raise ValueError(
             "native lif_multistep needs the built extension, the switch on, a CPU float32/float64 input "
-            f"and a built-in noise family ({', '.join(sorted(c.name for c in _FAMILY_IDS))}); "
+            f"and a built-in noise family ({', '.join(sorted(c.name for c in FAMILY_IDS))}); "
             f"got {x.device.type} {x.dtype}, {type(noise).__name__}, enabled={is_enabled()}"
         )
-    x = x.contiguous()
-    family, mode_id = _FAMILY_IDS[type(noise)], _MODE_IDS[mode]
     seed = int(torch.randint(0, 2**62, (), generator=generator)) if mode == "bernoulli" else 0
-    decay = params.decay
-    decay_grad = isinstance(decay, Tensor) and decay.requires_grad
-    threshold, sigma = float(params.threshold), float(noise.sigma)
-    if not (torch.is_grad_enabled() and (x.requires_grad or decay_grad)):
-        args = (float(decay), threshold, sigma, family, mode_id, params.hard_reset, seed, False)
-        return _C.forward(x, *args)[0]
-    return _NativeLIF.apply(
-        x, decay, threshold, sigma, family, mode_id, params.hard_reset, params.detach_reset, seed
-    )
+    return dispatch(x.contiguous(), params, make_spec(params, noise, mode, seed), _run, _NativeLIF)

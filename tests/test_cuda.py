@@ -1,0 +1,227 @@
+"""CUDA paths: neurons, a spiking ResNet under AMP, the training loop and compression on a GPU.
+
+Every test here needs a CUDA device and is skipped without one (CI has none; these run on a lent GPU
+machine: ``python -m pytest tests/test_cuda.py``). The CPU float64 pure-torch path is the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import nsnn
+from nsnn.compress import magnitude_prune, quantize
+from nsnn.functional import lif_multistep, native, triton_lif
+from nsnn.functional.lif import LIFParameters
+from nsnn.models import create
+from nsnn.training import TrainConfig, fit, load_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = torch.device("cuda")
+PARAMS = [
+    LIFParameters(0.5, 1.0, hard_reset=True, detach_reset=False),
+    LIFParameters(0.75, 0.8, hard_reset=False, detach_reset=False),
+    LIFParameters(0.5, 1.0, hard_reset=True, detach_reset=True),
+]
+
+
+def _run(x: torch.Tensor, params: LIFParameters, family: str, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    out = lif_multistep(x, params, nsnn.get_noise(family, 0.3), mode)
+    weight = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
+    (out * weight).sum().backward()
+    return out.detach(), x.grad
+
+
+def _given_spikes_reference(x: torch.Tensor, spikes: torch.Tensor, params: LIFParameters, family: str):
+    """float64 CPU recurrence that takes the spikes as given and differentiates them by the noise PDF:
+    the exact gradient a bernoulli run with these spikes must produce."""
+    noise = nsnn.get_noise(family, 0.3)
+    x = x.detach().cpu().double().requires_grad_(True)
+    u, outs = None, []
+    for t in range(x.shape[0]):
+        h = x[t] if u is None else params.decay * u + x[t]
+        s = spikes[t].cpu().double() + noise.pdf(h.detach() - params.threshold) * (h - h.detach())
+        r = s.detach() if params.detach_reset else s
+        u = h * (1 - r) if params.hard_reset else h - params.threshold * r
+        outs.append(s)
+    return torch.stack(outs), x
+
+
+@pytest.mark.parametrize("family", nsnn.list_noises())
+@pytest.mark.parametrize("mode", ["heaviside", "expected"])
+@pytest.mark.parametrize("params", PARAMS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_matches_cpu_reference(family, mode, params, dtype):
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 257, dtype=torch.float64) * 0.8 + 0.6
+    with native.enabled(False):
+        ref_out, ref_grad = _run(x, params, family, mode)
+    xc = x.to(CUDA, dtype)
+    # float32 runs the Triton kernel where Triton is installed; float64 the pure-torch path
+    assert triton_lif.supports(xc, nsnn.get_noise(family, 0.3), mode) == (
+        dtype == torch.float32 and triton_lif.is_available()
+    )
+    out, grad = _run(xc, params, family, mode)
+    assert out.device.type == "cuda" and out.dtype == dtype and grad.dtype == dtype
+    tol = 1e-6 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(out.cpu().double(), ref_out, rtol=0, atol=tol)
+    torch.testing.assert_close(grad.cpu().double(), ref_grad, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("family", nsnn.list_noises())
+@pytest.mark.parametrize("params", PARAMS)
+def test_cuda_bernoulli_gradient_is_exact_for_the_drawn_spikes(family, params):
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 300, device=CUDA) * 0.8 + 0.6
+    out, grad = _run(x, params, family, "bernoulli")
+    assert 0.05 < out.mean().item() < 0.95
+    ref, xr = _given_spikes_reference(x, out, params, family)
+    weight = torch.linspace(-1.0, 1.0, ref.numel(), dtype=torch.float64).reshape(ref.shape)
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(grad.cpu().double(), xr.grad, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", nsnn.list_noises())
+def test_cuda_bernoulli_frequency_and_surrogate(family):
+    noise = nsnn.get_noise(family, 0.3)
+    z = torch.linspace(-0.55, 0.55, 12, dtype=torch.float64)  # off the support edges at ±σ
+    n = 20000
+    for dtype in (torch.float64, torch.float32):
+        x = (1.0 + z).repeat_interleave(n).reshape(1, 1, -1).to(CUDA, dtype).requires_grad_(True)
+        torch.manual_seed(1)
+        s = lif_multistep(x, LIFParameters(), noise, "bernoulli")
+        s.sum().backward()
+        freq = s.reshape(12, n).double().mean(1).cpu()
+        p = noise.cdf(z)
+        bound = 5.0 * torch.sqrt(p * (1 - p) / n) + 1e-9
+        assert torch.all((freq - p).abs() <= bound), (dtype, freq, p)
+        # T = 1: ∂s/∂x = pdf(x − θ)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        got = x.grad.reshape(12, n)[:, 0].cpu().double()
+        torch.testing.assert_close(got, noise.pdf(z), rtol=0, atol=tol)
+
+
+def test_cuda_learnable_decay_gradient_matches_cpu():
+    torch.manual_seed(0)
+    x = torch.randn(7, 2, 100, dtype=torch.float64) * 0.8 + 0.6
+    grads = []
+    for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
+        beta = torch.tensor(0.6, dtype=dtype, device=device, requires_grad=True)
+        with native.enabled(device == "cuda"):
+            out = lif_multistep(
+                x.to(device, dtype).requires_grad_(True),
+                LIFParameters(beta, 1.0, True, False),
+                nsnn.get_noise("gaussian", 0.3),
+                "expected",
+            )
+        out.sum().backward()
+        grads.append(beta.grad.item())
+    assert grads[0] != 0.0
+    assert abs(grads[1] - grads[0]) <= 1e-4 * abs(grads[0])
+
+
+@pytest.mark.skipif(not triton_lif.is_available(), reason="needs Triton")
+def test_triton_path_saves_only_the_input():
+    x = torch.randn(8, 4, 1000, device=CUDA).requires_grad_(True)
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        nsnn.NILIF(noise="gaussian", sigma=0.3)(x)
+    assert storages == {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()}
+
+
+def test_cuda_seeded_runs_repeat_and_differ_across_seeds():
+    layer = nsnn.NILIF(noise="gaussian", sigma=0.3)
+    x = torch.randn(8, 4, 1000, device=CUDA) + 1.0
+
+    def run(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return layer(x)
+
+    a, b, c = run(3), run(3), run(4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert 0.05 < a.mean().item() < 0.95
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_keeps_dtype_and_fp32_surrogate(dtype):
+    torch.manual_seed(0)
+    x32 = torch.randn(5, 4, 300, device=CUDA) * 0.5 + 0.8
+    outs = {}
+    for dt in (torch.float32, dtype):
+        x = x32.to(dt).clone().requires_grad_(True)
+        with torch.no_grad():
+            layer = nsnn.NILIF(noise="logistic", sigma=0.3, eval_mode="expected").eval()
+        out = layer(x)
+        out.float().sum().backward()
+        assert out.dtype == dt and x.grad.dtype == dt and torch.isfinite(x.grad).all()
+        outs[dt] = (out.float(), x.grad.float())
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    assert (outs[dtype][0] - outs[torch.float32][0]).abs().max().item() < tol * 4
+    assert (outs[dtype][1] - outs[torch.float32][1]).abs().max().item() < tol * 4
+
+
+def test_resnet19_amp_train_step_on_cuda():
+    torch.manual_seed(0)
+    model = create("spiking_resnet19", num_classes=10, neuron="NILIF", sigma=0.3).to(CUDA).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cuda")
+    x = torch.randn(2, 4, 3, 32, 32, device=CUDA)
+    y = torch.arange(4, device=CUDA)
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.autocast("cuda", dtype=torch.float16):
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.mean(0), y)
+    assert logits.shape == (2, 4, 10) and math.isfinite(loss.item())
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    changed = sum(not torch.equal(a, p.detach()) for a, p in zip(before, model.parameters(), strict=True))
+    assert changed > 0.9 * len(before)
+
+
+def test_fit_on_cuda_with_amp_and_checkpoint_loads_on_cpu(tmp_path):
+    cfg = TrainConfig(
+        dataset="mnist",
+        model="mnist_convnet",
+        arch={"width": 4, "hidden": 16},
+        timestep=2,
+        minibatch=32,
+        max_samples=240,
+        val_split=0.2,
+        lr=3e-3,
+        epochs=1,
+        device="cuda",
+        amp=True,
+        progress=False,
+        out=str(tmp_path / "run"),
+    )
+    result = fit(cfg)
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    model, ckpt = load_model(result["run_dir"], map_location="cpu")
+    assert ckpt["config"]["device"] == "cuda"
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    out = model(torch.rand(2, 3, 1, 28, 28))
+    assert out.shape == (2, 3, 10)
+
+
+def test_compression_keeps_device_and_levels_on_cuda():
+    torch.manual_seed(0)
+    model = create("mnist_convnet", width=4, hidden=16).to(CUDA)
+    magnitude_prune(model, sparsity=0.5)
+    report = quantize(model, bits=3)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            w = module.weight.detach()
+            assert w.device.type == "cuda", name
+            assert (w == 0).float().mean().item() >= 0.5 - 1e-3, name
+            assert torch.unique(w[w != 0]).numel() <= 2**3, name
+    assert report.sparsity >= 0.5 - 1e-3 and all(layer.bits <= 3 for layer in report.layers)
