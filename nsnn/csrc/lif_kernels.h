@@ -180,6 +180,18 @@ struct Noise<S, kUniform> {
   }
 };
 
+// Bernoulli decision u < cdf(d) for a uniform u in [0, 1). The logistic family decides without the
+// reciprocal: u < 1/(1 + e) ⇔ u·(1 + e) < 1 for d ≥ 0 and u < e/(1 + e) ⇔ u·(1 + e) < e otherwise.
+template <typename S, int F>
+inline bool fires(S d, S u, const Scale<S>& k) {
+  if constexpr (F == kLogistic) {
+    const S e = Fn<S>::exp_nonpos(-std::fabs(d) * k.inv);
+    return u * (S(1) + e) < (d >= S(0) ? S(1) : e);
+  } else {
+    return u < Noise<S, F>::cdf(d, k);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Counter-based uniforms, from SplitMix64's output function applied to key + (c + 1)·γ, i.e. the
 // c-th output of a SplitMix64 stream started at `key`. float32: the output for counter
@@ -302,7 +314,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
       const S h = beta * u[k] + xt[k];
       S drawn = S(0);
       if constexpr (MODE == kBernoulli) {
-        const bool fired = Uniform<S>::value(rw[k]) < Noise<S, F>::cdf(h - theta, scale);
+        const bool fired = fires<S, F>(h - theta, Uniform<S>::value(rw[k]), scale);
         drawn = fired ? S(1) : S(0);
         if constexpr (SAVE) sb[k] = fired ? 1 : 0;
       }
