@@ -15,8 +15,15 @@ from nsnn.models import BasicBlock, count_parameters, create, encode, list_model
 from nsnn.neurons import LIF, NILIF, PLIF, SpikingNeuron
 
 ALL_MODELS = {
-    "spiking_resnet19", "spiking_resnet18", "spiking_resnet34", "vgg11", "vgg16", "vggsnn", "cifarnet",
-    "mnist_mlp", "mnist_convnet",
+    "spiking_resnet19",
+    "spiking_resnet18",
+    "spiking_resnet34",
+    "vgg11",
+    "vgg16",
+    "vggsnn",
+    "cifarnet",
+    "mnist_mlp",
+    "mnist_convnet",
 }
 # Small inputs per model (C, H, W); vgg11/16 halve five times, so they need 32 px; one non-square.
 SMALL_INPUTS = {
@@ -120,8 +127,11 @@ def test_resnet_stem_follows_image_size():
 def test_zero_init_residual():
     def second_bns(net):
         return [
-            m for b in net.modules() if isinstance(b, BasicBlock)
-            for m in b.conv_bn2.modules() if isinstance(m, nn.BatchNorm2d)
+            m
+            for b in net.modules()
+            if isinstance(b, BasicBlock)
+            for m in b.conv_bn2.modules()
+            if isinstance(m, nn.BatchNorm2d)
         ]
 
     net = create("spiking_resnet18", zero_init_residual=True)
@@ -227,11 +237,13 @@ def test_encode_poisson_statistics():
 
 
 def test_predict_uses_mean_over_time():
-    logits = torch.tensor([
-        [[1.0, 0.0], [0.0, 1.0]],
-        [[1.0, 0.0], [0.0, 1.0]],
-        [[0.0, 5.0], [3.0, 0.0]],
-    ])  # per-step majority says [0, 1]; the mean says [1, 0]
+    logits = torch.tensor(
+        [
+            [[1.0, 0.0], [0.0, 1.0]],
+            [[1.0, 0.0], [0.0, 1.0]],
+            [[0.0, 5.0], [3.0, 0.0]],
+        ]
+    )  # per-step majority says [0, 1]; the mean says [1, 0]
     assert predict(logits).tolist() == [1, 0]
 
 

@@ -254,7 +254,7 @@ def saved_bytes(fn) -> int:
 def test_saved_memory(mode: str, limit: float) -> None:
     x = torch.randn(4, 8, 1024, requires_grad=True)
     nbytes = saved_bytes(lambda: lif_multistep(x, LIFParameters(0.5, 1.0, True, False), Gaussian(0.3), mode))
-    assert nbytes <= limit * x.nbytes
+    assert nbytes <= limit * x.nbytes + 16  # + the 0-dim decay and random-key tensors (8 bytes each)
 
 
 class _SubclassedGaussian(Gaussian):  # not registered (no `name` of its own): a stand-in 5th family

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nsnn.functional import native, triton_lif
+from nsnn.functional import native, ops, triton_lif
 from nsnn.functional.lif import FIRE_MODES, LIFParameters, _work_dtype, fire
 from nsnn.noise import Noise
 
@@ -120,19 +120,17 @@ def lif_multistep(
     """Run a LIF layer over ``x`` ``[T, B, ...]`` from rest; returns spikes ``[T, B, ...]`` (x's dtype).
 
     ``params.decay`` may be a 0-dim tensor requiring grad (learnable leak, PLIF). Calls with a
-    built-in noise family run a fused kernel with the same math: CPU float32/float64 the C++ one of
-    :mod:`nsnn.functional.native`, CUDA float32/float16/bfloat16 the Triton one of
-    :mod:`nsnn.functional.triton_lif`. This torch code is the reference and the fallback for other
-    devices, dtypes and families.
+    built-in noise family run a fused kernel with the same math (the custom op of
+    :mod:`nsnn.functional.ops`): CPU float32/float64 the C++ one of :mod:`nsnn.functional.native`,
+    CUDA float32/float16/bfloat16 the Triton one of :mod:`nsnn.functional.triton_lif`. This torch
+    code is the reference and the fallback for other devices, dtypes and families.
     """
     if mode not in FIRE_MODES:
         raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
     if x.dim() < 2:
         raise ValueError(f"multi-step input must be [T, B, ...] (rank >= 2), got shape {tuple(x.shape)}")
-    if native.supports(x, noise, mode):
-        return native.lif_multistep(x, params, noise, mode, generator)
-    if triton_lif.supports(x, noise, mode):
-        return triton_lif.lif_multistep(x, params, noise, mode, generator)
+    if native.supports(x, noise, mode) or triton_lif.supports(x, noise, mode):
+        return ops.fused(x, params, noise, mode, generator)
     p = params
     args = (p.decay, float(p.threshold), p.hard_reset, p.detach_reset, noise, mode, generator)
     return _MultiStepLIF.apply(x, *args)

@@ -34,24 +34,14 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from nsnn.functional.kernel_spec import (
-    FAMILY_IDS,
-    MODE_IDS,
-    KernelSpec,
-    decay_grad,
-    decay_like,
-    dispatch,
-    make_spec,
-)
-from nsnn.functional.lif import LIFParameters
+from nsnn.functional.ops import BERNOULLI, FAMILY_IDS, MODE_IDS, Backend, KernelSpec, register_backend
 from nsnn.noise import Noise
 
-__all__ = ["enabled", "is_available", "is_enabled", "isa", "lif_multistep", "set_enabled", "supports"]
+__all__ = ["enabled", "is_available", "is_enabled", "isa", "set_enabled", "supports"]
 
 try:
     from nsnn import _C  # type: ignore[attr-defined]
@@ -116,52 +106,28 @@ def supports(x: Tensor, noise: Noise, mode: str) -> bool:
     return True
 
 
-class _NativeLIF(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, decay: Tensor | float, spec: KernelSpec) -> Tensor:
-        out, bits = _C.forward(x, float(decay), *_forward_args(spec), True)
-        ctx.save_for_backward(x, bits)
-        ctx.beta, ctx.spec, ctx.decay_like = float(decay), spec, decay_like(decay)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        x, bits = ctx.saved_tensors
-        s = ctx.spec
-        want_decay = ctx.decay_like is not None and ctx.needs_input_grad[1]
-        grad_x, total = _C.backward(
-            grad_out.contiguous(), x, bits, ctx.beta, s.threshold, s.sigma, s.family, s.mode, s.hard,
-            s.detach, want_decay,
-        )  # fmt: skip
-        return grad_x, decay_grad(total, ctx.decay_like), None
+def _forward(x: Tensor, beta: float, spec: KernelSpec, key: int, save: bool) -> tuple[Tensor, Tensor]:
+    out, bits = _C.forward(x, beta, spec.threshold, spec.sigma, spec.family, spec.mode, spec.hard, key, save)
+    return out, bits if bits is not None else x.new_empty((0,), dtype=torch.uint8)
 
 
-def _forward_args(spec: KernelSpec) -> tuple[float, float, int, int, bool, int]:
-    return spec.threshold, spec.sigma, spec.family, spec.mode, spec.hard, spec.seed
+def _backward(
+    grad_out: Tensor, x: Tensor, bits: Tensor, beta: float, spec: KernelSpec, key: int, want_decay: bool
+) -> tuple[Tensor, Tensor | None]:
+    s = spec
+    packed = bits if s.mode == BERNOULLI else None
+    return _C.backward(
+        grad_out, x, packed, beta, s.threshold, s.sigma, s.family, s.mode, s.hard, s.detach, want_decay
+    )
 
 
-def _run(x: Tensor, beta: float, spec: KernelSpec) -> Tensor:
-    return _C.forward(x, beta, *_forward_args(spec), False)[0]
+def _extra_shape(x: Tensor, spec: KernelSpec, save: bool) -> tuple[tuple[int, ...], torch.dtype]:
+    """Packed bernoulli spikes: one row of ⌈N/8⌉ bytes per step (N = neurons per step)."""
+    if not (save and spec.mode == BERNOULLI) or x.dim() == 0:
+        return (0,), torch.uint8
+    steps = x.shape[0]
+    return (steps, -(-(x.numel() // max(1, steps)) // 8)), torch.uint8
 
 
-def lif_multistep(
-    x: Tensor,
-    params: LIFParameters,
-    noise: Noise,
-    mode: str,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Native twin of :func:`nsnn.functional.lif_multistep`: ``x`` ``[T, B, ...]`` → spikes, same shape.
-
-    Called by :func:`nsnn.functional.lif_multistep` after it validated ``mode`` and the rank of ``x``.
-    Requires :func:`supports(x, noise, mode) <supports>`; ``params.decay`` may be a 0-dim tensor
-    requiring grad. Without autograd (no grad mode, or nothing requires grad) nothing is saved.
-    """
-    if not supports(x, noise, mode):
-        raise ValueError(
-            "native lif_multistep needs the built extension, the switch on, a CPU float32/float64 input "
-            f"and a built-in noise family ({', '.join(sorted(c.name for c in FAMILY_IDS))}); "
-            f"got {x.device.type} {x.dtype}, {type(noise).__name__}, enabled={is_enabled()}"
-        )
-    seed = int(torch.randint(0, 2**62, (), generator=generator)) if mode == "bernoulli" else 0
-    return dispatch(x.contiguous(), params, make_spec(params, noise, mode, seed), _run, _NativeLIF)
+if _C is not None:
+    register_backend("cpu", Backend(_forward, _backward, _extra_shape))

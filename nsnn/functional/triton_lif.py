@@ -21,25 +21,14 @@ float32 scratch buffer that lives only during that backward call, then runs time
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from nsnn.functional import native
-from nsnn.functional.kernel_spec import (
-    FAMILY_IDS,
-    MODE_IDS,
-    KernelSpec,
-    decay_grad,
-    decay_like,
-    dispatch,
-    make_spec,
-)
-from nsnn.functional.lif import LIFParameters
+from nsnn.functional.ops import FAMILY_IDS, MODE_IDS, Backend, KernelSpec, register_backend
 from nsnn.noise import Noise
 
-__all__ = ["is_available", "lif_multistep", "supports"]
+__all__ = ["is_available", "supports"]
 
 try:
     import triton
@@ -203,70 +192,41 @@ def _block(n: int) -> int:
     return 128 if n <= 2**16 else (256 if n <= 2**19 else 512)
 
 
-class _TritonLIF(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, decay: Tensor | float, spec: KernelSpec) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.beta, ctx.spec, ctx.decay_like = float(decay), spec, decay_like(decay)
-        return _run(x, float(decay), spec)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
-        s = ctx.spec
-        want_decay = ctx.decay_like is not None and ctx.needs_input_grad[1]
-        steps, n = x.shape[0], x.numel() // max(1, x.shape[0])
-        grad_x = torch.empty_like(x)
-        block = _block(n)
-        grid = (triton.cdiv(n, block),)
-        scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-        partial = torch.zeros(grid[0] if want_decay else 1, dtype=torch.float32, device=x.device)
-        if x.numel():
-            _backward_kernel[grid](
-                x, grad_out.contiguous(), grad_x, scratch, partial, steps, n, ctx.beta, s.threshold,
-                1.0 / s.sigma, s.seed, FAMILY=s.family, MODE=s.mode, HARD=s.hard, DETACH=s.detach,
-                DECAY=want_decay, BLOCK=block,
-            )  # fmt: skip
-        total = partial.sum(dtype=torch.float64) if want_decay else None
-        return grad_x, decay_grad(total, ctx.decay_like), None
-
-
-def _run(x: Tensor, beta: float, spec: KernelSpec) -> Tensor:
-    """Forward launch: spikes of ``x`` ``[T, ...]``, nothing saved."""
+def _forward(x: Tensor, beta: float, spec: KernelSpec, key: int, save: bool) -> tuple[Tensor, Tensor]:
+    """Spikes of ``x`` ``[T, ...]``; nothing besides ``x`` is needed for backward."""
     out = torch.empty_like(x)
     steps, n = x.shape[0], x.numel() // max(1, x.shape[0])
     if x.numel():
         block = _block(n)
         _forward_kernel[(triton.cdiv(n, block),)](
-            x, out, steps, n, beta, spec.threshold, 1.0 / spec.sigma, spec.seed,
+            x, out, steps, n, beta, spec.threshold, 1.0 / spec.sigma, key,
             FAMILY=spec.family, MODE=spec.mode, HARD=spec.hard, BLOCK=block,
         )  # fmt: skip
-    return out
+    return out, x.new_empty((0,), dtype=torch.uint8)
 
 
-def _seed(generator: torch.Generator | None) -> int:
-    """One Philox key per call from ``generator`` (else torch's default CPU generator: no GPU sync)."""
-    device = generator.device if generator is not None else torch.device("cpu")
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
+def _backward(
+    grad_out: Tensor, x: Tensor, extra: Tensor, beta: float, spec: KernelSpec, key: int, want_decay: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Replay from ``x`` into a float32 scratch, then reverse time; ∂L/∂β from per-program partials."""
+    s = spec
+    steps, n = x.shape[0], x.numel() // max(1, x.shape[0])
+    grad_x = torch.empty_like(x)
+    block = _block(n)
+    grid = (triton.cdiv(n, block),)
+    scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    partial = torch.zeros(grid[0] if want_decay else 1, dtype=torch.float32, device=x.device)
+    if x.numel():
+        _backward_kernel[grid](
+            x, grad_out, grad_x, scratch, partial, steps, n, beta, s.threshold, 1.0 / s.sigma, key,
+            FAMILY=s.family, MODE=s.mode, HARD=s.hard, DETACH=s.detach, DECAY=want_decay, BLOCK=block,
+        )  # fmt: skip
+    return grad_x, partial.sum(dtype=torch.float64) if want_decay else None
 
 
-def lif_multistep(
-    x: Tensor,
-    params: LIFParameters,
-    noise: Noise,
-    mode: str,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Triton twin of :func:`nsnn.functional.lif_multistep`: ``x`` ``[T, B, ...]`` → spikes, same shape.
+def _extra_shape(x: Tensor, spec: KernelSpec, save: bool) -> tuple[tuple[int, ...], torch.dtype]:
+    return (0,), torch.uint8
 
-    Requires :func:`supports(x, noise, mode) <supports>`; ``params.decay`` may be a 0-dim tensor
-    requiring grad. Without autograd nothing is saved.
-    """
-    if not supports(x, noise, mode):
-        raise ValueError(
-            "triton lif_multistep needs Triton, the compiled-kernel switch on, a CUDA float32/float16/"
-            f"bfloat16 input and a built-in noise family; got {x.device.type} {x.dtype}, "
-            f"{type(noise).__name__}"
-        )
-    seed = _seed(generator) if mode == "bernoulli" else 0
-    return dispatch(x.contiguous(), params, make_spec(params, noise, mode, seed), _run, _TritonLIF)
+
+if triton is not None:
+    register_backend("cuda", Backend(_forward, _backward, _extra_shape))

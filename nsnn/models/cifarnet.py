@@ -41,8 +41,13 @@ class CIFARNet(nn.Module):
     """
 
     def __init__(
-        self, neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3,
-        image_size: int | Sequence[int] = 32, bn: bool = False,
+        self,
+        neuron: NeuronSpec,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int | Sequence[int] = 32,
+        bn: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -71,7 +76,11 @@ class CIFARNet(nn.Module):
 
 @register_model
 def cifarnet(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
     bn: bool = False,
 ) -> CIFARNet:
     """CIFARNet with spiking FC layers; ``bn=True`` adds BatchNorm after each conv."""

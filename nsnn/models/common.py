@@ -102,7 +102,7 @@ def pooled_hw(image_size: int | Sequence[int], n_pools: int, what: str) -> tuple
     if h == 0 or w == 0:
         raise ValueError(
             f"{what} halves the image {n_pools} times; image_size={image_size!r} is too small "
-            f"(needs at least {2 ** n_pools} px per side)"
+            f"(needs at least {2**n_pools} px per side)"
         )
     return h, w
 

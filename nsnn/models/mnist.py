@@ -33,8 +33,13 @@ class MNISTMLP(nn.Module):
     """One hidden spiking layer (Kaiming fan_in): ``[T, B, C, H, W]`` or ``[T, B, F]`` -> ``[T, B, K]``."""
 
     def __init__(
-        self, neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1,
-        image_size: int | Sequence[int] = 28, hidden: int = 400,
+        self,
+        neuron: NeuronSpec,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int | Sequence[int] = 28,
+        hidden: int = 400,
     ) -> None:
         super().__init__()
         h, w = image_hw(image_size)
@@ -63,17 +68,28 @@ class MNISTConvNet(nn.Module):
     """
 
     def __init__(
-        self, neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1,
-        image_size: int | Sequence[int] = 28, width: int = 16, hidden: int = 128,
+        self,
+        neuron: NeuronSpec,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int | Sequence[int] = 28,
+        width: int = 16,
+        hidden: int = 128,
     ) -> None:
         super().__init__()
         h, w = pooled_hw(image_size, 2, type(self).__name__)
         self.features = nn.Sequential(
-            conv_bn(in_channels, width), neuron.build(), SeqToANN(nn.AvgPool2d(2)),
-            conv_bn(width, 2 * width), neuron.build(), SeqToANN(nn.AvgPool2d(2)),
+            conv_bn(in_channels, width),
+            neuron.build(),
+            SeqToANN(nn.AvgPool2d(2)),
+            conv_bn(width, 2 * width),
+            neuron.build(),
+            SeqToANN(nn.AvgPool2d(2)),
         )
         self.classifier = nn.Sequential(
-            SeqToANN(nn.Flatten(), spiking_linear(2 * width * h * w, hidden)), neuron.build(),
+            SeqToANN(nn.Flatten(), spiking_linear(2 * width * h * w, hidden)),
+            neuron.build(),
             SeqToANN(nn.Linear(hidden, num_classes)),
         )
         kaiming_init(self)
@@ -85,19 +101,35 @@ class MNISTConvNet(nn.Module):
 
 @register_model
 def mnist_mlp(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1, image_size: int | list[int] = 28,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int | list[int] = 28,
     hidden: int = 400,
 ) -> MNISTMLP:
     """Flatten → Linear(784 → hidden) → SN → Linear(hidden → classes); 318,010 parameters by default."""
-    return MNISTMLP(neuron, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                    hidden=hidden)
+    return MNISTMLP(
+        neuron, num_classes=num_classes, in_channels=in_channels, image_size=image_size, hidden=hidden
+    )
 
 
 @register_model
 def mnist_convnet(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 1, image_size: int | list[int] = 28,
-    width: int = 16, hidden: int = 128,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int | list[int] = 28,
+    width: int = 16,
+    hidden: int = 128,
 ) -> MNISTConvNet:
     """Conv 16 → BN → SN → AP2 → conv 32 → BN → SN → AP2 → FC 128 → SN → FC classes (by default)."""
-    return MNISTConvNet(neuron, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-                        width=width, hidden=hidden)
+    return MNISTConvNet(
+        neuron,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        width=width,
+        hidden=hidden,
+    )

@@ -25,9 +25,7 @@ from nsnn.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
-    """conv3×3-BN-SN-conv3×3-BN (+ shortcut) then SN; ``[T, B, C_in, H, W] -> [T, B, C_out, H/s, W/s]``.
-
-    """
+    """conv3×3-BN-SN-conv3×3-BN (+ shortcut) then SN; ``[T, B, C_in, H, W] -> [T, B, C_out, H/s, W/s]``."""
 
     def __init__(self, neuron: NeuronSpec, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -69,9 +67,19 @@ class SpikingResNet(nn.Module):
     """
 
     def __init__(
-        self, neuron: NeuronSpec, blocks: Sequence[int], widths: Sequence[int], strides: Sequence[int], *,
-        num_classes: int = 10, in_channels: int = 3, stem_channels: int = 64, stem_kernel: int = 3,
-        stem_stride: int = 1, fc_hidden: int | None = None, zero_init_residual: bool = False,
+        self,
+        neuron: NeuronSpec,
+        blocks: Sequence[int],
+        widths: Sequence[int],
+        strides: Sequence[int],
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        stem_channels: int = 64,
+        stem_kernel: int = 3,
+        stem_stride: int = 1,
+        fc_hidden: int | None = None,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if not len(blocks) == len(widths) == len(strides):
@@ -91,7 +99,8 @@ class SpikingResNet(nn.Module):
             self.head = SeqToANN(nn.Linear(channels, num_classes))
         else:
             self.head = nn.Sequential(
-                SeqToANN(spiking_linear(channels, fc_hidden)), neuron.build(),
+                SeqToANN(spiking_linear(channels, fc_hidden)),
+                neuron.build(),
                 SeqToANN(nn.Linear(fc_hidden, num_classes)),
             )
         kaiming_init(self)
@@ -107,7 +116,11 @@ class SpikingResNet(nn.Module):
 
 @register_model
 def spiking_resnet19(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
     zero_init_residual: bool = False,
 ) -> SpikingResNet:
     """NSNN's ResNet-19: stem 3×3→64, blocks [3, 3, 2] at 128/256/512 (strides 1/2/2), FC 512→256→SN→classes.
@@ -116,26 +129,46 @@ def spiking_resnet19(
     """
     image_hw(image_size)
     return SpikingResNet(
-        neuron, [3, 3, 2], [128, 256, 512], [1, 2, 2], num_classes=num_classes, in_channels=in_channels,
-        fc_hidden=256, zero_init_residual=zero_init_residual,
+        neuron,
+        [3, 3, 2],
+        [128, 256, 512],
+        [1, 2, 2],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        fc_hidden=256,
+        zero_init_residual=zero_init_residual,
     )
 
 
 def _resnet_type2(
-    neuron: NeuronSpec, blocks: list[int], num_classes: int, in_channels: int,
-    image_size: int | list[int], zero_init_residual: bool,
+    neuron: NeuronSpec,
+    blocks: list[int],
+    num_classes: int,
+    in_channels: int,
+    image_size: int | list[int],
+    zero_init_residual: bool,
 ) -> SpikingResNet:
     small = max(image_hw(image_size)) <= 32
     return SpikingResNet(
-        neuron, blocks, [64, 128, 256, 512], [1, 2, 2, 2], num_classes=num_classes,
-        in_channels=in_channels, stem_kernel=3 if small else 7, stem_stride=1 if small else 2,
+        neuron,
+        blocks,
+        [64, 128, 256, 512],
+        [1, 2, 2, 2],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem_kernel=3 if small else 7,
+        stem_stride=1 if small else 2,
         zero_init_residual=zero_init_residual,
     )
 
 
 @register_model
 def spiking_resnet18(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
     zero_init_residual: bool = False,
 ) -> SpikingResNet:
     """ResNet-18 layout: blocks [2, 2, 2, 2] at 64/128/256/512 (strides 1/2/2/2), Linear 512→classes.
@@ -147,7 +180,11 @@ def spiking_resnet18(
 
 @register_model
 def spiking_resnet34(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
     zero_init_residual: bool = False,
 ) -> SpikingResNet:
     """ResNet-34 layout: blocks [3, 4, 6, 3], otherwise as :func:`spiking_resnet18`. 21.28M parameters."""

@@ -24,8 +24,7 @@ POOL = "A"
 
 LAYOUTS: dict[str, list[int | str]] = {
     "vgg11": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
-    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL,
-              512, 512, 512, POOL],
+    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512, POOL],
     "vggsnn": [64, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
 }
 
@@ -43,8 +42,13 @@ class SpikingVGG(nn.Module):
     """
 
     def __init__(
-        self, neuron: NeuronSpec, layout: Sequence[int | str], *, num_classes: int = 10,
-        in_channels: int = 3, image_size: int | Sequence[int] = 32,
+        self,
+        neuron: NeuronSpec,
+        layout: Sequence[int | str],
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int | Sequence[int] = 32,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -69,29 +73,44 @@ class SpikingVGG(nn.Module):
 
 @register_model
 def vgg11(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
 ) -> SpikingVGG:
     """VGG-11 (8 conv-BN-SN, 5 average pools) + Linear; 9.23M parameters at 32×32, 10 classes."""
-    return SpikingVGG(neuron, LAYOUTS["vgg11"], num_classes=num_classes, in_channels=in_channels,
-                      image_size=image_size)
+    return SpikingVGG(
+        neuron, LAYOUTS["vgg11"], num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
 
 
 @register_model
 def vgg16(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 3, image_size: int | list[int] = 32,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | list[int] = 32,
 ) -> SpikingVGG:
     """VGG-16 (13 conv-BN-SN, 5 average pools) + Linear; 14.73M parameters at 32×32, 10 classes."""
-    return SpikingVGG(neuron, LAYOUTS["vgg16"], num_classes=num_classes, in_channels=in_channels,
-                      image_size=image_size)
+    return SpikingVGG(
+        neuron, LAYOUTS["vgg16"], num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )
 
 
 @register_model
 def vggsnn(
-    neuron: NeuronSpec, *, num_classes: int = 10, in_channels: int = 2, image_size: int | list[int] = 48,
+    neuron: NeuronSpec,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 2,
+    image_size: int | list[int] = 48,
 ) -> SpikingVGG:
     """NSNN/TET "VGGSNN": 64, 128, A, 256, 256, A, 512, 512, A, 512, 512, A; Linear(512·3·3 → classes).
 
     Defaults are CIFAR10-DVS frames (2 polarity channels, 48×48); other sizes work too.
     """
-    return SpikingVGG(neuron, LAYOUTS["vggsnn"], num_classes=num_classes, in_channels=in_channels,
-                      image_size=image_size)
+    return SpikingVGG(
+        neuron, LAYOUTS["vggsnn"], num_classes=num_classes, in_channels=in_channels, image_size=image_size
+    )

@@ -1,7 +1,7 @@
 """Spiking neurons: NILIF (noisy), LIF (deterministic), PLIF (learnable leak); all ``torch.nn`` modules.
 
-    from nsnn.neurons import NILIF
-    spikes = NILIF(noise="gaussian", sigma=0.3)(torch.randn(4, 32, 100))   # [T, B, N]
+from nsnn.neurons import NILIF
+spikes = NILIF(noise="gaussian", sigma=0.3)(torch.randn(4, 32, 100))   # [T, B, N]
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""The fused LIF kernels as torch custom ops: ``nsnn::lif_fused`` and ``nsnn::lif_fused_backward``.
+
+Two backends implement them, each registering itself here at import: the C++ extension for CPU
+float32/float64 (:mod:`nsnn.functional.native`) and Triton for CUDA float32/float16/bfloat16
+(:mod:`nsnn.functional.triton_lif`). Both run the recurrence of :mod:`nsnn.functional.fused` for the
+built-in noise families (matched by exact class, so a new family subclass runs on the pure-torch path).
+As custom ops with fake (meta) implementations and a registered autograd formula they are opaque to
+``torch.compile``: a compiled network traces each neuron as one node, with no graph break.
+
+``lif_fused(x, decay, threshold, sigma, family, mode, hard, detach, seed, save)`` returns the spikes,
+what the backend saves besides ``x`` (CPU: the bernoulli spikes as bits; otherwise empty) and the
+random key it used (a 0-dim int64 tensor; ``seed = -1`` draws one from torch's default CPU generator
+inside the op, so seeded runs repeat and compiled graphs need no data-dependent scalar)::
+
+    spikes = fused(x, LIFParameters(0.5, 1.0), get_noise("gaussian", 0.3), "bernoulli")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from nsnn.functional.lif import LIFParameters
+from nsnn.noise import Gaussian, Logistic, Noise, Triangular, Uniform
+
+__all__ = ["FAMILY_IDS", "MODE_IDS", "Backend", "KernelSpec", "fused", "register_backend"]
+
+# Integer ids shared with nsnn/csrc/lif_common.h (enum Family, enum Mode) and the Triton kernels.
+FAMILY_IDS: dict[type[Noise], int] = {Gaussian: 0, Logistic: 1, Triangular: 2, Uniform: 3}
+MODE_IDS = {"heaviside": 0, "bernoulli": 1, "expected": 2}
+BERNOULLI = MODE_IDS["bernoulli"]
+
+
+class KernelSpec(NamedTuple):
+    """Constants of one fused call besides the input, the decay β and the random key."""
+
+    threshold: float
+    sigma: float
+    family: int
+    mode: int
+    hard: bool
+    detach: bool
+
+
+class Backend(NamedTuple):
+    """One device type's kernels.
+
+    ``forward(x, beta, spec, key, save) -> (spikes, extra)``: ``extra`` is what backward needs
+    besides ``x`` (an empty tensor when nothing). ``backward(grad_out, x, extra, beta, spec, key,
+    want_decay) -> (grad_x, Σ ∂L/∂β as a 0-dim float64 tensor, or None)``. ``extra_shape(x, spec,
+    save)`` gives the shape and dtype of ``extra`` for tracing.
+    """
+
+    forward: Callable[[Tensor, float, KernelSpec, int, bool], tuple[Tensor, Tensor]]
+    backward: Callable[[Tensor, Tensor, Tensor, float, KernelSpec, int, bool], tuple[Tensor, Tensor | None]]
+    extra_shape: Callable[[Tensor, KernelSpec, bool], tuple[tuple[int, ...], torch.dtype]]
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(device_type: str, backend: Backend) -> None:
+    """Make ``backend`` run the ops for tensors on ``device_type`` ("cpu", "cuda")."""
+    _BACKENDS[device_type] = backend
+
+
+def _backend(x: Tensor) -> Backend:
+    try:
+        return _BACKENDS[x.device.type]
+    except KeyError:
+        raise ValueError(f"no fused LIF kernel is registered for {x.device.type} tensors") from None
+
+
+@torch.library.custom_op("nsnn::lif_fused", mutates_args=())
+def _lif_fused(
+    x: Tensor,
+    decay: Tensor,
+    threshold: float,
+    sigma: float,
+    family: int,
+    mode: int,
+    hard: bool,
+    detach: bool,
+    seed: int,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    spec = KernelSpec(threshold, sigma, family, mode, hard, detach)
+    key = 0 if mode != BERNOULLI else (seed if seed >= 0 else int(torch.randint(0, 2**62, ())))
+    out, extra = _backend(x).forward(x, float(decay), spec, key, save)
+    return out, extra, torch.tensor(key, dtype=torch.int64)
+
+
+@_lif_fused.register_fake
+def _(x, decay, threshold, sigma, family, mode, hard, detach, seed, save):
+    spec = KernelSpec(threshold, sigma, family, mode, hard, detach)
+    shape, dtype = _backend(x).extra_shape(x, spec, save)
+    return torch.empty_like(x), x.new_empty(shape, dtype=dtype), torch.empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("nsnn::lif_fused_backward", mutates_args=())
+def _lif_fused_backward(
+    grad_out: Tensor,
+    x: Tensor,
+    extra: Tensor,
+    key: Tensor,
+    decay: Tensor,
+    threshold: float,
+    sigma: float,
+    family: int,
+    mode: int,
+    hard: bool,
+    detach: bool,
+    want_decay: bool,
+) -> tuple[Tensor, Tensor]:
+    spec = KernelSpec(threshold, sigma, family, mode, hard, detach)
+    grad_x, total = _backend(x).backward(
+        grad_out.contiguous(), x, extra, float(decay), spec, int(key), want_decay
+    )
+    if total is None:
+        total = torch.zeros((), dtype=torch.float64)
+    return grad_x, total.to(device=decay.device)
+
+
+@_lif_fused_backward.register_fake
+def _(grad_out, x, extra, key, decay, threshold, sigma, family, mode, hard, detach, want_decay):
+    return torch.empty_like(x), decay.new_empty((), dtype=torch.float64)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
+    x, decay, *spec, _seed, _save = inputs
+    _, extra, key = output
+    ctx.save_for_backward(x, extra, key, decay)
+    ctx.spec = tuple(spec)
+
+
+def _backward(ctx: Any, grad_out: Tensor, _grad_extra: Any, _grad_key: Any) -> tuple[Tensor | None, ...]:
+    x, extra, key, decay = ctx.saved_tensors
+    want_decay = ctx.needs_input_grad[1]
+    grad_x, total = torch.ops.nsnn.lif_fused_backward(grad_out, x, extra, key, decay, *ctx.spec, want_decay)
+    grad_decay = total.to(decay.dtype).reshape(decay.shape) if want_decay else None
+    return grad_x, grad_decay, None, None, None, None, None, None, None, None
+
+
+_lif_fused.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fused(
+    x: Tensor, params: LIFParameters, noise: Noise, mode: str, generator: torch.Generator | None = None
+) -> Tensor:
+    """Spikes of a LIF layer over ``x`` ``[T, B, ...]`` by the registered kernel for ``x``'s device.
+
+    ``noise`` must be a built-in family and ``mode`` a fire mode (the callers' ``supports`` check).
+    Nothing is saved unless autograd needs a graph for ``x`` or a learnable ``params.decay``.
+    """
+    decay = params.decay
+    if not isinstance(decay, Tensor):
+        decay = torch.tensor(float(decay), dtype=torch.float64)
+    save = torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad)
+    seed = -1
+    if generator is not None and mode == "bernoulli":
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    spec = (float(params.threshold), float(noise.sigma), FAMILY_IDS[type(noise)], MODE_IDS[mode])
+    resets = (params.hard_reset, params.detach_reset)
+    return torch.ops.nsnn.lif_fused(x.contiguous(), decay, *spec, *resets, seed, save)[0]
