@@ -135,7 +135,9 @@ def test_triton_path_saves_only_the_input():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         nsnn.NILIF(noise="gaussian", sigma=0.3)(x)
-    assert storages == {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()}
+    extra = {ptr: n for ptr, n in storages.items() if ptr != x.untyped_storage().data_ptr()}
+    assert x.untyped_storage().data_ptr() in storages
+    assert sum(extra.values()) <= 16  # the 0-dim decay and random-key tensors only
 
 
 def test_cuda_seeded_runs_repeat_and_differ_across_seeds():
@@ -225,3 +227,25 @@ def test_compression_keeps_device_and_levels_on_cuda():
             assert (w == 0).float().mean().item() >= 0.5 - 1e-3, name
             assert torch.unique(w[w != 0]).numel() <= 2**3, name
     assert report.sparsity >= 0.5 - 1e-3 and all(layer.bits <= 3 for layer in report.layers)
+
+
+@pytest.mark.parametrize("neuron", ["NILIF", "PLIF"])
+def test_cuda_compiles_without_graph_breaks_and_matches_eager(neuron):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(nsnn.SeqToANN(torch.nn.Linear(20, 30)), nsnn.build_neuron(neuron, sigma=0.3))
+    net = net.to(CUDA)
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(4, 3, 20, device=CUDA) + 0.5
+    results = []
+    for model in (net, compiled):
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        out = model(xi)
+        out.sum().backward()
+        results.append((out.detach(), xi.grad, [p.grad.clone() for p in net.parameters()]))
+        net.zero_grad()
+    (a, ga, pa), (b, gb, pb) = results
+    assert 0.0 < a.mean().item() < 1.0
+    assert torch.equal(a, b) and torch.allclose(ga, gb, atol=1e-5)
+    for p, q in zip(pa, pb, strict=True):
+        assert torch.allclose(p, q, atol=1e-5)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import nsnn
 from nsnn.functional import LIFParameters, lif_multistep, native
 from nsnn.noise import Gaussian, Noise, get_noise, list_noises
 
@@ -304,3 +305,25 @@ def test_neurons_use_native_and_train() -> None:
     with native.enabled(False):
         plif(x).sum().backward()
     assert math.isclose(g_native.item(), plif.w.grad.item(), rel_tol=1e-6, abs_tol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize("neuron", ["NILIF", "PLIF"])
+def test_compiles_without_graph_breaks_and_matches_eager(neuron: str) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(nsnn.SeqToANN(torch.nn.Linear(20, 30)), nsnn.build_neuron(neuron, sigma=0.3))
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # fake impls + autograd formula
+    x = torch.randn(4, 3, 20) + 0.5
+    results = []
+    for model in (net, compiled):
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        out = model(xi)
+        out.sum().backward()
+        results.append((out.detach(), xi.grad, [p.grad.clone() for p in net.parameters()]))
+        net.zero_grad()
+    (a, ga, pa), (b, gb, pb) = results
+    assert 0.0 < a.mean().item() < 1.0
+    assert torch.equal(a, b) and torch.allclose(ga, gb, atol=1e-6)
+    for p, q in zip(pa, pb, strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
