@@ -141,13 +141,19 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tens
     ctx.spec = tuple(spec)
 
 
-def _backward(ctx: Any, grad_out: Tensor, _grad_extra: Any, _grad_key: Any) -> tuple[Tensor | None, ...]:
+def _grads(
+    ctx: Any, grad_out: Tensor, backward_op: Callable[..., tuple[Tensor, Tensor]]
+) -> tuple[Tensor | None, ...]:
     x, extra, key, decay = ctx.saved_tensors
     want_decay = ctx.needs_input_grad[1]
-    impl = torch.ops.nsnn.lif_fused_backward if torch.compiler.is_compiling() else _backward_impl
-    grad_x, total = impl(grad_out, x, extra, key, decay, *ctx.spec, want_decay)
+    grad_x, total = backward_op(grad_out, x, extra, key, decay, *ctx.spec, want_decay)
     grad_decay = total.to(decay.dtype).reshape(decay.shape) if want_decay else None
     return grad_x, grad_decay, None, None, None, None, None, None, None, None
+
+
+def _backward(ctx: Any, grad_out: Tensor, _grad_extra: Any, _grad_key: Any) -> tuple[Tensor | None, ...]:
+    """Autograd formula of the op: the backward op, so compiled backward graphs keep it opaque."""
+    return _grads(ctx, grad_out, torch.ops.nsnn.lif_fused_backward)
 
 
 _lif_fused.register_autograd(_backward, setup_context=_setup_context)
@@ -166,7 +172,7 @@ class _EagerFused(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        return _backward(ctx, grad_out, None, None)
+        return _grads(ctx, grad_out, _backward_impl)
 
 
 def fused(
