@@ -333,7 +333,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 // the t = T−1 case of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per
 // neuron in double, summed in neuron order.
 
-constexpr int64_t kSliceElems = int64_t{1} << 16;
+constexpr int64_t kSliceElems = int64_t{1} << 18;
 
 template <typename S, int F, int MODE, bool HARD, bool DECAY>
 void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restrict x,
