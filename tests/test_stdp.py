@@ -274,3 +274,149 @@ def test_standalone_build_runs_end_to_end(tmp_path):
     assert not np.allclose(first.state.w, state0.w) and (first.state.theta > state0.theta).any()
     assert frozen.counts.shape == (5, 4) and frozen.counts.sum() > 0
     assert accuracy(frozen.counts, labels, assign_labels(frozen.counts, labels, 4), 4) > 0.25
+
+
+def _input_trains(cfg: STDPConfig, rates: np.ndarray, seed: int) -> np.ndarray:
+    """Spike raster ``[steps, n_input]`` (bool) of the input layer X alone, numpy target."""
+    import brian2 as b2
+
+    from nsnn.stdp import equations as eq
+    from nsnn.stdp.network import input_group
+
+    b2.set_device("runtime")
+    b2.prefs.codegen.target = "numpy"
+    b2.seed(seed)
+    ns = eq.namespace(cfg)
+    ns["stim"] = b2.TimedArray(rates * b2.Hz, dt=cfg.example_ms * b2.ms, name="stim")
+    X = input_group(cfg, b2.Clock(dt=cfg.dt_ms * b2.ms, name="sim_clock"), ns, ns["stim"])
+    monitor = b2.SpikeMonitor(X)
+    steps = round(rates.shape[0] * cfg.example_ms / cfg.dt_ms)
+    b2.Network(X, monitor).run(steps * cfg.dt_ms * b2.ms, namespace=ns)
+    raster = np.zeros((steps, cfg.n_input), dtype=bool)
+    raster[np.round(monitor.t[:] / b2.ms / cfg.dt_ms).astype(int), monitor.i[:]] = True
+    return raster
+
+
+def test_countdown_input_is_the_bernoulli_poisson_process():
+    """The geometric-countdown sampler vs Brian2's per-step Bernoulli draw (p = rate·dt), same rates.
+
+    Inputs 0-4 hold one rate throughout (0 to 200 Hz, p up to 0.1), inputs 5-9 get a new random rate
+    every example; rates are re-drawn every 10 ms (gate clock), so the redraw on refresh is exercised
+    ~2,000 times. Checked for both samplers: spike totals per input against Σp (z-test), per-example
+    count variance against the binomial n·p·(1−p), no memory (P(spike | k steps since the last spike)
+    = p for k = 1..4), silence at rate 0 and during the rest; and the two samplers against each other.
+    """
+    base = tiny(n_input=10, dt_ms=0.5, t_present_ms=40.0, t_rest_ms=10.0)
+    rng = np.random.default_rng(0)
+    n_examples = 400
+    rates = np.zeros((n_examples, 10))
+    rates[:, :5] = [0.0, 10.0, 50.0, 100.0, 200.0]
+    rates[:, 5:] = rng.uniform(0.0, 150.0, (n_examples, 5))
+    per_example = round(base.example_ms / base.dt_ms)
+    present = np.arange(n_examples * per_example) % per_example < round(base.t_present_ms / base.dt_ms)
+    p = np.repeat(rates, per_example, axis=0) * base.dt_ms * 1e-3 * present[:, None]
+    counts = {}
+    for sampler in ("countdown", "bernoulli"):
+        raster = _input_trains(base.replace(input_sampler=sampler), rates, seed=5)
+        assert not raster[:, 0].any() and not raster[~present].any()
+        z = (raster.sum(0) - p.sum(0)) / np.sqrt((p * (1 - p)).sum(0) + 1e-12)
+        assert np.abs(z).max() < 4.5, (sampler, z)
+        per = raster.reshape(n_examples, per_example, 10).sum(1)
+        n_steps = present[:per_example].sum()
+        for i in (2, 3, 4):
+            q = p[present, i][0]
+            assert abs(per[:, i].var(ddof=1) / (n_steps * q * (1 - q)) - 1) < 0.3, (sampler, i)
+        for i in (3, 4):
+            q = p[present, i][0]
+            spikes = np.flatnonzero(raster[:, i])
+            for lag in range(1, 5):
+                after = spikes + lag
+                after = after[(after < len(present)) & present[np.minimum(after, len(present) - 1)]]
+                no_spike_between = np.array([not raster[s - lag + 1 : s, i].any() for s in after])
+                hits = raster[after[no_spike_between], i]
+                sigma = np.sqrt(q * (1 - q) / hits.size)
+                assert abs(hits.mean() - q) < 4.5 * sigma, (sampler, i, lag, hits.mean(), q)
+        counts[sampler] = raster.sum(0)
+    var = 2 * (p * (1 - p)).sum(0) + 1e-12
+    assert (np.abs(counts["countdown"] - counts["bernoulli"]) / np.sqrt(var)).max() < 4.5
+
+
+def test_arrival_time_trace_equals_event_driven_trace():
+    """x_pre = exp(-(t - t_arrival)/τ_pre) (nsnn) gives the weights of Brian2's event-driven trace.
+
+    Random pre and post spike times, per-synapse delays; the post group resets x1 = x2 = 1 in its reset
+    as Ae does, so depression, potentiation and their same-step ordering are all exercised.
+    """
+    import brian2 as b2
+
+    from nsnn.stdp import equations as eq
+
+    b2.set_device("runtime")
+    b2.prefs.codegen.target = "numpy"
+    cfg = tiny(nu_pre=0.015, nu_post=0.05)
+    rng = np.random.default_rng(1)
+    n_pre, n_post, steps = 6, 3, 400
+    pre_steps = np.sort(rng.choice(steps * n_pre, 80, replace=False))
+    fire = np.zeros((steps, n_post))
+    fire[rng.integers(0, steps, 40), rng.integers(0, n_post, 40)] = 1.0
+    results = []
+    for model, on_pre, on_post, init in (
+        (eq.STDP_MODEL, eq.STDP_ON_PRE, eq.STDP_ON_POST, {"t_arrival": eq.NO_SPIKE_S * b2.second}),
+        (
+            "w : 1\ndpre/dt = -pre/tau_pre : 1 (event-driven)",
+            "pre = 1.; w = clip(w - nu_pre*x1_post, 0, w_max)",
+            "w = clip(w + nu_post*pre*x2_post, 0, w_max)",
+            {},
+        ),
+    ):
+        ns = eq.namespace(cfg)
+        ns["fire"] = b2.TimedArray(fire, dt=cfg.dt_ms * b2.ms)
+        clock = b2.Clock(dt=cfg.dt_ms * b2.ms)
+        src = b2.SpikeGeneratorGroup(
+            n_pre, pre_steps % n_pre, pre_steps // n_pre * cfg.dt_ms * b2.ms, clock=clock
+        )
+        post = b2.NeuronGroup(
+            n_post,
+            "dx1/dt = -x1/tau_post1 : 1\ndx2/dt = -x2/tau_post2 : 1",
+            threshold="fire(t, i) > 0",
+            reset="x1 = 1.; x2 = 1.",
+            clock=clock,
+            namespace=ns,
+        )
+        syn = b2.Synapses(src, post, model, on_pre=on_pre, on_post=on_post, clock=clock, namespace=ns)
+        syn.connect()
+        syn.w = 0.5
+        syn.delay = np.arange(n_pre * n_post) % 4 * cfg.dt_ms * b2.ms
+        for name, value in init.items():
+            setattr(syn, name, value)
+        b2.Network(src, post, syn).run(steps * cfg.dt_ms * b2.ms, namespace=ns)
+        results.append(np.asarray(syn.w[:]))
+    assert (results[0] > 0.5).any() and (results[0] < 0.5).any()
+    np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-12)
+
+
+def test_spike_queue_patch_applies_once_and_recompiles(tmp_path):
+    """The installed Brian2's spike queue gets the run-wise push; stale objects go at the first patch."""
+    import inspect
+    import shutil
+
+    import brian2.synapses
+
+    from nsnn.stdp.engine import patch_spike_queue
+
+    lib = tmp_path / "brianlib"
+    lib.mkdir()
+    source = Path(inspect.getsourcefile(brian2.synapses.Synapses)).with_name("cspikequeue.cpp")
+    shutil.copy(source, lib / "spikequeue.h")
+    stale = tmp_path / "code_objects" / "Sxe_pre_push_spikes.o"
+    stale.parent.mkdir()
+    stale.write_bytes(b"")
+    assert patch_spike_queue(tmp_path)
+    patched = (lib / "spikequeue.h").read_text()
+    assert "target.insert(target.end()" in patched and "%queue.size()].push_back" not in patched
+    assert not stale.exists()
+    stale.write_bytes(b"")
+    shutil.copy(source, lib / "spikequeue.h")  # Brian2 re-copies the original at every build
+    assert patch_spike_queue(tmp_path) and stale.exists()
+    (lib / "spikequeue.h").write_text("// another Brian2 version\n")
+    assert not patch_spike_queue(tmp_path)

@@ -11,6 +11,8 @@ Brian2 quantities, where Brian2 checks the units of every equation. Defaults fol
   spike per ≥ 50 ms), so forward Euler stays stable there (dt·(1 + g_e)/τ_i ≈ 0.57 < 2) and saves an
   ``exp`` per neuron and step.
 * STDP depresses on *pre* spikes (``w -= nu_pre·x_post1``), as in the Brian1 original.
+* ``input_sampler="countdown"``: the Poisson inputs draw geometric gaps between spikes instead of one
+  Bernoulli draw per input and step; the same process in distribution (:mod:`nsnn.stdp.equations`).
 
 Example::
 
@@ -28,6 +30,7 @@ from typing import Any
 TARGETS = ("standalone", "cython", "numpy")
 METHODS = ("exponential_euler", "euler", "rk2", "rk4")
 PRUNE_SCOPES = ("neuron", "global")
+INPUT_SAMPLERS = ("countdown", "bernoulli")
 FULL_PRECISION_BITS = 32
 
 
@@ -99,6 +102,7 @@ class STDPConfig:
     bits: int = FULL_PRECISION_BITS
     levels: tuple[float, ...] | None = None
     # execution
+    input_sampler: str = "countdown"
     target: str = "standalone"
     chunk: int = 500
     seed: int = 0
@@ -177,6 +181,10 @@ class STDPConfig:
         ):
             raise ValueError(
                 f"levels must list >= 2 conductance levels in [0, w_max={self.w_max}], got {self.levels}"
+            )
+        if self.input_sampler not in INPUT_SAMPLERS:
+            raise ValueError(
+                f"input_sampler must be one of {list(INPUT_SAMPLERS)}, got {self.input_sampler!r}"
             )
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")

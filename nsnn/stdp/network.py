@@ -3,7 +3,9 @@
 One builder serves every execution path: the standalone engine (one compiled run per chunk of examples,
 values swapped through ``run_args``), the runtime engine (one long run per phase) and the classic
 per-example loop (``input="manual"``: the caller sets ``X.rates`` between runs). Only the surviving
-X→Ae synapses are created (``connect(i=pre, j=post)``), so pruned networks do proportionally less work.
+X→Ae synapses are created (``connect(i=pre, j=post)``), so pruned networks do proportionally less work,
+in the order of :func:`synapse_order` (by input, then delay), which keeps the synaptic events of one
+time step in contiguous runs of memory.
 
     net = build_network(config, state, plastic=True, n_examples=100, rates=rates)
     net.net.run(net.duration, namespace=net.namespace)
@@ -59,6 +61,51 @@ def _normalize_once_per_example(synapses: b2.Synapses, clock: b2.Clock) -> None:
     )
 
 
+def synapse_order(state: NetworkState, dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pre (input) and post (Ae) indices of the alive X→Ae synapses, sorted by (input, delay step, Ae).
+
+    A spike of input i reaches its synapses with delay step d = round(delay/dt) all in the same later
+    time step, so with this order the synapses processed together (and the weights and spike times they
+    read and write) lie in one contiguous block per input instead of every ~21st element of the input's
+    row: the same model, fewer cache misses (only the summation order of simultaneous g_e jumps changes).
+    """
+    pre, post = state.connectivity()
+    steps = np.floor(state.delay_ms[pre, post] / dt_ms + 0.5).astype(np.int64)
+    order = np.lexsort((post, steps, pre))
+    return pre[order], post[order]
+
+
+def input_group(
+    config: STDPConfig, clock: b2.Clock, namespace: dict[str, Any], stim: b2.TimedArray | None
+) -> b2.NeuronGroup:
+    """The Poisson input layer X (``config.n_input`` neurons on ``clock``).
+
+    With ``stim`` (``[n_examples, n_input]`` Hz, one row per example) the rates follow it, gated to the
+    presentation window and refreshed on a coarse clock (gcd of presentation and rest), and spikes come
+    from ``config.input_sampler``; without it the caller sets ``X.rates`` and the Bernoulli sampler is used.
+    """
+    c = config
+    countdown = stim is not None and c.input_sampler == "countdown"
+    X = b2.NeuronGroup(
+        c.n_input,
+        eq.COUNTDOWN_MODEL if countdown else eq.INPUT_MODEL,
+        threshold=eq.COUNTDOWN_THRESHOLD if countdown else eq.INPUT_THRESHOLD,
+        reset=eq.COUNTDOWN_RESET if countdown else None,
+        clock=clock,
+        name="X",
+        namespace=namespace,
+    )
+    if stim is not None:
+        gate_ms = math.gcd(round(c.t_present_ms / c.dt_ms), round(c.t_rest_ms / c.dt_ms)) * c.dt_ms
+        X.run_regularly(
+            eq.COUNTDOWN_RATES if countdown else eq.INPUT_RATES,
+            clock=b2.Clock(dt=gate_ms * b2.ms, name="input_clock"),
+            when="start",
+            name="X_rates",
+        )
+    return X
+
+
 def build_network(
     config: STDPConfig,
     state: NetworkState,
@@ -76,7 +123,8 @@ def build_network(
     ``plastic``: STDP, adaptive θ and per-example normalisation (training) or constant w and θ (label/test).
     ``rates``: ``[n_examples, n_input]`` Hz for the ``TimedArray`` (zeros when None: set later through
     ``run_args``). ``transmit_levels``: quantize-on-transmit with that many levels over [0, w_max].
-    ``input="manual"``: the caller sets ``X.rates`` between runs (classic loop); ``normalize=False``
+    ``input="manual"``: the caller sets ``X.rates`` between runs (classic loop, always the Bernoulli
+    sampler; ``"timed"`` uses ``config.input_sampler``); ``normalize=False``
     leaves weight normalisation to the caller too.
     ``seed_variable``: add ``Ae.run_seed`` (standalone engine reseeds its RNG from it for each run).
     """
@@ -92,17 +140,7 @@ def build_network(
             raise ValueError(f"rates must be [{n_examples}, {c.n_input}], got {list(values.shape)}")
         stim = b2.TimedArray(values * b2.Hz, dt=c.example_ms * b2.ms, name="stim")
         ns["stim"] = stim
-    X = b2.NeuronGroup(
-        c.n_input, eq.INPUT_MODEL, threshold=eq.INPUT_THRESHOLD, clock=clock, name="X", namespace=ns
-    )
-    if stim is not None:
-        gate_ms = math.gcd(round(c.t_present_ms / c.dt_ms), round(c.t_rest_ms / c.dt_ms)) * c.dt_ms
-        X.run_regularly(
-            eq.INPUT_RATES,
-            clock=b2.Clock(dt=gate_ms * b2.ms, name="input_clock"),
-            when="start",
-            name="X_rates",
-        )
+    X = input_group(c, clock, ns, stim)
 
     exc_model = eq.exc_model(plastic) + (eq.RUN_SEED if seed_variable else "")
     Ae = b2.NeuronGroup(
@@ -131,7 +169,7 @@ def build_network(
     Ai.v = (c.v_rest_i_mv - c.v_init_below_rest_mv) * b2.mV
     Ae.theta = state.theta * b2.volt
 
-    pre, post = state.connectivity()
+    pre, post = synapse_order(state, c.dt_ms)
     if pre.size == 0:
         raise ValueError("every X->Ae synapse is pruned; nothing to simulate")
     in_network_norm = plastic and normalize
@@ -149,6 +187,8 @@ def build_network(
     Sxe.connect(i=pre, j=post)
     Sxe.w = state.w[pre, post]
     Sxe.delay = state.delay_ms[pre, post] * b2.ms
+    if plastic:
+        Sxe.t_arrival = eq.NO_SPIKE_S * b2.second
     objects: list[Any] = [X, Ae, Ai, Sxe]
     if in_network_norm:
         _normalize_once_per_example(Sxe, b2.Clock(dt=c.example_ms * b2.ms, name="example_clock"))
