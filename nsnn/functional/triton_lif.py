@@ -109,6 +109,15 @@ if triton is not None:
             return tl.where(s > 0, 0.0, h)
 
     @triton.jit
+    def _advance(x_ptr, u, idx, mask, beta, theta, inv, seed, FAMILY: tl.constexpr, MODE: tl.constexpr,
+                 HARD: tl.constexpr):  # fmt: skip
+        """Step t from membrane u: (h_t, s_t, u_t). The forward and the backward's replay share it, so
+        the replay reproduces the forward's membrane and draws bit for bit."""
+        h = beta * u + tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+        s = _fire(h - theta, idx, inv, seed, FAMILY, MODE)
+        return h, s, _reset(h, s, theta, HARD, MODE)
+
+    @triton.jit
     def _forward_kernel(
         x_ptr,
         out_ptr,
@@ -128,10 +137,8 @@ if triton is not None:
         u = tl.zeros([BLOCK], dtype=tl.float32)
         for t in range(T):
             idx = t * N + offs
-            h = beta * u + tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-            s = _fire(h - theta, idx, inv, seed, FAMILY, MODE)
+            _h, s, u = _advance(x_ptr, u, idx, mask, beta, theta, inv, seed, FAMILY, MODE, HARD)
             tl.store(out_ptr + idx, s.to(out_ptr.dtype.element_ty), mask=mask)
-            u = _reset(h, s, theta, HARD, MODE)
 
     @triton.jit
     def _backward_kernel(
@@ -158,9 +165,8 @@ if triton is not None:
         u = tl.zeros([BLOCK], dtype=tl.float32)
         for t in range(T):  # replay: h_t (and the same spikes) from x
             idx = t * N + offs
-            h = beta * u + tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+            h, _s, u = _advance(x_ptr, u, idx, mask, beta, theta, inv, seed, FAMILY, MODE, HARD)
             tl.store(h_ptr + idx, h, mask=mask)
-            u = _reset(h, _fire(h - theta, idx, inv, seed, FAMILY, MODE), theta, HARD, MODE)
         grad_u = tl.zeros([BLOCK], dtype=tl.float32)
         grad_h_next = tl.zeros([BLOCK], dtype=tl.float32)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
