@@ -3,7 +3,7 @@
     python bench/neurons.py [--repeats 9] [--threads N] [--device cpu|cuda]
 
 For each shape (``[4, 32, 128, 16, 16]`` and ``[32, 16, 4096]``, time-first) it times, in this one
-process, the median of ``--repeats`` forward+backward passes of:
+process, the median of ``--repeats`` forward+backward passes (layers taken in turn each round) of:
 
 * ``floor``: ``y = 2·x`` through the same harness (the cheapest possible elementwise layer);
 * nsnn ``LIF`` and ``NILIF`` with each noise family (fused multi-step kernel);
@@ -84,7 +84,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_layer(layer: nn.Module, x: Tensor, grad: Tensor, repeats: int) -> float:
+def timer(layer: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], float]:
+    """A closure timing one forward+backward pass of ``layer`` (seconds)."""
+
     def once() -> float:
         xi = x.detach().requires_grad_(True)
         if hasattr(layer, "reset"):  # spikingjelly keeps the membrane between calls
@@ -95,9 +97,19 @@ def time_layer(layer: nn.Module, x: Tensor, grad: Tensor, repeats: int) -> float
         sync(x.device)
         return time.perf_counter() - t0
 
-    for _ in range(2):
-        once()
-    return statistics.median(once() for _ in range(repeats)) * 1e3
+    return once
+
+
+def time_round_robin(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median ms per layer, the layers timed in turn within each round (after 2 warm-up rounds), so
+    drifts of the machine's state (other load, page-cache, frequency) hit every layer alike."""
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for r in range(repeats + 2):
+        for name, once in timers.items():
+            dt = once()
+            if r >= 2:
+                samples[name].append(dt)
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
 
 
 def main() -> None:
@@ -123,15 +135,17 @@ def main() -> None:
         grad = torch.randn(shape).to(device)
         print(f"\nshape {list(shape)}  ({x.numel() / 1e6:.2f} M elements, input {x.nbytes / 2**20:.1f} MiB)")
         print(f"{'layer':26s} {'ms':>8s} {'x floor':>8s} {'x snntorch':>11s} {'saved/input':>12s}")
-        rows = []
+        timers, saved = {}, {}
         for name, make in layers.items():
             layer = make()
             if layer is None:
                 print(f"{name:26s} {'(not installed)':>8s}")
                 continue
             layer = layer.to(device)
-            ms = time_layer(layer, x, grad, args.repeats)
-            rows.append((name, ms, saved_bytes(layer, x.detach().requires_grad_(True)) / x.nbytes))
+            timers[name] = timer(layer, x, grad)
+            saved[name] = saved_bytes(layer, x.detach().requires_grad_(True)) / x.nbytes
+        times = time_round_robin(timers, args.repeats)
+        rows = [(name, times[name], saved[name]) for name in timers]
         floor = rows[0][1]
         snn = next(ms for name, ms, _ in rows if name.startswith("snntorch"))
         for name, ms, mem in rows:

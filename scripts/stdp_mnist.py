@@ -53,7 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="explicit device conductance levels in [0, w_max] (overrides --bits at deployment)",
     )
     p.add_argument("--intensity", type=float, default=2.0, help="input intensity (max rate = 31.875 Hz x it)")
-    p.add_argument("--retry-max", type=int, default=3, help="re-presentations of silent label/test examples")
+    p.add_argument("--retry-max", type=int, default=3, help="re-presentations of a silent example")
+    p.add_argument(
+        "--train-retry",
+        action=argparse.BooleanOptionalAction,
+        default=STDPConfig.train_retry,
+        help="also retry silent training examples (at the end of each block; label/test always retry)",
+    )
     p.add_argument(
         "--sweep",
         action="store_true",
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             levels=args.levels,
             intensity=args.intensity,
             retry_max=args.retry_max,
+            train_retry=args.train_retry,
             target=args.target,
             method=args.method,
             chunk=args.chunk,

@@ -190,6 +190,62 @@ def test_retry_rule_re_presents_silent_examples():
     assert (out.retried, out.silent) == (3, 3) and out.input_spikes.sum() == 0
 
 
+class RecordingEngine:
+    """Runs phases on a wrapped engine and keeps every Phase it was given and its result, in order."""
+
+    def __init__(self, engine: RuntimeEngine) -> None:
+        self.engine, self.config, self.phases, self.results = engine, engine.config, [], []
+
+    def run(self, phase: Phase, progress: bool = False):
+        self.phases.append(phase)
+        self.results.append(self.engine.run(phase, progress))
+        return self.results[-1]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def test_training_retry_re_presents_silent_examples_louder_and_learns_from_them():
+    """At intensity 0 every training example is silent; retry 1 presents the block again at intensity
+    12 (plastic, from the block's end state), retry 2 the examples still below 4 spikes at 24; the
+    returned responses are the retried ones and STDP learned the bar from them."""
+    cfg = tiny(
+        intensity=0.0,
+        retry_intensity_step=12.0,
+        retry_min_spikes=4,
+        retry_max=2,
+        train_retry=True,
+        nu_post=0.1,
+        nu_pre=1e-3,
+    )
+    images, labels = bars(12, n_classes=1)
+    engine = RecordingEngine(RuntimeEngine(cfg))
+    state0 = init_state(cfg)
+    result = train(engine, state0, images, labels, cfg)
+    no_retry = cfg.replace(train_retry=False)
+    plain = train(RuntimeEngine(no_retry), state0, images, labels, no_retry)
+
+    assert plain.counts.sum() == 0 and plain.retried == 0
+    assert len(engine.phases) == 3 and all(p.plastic for p in engine.phases)
+    block, retry1, retry2 = engine.results
+    assert not engine.phases[0].rates.any() and block.counts.sum() == 0
+    np.testing.assert_allclose(engine.phases[1].rates, image_rates(images, cfg, intensity=12.0))
+    assert engine.phases[1].state is block.state and engine.phases[2].state is retry1.state
+    still = np.flatnonzero(retry1.counts.sum(axis=1) < 4)
+    assert 0 < still.size < 12
+    np.testing.assert_allclose(engine.phases[2].rates, image_rates(images[still], cfg, intensity=24.0))
+    expected = retry1.counts.copy()
+    expected[still] = retry2.counts
+    assert result.retried == 12 and (result.counts == expected).all()
+    assert result.state is retry2.state
+    fired = np.flatnonzero(result.counts.sum(axis=0) > 0)
+    assert (result.state.theta[fired] > plain.state.theta[fired]).all()
+    # the silent first pass only normalised the weights; the retries moved them by STDP to the bar
+    np.testing.assert_allclose(plain.state.w.sum(axis=0), cfg.w_sum, rtol=1e-9)
+    active = images[0].ravel() > 0
+    assert _ratio(result.state.w, active, fired) > 1.5 * _ratio(plain.state.w, active, fired)
+
+
 def test_run_directory_round_trip_and_sweep(tmp_path):
     cfg = tiny()
     x, y = bars(8)
@@ -265,11 +321,21 @@ def test_standalone_build_runs_end_to_end(tmp_path):
         first = engine.run(Phase(rates, state0, plastic=True, seed=3))
         repeat = engine.run(Phase(rates, state0, plastic=True, seed=3))
         other = engine.run(Phase(rates, state0, plastic=True, seed=4))
-        assert first.build_seconds > 0 and repeat.build_seconds == 0
+        part = engine.run(Phase(rates[:2], state0, plastic=True, seed=3))
+        assert first.build_seconds > 0 and repeat.build_seconds == part.build_seconds == 0
         frozen = respond(engine, first.state, images, cfg)
     assert b2.get_device() is b2.all_devices["runtime"]
+    for phase in ("train", "frozen"):  # the generated code was patched (the patches leave it unchanged)
+        project = tmp_path / "build" / phase
+        (thresholder,) = (project / "code_objects").glob("Ae_spike_thresholder_codeobject*.cpp")
+        assert "if(_nsnn_any)" in thresholder.read_text()
+        network = (project / "network.cpp").read_text()
+        step_end, after_loop = network.split("clock = next_clocks();")[-1].split("_globally_running = false;")
+        assert "std::clock()" not in step_end and "std::clock()" in after_loop
     assert first.counts.shape == (5, 4) and first.counts.sum() > 0
     assert (first.counts == repeat.counts).all() and not (first.counts == other.counts).all()
+    # 2 examples in a 3-example build stop after them: same spikes, no silent padding simulated
+    assert (part.counts == first.counts[:2]).all() and part.input_spikes.sum() < first.input_spikes.sum()
     assert np.abs(first.state.w.sum(axis=0) - cfg.w_sum).max() < 0.05 * cfg.w_sum
     assert not np.allclose(first.state.w, state0.w) and (first.state.theta > state0.theta).any()
     assert frozen.counts.shape == (5, 4) and frozen.counts.sum() > 0

@@ -38,6 +38,11 @@ FULL_PRECISION_BITS = 32
 class STDPConfig:
     """Diehl & Cook network, schedule and compression settings (all times in ms, voltages in mV).
 
+    Retry (Diehl & Cook): an example that drew fewer than ``retry_min_spikes`` Ae spikes is presented
+    again at intensity + ``retry_intensity_step`` (then + 2 steps, ...), up to ``retry_max`` times; always
+    in the frozen label/test passes, in training with ``train_retry`` (default on, as in the original;
+    done at the end of each block, see :mod:`nsnn.stdp.pipeline`).
+
     Compression: ``prune`` is the fraction of X→Ae synapses removed (0 ≤ prune < 1); ``prune_every`` > 0
     prunes every that many training examples (the target reached at the last in-training prune, each
     prune only removes more), 0 prunes once after training. ``bits`` ≥ 32 means full precision,
@@ -56,6 +61,7 @@ class STDPConfig:
     retry_min_spikes: int = 5
     retry_intensity_step: float = 1.0
     retry_max: int = 3
+    train_retry: bool = True
     # excitatory neurons
     v_rest_e_mv: float = -65.0
     v_reset_e_mv: float = -65.0

@@ -2,15 +2,20 @@
 
 * :class:`StandaloneEngine` (``target="standalone"``): Brian2 ``cpp_standalone``. A network is compiled
   once for a chunk of ``config.chunk`` examples; every run of the binary gets that chunk's input rates
-  (``TimedArray``), the weights, θ and a fresh RNG seed through ``device.run(run_args=...)``, so a
-  phase of 8,000 examples is 16 runs of one build and the label, test and compressed-bit passes reuse
-  the frozen build. Carrying w and θ across chunks is exact; traces, membranes and conductances restart
-  from their initial values each chunk (the 150 ms rest between examples nearly decays them anyway).
+  (``TimedArray``), the weights, θ, a fresh RNG seed and its length through ``device.run(run_args=...)``,
+  so a phase of 8,000 examples is 16 runs of one build and the label, test and compressed-bit passes
+  reuse the frozen build; a run of fewer examples than the chunk (a phase's last chunk, the retries of
+  a few silent examples) stops after them instead of simulating silent padding. Carrying w and θ
+  across chunks is exact; traces, membranes and conductances restart from their initial values each
+  chunk (the 150 ms rest between examples nearly decays them anyway).
   A new build (incremental: only the changed C++ files recompile, ~10-30 s) is needed when the
   synapses change — so a training run pruned every K examples compiles once per segment between
   prunes — or when a phase switches between training and frozen equations.
-  The generated spike queue is patched to queue each run of equal-delay synapses as one block
-  (:func:`patch_spike_queue`; same events in the same order).
+  The generated code is patched, each patch leaving the simulation bit for bit the same: the spike queue
+  queues each run of equal-delay synapses as one block (:func:`patch_spike_queue`; same events in the
+  same order), the run loop reads the CPU clock once per run instead of per step
+  (:func:`patch_run_loop`), and each threshold first checks the whole group for a spike with one
+  vectorized loop (:func:`patch_thresholds`).
 * :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, one network per phase and
   one continuous run; no C++ toolchain needed beyond Cython's, good for small networks and tests.
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import resource
 import time
 from contextlib import contextmanager
@@ -157,6 +163,68 @@ def patch_spike_queue(directory: str | Path) -> bool:
     return True
 
 
+# Brian2 2.9's Network::run reads the process CPU clock after every time step.
+_STEP_CLOCK = re.compile(
+    r"(        clock = next_clocks\(\);\n\n)"
+    r"(        current = std::clock\(\);\n"
+    r"        elapsed_realtime = \(double\)\(current - start\)/\(\d+ \* CLOCKS_PER_SEC\);\n)"
+)
+_LOOP_END = "    Network::_globally_running = false;\n"
+
+
+# Brian2 2.9's threshold loop: compute _cond per neuron, append the neuron to the spike space if true.
+_THRESHOLD_LOOP = re.compile(
+    r"(    long _count = 0;\n)"
+    r"(    for\(size_t _idx=0; _idx<N; _idx\+\+\)\n    \{\n)"
+    r"(.*?)"
+    r"(        if\(_cond\) \{\n.*?\n        \}\n    \}\n)",
+    re.S,
+)
+
+
+def patch_run_loop(directory: str | Path) -> bool:
+    """Read the CPU clock once after the simulation loop of ``network.cpp`` instead of after every step.
+
+    ``std::clock()`` is a system call (``clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`` has no vDSO fast path),
+    ~4 % of a silent N=400 network's time at one call per 0.5 ms step, and only the reported run time
+    (``_last_run_time``) uses it: the simulation is unchanged. Returns False, leaving the file as is, when
+    the loop differs (e.g. ``maximum_run_time`` set, which needs the clock in the loop, or OpenMP).
+    """
+    path = Path(directory, "network.cpp")
+    text = path.read_text()
+    match = _STEP_CLOCK.search(text)
+    if match is None or "elapsed_realtime>" in text or text.count(_LOOP_END) != 1:
+        return False
+    text = text.replace(match.group(0), match.group(1), 1).replace(_LOOP_END, _LOOP_END + match.group(2))
+    path.write_text(text)
+    return True
+
+
+def patch_thresholds(directory: str | Path) -> list[str]:
+    """Check a whole group for a spike with one vectorizable loop before Brian2's per-neuron loop.
+
+    Brian2's threshold loop (a branch and a conditional append per neuron) cannot be vectorized, and
+    most steps of the Ae and Ai groups (and of the input group during the rest) have no spike. The
+    added loop evaluates the same ``_cond`` expression on the same values and ORs it up; only if it
+    found a spike does the unchanged original loop run. Both loops compile the same source expression,
+    so the same IEEE operations decide each neuron (no spike is missed or added), and ~8 % of a silent
+    N=400 network's time is saved. Returns the names of the patched files.
+    """
+    patched: list[str] = []
+    for path in sorted(Path(directory, "code_objects").glob("*_spike_thresholder_codeobject*.cpp")):
+        text = path.read_text()
+        match = _THRESHOLD_LOOP.search(text)
+        if "_nsnn_any" in text or match is None:
+            continue
+        count, loop, body, append = match.groups()
+        check = f"{count}    char _nsnn_any = 0;\n{loop}{body}        _nsnn_any |= _cond;\n    }}\n"
+        path.write_text(
+            text[: match.start()] + f"{check}    if(_nsnn_any)\n{loop}{body}{append}" + text[match.end() :]
+        )
+        patched.append(path.name)
+    return patched
+
+
 def _structure_key(state: NetworkState, phase: Phase) -> str:
     digest = hashlib.md5(np.packbits(state.mask).tobytes())
     digest.update(np.ascontiguousarray(state.delay_ms, dtype=np.float64).tobytes())
@@ -205,7 +273,7 @@ class StandaloneEngine:
             plastic=phase.plastic,
             n_examples=chunk,
             transmit_levels=phase.transmit_levels,
-            seed_variable=True,
+            run_controls=True,
         )
         b2.device.apply_run_args()
         seed_array = b2.device.get_array_name(net.Ae.variables["run_seed"])
@@ -219,6 +287,8 @@ class StandaloneEngine:
         with _flush_denormals():
             b2.device.build(directory=self._directory, compile=False, run=False, with_output=False)
         patch_spike_queue(directory)
+        patch_run_loop(directory)
+        patch_thresholds(directory)
         compiler = get_compiler_and_args()[0]
         b2.device.compile_source(self._directory, compiler, debug=False, clean=False)
         self._net, self._key, self._chunk = net, _structure_key(phase.state, phase), chunk
@@ -254,6 +324,7 @@ class StandaloneEngine:
                     net.Sxe.w: w,
                     net.Ae.theta: theta * b2.volt,
                     net.Ae.run_seed: _run_seed(phase.seed, run),
+                    net.Ae.stop_step: round(len(rows) * self.config.example_ms / self.config.dt_ms),
                 }
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()
                 b2.device.run(self._directory, results_directory="results", with_output=False, run_args=args)

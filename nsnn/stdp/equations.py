@@ -76,7 +76,15 @@ dge/dt = -ge/tau_ge : 1
 INH_THRESHOLD = "v > v_thresh_i"
 INH_RESET = "v = v_reset_i"
 
-RUN_SEED = "run_seed : integer (shared, constant)"
+# Standalone run controls (set through run_args for every run of the binary): the RNG seed, and the step
+# at which the run stops (``stop_run`` ends the simulation loop after that step's updates), so a run
+# of k < chunk examples simulates k examples instead of padding the chunk with silent ones.
+RUN_CONTROLS = """
+run_seed : integer (shared, constant)
+stop_step : integer (shared, constant)
+stopped : 1 (shared)
+"""
+STOP_CHECK = "stopped = stop_run(timestep(t, sim_dt) + 1, stop_step)"
 
 STDP_MODEL = """
 w : 1

@@ -61,6 +61,30 @@ def _normalize_once_per_example(synapses: b2.Synapses, clock: b2.Clock) -> None:
     )
 
 
+@b2.implementation(
+    "cpp",
+    """
+    static inline double stop_run(const int64_t next_step, const int64_t stop_step)
+    {
+        if (next_step < stop_step)
+            return 0.0;
+        Network::_globally_stopped = true;
+        return 1.0;
+    }
+    """,
+)
+@b2.check_units(next_step=1, stop_step=1, result=1)
+def stop_run(next_step: Any, stop_step: Any) -> Any:
+    """Standalone only: end the run once the next time step would be ``stop_step`` (returns 1 then).
+
+    Sets Brian2's ``Network::_globally_stopped`` (the flag its Ctrl+C handler uses): the loop finishes
+    the current step, exits, and the results (monitors, w, θ) are written as after a complete run, so a
+    run stopped after k examples is exactly a run of k examples. (Python version for code generation
+    checks only; the runtime engine builds networks of the exact length instead.)
+    """
+    return np.asarray(next_step >= stop_step, dtype=np.float64)
+
+
 def synapse_order(state: NetworkState, dt_ms: float) -> tuple[np.ndarray, np.ndarray]:
     """Pre (input) and post (Ae) indices of the alive X→Ae synapses, sorted by (input, delay step, Ae).
 
@@ -116,7 +140,7 @@ def build_network(
     transmit_levels: int | None = None,
     input: str = "timed",
     normalize: bool = True,
-    seed_variable: bool = False,
+    run_controls: bool = False,
 ) -> DCNetwork:
     """Create the network for ``n_examples`` consecutive examples (``T_example`` each).
 
@@ -126,13 +150,16 @@ def build_network(
     ``input="manual"``: the caller sets ``X.rates`` between runs (classic loop, always the Bernoulli
     sampler; ``"timed"`` uses ``config.input_sampler``); ``normalize=False``
     leaves weight normalisation to the caller too.
-    ``seed_variable``: add ``Ae.run_seed`` (standalone engine reseeds its RNG from it for each run).
+    ``run_controls``: add ``Ae.run_seed`` (standalone engine reseeds its RNG from it for each run) and
+    ``Ae.stop_step`` (the run ends after that many time steps, :func:`stop_run`; default: the whole run).
     """
     if input not in INPUT_MODES:
         raise ValueError(f"input must be one of {list(INPUT_MODES)}, got {input!r}")
     c = config
     clock = b2.Clock(dt=c.dt_ms * b2.ms, name="sim_clock")
     ns = eq.namespace(c, transmit_levels)
+    if run_controls:
+        ns["stop_run"] = stop_run
     stim = None
     if input == "timed":
         values = np.zeros((n_examples, c.n_input)) if rates is None else np.asarray(rates, dtype=np.float64)
@@ -142,7 +169,7 @@ def build_network(
         ns["stim"] = stim
     X = input_group(c, clock, ns, stim)
 
-    exc_model = eq.exc_model(plastic) + (eq.RUN_SEED if seed_variable else "")
+    exc_model = eq.exc_model(plastic) + (eq.RUN_CONTROLS if run_controls else "")
     Ae = b2.NeuronGroup(
         c.n_exc,
         exc_model,
@@ -168,6 +195,9 @@ def build_network(
     Ae.v = (c.v_rest_e_mv - c.v_init_below_rest_mv) * b2.mV
     Ai.v = (c.v_rest_i_mv - c.v_init_below_rest_mv) * b2.mV
     Ae.theta = state.theta * b2.volt
+    if run_controls:
+        Ae.stop_step = round(n_examples * c.example_ms / c.dt_ms)
+        Ae.run_regularly(eq.STOP_CHECK, clock=clock, when="end", name="Ae_stop")
 
     pre, post = synapse_order(state, c.dt_ms)
     if pre.size == 0:

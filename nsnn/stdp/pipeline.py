@@ -9,9 +9,15 @@
 * **label**: frozen network on training images; neuron → class from those responses only.
 * **test**: frozen network on test images; prediction by the mean count of each class's neurons.
 
-Frozen passes re-present examples that drew fewer than ``retry_min_spikes`` Ae spikes at intensity
-+1 (up to ``retry_max`` times), as in the original; training does not (one continuous compiled run has
-no feedback; ~3 % of training examples at N = 400 draw < 5 spikes and get little STDP).
+Retry rule: an example that drew fewer than ``retry_min_spikes`` Ae spikes is presented again at
+intensity + ``retry_intensity_step`` (+ 2 steps at the second retry, ...), up to ``retry_max`` times.
+Frozen passes always do this, as in the original. Training does it with ``config.train_retry`` (on by
+default, as in the original), but not where the original does: one compiled run per block has no
+feedback, so the silent examples of a block are re-presented *after the whole block* (in their order,
+STDP on, as further short runs of the same build, each attempt on the state the previous one left),
+not right after their own failed presentation; the block's later examples have meanwhile been learned
+from. The retried counts replace the silent ones in the returned responses. Without it
+(``train_retry=False``), ~3 % of training examples at N = 400 draw < 5 spikes and get little STDP.
 
     result = train(engine, init_state(cfg), images, labels, cfg)
     ev = evaluate(engine, deployed(result.state, cfg), label_images, label_y, test_images, test_y, cfg)
@@ -29,10 +35,11 @@ import numpy as np
 from nsnn.compress import prune_mask, quantize, synaptic_events
 from nsnn.stdp.classify import accuracy, assign_labels, predict
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, levels_for_bits
-from nsnn.stdp.engine import Engine, Phase
+from nsnn.stdp.engine import Engine, Phase, PhaseResult
 from nsnn.stdp.state import NetworkState, image_rates
 
 Log = Callable[[dict[str, Any]], None]
+RETRY_SEED_STRIDE = 10_007  # seed offset per training retry attempt (block seeds are seed + block index)
 
 
 def prune_points(n_train: int, prune_every: int) -> list[int]:
@@ -73,6 +80,7 @@ class TrainResult:
     cpu_seconds: float
     build_seconds: float
     compressions: list[dict[str, Any]] = field(default_factory=list)
+    retried: int = 0
 
     @property
     def ms_per_example(self) -> float:
@@ -108,6 +116,7 @@ def train(
     sim = cpu = build = 0.0
     compressions: list[dict[str, Any]] = []
     compressed = False
+    retried = 0
     with tqdm(total=n, desc="train", unit="ex", disable=not progress) as bar:
         for block, (a, b) in enumerate(_blocks(n, config.chunk, points)):
             phase = Phase(
@@ -118,12 +127,19 @@ def train(
                 seed=config.seed + block,
                 desc="train",
             )
-            result = engine.run(phase)
-            state, counts[a:b] = result.state, result.counts
-            sim, cpu, build = sim + result.sim_seconds, cpu + result.cpu_seconds, build + result.build_seconds
+            results = [engine.run(phase)]
+            state, counts[a:b] = results[0].state, results[0].counts
+            if config.train_retry:
+                retries = retry_silent(engine, state, images, counts, a, b, config, phase)
+                state = retries[-1].state if retries else state
+                results += retries
+                retried += len(retries[0].counts) if retries else 0
+            for result in results:
+                sim, cpu = sim + result.sim_seconds, cpu + result.cpu_seconds
+                build += result.build_seconds
             bar.update(b - a)
             if log is not None:
-                log(_train_row(counts, labels, a, b, state, result, config))
+                log(_train_row(counts, labels, a, b, state, results, config))
             if b in points:
                 k = points.index(b) + 1
                 state = compress_state(state, config.prune * k / len(points), config)
@@ -138,7 +154,46 @@ def train(
                             "sparsity": round(state.sparsity, 6),
                         }
                     )
-    return TrainResult(state, counts, sim, cpu, build, compressions)
+    return TrainResult(state, counts, sim, cpu, build, compressions, retried)
+
+
+def retry_silent(
+    engine: Engine,
+    state: NetworkState,
+    images: np.ndarray,
+    counts: np.ndarray,
+    a: int,
+    b: int,
+    config: STDPConfig,
+    phase: Phase,
+) -> list[PhaseResult]:
+    """Re-present the silent examples of training block ``[a, b)`` (the retry rule, module docstring).
+
+    Attempt k = 1..retry_max runs the examples of the block still below ``retry_min_spikes`` (in order)
+    at ``intensity + k·retry_intensity_step``, plastic, from the state the previous run left, with the
+    block ``phase``'s quantize-on-transmit setting. Writes the new responses into ``counts`` (rows of the
+    whole training set) in place and returns the runs (``[0]`` retried every silent example of the block;
+    ``[-1].state`` is the state afterwards); empty if none was silent.
+    """
+    todo = a + np.flatnonzero(counts[a:b].sum(axis=1) < config.retry_min_spikes)
+    results: list[PhaseResult] = []
+    for attempt in range(1, config.retry_max + 1):
+        if todo.size == 0:
+            break
+        result = engine.run(
+            Phase(
+                image_rates(images[todo], config, config.intensity + attempt * config.retry_intensity_step),
+                state,
+                plastic=True,
+                transmit_levels=phase.transmit_levels,
+                seed=phase.seed + RETRY_SEED_STRIDE * attempt,
+                desc=f"{phase.desc} retry {attempt}",
+            )
+        )
+        state, counts[todo] = result.state, result.counts
+        results.append(result)
+        todo = todo[result.counts.sum(axis=1) < config.retry_min_spikes]
+    return results
 
 
 def _train_row(
@@ -147,10 +202,12 @@ def _train_row(
     a: int,
     b: int,
     state: NetworkState,
-    result: Any,
+    results: list[PhaseResult],
     config: STDPConfig,
 ) -> dict[str, Any]:
     block = counts[a:b].sum(axis=1)
+    sim = sum(r.sim_seconds for r in results)
+    cpu = sum(r.cpu_seconds for r in results)
     row = {
         "phase": "train",
         "examples": b,
@@ -158,9 +215,10 @@ def _train_row(
         "sparsity": round(state.sparsity, 6),
         "spikes_per_example": round(float(block.mean()), 3),
         "silent_fraction": round(float((block < config.retry_min_spikes).mean()), 4),
-        "ms_per_example": round(result.ms_per_example, 3),
-        "cpu_ms_per_example": round(1e3 * result.cpu_seconds / max(b - a, 1), 3),
-        "build_seconds": round(result.build_seconds, 2),
+        "retried": results[1].n_examples if len(results) > 1 else 0,
+        "ms_per_example": round(1e3 * sim / max(b - a, 1), 3),
+        "cpu_ms_per_example": round(1e3 * cpu / max(b - a, 1), 3),
+        "build_seconds": round(sum(r.build_seconds for r in results), 2),
     }
     if labels is not None and a > 0:
         assignments = assign_labels(counts[:a], labels[:a], config.n_classes)
