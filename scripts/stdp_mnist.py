@@ -4,6 +4,7 @@
         --prune 0.75 --prune-every 2000 --bits 4 --out runs/stdp-400-p75-b4 --json
     python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400-sweep
     python scripts/stdp_mnist.py --sweep --from-run runs/stdp-400 --out runs/stdp-400-sweep
+    python scripts/stdp_mnist.py --from-run runs/stdp-400 --prune 0.75 --bits 4 --json
     python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000
 
 Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--from-run",
         default=None,
-        help="with --sweep: sweep this saved dense run (its own config) instead of training",
+        help="compress this saved dense run (its own config) after training instead of training: at "
+        "--prune/--bits, or with --sweep at every pair",
     )
     p.add_argument("--target", choices=TARGETS, default="standalone", help="Brian2 execution target")
     p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")
@@ -116,14 +118,21 @@ def main(argv: list[str] | None = None) -> dict:
         )
     except ValueError as e:
         raise SystemExit(f"invalid configuration: {e}") from e
-    if args.from_run and not args.sweep:
-        raise SystemExit("--from-run only works with --sweep (it re-evaluates a saved dense run)")
+    if args.from_run and (args.levels or args.prune_every):
+        raise SystemExit("--from-run compresses once after training: use --prune and --bits only")
     train, test = load_data(args)
     out = sys.stderr if args.json else sys.stdout
     if args.from_run:
         run_dir = make_run_dir(args.out, "stdp-sweep")
+        cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
         rows = sweep_run(
-            args.from_run, train, test, run_dir=run_dir, n_label=args.label, progress=not args.no_progress
+            args.from_run,
+            train,
+            test,
+            run_dir=run_dir,
+            n_label=args.label,
+            progress=not args.no_progress,
+            **cells,
         )
         for row in rows:
             print(
@@ -131,9 +140,13 @@ def main(argv: list[str] | None = None) -> dict:
                 f"accuracy {100 * row['accuracy']:.2f} %",
                 file=out,
             )
+        result = {"run_dir": str(run_dir), "sweep": rows}
+        if not args.sweep:
+            (row,) = rows
+            result.update({k: row[k] for k in ("accuracy", "synapses", "bits", "sparsity")})
         if args.json:
-            print(json.dumps({"run_dir": str(run_dir), "sweep": rows}))
-        return {"run_dir": str(run_dir), "sweep": rows}
+            print(json.dumps(result))
+        return result
     run_dir = make_run_dir(args.out, f"stdp-{args.neurons}")
     summary = run_experiment(
         config,

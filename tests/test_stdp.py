@@ -301,12 +301,16 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
 
 
 def test_cli_rejects_bad_config():
+    script = str(ROOT / "scripts" / "stdp_mnist.py")
+    proc = subprocess.run([sys.executable, script, "--prune", "1.5"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "prune" in proc.stderr
+    # a saved dense run is compressed once after training: no in-training schedule, no device levels
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "stdp_mnist.py"), "--prune", "1.5"],
+        [sys.executable, script, "--from-run", "runs/x", "--prune", "0.5", "--prune-every", "100"],
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0 and "prune" in proc.stderr
+    assert proc.returncode != 0 and "--from-run compresses once after training" in proc.stderr
 
 
 @pytest.mark.slow
