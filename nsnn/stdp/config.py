@@ -212,6 +212,11 @@ class STDPConfig:
         return self.t_present_ms + self.t_rest_ms
 
     @property
+    def steps_per_example(self) -> int:
+        """Time steps of ``dt_ms`` in one example (a whole number, checked at construction)."""
+        return round(self.example_ms / self.dt_ms)
+
+    @property
     def quantized(self) -> bool:
         return self.levels is not None or self.bits < FULL_PRECISION_BITS
 

@@ -172,16 +172,6 @@ _STEP_CLOCK = re.compile(
 _LOOP_END = "    Network::_globally_running = false;\n"
 
 
-# Brian2 2.9's threshold loop: compute _cond per neuron, append the neuron to the spike space if true.
-_THRESHOLD_LOOP = re.compile(
-    r"(    long _count = 0;\n)"
-    r"(    for\(size_t _idx=0; _idx<N; _idx\+\+\)\n    \{\n)"
-    r"(.*?)"
-    r"(        if\(_cond\) \{\n.*?\n        \}\n    \}\n)",
-    re.S,
-)
-
-
 def patch_run_loop(directory: str | Path) -> bool:
     """Read the CPU clock once after the simulation loop of ``network.cpp`` instead of after every step.
 
@@ -198,6 +188,16 @@ def patch_run_loop(directory: str | Path) -> bool:
     text = text.replace(match.group(0), match.group(1), 1).replace(_LOOP_END, _LOOP_END + match.group(2))
     path.write_text(text)
     return True
+
+
+# Brian2 2.9's threshold loop: compute _cond per neuron, append the neuron to the spike space if true.
+_THRESHOLD_LOOP = re.compile(
+    r"(    long _count = 0;\n)"
+    r"(    for\(size_t _idx=0; _idx<N; _idx\+\+\)\n    \{\n)"
+    r"(.*?)"
+    r"(        if\(_cond\) \{\n.*?\n        \}\n    \}\n)",
+    re.S,
+)
 
 
 def patch_thresholds(directory: str | Path) -> list[str]:
@@ -324,7 +324,7 @@ class StandaloneEngine:
                     net.Sxe.w: w,
                     net.Ae.theta: theta * b2.volt,
                     net.Ae.run_seed: _run_seed(phase.seed, run),
-                    net.Ae.stop_step: round(len(rows) * self.config.example_ms / self.config.dt_ms),
+                    net.Ae.stop_step: len(rows) * self.config.steps_per_example,
                 }
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()
                 b2.device.run(self._directory, results_directory="results", with_output=False, run_args=args)

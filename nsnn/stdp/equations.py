@@ -172,7 +172,7 @@ def namespace(config: STDPConfig, transmit_levels: int | None = None) -> dict[st
         "tau_post1": c.tau_post1_ms * ms,
         "tau_post2": c.tau_post2_ms * ms,
         "sim_dt": c.dt_ms * ms,
-        "steps_example": round(c.example_ms / c.dt_ms),
+        "steps_example": c.steps_per_example,
         "steps_present": round(c.t_present_ms / c.dt_ms),
         "p_min": 1e-12,
         "max_steps": 10**9,

@@ -196,7 +196,7 @@ def build_network(
     Ai.v = (c.v_rest_i_mv - c.v_init_below_rest_mv) * b2.mV
     Ae.theta = state.theta * b2.volt
     if run_controls:
-        Ae.stop_step = round(n_examples * c.example_ms / c.dt_ms)
+        Ae.stop_step = n_examples * c.steps_per_example
         Ae.run_regularly(eq.STOP_CHECK, clock=clock, when="end", name="Ae_stop")
 
     pre, post = synapse_order(state, c.dt_ms)

@@ -157,6 +157,29 @@ def train(
     return TrainResult(state, counts, sim, cpu, build, compressions, retried)
 
 
+def present_with_retries(
+    todo: np.ndarray,
+    counts: np.ndarray,
+    config: STDPConfig,
+    present: Callable[[np.ndarray, int, float], np.ndarray],
+    *,
+    first: int = 0,
+) -> np.ndarray:
+    """The retry rule (module docstring) over the example indices ``todo``.
+
+    For attempt k = ``first``..``retry_max``, ``present(indices, k, intensity + k·retry_intensity_step)``
+    returns the responses ``[len(indices), n_exc]`` of the examples still silent (all of ``todo`` at the
+    first attempt), which are written into ``counts`` in place. Returns the indices still silent after
+    the last attempt.
+    """
+    for attempt in range(first, config.retry_max + 1):
+        if todo.size == 0:
+            break
+        counts[todo] = present(todo, attempt, config.intensity + attempt * config.retry_intensity_step)
+        todo = todo[counts[todo].sum(axis=1) < config.retry_min_spikes]
+    return todo
+
+
 def retry_silent(
     engine: Engine,
     state: NetworkState,
@@ -169,30 +192,29 @@ def retry_silent(
 ) -> list[PhaseResult]:
     """Re-present the silent examples of training block ``[a, b)`` (the retry rule, module docstring).
 
-    Attempt k = 1..retry_max runs the examples of the block still below ``retry_min_spikes`` (in order)
-    at ``intensity + k·retry_intensity_step``, plastic, from the state the previous run left, with the
-    block ``phase``'s quantize-on-transmit setting. Writes the new responses into ``counts`` (rows of the
+    Attempts 1..retry_max run plastic, each from the state the previous run left, with the block
+    ``phase``'s quantize-on-transmit setting. Writes the new responses into ``counts`` (rows of the
     whole training set) in place and returns the runs (``[0]`` retried every silent example of the block;
     ``[-1].state`` is the state afterwards); empty if none was silent.
     """
-    todo = a + np.flatnonzero(counts[a:b].sum(axis=1) < config.retry_min_spikes)
     results: list[PhaseResult] = []
-    for attempt in range(1, config.retry_max + 1):
-        if todo.size == 0:
-            break
+
+    def present(todo: np.ndarray, attempt: int, intensity: float) -> np.ndarray:
         result = engine.run(
             Phase(
-                image_rates(images[todo], config, config.intensity + attempt * config.retry_intensity_step),
-                state,
+                image_rates(images[todo], config, intensity),
+                results[-1].state if results else state,
                 plastic=True,
                 transmit_levels=phase.transmit_levels,
                 seed=phase.seed + RETRY_SEED_STRIDE * attempt,
                 desc=f"{phase.desc} retry {attempt}",
             )
         )
-        state, counts[todo] = result.state, result.counts
         results.append(result)
-        todo = todo[result.counts.sum(axis=1) < config.retry_min_spikes]
+        return result.counts
+
+    silent = a + np.flatnonzero(counts[a:b].sum(axis=1) < config.retry_min_spikes)
+    present_with_retries(silent, counts, config, present, first=1)
     return results
 
 
@@ -284,12 +306,10 @@ def respond(
     """Frozen pass over ``images`` with the Diehl & Cook retry rule (see the module docstring)."""
     counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
     input_spikes = np.zeros(config.n_input, dtype=np.int64)
-    inh, sim, build = 0, 0.0, 0.0
-    todo = np.arange(len(images))
-    retried: set[int] = set()
-    intensity = config.intensity
-    for attempt in range(config.retry_max + 1):
-        label = desc if attempt == 0 else f"{desc} retry {attempt}"
+    inh, sim, build, retried = 0, 0.0, 0.0, 0
+
+    def present(todo: np.ndarray, attempt: int, intensity: float) -> np.ndarray:
+        nonlocal inh, sim, build, retried
         results = _frozen_pass(
             engine,
             state,
@@ -297,20 +317,18 @@ def respond(
             config,
             intensity=intensity,
             seed=seed + 7919 * attempt,
-            desc=label,
+            desc=desc if attempt == 0 else f"{desc} retry {attempt}",
             progress=progress,
         )
-        new = np.concatenate([r.counts for r in results]) if results else counts[:0]
-        counts[todo] = new
         for r in results:
-            input_spikes += r.input_spikes
+            input_spikes[:] += r.input_spikes
             inh, sim, build = inh + r.inh_spikes, sim + r.sim_seconds, build + r.build_seconds
-        todo = todo[new.sum(axis=1) < config.retry_min_spikes]
-        if todo.size == 0 or attempt == config.retry_max:
-            break
-        retried.update(todo.tolist())
-        intensity += config.retry_intensity_step
-    return Responses(counts, input_spikes, inh, len(retried), int(todo.size), sim, build)
+        if attempt == 1:
+            retried = todo.size
+        return np.concatenate([r.counts for r in results])
+
+    silent = present_with_retries(np.arange(len(images)), counts, config, present)
+    return Responses(counts, input_spikes, inh, retried, int(silent.size), sim, build)
 
 
 @dataclass(frozen=True)
