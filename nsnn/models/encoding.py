@@ -58,7 +58,9 @@ def encode(
 def predict(logits: torch.Tensor) -> torch.Tensor:
     """Class predictions ``[B]`` (int64) from per-step logits ``[T, B, classes]``: argmax of the time mean.
 
-    acc = (predict(net(encode(x, 4))) == y).float().mean()
+    Example::
+
+        acc = (predict(net(encode(x, 4))) == y).float().mean()
     """
     if logits.dim() != 3:
         raise ValueError(f"predict expects logits [T, B, classes], got shape {tuple(logits.shape)}")

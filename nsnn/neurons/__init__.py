@@ -1,7 +1,9 @@
 """Spiking neurons: NILIF (noisy), LIF (deterministic), PLIF (learnable leak); all ``torch.nn`` modules.
 
-from nsnn.neurons import NILIF
-spikes = NILIF(noise="gaussian", sigma=0.3)(torch.randn(4, 32, 100))   # [T, B, N]
+Example::
+
+    from nsnn.neurons import NILIF
+    spikes = NILIF(noise="gaussian", sigma=0.3)(torch.randn(4, 32, 100))   # [T, B, N]
 """
 
 from __future__ import annotations
