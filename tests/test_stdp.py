@@ -23,7 +23,7 @@ from nsnn.stdp import (
     run_experiment,
     sweep_run,
 )
-from nsnn.stdp.engine import Phase, RuntimeEngine, StandaloneEngine
+from nsnn.stdp.engine import HAVE_LIBMVEC, Phase, RuntimeEngine, StandaloneEngine
 from nsnn.stdp.pipeline import compress_state, deployed, evaluate, respond, train
 from nsnn.stdp.state import image_rates
 
@@ -332,7 +332,10 @@ def test_standalone_build_runs_end_to_end(tmp_path):
     for phase in ("train", "frozen"):  # the generated code was patched (the patches leave it unchanged)
         project = tmp_path / "build" / phase
         (thresholder,) = (project / "code_objects").glob("Ae_spike_thresholder_codeobject*.cpp")
-        assert "if(_nsnn_any)" in thresholder.read_text()
+        assert "if(_nsnn_any)" in thresholder.read_text() and "omp simd" in thresholder.read_text()
+        (updater,) = (project / "code_objects").glob("Ae_stateupdater_codeobject*.cpp")
+        assert "#pragma GCC ivdep" in updater.read_text()
+        assert ("__simd__" in updater.read_text()) == HAVE_LIBMVEC
         network = (project / "network.cpp").read_text()
         step_end, after_loop = network.split("clock = next_clocks();")[-1].split("_globally_running = false;")
         assert "std::clock()" not in step_end and "std::clock()" in after_loop
@@ -344,6 +347,35 @@ def test_standalone_build_runs_end_to_end(tmp_path):
     assert not np.allclose(first.state.w, state0.w) and (first.state.theta > state0.theta).any()
     assert frozen.counts.shape == (5, 4) and frozen.counts.sum() > 0
     assert accuracy(frozen.counts, labels, assign_labels(frozen.counts, labels, 4), 4) > 0.25
+
+
+_THRESHOLDER = """    long _count = 0;
+    for(size_t _idx=0; _idx<N; _idx++)
+    {
+        const double v = _ptr_array_G_v[_idx];
+        const char _cond = COND;
+
+        if(_cond) {
+            _ptr_array_G__spikespace[_count++] = _idx;
+        }
+    }
+    _ptr_array_G__spikespace[N] = _count;
+"""
+
+
+def test_threshold_patch_skips_conditions_that_draw_random_numbers(tmp_path):
+    from nsnn.stdp.engine import patch_thresholds
+
+    code = tmp_path / "code_objects"
+    code.mkdir()
+    (code / "A_spike_thresholder_codeobject.cpp").write_text(_THRESHOLDER.replace("COND", "v > 1.0"))
+    bernoulli = _THRESHOLDER.replace("COND", "_rand(_vectorisation_idx) < v")
+    (code / "X_spike_thresholder_codeobject.cpp").write_text(bernoulli)
+    assert patch_thresholds(tmp_path) == ["A_spike_thresholder_codeobject.cpp"]
+    patched = (code / "A_spike_thresholder_codeobject.cpp").read_text()
+    assert patched.count("const char _cond = v > 1.0;") == 2 and "if(_nsnn_any)" in patched
+    assert (code / "X_spike_thresholder_codeobject.cpp").read_text() == bernoulli
+    assert patch_thresholds(tmp_path) == []  # already patched
 
 
 def _input_trains(cfg: STDPConfig, rates: np.ndarray, seed: int) -> np.ndarray:
