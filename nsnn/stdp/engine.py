@@ -14,9 +14,10 @@
   The generated code is patched. Three patches leave the simulation bit for bit the same: the spike
   queue queues each run of equal-delay synapses as one block (:func:`patch_spike_queue`; same events in
   the same order), the run loop reads the CPU clock once per run instead of per step
-  (:func:`patch_run_loop`), and each threshold first checks the whole group for a spike with one
-  vectorized loop (:func:`patch_thresholds`). The fourth vectorizes the neurons' state updates, with
-  glibc's SIMD ``exp`` where available (:func:`patch_state_updaters`; last-bit differences in ``exp``).
+  (:func:`patch_run_loop`), and each threshold first checks each block of 64 neurons for a spike with
+  one vectorized loop (:func:`patch_thresholds`). The fourth vectorizes the neurons' state updates, with
+  glibc's SIMD ``exp`` where available (:func:`patch_state_updaters`; ``exp`` may differ in its last
+  bits, which left every spike of the N = 400 runs unchanged).
 * :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, one network per phase and
   one continuous run; no C++ toolchain needed beyond Cython's, good for small networks and tests.
 
@@ -205,7 +206,7 @@ def patch_run_loop(directory: str | Path) -> bool:
 # glibc's vector math library (x86_64 Linux): SIMD versions of exp, ~4 ulp, for vectorized loops.
 HAVE_LIBMVEC = sys.platform == "linux" and platform.machine() == "x86_64" and bool(find_library("mvec"))
 _NEURON_LOOP = "    for(int _idx=0; _idx<_N; _idx++)\n"
-_SIMD_EXP = 'extern "C" double exp(double) throw() __attribute__((__simd__("notinbranch")));\n'
+_SIMD_EXP = 'extern "C" double exp(double) noexcept __attribute__((__simd__("notinbranch")));\n'
 
 
 def patch_state_updaters(directory: str | Path, *, vector_exp: bool = HAVE_LIBMVEC) -> list[str]:
@@ -218,8 +219,11 @@ def patch_state_updaters(directory: str | Path, *, vector_exp: bool = HAVE_LIBMV
     declares glibc's SIMD ``exp`` (libmvec), which Brian2's ``-fno-finite-math-only`` hides: the
     exponential-Euler factor ``exp(−dt·(1 + g_e + g_i)/τ_e)`` of every Ae neuron and step, the largest
     per-neuron cost left, is then computed 4 or 8 neurons at a time. That ``exp`` is accurate to ~4 ulp
-    instead of glibc's scalar ≤ 1 ulp, so membranes differ from an unpatched build in their last bits
-    (runs stay deterministic for a seed). Returns the names of the patched files.
+    instead of glibc's scalar ≤ 1 ulp (about half of all arguments give a result 1-3 ulp away), so
+    membranes can differ from an unpatched build in their last bits; a spike would flip only if a
+    membrane lay within those bits of threshold, and every reset erases the difference. Measured: four
+    N = 400 training runs of 8,000 examples gave bit-identical spikes, weights and thresholds with and
+    without the patch. Returns the names of the patched files.
     """
     patched: list[str] = []
     for path in sorted(Path(directory, "code_objects").glob("*_stateupdater_codeobject*.cpp")):
