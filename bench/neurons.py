@@ -1,6 +1,6 @@
 """One spiking layer, forward + backward, side by side: nsnn vs snntorch vs spikingjelly vs a floor.
 
-    python bench/neurons.py [--repeats 9] [--threads N] [--device cpu|cuda]
+    python bench/neurons.py [--repeats 9] [--threads N] [--device cpu|cuda] [--keep-freed-memory]
 
 For each shape (``[4, 32, 128, 16, 16]`` and ``[32, 16, 4096]``, time-first) it times, in this one
 process, the median of ``--repeats`` forward+backward passes of:
@@ -13,9 +13,13 @@ process, the median of ``--repeats`` forward+backward passes of:
 Two timings per layer: ``ms`` runs each layer ``--repeats`` times back to back (its tensors and freed
 buffers stay hot in cache and in the allocator: the best case, where the floor is cheapest);
 ``in turn`` runs the layers one after another in each round (every layer finds caches and allocator
-as the others left them, as inside a network). Also the bytes each layer saves for backward (via
-``saved_tensors_hooks``; the input's storage counts when a layer keeps it), relative to the input's
-bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
+as the others left them, as inside a network). On the CPU both depend on glibc's allocator, which may
+hand each freed 8-16 MiB buffer back to the OS, so that the next layer's output page-faults in again (a
+few ms, in any layer, the floor included); ``--keep-freed-memory`` stops that (``mallopt``: no trimming,
+no ``mmap`` below 32 MiB), as a caching allocator (jemalloc, tcmalloc) would. Also the bytes each
+layer saves for backward (via ``saved_tensors_hooks``; the input's storage counts when a layer keeps
+it), relative to the input's bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of
+snntorch's time, saved ≤ 1.25×.
 """
 
 from __future__ import annotations
@@ -82,6 +86,16 @@ def saved_bytes(layer: nn.Module, x: Tensor) -> int:
     return sum(seen.values())
 
 
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse: serve blocks below 32 MiB from the heap, never trim it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 2**31 - 1)):
+        raise SystemExit("--keep-freed-memory needs glibc's mallopt")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -131,7 +145,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per layer (median reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the targets are for the CPU)")
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="stop glibc from returning freed buffers to the OS (no page faults on reuse)",
+    )
     args = ap.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +164,8 @@ def main() -> None:
     layers["spikingjelly LIFNode m"] = spikingjelly_layer
     threads = f"threads {torch.get_num_threads()}"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
-    print(f"torch {torch.__version__}, {where}, repeats {args.repeats}")
+    allocator = ", freed memory kept" if args.keep_freed_memory else ""
+    print(f"torch {torch.__version__}, {where}, repeats {args.repeats}{allocator}")
     for shape in SHAPES:
         x = (torch.randn(shape) * 0.8 + 0.6).to(device)
         grad = torch.randn(shape).to(device)
