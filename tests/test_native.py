@@ -85,6 +85,21 @@ def test_matches_torch_path(family: str, mode: str, dtype: torch.dtype) -> None:
 
 
 @needs_native
+@pytest.mark.parametrize("mode", ["heaviside", "expected"])
+def test_long_sequences_walk_chunks_in_several_slices(mode: str) -> None:
+    # T·chunk > the backward's replay buffer: each chunk of 1024 neurons is replayed in 2 slices of 512
+    noise = get_noise("gaussian", 0.3)
+    x = dyadic((128, 2, 8192), torch.float64, seed=3)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    decay = torch.tensor(0.5, dtype=torch.float64)
+    y, gx, gd = run(x, decay, noise, mode, grad=grad)
+    y0, gx0, gd0 = run(x, decay, noise, mode, use_native=False, grad=grad)
+    torch.testing.assert_close(y, y0, rtol=0, atol=1e-9)
+    torch.testing.assert_close(gx, gx0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gd, gd0, rtol=1e-6, atol=1e-9)
+
+
+@needs_native
 @pytest.mark.parametrize("isa", native._C.supported_isas() if native.is_available() else [])
 def test_each_instruction_set_matches_torch(isa: str) -> None:
     before = native.isa()
