@@ -249,9 +249,7 @@ _THRESHOLD_LOOP = re.compile(
 )
 
 
-_RANDOM_CALL = re.compile(r"\b_(rand|randn|poisson|binomial\w*)\(")
-
-
+_RANDOM_CALL = re.compile(r"\b_(rand|randn|poisson|binomial\w*)\(")  # Brian2's random functions
 _BLOCK = 64  # neurons per block of the threshold check
 
 
