@@ -23,7 +23,7 @@ from nsnn.stdp import (
     run_experiment,
     sweep_run,
 )
-from nsnn.stdp.engine import HAVE_LIBMVEC, Phase, RuntimeEngine, StandaloneEngine
+from nsnn.stdp.engine import Phase, RuntimeEngine, StandaloneEngine, have_libmvec
 from nsnn.stdp.pipeline import compress_state, deployed, evaluate, respond, train
 from nsnn.stdp.state import image_rates
 
@@ -335,7 +335,7 @@ def test_standalone_build_runs_end_to_end(tmp_path):
         assert "if(_nsnn_any)" in thresholder.read_text() and "omp simd" in thresholder.read_text()
         (updater,) = (project / "code_objects").glob("Ae_stateupdater_codeobject*.cpp")
         assert "#pragma GCC ivdep" in updater.read_text()
-        assert ("__simd__" in updater.read_text()) == HAVE_LIBMVEC
+        assert ("__simd__" in updater.read_text()) == have_libmvec()
         network = (project / "network.cpp").read_text()
         step_end, after_loop = network.split("clock = next_clocks();")[-1].split("_globally_running = false;")
         assert "std::clock()" not in step_end and "std::clock()" in after_loop

@@ -30,6 +30,7 @@ Both count the response to example k as the Ae spikes in [k·T_example, (k+1)·T
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import platform
@@ -119,7 +120,7 @@ def _build_flags():
         cpp.extra_compile_args_gcc = [*cpp.extra_compile_args_gcc, "-fopenmp-simd"]
     else:
         cpp.extra_compile_args = [*cpp.extra_compile_args, "-fopenmp-simd"]
-    cpp.extra_link_args = [*cpp.extra_link_args, "-ffast-math", *(["-lmvec"] if HAVE_LIBMVEC else [])]
+    cpp.extra_link_args = [*cpp.extra_link_args, "-ffast-math", *(["-lmvec"] if have_libmvec() else [])]
     try:
         yield
     finally:
@@ -203,13 +204,18 @@ def patch_run_loop(directory: str | Path) -> bool:
     return True
 
 
-# glibc's vector math library (x86_64 Linux): SIMD versions of exp, ~4 ulp, for vectorized loops.
-HAVE_LIBMVEC = sys.platform == "linux" and platform.machine() == "x86_64" and bool(find_library("mvec"))
+@functools.cache
+def have_libmvec() -> bool:
+    """Whether glibc's vector math library (x86_64 Linux: SIMD ``exp``, ~4 ulp) can be linked; looked up
+    (``ldconfig``) at the first build, not at import."""
+    return sys.platform == "linux" and platform.machine() == "x86_64" and bool(find_library("mvec"))
+
+
 _NEURON_LOOP = "    for(int _idx=0; _idx<_N; _idx++)\n"
 _SIMD_EXP = 'extern "C" double exp(double) noexcept __attribute__((__simd__("notinbranch")));\n'
 
 
-def patch_state_updaters(directory: str | Path, *, vector_exp: bool = HAVE_LIBMVEC) -> list[str]:
+def patch_state_updaters(directory: str | Path, *, vector_exp: bool | None = None) -> list[str]:
     """Let the compiler vectorize the per-neuron loop of every group's state update.
 
     Brian2 copies each state array's global pointer into a local ``__restrict`` pointer, which GCC does
@@ -218,13 +224,15 @@ def patch_state_updaters(directory: str | Path, *, vector_exp: bool = HAVE_LIBMV
     (no loop-carried dependences) is true and the loop vectorizes. With ``vector_exp`` the file also
     declares glibc's SIMD ``exp`` (libmvec), which Brian2's ``-fno-finite-math-only`` hides: the
     exponential-Euler factor ``exp(−dt·(1 + g_e + g_i)/τ_e)`` of every Ae neuron and step, the largest
-    per-neuron cost left, is then computed 4 or 8 neurons at a time. That ``exp`` is accurate to ~4 ulp
-    instead of glibc's scalar ≤ 1 ulp (about half of all arguments give a result 1-3 ulp away), so
-    membranes can differ from an unpatched build in their last bits; a spike would flip only if a
-    membrane lay within those bits of threshold, and every reset erases the difference. Measured: four
-    N = 400 training runs of 8,000 examples gave bit-identical spikes, weights and thresholds with and
-    without the patch. Returns the names of the patched files.
+    per-neuron cost left, is then computed 4 or 8 neurons at a time (default: where
+    :func:`have_libmvec`). That ``exp`` is accurate to ~4 ulp instead of glibc's scalar ≤ 1 ulp (about
+    half of all arguments give a result 1-3 ulp away), so membranes can differ from an unpatched build
+    in their last bits; a spike would flip only if a membrane lay within those bits of threshold, and
+    every reset erases the difference. Measured: four N = 400 training runs of 8,000 examples gave
+    bit-identical spikes, weights and thresholds with and without the patch. Returns the names of the
+    patched files.
     """
+    vector_exp = have_libmvec() if vector_exp is None else vector_exp
     patched: list[str] = []
     for path in sorted(Path(directory, "code_objects").glob("*_stateupdater_codeobject*.cpp")):
         text = path.read_text()
