@@ -250,7 +250,7 @@ def patch_state_updaters(directory: str | Path, *, vector_exp: bool | None = Non
 # Brian2 2.9's threshold loop: compute _cond per neuron, append the neuron to the spike space if true.
 _THRESHOLD_LOOP = re.compile(
     r"(    long _count = 0;\n)"
-    r"(    for\(size_t _idx=0; _idx<N; _idx\+\+\)\n    \{\n)"
+    r"    for\(size_t _idx=0; _idx<N; _idx\+\+\)\n    \{\n"
     r"(.*?)"
     r"(        if\(_cond\) \{\n.*?\n        \}\n    \}\n)",
     re.S,
@@ -281,7 +281,7 @@ def patch_thresholds(directory: str | Path) -> list[str]:
         match = _THRESHOLD_LOOP.search(text)
         if "_nsnn_any" in text or match is None:
             continue
-        count, _, body, append = match.groups()
+        count, body, append = match.groups()
         if _RANDOM_CALL.search(body):  # a second evaluation would draw new numbers: leave it alone
             continue
         block_loop = "    for(size_t _idx=_nsnn_b; _idx<_nsnn_e; _idx++)\n    {\n"
