@@ -497,28 +497,129 @@ def test_arrival_time_trace_equals_event_driven_trace():
     np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-12)
 
 
-def test_spike_queue_patch_applies_once_and_recompiles(tmp_path):
-    """The installed Brian2's spike queue gets the run-wise push; stale objects go at the first patch."""
+def _brian_spike_queue() -> Path:
     import inspect
-    import shutil
 
     import brian2.synapses
 
-    from nsnn.stdp.engine import patch_spike_queue
+    return Path(inspect.getsourcefile(brian2.synapses.Synapses)).with_name("cspikequeue.cpp")
+
+
+def test_spike_queue_patch_replaces_brians_queue_and_recompiles(tmp_path):
+    """Brian2's queue is replaced by nsnn's; the object files go whenever the directory's queue changes."""
+    import shutil
+
+    from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, patch_spike_queue
 
     lib = tmp_path / "brianlib"
     lib.mkdir()
-    source = Path(inspect.getsourcefile(brian2.synapses.Synapses)).with_name("cspikequeue.cpp")
-    shutil.copy(source, lib / "spikequeue.h")
+    shutil.copy(_brian_spike_queue(), lib / "spikequeue.h")
     stale = tmp_path / "code_objects" / "Sxe_pre_push_spikes.o"
     stale.parent.mkdir()
     stale.write_bytes(b"")
     assert patch_spike_queue(tmp_path)
-    patched = (lib / "spikequeue.h").read_text()
-    assert "target.insert(target.end()" in patched and "%queue.size()].push_back" not in patched
+    assert (lib / "spikequeue.h").read_text() == SPIKE_QUEUE_HEADER.read_text()
     assert not stale.exists()
     stale.write_bytes(b"")
-    shutil.copy(source, lib / "spikequeue.h")  # Brian2 re-copies the original at every build
+    shutil.copy(_brian_spike_queue(), lib / "spikequeue.h")  # Brian2 re-copies the original at every build
     assert patch_spike_queue(tmp_path) and stale.exists()
+    (lib / "nsnn_spikequeue.stamp").write_text("hash of an older nsnn queue")
+    shutil.copy(_brian_spike_queue(), lib / "spikequeue.h")
+    assert patch_spike_queue(tmp_path) and not stale.exists()
     (lib / "spikequeue.h").write_text("// another Brian2 version\n")
     assert not patch_spike_queue(tmp_path)
+
+
+_QUEUE_DIFF = r"""
+#include <algorithm>
+#include <cassert>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <random>
+#include <utility>
+#include <vector>
+#include <assert.h>
+#include <stdint.h>
+namespace brian {
+#include "brian_queue.h"
+}
+namespace nsnn {
+#include "nsnn_queue.h"
+}
+
+// Both queues, driven as Brian2's SynapticPathway drives them (advance, push, peek twice per step; here
+// also a peek before the push at every 5th step), must deliver the same synapse indices in the same
+// order at every step.
+int main() {
+    std::mt19937 rng(7);
+    const double dt = 0.5e-3;
+    int checked = 0;
+    for (int layout = 0; layout < 4; layout++) {  // sorted by (source, delay) | random order; scalar delay
+        const int start = 5, stop = 35, n_syn = 600;
+        std::vector<int32_t> sources(n_syn);
+        std::vector<double> delays(n_syn);
+        for (int i = 0; i < n_syn; i++) {
+            sources[i] = start + (int)(rng() % (stop - start));
+            delays[i] = (rng() % 21) * dt + ((int)(rng() % 3) - 1) * 1e-9 * dt;  // round to 0..20 steps
+        }
+        if (layout == 0) {  // the X->Ae layout: by source, then delay
+            std::vector<int> order(n_syn);
+            for (int i = 0; i < n_syn; i++) order[i] = i;
+            std::sort(order.begin(), order.end(), [&](int a, int b) {
+                return std::make_pair(sources[a], delays[a]) < std::make_pair(sources[b], delays[b]);
+            });
+            std::vector<int32_t> s2(n_syn);
+            std::vector<double> d2(n_syn);
+            for (int i = 0; i < n_syn; i++) { s2[i] = sources[order[i]]; d2[i] = delays[order[i]]; }
+            sources = s2;
+            delays = d2;
+        }
+        if (layout == 3) std::sort(sources.begin(), sources.end());
+        const int n_delays = layout >= 2 ? 1 : n_syn;
+        brian::CSpikeQueue a(start, stop);
+        nsnn::CSpikeQueue b(start, stop);
+        a.prepare(delays.data(), n_delays, sources.data(), n_syn, dt);
+        b.prepare(delays.data(), n_delays, sources.data(), n_syn, dt);
+        for (int step = 0; step < 300; step++) {
+            std::vector<int32_t> spikes;  // sorted, some outside [start, stop)
+            for (int k = 0; k < 40; k++)
+                if (rng() % 4 == 0) spikes.push_back(k);
+            a.advance();
+            b.advance();
+            if (step % 5 == 0 && *a.peek() != *b.peek()) return 2;  // peeked before this step's push
+            a.push(spikes.data(), (int)spikes.size());
+            b.push(spikes.data(), (int)spikes.size());
+            const std::vector<int32_t> first = *b.peek();
+            if (*a.peek() != *b.peek() || first != *b.peek()) {
+                std::printf("layout %d step %d: %zu vs %zu events\n", layout, step, a.peek()->size(),
+                            b.peek()->size());
+                return 1;
+            }
+            checked += (int)first.size();
+        }
+    }
+    std::printf("%d\n", checked);
+    return 0;
+}
+"""
+
+
+def test_spike_queue_delivers_brians_events_in_brians_order(tmp_path):
+    """nsnn's range queue against Brian2's own CSpikeQueue, compiled side by side: same events, same order."""
+    import shutil
+
+    from nsnn.stdp.engine import SPIKE_QUEUE_HEADER
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ (cpp_standalone needs one too)")
+    shutil.copy(_brian_spike_queue(), tmp_path / "brian_queue.h")
+    shutil.copy(SPIKE_QUEUE_HEADER, tmp_path / "nsnn_queue.h")
+    (tmp_path / "stdint_compat.h").write_text("#include <stdint.h>\n")
+    (tmp_path / "diff.cpp").write_text(_QUEUE_DIFF)
+    subprocess.run([compiler, "-O1", "-o", "diff", "diff.cpp"], cwd=tmp_path, check=True)
+    out = subprocess.run(["./diff"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert int(out.stdout) > 10_000  # events compared

@@ -12,8 +12,8 @@
   synapses change — so a training run pruned every K examples compiles once per segment between
   prunes — or when a phase switches between training and frozen equations.
   The generated code is patched. Three patches leave the simulation bit for bit the same: the spike
-  queue queues each run of equal-delay synapses as one block (:func:`patch_spike_queue`; same events in
-  the same order), the run loop reads the CPU clock once per run instead of per step
+  queue queues one index range per run of equal-delay synapses (:func:`patch_spike_queue`; same events
+  in the same order), the run loop reads the CPU clock once per run instead of per step
   (:func:`patch_run_loop`), and each threshold first checks each block of 64 neurons for a spike with
   one vectorized loop (:func:`patch_thresholds`). The fourth vectorizes the neurons' state updates, with
   glibc's SIMD ``exp`` where available (:func:`patch_state_updaters`; ``exp`` may differ in its last
@@ -128,52 +128,37 @@ def _build_flags():
             cpp[name] = value
 
 
-# Brian2 2.9's CSpikeQueue::push for heterogeneous delays: one `%` (integer division) per synapse.
-_PUSH_PER_SYNAPSE = """                for(int idx_indices=0; idx_indices<num_indices; idx_indices++)
-                {
-                    const int synaptic_index = cur_indices[idx_indices];
-                    int delay = rdelays[synaptic_index];
-                    queue[(offset+delay)%queue.size()].push_back(synaptic_index);
-                }"""
-_PUSH_PER_RUN = """                const int _queue_size = queue.size();
-                int idx_indices = 0;
-                while(idx_indices < num_indices)
-                {
-                    const int delay = rdelays[cur_indices[idx_indices]];
-                    int run_end = idx_indices + 1;
-                    while(run_end < num_indices && rdelays[cur_indices[run_end]] == delay)
-                        run_end++;
-                    int slot = offset + delay;
-                    if(slot >= _queue_size)
-                        slot -= _queue_size;
-                    vector<int32_t> &target = queue[slot];
-                    target.insert(target.end(), cur_indices + idx_indices, cur_indices + run_end);
-                    idx_indices = run_end;
-                }"""
+# A line of Brian2 2.9's CSpikeQueue::push for heterogeneous delays (one `%` and one push_back per event).
+_BRIAN_PUSH_LINE = "queue[(offset+delay)%queue.size()].push_back(synaptic_index);"
+SPIKE_QUEUE_HEADER = Path(__file__).with_name("spikequeue.h")
 
 
 def patch_spike_queue(directory: str | Path) -> bool:
-    """Make the generated project's spike queue push runs of equal delay as one block copy.
+    """Replace the generated project's spike queue with nsnn's, which queues one range per run of synapses.
 
-    Brian2 queues every synaptic event of a spike on its own (``queue[(offset+delay) % size]``, an
-    integer division per event, ~25 % of a dense N=400 training run). The X→Ae synapses of one input
-    are stored sorted by delay (:func:`nsnn.stdp.network.synapse_order`), so the same events form ~21
-    runs per spike; appending each run with one ``insert`` fills the queues with the same indices in the
-    same order (identical simulation). Returns False, leaving Brian2's code as is, if this Brian2
-    version's ``spikequeue.h`` differs. Brian2 re-copies the original header on every build, so this runs
-    before every compile; its makefile does not track header dependencies, so the first patch of a
-    directory deletes the object files compiled so far (a stamp file marks patched directories).
+    Brian2 queues every synaptic event of a spike on its own (one index per event, ~25 % of a dense
+    N = 400 training run, and the same per-synapse cost for the ~21 runs of equal delay of an input,
+    however few synapses a pruned run keeps). ``spikequeue.h`` (next to this module) groups each
+    source's synapses into runs of consecutive indices with equal delay at ``prepare`` (the X→Ae
+    synapses of one input are stored sorted by delay, :func:`nsnn.stdp.network.synapse_order`), pushes
+    one ``[begin, end)`` range per run and expands the due ranges when the synapses' code asks for them:
+    the same indices in the same order (identical simulation). Returns False, leaving Brian2's header,
+    if this Brian2 version's differs. Brian2 re-copies the original on every build, so this runs before
+    every compile; its makefile does not track header dependencies, so the object files compiled so far
+    are deleted whenever the directory's queue changes (a stamp file holds the header's hash).
     """
     header = Path(directory, "brianlib", "spikequeue.h")
     text = header.read_text()
-    if _PUSH_PER_SYNAPSE not in text:
+    if "class CSpikeQueue" not in text or _BRIAN_PUSH_LINE not in text:
         return False
-    header.write_text(text.replace(_PUSH_PER_SYNAPSE, _PUSH_PER_RUN))
+    ours = SPIKE_QUEUE_HEADER.read_text()
+    header.write_text(ours)
     stamp = header.with_name("nsnn_spikequeue.stamp")
-    if not stamp.exists():
+    digest = hashlib.sha256(ours.encode()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
         for obj in Path(directory).rglob("*.o"):
             obj.unlink()
-        stamp.touch()
+        stamp.write_text(digest)
     return True
 
 
