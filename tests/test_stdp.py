@@ -23,7 +23,7 @@ from nsnn.stdp import (
     run_experiment,
     sweep_run,
 )
-from nsnn.stdp.engine import Phase, RuntimeEngine, StandaloneEngine, have_libmvec
+from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, Phase, RuntimeEngine, StandaloneEngine, have_libmvec
 from nsnn.stdp.pipeline import compress_state, deployed, evaluate, respond, train
 from nsnn.stdp.state import image_rates
 
@@ -331,6 +331,7 @@ def test_standalone_build_runs_end_to_end(tmp_path):
     assert b2.get_device() is b2.all_devices["runtime"]
     for phase in ("train", "frozen"):  # the generated code was patched (the patches leave it unchanged)
         project = tmp_path / "build" / phase
+        assert (project / "brianlib" / "spikequeue.h").read_text() == SPIKE_QUEUE_HEADER.read_text()
         (thresholder,) = (project / "code_objects").glob("Ae_spike_thresholder_codeobject*.cpp")
         assert "if(_nsnn_any)" in thresholder.read_text() and "omp simd" in thresholder.read_text()
         (updater,) = (project / "code_objects").glob("Ae_stateupdater_codeobject*.cpp")
@@ -509,7 +510,7 @@ def test_spike_queue_patch_replaces_brians_queue_and_recompiles(tmp_path):
     """Brian2's queue is replaced by nsnn's; the object files go whenever the directory's queue changes."""
     import shutil
 
-    from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, patch_spike_queue
+    from nsnn.stdp.engine import patch_spike_queue
 
     lib = tmp_path / "brianlib"
     lib.mkdir()
@@ -609,8 +610,6 @@ int main() {
 def test_spike_queue_delivers_brians_events_in_brians_order(tmp_path):
     """nsnn's range queue against Brian2's own CSpikeQueue, compiled side by side: same events, same order."""
     import shutil
-
-    from nsnn.stdp.engine import SPIKE_QUEUE_HEADER
 
     compiler = shutil.which("g++")
     if compiler is None:

@@ -128,28 +128,27 @@ def _build_flags():
             cpp[name] = value
 
 
-# A line of Brian2 2.9's CSpikeQueue::push for heterogeneous delays (one `%` and one push_back per event).
-_BRIAN_PUSH_LINE = "queue[(offset+delay)%queue.size()].push_back(synaptic_index);"
+# SHA-256 of the spikequeue.h that nsnn's queue replaces (Brian2 2.9.0's brian2/synapses/cspikequeue.cpp).
+_BRIAN_QUEUE_SHA256 = frozenset({"f1d52276dc24695854047fd38cc301ccfe1130997562784ec64dd9f1a52089dc"})
 SPIKE_QUEUE_HEADER = Path(__file__).with_name("spikequeue.h")
 
 
 def patch_spike_queue(directory: str | Path) -> bool:
     """Replace the generated project's spike queue with nsnn's, which queues one range per run of synapses.
 
-    Brian2 queues every synaptic event of a spike on its own (one index per event, ~25 % of a dense
-    N = 400 training run, and the same per-synapse cost for the ~21 runs of equal delay of an input,
-    however few synapses a pruned run keeps). ``spikequeue.h`` (next to this module) groups each
-    source's synapses into runs of consecutive indices with equal delay at ``prepare`` (the X→Ae
-    synapses of one input are stored sorted by delay, :func:`nsnn.stdp.network.synapse_order`), pushes
-    one ``[begin, end)`` range per run and expands the due ranges when the synapses' code asks for them:
-    the same indices in the same order (identical simulation). Returns False, leaving Brian2's header,
-    if this Brian2 version's differs. Brian2 re-copies the original on every build, so this runs before
-    every compile; its makefile does not track header dependencies, so the object files compiled so far
-    are deleted whenever the directory's queue changes (a stamp file holds the header's hash).
+    Brian2 copies every synaptic event of a spike into its delay slot one index at a time (~25 % of a
+    dense N = 400 training run). ``spikequeue.h`` (next to this module, same interface) groups each
+    source's synapses into runs of consecutive indices with equal delay once, at ``prepare`` (the X→Ae
+    synapses of one input are stored sorted by delay, :func:`nsnn.stdp.network.synapse_order`: ~21
+    runs), pushes one ``[begin, end)`` range per run however many synapses it holds, and expands the
+    due ranges when the synapses' code asks for them: the same indices in the same order (identical
+    simulation). Returns False, leaving Brian2's header, unless it is the exact Brian2 version this was
+    checked against. Brian2 re-copies the original on every build, so this runs before every compile;
+    its makefile does not track header dependencies, so the object files compiled so far are deleted
+    whenever the directory's queue changes (a stamp file holds the header's hash).
     """
     header = Path(directory, "brianlib", "spikequeue.h")
-    text = header.read_text()
-    if "class CSpikeQueue" not in text or _BRIAN_PUSH_LINE not in text:
+    if hashlib.sha256(header.read_bytes()).hexdigest() not in _BRIAN_QUEUE_SHA256:
         return False
     ours = SPIKE_QUEUE_HEADER.read_text()
     header.write_text(ours)
