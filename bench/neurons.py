@@ -10,16 +10,17 @@ process, the median of ``--repeats`` forward+backward passes of:
 * ``snntorch.Leaky`` (β = 0.5, reset to zero) stepped in the usual Python loop over T;
 * spikingjelly ``LIFNode(step_mode="m")`` (τ = 2, hard reset to 0), when installed.
 
-Two timings per layer: ``ms`` runs each layer ``--repeats`` times back to back (its tensors and freed
-buffers stay hot in cache and in the allocator: the best case, where the floor is cheapest);
-``in turn`` runs the layers one after another in each round (every layer finds caches and allocator
-as the others left them, as inside a network). On the CPU both depend on glibc's allocator, which may
-hand each freed 8-16 MiB buffer back to the OS, so that the next layer's output page-faults in again (a
-few ms, in any layer, the floor included); ``--keep-freed-memory`` stops that (``mallopt``: no trimming,
-no ``mmap`` below 32 MiB), as a caching allocator (jemalloc, tcmalloc) would. Also the bytes each
-layer saves for backward (via ``saved_tensors_hooks``; the input's storage counts when a layer keeps
-it), relative to the input's bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of
-snntorch's time, saved ≤ 1.25×.
+Two timings per layer: ``ms`` runs each layer back to back (its tensors and freed buffers stay hot in
+cache and in the allocator: the best case, where the floor is cheapest), in 3 blocks per layer that
+take turns with the other layers' blocks, so that a slow spell of the shared machine is spread over
+all layers; ``in turn`` runs the layers one after another in each round (every layer finds caches
+and allocator as the others left them, as inside a network). On the CPU both depend on glibc's
+allocator, which may hand each freed 8-16 MiB buffer back to the OS, so that the next layer's output
+page-faults in again (a few ms, in any layer, the floor included); ``--keep-freed-memory`` stops that
+(``mallopt``: no trimming, no ``mmap`` below 32 MiB), as a caching allocator (jemalloc, tcmalloc)
+would. Also the bytes each layer saves for backward (via ``saved_tensors_hooks``; the input's storage
+counts when a layer keeps it), relative to the input's bytes. Targets on a 2-core CPU: NILIF ≤ 2.0×
+the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
 """
 
 from __future__ import annotations
@@ -117,15 +118,21 @@ def timer(layer: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], float]:
     return once
 
 
-def time_back_to_back(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Median ms per layer, each layer run ``repeats`` times in a row (after 2 warm-up runs): its
-    tensors and freed buffers stay hot in cache and in the allocator (the best case for every layer)."""
-    out = {}
-    for name, once in timers.items():
-        for _ in range(2):
+def time_back_to_back(
+    timers: dict[str, Callable[[], float]], repeats: int, rounds: int = 3
+) -> dict[str, float]:
+    """Median ms per layer over ``repeats`` runs, each timed right after a run of the same layer: its
+    tensors and freed buffers stay hot in cache and in the allocator (the best case for every layer).
+    The runs come in ``rounds`` blocks per layer (a warm-up run, then ⌈repeats/rounds⌉ timed runs),
+    the layers' blocks taking turns, so that a slow spell of a shared machine falls on every layer
+    rather than on whichever layer happened to be running."""
+    per_block = -(-repeats // rounds)
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, once in timers.items():
             once()
-        out[name] = statistics.median(once() for _ in range(repeats)) * 1e3
-    return out
+            samples[name] += [once() for _ in range(per_block)]
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
 
 
 def time_in_turn(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:

@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--prune-every",
         type=int,
         default=0,
-        help="prune every K training examples (reaching --prune at the last); 0 = once after",
+        help="prune every K training examples and at the end, the sparsity growing linearly with the"
+        " examples seen up to --prune; 0 = once after training",
     )
     p.add_argument(
         "--prune-scope",

@@ -24,7 +24,7 @@ from nsnn.stdp import (
     sweep_run,
 )
 from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, Phase, RuntimeEngine, StandaloneEngine, have_libmvec
-from nsnn.stdp.pipeline import compress_state, deployed, evaluate, respond, train
+from nsnn.stdp.pipeline import compress_state, deployed, evaluate, prune_points, respond, train
 from nsnn.stdp.state import image_rates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,15 +135,22 @@ def test_normalization_holds_column_sums():
     assert result.counts.sum() > 0
 
 
+def test_prune_points_end_with_the_last_training_example():
+    assert prune_points(8000, 2000) == [2000, 4000, 6000, 8000]
+    assert prune_points(7000, 2000) == [2000, 4000, 6000, 7000]
+    assert prune_points(8000, 0) == prune_points(8000, 8000) == []
+
+
 def test_pruned_synapses_stay_dead_through_training():
     from nsnn.stdp.network import build_network
 
     cfg = tiny(prune=0.6, prune_every=4, bits=2)
     images, labels = bars(12)
     result = train(RuntimeEngine(cfg), init_state(cfg), images, labels, cfg)
-    assert [c["examples"] for c in result.compressions] == [4, 8]
+    # Every 4 examples and at the end, sparsity 0.6·b/12 after b examples: 0.2, 0.4, 0.6 per neuron.
+    assert [c["examples"] for c in result.compressions] == [4, 8, 12]
     alive = [c["synapses"] for c in result.compressions]
-    assert alive == [64 * 4 - 4 * round(0.3 * 64), 64 * 4 - 4 * round(0.6 * 64)]
+    assert alive == [64 * 4 - 4 * round(f * 64) for f in (0.2, 0.4, 0.6)]
     state = result.state
     assert state.synapses == alive[-1] and (state.w[~state.mask] == 0).all()
     assert (state.mask.sum(axis=0) == 64 - round(0.6 * 64)).all()

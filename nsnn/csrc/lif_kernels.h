@@ -193,11 +193,17 @@ inline bool fires(S d, S u, const Scale<S>& k) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Counter-based uniforms, from SplitMix64's output function applied to key + (c + 1)·γ, i.e. the
-// c-th output of a SplitMix64 stream started at `key`. float32: the output for counter
-// c = t·⌈N/2⌉ + j serves neurons 2j and 2j + 1 of step t (low and high 32-bit half; top 24 bits of
-// each used); float64: counter c = t·N + i, top 53 bits. No state is carried, so draws do not
-// depend on how the neurons are split among threads.
+// Uniforms for the bernoulli draws. Each forward task constructs one generator for its chunk of
+// neurons [i0, i1) and asks it for one row of n words per step (fill). Chunks depend on N only
+// (chunk_size), so the draws do not depend on the thread count or schedule.
+//
+// float32: 64 xoshiro128++ streams (Blackman & Vigna) per chunk, lane l serving neurons i0 + l + 64m
+// of every step in turn; 4·32 bits of state per lane, seeded from two outputs of SplitMix64 (mix64
+// of key + (c + 1)·γ) at the counters c = 2·(i0 + l) and 2·(i0 + l) + 1, distinct for every lane of
+// every chunk. It needs no 64-bit multiplications: 0.13–0.18 ns per word against 0.38–0.62 for one
+// mix64 per two words (AVX-512, one core), which made the float32 forward 9–12 % faster at [32, 16,
+// 4096]. Top 24 bits used. float64: counter-based, the SplitMix64 output for counter c = t·N + i, top
+// 53 bits.
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
 
@@ -213,15 +219,42 @@ struct Uniform;
 template <>
 struct Uniform<float> {
   using Word = uint32_t;
-  // Counter of the first word of chunk [i0, …) at step t (i0 is even).
-  static inline uint64_t first(const LifArgs& a, int64_t t, int64_t i0) {
-    return static_cast<uint64_t>(t * ceil_div(a.N, 2) + i0 / 2);
+  static constexpr int64_t kLanes = 64;  // kMaxChunk is a multiple: a row rounded up to lanes fits
+  alignas(64) uint32_t s0[kLanes], s1[kLanes], s2[kLanes], s3[kLanes];
+
+  Uniform(const LifArgs& a, int64_t i0) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const uint64_t c = 2 * static_cast<uint64_t>(i0 + l);
+      const uint64_t z0 = mix64(a.key + (c + 1) * kGolden), z1 = mix64(a.key + (c + 2) * kGolden);
+      s0[l] = static_cast<uint32_t>(z0);
+      s1[l] = static_cast<uint32_t>(z0 >> 32);
+      s2[l] = static_cast<uint32_t>(z1);
+      s3[l] = static_cast<uint32_t>(z1 >> 32);
+    }
   }
-  static inline void fill(uint64_t key, uint64_t c, int64_t n, Word* __restrict w) {
-    const uint64_t base = key + (c + 1) * kGolden;
-    for (int64_t j = 0; j < ceil_div(n, 2); ++j) {
-      const uint64_t z = mix64(base + static_cast<uint64_t>(j) * kGolden);
-      std::memcpy(w + 2 * j, &z, 8);  // little-endian: low half → neuron 2j, high half → 2j + 1
+  // The next ⌈n/64⌉·64 words (w must hold them).
+  void fill(int64_t n, Word* __restrict w) {
+    uint32_t* __restrict a0 = s0;
+    uint32_t* __restrict a1 = s1;
+    uint32_t* __restrict a2 = s2;
+    uint32_t* __restrict a3 = s3;
+    for (int64_t b = 0; b < n; b += kLanes) {
+      for (int64_t l = 0; l < kLanes; ++l) {
+        uint32_t x0 = a0[l], x1 = a1[l], x2 = a2[l], x3 = a3[l];
+        const uint32_t sum = x0 + x3;
+        w[b + l] = ((sum << 7) | (sum >> 25)) + x0;
+        const uint32_t shifted = x1 << 9;
+        x2 ^= x0;
+        x3 ^= x1;
+        x1 ^= x2;
+        x0 ^= x3;
+        x2 ^= shifted;
+        x3 = (x3 << 11) | (x3 >> 21);
+        a0[l] = x0;
+        a1[l] = x1;
+        a2[l] = x2;
+        a3[l] = x3;
+      }
     }
   }
   static inline float value(Word w) {  // exact multiple of 2^-24 in [0, 1)
@@ -232,16 +265,23 @@ struct Uniform<float> {
 template <>
 struct Uniform<double> {
   using Word = uint64_t;
-  static inline uint64_t first(const LifArgs& a, int64_t t, int64_t i0) {
-    return static_cast<uint64_t>(t * a.N + i0);
-  }
-  static inline void fill(uint64_t key, uint64_t c, int64_t n, Word* __restrict w) {
-    const uint64_t base = key + (c + 1) * kGolden;
-    for (int64_t k = 0; k < n; ++k) w[k] = mix64(base + static_cast<uint64_t>(k) * kGolden);
+  uint64_t next;  // counter of the chunk's first neuron at the next step
+  int64_t stride;
+
+  Uniform(const LifArgs& a, int64_t i0)
+      : next(a.key + (static_cast<uint64_t>(i0) + 1) * kGolden), stride(a.N) {}
+  void fill(int64_t n, Word* __restrict w) {
+    for (int64_t k = 0; k < n; ++k) w[k] = mix64(next + static_cast<uint64_t>(k) * kGolden);
+    next += static_cast<uint64_t>(stride) * kGolden;
   }
   static inline double value(Word w) {  // exact multiple of 2^-53 in [0, 1)
     return static_cast<double>(static_cast<int64_t>(w >> 11)) * 1.1102230246251565e-16;
   }
+};
+
+// Stand-in for the generator in the modes that draw nothing.
+struct NoDraws {
+  NoDraws(const LifArgs&, int64_t) {}
 };
 
 // Spike bits: byte j of a row holds spikes 8j..8j+7, spike 8j+k in bit k.
@@ -304,12 +344,13 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
   alignas(64) S u[kMaxChunk];
   alignas(64) uint8_t sb[kMaxChunk];
   alignas(64) typename Uniform<S>::Word rw[MODE == kBernoulli ? kMaxChunk : 1];
+  std::conditional_t<MODE == kBernoulli, Uniform<S>, NoDraws> draws(a, i0);
   for (int64_t k = 0; k < n; ++k) u[k] = S(0);
   for (int64_t t = 0; t < a.T; ++t) {
     const int64_t off = t * a.N + i0;
     const S* __restrict xt = x + off;
     S* __restrict ot = out + off;
-    if constexpr (MODE == kBernoulli) Uniform<S>::fill(a.key, Uniform<S>::first(a, t, i0), n, rw);
+    if constexpr (MODE == kBernoulli) draws.fill(n, rw);
     for (int64_t k = 0; k < n; ++k) {
       const S h = beta * u[k] + xt[k];
       S drawn = S(0);

@@ -9,11 +9,12 @@ pure-torch path runs instead, with a one-time warning.
 The recurrence, spikes, resets and gradients (reset path, ``detach_reset``, learnable decay
 ∂L/∂β = Σ_t ∂L/∂h_t·u_{t−1}) are exactly those of :mod:`nsnn.functional.fused`; the differences are
 
-* bernoulli draws come from a counter-based generator: SplitMix64 outputs for a key and a counter
-  (float32: counter t·⌈N/2⌉ + j, whose low/high 32 bits serve neurons 2j and 2j + 1; float64:
-  counter t·N + i). The key is one integer drawn from ``generator`` (else the default CPU
-  generator), so ``torch.manual_seed`` reproduces runs, results do not depend on the thread count,
-  and the stream differs from the torch path's ``torch.rand``;
+* bernoulli draws come from nsnn's own generators, keyed by one integer drawn from ``generator``
+  (else the default CPU generator): float32 runs 64 xoshiro128++ streams per chunk of neurons,
+  seeded by SplitMix64 from the key and the chunk's position; float64 uses SplitMix64 outputs for
+  the key and the counter t·N + i. Chunks depend on N only, so ``torch.manual_seed`` reproduces runs,
+  results do not depend on the thread count, and the stream differs from the torch path's
+  ``torch.rand``;
 * float32 CDFs/PDFs use vectorised approximations (max abs error about 1e-7; float64 uses libm);
 * saved for backward: the input ``x`` itself (1× the input, shared with whoever else keeps it) and
   bernoulli spikes as bits (1/32 of a float32 input). Backward replays the membrane ``h`` from ``x``

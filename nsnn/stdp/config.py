@@ -44,10 +44,10 @@ class STDPConfig:
     done at the end of each block, see :mod:`nsnn.stdp.pipeline`).
 
     Compression: ``prune`` is the fraction of X→Ae synapses removed (0 ≤ prune < 1); ``prune_every`` > 0
-    prunes every that many training examples (the target reached at the last in-training prune, each
-    prune only removes more), 0 prunes once after training. ``bits`` ≥ 32 means full precision,
-    otherwise 2**bits uniform levels over [0, w_max]; ``levels`` (explicit device conductance levels)
-    overrides ``bits`` for the deployed weights.
+    prunes every that many training examples and at the end of training, to sparsity ``prune·b/n``
+    after b of n examples (each prune only removes more), 0 prunes once after training. ``bits`` ≥ 32
+    means full precision, otherwise 2**bits uniform levels over [0, w_max]; ``levels`` (explicit
+    device conductance levels) overrides ``bits`` for the deployed weights.
     """
 
     # sizes and input

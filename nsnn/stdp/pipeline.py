@@ -1,14 +1,15 @@
 """The three phases of Diehl & Cook learning, with pruning and quantization woven into training.
 
 * **train**: STDP on, θ adapting, weights normalised before every example. With ``prune_every = K``
-  the X→Ae synapses are pruned after every K examples (target sparsity reached at the last prune
-  inside training, each prune only removing more: the EE 595 loop prune → keep training → prune);
-  with ``prune_every = 0`` once after training. Pruned synapses never return, so a prune made before
-  the receptive fields have formed costs accuracy: at N = 400 and 8,000 examples, pruning every 2,000
-  loses 1.6–3.2 points, one prune at 6,000 at most 0.7 (README). Quantization (``bits``): from the
-  first compression point on, the network *transmits* the nearest k-bit level of each weight while
-  STDP keeps updating a full-precision shadow weight (straight-through); deployment uses the quantized
-  levels.
+  the X→Ae synapses are pruned after every K examples and after the last one, the sparsity growing
+  linearly with the examples seen (``prune·b/n`` after b of n; each prune only removes more: the EE
+  595 loop prune → keep training → prune); with ``prune_every = 0`` once after training. Pruned
+  synapses never return, so the early prunes are kept gentle: at N = 400 and 8,000 examples, pruning
+  every 2,000 reaches 18.75, 37.5 and 56.25 % inside training and 75 % at the end, and scored −0.1
+  to +0.6 points against dense on four seeds, where reaching 75 % already at 6,000 (25/50/75 %)
+  lost 1.6–3.2 (README). Quantization (``bits``): from the first compression point on, the network *transmits*
+  the nearest k-bit level of each weight while STDP keeps updating a full-precision shadow weight
+  (straight-through); deployment uses the quantized levels.
 * **label**: frozen network on training images; neuron → class from those responses only.
 * **test**: frozen network on test images; prediction by the mean count of each class's neurons.
 
@@ -46,10 +47,12 @@ RETRY_SEED_STRIDE = 10_007  # seed offset per training retry attempt (block seed
 
 
 def prune_points(n_train: int, prune_every: int) -> list[int]:
-    """Example counts after which training pauses to prune (empty: prune once after training)."""
+    """Example counts after which training prunes: every ``prune_every`` examples and at the end
+    (empty: prune once after training). The prune after ``b`` examples reaches sparsity
+    ``prune·b/n_train`` (:func:`train`), so the target is reached at the end of training."""
     if prune_every <= 0 or prune_every >= n_train:
         return []
-    return list(range(prune_every, n_train, prune_every))
+    return [*range(prune_every, n_train, prune_every), n_train]
 
 
 def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> NetworkState:
@@ -144,8 +147,7 @@ def train(
             if log is not None:
                 log(_train_row(counts, labels, a, b, state, results, config))
             if b in points:
-                k = points.index(b) + 1
-                state = compress_state(state, config.prune * k / len(points), config)
+                state = compress_state(state, config.prune * b / n, config)
                 compressed = True
                 compressions.append({"examples": b, "sparsity": state.sparsity, "synapses": state.synapses})
                 if log is not None:
