@@ -11,7 +11,7 @@ process, the median of ``--repeats`` forward+backward passes of:
 * spikingjelly ``LIFNode(step_mode="m")`` (τ = 2, hard reset to 0), when installed.
 
 Two timings per layer: ``ms`` runs each layer back to back (its tensors and freed buffers stay hot in
-cache and in the allocator: the best case, where the floor is cheapest), in 3 blocks per layer that
+cache and in the allocator: the best case, where the floor is cheapest), in 5 blocks per layer that
 take turns with the other layers' blocks, so that a slow spell of the shared machine is spread over
 all layers; ``in turn`` runs the layers one after another in each round (every layer finds caches
 and allocator as the others left them, as inside a network). On the CPU both depend on glibc's
@@ -119,7 +119,7 @@ def timer(layer: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], float]:
 
 
 def time_back_to_back(
-    timers: dict[str, Callable[[], float]], repeats: int, rounds: int = 3
+    timers: dict[str, Callable[[], float]], repeats: int, rounds: int = 5
 ) -> dict[str, float]:
     """Median ms per layer over ``repeats`` runs, each timed right after a run of the same layer: its
     tensors and freed buffers stay hot in cache and in the allocator (the best case for every layer).
