@@ -202,8 +202,8 @@ inline bool fires(S d, S u, const Scale<S>& k) {
 // of key + (c + 1)·γ) at the counters c = 2·(i0 + l) and 2·(i0 + l) + 1, distinct for every lane of
 // every chunk. It needs no 64-bit multiplications: 0.13–0.18 ns per word against 0.38–0.62 for one
 // mix64 per two words (AVX-512, one core), which made the float32 forward 11–21 % faster in cache
-// and 4–12 % faster at [32, 16, 4096]. Top 24 bits used. float64: counter-based, the SplitMix64 output for counter c = t·N + i, top
-// 53 bits.
+// and 4–12 % faster at [32, 16, 4096]. Top 24 bits used. float64: counter-based, the SplitMix64
+// output for counter c = t·N + i, top 53 bits.
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
 
