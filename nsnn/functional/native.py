@@ -39,7 +39,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from nsnn.functional.ops import BERNOULLI, FAMILY_IDS, MODE_IDS, Backend, KernelSpec, register_backend
+from nsnn.functional.ops import BERNOULLI, Backend, KernelSpec, has_kernel, register_backend
 from nsnn.noise import Noise
 
 __all__ = ["enabled", "is_available", "is_enabled", "isa", "set_enabled", "supports"]
@@ -92,7 +92,7 @@ def supports(x: Tensor, noise: Noise, mode: str) -> bool:
     """Whether :func:`lif_multistep` handles this call natively (else the torch path runs)."""
     if not _STATE["enabled"] or x.device.type != "cpu" or x.dtype not in _DTYPES:
         return False
-    if type(noise) not in FAMILY_IDS or mode not in MODE_IDS:
+    if not has_kernel(noise, mode):
         return False
     if _C is None:
         if not _STATE["warned"]:

@@ -27,12 +27,18 @@ from torch import Tensor
 from nsnn.functional.lif import LIFParameters
 from nsnn.noise import Gaussian, Logistic, Noise, Triangular, Uniform
 
-__all__ = ["FAMILY_IDS", "MODE_IDS", "Backend", "KernelSpec", "fused", "register_backend"]
+__all__ = ["FAMILY_IDS", "MODE_IDS", "Backend", "KernelSpec", "fused", "has_kernel", "register_backend"]
 
 # Integer ids shared with nsnn/csrc/lif_common.h (enum Family, enum Mode) and the Triton kernels.
 FAMILY_IDS: dict[type[Noise], int] = {Gaussian: 0, Logistic: 1, Triangular: 2, Uniform: 3}
 MODE_IDS = {"heaviside": 0, "bernoulli": 1, "expected": 2}
 BERNOULLI = MODE_IDS["bernoulli"]
+
+
+def has_kernel(noise: Noise, mode: str) -> bool:
+    """Whether the compiled kernels implement ``noise`` (a built-in family, matched by exact class, so
+    a subclass runs on the torch path) and the fire ``mode``; each backend adds its device checks."""
+    return type(noise) in FAMILY_IDS and mode in MODE_IDS
 
 
 class KernelSpec(NamedTuple):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from nsnn.functional import native
-from nsnn.functional.ops import FAMILY_IDS, MODE_IDS, Backend, KernelSpec, register_backend
+from nsnn.functional.ops import Backend, KernelSpec, has_kernel, register_backend
 from nsnn.noise import Noise
 
 __all__ = ["is_available", "supports"]
@@ -53,8 +53,7 @@ def supports(x: Tensor, noise: Noise, mode: str) -> bool:
         and x.device.type == "cuda"
         and x.dtype in _DTYPES
         and x.numel() <= _MAX_ELEMENTS
-        and type(noise) in FAMILY_IDS
-        and mode in MODE_IDS
+        and has_kernel(noise, mode)
     )
 
 
