@@ -204,6 +204,8 @@ def test_firing_frequency_matches_cdf(family: str, dtype: torch.dtype) -> None:
     assert torch.all((both_steps - p * p).abs() <= 5 * torch.sqrt(p * p * (1 - p * p) / n) + 1e-12)
     neighbours = (s[0, :, 1:] * s[0, :, :-1]).mean(dim=1)  # so are neighbouring neurons
     assert torch.all((neighbours - p * p).abs() <= 6 * torch.sqrt(p * p * (1 - p * p) / n) + 1e-12)
+    same_lane = (s[0, :, 64:] * s[0, :, :-64]).mean(dim=1)  # and successive draws of one float32 lane
+    assert torch.all((same_lane - p * p).abs() <= 6 * torch.sqrt(p * p * (1 - p * p) / n) + 1e-12)
 
 
 @needs_native
