@@ -219,7 +219,8 @@ struct Uniform;
 template <>
 struct Uniform<float> {
   using Word = uint32_t;
-  static constexpr int64_t kLanes = 64;  // kMaxChunk is a multiple: a row rounded up to lanes fits
+  static constexpr int64_t kLanes = 64;
+  static_assert(kMaxChunk % kLanes == 0, "a chunk's row rounded up to whole lanes must fit in kMaxChunk");
   alignas(64) uint32_t s0[kLanes], s1[kLanes], s2[kLanes], s3[kLanes];
 
   Uniform(const LifArgs& a, int64_t i0) {
