@@ -8,6 +8,7 @@ saved-for-backward memory and the fallbacks (unknown family, bf16, switch off).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -241,6 +242,37 @@ def test_thread_count_independent_and_seeded() -> None:
         assert torch.equal(
             lif_multistep(x, LIFParameters(0.5, 1.0, False, False), noise, "bernoulli"), results[0][0]
         )
+
+
+@needs_native
+@pytest.mark.parametrize("isa", native._C.supported_isas() if native.is_available() else [])
+def test_screened_draws_are_the_exact_decisions(isa: str) -> None:
+    """Gaussian draws are first decided by a cheap screen of the CDF (lif_kernels.h, Screen), the
+    exact CDF only where a draw falls inside the screen's band; with the screen off every draw uses
+    the exact CDF. The spikes must not differ by one bit, over membranes spanning ±6σ (the screen's
+    clamp at ±3.2σ and its whole band), NaN and ±inf, a row length that leaves a partial block, and
+    float64 (one kernel for every isa)."""
+    before = native.isa(), native._C.screen()
+    assert before[1], "the screen is on by default"
+    g = torch.Generator().manual_seed(11)
+    try:
+        native._C.set_isa(isa)
+        for dtype, sigma, hard in itertools.product(
+            (torch.float32, torch.float64), (0.05, 0.3, 1.7), (True, False)
+        ):
+            x = 1.0 + sigma * (torch.rand(3, 200_003, generator=g, dtype=torch.float64) * 12 - 6)
+            x[0, :3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
+            params = LIFParameters(0.5, 1.0, hard, False)
+            spikes = []
+            for on in (True, False):
+                native._C.set_screen(on)
+                gen = torch.Generator().manual_seed(3)
+                spikes.append(lif_multistep(x.to(dtype), params, Gaussian(sigma), "bernoulli", generator=gen))
+            assert torch.equal(spikes[0], spikes[1]), (dtype, sigma, hard, (spikes[0] != spikes[1]).sum())
+            assert 0.2 < spikes[0].mean() < 0.9  # both outcomes are common
+    finally:
+        native._C.set_isa(before[0])
+        native._C.set_screen(before[1])
 
 
 @needs_native

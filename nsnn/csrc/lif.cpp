@@ -61,6 +61,17 @@ void set_isa(const std::string& name) {
   TORCH_CHECK_VALUE(false, "isa '", name, "' is not available on this CPU/build; valid: ", valid);
 }
 
+// Whether bernoulli draws are screened (lif_kernels.h, Screen); off only to check that the spikes
+// are those of the exact decision.
+bool& screening() {
+  static bool on = true;
+  return on;
+}
+
+bool get_screen() { return screening(); }
+
+void set_screen(bool on) { screening() = on; }
+
 uint64_t mix_seed(int64_t seed) {  // SplitMix64 finaliser: nearby seeds give unrelated keys
   uint64_t z = static_cast<uint64_t>(seed) + 0x9E3779B97F4A7C15ULL;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -90,6 +101,7 @@ LifArgs make_args(const at::Tensor& x, double beta, double theta, double sigma, 
   a.family = static_cast<int>(family);
   a.mode = static_cast<int>(mode);
   a.hard = hard;
+  a.screen = screening();
   return a;
 }
 
@@ -201,4 +213,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_isas", &nsnn_native::supported_isas, "instruction sets usable on this CPU");
   m.def("set_isa", &nsnn_native::set_isa, "select the float32 kernels ('generic', 'avx2', 'avx512')",
         pybind11::arg("name"));
+  m.def("screen", &nsnn_native::get_screen, "whether bernoulli draws are decided by a cheap screen first");
+  m.def("set_screen", &nsnn_native::set_screen,
+        "screen bernoulli draws (default) or decide every draw with the exact CDF (same spikes; for tests)",
+        pybind11::arg("on"));
 }

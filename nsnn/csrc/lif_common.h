@@ -41,6 +41,7 @@ struct LifArgs {
   bool hard;          // hard (to 0) or soft (subtract) reset
   bool detach;        // no gradient through the reset's spike
   bool want_decay;    // accumulate dL/dbeta
+  bool screen;        // bernoulli: decide from the family's Screen where it is sure (same spikes)
 };
 
 // Kernels for chunk [i0, i1) of the neurons; i0 is a multiple of 64.
