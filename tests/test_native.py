@@ -88,9 +88,9 @@ def test_matches_torch_path(family: str, mode: str, dtype: torch.dtype) -> None:
 @needs_native
 @pytest.mark.parametrize("mode", ["heaviside", "expected"])
 def test_long_sequences_walk_chunks_in_several_slices(mode: str) -> None:
-    # T·chunk > the backward's replay buffer: each chunk of 1024 neurons is replayed in 2 slices of 512
+    # T·chunk > the backward's replay buffer: each chunk of 2048 neurons is replayed in 2 slices of 1024
     noise = get_noise("gaussian", 0.3)
-    x = dyadic((128, 2, 8192), torch.float64, seed=3)
+    x = dyadic((16, 2, 16384), torch.float64, seed=3)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     decay = torch.tensor(0.5, dtype=torch.float64)
     y, gx, gd = run(x, decay, noise, mode, grad=grad)
