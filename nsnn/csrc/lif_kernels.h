@@ -199,7 +199,7 @@ struct Screen {
 // 4.17e-4 over all z (measured on a 1.2e-5 grid of [−12, 12] with float32 arithmetic, where both
 // functions move by < 5e-6 between grid points; cdf itself is within 1.3e-7 of Φ), under kBand =
 // 5e-4. One draw in 1,000 lies inside the band: 6 FMAs per draw instead of a degree-10 polynomial
-// and an exp (the gaussian float32 forward is 9-14 % faster).
+// and an exp (the gaussian float32 forward is 10-14 % faster).
 template <typename S>
 struct Screen<S, kGaussian> {
   static constexpr bool kEnabled = true;
@@ -451,7 +451,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 // bits) into a [T, slice] buffer that stays in cache, then runs t = T−1 … 0. The buffer aims at 32 KiB
 // of float32, to stay in L1 while the slice's rows of x, ∂L/∂s and ∂L/∂x stream through, but each row
 // keeps at least 1024 neurons (4 KiB, a page, for the prefetchers), so from T = 8 on it grows into L2.
-// Against a 256 KiB buffer this made the backward 2-8 % faster at [4, 1M] and [32, 64k]; a 1 MiB
+// Against a 256 KiB buffer this made the backward 0-8 % faster at [4, 1M] and [32, 64k]; a 1 MiB
 // buffer was ~10 % slower at T = 32 on a 2 MiB L2. ∂L/∂u starts at 0, which reproduces the t = T−1
 // case of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in
 // double, summed in neuron order.
