@@ -251,7 +251,7 @@ def test_screened_draws_are_the_exact_decisions(isa: str) -> None:
     exact CDF only where a draw falls inside the screen's band; with the screen off every draw uses
     the exact CDF. The spikes must not differ by one bit, over membranes spanning ±6σ (the screen's
     clamp at ±3.2σ and its whole band), NaN and ±inf, a row length that leaves a partial block, and
-    float64 (one kernel for every isa)."""
+    float64 (one kernel for every isa); nor may the gradients, which the saved spike bits drive."""
     before = native.isa(), native._C.screen()
     assert before[1], "the screen is on by default"
     g = torch.Generator().manual_seed(11)
@@ -262,14 +262,15 @@ def test_screened_draws_are_the_exact_decisions(isa: str) -> None:
         ):
             x = 1.0 + sigma * (torch.rand(3, 200_003, generator=g, dtype=torch.float64) * 12 - 6)
             x[0, :3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
-            params = LIFParameters(0.5, 1.0, hard, False)
-            spikes = []
+            results = []
             for on in (True, False):
                 native._C.set_screen(on)
-                gen = torch.Generator().manual_seed(3)
-                spikes.append(lif_multistep(x.to(dtype), params, Gaussian(sigma), "bernoulli", generator=gen))
-            assert torch.equal(spikes[0], spikes[1]), (dtype, sigma, hard, (spikes[0] != spikes[1]).sum())
-            assert 0.2 < spikes[0].mean() < 0.9  # both outcomes are common
+                torch.manual_seed(3)
+                results.append(run(x.to(dtype), 0.5, Gaussian(sigma), "bernoulli", hard=hard))
+            (y, gx, _), (y0, gx0, _) = results
+            assert torch.equal(y, y0), (dtype, sigma, hard, (y != y0).sum())
+            torch.testing.assert_close(gx, gx0, rtol=0, atol=0, equal_nan=True)  # the saved bits agree too
+            assert 0.2 < y.mean() < 0.9  # both outcomes are common
     finally:
         native._C.set_isa(before[0])
         native._C.set_screen(before[1])
