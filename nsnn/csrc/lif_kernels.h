@@ -447,7 +447,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 
 // ---------------------------------------------------------------------------------------------
 // Backward over chunk [i0, i1). The chunk is walked in slices of kSliceElems / T neurons (a multiple
-// of 64, at least kMinSlice): each slice first replays the forward recurrence from x (and the saved
+// of 64, at least kMinSlice, at most the chunk): each slice first replays the forward recurrence from x (and the saved
 // bits) into a [T, slice] buffer that stays in cache, then runs t = T−1 … 0. The buffer aims at 32 KiB
 // of float32, to stay in L1 while the slice's rows of x, ∂L/∂s and ∂L/∂x stream through, but each row
 // keeps at least 1024 neurons (4 KiB, a page, for the prefetchers), so from T = 8 on it grows into L2.
@@ -469,6 +469,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
   int64_t slice = (kSliceElems / (a.T > 0 ? a.T : 1)) / 64 * 64;
   slice = slice < kMinSlice ? kMinSlice : (slice > kMaxChunk ? kMaxChunk : slice);
+  slice = slice < i1 - i0 ? slice : i1 - i0;  // a shorter chunk is one slice (and sizes the buffer)
   thread_local std::vector<S> replay;
   if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
   S* __restrict hbuf = replay.data();
