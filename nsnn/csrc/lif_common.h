@@ -9,6 +9,7 @@
 // of threads. Bernoulli spikes are saved as bits, one row of ceil(N / 8) bytes per time step.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

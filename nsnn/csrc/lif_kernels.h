@@ -446,18 +446,31 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward over chunk [i0, i1). The chunk is walked in slices of kSliceElems / T neurons (a multiple
-// of 64, at least kMinSlice, at most the chunk): each slice first replays the forward recurrence from x (and the saved
-// bits) into a [T, slice] buffer that stays in cache, then runs t = T−1 … 0. The buffer aims at 32 KiB
-// of float32, to stay in L1 while the slice's rows of x, ∂L/∂s and ∂L/∂x stream through, but each row
-// keeps at least 1024 neurons (4 KiB, a page, for the prefetchers), so from T = 8 on it grows into L2.
-// Against a 256 KiB buffer this made the backward 0-8 % faster at [4, 1M] and [32, 64k]; a 1 MiB
-// buffer was ~10 % slower at T = 32 on a 2 MiB L2. ∂L/∂u starts at 0, which reproduces the t = T−1
-// case of fused.py exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in
-// double, summed in neuron order.
+// Backward over chunk [i0, i1). The chunk is walked in slices (slice_neurons): each slice first
+// replays the forward recurrence from x (and the saved bits) into a [T, slice] buffer that stays in
+// cache, then runs t = T−1 … 0. ∂L/∂u starts at 0, which reproduces the t = T−1 case of fused.py
+// exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in
+// neuron order.
+//
+// The buffer aims at kSliceElems = 32 KiB of float32, to stay in L1 while the slice's rows of x,
+// ∂L/∂s and ∂L/∂x stream through; but each row keeps kMinSlice = 1024 neurons (4 KiB, a page, for
+// the prefetchers), so from T = 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
+// bound on each thread's buffer; 64 neurons per row from T > 4096 on). Against a 256 KiB buffer
+// with rows of ≥ 64 neurons this made the backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 %
+// at [256, 16k] and 16-28 % at [1000, 4k] (two A/Bs each).
 
 constexpr int64_t kSliceElems = int64_t{1} << 13;
 constexpr int64_t kMinSlice = 1024;
+constexpr int64_t kMaxSliceElems = int64_t{1} << 18;
+
+// Neurons per slice for T steps and a chunk of n neurons: a multiple of 64 (bits are addressed by
+// byte), or the whole chunk when that is shorter.
+inline int64_t slice_neurons(int64_t T, int64_t n) {
+  const int64_t steps = T > 0 ? T : 1;
+  const int64_t floor = std::max<int64_t>(64, std::min(kMinSlice, kMaxSliceElems / steps) / 64 * 64);
+  const int64_t slice = std::clamp(kSliceElems / steps / 64 * 64, floor, kMaxChunk);
+  return std::min(slice, n);
+}
 
 template <typename S, int F, int MODE, bool HARD, bool DECAY>
 void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restrict x,
@@ -467,9 +480,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
   const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
-  int64_t slice = (kSliceElems / (a.T > 0 ? a.T : 1)) / 64 * 64;
-  slice = slice < kMinSlice ? kMinSlice : (slice > kMaxChunk ? kMaxChunk : slice);
-  slice = slice < i1 - i0 ? slice : i1 - i0;  // a shorter chunk is one slice (and sizes the buffer)
+  const int64_t slice = slice_neurons(a.T, i1 - i0);
   thread_local std::vector<S> replay;
   if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
   S* __restrict hbuf = replay.data();
