@@ -454,7 +454,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 //
 // The buffer aims at kSliceElems = 32 KiB of float32, to stay in L1 while the slice's rows of x,
 // ∂L/∂s and ∂L/∂x stream through; but each row keeps kMinSlice = 1024 neurons (4 KiB, a page, for
-// the prefetchers), so from T = 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
+// the prefetchers), so from T > 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
 // bound on each thread's buffer; 64 neurons per row from T > 4096 on). Against a 256 KiB buffer
 // with rows of ≥ 64 neurons this made the backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 %
 // at [256, 16k] and 16-28 % at [1000, 4k] (two A/Bs each).
@@ -467,8 +467,8 @@ constexpr int64_t kMaxSliceElems = int64_t{1} << 18;
 // byte), or the whole chunk when that is shorter.
 inline int64_t slice_neurons(int64_t T, int64_t n) {
   const int64_t steps = T > 0 ? T : 1;
-  const int64_t floor = std::max<int64_t>(64, std::min(kMinSlice, kMaxSliceElems / steps) / 64 * 64);
-  const int64_t slice = std::clamp(kSliceElems / steps / 64 * 64, floor, kMaxChunk);
+  const int64_t lowest = std::max<int64_t>(64, std::min(kMinSlice, kMaxSliceElems / steps) / 64 * 64);
+  const int64_t slice = std::clamp(kSliceElems / steps / 64 * 64, lowest, kMaxChunk);
   return std::min(slice, n);
 }
 
