@@ -157,13 +157,31 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs") -> Path:
-    """Create (or reuse, if it is given explicitly) a run directory.
+def check_new_run_dir(out: str | Path) -> Path:
+    """``out`` as a Path if a new run may be written there: missing, or an empty folder.
 
-    ``out`` given: that folder. Otherwise ``root/<prefix>-<YYYYmmdd-HHMMSS>`` (suffixed if taken).
+    Raises ``FileExistsError`` naming what is there, so that a new run never overwrites an old one.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} is a file, not a folder")
+    if path.is_dir():
+        held = sorted(p.name for p in path.iterdir())
+        if held:
+            listed = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+            raise FileExistsError(
+                f"--out {path} already holds files ({listed}); choose a new folder "
+                "(or --resume, to continue a training run)"
+            )
+    return path
+
+
+def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs") -> Path:
+    """Create a run directory: ``out`` if given (it must be missing or empty, see
+    :func:`check_new_run_dir`), else ``root/<prefix>-<YYYYmmdd-HHMMSS>`` (suffixed if taken).
     """
     if out is not None:
-        path = Path(out)
+        path = check_new_run_dir(out)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(root) / f"{prefix}-{stamp}"

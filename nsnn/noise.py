@@ -6,7 +6,8 @@ symmetric about 0 the firing probability is the noise CDF and its derivative the
     P(s = 1 | u) = F_ε(u − θ),        ∂E[s]/∂u = f_ε(u − θ)
 
 so the PDF *is* the surrogate gradient. The same objects give the surrogate of the deterministic
-``LIF``, the weight noise of memristor-aware layers and the oracles of the tests::
+``LIF`` and the oracles of the tests, and ``sample`` draws the noise itself (``NILIF(double_noise=True)``
+adds it to the membrane; any other noisy quantity can use it the same way)::
 
     noise = get_noise("logistic", sigma=0.3)
     p = noise.cdf(torch.linspace(-1, 1, 5))        # firing probability at u − θ

@@ -223,6 +223,19 @@ def test_download_mnist_from_file_mirror(tmp_path, monkeypatch):
     bundle = nd.get_dataset("mnist", data_dir=tmp_path / "data")
     assert (len(bundle.train), len(bundle.test)) == (12, 5)
 
+    # A folder holding only the training files: --download fetches the missing test split too.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for p in mirror.glob("train-*"):
+        (partial / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DatasetError, match="t10k"):
+        nd.get_dataset("mnist", data_dir=partial)
+    fetch = functools.partial(nd.download_mnist, mirrors=[mirror.as_uri() + "/"])
+    monkeypatch.setattr("nsnn.data.registry.download_mnist", fetch)
+    bundle = nd.get_dataset("mnist", data_dir=partial, download=True)
+    assert (len(bundle.train), len(bundle.test)) == (12, 5)
+    assert (partial / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").is_file()
+
 
 def make_tar(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
     with tarfile.open(path, "w:gz") as tar:

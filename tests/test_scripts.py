@@ -87,6 +87,11 @@ def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
         (["--arch", "[1]"], "expected a JSON object"),
         (["--lr", "abc"], "invalid float value"),
         (["--device", "quantum"], "bad device"),
+        (["--tau", "0.5"], "tau must be a finite number >= 1"),
+        (["--threshold", "-1"], "threshold must be a finite number > 0"),
+        (["--seed", "-1"], "seed must be an integer >= 0"),
+        (["--max-samples", "1"], "max_samples must leave >= 2 samples"),
+        (["--arch", '{"width": 0}', "--max-samples", "100", "--minibatch", "8"], "width of model"),
     ],
 )
 def test_bad_training_flags_exit_2_with_message(argv, message, monkeypatch, capsys):
@@ -146,6 +151,35 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert run_script("testing_mnist.py", ["--snapshot", str(tmp_path / "none.pt")], monkeypatch) == 1
     assert "no checkpoint" in capsys.readouterr().err
 
-    # --resume refuses flags that would change the experiment.
+    # --resume refuses flags that would change the experiment, another dataset's script and a new --out;
+    # the generic CLI takes the run's dataset (no --dataset given: not a clash).
     assert run_script("main_mnist.py", ["--resume", str(run), "--lr", "0.5"], monkeypatch) == 2
-    assert "flags differ" in capsys.readouterr().err
+    assert "flags differ: --lr 0.5 (run: " in capsys.readouterr().err
+    assert run_script("main_cifar10.py", ["--resume", str(run)], monkeypatch) == 2
+    assert "is a mnist run, not cifar10" in capsys.readouterr().err
+    assert run_script("main_mnist.py", ["--resume", str(run), "--out", str(tmp_path / "x")], monkeypatch) == 2
+    assert "drop --out" in capsys.readouterr().err
+    from nsnn.training.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(run), "--lr", "0.5"])
+    err = capsys.readouterr().err
+    assert "flags differ: --lr 0.5" in err and "--dataset" not in err
+
+    # A new run never reuses a folder that holds files.
+    before = (run / "metrics.csv").read_text()
+    assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == before
+
+    # An embedded-MNIST model tested on a full MNIST folder is warned about: its training images are
+    # in the official test set.
+    full = tmp_path / "full"
+    full.mkdir()
+    embedded = REPO / "nsnn" / "data" / "embedded"
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (full / f"{split}-{kind}-ubyte.gz").write_bytes((embedded / f"t10k-{kind}-ubyte.gz").read_bytes())
+    argv = ["--snapshot", str(run), "--data-dir", str(full), "--out", str(tmp_path / "evals_full")]
+    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    assert "not a held-out figure" in capsys.readouterr().err

@@ -276,6 +276,33 @@ def test_fit_writes_run_dir_and_loadable_checkpoints(tmp_path):
         load_model(tmp_path / "nowhere")
 
 
+def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, monkeypatch):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="already holds files"):
+        fit(TrainConfig(**TINY, epochs=1, out=str(used)))
+    assert [p.name for p in used.iterdir()] == ["notes.txt"]
+
+    # A CPU --amp run (its disabled GradScaler saves {}) resumes where the scaler is enabled (CUDA fp16).
+    run = tmp_path / "amp"
+    settings = {**TINY, "max_samples": 120, "amp": True, "epochs": 2}
+
+    def stop(epoch: int, step: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(run)), on_step=stop)
+    assert _torch_load_strict(run / "last.pt")["scaler"] == {}
+    from nsnn.training.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "grad_scaler", lambda self: torch.amp.GradScaler("cpu", enabled=True))
+    fit(TrainConfig(**settings, resume=str(run)))
+    last = _torch_load_strict(run / "last.pt")
+    assert last["epoch"] == 2 and last["scaler"]["scale"] > 0
+
+
 _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys

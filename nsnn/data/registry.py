@@ -46,6 +46,8 @@ class DatasetBundle:
 
     ``mean``/``std`` are ``None`` for DVS frames (used raw, as the reference does). ``time_steps`` is the
     number of event frames per sample (DVS; batches are ``[B, T, C, H, W]``), ``None`` for static images.
+    ``embedded``: the data is the package's embedded MNIST split, whose 8,000 training images belong
+    to the official MNIST test set.
     """
 
     name: str
@@ -60,6 +62,7 @@ class DatasetBundle:
     classes: tuple[str, ...] = ()
     source: str = ""
     time_steps: int | None = None
+    embedded: bool = False
 
     def describe(self) -> str:
         """A few lines: sizes, sample shape and dtype, classes, source, normalisation, augmentation."""
@@ -151,14 +154,14 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
         source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
     else:
         root = data_dir if data_dir is not None else default_data_dir()
-        train = _load_or_fetch(
-            lambda: load_mnist_folder(root, "train"),
+        train, test = _load_or_fetch(
+            lambda: (load_mnist_folder(root, "train"), load_mnist_folder(root, "test")),
             lambda: download_mnist(root, progress=progress),
             download,
         )
-        test = load_mnist_folder(root, "test")
         source = str(root)
     return DatasetBundle(
+        embedded=data_dir is None and not download,
         name="mnist",
         train=train,
         test=test,

@@ -77,6 +77,15 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     if "neuron" in neuron_kw:
         neuron_kw["kind"] = neuron_kw.pop("neuron")
     spec = NeuronSpec(**neuron_kw)
+    for key, value in kwargs.items():
+        default = arch.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key} of model {name!r} must be true or false, got {value!r}")
+        if _is_count(default) and not _is_count(value):
+            sizes = key == "image_size" and isinstance(value, (list, tuple)) and len(value) == 2
+            if not (sizes and all(_is_count(v) for v in value)):
+                pair = " (or an [H, W] pair of them)" if key == "image_size" else ""
+                raise ValueError(f"{key} of model {name!r} must be a positive integer{pair}, got {value!r}")
     arch.update({k: v for k, v in kwargs.items() if k in arch})
     try:
         config = json.loads(json.dumps({"name": name, "kwargs": {**arch, **spec.as_kwargs()}}))
@@ -85,6 +94,10 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     model = _MODELS[name](spec, **arch)
     model.config = config
     return model
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _get(name: str) -> ModelFactory:

@@ -39,14 +39,24 @@ def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set
     bare = copy.deepcopy(parser)
     for action in bare._actions:
         action.default = argparse.SUPPRESS
+    bare._defaults.clear()  # parser-level defaults (set_defaults) are not flags either
     return set(vars(bare.parse_args(argv)))
 
 
-def _check_resume_flags(cfg: TrainConfig, explicit: set[str]) -> None:
-    """On --resume, flags that change the experiment must match the checkpoint's config."""
+def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | None) -> None:
+    """On --resume, flags that change the experiment must match the checkpoint's config, and so must
+    ``dataset`` (the script's, or ``--dataset``; None: take the run's)."""
     from nsnn.training.checkpoint import load_checkpoint, resolve_checkpoint
 
-    saved = load_checkpoint(resolve_checkpoint(cfg.resume, "last.pt"))["config"]
+    path = resolve_checkpoint(cfg.resume, "last.pt")
+    if "out" in explicit and Path(cfg.out).resolve() != path.parent.resolve():
+        raise ConfigError(f"--resume continues in the run's own folder {path.parent}; drop --out {cfg.out}")
+    saved = load_checkpoint(path)["config"]
+    if dataset is not None and saved["dataset"] != dataset:
+        raise ConfigError(
+            f"{path} is a {saved['dataset']} run, not {dataset}; resume it with "
+            f"python -m nsnn.training train --resume {cfg.resume}"
+        )
     clash = sorted(
         name for name in explicit - RUNTIME_FIELDS if name in saved and saved[name] != getattr(cfg, name)
     )
@@ -65,8 +75,13 @@ def train_main(
     dataset: str,
     description: str | None = None,
     prog: str | None = None,
+    resume_any_dataset: bool = False,
 ) -> int:
-    """Parse training flags (defaults from :data:`RECIPES` ``[dataset]``), run :func:`fit`, report."""
+    """Parse training flags (defaults from :data:`RECIPES` ``[dataset]``), run :func:`fit`, report.
+
+    ``--resume`` must name a run of ``dataset``, unless ``resume_any_dataset`` (the generic CLI
+    without ``--dataset``), which resumes whatever dataset the run was trained on.
+    """
     from nsnn.data import DatasetError
     from nsnn.training.trainer import fit
 
@@ -78,7 +93,7 @@ def train_main(
     try:
         cfg = config_from_args(args)
         if cfg.resume is not None:
-            _check_resume_flags(cfg, _explicit_dests(parser, argv))
+            _check_resume_flags(cfg, _explicit_dests(parser, argv), None if resume_any_dataset else dataset)
     except (ConfigError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
@@ -183,6 +198,13 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     )
     cfg.download, cfg.progress = args.download, args.progress
     bundle = load_dataset(cfg, args.data_dir)
+    if ckpt["dataset"].get("embedded") and not bundle.embedded:
+        print(
+            "warning: this model was trained on the embedded MNIST split, whose training images are part "
+            f"of the official MNIST test set; the accuracy on {bundle.source} is not a held-out figure",
+            file=sys.stderr,
+            flush=True,
+        )
     norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
     loader = bundle.loader(bundle.test, args.minibatch, train=False, device=rt.device, **norm)
     seed_everything(args.seed)
@@ -272,13 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "test":
         return test_main(rest, prog="python -m nsnn.training test")
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--dataset", default="mnist")
+    pre.add_argument("--dataset", default=None)
     known, remaining = pre.parse_known_args(rest)
     from nsnn.data import list_datasets
 
-    description = (
-        f"Train a spiking network on --dataset {known.dataset} (choices: {', '.join(list_datasets())})."
-    )
+    dataset = known.dataset or "mnist"
+    description = f"Train a spiking network on --dataset {dataset} (choices: {', '.join(list_datasets())})."
     return train_main(
-        remaining, dataset=known.dataset, description=description, prog="python -m nsnn.training train"
+        remaining,
+        dataset=dataset,
+        description=description,
+        prog="python -m nsnn.training train",
+        resume_any_dataset=known.dataset is None,
     )

@@ -125,7 +125,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("sigma", "tau", "lr"):
+        for name in ("sigma", "lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
@@ -137,8 +137,16 @@ class TrainConfig:
             raise ConfigError(f"lambda_tet must be in [0, 1], got {self.lambda_tet!r}")
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"val_split must be in [0, 1), got {self.val_split!r}")
-        if not math.isfinite(self.threshold):
-            raise ConfigError(f"threshold must be finite, got {self.threshold!r}")
+        if not (math.isfinite(self.tau) and self.tau >= 1):
+            raise ConfigError(f"tau must be a finite number >= 1 (leak 1 - 1/tau), got {self.tau!r}")
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ConfigError(f"threshold must be a finite number > 0, got {self.threshold!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.val_split > 0 and 0 < self.max_samples < 2:
+            raise ConfigError(
+                f"max_samples must leave >= 2 samples to split off validation, got {self.max_samples}"
+            )
         from nsnn.models import arch_kwargs
 
         fixed = {"num_classes", "in_channels", "image_size"}

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from nsnn.io import make_run_dir, write_json
+from nsnn.io import check_new_run_dir, make_run_dir, write_json
 from nsnn.training.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -155,7 +155,10 @@ class _Experiment:
             if cfg.encoding != "direct":
                 raise ConfigError(f"{bundle.name} is already a spike-frame sequence; use --encoding direct")
         if cfg.val_split > 0:
-            train, val = bundle.train_val_split(cfg.val_split, seed=cfg.seed)
+            try:
+                train, val = bundle.train_val_split(cfg.val_split, seed=cfg.seed)
+            except ValueError as e:
+                raise ConfigError(f"--val-split {cfg.val_split}: {e}") from None
         else:
             train, val = bundle.train, None
         norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
@@ -190,7 +193,10 @@ class _Experiment:
 
         seed_everything(cfg.seed)
         kwargs = cfg.model_kwargs(bundle.num_classes, bundle.in_channels, bundle.image_size)
-        self.net = create(cfg.model, **kwargs).to(rt.device)
+        try:
+            self.net = create(cfg.model, **kwargs).to(rt.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.n_params = count_parameters(self.net)
         if rt.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -223,6 +229,7 @@ class _Experiment:
                 "num_classes": self.bundle.num_classes,
                 "in_channels": self.bundle.in_channels,
                 "image_size": self.bundle.image_size,
+                "embedded": self.bundle.embedded,
             },
         )
 
@@ -230,7 +237,8 @@ class _Experiment:
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"] and self.scaler.is_enabled():  # a disabled scaler (CPU) saves {}
+            self.scaler.load_state_dict(ckpt["scaler"])
         states = ckpt["rng"]
         if len(states) == self.rt.world_size:
             restore_rng(states[self.rt.rank])
@@ -328,6 +336,11 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
     ``best_val_accuracy`` is None without a validation split).
     """
     cfg, ckpt, run_dir = _resume_source(config)
+    if ckpt is None and cfg.out is not None:
+        try:
+            check_new_run_dir(cfg.out)
+        except FileExistsError as e:
+            raise ConfigError(str(e)) from None
     rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
     try:
         result = _fit(cfg, rt, ckpt, run_dir, on_step)
