@@ -63,7 +63,7 @@ class Noise(ABC):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            NOISES[cls.name] = cls
+            NOISES[cls.name.lower()] = cls  # looked up case-insensitively
 
     def __init__(self, sigma: float) -> None:
         sigma = float(sigma)

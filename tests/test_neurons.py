@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -174,6 +175,39 @@ def test_shape_dtype_device_preserved(dtype, kind):
     assert set(s.unique().tolist()) <= {0.0, 1.0}
     s.float().sum().backward()
     assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+
+
+def test_half_precision_decides_spikes_in_float32():
+    # h = 0.5·2⁻⁸ + 1 = 1 + 2⁻⁹ fires in float32, but rounds to θ = 1.0 in bf16: backward must not
+    # recompute that spike from the rounded membrane.
+    x = torch.tensor([[2.0**-8], [1.0], [0.5]])
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        xi = x.to(dtype).detach().requires_grad_(True)
+        nsnn.LIF()(xi).sum().backward()
+        grads.append(xi.grad.float())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-2, atol=1e-3)
+    # Single step: the firing probability is not rounded to bf16 (it would be 0.99609 here).
+    n, z = 1_000_000, 0.859375
+    neuron = nsnn.NILIF(step_mode="s")
+    rate = neuron(torch.full((n,), 1.0 + z, dtype=torch.bfloat16)).float().mean().item()
+    p = neuron.noise.cdf(torch.tensor(z, dtype=torch.float64)).item()
+    assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+def test_copy_trace_and_mode_checks():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), nsnn.NILIF(step_mode="s"))
+    net(torch.randn(2, 3))  # the membrane now carries a graph
+    twin = copy.deepcopy(net)
+    assert torch.equal(twin[1].mem, net[1].mem) and not twin[1].mem.requires_grad
+    x = torch.rand(3, 2, 4) * 3
+    for neuron in (nsnn.LIF(), nsnn.NILIF().eval()):
+        neuron.eval_mode = "deterministic"
+        traced = torch.jit.trace(neuron, torch.zeros(3, 2, 4), check_trace=False)
+        assert torch.equal(traced(x), neuron(x)) and traced(x).sum() > 0
+    neuron = nsnn.LIF()
+    with pytest.raises(ValueError, match="step_mode"):
+        neuron.step_mode = "multi"
 
 
 def test_seeded_runs_reproducible():

@@ -95,7 +95,7 @@ def test_unknown_name_lists_choices():
 
 def test_a_fifth_family_is_one_class():
     class Laplace(Noise):
-        name = "test-laplace"
+        name = "Test-Laplace"  # names are looked up case-insensitively
 
         @staticmethod
         def _cdf(z):
@@ -110,8 +110,8 @@ def test_a_fifth_family_is_one_class():
             return torch.where(p < 0.5, torch.log(2 * p), -torch.log(2 * (1 - p)))
 
     try:
-        noise = get_noise("test-laplace", 0.3)
-        assert isinstance(noise, Laplace)
+        noise = get_noise("Test-Laplace", 0.3)
+        assert isinstance(noise, Laplace) and isinstance(get_noise("test-laplace", 0.3), Laplace)
         neuron = nsnn.NILIF(noise="test-laplace", sigma=0.3)
         n = 40_000
         x = torch.full((1, n), 0.9, requires_grad=True)

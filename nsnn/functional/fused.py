@@ -2,7 +2,9 @@
 
 Forward runs the recurrence of :func:`nsnn.functional.lif.lif_step` under ``no_grad`` and keeps
 only what backward needs: the pre-spike membrane ``h`` (input dtype, 1× the input's bytes) and, for
-stochastic firing, the spikes as 1 byte each (deterministic spikes are recomputed from ``h``).
+stochastic firing, the spikes as 1 byte each. Deterministic spikes are recomputed from ``h``, except
+under bf16/fp16: there the stored ``h`` is rounded and could fall on the other side of θ, so those
+spikes are kept as 1 byte too.
 Backward walks time in reverse, exactly differentiating the same recurrence, the reset path included
 unless ``detach_reset``::
 
@@ -49,7 +51,7 @@ class _MultiStepLIF(torch.autograd.Function):
         out = torch.empty_like(x)
         h_seq = torch.empty_like(x)
         stored = None
-        if mode == "bernoulli":
+        if mode == "bernoulli" or (mode == "heaviside" and work != x.dtype):
             stored = torch.empty(x.shape, dtype=torch.bool, device=x.device)
         elif mode == "expected":
             stored = torch.empty_like(x)

@@ -60,12 +60,12 @@ def fire(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None =
     """Spike values for ``z = h − θ`` (no gradient); float tensor of ``z``'s dtype."""
     if mode == "heaviside":
         return (z > 0).to(z.dtype)
-    p = noise.cdf(z)
+    p = noise.cdf(z.to(_work_dtype(z)))  # bf16/fp16: the probability itself is not rounded
     if mode == "bernoulli":
-        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=_work_dtype(z))
+        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=p.dtype)
         return (u < p).to(z.dtype)
     if mode == "expected":
-        return p
+        return p.to(z.dtype)
     raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
 
 

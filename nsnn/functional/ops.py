@@ -199,6 +199,6 @@ def fused(
     spec = (float(params.threshold), float(noise.sigma), FAMILY_IDS[type(noise)], MODE_IDS[mode])
     resets = (params.hard_reset, params.detach_reset)
     args = (x.contiguous(), decay, *spec, *resets, seed, save)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # graphs record the op itself
         return torch.ops.nsnn.lif_fused(*args)[0]
     return _EagerFused.apply(*args)[0] if save else _forward_impl(*args)[0]

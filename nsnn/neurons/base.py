@@ -12,6 +12,7 @@ per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`n
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -66,10 +67,18 @@ class SpikingNeuron(nn.Module):
         self.threshold = threshold
         self.reset_mode = _choice("reset", reset, RESETS)
         self.detach_reset = bool(detach_reset)
-        self.step_mode = _choice("step_mode", step_mode, STEP_MODES)
+        self.step_mode = step_mode
         self.stochastic = bool(stochastic)
         self.eval_mode = eval_mode
         self.mem: Tensor | None = None
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, mode: str) -> None:
+        self._step_mode = _choice("step_mode", mode, STEP_MODES)
 
     @property
     def eval_mode(self) -> str:
@@ -122,6 +131,13 @@ class SpikingNeuron(nn.Module):
     def reset(self) -> None:
         """Forget the single-step membrane state."""
         self.mem = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # deepcopy/pickle keep the single-step membrane's value, not its autograd graph.
+        state = dict(super().__getstate__())
+        if state.get("mem") is not None:
+            state["mem"] = state["mem"].detach()
+        return state
 
     def extra_repr(self) -> str:
         parts = [f"tau={self.tau:g}", f"threshold={self.threshold:g}", f"reset={self.reset_mode!r}"]
