@@ -23,8 +23,23 @@ import sys
 from nsnn.io import make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
 
+# Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
+FROM_RUN_FIXED = (
+    "neurons",
+    "prune_every",
+    "prune_scope",
+    "levels",
+    "intensity",
+    "retry_max",
+    "train_retry",
+    "target",
+    "method",
+    "chunk",
+    "seed",
+)
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--neurons", type=int, default=400, help="excitatory (= inhibitory) neurons N")
     p.add_argument("--train", type=int, default=8000, help="training examples (one pass, in order)")
@@ -81,7 +96,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.label is not None and args.label < 1:
+        p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
+    if args.from_run:
+        fixed = [n for n in FROM_RUN_FIXED if getattr(args, n) != p.get_default(n)]
+        if fixed:
+            flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
+            p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
+    return args
 
 
 def load_data(args: argparse.Namespace):
@@ -98,7 +126,7 @@ def load_data(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from nsnn.stdp import run_experiment, sweep_run
+    from nsnn.stdp import load_run, run_experiment, sweep_run
 
     args = parse_args(argv)
     try:
@@ -119,12 +147,13 @@ def main(argv: list[str] | None = None) -> dict:
         )
     except ValueError as e:
         raise SystemExit(f"invalid configuration: {e}") from e
-    if args.from_run and (args.levels or args.prune_every):
-        raise SystemExit("--from-run compresses once after training: use --prune and --bits only")
     train, test = load_data(args)
     out = sys.stderr if args.json else sys.stdout
+    try:
+        run_dir = make_run_dir(args.out, "stdp-sweep" if args.from_run else f"stdp-{args.neurons}")
+    except FileExistsError as e:
+        raise SystemExit(str(e)) from None
     if args.from_run:
-        run_dir = make_run_dir(args.out, "stdp-sweep")
         cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
         rows = sweep_run(
             args.from_run,
@@ -141,14 +170,21 @@ def main(argv: list[str] | None = None) -> dict:
                 f"accuracy {100 * row['accuracy']:.2f} %",
                 file=out,
             )
-        result = {"run_dir": str(run_dir), "sweep": rows}
+        # The JSON contract's keys: this cell's figures, or with --sweep the source run's own; training
+        # time is the source run's.
+        source = load_run(args.from_run).summary
+        result = {
+            "run_dir": str(run_dir),
+            "sweep": rows,
+            "ms_per_example_train": source.get("ms_per_example_train"),
+            **{k: source.get(k) for k in ("accuracy", "synapses", "bits")},
+        }
         if not args.sweep:
             (row,) = rows
             result.update({k: row[k] for k in ("accuracy", "synapses", "bits", "sparsity")})
         if args.json:
             print(json.dumps(result))
         return result
-    run_dir = make_run_dir(args.out, f"stdp-{args.neurons}")
     summary = run_experiment(
         config,
         train,

@@ -25,6 +25,7 @@ from nsnn.stdp import (
 )
 from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, Phase, RuntimeEngine, StandaloneEngine, have_libmvec
 from nsnn.stdp.pipeline import compress_state, deployed, evaluate, prune_points, respond, train
+from nsnn.stdp.runio import save_run, write_config
 from nsnn.stdp.state import image_rates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,11 @@ def test_config_validation_and_round_trip():
         {"chunk": 0},
         {"t_present_ms": 0.3},
         {"levels": (0.5, 2.0)},
+        {"intensity": float("nan")},
+        {"rate_per_intensity_hz": float("inf")},
+        {"nu_pre": float("nan")},
+        {"theta_plus_mv": float("nan")},
+        {"seed": -1},
     ):
         with pytest.raises(ValueError):
             STDPConfig(**bad)
@@ -91,6 +97,8 @@ def test_rates_follow_pixels_and_intensity():
     assert image_rates(images, cfg, intensity=3)[0, 0] == pytest.approx(95.625)
     with pytest.raises(ValueError):
         image_rates(np.zeros((1, 10, 10), dtype=np.uint8), cfg)
+    with pytest.raises(ValueError, match="finite"):
+        image_rates(images, cfg, intensity=float("nan"))
 
 
 def test_classification_rules():
@@ -163,7 +171,7 @@ def test_pruned_synapses_stay_dead_through_training():
     assert not np.allclose(again.state.w[pruned.mask], pruned.w[pruned.mask])
 
 
-def test_quantized_weights_take_only_allowed_levels():
+def test_quantized_weights_take_only_allowed_levels(tmp_path):
     cfg = tiny(prune=0.5, bits=2)
     state = init_state(cfg)
     out = deployed(state, cfg)
@@ -172,6 +180,14 @@ def test_quantized_weights_take_only_allowed_levels():
     device = (0.0, 0.05, 0.2, 0.6)
     out = deployed(state, cfg.replace(levels=device))
     assert set(np.unique(out.w[out.mask]).tolist()) <= set(device)
+    # ... and still after a save/load round trip (the state is stored in float64, as simulated).
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir, cfg.replace(levels=device), {})
+    save_run(run_dir, out, np.zeros(cfg.n_exc, dtype=np.int64))
+    loaded = load_run(run_dir).state
+    assert set(np.unique(loaded.w[loaded.mask]).tolist()) <= set(device)
+    assert np.array_equal(loaded.theta, out.theta) and np.array_equal(loaded.delay_ms, out.delay_ms)
 
 
 def test_label_assignment_never_sees_test_data():
@@ -284,7 +300,7 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     ):
         assert (tmp_path / name).is_file(), name
     with np.load(tmp_path / "weights.npz") as npz:
-        assert npz["w_xe"].dtype == np.float32 and npz["w_xe"].shape == (64, 4)
+        assert npz["w_xe"].dtype == np.float64 and npz["w_xe"].shape == (64, 4)
         assert (
             npz["mask"].dtype == bool and npz["theta"].shape == (4,) and npz["assignments"].dtype == np.int64
         )
@@ -297,7 +313,11 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     ]
     run = load_run(tmp_path)
     assert run.config == cfg and run.state.synapses == 256
-    np.testing.assert_allclose(run.state.theta, np.load(tmp_path / "weights.npz")["theta"], rtol=1e-6)
+    assert np.array_equal(run.state.theta, np.load(tmp_path / "weights.npz")["theta"])
+    with pytest.raises(FileExistsError, match="already holds files"):  # a run never overwrites another
+        run_experiment(cfg, train_set, test_set, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="n_label"):
+        run_experiment(cfg, train_set, test_set, run_dir=tmp_path / "nolabel", n_label=0, progress=False)
     again = evaluate_run(run, test_set)
     assert again["n_test"] == 4 and 0.0 <= again["accuracy"] <= 1.0
     rows = sweep_run(
@@ -317,7 +337,32 @@ def test_cli_rejects_bad_config():
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0 and "--from-run compresses once after training" in proc.stderr
+    assert proc.returncode == 2 and "its own configuration; drop --prune-every" in proc.stderr
+    proc = subprocess.run([sys.executable, script, "--label", "-4"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--label must be >= 1" in proc.stderr
+
+
+def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    cli = runpy.run_path(str(ROOT / "scripts" / "stdp_mnist.py"))
+    source = tmp_path / "dense"
+    source.mkdir()
+    summary = {"accuracy": 0.8, "ms_per_example_train": 9.5, "synapses": 313600, "bits": 32}
+    (source / "summary.json").write_text(json.dumps(summary))
+    (source / "config.json").write_text(json.dumps(tiny().to_dict()))
+    save_run(source, init_state(tiny()), np.zeros(tiny().n_exc, dtype=np.int64))
+    cell = {"sparsity": 0.75, "bits": 4, "synapses": 64, "accuracy": 0.7}
+    monkeypatch.setattr("nsnn.stdp.sweep_run", lambda *a, **k: [cell])
+    monkeypatch.setitem(cli["main"].__globals__, "load_data", lambda args: (None, None))
+    for extra, expected in (([], cell), (["--sweep"], summary)):
+        argv = ["--from-run", str(source), "--out", str(tmp_path / f"eval{len(extra)}"), "--json", *extra]
+        cli["main"](argv)
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["ms_per_example_train"] == 9.5
+        assert {k: result[k] for k in ("accuracy", "synapses", "bits")} == {
+            k: expected[k] for k in ("accuracy", "synapses", "bits")
+        }
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,8 +127,9 @@ class STDPConfig:
                 f"n_input and n_exc must be >= 1, got n_input={self.n_input}, n_exc={self.n_exc}"
             )
         for name in ("intensity", "rate_per_intensity_hz", "retry_intensity_step"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} is a rate and must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} is a rate and must be a finite number >= 0, got {value}")
         positive = (
             "t_present_ms",
             "dt_ms",
@@ -143,8 +145,9 @@ class STDPConfig:
             "w_sum",
         )
         for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         non_negative = (
             "t_rest_ms",
             "refrac_e_ms",
@@ -162,8 +165,11 @@ class STDPConfig:
             "retry_max",
         )
         for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         steps = self.example_ms / self.dt_ms
         if (
             abs(steps - round(steps)) > 1e-6

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nsnn.io import CsvLog, atomic_write_text, read_csv, write_json
+from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, write_json
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig
 from nsnn.stdp.runio import StdpRun, load_run, save_run, write_config
 from nsnn.stdp.state import NetworkState, init_state
@@ -88,6 +88,15 @@ def _log_evaluation(log: CsvLog, ev: Any, state: NetworkState, bits: int) -> Non
         )
 
 
+def _label_count(n_label: int | None, n_train: int) -> int:
+    """Training examples used to assign labels: ``n_label`` (≥ 1) capped at ``n_train``; None = all."""
+    if n_label is None:
+        return n_train
+    if n_label < 1:
+        raise ValueError(f"n_label must be >= 1 (or None for all training examples), got {n_label}")
+    return min(n_label, n_train)
+
+
 def run_experiment(
     config: STDPConfig,
     train_set: Any,
@@ -104,6 +113,7 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train on ``train_set`` (``.images`` / ``.labels``), label on its first ``n_label`` examples
     (default all), test on ``test_set``; returns the summary also written to summary.json.
+    ``run_dir`` must be missing or empty (``FileExistsError`` otherwise: a run never overwrites another).
 
     ``sweep``: also evaluate the trained network compressed after training at every sparsity × bits
     pair (needs a dense, full-precision config: the sweep does the compressing).
@@ -114,11 +124,11 @@ def run_experiment(
     if sweep and config.compressed:
         raise ValueError("sweep compresses the trained dense network itself; use prune=0 and bits=32 with it")
     started = time.perf_counter()
-    run_dir = Path(run_dir)
+    run_dir = check_new_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train = _arrays(train_set)
     x_test, y_test = _arrays(test_set)
-    n_label = len(x_train) if n_label is None else min(n_label, len(x_train))
+    n_label = _label_count(n_label, len(x_train))
     write_config(
         run_dir,
         config,
@@ -203,7 +213,10 @@ def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: Ne
     from nsnn.stdp import plots
 
     plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png", w_max=config.w_max)
-    bits = "float" if config.bits >= FULL_PRECISION_BITS and config.levels is None else f"{config.bits} bit"
+    if config.levels is not None:
+        bits = f"{len(config.levels)} levels"
+    else:
+        bits = "float" if config.bits >= FULL_PRECISION_BITS else f"{config.bits} bit"
     after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {bits})"
     plots.plot_weight_histogram(
         w_trained,
@@ -228,7 +241,8 @@ def sweep_run(
     build_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Sweep sparsity × bits on a saved run's trained dense weights (``w_xe_dense``) without retraining;
-    writes config.json, metrics.csv, sweep.csv, sweep.png and summary.json into ``run_dir``."""
+    writes config.json, metrics.csv, sweep.csv, sweep.png and summary.json into ``run_dir`` (missing or
+    empty, as for :func:`run_experiment`)."""
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
 
@@ -242,10 +256,10 @@ def sweep_run(
     state = NetworkState(
         w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
     )
-    run_dir = Path(run_dir)
+    run_dir = check_new_run_dir(run_dir)
     x_train, y_train = _arrays(train_set)
     x_test, y_test = _arrays(test_set)
-    n_label = len(x_train) if n_label is None else min(n_label, len(x_train))
+    n_label = _label_count(n_label, len(x_train))
     write_config(
         run_dir, run.config, {"sweep_of": str(run.run_dir), "n_label": n_label, "n_test": len(x_test)}
     )

@@ -2,11 +2,13 @@
 
 ``weights.npz`` (the contract shared with the visualizer):
 
-* ``w_xe`` float32 ``[n_input, n_exc]``: deployed X→Ae weights (quantized when ``bits`` < 32), 0 where pruned
+* ``w_xe`` float64 ``[n_input, n_exc]``: deployed X→Ae weights (quantized when ``bits`` < 32), 0 where pruned
 * ``mask`` bool ``[n_input, n_exc]``: True = synapse alive
-* ``theta`` float32 ``[n_exc]``: adaptive thresholds in volts;  ``assignments`` int64 ``[n_exc]`` (−1: silent)
-* ``delay_xe_ms`` float32 ``[n_input, n_exc]``: input delays (needed to re-simulate exactly)
-* ``w_xe_initial`` float32: weights before training; ``w_xe_dense`` float32: trained full-precision
+* ``theta`` float64 ``[n_exc]``: adaptive thresholds in volts;  ``assignments`` int64 ``[n_exc]`` (−1: silent)
+* ``delay_xe_ms`` float64 ``[n_input, n_exc]``: input delays
+* (the network state is stored exactly as simulated, so a loaded run re-simulates bit for bit and its
+  quantized weights lie exactly on the levels)
+* ``w_xe_initial`` float64: weights before training; ``w_xe_dense`` float64: trained full-precision
   weights before compression (only when training itself was dense), else ``w_xe_shadow`` (the
   full-precision shadow weights of a network pruned/quantized during training)
 
@@ -56,14 +58,14 @@ def save_run(
 ) -> Path:
     """Write ``weights.npz`` atomically (keys in the module docstring)."""
     arrays = {
-        "w_xe": np.where(state.mask, state.w, 0.0).astype(np.float32),
+        "w_xe": np.where(state.mask, state.w, 0.0).astype(np.float64),
         "mask": state.mask.astype(bool),
-        "theta": state.theta.astype(np.float32),
+        "theta": state.theta.astype(np.float64),
         "assignments": np.asarray(assignments, dtype=np.int64),
-        "delay_xe_ms": state.delay_ms.astype(np.float32),
+        "delay_xe_ms": state.delay_ms.astype(np.float64),
     }
     for key, value in (extra_weights or {}).items():
-        arrays[key] = np.asarray(value, dtype=np.float32)
+        arrays[key] = np.asarray(value, dtype=np.float64)
     return atomic_savez(Path(run_dir) / WEIGHTS, **arrays)
 
 

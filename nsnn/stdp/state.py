@@ -88,8 +88,8 @@ def image_rates(images: np.ndarray, config: STDPConfig, intensity: float | None 
     elif flat.size and (flat.min() < 0.0 or flat.max() > 1.0):
         raise ValueError("float images must lie in [0, 1]; pass uint8 images for 0-255 pixels")
     level = config.intensity if intensity is None else intensity
-    if level < 0:
-        raise ValueError(f"intensity must be >= 0, got {level}")
+    if not (np.isfinite(level) and level >= 0):
+        raise ValueError(f"intensity must be a finite number >= 0, got {level}")
     return flat * config.rate_per_intensity_hz * level
 
 
