@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import nsnn
 from nsnn.functional import LIFParameters, lif_multistep, native
 from nsnn.noise import Gaussian, Noise, get_noise, list_noises
 
@@ -363,3 +364,18 @@ def test_neurons_use_native_and_train() -> None:
 @pytest.mark.parametrize("neuron", ["NILIF", "PLIF"])
 def test_compiles_without_graph_breaks_and_matches_eager(neuron, compiled_matches_eager):
     compiled_matches_eager(neuron, "cpu", atol=1e-6)
+
+
+@needs_native
+def test_compiled_graph_keeps_equal_calls_apart():
+    # Two noisy layers fed the same tensor draw independent spikes; a compiled training graph must not
+    # merge the two calls as a common subexpression.
+    first, second = nsnn.NILIF(), nsnn.NILIF()
+    x = torch.full((2, 4, 1000), 1.0, requires_grad=True)
+
+    def both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return first(x), second(x)
+
+    torch.manual_seed(0)
+    a, b = torch.compile(both, fullgraph=True)(x)
+    assert (a != b).float().mean() > 0.3  # P(differ) = 2·p·(1 − p) = 0.5 at p = ½

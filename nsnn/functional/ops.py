@@ -8,10 +8,13 @@ As custom ops with fake (meta) implementations and a registered autograd formula
 ``torch.compile``: a compiled network traces each neuron as one node, with no graph break. Eager
 calls run the same Python bodies through a plain ``autograd.Function`` (less host overhead).
 
-``lif_fused(x, decay, threshold, sigma, family, mode, hard, detach, seed, save)`` returns the spikes,
-what the backend saves besides ``x`` (CPU: the bernoulli spikes as bits; otherwise empty) and the
-random key it used (a 0-dim int64 tensor; ``seed = -1`` draws one from torch's default CPU generator
-inside the op, so seeded runs repeat and compiled graphs need no data-dependent scalar)::
+``lif_fused(x, decay, threshold, sigma, family, mode, hard, detach, seed, save, drawn_key)`` returns
+the spikes, what the backend saves besides ``x`` (CPU: the bernoulli spikes as bits; otherwise empty)
+and the random key it used (a 0-dim int64 tensor). The key is ``drawn_key`` when given (graphs draw it
+with ``torch.randint``, a random op that no graph pass merges or reorders), else ``seed``, else
+(``seed = -1``) one drawn from torch's default CPU generator inside the op; seeded runs repeat either
+way. Compiled graphs draw through inductor's own generator, so their spikes equal eager ones only with
+``torch._inductor.config.fallback_random = True``, as for any random op::
 
     spikes = fused(x, LIFParameters(0.5, 1.0), get_noise("gaussian", 0.3), "bernoulli")
 """
@@ -92,9 +95,15 @@ def _forward_impl(
     detach: bool,
     seed: int,
     save: bool,
+    drawn_key: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     spec = KernelSpec(threshold, sigma, family, mode, hard, detach)
-    key = 0 if mode != BERNOULLI else (seed if seed >= 0 else int(torch.randint(0, 2**62, ())))
+    if mode != BERNOULLI:
+        key = 0
+    elif drawn_key is not None:
+        key = int(drawn_key)
+    else:
+        key = seed if seed >= 0 else int(torch.randint(0, 2**62, ()))
     out, extra = _backend(x).forward(x, float(decay), spec, key, save)
     return out, extra, torch.tensor(key, dtype=torch.int64)
 
@@ -103,7 +112,7 @@ _lif_fused = torch.library.custom_op("nsnn::lif_fused", _forward_impl, mutates_a
 
 
 @_lif_fused.register_fake
-def _(x, decay, threshold, sigma, family, mode, hard, detach, seed, save):
+def _(x, decay, threshold, sigma, family, mode, hard, detach, seed, save, drawn_key):
     spec = KernelSpec(threshold, sigma, family, mode, hard, detach)
     shape, dtype = _backend(x).extra_shape(x, spec, save)
     return torch.empty_like(x), x.new_empty(shape, dtype=dtype), torch.empty((), dtype=torch.int64)
@@ -141,7 +150,7 @@ def _(grad_out, x, extra, key, decay, threshold, sigma, family, mode, hard, deta
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
-    x, decay, *spec, _seed, _save = inputs
+    x, decay, *spec, _seed, _save, _drawn_key = inputs
     _, extra, key = output
     ctx.save_for_backward(x, extra, key, decay)
     ctx.spec = tuple(spec)
@@ -154,7 +163,7 @@ def _grads(
     want_decay = ctx.needs_input_grad[1]
     grad_x, total = backward_op(grad_out, x, extra, key, decay, *ctx.spec, want_decay)
     grad_decay = total.to(decay.dtype).reshape(decay.shape) if want_decay else None
-    return grad_x, grad_decay, None, None, None, None, None, None, None, None
+    return grad_x, grad_decay, None, None, None, None, None, None, None, None, None
 
 
 def _backward(ctx: Any, grad_out: Tensor, _grad_extra: Any, _grad_key: Any) -> tuple[Tensor | None, ...]:
@@ -198,7 +207,10 @@ def fused(
         seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     spec = (float(params.threshold), float(noise.sigma), FAMILY_IDS[type(noise)], MODE_IDS[mode])
     resets = (params.hard_reset, params.detach_reset)
-    args = (x.contiguous(), decay, *spec, *resets, seed, save)
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # graphs record the op itself
-        return torch.ops.nsnn.lif_fused(*args)[0]
+        # The key is drawn by a random op of the graph: a key drawn inside the op would make two calls
+        # with equal inputs look identical to common-subexpression elimination, which merges them.
+        drawn = torch.randint(0, 2**62, (), dtype=torch.int64) if seed < 0 and mode == "bernoulli" else None
+        return torch.ops.nsnn.lif_fused(x.contiguous(), decay, *spec, *resets, seed, save, drawn)[0]
+    args = (x.contiguous(), decay, *spec, *resets, seed, save, None)
     return _EagerFused.apply(*args)[0] if save else _forward_impl(*args)[0]
