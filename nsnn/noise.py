@@ -48,6 +48,10 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _LOW_PRECISION or not x.is_floating_point() else x.dtype
 
 
+def _result_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
 class Noise(ABC):
     """A zero-mean noise distribution, symmetric about 0, with scale ``sigma``.
 
@@ -87,14 +91,15 @@ class Noise(ABC):
         """Standardised inverse CDF, for p in (0, 1)."""
 
     def cdf(self, x: Tensor) -> Tensor:
-        """P(ε ≤ x), elementwise; same shape and dtype as ``x``."""
+        """P(ε ≤ x), elementwise; same shape and dtype as ``x`` (float32 for integer or bool ``x``)."""
         z = x.to(_compute_dtype(x)) / self.sigma
-        return self._cdf(z).to(x.dtype)
+        return self._cdf(z).to(_result_dtype(x))
 
     def pdf(self, x: Tensor) -> Tensor:
-        """Density of ε at ``x`` (the surrogate gradient); same shape and dtype as ``x``."""
+        """Density of ε at ``x`` (the surrogate gradient); same shape and dtype as ``x`` (float32 for
+        integer or bool ``x``)."""
         z = x.to(_compute_dtype(x)) / self.sigma
-        return (self._pdf(z) / self.sigma).to(x.dtype)
+        return (self._pdf(z) / self.sigma).to(_result_dtype(x))
 
     def sample(
         self,

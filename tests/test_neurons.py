@@ -292,6 +292,8 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         (lambda: nsnn.PLIF(tau=1.0), "tau"),
         (lambda: nsnn.build_neuron("IF"), "valid choices"),
         (lambda: nsnn.NILIF()(torch.ones(5)), "rank"),
+        (lambda: nsnn.NILIF()(torch.ones(2, 3, dtype=torch.int64)), "floating-point"),
+        (lambda: nsnn.LIF(step_mode="s")(torch.ones(3, dtype=torch.bool)), "floating-point"),
         (lambda: nsnn.set_eval_mode(nsnn.NILIF(), "mean"), "eval_mode"),
         (lambda: setattr(nsnn.NILIF(), "eval_mode", "x"), "eval_mode"),
         (lambda: lif_multistep(torch.ones(2, 2), LIFParameters(), get_noise("gaussian"), "poisson"), "mode"),

@@ -76,6 +76,14 @@ def test_finite_for_any_finite_input(name, dtype):
     assert (c >= 0).all() and (c <= 1).all() and (p >= 0).all()
 
 
+def test_integer_input_gives_float_probabilities():
+    noise = get_noise("gaussian", 0.3)
+    c, p = noise.cdf(torch.tensor([0, 1])), noise.pdf(torch.tensor([False, True]))
+    assert c.dtype == torch.float32 and p.dtype == torch.float32
+    torch.testing.assert_close(c, noise.cdf(torch.tensor([0.0, 1.0])))
+    torch.testing.assert_close(p, noise.pdf(torch.tensor([0.0, 1.0])))
+
+
 def test_logistic_backward_does_not_overflow():
     # the reference computed exp(-z)/(1+exp(-z))^2, which is NaN for very negative z
     p = get_noise("logistic", 0.04).pdf(torch.tensor([-100.0, -10.0, 10.0, 100.0]))

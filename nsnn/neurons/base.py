@@ -109,6 +109,8 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
+        if not x.is_floating_point():
+            raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
         if self.step_mode == "m":
             if x.dim() < 2:
                 raise ValueError(
