@@ -12,6 +12,7 @@ from nsnn.compress import (
     attach_masks,
     compression_report,
     count_synaptic_events,
+    layer_stats,
     magnitude_prune,
     prune_mask,
     quantize,
@@ -129,6 +130,11 @@ def test_quantized_arrays_take_only_allowed_levels():
     assert (quantize(w, bits=32) == w).all()
     with pytest.raises(ValueError):
         quantize(w, bits=0)
+    # A 0/1 mask of any dtype, as a tensor, means the same as the bool array.
+    t = torch.tensor([0.1, -0.5, 0.9, 0.3])
+    for m in (torch.tensor([1, 0, 1, 1]), torch.tensor([1.0, 0.0, 1.0, 1.0])):
+        torch.testing.assert_close(quantize(t, bits=1, mask=m), torch.tensor([0.0, 0.0, 0.9, 0.0]))
+        assert layer_stats("t", t, mask=m).distinct == 3
 
 
 def test_quantized_module_report_and_levels():

@@ -91,6 +91,12 @@ def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
     return np.where(alive, weights, 0).astype(np.asarray(weights).dtype), alive
 
 
+def mask_array(mask: Any) -> np.ndarray:
+    """A mask given as a tensor or array (bool, or 0/1 of any dtype) as a numpy bool array."""
+    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return values.astype(bool)
+
+
 def layer_mask(module: nn.Module) -> torch.Tensor:
     """The layer's persistent mask (all True if it was never pruned)."""
     mask = getattr(module, MASK_BUFFER, None)

@@ -3,9 +3,12 @@
 ``bits`` = k gives 2**k evenly spaced levels spanning ``w_range = (low, high)``, both ends included
 (k = 1: {low, high}); each weight moves to its nearest level. ``levels`` gives the levels directly
 (e.g. a memristor's measured conductance states). ``bits >= 32`` without ``levels`` means full
-precision (returned unchanged). Pruned weights (``mask=False``) stay exactly 0: zero is "no synapse",
-not a level. Default range: ``(0, max|w|)`` for non-negative weights, ``(−max|w|, max|w|)`` otherwise,
-over the alive weights (per layer, or over all layers with ``scope="global"``).
+precision (returned unchanged). Pruned weights (``mask=False``) stay exactly 0. Default range:
+``(0, max|w|)`` for non-negative weights (as STDP's [0, w_max]), ``(−max|w|, max|w|)`` otherwise, over
+the alive weights (per layer, or over all layers with ``scope="global"``). With the default range 0 is
+a level: an alive weight nearest to it becomes 0 but stays in the mask, so the compression report
+(from masks) counts it alive, while synaptic-event counts and the visualizer's "zero" fraction (from
+the weights) do not.
 
 Torch modules: every Linear/Conv ``weight`` is quantized in place and the level set is kept as a
 non-persistent buffer ``weight_levels`` (what the report reads to give bits per layer).
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsnn.compress.prune import SCOPES, layer_mask, prunable_layers
+from nsnn.compress.prune import SCOPES, layer_mask, mask_array, prunable_layers
 
 FULL_PRECISION_BITS = 32
 LEVELS_BUFFER = "weight_levels"
@@ -78,12 +81,7 @@ def _quantize_array(
 ) -> Any:
     is_tensor = isinstance(w, torch.Tensor)
     values = w.detach().cpu().numpy() if is_tensor else np.asarray(w)
-    if mask is None:
-        alive = np.ones(values.shape, dtype=bool)
-    else:
-        alive = (
-            mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask, dtype=bool)
-        )
+    alive = np.ones(values.shape, dtype=bool) if mask is None else mask_array(mask)
     if alive.shape != values.shape:
         raise ValueError(f"mask shape {alive.shape} differs from weights shape {values.shape}")
     chosen = level_set(bits, levels, values[alive], w_range)
