@@ -87,6 +87,42 @@ def test_matches_torch_path(family: str, mode: str, dtype: torch.dtype) -> None:
 
 
 @needs_native
+@pytest.mark.parametrize("family", FAMILIES)
+def test_infinite_inputs_give_the_torch_path_gradients(family: str) -> None:
+    # −inf inputs (an inhibition mask): the reset term is chosen, never 0·inf = NaN, where ∂L/∂u = 0
+    # (the last step) or the reset is detached.
+    noise = get_noise(family, 0.3)
+    decay = torch.tensor(0.5, dtype=torch.float64)
+    last = dyadic((5, 2, 9), torch.float64, seed=7)
+    last[4, 0, :3] = -math.inf
+    middle = dyadic((5, 2, 9), torch.float64, seed=8)
+    middle[2, 1, 3:6] = -math.inf
+    cases = [(last, hard, detach) for hard, detach in itertools.product((True, False), (False, True))]
+    cases += [(middle, True, True), (middle, False, True)]
+    for x, hard, detach in cases:
+        for mode in ("heaviside", "expected"):
+            y, gx, gd = run(x, decay, noise, mode, hard=hard, detach=detach)
+            y0, gx0, gd0 = run(x, decay, noise, mode, hard=hard, detach=detach, use_native=False)
+            assert torch.isfinite(gx).all() and torch.isfinite(gx0).all()
+            torch.testing.assert_close(y, y0, rtol=0, atol=1e-12)
+            torch.testing.assert_close(gx, gx0, rtol=1e-9, atol=1e-12)
+            if x is last:
+                torch.testing.assert_close(gd, gd0, rtol=1e-6, atol=1e-12)
+
+
+@needs_native
+def test_double_backward_raises() -> None:
+    for use_native in (True, False):
+        x = torch.rand(3, 2, 4, dtype=torch.float64, requires_grad=True)
+        with native.enabled(use_native):
+            y = lif_multistep(x, LIFParameters(0.5, 1.0), get_noise("logistic", 0.3), "expected")
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        loss = y.sum() + gx.pow(2).sum()  # a second-order term must not be silently dropped
+        with pytest.raises(RuntimeError, match="no double backward"):
+            loss.backward()
+
+
+@needs_native
 @pytest.mark.parametrize("mode", ["heaviside", "expected"])
 def test_long_sequences_walk_chunks_in_several_slices(mode: str) -> None:
     # T·chunk > the backward's replay buffer: each chunk of 2048 neurons is replayed in 2 slices of 1024

@@ -448,14 +448,14 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 // ---------------------------------------------------------------------------------------------
 // Backward over chunk [i0, i1). The chunk is walked in slices (slice_neurons): each slice first
 // replays the forward recurrence from x (and the saved bits) into a [T, slice] buffer that stays in
-// cache, then runs t = T−1 … 0. ∂L/∂u starts at 0, which reproduces the t = T−1 case of fused.py
-// exactly (0 + a = a). DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in
-// neuron order.
+// cache, then runs t = T−1 … 0 (∂L/∂u starts at 0: at t = T−1, as in fused.py, ∂L/∂h = ∂L/∂s·g). DECAY also
+// accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in neuron order.
 //
 // The buffer aims at kSliceElems = 32 KiB of float32, to stay in L1 while the slice's rows of x,
 // ∂L/∂s and ∂L/∂x stream through; but each row keeps kMinSlice = 1024 neurons (4 KiB, a page, for
 // the prefetchers), so from T > 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
-// bound on each thread's buffer; 64 neurons per row from T > 4096 on). Against a 256 KiB buffer
+// bound on the buffer each thread keeps; from T > 4096 on, rows of 64 neurons take T·64 elements,
+// given back after the call). Against a 256 KiB buffer
 // with rows of ≥ 64 neurons this made the backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 %
 // at [256, 16k] and 16-28 % at [1000, 4k] (two A/Bs each).
 
@@ -479,7 +479,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   using St = Step<S, F, MODE, HARD>;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
-  const S reset_sign = a.detach ? S(0) : S(-1);  // ∂u/∂s = −h (hard) or −θ (soft); 0 when detached
+  const bool detach = a.detach;
   const int64_t slice = slice_neurons(a.T, i1 - i0);
   thread_local std::vector<S> replay;
   if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
@@ -524,8 +524,10 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
           g = Noise<S, F>::pdf(h - theta, scale);
           s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
         }
+        // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0 (t = T−1): chosen,
+        // not multiplied by 0, so that h = ±inf gives no 0·inf = NaN (as in fused.py)
         const S gun = gu[k];
-        const S gs = gt[k] + gun * (reset_sign * (HARD ? h : theta));
+        const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? h : theta);
         const S direct = HARD ? gun * (S(1) - s) : gun;
         const S gh = direct + gs * g;
         xt[k] = gh;
@@ -549,6 +551,8 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
     }
   }
   if constexpr (DECAY) *decay_partial = sum;
+  // Beyond the bound (T > 4096 steps, rows of 64 neurons) the buffer is given back after the call.
+  if (replay.size() > static_cast<size_t>(kMaxSliceElems)) std::vector<S>().swap(replay);
 }
 
 // ---------------------------------------------------------------------------------------------

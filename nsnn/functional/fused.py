@@ -73,11 +73,13 @@ class _MultiStepLIF(torch.autograd.Function):
         return out
 
     @staticmethod
+    @ops.no_double_backward
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         h_seq, stored = ctx.saved_tensors
         beta, threshold, hard, detach, noise = ctx.params
         work = _work_dtype(h_seq)
         want_decay = ctx.decay_dtype is not None and ctx.needs_input_grad[1]
+        binary = stored is None or stored.dtype == torch.bool  # spikes 0/1 (not "expected")
 
         def spikes_at(t: int, h: Tensor) -> Tensor:
             return (h > threshold).to(work) if stored is None else stored[t].to(work)
@@ -105,7 +107,12 @@ class _MultiStepLIF(torch.autograd.Function):
             if want_decay and t > 0:
                 h_prev = h_seq[t - 1].to(work)
                 s_prev = spikes_at(t - 1, h_prev)
-                u_prev = h_prev * (1.0 - s_prev) if hard else h_prev - threshold * s_prev
+                if hard and binary:  # as forward: a masked fill, no inf·0 at h = ±inf
+                    u_prev = h_prev.masked_fill(s_prev.bool(), 0.0)
+                elif hard:
+                    u_prev = h_prev * (1.0 - s_prev)
+                else:
+                    u_prev = h_prev - threshold * s_prev
                 grad_decay += (grad_h * u_prev).sum(dtype=torch.float64)
             grad_u = grad_h * beta
         d_decay = grad_decay.to(ctx.decay_dtype) if grad_decay is not None else None

@@ -21,6 +21,7 @@ way. Compiled graphs draw through inductor's own generator, so their spikes equa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,7 +31,16 @@ from torch import Tensor
 from nsnn.functional.lif import LIFParameters
 from nsnn.noise import Gaussian, Logistic, Noise, Triangular, Uniform
 
-__all__ = ["FAMILY_IDS", "MODE_IDS", "Backend", "KernelSpec", "fused", "has_kernel", "register_backend"]
+__all__ = [
+    "FAMILY_IDS",
+    "MODE_IDS",
+    "Backend",
+    "KernelSpec",
+    "fused",
+    "has_kernel",
+    "no_double_backward",
+    "register_backend",
+]
 
 # Integer ids shared with nsnn/csrc/lif_common.h (enum Family, enum Mode) and the Triton kernels.
 FAMILY_IDS: dict[type[Noise], int] = {Gaussian: 0, Logistic: 1, Triangular: 2, Uniform: 3}
@@ -174,6 +184,29 @@ def _backward(ctx: Any, grad_out: Tensor, _grad_extra: Any, _grad_key: Any) -> t
 _lif_fused.register_autograd(_backward, setup_context=_setup_context)
 
 
+def no_double_backward(
+    backward: Callable[..., tuple[Tensor | None, ...]],
+) -> Callable[..., tuple[Tensor | None, ...]]:
+    """Decorate an autograd ``backward`` that autograd cannot differentiate (a kernel, or torch ops on
+    membranes recomputed without a graph). Under ``create_graph=True`` its gradients come back marked so
+    that differentiating them again raises, where they would otherwise be silently taken as constants
+    (torch's ``once_differentiable`` marks them only when the incoming gradient requires grad)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not torch.is_grad_enabled():
+            return outputs
+        error = torch._C._functions.DelayedError(
+            b"the fused LIF backward of nsnn cannot be differentiated again (no double backward)",
+            len(outputs),
+        )
+        return error(*[None if g is None else g.detach().requires_grad_(True) for g in outputs])
+
+    return wrapper
+
+
 class _EagerFused(torch.autograd.Function):
     """The op's forward and autograd formula without the custom-op dispatch, for eager calls: the
     dispatch costs about 0.4 ms per layer (forward + backward) of host time, which CUDA steps feel."""
@@ -186,6 +219,7 @@ class _EagerFused(torch.autograd.Function):
         return output
 
     @staticmethod
+    @no_double_backward
     def backward(ctx: Any, grad_out: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         return _grads(ctx, grad_out, _backward_impl)
 
