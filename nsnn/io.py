@@ -169,10 +169,7 @@ def check_new_run_dir(out: str | Path) -> Path:
         held = sorted(p.name for p in path.iterdir())
         if held:
             listed = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-            raise FileExistsError(
-                f"--out {path} already holds files ({listed}); choose a new folder "
-                "(or --resume, to continue a training run)"
-            )
+            raise FileExistsError(f"--out {path} already holds files ({listed}); choose a new folder")
     return path
 
 

@@ -2,7 +2,7 @@
 
     python scripts/stdp_mnist.py --neurons 400 --train 8000 --test 2000 \
         --prune 0.75 --prune-every 2000 --bits 4 --out runs/stdp-400-p75-b4 --json
-    python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400-sweep
+    python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400
     python scripts/stdp_mnist.py --sweep --from-run runs/stdp-400 --out runs/stdp-400-sweep
     python scripts/stdp_mnist.py --from-run runs/stdp-400 --prune 0.75 --bits 4 --json
     python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000

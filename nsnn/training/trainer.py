@@ -340,7 +340,7 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
         try:
             check_new_run_dir(cfg.out)
         except FileExistsError as e:
-            raise ConfigError(str(e)) from None
+            raise ConfigError(f"{e} (or --resume it, to continue that run)") from None
     rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
     try:
         result = _fit(cfg, rt, ckpt, run_dir, on_step)
