@@ -284,6 +284,51 @@ def test_module_input_shape_is_probed_when_not_given():
     assert g.nodes["1"]["out_shape"] == "[4, 1, 10]"
 
 
+class SharedActivation(nn.Module):
+    """One ReLU called twice (as torchvision's BasicBlock does): the layer graph has a loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.relu = nn.Linear(8, 8), nn.Linear(8, 8), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.fc2(self.relu(self.fc1(x))) + x)
+
+
+def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(tmp_path):
+    from nsnn.models import create
+
+    # a zoo model built in memory: its own image_size, not a probed guess
+    g = visualizer.topology(create("cifarnet", num_classes=10, image_size=8))
+    assert g.graph["input_shape"] == "[4, 1, 3, 8, 8]"
+    # single-step neurons: a failed probe leaves no membrane shaped for it
+    model = nn.Sequential(
+        SeqToANN(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10)), LIF(step_mode="s")
+    )
+    assert visualizer.topology(model).graph["input_shape"] == "[4, 1, 1, 28, 28]"
+    # a module called twice closes a loop: drawn (feedback edge dashed), not an error
+    g = visualizer.topology(SharedActivation(), input_shape=(2, 8))
+    assert not nx.is_directed_acyclic_graph(g)
+    assert_png(visualizer.draw(g, tmp_path / "loop.png"))
+    # a [T, B, F] batch file is a sequence, used as is
+    np.save(tmp_path / "seq.npy", np.random.default_rng(0).random((3, 2, 784)).astype(np.float32))
+    mlp = nn.Sequential(SeqToANN(nn.Linear(784, 10)), NILIF())
+    g = visualizer.topology(mlp, batch=tmp_path / "seq.npy")
+    assert g.graph["input_shape"] == "[3, 2, 784]"
+
+
+def test_histogram_reads_bits_per_layer(tmp_path):
+    from nsnn.compress import magnitude_prune, quantize
+    from visualizer.api import histogram_figure
+
+    model = TinyResNet()
+    magnitude_prune(model, sparsity=0.5, scope="global")
+    quantize(model, bits=2)  # each layer its own 4 levels: pooled, more distinct values
+    legend = histogram_figure(visualizer.load_source(model)).axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert any("at most 4 in a layer), ≈2 bits" in text for text in labels), labels
+
+
 # ---- exports and drawing -----------------------------------------------------------------------------
 @pytest.mark.parametrize("ext", ["graphml", "gexf", "json"])
 def test_export_round_trips_with_attributes(stdp_dir, tmp_path, ext):
@@ -456,6 +501,12 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
     assert main([str(root), "--out", str(out), "--what", "hist"]) == 2
     assert "outside the output folder" in capsys.readouterr().err
     assert not (tmp_path / "outside.png").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main([str(root), "--out", str(tmp_path / "afile"), "--what", "hist"]) == 2
+    assert "afile" in capsys.readouterr().err
+    argv = [str(root), "--out", str(tmp_path / "out2"), "--what", "hist", "--before", str(tmp_path / "x.pt")]
+    assert main(argv) == 2
+    assert "--before compares BPTT models" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"nn\.Module"):
         visualizer.topology(42)
     with pytest.raises(FileNotFoundError):

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # OSError: also an --out that is a file, or under one
         print(f"python -m visualizer: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -18,6 +18,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +26,10 @@ from torch import nn
 
 from visualizer.modules import is_neuron
 from visualizer.sources import ModuleSource
-from visualizer.trace import model_device, run_model, seeded
+from visualizer.trace import model_device, reset_neurons, run_model, seeded
 
 DEFAULT_T = 4
-_PROBE_SIZES = (32, 28, 64, 48, 128, 16)
+_PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def _first_weighted(model: nn.Module) -> nn.Module | None:
 def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
     was_training = {m: m.training for m in model.modules()}
     model.eval()
+    reset_neurons(model)  # a failed try must not leave single-step state shaped for it
     try:
         with torch.no_grad():
             model(torch.zeros(shape))
@@ -72,8 +74,16 @@ def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
     except (RuntimeError, ValueError, IndexError):
         return False
     finally:
+        reset_neurons(model)
         for module, flag in was_training.items():
             module.train(flag)
+
+
+def _image_hw(size: Any) -> tuple[int, int]:
+    """``image_size`` as (H, W): an int, or an [H, W] pair."""
+    if isinstance(size, list | tuple):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
 
 
 def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1) -> tuple[int, ...]:
@@ -81,7 +91,7 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
     T = T or _timestep(source)
     channels, size = source.hint("in_channels"), source.hint("image_size")
     if channels and size:
-        return (T, batch_size, int(channels), int(size), int(size))
+        return (T, batch_size, int(channels), *_image_hw(size))
     first = _first_weighted(source.model)
     if first is None:
         raise ValueError(
@@ -95,20 +105,24 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
         candidates.append((first.in_features,))
     else:
         spatial = first.weight.dim() - 2
-        candidates += [(first.in_channels, *([s] * spatial)) for s in ((size,) if size else _PROBE_SIZES)]
+        if size and spatial == 2:
+            candidates.append((first.in_channels, *_image_hw(size)))
+        else:
+            candidates += [(first.in_channels, *([s] * spatial)) for s in _PROBE_SIZES]
     for candidate in candidates:
         shape = (T, batch_size, *candidate)
         if _runs(source.model, shape):
             return shape
     raise ValueError(
         f"cannot infer the input shape of {type(source.model).__name__} (tried {candidates} "
-        "per [T, B] with T={T}); pass input_shape=(T, B, C, H, W)"
+        f"per [T, B] with T={T}); pass input_shape=(T, B, C, H, W)"
     )
 
 
 def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
-    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``: ``[T, B, ...]`` as is, or
-    static images ``[B, C, H, W]`` encoded directly (repeated ``T`` times)."""
+    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``: static images ``[B, C, H, W]``
+    or flat samples ``[B, F]`` encoded directly (repeated ``T`` times), any other rank (``[T, B, F]``,
+    ``[T, B, C, H, W]``, ...) as a sequence, as is."""
     from nsnn.io import load_torch
 
     path = Path(path)
@@ -126,7 +140,7 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
     x = x.float()
-    return x if x.dim() == 5 else x.unsqueeze(0).repeat(T, *([1] * x.dim()))
+    return x.unsqueeze(0).repeat(T, *([1] * x.dim())) if x.dim() in (2, 4) else x
 
 
 def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:

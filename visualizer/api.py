@@ -28,7 +28,12 @@ from visualizer.render import image_format, save_figure
 from visualizer.sources import ModuleSource, Source, StdpRun, load_source
 from visualizer.stdp_graph import stdp_graph
 from visualizer.trace import layer_graph
-from visualizer.weight_plots import module_weights, receptive_fields_figure, weight_histogram_figure
+from visualizer.weight_plots import (
+    layer_levels,
+    module_weights,
+    receptive_fields_figure,
+    weight_histogram_figure,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -100,6 +105,8 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
     """STDP: ``w_xe_dense``/``w_xe_initial`` vs surviving weights; modules: ``before`` (another
     module/checkpoint, optional) vs the non-zero conv/linear weights."""
     if isinstance(source, StdpRun):
+        if before is not None:
+            raise ValueError("--before compares BPTT models; an STDP run has its own pre-compression weights")
         title = (
             f"STDP input weights before ({source.before_key}) / after compression"
             if source.before_key
@@ -114,6 +121,7 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
         previous,
         after[after != 0],
         total=after.size,
+        levels_per_layer=layer_levels(source.model),
         title=f"{type(source.model).__name__} conv/linear weights"
         + (" before / after compression" if previous is not None else ""),
     )

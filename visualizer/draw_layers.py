@@ -40,6 +40,22 @@ BOX_W, BOX_H, LANE_W, ROW_H = 3.3, 0.62, 3.6, 0.86
 HEADER_IN, NOTE_IN = 1.1, 0.25  # inches above the graph for the title and legend, and for a note
 
 
+def _forward_graph(graph: nx.DiGraph) -> nx.DiGraph:
+    """``graph`` without its feedback edges (into a node first called earlier: a module called twice,
+    or a recurrent connection), so that the rows follow the first pass; ``graph`` itself if acyclic."""
+    import networkx as nx
+
+    if nx.is_directed_acyclic_graph(graph):
+        return graph
+    order = nx.get_node_attributes(graph, "order")
+    forward = nx.DiGraph()
+    forward.add_nodes_from(graph)
+    forward.add_edges_from((u, v) for u, v in graph.edges() if order.get(u, 0) < order.get(v, 0))
+    if not nx.is_directed_acyclic_graph(forward):
+        raise ValueError("the layer graph has a cycle that its call order does not break: cannot lay it out")
+    return forward
+
+
 def _depths(graph: nx.DiGraph) -> dict[str, int]:
     """Row of each node: longest path from the input, except that nodes off the longest path (a
     shortcut branch) are placed as late as possible, right above the node they feed."""
@@ -140,11 +156,17 @@ def _short_shape(shape: str) -> str:
 def _draw_edge(
     ax, a: tuple[float, float], b: tuple[float, float], data: dict, wraps: bool, span: int, src: str, dst: str
 ) -> None:
-    """Straight arrow down a lane, elbows between lanes, a bracket for skips, stubs across a column wrap."""
+    """Straight arrow down a lane, elbows between lanes, a bracket for skips, stubs across a column wrap,
+    a dashed bracket on the left for a feedback edge (span ≤ 0: back up to an earlier row)."""
     from matplotlib.patches import FancyArrowPatch
 
     (x1, y1), (x2, y2) = a, b
     style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
+    if span <= 0 and not wraps:
+        start, end = (x1 - BOX_W / 2, y1), (x2 - BOX_W / 2, y2)
+        conn = "arc,angleA=180,angleB=180,armA=14,armB=14,rad=0"
+        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, linestyle="--", **style))
+        return
     if wraps:
         ax.add_patch(FancyArrowPatch((x1, y1 - BOX_H / 2), (x1, y1 - BOX_H), **style))
         ax.text(
@@ -194,9 +216,10 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
         raise ValueError(f"rows_per_column must be ≥ 4, got {rows_per_column}")
     if graph.number_of_nodes() == 0:
         raise ValueError("the layer graph is empty: nothing to draw")
-    depth = _depths(graph)
+    forward = _forward_graph(graph)
+    depth = _depths(forward)
     n_rows = max(depth.values()) + 1
-    column = _columns(n_rows, _cuts(graph, depth), rows_per_column)
+    column = _columns(n_rows, _cuts(forward, depth), rows_per_column)
     rows: dict[int, list[str]] = {}
     for node in sorted(graph, key=lambda n: (depth[n], graph.nodes[n].get("order", 0))):
         rows.setdefault(depth[node], []).append(node)

@@ -3,7 +3,9 @@
 Every graph the visualizer builds holds only scalar attributes (bool, int, float, str: shapes are
 strings like ``"[4, 2, 64, 32, 32]"``), which is what GraphML and GEXF can store; :func:`export`
 checks that before writing, so a foreign graph with a list attribute fails with the attribute named
-instead of producing a file Gephi cannot read::
+instead of producing a file Gephi cannot read. GraphML and JSON keep the graph-level attributes
+(``kind``, ``sparsity``, ``synapses_alive``, ...); GEXF has no place for them (networkx writes node
+and edge attributes only), so a GEXF file is for viewing and cannot be drawn again::
 
     export(g, "figs/topology.graphml"); export(g, "figs/topology.json")
 """

@@ -76,10 +76,15 @@ class ModuleSource:
         return _metrics_in(self.run_dir)
 
     def hint(self, *keys: str) -> Any:
-        """First value found for ``keys`` in the checkpoint's ``model_kwargs`` then ``config``."""
-        if not self.checkpoint:
-            return None
-        for table in (self.checkpoint.get("model_kwargs") or {}, self.checkpoint.get("config") or {}):
+        """First value found for ``keys`` in the checkpoint's ``model_kwargs`` then ``config``, then in
+        the keywords an ``nsnn.models.create`` model keeps (``model.config["kwargs"]``)."""
+        tables = []
+        if self.checkpoint:
+            tables += [self.checkpoint.get("model_kwargs") or {}, self.checkpoint.get("config") or {}]
+        config = getattr(self.model, "config", None)
+        if isinstance(config, dict) and isinstance(config.get("kwargs"), dict):
+            tables.append(config["kwargs"])
+        for table in tables:
             for key in keys:
                 if table.get(key) is not None:
                     return table[key]

@@ -275,7 +275,8 @@ class _DataflowTracer(TorchFunctionMode):
             self.graph.nodes[name]["firing_rate"] = fired / max(count, 1.0)
 
 
-def _reset_neurons(model: nn.Module) -> None:
+def reset_neurons(model: nn.Module) -> None:
+    """Clear the single-step state of every neuron of ``model``."""
     for module in model.modules():
         if is_neuron(module) and callable(getattr(module, "reset", None)):
             module.reset()
@@ -355,7 +356,7 @@ def layer_graph(
     try:
         tracer.install()
         model.eval()
-        _reset_neurons(model)
+        reset_neurons(model)
         with torch.no_grad(), seeded(seed, device), tracer:
             out = run_model(model, batch)
         for t in _tensors(out):
@@ -367,7 +368,7 @@ def layer_graph(
         tracer.remove()
         for module, flag in training.items():
             module.train(flag)
-        _reset_neurons(model)
+        reset_neurons(model)
     _summarize(graph, model)
     return graph
 

@@ -107,13 +107,30 @@ def module_weights(model: nn.Module) -> np.ndarray:
     return torch.cat(parts).numpy()
 
 
+def layer_levels(model: nn.Module) -> int:
+    """The most distinct non-zero values in one conv/linear kernel of ``model`` (its quantization
+    levels, when each layer has its own level set)."""
+    return max(
+        int(torch.unique(m.weight.detach()[m.weight.detach() != 0]).numel())
+        for m in model.modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
+    )
+
+
 def weight_histogram_figure(
-    before: np.ndarray | None, after: np.ndarray, *, total: int | None = None, bins: int = 80, title: str = ""
+    before: np.ndarray | None,
+    after: np.ndarray,
+    *,
+    total: int | None = None,
+    bins: int = 80,
+    title: str = "",
+    levels_per_layer: int | None = None,
 ) -> Figure:
     """Histograms of weights before compression (``before``, all entries) and after (``after``: the
     surviving weights only). ``total`` is the number of synapses after compression including pruned
     ones (default ``after.size``), used to report the pruned fraction; the number of distinct surviving
-    values shows the quantization (``levels``; ``≈ log2(levels)`` bits)."""
+    values shows the quantization (``≈ log2`` of it in bits; of ``levels_per_layer`` when the values
+    pool several layers, each with its own levels)."""
     after = np.asarray(after, dtype=np.float64).ravel()
     total = after.size if total is None else int(total)
     fig = new_figure(7.5, 4.2)
@@ -133,7 +150,10 @@ def weight_histogram_figure(
             label=f"before: {b.size:,} weights, {np.mean(b == 0):.1%} zero",
         )
     levels = np.unique(after).size
-    bits = f", ≈{math.ceil(math.log2(levels))} bits" if 1 < levels <= 4096 else ""
+    per_layer = levels if levels_per_layer is None else levels_per_layer
+    bits = f", ≈{math.ceil(math.log2(per_layer))} bits" if 1 < per_layer <= 4096 else ""
+    if per_layer != levels:
+        bits = f" (at most {per_layer:,} in a layer){bits}"
     pruned = 1 - after.size / max(total, 1)
     ax.hist(
         after,
