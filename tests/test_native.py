@@ -111,6 +111,26 @@ def test_infinite_inputs_give_the_torch_path_gradients(family: str) -> None:
 
 
 @needs_native
+def test_runs_in_a_thread_with_a_small_stack() -> None:
+    # musl's default thread stack is 128 KiB: the kernels keep their per-chunk state off the stack.
+    code = (
+        "import threading, torch, nsnn\n"
+        "threading.stack_size(128 * 1024)\n"
+        "def work():\n"
+        "    for dtype in (torch.float32, torch.float64):\n"
+        "        x = torch.rand(3, 1, 10, dtype=dtype, requires_grad=True)\n"
+        "        nsnn.PLIF(noise='gaussian').to(dtype).train()(x).sum().backward()\n"
+        "        nsnn.NILIF(reset='soft')(x).sum().backward()\n"
+        "    print('ok')\n"
+        "t = threading.Thread(target=work)\n"
+        "t.start()\n"
+        "t.join()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@needs_native
 def test_double_backward_raises() -> None:
     for use_native in (True, False):
         x = torch.rand(3, 2, 4, dtype=torch.float64, requires_grad=True)

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -26,7 +28,7 @@ namespace nsnn_native {
 enum Family : int { kGaussian = 0, kLogistic = 1, kTriangular = 2, kUniform = 3, kNumFamilies = 4 };
 enum Mode : int { kHeaviside = 0, kBernoulli = 1, kExpected = 2, kNumModes = 3 };
 
-// Largest chunk of neurons one task walks through time (its membrane lives in a stack buffer).
+// Largest chunk of neurons one task walks through time (its membrane lives in a per-thread buffer).
 constexpr int64_t kMaxChunk = 8192;
 
 struct LifArgs {

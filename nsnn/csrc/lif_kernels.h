@@ -9,7 +9,7 @@
 //             ∂L/∂u_{t−1} = β·∂L/∂h_t,   ∂L/∂β = Σ_t ∂L/∂h_t·u_{t−1}
 //
 // One task owns a chunk of neurons and walks all T steps with the membrane (forward) or ∂L/∂u
-// (backward) in a stack buffer, so each element of x, h and the gradients is touched once.
+// (backward) in a per-thread buffer (scratch), so each element of x, h and the gradients is touched once.
 //
 // float32 math uses the approximations below (max abs error of the CDF and of σ·PDF ≤ 1.3e-7
 // against float64, checked in tests/test_native.py); float64 uses libm.
@@ -246,7 +246,6 @@ template <>
 struct Uniform<float> {
   using Word = uint32_t;
   static constexpr int64_t kLanes = 64;
-  static_assert(kMaxChunk % kLanes == 0, "a chunk's row rounded up to whole lanes must fit in kMaxChunk");
   alignas(64) uint32_t s0[kLanes], s1[kLanes], s2[kLanes], s3[kLanes];
 
   Uniform(const LifArgs& a, int64_t i0) {
@@ -364,6 +363,29 @@ struct Step {
 
 constexpr int64_t kScreenBlock = 16;
 
+// A per-thread scratch array of at least n elements, 64-byte aligned, grown on demand and kept between
+// calls; one per element type, SLOT and instruction set. The kernels keep their per-chunk state here
+// rather than on the stack, sized to the chunk: a thread with a small stack (musl's 128 KiB) can run them.
+template <typename T, int SLOT>
+inline T* scratch(int64_t n) {
+  struct Buffer {
+    T* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  const size_t want = static_cast<size_t>(n > 64 ? n : 64);
+  if (buffer.size < want) {
+    std::free(buffer.data);
+    buffer.data = static_cast<T*>(std::aligned_alloc(64, (want * sizeof(T) + 63) / 64 * 64));
+    buffer.size = buffer.data == nullptr ? 0 : want;
+    if (buffer.data == nullptr) throw std::bad_alloc();
+  }
+  return buffer.data;
+}
+
+inline int64_t round_up(int64_t n, int64_t to) { return ceil_div(n, to) * to; }
+
 // One step of a screened bernoulli row, in one vectorized pass: a draw the screen is sure of gives
 // its spike and reset (code 0 or 1); a draw inside the band gets code 2 and, for now, no spike. Then
 // each block of 16 codes holding a 2 (two 64-bit tests per block) has those draws decided exactly
@@ -411,10 +433,11 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
   const int64_t n = i1 - i0;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
-  alignas(64) S u[kMaxChunk];
-  alignas(64) uint8_t sb[kMaxChunk];
-  alignas(64) typename Uniform<S>::Word rw[MODE == kBernoulli ? kMaxChunk : 1];
-  alignas(64) S hs[MODE == kBernoulli && !HARD && Screen<S, F>::kEnabled ? kMaxChunk : 1];
+  S* __restrict u = scratch<S, 0>(n);
+  uint8_t* __restrict sb = scratch<uint8_t, 0>(round_up(n, 64));  // pack_bits pads to 8, the screen to 16
+  typename Uniform<S>::Word* __restrict rw =
+      scratch<typename Uniform<S>::Word, 0>(MODE == kBernoulli ? round_up(n, 64) : 1);  // whole lanes
+  S* __restrict hs = scratch<S, 1>(MODE == kBernoulli && !HARD && Screen<S, F>::kEnabled ? n : 1);
   std::conditional_t<MODE == kBernoulli, Uniform<S>, NoDraws> draws(a, i0);
   for (int64_t k = 0; k < n; ++k) u[k] = S(0);
   for (int64_t t = 0; t < a.T; ++t) {
@@ -484,11 +507,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   thread_local std::vector<S> replay;
   if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
   S* __restrict hbuf = replay.data();
-  alignas(64) S u[kMaxChunk];
-  alignas(64) S gu[kMaxChunk];
-  alignas(64) uint8_t sb[kMaxChunk];
-  alignas(64) S gh_next[DECAY ? kMaxChunk : 1];
-  alignas(64) double acc[DECAY ? kMaxChunk : 1];
+  S* __restrict u = scratch<S, 0>(slice);
+  S* __restrict gu = scratch<S, 1>(slice);
+  uint8_t* __restrict sb = scratch<uint8_t, 0>(round_up(slice, 64));
+  S* __restrict gh_next = scratch<S, 2>(DECAY ? slice : 1);
+  double* __restrict acc = scratch<double, 0>(DECAY ? slice : 1);
   double sum = 0.0;
   for (int64_t j0 = i0; j0 < i1; j0 += slice) {
     const int64_t n = (i1 - j0) < slice ? (i1 - j0) : slice;
