@@ -31,6 +31,22 @@ def _choice(name: str, value: str, choices: tuple[str, ...] | dict[str, str]) ->
     return value
 
 
+class _Choice:
+    """An attribute checked on every assignment: a value outside ``choices`` raises ValueError."""
+
+    def __init__(self, choices: tuple[str, ...] | dict[str, str]) -> None:
+        self.choices = choices
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.slot)
+
+    def __set__(self, obj: Any, value: str) -> None:
+        setattr(obj, self.slot, _choice(self.name, value, self.choices))
+
+
 class SpikingNeuron(nn.Module):
     """Base class of LIF-type neurons; subclasses define :attr:`noise`, :attr:`decay` and firing.
 
@@ -46,6 +62,8 @@ class SpikingNeuron(nn.Module):
     """
 
     noise: Noise
+    step_mode = _Choice(STEP_MODES)
+    eval_mode = _Choice(EVAL_MODES)
 
     def __init__(
         self,
@@ -71,22 +89,6 @@ class SpikingNeuron(nn.Module):
         self.stochastic = bool(stochastic)
         self.eval_mode = eval_mode
         self.mem: Tensor | None = None
-
-    @property
-    def step_mode(self) -> str:
-        return self._step_mode
-
-    @step_mode.setter
-    def step_mode(self, mode: str) -> None:
-        self._step_mode = _choice("step_mode", mode, STEP_MODES)
-
-    @property
-    def eval_mode(self) -> str:
-        return self._eval_mode
-
-    @eval_mode.setter
-    def eval_mode(self, mode: str) -> None:
-        self._eval_mode = _choice("eval_mode", mode, EVAL_MODES)
 
     @property
     def decay(self) -> float | Tensor:
