@@ -290,6 +290,12 @@ def test_value_errors():
         create("cifarnet", image_size=[32, 32, 3])
     with pytest.raises(ValueError, match=r"\[T, B, C, H, W\]"):
         create("mnist_convnet")(torch.rand(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"\[T, B, F\] or \[T, B, C, H, W\]"):
+        create("mnist_mlp")(torch.rand(5, 1, 28, 28))  # images not encoded over time
+    from nsnn.models import NeuronSpec, SpikingResNet
+
+    with pytest.raises(ValueError, match=">= 1 block"):
+        SpikingResNet(NeuronSpec(), [0, 2], [8, 16], [1, 2])
     with pytest.raises(ValueError, match="direct"):
         encode(torch.rand(2, 3), 4, method="rate")
     with pytest.raises(ValueError, match="positive int"):

@@ -78,7 +78,7 @@ def spiking_linear(in_features: int, out_features: int) -> nn.Linear:
     """A ``Linear`` that feeds a spiking layer: Kaiming-normal (fan_in, ReLU gain) weights, zero bias.
 
     Fan-in scaling keeps the drive of a hidden FC neuron at the scale of its (non-negative) spike
-    input; PyTorch's default ``Linear`` init (√3 smaller std) leaves such layers nearly silent.
+    input; PyTorch's default ``Linear`` init (√6 smaller std) leaves such layers nearly silent.
     Wrap it in :class:`SeqToANN` for ``[T, B, in_features] -> [T, B, out_features]``.
     """
     linear = nn.Linear(in_features, out_features)

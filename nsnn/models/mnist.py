@@ -48,9 +48,10 @@ class MNISTMLP(nn.Module):
         self.readout = SeqToANN(nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 3:
+        if x.dim() not in (3, 5):
             raise ValueError(
-                f"MNISTMLP expects time-first input [T, B, ...], got shape {tuple(x.shape)}; "
+                "MNISTMLP expects time-first input [T, B, F] or [T, B, C, H, W], "
+                f"got shape {tuple(x.shape)}; "
                 "encode static images with nsnn.models.encode(x, T)"
             )
         return self.readout(self.sn(self.hidden(x)))

@@ -84,6 +84,10 @@ class SpikingResNet(nn.Module):
         super().__init__()
         if not len(blocks) == len(widths) == len(strides):
             raise ValueError(f"blocks, widths, strides differ in length: {blocks}, {widths}, {strides}")
+        if min(blocks, default=1) < 1 or min(strides, default=1) < 1:
+            raise ValueError(
+                f"every stage needs >= 1 block and a stride >= 1: blocks {blocks}, strides {strides}"
+            )
         self.stem = nn.Sequential(
             conv_bn(in_channels, stem_channels, stem_kernel, stem_stride), neuron.build()
         )
