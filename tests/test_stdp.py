@@ -206,6 +206,27 @@ def test_label_assignment_never_sees_test_data():
     assert ev_b.accuracy == 0.0 and (ev_b.predictions == -1).all()
 
 
+def test_classic_loop_retries_a_silent_example_at_most_retry_max_times(monkeypatch):
+    from nsnn.stdp import classic
+
+    intensities = []
+
+    def rates(images, config, intensity=None):
+        intensities.append(intensity)
+        if len(intensities) > 10:
+            raise AssertionError("the classic loop keeps retrying")
+        return image_rates(images, config, intensity)
+
+    monkeypatch.setattr(classic, "image_rates", rates)
+    cfg = tiny(retry_max=2)
+    blank = np.zeros((1, 8, 8), dtype=np.uint8)  # never draws a spike
+    result = classic.classic_train(cfg, blank, init_state(cfg), target="numpy")
+    assert intensities == [8.0, 9.0, 10.0] and result.counts.sum() == 0
+    intensities.clear()
+    classic.classic_train(cfg, blank, init_state(cfg), target="numpy", retry=False)
+    assert intensities == [8.0]
+
+
 def test_retry_rule_re_presents_silent_examples():
     cfg = tiny(retry_max=2)
     images = np.zeros((3, 8, 8), dtype=np.uint8)

@@ -46,7 +46,11 @@ def classic_train(
     retry: bool = True,
     progress: bool = False,
 ) -> ClassicResult:
-    """Train one pass example by example (timings exclude construction and code generation)."""
+    """Train one pass example by example (timings exclude construction and code generation).
+
+    ``retry``: an example that drew fewer than ``config.retry_min_spikes`` spikes is presented again,
+    louder by ``config.retry_intensity_step`` each time, at most ``config.retry_max`` times.
+    """
     if target not in ("cython", "numpy"):
         raise ValueError(f"target must be 'cython' or 'numpy', got {target!r}")
     if b2.get_device() is not b2.all_devices["runtime"]:
@@ -63,17 +67,16 @@ def classic_train(
         start, cpu = time.perf_counter(), time.process_time()
         for k in tqdm(range(len(images)), desc="classic", unit="ex", disable=not progress):
             net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]
-            intensity = config.intensity
-            while True:
+            for attempt in range(1 + (config.retry_max if retry else 0)):
+                intensity = config.intensity + attempt * config.retry_intensity_step
                 before = np.asarray(net.spikes_e.count[:])
                 net.X.rates = image_rates(images[k : k + 1], config, intensity)[0] * b2.Hz
                 net.net.run(present, namespace=ns)
                 counts[k] = np.asarray(net.spikes_e.count[:]) - before
                 net.X.rates = 0 * b2.Hz
                 net.net.run(rest, namespace=ns)
-                if not retry or counts[k].sum() >= config.retry_min_spikes:
+                if counts[k].sum() >= config.retry_min_spikes:
                     break
-                intensity += config.retry_intensity_step
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
         return ClassicResult(state.with_weights(_dense(net, state), theta), counts, seconds, cpu)

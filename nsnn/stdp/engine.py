@@ -7,7 +7,8 @@
   reuse the frozen build; a run of fewer examples than the chunk (a phase's last chunk, the retries of
   a few silent examples) stops after them instead of simulating silent padding. Carrying w and θ
   across chunks is exact; traces, membranes and conductances restart from their initial values each
-  chunk (the 150 ms rest between examples nearly decays them anyway).
+  chunk (traces and conductances at 0, as the 150 ms rest nearly decays them; the excitatory membrane
+  at its initial value, 40 mV below rest, so the example that starts a run draws ~10 % fewer spikes).
   A new build (incremental: only the changed C++ files recompile, ~10-30 s) is needed when the
   synapses change — so a training run pruned every K examples compiles once per segment between
   prunes — or when a phase switches between training and frozen equations.
