@@ -73,6 +73,20 @@ def test_cuda_matches_cpu_reference(family, mode, params, dtype):
 
 
 @pytest.mark.parametrize("family", nsnn.list_noises())
+def test_cuda_infinite_inputs_give_the_reference_gradients(family):
+    # −inf at the last step (an inhibition mask): the reset term is chosen while ∂L/∂u = 0, no 0·inf.
+    torch.manual_seed(1)
+    x = torch.randn(5, 2, 257, dtype=torch.float64) * 0.8 + 0.6
+    x[4, 0, :3] = -math.inf
+    for params in PARAMS:
+        with native.enabled(False):
+            ref_out, ref_grad = _run(x, params, family, "heaviside")
+        out, grad = _run(x.to(CUDA, torch.float32), params, family, "heaviside")
+        assert torch.isfinite(grad).all() and torch.isfinite(ref_grad).all()
+        torch.testing.assert_close(grad.cpu().double(), ref_grad, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", nsnn.list_noises())
 @pytest.mark.parametrize("params", PARAMS)
 def test_cuda_bernoulli_gradient_is_exact_for_the_drawn_spikes(family, params):
     torch.manual_seed(0)

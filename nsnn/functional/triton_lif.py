@@ -177,8 +177,8 @@ if triton is not None:
             go = tl.load(grad_out_ptr + idx, mask=mask, other=0.0).to(tl.float32)
             if DETACH:
                 gs = go
-            elif HARD:
-                gs = go - grad_u * h
+            elif HARD:  # the term chosen while ∂L/∂u = 0 (t = T−1): no 0·inf = NaN at h = ±inf
+                gs = tl.where(grad_u == 0.0, go, go - grad_u * h)
             else:
                 gs = go - grad_u * theta
             direct = grad_u * (1.0 - s) if HARD else grad_u
@@ -203,10 +203,11 @@ def _forward(x: Tensor, beta: float, spec: KernelSpec, key: int, save: bool) -> 
     steps, n = x.shape[0], x.numel() // max(1, x.shape[0])
     if x.numel():
         block = _block(n)
-        _forward_kernel[(triton.cdiv(n, block),)](
-            x, out, steps, n, beta, spec.threshold, 1.0 / spec.sigma, key,
-            FAMILY=spec.family, MODE=spec.mode, HARD=spec.hard, BLOCK=block,
-        )  # fmt: skip
+        with torch.cuda.device(x.device):  # Triton launches on the current device
+            _forward_kernel[(triton.cdiv(n, block),)](
+                x, out, steps, n, beta, spec.threshold, 1.0 / spec.sigma, key,
+                FAMILY=spec.family, MODE=spec.mode, HARD=spec.hard, BLOCK=block,
+            )  # fmt: skip
     return out, x.new_empty((0,), dtype=torch.uint8)
 
 
@@ -222,10 +223,11 @@ def _backward(
     scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     partial = torch.zeros(grid[0] if want_decay else 1, dtype=torch.float32, device=x.device)
     if x.numel():
-        _backward_kernel[grid](
-            x, grad_out, grad_x, scratch, partial, steps, n, beta, s.threshold, 1.0 / s.sigma, key,
-            FAMILY=s.family, MODE=s.mode, HARD=s.hard, DETACH=s.detach, DECAY=want_decay, BLOCK=block,
-        )  # fmt: skip
+        with torch.cuda.device(x.device):
+            _backward_kernel[grid](
+                x, grad_out, grad_x, scratch, partial, steps, n, beta, s.threshold, 1.0 / s.sigma, key,
+                FAMILY=s.family, MODE=s.mode, HARD=s.hard, DETACH=s.detach, DECAY=want_decay, BLOCK=block,
+            )  # fmt: skip
     return grad_x, partial.sum(dtype=torch.float64) if want_decay else None
 
 
