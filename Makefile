@@ -6,7 +6,7 @@
 #   * a torch already importable in the venv is kept (GPU users: install your CUDA build first,
 #     e.g. `.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cu128`);
 #   * else a local CPU wheel found through pip's find-links is used when present;
-#   * else, with an NVIDIA driver (`nvidia-smi`), PyPI's torch (the CUDA build);
+#   * else, with a working NVIDIA driver (`nvidia-smi -L` lists a GPU), PyPI's torch (the CUDA build);
 #   * else the CPU-only index, so a CPU machine never downloads CUDA packages.
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,14 +21,18 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py requirements.txt constraints.txt $(wildcard nsnn/csrc/*)
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# A venv whose interpreter is gone (a dangling link) is made again; so is one without pip (a failed venv).
+$(PY):
+	$(PYTHON) -m venv --clear $(VENV)
+
+$(STAMP): $(PY) pyproject.toml setup.py requirements.txt constraints.txt $(wildcard nsnn/csrc/*)
+	@$(PIP) --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "[nsnn] keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif $(PIP) download -q --no-deps --no-index torch==$(TORCH_VERSION) -d $(VENV)/.torch-probe >/dev/null 2>&1; then \
 		echo "[nsnn] installing local torch==$(TORCH_VERSION) wheel"; \
 		$(PIP) install -q torch==$(TORCH_VERSION); \
-	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	elif nvidia-smi -L >/dev/null 2>&1; then \
 		echo "[nsnn] NVIDIA driver found: installing CUDA torch==$(TORCH_VERSION) from PyPI"; \
 		$(PIP) install -q torch==$(TORCH_VERSION); \
 	else \
@@ -38,11 +42,12 @@ $(STAMP): pyproject.toml setup.py requirements.txt constraints.txt $(wildcard ns
 	@rm -rf $(VENV)/.torch-probe
 	$(PIP) install -q -c constraints.txt -r requirements.txt
 	$(PIP) install -q -c constraints.txt --no-build-isolation --no-deps -e .
-	@$(PY) -c "import torch, nsnn; print('[nsnn] ready: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+	@$(PY) -c "import torch, nsnn.functional.native as n; print('[nsnn] ready: torch', torch.__version__, \
+		'| cuda', torch.cuda.is_available(), '| C++ kernels', 'built' if n.is_available() else 'NOT built')"
 	@touch $(STAMP)
 
 train: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash run_training.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" PYTHON="$(abspath $(PY))" bash run_training.sh
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

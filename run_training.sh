@@ -29,9 +29,19 @@ recipe="${1:-mnist}"
 
 case "$recipe" in
     mnist)
+        # A new run folder, unless the extra flags name one (--out DIR) or continue one (--resume RUN).
         run_dir="runs/mnist-nilif-$(date +%Y%m%d-%H%M%S)"
+        out_flag=(--out "$run_dir")
+        args=("$@")
+        for ((i = 0; i < ${#args[@]}; i++)); do
+            case "${args[i]}" in
+                --out | --resume) run_dir="${args[i + 1]:-}" && out_flag=() ;;
+                --out=* | --resume=*) run_dir="${args[i]#*=}" && out_flag=() ;;
+            esac
+        done
+        case "$run_dir" in *.pt) run_dir="$(dirname "$run_dir")" ;; esac  # --resume runs/X/last.pt
         echo "[nsnn] training mnist_convnet (NILIF, T=4) on the embedded MNIST set -> $run_dir"
-        "$PYTHON" scripts/main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 --out "$run_dir" "$@"
+        "$PYTHON" scripts/main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 "${out_flag[@]}" "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
         for mode in stochastic deterministic expected; do
             "$PYTHON" scripts/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode "$mode"

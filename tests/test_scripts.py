@@ -183,3 +183,23 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     argv = ["--snapshot", str(run), "--data-dir", str(full), "--out", str(tmp_path / "evals_full")]
     assert run_script("testing_mnist.py", argv, monkeypatch) == 0
     assert "not a held-out figure" in capsys.readouterr().err
+
+
+def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
+    # PYTHON=echo prints the commands the mnist recipe would run.
+    def commands(*extra: str) -> list[str]:
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}
+        proc = subprocess.run(
+            ["bash", str(REPO / "run_training.sh"), "mnist", *extra], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if line.startswith("scripts/")]
+
+    train, *tests = commands("--epochs", "1")
+    assert "--out runs/mnist-nilif-" in train and train.endswith("--epochs 1")
+    run = train.split("--out ")[1].split()[0]
+    assert all(f"--snapshot {run}/best.pt" in t for t in tests) and len(tests) == 4
+    train, *tests = commands("--resume", "runs/old/last.pt")
+    assert "--out" not in train and all("--snapshot runs/old/best.pt" in t for t in tests)
+    train, *tests = commands("--out", "/tmp/elsewhere")
+    assert train.count("--out") == 1 and all("--snapshot /tmp/elsewhere/best.pt" in t for t in tests)
