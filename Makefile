@@ -42,9 +42,9 @@ $(STAMP): $(PY) pyproject.toml setup.py requirements.txt constraints.txt $(wildc
 	@rm -rf $(VENV)/.torch-probe
 	$(PIP) install -q -c constraints.txt -r requirements.txt
 	$(PIP) install -q -c constraints.txt --no-build-isolation --no-deps -e .
-	@$(PY) -c "import torch, nsnn.functional.native as n; print('[nsnn] ready: torch', torch.__version__, \
-		'| cuda', torch.cuda.is_available(), '| C++ kernels', 'built' if n.is_available() else 'NOT built')"
-	@if $(PY) -c "import nsnn.functional.native as n; raise SystemExit(not n.is_available())" \
+	@if $(PY) -c "import torch, nsnn.functional.native as n; built = n.is_available(); \
+		print('[nsnn] ready: torch', torch.__version__, '| cuda', torch.cuda.is_available(), \
+		'| C++ kernels', 'built' if built else 'NOT built'); raise SystemExit(not built)" \
 		|| [ "$${NSNN_BUILD_NATIVE:-1}" = 0 ]; then touch $(STAMP); else \
 		echo "[nsnn] the C++ kernels did not build (the pure-torch path runs); the next make retries"; fi
 

@@ -95,13 +95,18 @@ def receptive_fields_figure(
     return fig
 
 
-def module_weights(model: nn.Module) -> np.ndarray:
-    """All conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, flattened into one array."""
-    parts = [
-        m.weight.detach().flatten().float().cpu()
+def _kernels(model: nn.Module) -> list[torch.Tensor]:
+    """The conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, detached."""
+    return [
+        m.weight.detach()
         for m in model.modules()
         if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
     ]
+
+
+def module_weights(model: nn.Module) -> np.ndarray:
+    """All conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, flattened into one array."""
+    parts = [w.flatten().float().cpu() for w in _kernels(model)]
     if not parts:
         raise ValueError(f"{type(model).__name__} has no conv/linear weights to histogram")
     return torch.cat(parts).numpy()
@@ -110,11 +115,7 @@ def module_weights(model: nn.Module) -> np.ndarray:
 def layer_levels(model: nn.Module) -> int:
     """The most distinct non-zero values in one conv/linear kernel of ``model`` (its quantization
     levels, when each layer has its own level set)."""
-    return max(
-        int(torch.unique(m.weight.detach()[m.weight.detach() != 0]).numel())
-        for m in model.modules()
-        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
-    )
+    return max(int(torch.unique(w[w != 0]).numel()) for w in _kernels(model))
 
 
 def weight_histogram_figure(

@@ -9,7 +9,8 @@
 //             ∂L/∂u_{t−1} = β·∂L/∂h_t,   ∂L/∂β = Σ_t ∂L/∂h_t·u_{t−1}
 //
 // One task owns a chunk of neurons and walks all T steps with the membrane (forward) or ∂L/∂u
-// (backward) in a per-thread buffer (scratch), so each element of x, h and the gradients is touched once.
+// (backward) in a per-thread buffer (scratch), so each element of x, h and the gradients is touched
+// once.
 //
 // float32 math uses the approximations below (max abs error of the CDF and of σ·PDF ≤ 1.3e-7
 // against float64, checked in tests/test_native.py); float64 uses libm.
@@ -378,8 +379,9 @@ inline T* scratch(int64_t n) {
   if (buffer.size < want) {
     std::free(buffer.data);
     buffer.data = static_cast<T*>(std::aligned_alloc(64, (want * sizeof(T) + 63) / 64 * 64));
-    buffer.size = buffer.data == nullptr ? 0 : want;
+    buffer.size = 0;
     if (buffer.data == nullptr) throw std::bad_alloc();
+    buffer.size = want;
   }
   return buffer.data;
 }
@@ -471,16 +473,16 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 // ---------------------------------------------------------------------------------------------
 // Backward over chunk [i0, i1). The chunk is walked in slices (slice_neurons): each slice first
 // replays the forward recurrence from x (and the saved bits) into a [T, slice] buffer that stays in
-// cache, then runs t = T−1 … 0 (∂L/∂u starts at 0: at t = T−1, as in fused.py, ∂L/∂h = ∂L/∂s·g). DECAY also
-// accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in neuron order.
+// cache, then runs t = T−1 … 0 (∂L/∂u starts at 0: at t = T−1, as in fused.py, ∂L/∂h = ∂L/∂s·g).
+// DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in neuron order.
 //
 // The buffer aims at kSliceElems = 32 KiB of float32, to stay in L1 while the slice's rows of x,
 // ∂L/∂s and ∂L/∂x stream through; but each row keeps kMinSlice = 1024 neurons (4 KiB, a page, for
 // the prefetchers), so from T > 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
 // bound on the buffer each thread keeps; from T > 4096 on, rows of 64 neurons take T·64 elements,
-// given back after the call). Against a 256 KiB buffer
-// with rows of ≥ 64 neurons this made the backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 %
-// at [256, 16k] and 16-28 % at [1000, 4k] (two A/Bs each).
+// given back after the call). Against a 256 KiB buffer with rows of ≥ 64 neurons this made the
+// backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 % at [256, 16k] and 16-28 % at [1000, 4k]
+// (two A/Bs each).
 
 constexpr int64_t kSliceElems = int64_t{1} << 13;
 constexpr int64_t kMinSlice = 1024;
