@@ -124,6 +124,20 @@ def test_mnist_folder_layouts_and_corruption(tmp_path):
         nd.read_idx(bad_gz)
 
 
+def test_mnist_folder_refuses_labels_out_of_range_and_wrong_image_size(tmp_path):
+    arrays = fake_mnist(tmp_path / "m", gz=False)
+    labels = arrays["train-labels-idx1-ubyte"].copy()
+    labels[0] = 200
+    write_idx(tmp_path / "m" / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(DatasetError, match=r"labels span 0\.\.200") as e:
+        nd.load_mnist_folder(tmp_path / "m", "train")
+    assert str(tmp_path / "m") in str(e.value)
+    fake_mnist(tmp_path / "s", gz=False)
+    write_idx(tmp_path / "s" / "t10k-images-idx3-ubyte", np.zeros((5, 32, 32), np.uint8))
+    with pytest.raises(DatasetError, match="not uint8 28 x 28"):
+        nd.load_mnist_folder(tmp_path / "s", "test")
+
+
 def test_missing_mnist_error_names_path_layout_and_download(tmp_path):
     with pytest.raises(DatasetError) as e:
         nd.get_dataset("mnist", data_dir=tmp_path / "nowhere")

@@ -303,6 +303,51 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     assert last["epoch"] == 2 and last["scaler"]["scale"] > 0
 
 
+def _mnist_folder(folder: Path, n: int) -> Path:
+    """A full-MNIST folder (the four idx files) whose splits both hold the first ``n`` embedded images."""
+    from nsnn.data import load_embedded_mnist
+
+    data = load_embedded_mnist()
+    folder.mkdir()
+    for prefix in ("train", "t10k"):
+        for stem, tensor in (("images-idx3", data.images[:n]), ("labels-idx1", data.labels[:n])):
+            array = tensor.numpy()
+            dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            payload = bytes([0, 0, 8, array.ndim]) + dims + array.astype(np.uint8).tobytes()
+            (folder / f"{prefix}-{stem}-ubyte").write_bytes(payload)
+    return folder
+
+
+def test_run_stopped_in_its_first_epoch_resumes_exactly_and_only_on_its_own_data(tmp_path):
+    settings = {**TINY, "epochs": 1, "seed": 3}
+    fit(TrainConfig(**settings, out=str(tmp_path / "straight")))
+
+    def stop(epoch: int, step: int) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(stopped)), on_step=stop)
+    assert _torch_load_strict(stopped / "last.pt")["epoch"] == 0
+    folder = _mnist_folder(tmp_path / "mnist", 300)
+    with pytest.raises(ConfigError, match=r"embedded False \(run: True\)"):
+        fit(TrainConfig(**settings, resume=str(stopped), data_dir=str(folder)))
+    fit(TrainConfig(**settings, resume=str(stopped)))
+    a, b = _torch_load_strict(tmp_path / "straight" / "last.pt"), _torch_load_strict(stopped / "last.pt")
+    assert b["epoch"] == 1
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+    # A run on a data folder, resumed without --data-dir, stays on that folder.
+    on_folder = tmp_path / "on-folder"
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(on_folder), data_dir=str(folder)), on_step=stop)
+    fit(TrainConfig(**settings, resume=str(on_folder)))
+    assert read_json(on_folder / "config.json")["data_dir"] == str(folder)
+    assert _torch_load_strict(on_folder / "last.pt")["dataset"]["embedded"] is False
+
+
 _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys

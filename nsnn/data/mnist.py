@@ -103,6 +103,12 @@ def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         problem = f"files disagree (images {images.shape}, labels {labels.shape})"
         raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
+        problem = f"images are {images.dtype} {tuple(images.shape[1:])}, not uint8 28 x 28"
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        problem = f"labels span {labels.min()}..{labels.max()}, not 0..9"
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
     return ImageSet(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
 
 

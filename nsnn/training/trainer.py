@@ -224,14 +224,32 @@ class _Experiment:
             # Data order and augmentation are pure functions of (seed, epoch, rank): this is their state.
             loader={"seed": self.cfg.seed, "next_epoch": epoch, "world_size": self.rt.world_size},
             metrics=metrics,
-            dataset={
-                "name": self.bundle.name,
-                "num_classes": self.bundle.num_classes,
-                "in_channels": self.bundle.in_channels,
-                "image_size": self.bundle.image_size,
-                "embedded": self.bundle.embedded,
-            },
+            dataset=self.dataset_record(),
         )
+
+    def dataset_record(self) -> dict[str, Any]:
+        """What the checkpoint records of the data (sizes after ``max_samples``, before the val split)."""
+        b = self.bundle
+        return {
+            "name": b.name,
+            "num_classes": b.num_classes,
+            "in_channels": b.in_channels,
+            "image_size": b.image_size,
+            "embedded": b.embedded,
+            "train_size": len(b.train),
+            "test_size": len(b.test),
+        }
+
+    def check_same_data(self, saved: dict[str, Any]) -> None:
+        """Refuse to resume a run on other data than it was trained on (``saved``: its checkpoint record)."""
+        now = self.dataset_record()
+        differ = sorted(k for k in saved.keys() & now.keys() if saved[k] != now[k])
+        if differ:
+            details = ", ".join(f"{k} {now[k]!r} (run: {saved[k]!r})" for k in differ)
+            raise ConfigError(
+                f"--resume must continue on the run's own data, but the data loaded now differ: {details}; "
+                "give the run's --data-dir (none for the embedded MNIST split)"
+            )
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.net.load_state_dict(ckpt["model"])
@@ -323,7 +341,8 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
     path = resolve_checkpoint(cfg.resume, "last.pt")
     ckpt = load_checkpoint(path)
     saved = dict(ckpt["config"])
-    saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS})
+    # The data folder may have moved (--data-dir), but an omitted --data-dir keeps the run's.
+    saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "data_dir" or cfg.data_dir is not None})
     return TrainConfig.from_dict(saved), ckpt, path.parent
 
 
@@ -363,10 +382,16 @@ def _fit(
         )
     start, best_acc, best_epoch = 0, None, 0
     if ckpt is not None:
+        exp.check_same_data(ckpt["dataset"])
         exp.restore(ckpt)
         start = int(ckpt["epoch"])
         best_acc, best_epoch = ckpt["metrics"].get("best_val_accuracy"), ckpt["metrics"].get("best_epoch", 0)
         _say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
+    else:
+        # An epoch-0 last.pt: a run stopped during its first epoch can be resumed (exactly) from the start.
+        state = exp.checkpoint(0, {"best_val_accuracy": None, "best_epoch": 0})
+        if rt.is_main:
+            save_checkpoint(state, run_dir / "last.pt")
     if rt.is_main:
         write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": rt.world_size})
     _say(rt, exp.bundle.describe())
