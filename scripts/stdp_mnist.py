@@ -1,4 +1,4 @@
-"""Unsupervised STDP on MNIST (Diehl & Cook 2015) with pruning and quantization, Brian2 standalone.
+r"""Unsupervised STDP on MNIST (Diehl & Cook 2015) with pruning and quantization, Brian2 standalone.
 
     python scripts/stdp_mnist.py --neurons 400 --train 8000 --test 2000 \
         --prune 0.75 --prune-every 2000 --bits 4 --out runs/stdp-400-p75-b4 --json
@@ -8,10 +8,11 @@
     python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000
 
 Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
-MNIST idx files. Outputs (run directory): config.json, metrics.csv, weights.npz, assignments.csv,
-summary.json, receptive_fields.png, weight_histogram.png, training.png (+ sweep.csv/png). With
-``--json`` the last output line is one JSON object: run_dir, accuracy, ms_per_example_train,
-synapses, bits.
+MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (its --data-dir, --train,
+--label and --test) unless those flags are given. Outputs (run directory): config.json, metrics.csv,
+weights.npz, assignments.csv, summary.json, receptive_fields.png, weight_histogram.png, training.png
+(+ sweep.csv/png). With ``--json`` the last output line is one JSON object: run_dir, accuracy,
+ms_per_example_train, synapses, bits.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from nsnn.io import make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
+
+# The data flags' defaults; --from-run takes the saved run's own instead.
+DATA_DEFAULTS = {"train": None, "test": None, "label": None, "data_dir": None}
+NEW_RUN_DATA = {"train": 8000, "test": 2000}
 
 # Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
 FROM_RUN_FIXED = (
@@ -42,8 +48,10 @@ FROM_RUN_FIXED = (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--neurons", type=int, default=400, help="excitatory (= inhibitory) neurons N")
-    p.add_argument("--train", type=int, default=8000, help="training examples (one pass, in order)")
-    p.add_argument("--test", type=int, default=2000, help="test examples")
+    p.add_argument(
+        "--train", type=int, default=None, help="training examples (one pass, in order; default 8000)"
+    )
+    p.add_argument("--test", type=int, default=None, help="test examples (default 2000)")
     p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
     p.add_argument("--prune", type=float, default=0.0, help="fraction of X->Ae synapses removed, in [0, 1)")
     p.add_argument(
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
+    p.set_defaults(**DATA_DEFAULTS)
     p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -109,14 +118,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if fixed:
             flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
             p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
+    if args.sweep and not args.from_run and (args.prune > 0 or args.bits != 32 or args.levels):
+        p.error("--sweep compresses the trained dense network itself; drop --prune, --bits and --levels")
+    _fill_data_flags(args, p)
     return args
 
 
+def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Data flags not given: a new run's defaults, or with --from-run the saved run's own data."""
+    source = dict(NEW_RUN_DATA)
+    if args.from_run:
+        config = Path(args.from_run) / "config.json"
+        try:
+            run = json.loads(config.read_text())["run"]
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--from-run {args.from_run}: no readable STDP run config.json ({e})")
+        data = run.get("data", "embedded")
+        source = {"train": run["n_train"], "test": run["n_test"], "label": run.get("n_label")}
+        source["data_dir"] = None if data == "embedded" else data
+    for name, value in source.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def load_data(args: argparse.Namespace):
-    from nsnn.data import embedded_mnist_split, load_mnist_folder
+    from nsnn.data import DatasetError, embedded_mnist_split, load_mnist_folder
 
     if args.data_dir:
-        train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
+        try:
+            train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
+        except DatasetError as e:
+            raise SystemExit(f"error: {e}") from None
     else:
         train, test = embedded_mnist_split()
     for name, n, available in (("--train", args.train, len(train)), ("--test", args.test, len(test))):
@@ -149,21 +181,34 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"invalid configuration: {e}") from e
     train, test = load_data(args)
     out = sys.stderr if args.json else sys.stdout
+    if args.from_run:
+        try:
+            source_run = load_run(args.from_run)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
+        if "w_xe_dense" not in source_run.extra_weights:
+            raise SystemExit(
+                f"error: --from-run {args.from_run} was pruned during training (no dense weights kept); "
+                "compress a run trained densely"
+            )
     try:
         run_dir = make_run_dir(args.out, "stdp-sweep" if args.from_run else f"stdp-{args.neurons}")
     except FileExistsError as e:
         raise SystemExit(str(e)) from None
     if args.from_run:
         cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
-        rows = sweep_run(
-            args.from_run,
-            train,
-            test,
-            run_dir=run_dir,
-            n_label=args.label,
-            progress=not args.no_progress,
-            **cells,
-        )
+        try:
+            rows = sweep_run(
+                source_run,
+                train,
+                test,
+                run_dir=run_dir,
+                n_label=args.label,
+                progress=not args.no_progress,
+                **cells,
+            )
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         for row in rows:
             print(
                 f"sparsity {100 * row['sparsity']:4.0f} %  bits {row['bits']:2d}: "
@@ -172,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
         # The JSON contract's keys: this cell's figures, or with --sweep the source run's own; training
         # time is the source run's.
-        source = load_run(args.from_run).summary
+        source = source_run.summary
         result = {
             "run_dir": str(run_dir),
             "sweep": rows,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nsnn
-from nsnn.functional import LIFParameters, lif_multistep
+from nsnn.functional import LIFParameters, lif_multistep, native
 from nsnn.noise import get_noise
 
 FAMILIES = ["gaussian", "logistic", "triangular", "uniform"]
@@ -228,9 +228,11 @@ def test_saved_memory_is_membrane_plus_one_byte_per_spike():
             sizes.append(t.untyped_storage().nbytes())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        nsnn.NILIF()(x)
-    assert sum(sizes) <= 1.25 * x.nbytes
+    for use_native in (True, False):  # the C++ kernel and the torch path
+        sizes.clear()
+        with native.enabled(use_native), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            nsnn.NILIF()(x)
+        assert 0 < sum(sizes) <= 1.25 * x.nbytes
 
 
 def test_seq_to_ann_runs_stateless_layers_over_time_and_batch():
@@ -302,3 +304,74 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
 def test_bad_inputs_raise_value_error(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+def test_leak_is_one_minus_one_over_tau():
+    lif = nsnn.LIF(tau=4.0)
+    assert lif.decay == 0.75
+    # h_2 = 0.75·0.6 + 0.6 = 1.05 > θ; with β = 1/τ it would be 0.75
+    assert lif(torch.tensor([[0.6], [0.6]])).flatten().tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_single_step_gradients_equal_multi_step(reset: str, detach: bool):
+    x = torch.rand(6, 3, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1.6
+    g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for mode in ("m", "s"):
+        neuron = nsnn.LIF(reset=reset, detach_reset=detach, step_mode=mode)
+        xi = x.clone().requires_grad_(True)
+        out = neuron(xi) if mode == "m" else torch.stack([neuron(xi[t]) for t in range(len(x))])
+        out.backward(g)
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+
+
+def test_double_noise_only_when_sampling():
+    x = torch.randn(5, 64, 32, generator=torch.Generator().manual_seed(0)) + 0.9
+    neuron = nsnn.NILIF(double_noise=True, eval_mode="deterministic").eval()
+    assert torch.equal(neuron(x), nsnn.LIF()(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_half_precision_gradients_are_the_float32_ones_rounded(dtype: torch.dtype, reset: str):
+    # The torch path replays h in float32 from x: its gradients are those of float32 math on the
+    # same input values, rounded once to the input's dtype (a stored bf16 h was 10x less accurate).
+    x = (torch.rand(8, 4, 300, generator=torch.Generator().manual_seed(2)) * 1.5).to(dtype)
+    grads = []
+    for work in (dtype, torch.float32):
+        xi = x.to(work).detach().clone().requires_grad_(True)
+        with native.enabled(False):
+            nsnn.LIF(surrogate="gaussian", sigma=0.1, reset=reset)(xi).sum().backward()
+        grads.append(xi.grad)
+    assert torch.equal(grads[0], grads[1].to(dtype))
+
+
+def test_half_precision_plif_soft_reset_gradient_is_finite():
+    # 50,000 per step fits fp16, its running membrane does not: the β gradient stays finite.
+    plif = nsnn.PLIF(reset="soft").half()
+    plif(torch.full((3, 1, 2), 50000.0, dtype=torch.float16)).sum().backward()
+    assert torch.isfinite(plif.w.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_single_step_keeps_a_float32_membrane_under_half_precision(dtype: torch.dtype):
+    x = (torch.rand(16, 2, 4096, generator=torch.Generator().manual_seed(3)) * 0.9 + 0.2).to(dtype)
+    multi = nsnn.LIF()(x)
+    single = nsnn.LIF(step_mode="s")
+    steps = torch.stack([single(x[t]) for t in range(len(x))])
+    assert single.mem.dtype == torch.float32 and steps.dtype == dtype
+    assert torch.equal(steps, multi)
+
+
+def test_settings_are_validated_on_every_assignment():
+    neuron = nsnn.NILIF()
+    for name, value in (("tau", 0.5), ("threshold", -1.0), ("reset_mode", "Hard"), ("eval_mode", "mean")):
+        with pytest.raises(ValueError, match=name):
+            setattr(neuron, name, value)
+    with pytest.raises(ValueError, match="not a learnable parameter"):
+        neuron.threshold = torch.nn.Parameter(torch.tensor(1.0))
+    neuron.tau, neuron.threshold, neuron.reset_mode = 4, 0.5, "soft"
+    assert (neuron.decay, neuron.threshold, neuron.parameters_tuple().hard_reset) == (0.75, 0.5, False)

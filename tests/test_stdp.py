@@ -339,8 +339,9 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
         run_experiment(cfg, train_set, test_set, run_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="n_label"):
         run_experiment(cfg, train_set, test_set, run_dir=tmp_path / "nolabel", n_label=0, progress=False)
-    again = evaluate_run(run, test_set)
-    assert again["n_test"] == 4 and 0.0 <= again["accuracy"] <= 1.0
+    again = evaluate_run(run, test_set)  # the run's own test pass, re-simulated with its seed
+    assert again["n_test"] == 4 and again["accuracy"] == summary["accuracy"]
+    assert again["input_events_per_inference"] == summary["input_events_per_inference"]  # same input spikes
     rows = sweep_run(
         run, train_set, test_set, run_dir=tmp_path / "sweep", sparsities=(0.75,), bits=(1,), progress=False
     )
@@ -371,11 +372,18 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     source.mkdir()
     summary = {"accuracy": 0.8, "ms_per_example_train": 9.5, "synapses": 313600, "bits": 32}
     (source / "summary.json").write_text(json.dumps(summary))
-    (source / "config.json").write_text(json.dumps(tiny().to_dict()))
-    save_run(source, init_state(tiny()), np.zeros(tiny().n_exc, dtype=np.int64))
+    run_info = {"n_train": 40, "n_label": 30, "n_test": 12, "data": "/data/mnist"}
+    (source / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
+    state = init_state(tiny())
+    save_run(source, state, np.zeros(tiny().n_exc, dtype=np.int64), {"w_xe_dense": state.w})
     cell = {"sparsity": 0.75, "bits": 4, "synapses": 64, "accuracy": 0.7}
     monkeypatch.setattr("nsnn.stdp.sweep_run", lambda *a, **k: [cell])
-    monkeypatch.setitem(cli["main"].__globals__, "load_data", lambda args: (None, None))
+    data_flags = []
+    monkeypatch.setitem(
+        cli["main"].__globals__,
+        "load_data",
+        lambda args: data_flags.append((args.train, args.label, args.test, args.data_dir)) or (None, None),
+    )
     for extra, expected in (([], cell), (["--sweep"], summary)):
         argv = ["--from-run", str(source), "--out", str(tmp_path / f"eval{len(extra)}"), "--json", *extra]
         cli["main"](argv)
@@ -384,6 +392,22 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
         assert {k: result[k] for k in ("accuracy", "synapses", "bits")} == {
             k: expected[k] for k in ("accuracy", "synapses", "bits")
         }
+    # the saved run's own data unless given
+    assert data_flags == [(40, 30, 12, "/data/mnist")] * 2
+    cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-test"), "--test", "5"])
+    assert data_flags[-1] == (40, 30, 5, "/data/mnist")
+
+    # a run pruned during training keeps no dense weights: refused before any folder is made
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
+    save_run(pruned, state, np.zeros(tiny().n_exc, dtype=np.int64))
+    with pytest.raises(SystemExit, match="pruned during training"):
+        cli["main"](["--from-run", str(pruned), "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(SystemExit):
+        cli["main"](["--from-run", str(tmp_path / "nowhere")])
+    assert "no readable STDP run config.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -53,8 +53,12 @@ struct Fn<float> {
     std::memcpy(&scale, &bits, sizeof(scale));
     return y * scale;
   }
-  // exp(x) for x ≤ 0, clamped at −87 (where it is 1.6e-38); NaN stays NaN.
-  static inline float exp_nonpos(float x) { return exp_core<127>(x < -87.0f ? -87.0f : x); }
+  // exp(x) for x ≤ 0, flushed to exactly 0 below −87 (where it is 1.6e-38): a pdf is 0 at h = ±inf,
+  // as the backward's choice of the reset term needs (see backward_chunk). NaN stays NaN.
+  static inline float exp_nonpos(float x) {
+    const float e = exp_core<127>(x < -87.0f ? -87.0f : x);
+    return x < -87.0f ? 0.0f : e;
+  }
 
   // Standard normal CDF Φ(z), given the sign source z and w = |z|/√2: 1 − Φ(|z|) = ½·erfc(w) =
   // ½·exp(−w² + L(w)) with L(w) = ln(erfc(w)·e^{w²}) = w·P(w) smooth; P has degree 10 (least-squares
@@ -549,8 +553,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
           g = Noise<S, F>::pdf(h - theta, scale);
           s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
         }
-        // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0 (t = T−1): chosen,
-        // not multiplied by 0, so that h = ±inf gives no 0·inf = NaN (as in fused.py)
+        // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0: chosen, not
+        // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. ∂L/∂u is 0 at t = T−1, and after
+        // any step where g = 0 and ∂L/∂u was 0, which covers a −inf input used as a mask (h = −inf
+        // from there on). A NaN is left only where g ≠ 0 meets h = ±inf (never for these families) or
+        // where ∂L/∂u ≠ 0 reaches an infinite h through the reset (∂L/∂s or β ≠ 0 beyond it).
         const S gun = gu[k];
         const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? h : theta);
         const S direct = HARD ? gun * (S(1) - s) : gun;

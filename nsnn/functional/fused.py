@@ -1,20 +1,21 @@
 """Fused multi-step LIF: one autograd node for a whole ``[T, B, ...]`` sequence.
 
 Forward runs the recurrence of :func:`nsnn.functional.lif.lif_step` under ``no_grad`` and keeps
-only what backward needs: the pre-spike membrane ``h`` (input dtype, 1× the input's bytes) and, for
-stochastic firing, the spikes as 1 byte each. Deterministic spikes are recomputed from ``h``, except
-under bf16/fp16: there the stored ``h`` is rounded and could fall on the other side of θ, so those
-spikes are kept as 1 byte too.
-Backward walks time in reverse, exactly differentiating the same recurrence, the reset path included
-unless ``detach_reset``::
+only what backward needs: the input ``x`` (which its producer usually holds anyway) and, for
+stochastic firing, the spikes as 1 byte each. Backward first replays the membrane ``h`` from ``x``
+(in the same work dtype and with the same operations as forward, so bit for bit the same ``h`` and
+deterministic or expected spikes), then walks time in reverse, exactly differentiating the
+recurrence, the reset path included unless ``detach_reset``::
 
     g_t   = pdf(h_t − θ)
     ∂L/∂h_t = (∂L/∂s_t + ∂L/∂u_t · ∂u_t/∂s_t) · g_t + ∂L/∂u_t · ∂u_t/∂h_t
     ∂L/∂x_t = ∂L/∂h_t,   ∂L/∂u_{t−1} = β · ∂L/∂h_t,   ∂L/∂β = Σ_t ∂L/∂h_t · u_{t−1}
 
-with ∂u/∂h = 1 − s, ∂u/∂s = −h for the hard reset and 1, −θ for the soft one. Under bf16/fp16 the
-membrane and the surrogate are computed in fp32. Works on any device (random draws happen on the
-input's device)::
+with ∂u/∂h = 1 − s, ∂u/∂s = −h for the hard reset and 1, −θ for the soft one. A product whose
+gradient factor is exactly 0 is 0 even when the other factor is infinite (g_t = 0 at h_t = ±inf, as
+in the limit, since the pdf decays faster than h grows), so an infinite membrane (a −inf input used
+as a mask) gives no NaN. Under bf16/fp16 the membrane and the surrogate are computed in fp32. Works on
+any device (random draws happen on the input's device)::
 
     s = lif_multistep(x, LIFParameters(0.5, 1.0), get_noise("gaussian", 0.3), "bernoulli")
 """
@@ -33,6 +34,23 @@ from nsnn.noise import Noise
 __all__ = ["lif_multistep"]
 
 
+def _times(gate: Tensor, value: Tensor) -> Tensor:
+    """``gate · value``, but 0 wherever ``gate`` is 0 (even where ``value`` is ±inf)."""
+    return torch.where(gate == 0, 0.0, gate * value)
+
+
+def _membrane(x_t: Tensor, u: Tensor | None, beta: float, work: torch.dtype) -> Tensor:
+    """h_t = β·u_{t−1} + x_t in the work dtype (a new tensor)."""
+    return x_t.to(work, copy=True) if u is None else torch.add(x_t.to(work), u, alpha=beta)
+
+
+def _reset(h: Tensor, s: Tensor, threshold: float, hard: bool, binary: bool) -> Tensor:
+    """u_t from h_t (overwritten) and s_t: a masked fill for 0/1 spikes (no inf·0 at h = ±inf)."""
+    if not hard:
+        return h.sub_(s, alpha=threshold)
+    return h.masked_fill_(s.bool(), 0.0) if binary else h.mul_(1.0 - s)
+
+
 class _MultiStepLIF(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -49,71 +67,62 @@ class _MultiStepLIF(torch.autograd.Function):
         beta = float(decay)
         work = _work_dtype(x)
         out = torch.empty_like(x)
-        h_seq = torch.empty_like(x)
-        stored = None
-        if mode == "bernoulli" or (mode == "heaviside" and work != x.dtype):
-            stored = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-        elif mode == "expected":
-            stored = torch.empty_like(x)
+        drawn = torch.empty(x.shape, dtype=torch.bool, device=x.device) if mode == "bernoulli" else None
         u: Tensor | None = None
         for t in range(x.shape[0]):
-            h = x[t].to(work, copy=True) if u is None else torch.add(x[t].to(work), u, alpha=beta)
-            h_seq[t] = h
+            h = _membrane(x[t], u, beta, work)
             s = fire(h - threshold, noise, mode, generator)
             out[t] = s
-            if stored is not None:
-                stored[t] = s
-            if hard:
-                u = h.mul_(1.0 - s) if mode == "expected" else h.masked_fill_(s.bool(), 0.0)
-            else:
-                u = h.sub_(s, alpha=threshold)
-        ctx.save_for_backward(h_seq, stored)
-        ctx.params = (beta, threshold, hard, detach, noise)
+            if drawn is not None:
+                drawn[t] = s
+            u = _reset(h, s, threshold, hard, mode != "expected")
+        ctx.save_for_backward(x, drawn)
+        ctx.params = (beta, threshold, hard, detach, noise, mode)
         ctx.decay_dtype = decay.dtype if isinstance(decay, Tensor) else None
         return out
 
     @staticmethod
     @ops.no_double_backward
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        h_seq, stored = ctx.saved_tensors
-        beta, threshold, hard, detach, noise = ctx.params
-        work = _work_dtype(h_seq)
+        x, drawn = ctx.saved_tensors
+        beta, threshold, hard, detach, noise, mode = ctx.params
+        work = _work_dtype(x)
+        binary = mode != "expected"
         want_decay = ctx.decay_dtype is not None and ctx.needs_input_grad[1]
-        binary = stored is None or stored.dtype == torch.bool  # spikes 0/1 (not "expected")
 
-        def spikes_at(t: int, h: Tensor) -> Tensor:
-            return (h > threshold).to(work) if stored is None else stored[t].to(work)
+        # Replay: h_t and s_t of every step, exactly as forward computed them.
+        h_seq = torch.empty(x.shape, dtype=work, device=x.device)
+        s_seq = drawn if drawn is not None else torch.empty(x.shape, dtype=work, device=x.device)
+        u: Tensor | None = None
+        for t in range(x.shape[0]):
+            h = _membrane(x[t], u, beta, work)
+            h_seq[t] = h
+            if drawn is None:
+                s_seq[t] = fire(h - threshold, noise, mode)
+            u = _reset(h, s_seq[t].to(work), threshold, hard, binary)
 
-        grad_x = torch.empty_like(h_seq)
+        grad_x = torch.empty_like(x)
         grad_u: Tensor | None = None
-        grad_decay = torch.zeros((), dtype=torch.float64, device=h_seq.device) if want_decay else None
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            h = h_seq[t].to(work)
+        grad_decay = torch.zeros((), dtype=torch.float64, device=x.device) if want_decay else None
+        for t in range(x.shape[0] - 1, -1, -1):
+            h, s = h_seq[t], s_seq[t].to(work)
             g = noise.pdf(h - threshold)
             go = grad_out[t].to(work)
             if grad_u is None:
                 grad_h = go * g
             else:
-                s = spikes_at(t, h)
                 if detach:
                     gs = go
                 elif hard:
-                    gs = torch.addcmul(go, grad_u, h, value=-1.0)
+                    gs = go - grad_u * h
                 else:
                     gs = torch.add(go, grad_u, alpha=-threshold)
                 direct = grad_u * (1.0 - s) if hard else grad_u
-                grad_h = torch.addcmul(direct, gs, g)
+                grad_h = direct + _times(g, gs)
             grad_x[t] = grad_h
             if want_decay and t > 0:
-                h_prev = h_seq[t - 1].to(work)
-                s_prev = spikes_at(t - 1, h_prev)
-                if hard and binary:  # as forward: a masked fill, no inf·0 at h = ±inf
-                    u_prev = h_prev.masked_fill(s_prev.bool(), 0.0)
-                elif hard:
-                    u_prev = h_prev * (1.0 - s_prev)
-                else:
-                    u_prev = h_prev - threshold * s_prev
-                grad_decay += (grad_h * u_prev).sum(dtype=torch.float64)
+                u_prev = _reset(h_seq[t - 1].clone(), s_seq[t - 1].to(work), threshold, hard, binary)
+                grad_decay += _times(grad_h, u_prev).sum(dtype=torch.float64)
             grad_u = grad_h * beta
         d_decay = grad_decay.to(ctx.decay_dtype) if grad_decay is not None else None
         return grad_x, d_decay, None, None, None, None, None, None

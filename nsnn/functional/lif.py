@@ -102,10 +102,13 @@ def lif_step(
 ) -> tuple[Tensor, Tensor]:
     """One LIF step. ``x_t``, ``u``: ``[B, ...]`` (``u=None`` means rest, u = 0).
 
-    Returns ``(s, u_next)``, both shaped like ``x_t``.
+    Returns ``(s, u_next)``, both shaped like ``x_t``: the spikes in ``x_t``'s dtype, the membrane in
+    at least fp32 (under bf16/fp16 it is kept in fp32, as in :func:`nsnn.functional.lif_multistep`).
     """
-    h = x_t if u is None else params.decay * u + x_t
+    work = _work_dtype(x_t)
+    x_w = x_t.to(work)
+    h = x_w if u is None else params.decay * u.to(work) + x_w
     s = spike(h - params.threshold, noise, mode, generator)
     r = s.detach() if params.detach_reset else s
     u_next = h * (1.0 - r) if params.hard_reset else h - params.threshold * r
-    return s, u_next
+    return s.to(x_t.dtype), u_next

@@ -177,15 +177,17 @@ if triton is not None:
             go = tl.load(grad_out_ptr + idx, mask=mask, other=0.0).to(tl.float32)
             if DETACH:
                 gs = go
-            elif HARD:  # the term chosen while ∂L/∂u = 0 (t = T−1): no 0·inf = NaN at h = ±inf
-                gs = tl.where(grad_u == 0.0, go, go - grad_u * h)
+            elif HARD:
+                gs = go - grad_u * h
             else:
                 gs = go - grad_u * theta
             direct = grad_u * (1.0 - s) if HARD else grad_u
-            grad_h = direct + gs * _pdf(d, inv, FAMILY)
+            g = _pdf(d, inv, FAMILY)
+            grad_h = direct + tl.where(g == 0.0, 0.0, gs * g)  # g = 0 at h = ±inf: no 0·inf = NaN
             tl.store(grad_x_ptr + idx, grad_h.to(grad_x_ptr.dtype.element_ty), mask=mask)
             if DECAY:  # Σ_t ∂L/∂h_{t+1}·u_t
-                acc += tl.where(i > 0, grad_h_next * _reset(h, s, theta, HARD, MODE), 0.0)
+                keep = (i > 0) & (grad_h_next != 0.0)  # ∂L/∂h_{t+1} = 0 drops u_t, even an infinite one
+                acc += tl.where(keep, grad_h_next * _reset(h, s, theta, HARD, MODE), 0.0)
                 grad_h_next = grad_h
             grad_u = grad_h * beta
         if DECAY:

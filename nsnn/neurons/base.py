@@ -12,6 +12,7 @@ per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -31,11 +32,26 @@ def _choice(name: str, value: str, choices: tuple[str, ...] | dict[str, str]) ->
     return value
 
 
-class _Choice:
-    """An attribute checked on every assignment: a value outside ``choices`` raises ValueError."""
+def _tau(name: str, value: Any) -> float:
+    tau = float(value)
+    if not math.isfinite(tau) or tau < 1.0:
+        raise ValueError(f"{name} must be a finite number >= 1 (retention 1 - 1/tau in [0, 1)); got {tau}")
+    return tau
 
-    def __init__(self, choices: tuple[str, ...] | dict[str, str]) -> None:
-        self.choices = choices
+
+def _threshold(name: str, value: Any) -> float:
+    threshold = float(value)
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {threshold}")
+    return threshold
+
+
+class _Checked:
+    """An attribute validated on every assignment: ``check(name, value)`` returns what is stored or
+    raises ValueError."""
+
+    def __init__(self, check: Callable[[str, Any], Any]) -> None:
+        self.check = check
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name, self.slot = name, f"_{name}"
@@ -43,8 +59,12 @@ class _Choice:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         return self if obj is None else getattr(obj, self.slot)
 
-    def __set__(self, obj: Any, value: str) -> None:
-        setattr(obj, self.slot, _choice(self.name, value, self.choices))
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.slot, self.check(self.name, value))
+
+
+def _choices(choices: tuple[str, ...] | dict[str, str]) -> _Checked:
+    return _Checked(lambda name, value: _choice(name, value, choices))
 
 
 class SpikingNeuron(nn.Module):
@@ -62,8 +82,11 @@ class SpikingNeuron(nn.Module):
     """
 
     noise: Noise
-    step_mode = _Choice(STEP_MODES)
-    eval_mode = _Choice(EVAL_MODES)
+    tau = _Checked(_tau)
+    threshold = _Checked(_threshold)
+    reset_mode = _choices(RESETS)
+    step_mode = _choices(STEP_MODES)
+    eval_mode = _choices(EVAL_MODES)
 
     def __init__(
         self,
@@ -76,11 +99,6 @@ class SpikingNeuron(nn.Module):
         eval_mode: str = "stochastic",
     ) -> None:
         super().__init__()
-        tau, threshold = float(tau), float(threshold)
-        if not math.isfinite(tau) or tau < 1.0:
-            raise ValueError(f"tau must be a finite number >= 1 (retention 1 - 1/tau in [0, 1)); got {tau}")
-        if not math.isfinite(threshold) or threshold <= 0:
-            raise ValueError(f"threshold must be a finite number > 0; got {threshold}")
         self.tau = tau
         self.threshold = threshold
         self.reset_mode = _choice("reset", reset, RESETS)
@@ -89,6 +107,12 @@ class SpikingNeuron(nn.Module):
         self.stochastic = bool(stochastic)
         self.eval_mode = eval_mode
         self.mem: Tensor | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module files a Parameter away from the validated attributes, where it would be ignored.
+        if isinstance(value, nn.Parameter) and isinstance(getattr(type(self), name, None), _Checked):
+            raise ValueError(f"{name} is a fixed setting, not a learnable parameter (PLIF learns the leak)")
+        super().__setattr__(name, value)
 
     @property
     def decay(self) -> float | Tensor:

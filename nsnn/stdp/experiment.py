@@ -299,20 +299,29 @@ def evaluate_run(
     target: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Re-simulate a saved run's frozen network on ``test_set`` with its saved assignments."""
+    """Re-simulate a saved run's frozen network on ``test_set`` with its saved assignments (with the run's
+    own test set this reproduces its test accuracy: the same seed as the run's test pass)."""
+    from nsnn.stdp import pipeline as pl
     from nsnn.stdp.classify import accuracy
     from nsnn.stdp.engine import make_engine
-    from nsnn.stdp.pipeline import respond
 
     run = run if isinstance(run, StdpRun) else load_run(run)
     config = run.config if target is None else run.config.replace(target=target)
     images, labels = _arrays(test_set)
     with make_engine(config, build_dir or run.run_dir / "brian") as engine:
-        responses = respond(
-            engine, run.state, images, config, seed=config.seed + 303, desc="test", progress=progress
+        responses = pl.respond(
+            engine,
+            run.state,
+            images,
+            config,
+            seed=config.seed + pl.TEST_SEED_OFFSET,
+            desc="test",
+            progress=progress,
         )
     return {
         "accuracy": accuracy(responses.counts, labels, run.assignments, config.n_classes),
+        "input_events_per_inference": pl.synaptic_events(responses.input_spikes, run.state.mask)
+        / max(len(images), 1),
         "n_test": len(images),
         "ms_per_example_test": responses.ms_per_example,
     }

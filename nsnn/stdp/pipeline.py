@@ -43,6 +43,7 @@ from nsnn.stdp.engine import Engine, Phase, PhaseResult
 from nsnn.stdp.state import NetworkState, image_rates
 
 Log = Callable[[dict[str, Any]], None]
+LABEL_SEED_OFFSET, TEST_SEED_OFFSET = 101, 202  # seeds of the frozen passes: config.seed + offset
 RETRY_SEED_STRIDE = 10_007  # seed offset per training retry attempt (block seeds are seed + block index)
 
 
@@ -380,10 +381,24 @@ def evaluate(
     spikes through a dense X→Ae, and the recurrent Ae→Ai + Ai→Ae events.
     """
     label = respond(
-        engine, state, label_images, config, seed=config.seed + 101, desc="label", progress=progress
+        engine,
+        state,
+        label_images,
+        config,
+        seed=config.seed + LABEL_SEED_OFFSET,
+        desc="label",
+        progress=progress,
     )
     assignments = assign_labels(label.counts, label_targets, config.n_classes)
-    test = respond(engine, state, test_images, config, seed=config.seed + 202, desc="test", progress=progress)
+    test = respond(
+        engine,
+        state,
+        test_images,
+        config,
+        seed=config.seed + TEST_SEED_OFFSET,
+        desc="test",
+        progress=progress,
+    )
     n = max(len(test_images), 1)
     exc_spikes = float(test.counts.sum())
     events = {
