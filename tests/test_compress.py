@@ -209,3 +209,44 @@ def test_bad_arguments_raise_value_error():
         quantize(w, bits=4, mask=np.ones((2, 2), dtype=bool))
     with pytest.raises(ValueError):
         magnitude_prune(nn.ReLU(), sparsity=0.5)
+
+
+def test_signed_weights_quantize_to_the_nearest_symmetric_level():
+    model = nn.Sequential(nn.Linear(20, 10))
+    w0 = model[0].weight.detach().clone()
+    quantize(model, bits=4)
+    step = 2 * w0.abs().max() / 15  # 16 levels over [−max|w|, max|w|]
+    assert (model[0].weight < 0).any()
+    assert (model[0].weight - w0).abs().max() <= step / 2 + 1e-6
+
+
+def test_masks_only_shrink_when_a_module_is_pruned_again():
+    model = nn.Sequential(nn.Linear(20, 10))
+    magnitude_prune(model, sparsity=0.5)
+    old = model[0].weight_mask.clone()
+    with torch.no_grad():  # dead weights moved (an optimizer without the masks attached)
+        model[0].weight.add_(torch.randn_like(model[0].weight) * 10)
+    magnitude_prune(model, sparsity=0.5)
+    assert not (model[0].weight_mask & ~old).any()
+    alive = np.array([True, False, True, True])
+    assert not (prune_mask(np.array([0.5, 0.9, 0.05, 0.7]), threshold=0.1, mask=alive) & ~alive).any()
+
+
+def test_reported_bits_round_up_and_levels_are_validated():
+    assert quantize(nn.Sequential(nn.Linear(4, 4)), levels=[-0.1, 0.0, 0.1]).layers[0].bits == 2
+    for levels in ([float("nan"), 0.5], [[0.1, 0.2]], []):
+        with pytest.raises(ValueError, match="flat list of at least one finite value"):
+            quantize(nn.Linear(3, 3), levels=levels)
+
+
+def test_bfloat16_models_prune_quantize_and_report():
+    model = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 3)).to(torch.bfloat16)
+    magnitude_prune(model, sparsity=0.5)
+    report = quantize(model, bits=2)
+    for layer, stats in zip(model, report.layers, strict=True):
+        assert layer.weight.dtype == torch.bfloat16
+        assert (
+            stats.alive == layer.weight.numel() // 2
+            and len(torch.unique(layer.weight[layer.weight_mask])) <= 4
+        )
+    assert compression_report(model).layers[0].alive == 24

@@ -133,3 +133,18 @@ def test_a_fifth_family_is_one_class():
         assert lif.noise == noise
     finally:
         NOISES.pop("test-laplace", None)
+
+
+def test_equality_depends_on_sigma():
+    assert get_noise("gaussian", 0.3) == get_noise("gaussian", 0.3)
+    assert get_noise("gaussian", 0.3) != get_noise("gaussian", 0.5)
+    assert get_noise("gaussian", 0.3) != get_noise("logistic", 0.3)
+
+
+@pytest.mark.parametrize("name", list_noises())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_cdf_and_pdf_are_computed_in_float32(name: str, dtype: torch.dtype):
+    noise = get_noise(name, 0.3)
+    x = torch.linspace(-1, 1, 201).to(dtype)
+    assert torch.equal(noise.cdf(x), noise.cdf(x.float()).to(dtype))
+    assert torch.equal(noise.pdf(x), noise.pdf(x.float()).to(dtype))

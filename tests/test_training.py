@@ -476,3 +476,32 @@ def test_torchrun_ddp_equals_single_process_on_union_batch(tmp_path):
     assert len(_torch_load_strict(run / "last.pt")["rng"]) == 2
     assert 0.0 <= result["test_accuracy"] <= 1.0
     assert len(read_csv(run / "metrics.csv")) == 1
+
+
+def test_checkpoint_format_prefixes_and_atomic_writes(tmp_path):
+    from nsnn.io import atomic_write
+    from nsnn.training.checkpoint import load_checkpoint, make_checkpoint
+
+    torch.save({"a": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="is not an nsnn"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    from nsnn.models import create
+
+    net = create("mnist_mlp", hidden=4)
+    wrapped = nn.Module()  # a DistributedDataParallel-style wrapper
+    wrapped.module, wrapped.config = net, net.config
+    with pytest.raises(ValueError, match="wrapper prefix"):
+        make_checkpoint(wrapped, epoch=0, config={})
+    target = tmp_path / "file.bin"
+    atomic_write(target, lambda f: f.write(b"old"))
+
+    def torn(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, torn)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [
+        "foreign.pt",
+        "file.bin",
+    ]

@@ -32,6 +32,12 @@ MASK_BUFFER = "weight_mask"
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def weights_numpy(weight: torch.Tensor) -> np.ndarray:
+    """A weight tensor as a numpy array on the CPU (bfloat16, which numpy lacks, as float32)."""
+    w = weight.detach().cpu()
+    return (w.float() if w.dtype == torch.bfloat16 else w).numpy()
+
+
 def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` for every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` (and subclasses) in ``model``."""
     for name, module in model.named_modules():
@@ -84,7 +90,7 @@ def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
     if isinstance(weights, torch.Tensor):
         mask = kw.pop("mask", None)
         mask_np = None if mask is None else mask.detach().cpu().numpy()
-        alive = prune_mask(weights.detach().cpu().numpy(), mask=mask_np, **kw)
+        alive = prune_mask(weights_numpy(weights), mask=mask_np, **kw)
         alive_t = torch.from_numpy(alive).to(weights.device)
         return weights * alive_t, alive_t
     alive = prune_mask(weights, **kw)
@@ -121,7 +127,7 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
     layers = list(prunable_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to prune")
-    weights = [m.weight.detach().cpu().numpy() for _, m in layers]
+    weights = [weights_numpy(m.weight) for _, m in layers]
     masks = [layer_mask(m).cpu().numpy() for _, m in layers]
     if scope == "layer":
         new = [

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsnn.compress.prune import SCOPES, layer_mask, mask_array, prunable_layers
+from nsnn.compress.prune import SCOPES, layer_mask, mask_array, prunable_layers, weights_numpy
 
 FULL_PRECISION_BITS = 32
 LEVELS_BUFFER = "weight_levels"
@@ -62,10 +62,10 @@ def level_set(
 ) -> np.ndarray | None:
     """The levels to use, or None for full precision (``bits >= 32`` and no explicit ``levels``)."""
     if levels is not None:
-        out = np.unique(np.asarray(levels, dtype=np.float64))
-        if out.size < 1:
-            raise ValueError("levels must list at least one value")
-        return out
+        given = np.asarray(levels, dtype=np.float64)
+        if given.ndim != 1 or given.size < 1 or not np.isfinite(given).all():
+            raise ValueError(f"levels must be a flat list of at least one finite value, got {levels!r}")
+        return np.unique(given)
     if bits is None:
         raise ValueError("give bits (k-bit uniform levels) or levels (explicit list)")
     if bits < 1:
@@ -80,14 +80,14 @@ def _quantize_array(
     w: Any, *, bits: int | None, levels: Any, w_range: tuple[float, float] | None, mask: Any
 ) -> Any:
     is_tensor = isinstance(w, torch.Tensor)
-    values = w.detach().cpu().numpy() if is_tensor else np.asarray(w)
+    values = weights_numpy(w) if is_tensor else np.asarray(w)
     alive = np.ones(values.shape, dtype=bool) if mask is None else mask_array(mask)
     if alive.shape != values.shape:
         raise ValueError(f"mask shape {alive.shape} differs from weights shape {values.shape}")
     chosen = level_set(bits, levels, values[alive], w_range)
     out = values.astype(np.float64) if chosen is None else nearest_level(values, chosen)
     out = np.where(alive, out, 0.0).astype(values.dtype)
-    return torch.from_numpy(out).to(w.device) if is_tensor else out
+    return torch.from_numpy(out).to(device=w.device, dtype=w.dtype) if is_tensor else out
 
 
 @torch.no_grad()
@@ -103,13 +103,11 @@ def _quantize_module(
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to quantize")
     shared = None
     if scope == "global":
-        alive = np.concatenate(
-            [m.weight.detach().cpu().numpy()[layer_mask(m).cpu().numpy()] for _, m in layers]
-        )
+        alive = np.concatenate([weights_numpy(m.weight)[layer_mask(m).cpu().numpy()] for _, m in layers])
         shared = level_set(bits, levels, alive, w_range)
     for _, module in layers:
         mask = layer_mask(module)
-        values = module.weight.detach().cpu().numpy()
+        values = weights_numpy(module.weight)
         chosen = shared if scope == "global" else level_set(bits, levels, values[mask.cpu().numpy()], w_range)
         if chosen is None:
             continue

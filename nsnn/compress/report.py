@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsnn.compress.prune import MASK_BUFFER, mask_array, prunable_layers
+from nsnn.compress.prune import MASK_BUFFER, mask_array, prunable_layers, weights_numpy
 
 FULL_PRECISION_BITS = 32
 
@@ -97,7 +97,7 @@ def _bits_for(n_levels: int) -> int:
 
 def layer_stats(name: str, weight: Any, mask: Any = None, bits: int | None = None) -> LayerStats:
     """Stats of one weight array/tensor; alive = ``mask`` (default: nonzero weights)."""
-    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    w = weights_numpy(weight) if isinstance(weight, torch.Tensor) else np.asarray(weight)
     alive = w != 0 if mask is None else mask_array(mask)
     distinct = int(np.unique(w[alive]).size)
     return LayerStats(

@@ -189,10 +189,11 @@ class STDPConfig:
         if self.bits < 1:
             raise ValueError(f"bits must be >= 1 ({FULL_PRECISION_BITS}+ = full precision), got {self.bits}")
         if self.levels is not None and (
-            len(self.levels) < 2 or any(not 0.0 <= v <= self.w_max for v in self.levels)
+            len(set(self.levels)) < 2 or any(not 0.0 <= v <= self.w_max for v in self.levels)
         ):
             raise ValueError(
-                f"levels must list >= 2 conductance levels in [0, w_max={self.w_max}], got {self.levels}"
+                f"levels must list >= 2 distinct conductance levels in [0, w_max={self.w_max}], "
+                f"got {self.levels}"
             )
         if self.input_sampler not in INPUT_SAMPLERS:
             raise ValueError(
