@@ -161,6 +161,8 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert "drop --out" in capsys.readouterr().err
     from nsnn.training.cli import main
 
+    assert main(["--help"]) == 0 and "usage: python -m nsnn.training" in capsys.readouterr().out
+    assert main(["fit"]) == 2 and "usage" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--resume", str(run), "--lr", "0.5"])
     err = capsys.readouterr().err

@@ -5,8 +5,9 @@
 (e.g. a memristor's measured conductance states). ``bits >= 32`` without ``levels`` means full
 precision (returned unchanged). Pruned weights (``mask=False``) stay exactly 0. Default range:
 ``(0, max|w|)`` for non-negative weights (as STDP's [0, w_max]), ``(−max|w|, max|w|)`` otherwise, over
-the alive weights (per layer, or over all layers with ``scope="global"``). With the default range 0 is
-a level: an alive weight nearest to it becomes 0 but stays in the mask, so the compression report
+the alive weights (per layer, or over all layers with ``scope="global"``). With the non-negative default
+range 0 is a level (with the symmetric one, 2**k levels being even, it is not: pruned weights are the only
+zeros): an alive weight nearest to it becomes 0 but stays in the mask, so the compression report
 (from masks) counts it alive, while synaptic-event counts and the visualizer's "zero" fraction (from
 the weights) do not.
 

@@ -285,11 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train", "test"}
     if not argv or argv[0] not in commands:
-        print(
-            "usage: python -m nsnn.training {train,test} [--dataset NAME] [flags]  (see '<command> --help')",
-            file=sys.stderr,
-        )
-        return 2
+        usage = "usage: python -m nsnn.training {train,test} [--dataset NAME] [flags]  (see '<command> -h')"
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(usage, file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     command, rest = argv[0], argv[1:]
     if command == "test":
         return test_main(rest, prog="python -m nsnn.training test")
