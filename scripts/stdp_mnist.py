@@ -25,8 +25,7 @@ from pathlib import Path
 from nsnn.io import make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
 
-# The data flags' defaults; --from-run takes the saved run's own instead.
-DATA_DEFAULTS = {"train": None, "test": None, "label": None, "data_dir": None}
+# A new run's data sizes when not given; --from-run takes the saved run's own instead.
 NEW_RUN_DATA = {"train": 8000, "test": 2000}
 
 # Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
@@ -101,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
-    p.set_defaults(**DATA_DEFAULTS)
     p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -128,11 +126,13 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
     """Data flags not given: a new run's defaults, or with --from-run the saved run's own data."""
     source = dict(NEW_RUN_DATA)
     if args.from_run:
-        config = Path(args.from_run) / "config.json"
+        from nsnn.io import read_json
+        from nsnn.stdp.runio import CONFIG
+
         try:
-            run = json.loads(config.read_text())["run"]
+            run = read_json(Path(args.from_run) / CONFIG)["run"]
         except (OSError, ValueError, KeyError) as e:
-            p.error(f"--from-run {args.from_run}: no readable STDP run config.json ({e})")
+            p.error(f"--from-run {args.from_run}: no readable STDP run {CONFIG} ({e})")
         data = run.get("data", "embedded")
         source = {"train": run["n_train"], "test": run["n_test"], "label": run.get("n_label")}
         source["data_dir"] = None if data == "embedded" else data
@@ -159,6 +159,7 @@ def load_data(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> dict:
     from nsnn.stdp import load_run, run_experiment, sweep_run
+    from nsnn.stdp.experiment import dense_weights
 
     args = parse_args(argv)
     try:
@@ -184,13 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.from_run:
         try:
             source_run = load_run(args.from_run)
+            dense_weights(source_run)  # before a run folder is made
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
-        if "w_xe_dense" not in source_run.extra_weights:
-            raise SystemExit(
-                f"error: --from-run {args.from_run} was pruned during training (no dense weights kept); "
-                "compress a run trained densely"
-            )
     try:
         run_dir = make_run_dir(args.out, "stdp-sweep" if args.from_run else f"stdp-{args.neurons}")
     except FileExistsError as e:

@@ -228,6 +228,16 @@ def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: Ne
     plots.plot_training(read_csv(run_dir / "metrics.csv"), run_dir / "training.png")
 
 
+def dense_weights(run: StdpRun) -> np.ndarray:
+    """The run's trained dense X→Ae weights (``w_xe_dense``) in float64; ValueError if it kept none."""
+    if "w_xe_dense" not in run.extra_weights:
+        raise ValueError(
+            f"{run.run_dir} has no w_xe_dense (it was pruned during training); sweep a run "
+            "trained densely (prune_every=0 or no compression)"
+        )
+    return run.extra_weights["w_xe_dense"].astype(np.float64)
+
+
 def sweep_run(
     run: StdpRun | str | Path,
     train_set: Any,
@@ -247,12 +257,7 @@ def sweep_run(
     from nsnn.stdp.engine import make_engine
 
     run = run if isinstance(run, StdpRun) else load_run(run)
-    if "w_xe_dense" not in run.extra_weights:
-        raise ValueError(
-            f"{run.run_dir} has no w_xe_dense (it was pruned during training); sweep a run "
-            "trained densely (prune_every=0 or no compression)"
-        )
-    w = run.extra_weights["w_xe_dense"].astype(np.float64)
+    w = dense_weights(run)
     state = NetworkState(
         w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
     )
