@@ -2,9 +2,11 @@
 #include "lif_common.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt,f16c,prefer-vector-width=512")
 #define NSNN_ISA avx512
+#define NSNN_AVX512BW 1  // lif_kernels.h: pack/unpack spike bits through mask registers
 #include "lif_kernels.h"
 #pragma GCC pop_options
 
