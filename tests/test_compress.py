@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from nsnn.compress import (
     count_synaptic_events,
     layer_stats,
     magnitude_prune,
+    nearest_level,
     prune_mask,
     quantize,
     synaptic_events,
@@ -250,3 +253,97 @@ def test_bfloat16_models_prune_quantize_and_report():
             and len(torch.unique(layer.weight[layer.weight_mask])) <= 4
         )
     assert compression_report(model).layers[0].alive == 24
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_uniform_levels_match_an_explicit_level_list(dtype):
+    rng = np.random.default_rng(3)
+    for bits in range(1, 9):
+        for low, high in [(0.0, 1.0), (-0.37, 2.9), (-3e-3, 7e-2)]:
+            listed = np.linspace(low, high, 2**bits)
+            midpoints = (listed[:-1] + listed[1:]) / 2  # ties go to the lower level
+            w = np.concatenate(
+                [rng.uniform(2 * low - high, 2 * high - low, 500), listed, midpoints, [-1e9, 1e9]]
+            ).astype(dtype)
+            expected = nearest_level(w, listed).astype(dtype)
+            q = quantize(w, bits=bits, w_range=(low, high))
+            assert q.dtype == dtype and np.array_equal(q, expected), (bits, low, high)
+        signed = rng.normal(size=300).astype(dtype)
+        top = float(np.abs(signed).max())
+        symmetric = nearest_level(signed, np.linspace(-top, top, 2**bits)).astype(dtype)
+        assert np.array_equal(quantize(signed, bits=bits), symmetric)
+
+
+def test_uniform_quantization_memory_does_not_grow_with_bits():
+    w = np.random.default_rng(4).random((64, 32))
+    tracemalloc.start()
+    try:
+        q = quantize(w, bits=22)  # 4M levels: 32 MiB as a float64 list
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert np.abs(q - w).max() <= 0.5 * w.max() / (2**22 - 1) * (1 + 1e-9)
+    model = nn.Sequential(nn.Linear(16, 8))
+    report = quantize(model, bits=22)
+    assert report.layers[0].bits == 22
+    assert sum(b.numel() for b in model.buffers()) <= 1
+
+
+def test_31_bit_levels_are_exact_without_being_listed():
+    top = 2**31 - 1  # 2**31 levels, step exactly 1
+    w = np.array([-5.0, 0.4, 0.5, 0.6, 12345.5, 12346.5, 123456789.25, top - 0.5, top + 3.0])
+    q = quantize(w, bits=31, w_range=(0.0, float(top)))
+    assert q.tolist() == [0.0, 0.0, 0.0, 1.0, 12345.0, 12346.0, 123456789.0, top - 1.0, top]
+    with pytest.raises(ValueError, match="w_range"):
+        quantize(w, bits=8, w_range=(0.0, float("inf")))
+    with pytest.raises(ValueError, match="integer"):
+        quantize(w, bits=4.5)
+
+
+def test_report_counts_nonzero_weights_with_or_without_a_mask():
+    def quantized(masked: bool) -> nn.Module:
+        model = nn.Sequential(nn.Linear(10, 6))
+        with torch.no_grad():
+            model[0].weight.copy_(torch.linspace(0.01, 1.0, 60).reshape(6, 10))
+        if masked:
+            magnitude_prune(model, sparsity=0.0)  # a mask that keeps every weight
+            assert model[0].weight_mask.all()
+        quantize(model, bits=2)  # non-negative: 0 is a level, the smallest weights become 0
+        return model
+
+    plain, masked = quantized(False), quantized(True)
+    nonzero = int((plain[0].weight != 0).sum())
+    assert 0 < nonzero < 60 and torch.equal(plain[0].weight, masked[0].weight)
+    for model in (plain, masked):
+        (stats,) = compression_report(model).layers
+        assert (stats.alive, stats.distinct, stats.bits) == (nonzero, 3, 2)
+        events, _ = count_synaptic_events(model, torch.ones(1, 1, 10))["0"]
+        assert events == stats.alive
+    w = np.array([[0.0, 0.5, 0.0], [0.25, 0.0, 0.5]])
+    for masks in (None, {"w": np.ones((2, 3), dtype=bool)}):
+        assert compression_report({"w": w}, masks=masks).alive == 3
+    partial = compression_report({"w": w}, masks={"w": np.array([[1, 1, 1], [0, 1, 1]])})
+    assert partial.alive == 2 and partial.layers[0].distinct == 1
+
+
+def test_sparsity_below_one_never_prunes_every_weight():
+    assert prune_mask(np.array([0.3]), sparsity=0.95).tolist() == [True]
+    w = np.arange(1.0, 11.0)
+    assert prune_mask(w, sparsity=0.95).tolist() == [False] * 9 + [True]
+    assert prune_mask(w, sparsity=0.5).sum() == 5  # round(0.5·10) = 5 pruned, as before
+    _, mask = magnitude_prune(torch.tensor([[0.2, -0.9], [0.1, 0.4], [0.3, 0.5]]), sparsity=0.9, axis=0)
+    assert mask.tolist() == [[False, True], [False, False], [True, False]]
+    model = nn.Sequential(nn.Linear(1, 1, bias=False))
+    assert magnitude_prune(model, sparsity=0.95).alive == 1
+    assert magnitude_prune(model, sparsity=0.95, scope="global").alive == 1
+
+    model = nn.Sequential(nn.Linear(4, 5, bias=False), nn.Linear(5, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].weight.copy_(torch.linspace(-0.05, 0.04, 10).reshape(2, 5))
+    report = magnitude_prune(model, sparsity=0.5, scope="global")  # the ranking alone would empty [1]
+    assert [layer.alive for layer in report.layers] == [15, 1]
+    assert model[1].weight_mask.sum() == 1 and model[1].weight[0, 0] == -0.05
+    report = magnitude_prune(model, sparsity=0.99, scope="global")  # round(29.7) capped at 29
+    assert [layer.alive for layer in report.layers] == [1, 1]

@@ -17,7 +17,7 @@ from nsnn.compress.prune import (
     prunable_layers,
     prune_mask,
 )
-from nsnn.compress.quantize import level_set, nearest_level, quantize, uniform_levels
+from nsnn.compress.quantize import UniformLevels, level_set, nearest_level, quantize, uniform_levels
 from nsnn.compress.report import (
     CompressionReport,
     LayerStats,
@@ -30,6 +30,7 @@ from nsnn.compress.report import (
 __all__ = [
     "CompressionReport",
     "LayerStats",
+    "UniformLevels",
     "apply_masks",
     "attach_masks",
     "compression_report",

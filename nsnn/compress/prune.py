@@ -1,9 +1,13 @@
 """Magnitude pruning with persistent masks, for numpy arrays, torch tensors and torch modules.
 
 Rule (EE 595 / Rathi et al. 2019 proxy): a synapse dies when its magnitude is among the smallest
-``sparsity`` fraction (exact count ``round(sparsity·n)``, ties broken by position) or when
-``|w| <= threshold``. Masks only shrink: a pruned synapse (``mask=False``) stays dead whatever its
-weight, and already-dead entries count towards the sparsity target. ``axis`` names the axes ranked
+``sparsity`` fraction or when ``|w| <= threshold``. The count pruned from ``n`` ranked weights is exactly
+``min(round(sparsity·n), n − 1)`` (Python's ``round``: halves to even), ties broken by position, so a
+sparsity below 1 never removes the last live weight of a ranked group (``sparsity=0.95`` keeps 1 of 10,
+and the only weight of a 1-weight tensor); with ``scope="global"``, a layer the global ranking would
+empty keeps its largest live weight (one survivor more than the target per such layer). Only a
+``threshold`` can empty a group. Masks only shrink: a pruned synapse (``mask=False``) stays dead whatever
+its weight, and already-dead entries count towards the sparsity target. ``axis`` names the axes ranked
 together (None = the whole array); e.g. ``axis=0`` on the STDP matrix ``[n_input, n_exc]`` gives every
 neuron the same fan-in.
 
@@ -79,11 +83,21 @@ def prune_mask(
     groups = int(np.prod([w.shape[a] for a in kept])) if kept else 1
     score = np.where(alive, magnitude, -np.inf).transpose(order).reshape(groups, -1)
     n = score.shape[1]
-    quota = np.maximum(round(sparsity * n), (~np.isfinite(score)).sum(axis=1))
+    quota = np.maximum(min(round(sparsity * n), max(n - 1, 0)), (~np.isfinite(score)).sum(axis=1))
     rank = np.empty_like(score, dtype=np.int64)
     np.put_along_axis(rank, np.argsort(score, axis=1, kind="stable"), np.arange(n)[None, :], axis=1)
     keep = (rank >= quota[:, None]).reshape([w.shape[a] for a in order])
     return keep.transpose(np.argsort(order)) & alive
+
+
+def _keep_largest(alive: np.ndarray, before: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``alive`` (any shape, like ``before`` and ``weights``), or, if it lost every synapse ``before``
+    had, a copy keeping the largest-magnitude one of those."""
+    if alive.any() or not before.any():
+        return alive
+    kept = alive.copy()
+    kept.flat[np.argmax(np.where(before, np.abs(weights.astype(np.float64)), -np.inf))] = True
+    return kept
 
 
 def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
@@ -143,6 +157,8 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
         )
         bounds = np.cumsum([0] + [w.size for w in weights])
         new = [flat[a:b].reshape(w.shape) for a, b, w in zip(bounds[:-1], bounds[1:], weights, strict=True)]
+        if sparsity is not None:
+            new = [_keep_largest(*layer) for layer in zip(new, masks, weights, strict=True)]
     for (_, module), alive in zip(layers, new, strict=True):
         _set_mask(module, torch.from_numpy(alive))
     return compression_report(model)

@@ -1,18 +1,23 @@
 """Weight quantization to k-bit uniform levels or to an explicit list of device levels.
 
-``bits`` = k gives 2**k evenly spaced levels spanning ``w_range = (low, high)``, both ends included
-(k = 1: {low, high}); each weight moves to its nearest level. ``levels`` gives the levels directly
-(e.g. a memristor's measured conductance states). ``bits >= 32`` without ``levels`` means full
+``bits`` = k (1 to 31) gives 2**k evenly spaced levels spanning ``w_range = (low, high)``, both ends
+included (k = 1: {low, high}); each weight moves to its nearest level (ties to the lower one). These
+levels are never listed (:class:`UniformLevels`): the nearest one is computed from the weight, so time
+and memory grow with the number of weights, not with 2**k. Levels are float64 and the result is cast
+back to the weights' dtype, so beyond that dtype's precision (float32: 24 bits, bfloat16: 8) neighbouring
+levels merge into the same value and a larger k changes nothing more. ``levels`` gives the levels
+directly (e.g. a memristor's measured conductance states). ``bits >= 32`` without ``levels`` means full
 precision (returned unchanged). Pruned weights (``mask=False``) stay exactly 0. Default range:
 ``(0, max|w|)`` for non-negative weights (as STDP's [0, w_max]), ``(−max|w|, max|w|)`` otherwise, over
 the alive weights (per layer, or over all layers with ``scope="global"``). With the non-negative default
 range 0 is a level (with the symmetric one, 2**k levels being even, it is not: pruned weights are the only
-zeros): an alive weight nearest to it becomes 0 but stays in the mask, so the compression report
-(from masks) counts it alive, while synaptic-event counts and the visualizer's "zero" fraction (from
-the weights) do not.
+zeros): an alive weight nearest to it becomes 0 but stays in the mask (training may move it again),
+while the compression report, synaptic-event counts and the visualizer's "zero" fraction, which all
+count nonzero weights, count it as pruned.
 
-Torch modules: every Linear/Conv ``weight`` is quantized in place and the level set is kept as a
-non-persistent buffer ``weight_levels`` (what the report reads to give bits per layer).
+Torch modules: every Linear/Conv ``weight`` is quantized in place and the bits per weight of its level
+set (``k``, or ``ceil(log2(len(levels)))``) are kept as a non-persistent 0-d buffer ``weight_bits``
+(what the report reads).
 
     wq = quantize(w, bits=4, w_range=(0.0, 1.0), mask=mask)      # STDP weights, 16 levels
     report = quantize(model, bits=8)                              # every conv/linear layer
@@ -20,6 +25,9 @@ non-persistent buffer ``weight_levels`` (what the report reads to give bits per 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -29,20 +37,72 @@ from torch import nn
 from nsnn.compress.prune import SCOPES, layer_mask, mask_array, prunable_layers, weights_numpy
 
 FULL_PRECISION_BITS = 32
-LEVELS_BUFFER = "weight_levels"
+BITS_BUFFER = "weight_bits"
+
+
+@dataclass(frozen=True)
+class UniformLevels:
+    """``2**bits`` evenly spaced levels from ``low`` to ``high`` (both included), described, not listed.
+
+    Level ``i`` is ``i·step + low`` with ``step = (high − low) / (2**bits − 1)``, and the last one is
+    exactly ``high``: the same float64 values as ``np.linspace(low, high, 2**bits)``.
+    """
+
+    bits: int
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, Integral) or not 1 <= self.bits < FULL_PRECISION_BITS:
+            raise ValueError(
+                f"bits must be an integer in [1, {FULL_PRECISION_BITS - 1}] for uniform levels, "
+                f"got {self.bits!r}"
+            )
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
+            raise ValueError(f"w_range must be finite with high > low, got ({self.low}, {self.high})")
+        if not 0 < self.step < math.inf:
+            raise ValueError(
+                f"w_range ({self.low}, {self.high}) cannot hold {self.count} distinct float64 levels"
+            )
+
+    @property
+    def count(self) -> int:
+        return 2 ** int(self.bits)
+
+    @property
+    def step(self) -> float:
+        return (float(self.high) - float(self.low)) / (self.count - 1)
+
+    def nearest(self, x: np.ndarray) -> np.ndarray:
+        """Each entry of ``x`` (any shape) at its nearest level (ties to the lower one), float64, same
+        shape; O(x.size) time and memory whatever ``bits``. NaN stays NaN."""
+        x = np.asarray(x, dtype=np.float64)
+        low, step, top = float(self.low), self.step, self.count - 1
+        below = np.clip(np.floor((x - low) / step), 0, top - 1)
+        lower = below * step + low
+        upper = np.where(below == top - 1, float(self.high), (below + 1) * step + low)
+        return np.where(np.abs(upper - x) < np.abs(x - lower), upper, lower)
 
 
 def uniform_levels(bits: int, low: float, high: float) -> np.ndarray:
-    """``2**bits`` evenly spaced levels from ``low`` to ``high`` (both included), float64."""
-    if bits < 1 or bits >= FULL_PRECISION_BITS:
-        raise ValueError(f"bits must be in [1, {FULL_PRECISION_BITS - 1}] for a level set, got {bits}")
-    if not high > low:
-        raise ValueError(f"w_range must have high > low, got ({low}, {high})")
-    return np.linspace(low, high, 2**bits)
+    """The levels of ``UniformLevels(bits, low, high)`` listed, float64 ``[2**bits]`` (memory grows as
+    2**bits: quantization never lists them)."""
+    grid = UniformLevels(bits, low, high)
+    return np.linspace(float(grid.low), float(grid.high), grid.count)
 
 
-def nearest_level(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _level_bits(levels: np.ndarray | UniformLevels) -> int:
+    """Bits per weight to store one of ``levels``: ``bits`` for a uniform set, else ``ceil(log2(n))``
+    (at least 1)."""
+    if isinstance(levels, UniformLevels):
+        return int(levels.bits)
+    return max(1, math.ceil(math.log2(len(levels))))
+
+
+def nearest_level(x: np.ndarray, levels: np.ndarray | UniformLevels) -> np.ndarray:
     """Each entry of ``x`` replaced by its nearest entry of ``levels`` (ties go to the lower level)."""
+    if isinstance(levels, UniformLevels):
+        return levels.nearest(x)
     levels = np.unique(np.asarray(levels, dtype=np.float64))
     x = np.asarray(x, dtype=np.float64)
     if len(levels) == 1:
@@ -60,8 +120,11 @@ def _default_range(alive_values: np.ndarray) -> tuple[float, float]:
 
 def level_set(
     bits: int | None, levels: Any, alive_values: np.ndarray, w_range: tuple[float, float] | None
-) -> np.ndarray | None:
-    """The levels to use, or None for full precision (``bits >= 32`` and no explicit ``levels``)."""
+) -> np.ndarray | UniformLevels | None:
+    """The levels to use: ``levels`` (a :class:`UniformLevels`, or a list returned sorted and unique),
+    else :class:`UniformLevels` for ``bits``, or None for full precision (``bits >= 32``)."""
+    if isinstance(levels, UniformLevels):
+        return levels
     if levels is not None:
         given = np.asarray(levels, dtype=np.float64)
         if given.ndim != 1 or given.size < 1 or not np.isfinite(given).all():
@@ -74,7 +137,7 @@ def level_set(
     if bits >= FULL_PRECISION_BITS:
         return None
     low, high = w_range if w_range is not None else _default_range(alive_values)
-    return uniform_levels(bits, low, high)
+    return UniformLevels(bits, low, high)
 
 
 def _quantize_array(
@@ -113,10 +176,10 @@ def _quantize_module(
         if chosen is None:
             continue
         module.weight.copy_(_quantize_array(module.weight, bits=None, levels=chosen, w_range=None, mask=mask))
-        level_tensor = torch.as_tensor(chosen, dtype=module.weight.dtype, device=module.weight.device)
-        if hasattr(module, LEVELS_BUFFER):
-            delattr(module, LEVELS_BUFFER)
-        module.register_buffer(LEVELS_BUFFER, level_tensor, persistent=False)
+        bits_tensor = torch.tensor(_level_bits(chosen), dtype=torch.int64, device=module.weight.device)
+        if hasattr(module, BITS_BUFFER):
+            delattr(module, BITS_BUFFER)
+        module.register_buffer(BITS_BUFFER, bits_tensor, persistent=False)
     return compression_report(model)
 
 
@@ -129,7 +192,8 @@ def quantize(
     mask: Any = None,
     scope: str = "layer",
 ) -> Any:
-    """Quantize to ``2**bits`` uniform levels over ``w_range`` or to explicit ``levels``.
+    """Quantize to ``2**bits`` uniform levels over ``w_range`` or to ``levels`` (a list or a
+    :class:`UniformLevels`); see the module docstring for the rule.
 
     * numpy array / tensor → the quantized copy (same type, dtype and shape); ``mask=False`` entries → 0.
     * ``nn.Module`` → every Linear/Conv weight quantized in place (per layer, or ``scope="global"`` with

@@ -1,5 +1,10 @@
 """Compression reports (sparsity and bits per layer) and synaptic events, the energy proxy.
 
+A synapse is *alive* when its mask (if any) keeps it and its weight is nonzero, the weights the forward
+pass really uses and :func:`count_synaptic_events` counts: a weight that quantization moved to exactly 0
+counts as pruned whether or not its layer has a mask, and a checkpoint (which keeps no masks) reports
+the same alive counts once loaded again.
+
 Synaptic events per inference = Σ over presynaptic spikes of the spiking neuron's *surviving* fan-out:
 each event is one weight read and one accumulate on neuromorphic hardware, so events (not MACs) track
 energy and, on a CPU simulator, wall time. Dense = the same spikes through unpruned layers.
@@ -11,7 +16,6 @@ energy and, on a CPU simulator, wall time. Dense = the same spikes through unpru
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsnn.compress.prune import MASK_BUFFER, mask_array, prunable_layers, weights_numpy
-
-FULL_PRECISION_BITS = 32
+from nsnn.compress.quantize import BITS_BUFFER, FULL_PRECISION_BITS
 
 
 @dataclass(frozen=True)
 class LayerStats:
-    """One weight tensor: sizes ``weights`` / ``alive``, ``bits`` per weight, ``distinct`` alive values."""
+    """One weight tensor: sizes ``weights`` / ``alive`` (nonzero and not masked out), ``bits`` per weight,
+    ``distinct`` alive values."""
 
     name: str
     shape: tuple[int, ...]
@@ -91,14 +95,11 @@ class CompressionReport:
         return "\n".join(lines)
 
 
-def _bits_for(n_levels: int) -> int:
-    return max(1, math.ceil(math.log2(n_levels))) if n_levels > 1 else 1
-
-
 def layer_stats(name: str, weight: Any, mask: Any = None, bits: int | None = None) -> LayerStats:
-    """Stats of one weight array/tensor; alive = ``mask`` (default: nonzero weights)."""
+    """Stats of one weight array/tensor (any shape); alive = nonzero weights where ``mask`` (same shape,
+    default all True) is True."""
     w = weights_numpy(weight) if isinstance(weight, torch.Tensor) else np.asarray(weight)
-    alive = w != 0 if mask is None else mask_array(mask)
+    alive = w != 0 if mask is None else (w != 0) & mask_array(mask)
     distinct = int(np.unique(w[alive]).size)
     return LayerStats(
         name=name,
@@ -115,15 +116,16 @@ def compression_report(
     masks: Mapping[str, Any] | None = None,
     bits: Mapping[str, int] | int | None = None,
 ) -> CompressionReport:
-    """Report for a module (masks/levels from its buffers) or a ``{name: weights}`` mapping.
+    """Report for a module (masks and bits from its buffers) or a ``{name: weights}`` mapping.
 
-    For mappings, ``masks`` default to the nonzero entries and ``bits`` (one int or per name) to 32.
+    For mappings, ``masks`` default to all True and ``bits`` (one int or per name) to 32. Either way
+    alive = nonzero and not masked out (module docstring).
     """
     if isinstance(target, nn.Module):
         stats = []
         for name, module in prunable_layers(target):
-            levels = getattr(module, "weight_levels", None)
-            layer_bits = None if levels is None else _bits_for(int(levels.numel()))
+            bits_buffer = getattr(module, BITS_BUFFER, None)
+            layer_bits = None if bits_buffer is None else int(bits_buffer)
             stats.append(layer_stats(name, module.weight, getattr(module, MASK_BUFFER, None), layer_bits))
         return CompressionReport(tuple(stats))
     masks = masks or {}
