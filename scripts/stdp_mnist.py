@@ -12,7 +12,10 @@ MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (it
 --label and --test) unless those flags are given. Outputs (run directory): config.json, metrics.csv,
 weights.npz, assignments.csv, summary.json, receptive_fields.png, weight_histogram.png, training.png
 (+ sweep.csv/png). With ``--json`` the last output line is one JSON object: run_dir, accuracy,
-ms_per_example_train, synapses, bits.
+ms_per_example_train, synapses, bits (per deployed weight: ``--bits``, or with ``--levels``
+⌈log₂(distinct levels)⌉), the human-readable lines going to stderr. Progress bars (stderr) are drawn
+only when stderr is a terminal unless ``--progress`` / ``--no-progress`` say otherwise, so a log piped
+to a file holds no bars.
 """
 
 from __future__ import annotations
@@ -101,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
     p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only when it is a terminal)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     return p
 
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
                 test,
                 run_dir=run_dir,
                 n_label=args.label,
-                progress=not args.no_progress,
+                progress=args.progress,
                 **cells,
             )
         except ValueError as e:
@@ -234,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir=run_dir,
         n_label=args.label,
         sweep=args.sweep,
-        progress=not args.no_progress,
+        progress=args.progress,
         data=args.data_dir or "embedded",
     )
     print(

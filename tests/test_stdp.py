@@ -3,28 +3,43 @@ one standalone build end to end."""
 
 from __future__ import annotations
 
+import io
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import brian2 as b2
 import numpy as np
 import pytest
 
 from nsnn.data import ImageSet
+from nsnn.io import read_csv
 from nsnn.stdp import (
     STDPConfig,
     accuracy,
     assign_labels,
     evaluate_run,
     init_state,
+    levels_for_bits,
     load_run,
     predict,
     run_experiment,
     sweep_run,
 )
 from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, Phase, RuntimeEngine, StandaloneEngine, have_libmvec
-from nsnn.stdp.pipeline import compress_state, deployed, evaluate, prune_points, respond, train
+from nsnn.stdp.pipeline import (
+    compress_state,
+    deploy_weights,
+    deployed,
+    evaluate,
+    prune_points,
+    respond,
+    train,
+    transmitting,
+    weight_bits,
+)
 from nsnn.stdp.runio import save_run, write_config
 from nsnn.stdp.state import image_rates
 
@@ -188,6 +203,165 @@ def test_quantized_weights_take_only_allowed_levels(tmp_path):
     loaded = load_run(run_dir).state
     assert set(np.unique(loaded.w[loaded.mask]).tolist()) <= set(device)
     assert np.array_equal(loaded.theta, out.theta) and np.array_equal(loaded.delay_ms, out.delay_ms)
+
+
+def image_set(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+    import torch
+
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def test_runs_with_device_levels_report_the_bits_the_levels_need(tmp_path):
+    """4 distinct device levels (one listed twice) need 2 bits: metrics.csv's label/test rows and
+    summary.json (whose ``bits`` the CLI's --json prints) say 2, not 32; --bits runs report --bits."""
+    cfg = tiny(levels=(0.0, 0.1, 0.3, 0.6, 0.3))
+    summary = run_experiment(
+        cfg, image_set(*bars(4)), image_set(*bars(2)), run_dir=tmp_path / "run", progress=False
+    )
+    assert (summary["bits"], summary["levels"]) == (2, 4)
+    rows = [r for r in read_csv(tmp_path / "run" / "metrics.csv") if r["phase"] in ("label", "test")]
+    assert [(r["phase"], r["bits"]) for r in rows] == [("label", "2"), ("test", "2")]
+    device = {(0.0, 1.0): 1, (0.0, 0.2, 0.4, 0.6, 0.8): 3}
+    assert {levels: weight_bits(cfg.replace(levels=levels)) for levels in device} == device
+    assert weight_bits(tiny(bits=4, levels=(0.0, 0.5))) == 1
+    assert (weight_bits(tiny(bits=4)), weight_bits(tiny())) == (4, 32)
+
+
+def test_label_and_test_networks_transmit_exactly_the_deployed_levels(tmp_path, monkeypatch):
+    """A run pruned and quantized to 2 bits during training: the frozen label and test networks hold
+    exactly the saved deployed weights, all on the 4 levels, and a spike adds its synapse's ``w`` to
+    g_e unchanged; training transmits quantized weights only after the first compression point."""
+    from nsnn.stdp import engine as engine_module
+    from nsnn.stdp.network import build_network
+
+    built = []
+
+    def recording_build(config, state, **kwargs):
+        built.append((kwargs, build_network(config, state, **kwargs)))
+        return built[-1][1]
+
+    monkeypatch.setattr(engine_module, "build_network", recording_build)
+    cfg = tiny(prune=0.5, prune_every=2, bits=2)
+    run_experiment(cfg, image_set(*bars(4)), image_set(*bars(2)), run_dir=tmp_path, progress=False)
+    saved = load_run(tmp_path).state
+    assert [k["transmit_levels"] for k, _ in built if k["plastic"]] == [None, 4]
+    frozen = [net for k, net in built if not k["plastic"]]
+    assert len(frozen) == 2  # label, test
+    for net in frozen:
+        i, j, w = net.Sxe.i[:], net.Sxe.j[:], np.asarray(net.Sxe.w[:])
+        assert len(w) == saved.synapses == 128 and saved.mask[i, j].all()
+        np.testing.assert_array_equal(w, saved.w[i, j])
+        assert set(np.unique(w).tolist()) <= set(cfg.weight_levels())
+        assert net.Sxe.pre.code == "ge_post += w"
+
+
+def test_a_weight_halfway_between_two_levels_deploys_to_the_lower_level():
+    levels = (0.0, 0.25, 0.5, 1.0)
+    w = np.array([[0.125, 0.375, 0.75, 0.25, 0.7500001, 0.1249999, 1.0]])
+    out = deploy_weights(w, np.ones(w.shape, dtype=bool), levels)
+    assert out.tolist() == [[0.0, 0.25, 0.5, 0.25, 1.0, 0.0, 1.0]]
+    one_bit = deploy_weights(np.array([[0.5, 0.5]]), np.array([[True, False]]), levels_for_bits(1, 1.0))
+    assert one_bit.tolist() == [[0.0, 0.0]]
+    # a config's device levels, unsorted and with a repeat; a tie between 0 and 0.25 stops transmitting
+    cfg = tiny(levels=(0.5, 0.0, 1.0, 0.5, 0.25))
+    state = init_state(cfg)
+    ties = np.where(np.arange(cfg.n_input)[:, None] % 2 == 0, 0.375, 0.125) * np.ones(state.w.shape)
+    out = deployed(state.with_weights(ties), cfg)
+    assert (out.w[::2] == 0.25).all() and (out.w[1::2] == 0.0).all()
+    assert not transmitting(out)[1::2].any() and transmitting(out)[::2].all()
+
+
+def test_training_transmits_each_weight_at_its_nearest_level():
+    """Quantize-on-transmit during training (the X→Ae on_pre code of a plastic network with transmit
+    levels): one input spike adds each synapse's nearest level to g_e, a tie going to the lower level
+    as in deployment, while the shadow weight itself is left as it is."""
+    from nsnn.stdp.equations import input_on_pre, namespace
+
+    cfg = tiny()
+    ns = namespace(cfg, transmit_levels=5)  # levels 0, 0.25, 0.5, 0.75, 1 (exact in binary)
+    w = np.array([0.1, 0.125, 0.2, 0.375, 0.6, 1.0])
+    if b2.get_device() is not b2.all_devices["runtime"]:
+        b2.set_device("runtime")
+    previous = b2.prefs.codegen.target
+    b2.prefs.codegen.target = "numpy"
+    try:
+        source = b2.SpikeGeneratorGroup(1, [0], [0.0] * b2.ms)
+        post = b2.NeuronGroup(len(w), "ge : 1\nx1 : 1")
+        syn = b2.Synapses(source, post, "w : 1\nt_arrival : second", on_pre=input_on_pre(False, True))
+        syn.connect(i=0, j=np.arange(len(w)))
+        syn.w = w
+        b2.Network(source, post, syn).run(1 * b2.ms, namespace={"w_step": ns["w_step"]})
+    finally:
+        b2.prefs.codegen.target = previous
+    np.testing.assert_array_equal(np.asarray(post.ge[:]), [0.0, 0.0, 0.25, 0.25, 0.5, 1.0])
+    np.testing.assert_array_equal(np.asarray(syn.w[:]), w)
+
+
+def test_events_count_only_synapses_whose_deployed_weight_is_nonzero(tmp_path):
+    """2-bit levels {0, 1/3, 2/3, 1} round the smaller surviving initial weights (< 1/6) to 0: those
+    synapses stay in the network but their events deliver nothing and are not counted (evaluate and
+    evaluate_run alike), as the BPTT report counts nonzero weights."""
+    cfg = tiny(prune=0.25, bits=2)
+    final = deployed(init_state(cfg), cfg)
+    zeroed = final.mask & (final.w == 0)
+    assert zeroed.any() and (final.w[final.mask] != 0).any()
+    images, labels = bars(2)
+    ev = evaluate(RuntimeEngine(cfg), final, images, labels, images, labels, cfg)
+    spikes = ev.test.input_spikes.astype(np.float64)
+    assert (spikes @ zeroed).sum() > 0  # the zeroed survivors did receive spikes
+    expected = spikes @ (final.w != 0).sum(axis=1) / len(images)
+    assert ev.events["input_events_per_inference"] == pytest.approx(expected)
+    assert expected < spikes @ final.mask.sum(axis=1) / len(images)
+    write_config(tmp_path, cfg, {})
+    save_run(tmp_path, final, ev.assignments)
+    again = evaluate_run(tmp_path, image_set(images, labels))  # the same test pass, re-simulated
+    assert again["input_events_per_inference"] == ev.events["input_events_per_inference"]
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_by_default(tmp_path, monkeypatch, capsys):
+    """By default (progress=None, the CLI without --progress/--no-progress) bars are drawn only when
+    stderr is a terminal, as in BPTT training: none in a log piped to a file, and --json's JSON line
+    stays the last line of stdout."""
+    cfg = tiny()
+    images, labels = bars(2)
+    run_experiment(cfg, image_set(images, labels), image_set(images, labels), run_dir=tmp_path / "run")
+    assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    engine, state = RuntimeEngine(cfg), init_state(cfg)
+    train(engine, state, images, labels, cfg, progress=None)
+    respond(engine, state, images, cfg, desc="test", progress=None)
+    drawn = terminal.getvalue()
+    assert "train: 100%" in drawn and "test: 100%" in drawn
+    monkeypatch.undo()
+
+    cli = runpy.run_path(str(ROOT / "scripts" / "stdp_mnist.py"))
+    progress = []
+
+    def fake_run(config, train_set, test_set, **kwargs):
+        progress.append(kwargs["progress"])
+        return {
+            "run_dir": "r",
+            "accuracy": 0.5,
+            "label_accuracy": 0.5,
+            "ms_per_example_train": 1.0,
+            "synapses": 8,
+            "bits": 2,
+        }
+
+    monkeypatch.setattr("nsnn.stdp.run_experiment", fake_run)
+    monkeypatch.setitem(cli["main"].__globals__, "load_data", lambda args: (None, None))
+    for flags, expected in (([], None), (["--no-progress"], False), (["--progress"], True)):
+        cli["main"](["--out", str(tmp_path / f"cli{len(progress)}"), "--json", *flags])
+        assert progress[-1] is expected
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["bits"] == 2
 
 
 def test_label_assignment_never_sees_test_data():
@@ -365,8 +539,6 @@ def test_cli_rejects_bad_config():
 
 
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
-    import runpy
-
     cli = runpy.run_path(str(ROOT / "scripts" / "stdp_mnist.py"))
     source = tmp_path / "dense"
     source.mkdir()
@@ -412,7 +584,6 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_standalone_build_runs_end_to_end(tmp_path):
-    import brian2 as b2
 
     cfg = tiny(target="standalone", chunk=3)
     images, labels = bars(5)
@@ -478,7 +649,6 @@ def test_threshold_patch_skips_conditions_that_draw_random_numbers(tmp_path):
 
 def _input_trains(cfg: STDPConfig, rates: np.ndarray, seed: int) -> np.ndarray:
     """Spike raster ``[steps, n_input]`` (bool) of the input layer X alone, numpy target."""
-    import brian2 as b2
 
     from nsnn.stdp import equations as eq
     from nsnn.stdp.network import input_group
@@ -547,7 +717,6 @@ def test_arrival_time_trace_equals_event_driven_trace():
     Random pre and post spike times, per-synapse delays; the post group resets x1 = x2 = 1 in its reset
     as Ae does, so depression, potentiation and their same-step ordering are all exercised.
     """
-    import brian2 as b2
 
     from nsnn.stdp import equations as eq
 

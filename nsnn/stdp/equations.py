@@ -23,7 +23,8 @@ the same LIF without θ or g_i input. Synapses (``w`` in units of the leak condu
   the column sum coming from a summed variable evaluated on the example clock only.
 * Ae→Ai one-to-one (g_e += w_exc_inh), Ai→Ae all-but-self (g_i += w_inh_exc).
 * Quantize-on-transmit (training with ``bits``): the conductance sent is the nearest level
-  ``w_step·⌊w/w_step + ½⌋`` of the full-precision (shadow) weight that STDP keeps updating.
+  ``w_step·⌈w/w_step − ½⌉`` of the full-precision (shadow) weight that STDP keeps updating (a tie goes to
+  the lower level, as when the weights are deployed).
 
 Input: Poisson neurons whose rates come from a 2-D ``TimedArray`` (one row per example), gated to the
 presentation window, ``rate_i(t) = stim(t, i)·[t mod T_example < T_present]`` (in whole steps); the rate
@@ -93,7 +94,7 @@ t_arrival : second
 WEIGHT_SUM = """
 wsum_post = w : 1 (summed)
 """
-TRANSMIT = {False: "ge_post += w", True: "ge_post += w_step*floor(w/w_step + 0.5)"}
+TRANSMIT = {False: "ge_post += w", True: "ge_post += w_step*ceil(w/w_step - 0.5)"}
 NO_SPIKE_S = -1e9  # initial t_arrival (s): exp(-(t - t_arrival)/tau_pre) == 0.0, i.e. x_pre = 0
 STDP_ON_PRE = "t_arrival = t; w = clip(w - nu_pre*x1_post, 0, w_max)"
 STDP_ON_POST = "w = clip(w + nu_post*exp((t_arrival - t)/tau_pre)*x2_post, 0, w_max)"

@@ -5,6 +5,11 @@ sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, 
 figures (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep:
 ``sweep.csv`` and ``sweep.png``). Standalone C++ projects are built under ``run_dir/brian``.
 
+``bits`` (metrics.csv's label/test rows, summary.json) is the bits per deployed weight,
+:func:`nsnn.stdp.pipeline.weight_bits`: with explicit device ``levels`` ⌈log₂(distinct levels)⌉, and
+summary.json's ``levels`` gives their number (None without them). ``input_events_per_inference`` counts
+events through the synapses that transmit (alive with a nonzero deployed weight).
+
     summary = run_experiment(STDPConfig(n_exc=400), train_set, test_set, run_dir="runs/stdp-400")
     rows = sweep_run("runs/stdp-400", train_set, test_set, run_dir="runs/stdp-400-sweep")
 """
@@ -107,7 +112,7 @@ def run_experiment(
     sweep: bool = False,
     sweep_sparsities: tuple[float, ...] = SPARSITIES,
     sweep_bits: tuple[int, ...] = BITS,
-    progress: bool = True,
+    progress: bool | None = None,
     build_dir: str | Path | None = None,
     data: str = "embedded",
 ) -> dict[str, Any]:
@@ -116,7 +121,8 @@ def run_experiment(
     ``run_dir`` must be missing or empty (``FileExistsError`` otherwise: a run never overwrites another).
 
     ``sweep``: also evaluate the trained network compressed after training at every sparsity × bits
-    pair (needs a dense, full-precision config: the sweep does the compressing).
+    pair (needs a dense, full-precision config: the sweep does the compressing). ``progress``: bars
+    on/off, None only when stderr is a terminal (:func:`nsnn.stdp.pipeline.show_progress`).
     """
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
@@ -142,7 +148,7 @@ def run_experiment(
         final = pl.deployed(trained.state, config)
         label_set, test_xy = (x_train[:n_label], y_train[:n_label]), (x_test, y_test)
         ev = pl.evaluate(engine, final, *label_set, *test_xy, config, progress=progress)
-        _log_evaluation(log, ev, final, config.bits)
+        _log_evaluation(log, ev, final, pl.weight_bits(config))
         if sweep:
             sweep_rows = pl.sweep(
                 engine,
@@ -171,7 +177,6 @@ def run_experiment(
             for j in range(config.n_exc)
         ],
     )
-    levels = config.weight_levels()
     summary = {
         "run_dir": str(run_dir),
         **ev.summary(),
@@ -182,8 +187,8 @@ def run_experiment(
         "synapses": final.synapses,
         "synapses_total": final.mask.size,
         "sparsity": final.sparsity,
-        "bits": config.bits if config.levels is None else None,
-        "levels": None if levels is None else len(levels),
+        "bits": pl.weight_bits(config),
+        "levels": None if config.levels is None else len(set(config.levels)),
         "ms_per_example_train": trained.ms_per_example,
         "cpu_ms_per_example_train": 1e3 * trained.cpu_seconds / max(len(x_train), 1),
         "build_seconds": trained.build_seconds + ev.label.build_seconds + ev.test.build_seconds,
@@ -214,7 +219,7 @@ def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: Ne
 
     plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png", w_max=config.w_max)
     if config.levels is not None:
-        bits = f"{len(config.levels)} levels"
+        bits = f"{len(set(config.levels))} levels"
     else:
         bits = "float" if config.bits >= FULL_PRECISION_BITS else f"{config.bits} bit"
     after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {bits})"
@@ -247,7 +252,7 @@ def sweep_run(
     n_label: int | None = None,
     sparsities: tuple[float, ...] = SPARSITIES,
     bits: tuple[int, ...] = BITS,
-    progress: bool = True,
+    progress: bool | None = None,
     build_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Sweep sparsity × bits on a saved run's trained dense weights (``w_xe_dense``) without retraining;
@@ -302,7 +307,7 @@ def evaluate_run(
     *,
     build_dir: str | Path | None = None,
     target: str | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """Re-simulate a saved run's frozen network on ``test_set`` with its saved assignments (with the run's
     own test set this reproduces its test accuracy: the same seed as the run's test pass)."""
@@ -325,7 +330,7 @@ def evaluate_run(
         )
     return {
         "accuracy": accuracy(responses.counts, labels, run.assignments, config.n_classes),
-        "input_events_per_inference": pl.synaptic_events(responses.input_spikes, run.state.mask)
+        "input_events_per_inference": pl.synaptic_events(responses.input_spikes, pl.transmitting(run.state))
         / max(len(images), 1),
         "n_test": len(images),
         "ms_per_example_test": responses.ms_per_example,

@@ -9,9 +9,14 @@
   to +0.6 points against dense on four seeds, where reaching 75 % already at 6,000 (25/50/75 %)
   lost 1.6–3.2 (README). Quantization (``bits``): from the first compression point on, the network
   *transmits* the nearest k-bit level of each weight while STDP keeps updating a full-precision
-  shadow weight (straight-through); deployment uses the quantized levels.
+  shadow weight (straight-through); deployment uses the quantized levels (:func:`deploy_weights`,
+  which the frozen label/test networks hold and transmit unchanged).
 * **label**: frozen network on training images; neuron → class from those responses only.
 * **test**: frozen network on test images; prediction by the mean count of each class's neurons.
+
+Progress bars (``progress``): True draws them, False not, None draws them only when stderr is a
+terminal (tqdm's ``disable=None`` rule, as the BPTT trainer's default), so logs piped to a file stay
+free of carriage-return lines.
 
 Retry rule: an example that drew fewer than ``retry_min_spikes`` Ae spikes is presented again at
 intensity + ``retry_intensity_step`` (+ 2 steps at the second retry, ...), up to ``retry_max`` times.
@@ -30,6 +35,8 @@ from. The retried counts replace the silent ones in the returned responses. With
 from __future__ import annotations
 
 import itertools
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,11 +71,43 @@ def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> 
     return state.with_mask(prune_mask(state.w, sparsity=sparsity, mask=state.mask, axis=axis))
 
 
+def show_progress(progress: bool | None) -> bool:
+    """Whether to draw progress bars: ``progress``, or for None tqdm's ``disable=None`` rule (only when
+    ``sys.stderr``, where the bars go, is a terminal)."""
+    if progress is not None:
+        return progress
+    isatty = getattr(sys.stderr, "isatty", None)
+    return isatty is None or bool(isatty())
+
+
+def weight_bits(config: STDPConfig) -> int:
+    """Bits per deployed X→Ae weight, as metrics.csv, summary.json and the CLI's ``--json`` report them.
+
+    ``config.bits`` (32 and above: full precision) unless explicit device ``levels`` are deployed; then
+    the bits that index them, ⌈log₂(distinct levels)⌉ (e.g. 5 levels: 3 bits).
+    """
+    if config.levels is None:
+        return config.bits
+    return math.ceil(math.log2(len(set(config.levels))))
+
+
 def deploy_weights(w: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] | None) -> np.ndarray:
-    """Weights as deployed: zero where pruned, each survivor at its nearest level (None: unchanged)."""
+    """Weights as deployed: zero where pruned, each survivor at its nearest level (None: unchanged).
+
+    A weight exactly halfway between two levels (equal distances in floating point) goes to the lower
+    one (:func:`nsnn.compress.nearest_level`'s rule, shared with the BPTT networks): the smaller
+    conductance, and between 0 and the first level a synapse that no longer transmits. Training's
+    quantize-on-transmit (``w_step·⌈w/w_step − ½⌉`` in the network's equations) breaks ties the same way.
+    """
     if levels is None:
         return np.where(mask, w, 0.0)
     return quantize(w, levels=np.asarray(levels), mask=mask)
+
+
+def transmitting(state: NetworkState) -> np.ndarray:
+    """The X→Ae synapses whose spikes deliver a conductance ``[n_input, n_exc]``: alive and with a
+    nonzero weight (a survivor quantized to 0 is still simulated, but its events do nothing)."""
+    return state.mask & (state.w != 0)
 
 
 def deployed(state: NetworkState, config: STDPConfig) -> NetworkState:
@@ -106,7 +145,7 @@ def train(
     labels: np.ndarray | None,
     config: STDPConfig,
     *,
-    progress: bool = False,
+    progress: bool | None = False,
     log: Log | None = None,
 ) -> TrainResult:
     """Unsupervised STDP over ``images`` (one pass, in order), pruning/quantizing on schedule.
@@ -124,7 +163,7 @@ def train(
     compressions: list[dict[str, Any]] = []
     compressed = False
     retried = 0
-    with tqdm(total=n, desc="train", unit="ex", disable=not progress) as bar:
+    with tqdm(total=n, desc="train", unit="ex", disable=not show_progress(progress)) as bar:
         for block, (a, b) in enumerate(_blocks(n, config.chunk, points)):
             phase = Phase(
                 image_rates(images[a:b], config),
@@ -307,9 +346,10 @@ def respond(
     *,
     seed: int = 0,
     desc: str = "respond",
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> Responses:
     """Frozen pass over ``images`` with the Diehl & Cook retry rule (see the module docstring)."""
+    shown = show_progress(progress)
     counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
     input_spikes = np.zeros(config.n_input, dtype=np.int64)
     inh, sim, build, retried = 0, 0.0, 0.0, 0
@@ -324,7 +364,7 @@ def respond(
             intensity=intensity,
             seed=seed + 7919 * attempt,
             desc=desc if attempt == 0 else f"{desc} retry {attempt}",
-            progress=progress,
+            progress=shown,
         )
         for r in results:
             input_spikes[:] += r.input_spikes
@@ -373,12 +413,14 @@ def evaluate(
     test_targets: np.ndarray,
     config: STDPConfig,
     *,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> Evaluation:
     """Label on ``label_*`` (training data), then test on ``test_*`` with those assignments.
 
-    ``events`` (per test example): X→Ae synaptic events through the surviving synapses, the same input
-    spikes through a dense X→Ae, and the recurrent Ae→Ai + Ai→Ae events.
+    ``events`` (per test example): X→Ae synaptic events through the synapses that transmit
+    (:func:`transmitting`: alive with a nonzero weight; a survivor that quantization set to 0 delivers
+    nothing, and the BPTT report likewise counts nonzero weights), the same input spikes through a dense
+    X→Ae, and the recurrent Ae→Ai + Ai→Ae events.
     """
     label = respond(
         engine,
@@ -402,7 +444,7 @@ def evaluate(
     n = max(len(test_images), 1)
     exc_spikes = float(test.counts.sum())
     events = {
-        "input_events_per_inference": synaptic_events(test.input_spikes, state.mask) / n,
+        "input_events_per_inference": synaptic_events(test.input_spikes, transmitting(state)) / n,
         "input_events_per_inference_dense": float(test.input_spikes.sum()) * config.n_exc / n,
         "recurrent_events_per_inference": (exc_spikes + test.inh_spikes * (config.n_exc - 1)) / n,
         "exc_spikes_per_inference": exc_spikes / n,
@@ -429,7 +471,7 @@ def sweep(
     *,
     sparsities: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9),
     bits: tuple[int, ...] = (32, 8, 4, 2),
-    progress: bool = False,
+    progress: bool | None = False,
     log: Log | None = None,
 ) -> list[dict[str, Any]]:
     """Accuracy of the trained network compressed after training: every sparsity × bits pair, frozen.
