@@ -3,7 +3,7 @@
 #
 #   bash run_training.sh              CPU demo (~5 min on 2 cores): NILIF conv SNN (mnist_convnet, T=4) on the
 #                                     embedded MNIST 8k/2k split; trains, tests in every eval mode, plots.
-#   bash run_training.sh RECIPE [extra flags passed to the script]
+#   bash run_training.sh [RECIPE] [extra flags passed to the script; flags alone go to mnist]
 #
 # Recipes (full-length; a GPU is strongly advised; CIFAR/DVS data under ./data or --data-dir, CIFAR can
 # be fetched with --download):
@@ -24,8 +24,16 @@ usage() {
     sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
-recipe="${1:-mnist}"
-[ "$#" -gt 0 ] && shift
+# The first argument names the recipe, unless it is a flag (other than -h/--help): then the default
+# recipe, mnist, gets every argument.
+recipe=mnist
+if [ "$#" -gt 0 ]; then
+    case "$1" in
+        -h | --help) recipe="$1" && shift ;;
+        -*) ;;
+        *) recipe="$1" && shift ;;
+    esac
+fi
 
 case "$recipe" in
     mnist)

@@ -56,6 +56,28 @@ def test_samples_follow_the_cdf(name):
         assert abs(freq - p) <= bound, (q, freq, p)
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_samples_follow_the_cdf_into_the_tails(name: str, dtype: torch.dtype):
+    """Empirical CDF of a large bf16/fp16 sample vs the family's CDF, from the 1e-4 to the 1 − 1e-4
+    quantile: within 5 binomial standard deviations, plus the mass the cast to ``dtype`` can move
+    across ``q`` (values within a relative half-ulp ``u`` of it)."""
+    noise = get_noise(name, 0.3)
+    n = 1 << 21
+    s = noise.sample((n,), generator=torch.Generator().manual_seed(2), dtype=dtype)
+    assert s.shape == (n,) and s.dtype == dtype and torch.isfinite(s).all()
+    s = s.double()
+    u = torch.finfo(dtype).eps / 2
+    for p in (1e-4, 1e-3, 0.02, 0.2, 0.5, 0.8, 0.98, 0.999, 1 - 1e-4):
+        q = noise.sigma * noise._icdf(torch.tensor(p, dtype=torch.float64)).item()
+        # a sample x lands at or below q after rounding only if x <= q·(1 + 2u) (q > 0) or q·(1 − 2u) (q < 0)
+        lo, hi = (noise.cdf(torch.tensor(q * (1 + k * 2 * u), dtype=torch.float64)).item() for k in (-1, 1))
+        lo, hi = min(lo, hi), max(lo, hi)
+        freq = (s <= q).double().mean().item()
+        binomial = 5 * math.sqrt(p * (1 - p) / n) + 1 / n
+        assert lo - binomial <= freq <= hi + binomial, (p, q, freq, lo, hi)
+
+
 def test_sample_seeded_device_dtype():
     noise = get_noise("logistic", 0.2)
     a = noise.sample((3, 4), generator=torch.Generator().manual_seed(5), dtype=torch.bfloat16)

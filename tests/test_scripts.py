@@ -205,3 +205,24 @@ def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
     assert "--out" not in train and all("--snapshot runs/old/best.pt" in t for t in tests)
     train, *tests = commands("--out", "/tmp/elsewhere")
     assert train.count("--out") == 1 and all("--snapshot /tmp/elsewhere/best.pt" in t for t in tests)
+
+
+def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
+    # PYTHON=echo prints the commands a recipe would run, instead of training.
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}
+        return subprocess.run(
+            ["bash", str(REPO / "run_training.sh"), *argv], capture_output=True, text=True, env=env
+        )
+
+    flags = ("--epochs", "1", "--out", "runs/given")
+    implicit, explicit = run(*flags), run("mnist", *flags)
+    assert implicit.returncode == 0, implicit.stderr
+    assert "unknown recipe" not in implicit.stderr
+    assert implicit.stdout == explicit.stdout
+    train = next(line for line in implicit.stdout.splitlines() if line.startswith("scripts/"))
+    assert train.startswith("scripts/main_mnist.py ") and train.endswith("--epochs 1 --out runs/given")
+    for asked in ("--help", "-h"):
+        shown = run(asked, "--epochs", "1")
+        assert shown.returncode == 0 and shown.stdout.startswith("nsnn training recipes.")
+        assert "main_mnist.py" not in shown.stdout  # the help, not the recipe

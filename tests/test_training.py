@@ -6,10 +6,12 @@ training process with SIGKILL mid-epoch; the DDP test launches 2 CPU processes w
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -505,3 +507,43 @@ def test_checkpoint_format_prefixes_and_atomic_writes(tmp_path):
         "foreign.pt",
         "file.bin",
     ]
+
+
+def _not_a_checkpoint(kind: str, folder: Path) -> Path:
+    """A file that is not an nsnn checkpoint: ``kind`` says what it holds."""
+    from nsnn.models import create
+    from nsnn.training.checkpoint import FORMAT, make_checkpoint, save_checkpoint
+
+    path = folder / f"{kind}.pt"
+    if kind == "json":
+        path.write_text(json.dumps({"dataset": "mnist", "epochs": 3}))
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "pickled-object":  # refused by weights_only=True, whatever its "format" says
+        torch.save({"format": FORMAT, "config": argparse.Namespace(epochs=1)}, path)
+    else:
+        full = save_checkpoint(make_checkpoint(create("mnist_mlp", hidden=4), epoch=0, config={}), path)
+        data = full.read_bytes()
+        full.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["json", "random", "tensor", "pickled-object", "truncated"])
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_flag_error(kind, tmp_path, capsys):
+    from nsnn.training import CheckpointError, load_checkpoint
+    from nsnn.training.cli import main
+
+    path = _not_a_checkpoint(kind, tmp_path)
+    expected = f"{path} is not an nsnn checkpoint"
+    with pytest.raises(CheckpointError, match=re.escape(expected)) as raised:
+        load_checkpoint(path)
+    assert isinstance(raised.value, ConfigError) and raised.value.__cause__ is None
+    assert "weights_only" not in str(raised.value)
+    for argv in (["test", "--snapshot", str(path)], ["train", "--resume", str(path), "--epochs", "1"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2, (argv, err)
+        assert f"error: {expected}" in err and "weights_only" not in err and "Traceback" not in err

@@ -511,3 +511,19 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
         visualizer.topology(42)
     with pytest.raises(FileNotFoundError):
         visualizer.topology(tmp_path / "nothing.npz")
+
+
+def test_cli_names_a_missing_or_unreadable_batch_file(bptt_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    for name in ("missing.pt", "missing.npy"):
+        batch = tmp_path / name
+        assert main([str(bptt_dir[0]), "--out", str(out), "--what", "rates", "--batch", str(batch)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: no such batch file: {batch}\n" in err and "checkpoint" not in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    assert main([str(bptt_dir[0]), "--out", str(out), "--what", "rates", "--batch", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert f"{junk} is not a readable .pt batch" in err
+    assert "checkpoint" not in err and "weights_only=False" not in err
+    assert not out.exists() or not any(out.iterdir())

@@ -126,17 +126,24 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
     from nsnn.io import load_torch
 
     path = Path(path)
+    if path.suffix not in {".npy", ".pt", ".pth"}:
+        raise ValueError(f"unsupported batch file {path}: use .pt (a tensor) or .npy")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such batch file: {path}")
     if path.suffix == ".npy":
-        if not path.is_file():
-            raise FileNotFoundError(f"no such batch file: {path}")
         try:
             x = torch.from_numpy(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise ValueError(f"{path} is not a readable .npy array: {e}") from e
-    elif path.suffix in {".pt", ".pth"}:
-        x = load_torch(path)
     else:
-        raise ValueError(f"unsupported batch file {path}: use .pt (a tensor) or .npy")
+        try:
+            x = load_torch(path)
+        except ValueError:
+            # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
+            raise ValueError(
+                f"{path} is not a readable .pt batch: it must be a torch.save of one tensor "
+                "(loaded weights-only)"
+            ) from None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
     x = x.float()

@@ -13,7 +13,14 @@
     model, ckpt = load_model(result["run_dir"])
 """
 
-from nsnn.training.checkpoint import FORMAT, capture_rng, load_checkpoint, load_model, restore_rng
+from nsnn.training.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    load_model,
+    restore_rng,
+)
 from nsnn.training.config import ConfigError, TrainConfig, build_train_parser, config_from_args
 from nsnn.training.evaluate import evaluate, neuron_eval_mode, to_sequence
 from nsnn.training.losses import (
@@ -41,6 +48,7 @@ __all__ = [
     "RECIPES",
     "REGULARIZERS",
     "SCHEDULERS",
+    "CheckpointError",
     "ConfigError",
     "Perturbation",
     "Runtime",

@@ -29,8 +29,14 @@ import torch
 from torch import nn
 
 from nsnn.io import atomic_save_torch, load_torch
+from nsnn.training.config import ConfigError
 
 FORMAT = "nsnn-checkpoint-1"
+
+
+class CheckpointError(ConfigError):
+    """A file given as a checkpoint is not an nsnn checkpoint (a flag such as ``--snapshot`` or
+    ``--resume`` names the wrong file); a :class:`ConfigError`, so the CLIs report it as a bad flag."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -124,12 +130,27 @@ def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint (a file, or a run directory meaning its ``best.pt``)."""
+    """Load and check a checkpoint (a file, or a run directory meaning its ``best.pt``).
+
+    Always loads with ``weights_only=True``. Raises ``FileNotFoundError`` if there is no such file,
+    :class:`CheckpointError` naming the file if it is not an nsnn checkpoint (another file type, a
+    truncated or corrupt save, or a torch file holding something else).
+    """
     path = resolve_checkpoint(path)
-    ckpt = load_torch(path, map_location=map_location)
+    try:
+        ckpt = load_torch(path, map_location=map_location)
+    except ValueError:
+        # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
+        raise CheckpointError(
+            f"{path} is not an nsnn checkpoint: cannot load it as a torch file of tensors and plain data "
+            "(wrong file type, truncated or corrupt); pass a best.pt / last.pt written by nsnn.training, "
+            "or its run directory"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not an {FORMAT} checkpoint (format: {found!r})")
+        found = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise CheckpointError(
+            f"{path} is not an nsnn checkpoint: it holds {found}, not a dict with format {FORMAT!r}"
+        )
     return ckpt
 
 
