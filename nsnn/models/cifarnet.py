@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from nsnn.layers import SeqToANN
-from nsnn.models.common import NeuronSpec, check_input, conv_bn, kaiming_init, pooled_hw, spiking_linear
+from nsnn.models.common import (
+    NeuronSpec,
+    check_input,
+    conv_bn,
+    kaiming_init,
+    pooled_hw,
+    spike_driven_init,
+    spiking_linear,
+)
 from nsnn.models.registry import register_model
 
 CONV_LAYOUT: tuple[int | str, ...] = (128, 256, "A", 512, "A", 1024, 512)
@@ -35,7 +43,9 @@ class CIFARNet(nn.Module):
         image_size: input H×W (int or pair); sets the first FC layer's input size.
         bn: BatchNorm after every conv (then convs drop their bias). NSNN's CIFARNet has none.
 
-    Convs are Kaiming-normal, fan_out with BN and fan_in without; hidden FC layers fan_in.
+    Convs are Kaiming-normal, fan_out with BN, and hidden FC layers fan_in. Without BN the first conv is
+    Kaiming fan_in and every layer fed by spikes (the other convs, the hidden FC layers) gets
+    :func:`~nsnn.models.common.spike_driven_init`, without which the stack is silent at init.
 
     Shapes: ``[T, B, in_channels, H, W] -> [T, B, num_classes]``.
     """
@@ -68,6 +78,10 @@ class CIFARNet(nn.Module):
         head.append(SeqToANN(nn.Linear(width, num_classes)))
         self.classifier = nn.Sequential(*head)
         kaiming_init(self, conv_mode="fan_out" if bn else "fan_in")
+        if not bn:
+            convs = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
+            hidden = [m for m in self.classifier.modules() if isinstance(m, nn.Linear)][:-1]
+            spike_driven_init(convs[1:] + hidden, neuron.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, 5, type(self).__name__)
