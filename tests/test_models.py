@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -284,6 +285,57 @@ def test_create_rebuilds_from_config(name):
     x = torch.rand(2, 2, c, h, w)
     with torch.no_grad():
         assert torch.equal(net(x), twin(x))
+
+
+def test_create_takes_ints_and_numpy_floats_as_neuron_numbers():
+    net = create("mnist_mlp", hidden=16, threshold=1, tau=3, sigma=np.float32(0.25), detach_reset=True)
+    kwargs = net.config["kwargs"]
+    assert [kwargs[k] for k in ("threshold", "tau", "sigma")] == [1.0, 3.0, 0.25]
+    assert all(type(kwargs[k]) is float for k in ("threshold", "tau", "sigma"))
+    for m in _neurons(net):
+        assert (m.threshold, m.tau, m.noise.sigma, m.detach_reset) == (1.0, 3.0, 0.25, True)
+    twin = create(net.config["name"], **json.loads(json.dumps(net.config))["kwargs"])
+    assert twin.config == net.config
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("detach_reset", "false"),
+        ("detach_reset", 0),
+        ("sigma", "0.3"),
+        ("sigma", True),
+        ("tau", float("inf")),
+        ("threshold", None),
+        ("threshold", float("nan")),
+    ],
+)
+def test_create_rejects_mistyped_neuron_keywords(key, value):
+    kind = "true or false" if key == "detach_reset" else "a finite real number"
+    with pytest.raises(ValueError, match=rf"{key} of model 'vgg11' must be {kind}, got "):
+        create("vgg11", **{key: value})
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_trace_with_check_matches_eager(grad):
+    # The trace check reruns the model under no_grad: the recorded graph must not depend on grad mode.
+    torch.manual_seed(0)
+    net = create("mnist_convnet", neuron="LIF").eval()
+    with torch.set_grad_enabled(grad):
+        traced = torch.jit.trace(net, torch.rand(2, 2, 1, 28, 28))
+    x = torch.rand(3, 2, 1, 28, 28) * 2
+    first = next(net.parameters())  # the first conv's weight: its gradient passes every neuron
+    results = []
+    for module in (net, traced):
+        xi = x.clone().requires_grad_(True)
+        out = module(xi)
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad, first.grad.clone()))
+        net.zero_grad()
+    (out, grad_x, grad_w), (traced_out, traced_grad_x, traced_grad_w) = results
+    assert torch.equal(traced_out, out) and out.abs().sum() > 0
+    assert torch.equal(traced_grad_x, grad_x) and grad_x.abs().sum() > 0
+    assert torch.equal(traced_grad_w, grad_w)
 
 
 def test_eval_mode_reaches_model_neurons():

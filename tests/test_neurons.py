@@ -210,6 +210,25 @@ def test_copy_trace_and_mode_checks():
         neuron.step_mode = "multi"
 
 
+def test_noisy_neuron_traced_under_no_grad_trains_like_eager():
+    # The traced op keeps the drawn spikes that backward needs, whatever the grad mode of the trace
+    # (no trace check: the spikes are random, so reruns differ).
+    neuron = nsnn.NILIF()
+    with torch.no_grad():
+        traced = torch.jit.trace(neuron, torch.randn(4, 3, 50), check_trace=False)
+    x = torch.randn(4, 3, 50) + 0.9
+    results = []
+    for module in (neuron, traced):
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(3)
+        out = module(xi)
+        (out * torch.arange(50.0)).sum().backward()
+        results.append((out, xi.grad))
+    (out, grad), (traced_out, traced_grad) = results
+    assert torch.equal(traced_out, out) and 0 < out.mean() < 1
+    assert torch.equal(traced_grad, grad) and grad.abs().sum() > 0
+
+
 def test_seeded_runs_reproducible():
     x = torch.randn(4, 16, 50) + 0.9
     torch.manual_seed(11)

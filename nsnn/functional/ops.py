@@ -230,12 +230,15 @@ def fused(
     """Spikes of a LIF layer over ``x`` ``[T, B, ...]`` by the registered kernel for ``x``'s device.
 
     ``noise`` must be a built-in family and ``mode`` a fire mode (the callers' ``supports`` check).
-    Nothing is saved unless autograd needs a graph for ``x`` or a learnable ``params.decay``.
+    Nothing is saved unless autograd needs a graph for ``x`` or a learnable ``params.decay``. A
+    ``torch.jit.trace`` records ``save`` as a constant of the graph, which must not depend on the grad
+    mode of the tracing run (the trace check reruns under ``no_grad``, and a traced module may later
+    train), so traced calls always save; the autograd formula keeps the result only when needed.
     """
     decay = params.decay
     if not isinstance(decay, Tensor):
         decay = torch.tensor(float(decay), dtype=torch.float64)
-    save = torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad)
+    save = torch.jit.is_tracing() or (torch.is_grad_enabled() and (x.requires_grad or decay.requires_grad))
     seed = -1
     if generator is not None and mode == "bernoulli":
         seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,9 @@ from torch import nn
 from nsnn.models.common import NEURON_KWARGS, NeuronSpec
 
 ModelFactory = Callable[..., nn.Module]
+
+#: Neuron keywords of :func:`create` that take a real number (stored as a float).
+_REAL_NEURON_KWARGS = ("sigma", "tau", "threshold")
 
 _MODELS: dict[str, ModelFactory] = {}
 
@@ -61,7 +66,10 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     ``num_classes``, ``in_channels`` and ``image_size``, with per-model defaults, e.g. 1×28×28 for the
     MNIST nets) and the neuron arguments of :class:`NeuronSpec` (``neuron="NILIF"|"LIF"|"PLIF"|"NIPLIF"``,
     ``noise``, ``sigma``, ``tau``, ``threshold``, ``reset``, ``detach_reset``), applied to every
-    spiking layer. Unknown names or keywords raise ValueError listing the valid ones.
+    spiking layer. Unknown names or keywords raise ValueError listing the valid ones, and so do
+    keywords of the wrong type: ``sigma``, ``tau`` and ``threshold`` must be finite real numbers (ints
+    and numpy floats included; recorded as floats), ``detach_reset`` and boolean architecture keywords
+    ``True`` or ``False``.
 
         net = create("vgg11", num_classes=10, image_size=32, neuron="LIF")
         logits = net(encode(images, T=4))                     # [4, B, 10]
@@ -76,6 +84,7 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     neuron_kw = {k: kwargs[k] for k in NEURON_KWARGS if k in kwargs}
     if "neuron" in neuron_kw:
         neuron_kw["kind"] = neuron_kw.pop("neuron")
+    _check_neuron_kwargs(name, neuron_kw)
     spec = NeuronSpec(**neuron_kw)
     for key, value in kwargs.items():
         default = arch.get(key)
@@ -94,6 +103,21 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     model = _MODELS[name](spec, **arch)
     model.config = config
     return model
+
+
+def _check_neuron_kwargs(name: str, neuron_kw: dict[str, Any]) -> None:
+    """ValueError unless ``detach_reset`` is a bool and ``sigma``, ``tau``, ``threshold`` are finite real
+    numbers (not bools); those numbers are replaced by floats in ``neuron_kw``."""
+    detach = neuron_kw.get("detach_reset", False)
+    if not isinstance(detach, bool):
+        raise ValueError(f"detach_reset of model {name!r} must be true or false, got {detach!r}")
+    for key in _REAL_NEURON_KWARGS:
+        if key not in neuron_kw:
+            continue
+        value = neuron_kw[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{key} of model {name!r} must be a finite real number, got {value!r}")
+        neuron_kw[key] = float(value)
 
 
 def _is_count(value: Any) -> bool:
