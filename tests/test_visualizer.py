@@ -16,6 +16,7 @@ from nsnn.io import CsvLog, atomic_savez, write_json
 from nsnn.layers import SeqToANN
 from nsnn.neurons import LIF, NILIF
 from visualizer.__main__ import main
+from visualizer.draw_stdp import draw_stdp
 from visualizer.trace import layer_graph
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -171,6 +172,52 @@ def test_stdp_full_size_graph_counts_and_drawing(tmp_path):
     assert_png(path)
 
 
+def make_quantized_stdp_run(root, config):
+    """A 4-bit-like STDP run: half the synapses kept, 3 distinct nonzero values, some kept at exactly 0."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((16, 6)) < 0.5
+    w_xe = np.where(mask, rng.choice([0.0, 2 / 15, 7 / 15, 1.0], size=mask.shape), 0.0).astype(np.float32)
+    arrays = {"w_xe": w_xe, "mask": mask, "assignments": np.arange(6) % 3, "w_xe_dense": rng.random((16, 6))}
+    atomic_savez(root / "weights.npz", **arrays)
+    write_json(root / "config.json", {"n_input": 16, "n_exc": 6, "w_max": 1.0, **config})
+    return mask, w_xe
+
+
+def test_stdp_alive_synapses_are_kept_and_nonzero(tmp_path):
+    from visualizer.api import histogram_figure
+
+    root = tmp_path / "b4"
+    mask, w_xe = make_quantized_stdp_run(root, {"bits": 4, "levels": None})
+    alive = mask & (w_xe != 0)
+    zero = int((mask & (w_xe == 0)).sum())
+    assert zero > 0 and alive.any()
+    g = visualizer.topology(root)
+    synapses = {(int(u[3:]), int(v[4:])) for u, v, k in g.edges(data="kind") if k == "input_exc"}
+    assert synapses == set(zip(*np.nonzero(alive), strict=True))
+    assert g.number_of_edges() == int(alive.sum()) + 6
+    assert g.graph["synapses_alive"] == int(alive.sum()) and g.graph["synapses_zero_weight"] == zero
+    assert g.graph["sparsity"] == pytest.approx(1 - alive.mean())
+    assert [g.nodes[f"exc_{j}"]["fan_in"] for j in range(6)] == alive.sum(axis=0).tolist()
+    title = draw_stdp(g)._suptitle.get_text()
+    assert f"{int(alive.sum()):,} of 96 input synapses alive" in title
+
+    def after_label(source):
+        texts = [
+            t.get_text()
+            for t in histogram_figure(visualizer.load_source(source)).axes[0].get_legend().get_texts()
+        ]
+        return next(t for t in texts if t.startswith("after"))
+
+    label = after_label(root)
+    assert label.startswith(f"after: {int(alive.sum())} of 96 alive"), label
+    assert "3 distinct values, 4-bit weights (configured)" in label and "≈" not in label
+    make_quantized_stdp_run(root, {"bits": 32, "levels": [0.0, 0.25, 0.5, 0.75, 1.0]})
+    assert "3 distinct values, 3-bit weights (configured)" in after_label(root)  # ⌈log2 5⌉
+    make_quantized_stdp_run(root, {"bits": 32, "levels": None})
+    label = after_label(root)
+    assert label.endswith("3 distinct values observed") and "bit" not in label, label
+
+
 # ---- layer graphs ------------------------------------------------------------------------------------
 def test_layer_graph_of_tiny_resnet_is_exact():
     model = TinyResNet()
@@ -317,6 +364,45 @@ def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(
     assert g.graph["input_shape"] == "[3, 2, 784]"
 
 
+class SharedNeuron(nn.Module):
+    """One NILIF reused after fc1 (32 outputs) and fc2 (8 outputs): two places, two shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = SeqToANN(nn.Linear(16, 32)), SeqToANN(nn.Linear(32, 8))
+        self.act = NILIF(sigma=0.4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc2(self.act(self.fc1(x))))
+
+
+def test_a_neuron_shared_by_two_places_is_recorded_per_place(tmp_path):
+    from visualizer.activity import spike_activity
+
+    torch.manual_seed(0)
+    model = SharedNeuron()
+    x = torch.rand(3, 2, 16) * 4
+    layers = spike_activity(model, x, max_neurons=100)
+    assert [(layer.name, layer.neurons) for layer in layers] == [("act#1", 32), ("act#2", 8)]
+
+    outs = []
+    hook = model.act.register_forward_hook(lambda m, a, o: outs.append(o))
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        model(x)
+    hook.remove()
+    for layer, out in zip(layers, outs, strict=True):
+        assert layer.rate == pytest.approx(float(out.float().mean()), abs=1e-6)
+        assert np.array_equal(layer.raster, out[:, 0].flatten(1).numpy()[:, layer.shown] > 0)
+
+    node = visualizer.topology(model, batch=x).nodes["act"]
+    assert node["calls"] == 2 and node["out_shape"] == "[3, 2, 32]" and node["neurons"] == 32
+    assert node["out_shapes"] == "[3, 2, 32]; [3, 2, 8]"
+    assert_png(visualizer.raster(model, tmp_path / "raster.png", batch=x))
+    assert_png(visualizer.firing_rates(model, tmp_path / "rates.png", batch=x))
+
+
 def test_histogram_reads_bits_per_layer(tmp_path):
     from nsnn.compress import magnitude_prune, quantize
     from visualizer.api import histogram_figure
@@ -349,6 +435,32 @@ def test_export_round_trips_with_attributes(stdp_dir, tmp_path, ext):
         node = "exc_3" if name == "stdp" else "conv2.0"
         key = "fan_in" if name == "stdp" else "params"
         assert int(back.nodes[node][key]) == g.nodes[node][key]
+
+
+def test_gexf_gives_an_attribute_holding_ints_and_floats_one_type(tmp_path):
+    model = nn.Sequential(SeqToANN(nn.Linear(8, 8)), DuckNeuron(), SeqToANN(nn.Linear(8, 4)), DuckNeuron())
+    model[1].tau, model[3].tau = 2, 2.5  # a third-party neuron: int in one layer, float in another
+    g = layer_graph(model, input_shape=(2, 1, 8))
+    assert type(g.nodes["1"]["tau"]) is int and type(g.nodes["3"]["tau"]) is float
+    back = nx.read_gexf(visualizer.export(g, tmp_path / "g.gexf"))
+    assert back.nodes["1"]["tau"] == 2 and back.nodes["3"]["tau"] == 2.5
+    assert type(back.nodes["1"]["tau"]) is float
+    assert type(g.nodes["1"]["tau"]) is int  # the caller's graph is left as it was
+    g.nodes["1"]["tag"], g.nodes["3"]["tag"] = 7, "seven"  # any other mix: strings
+    back = nx.read_gexf(visualizer.export(g, tmp_path / "g.gexf"))
+    assert (back.nodes["1"]["tag"], back.nodes["3"]["tag"]) == ("7", "seven")
+
+
+def test_unassigned_neurons_look_unlike_every_class(stdp_dir):
+    from visualizer.render import class_color, class_face
+
+    unassigned = np.array(class_color(-1)[:3])
+    distances = [float(np.linalg.norm(unassigned - np.array(class_color(c)[:3]))) for c in range(10)]
+    assert min(distances) > 0.4, distances
+    assert class_face(-1) == (1.0, 1.0, 1.0, 1.0) and class_face(7) == class_color(7)
+    fig = draw_stdp(visualizer.topology(stdp_dir[0]))  # exc_0 never fired
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(t.startswith("unassigned (never fired, hollow)") for t in texts), texts
 
 
 def test_export_and_draw_reject_bad_input(stdp_dir, tmp_path):
@@ -406,12 +518,33 @@ def test_curves_group_columns_and_keep_phases_apart(stdp_dir, bptt_dir):
     fig = curves_figure(stdp_dir[0] / "metrics.csv")
     panels = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in fig.axes}
     assert panels == {
-        "synapses": ["synapses (train)", "synapses (compress)", "synapses (test)"],
-        "accuracy": ["running_accuracy (train)", "accuracy (test)"],
+        "synapses": ["synapses (train)", "synapses (compress)", "synapses (test at end of training)"],
+        "accuracy": ["running_accuracy (train)", "accuracy (test at end of training)"],
     }
     fig = curves_figure(bptt_dir[0] / "metrics.csv")
     assert {ax.get_title() for ax in fig.axes} == {"loss", "accuracy", "lr"}
     assert next(ax for ax in fig.axes if ax.get_title() == "lr").get_yscale() == "log"
+
+
+def test_curves_draw_evaluations_at_end_of_training_and_break_appended_runs(tmp_path):
+    from visualizer.curves import curves_figure
+
+    log = CsvLog(
+        tmp_path / "metrics.csv", ["phase", "examples", "running_accuracy", "accuracy", "label_accuracy"]
+    )
+    for _ in range(2):  # two runs appended to one file
+        for examples in (100, 200, 300):
+            log.append({"phase": "train", "examples": examples, "running_accuracy": examples / 1000})
+        log.append({"phase": "label", "examples": 50, "label_accuracy": 0.7})
+        log.append({"phase": "test", "examples": 20, "accuracy": 0.6})
+    fig = curves_figure(tmp_path / "metrics.csv")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for label in ("accuracy (test at end of training)", "label_accuracy (label at end of training)"):
+        assert list(lines[label].get_xdata()) == [300, 300] and lines[label].get_linestyle() == "None"
+    xs = np.asarray(lines["running_accuracy (train)"].get_xdata(), dtype=float)
+    assert list(xs[:3]) == list(xs[4:]) == [100, 200, 300] and np.isnan(xs[3])  # broken between runs
+    assert "several runs" in fig._suptitle.get_text()
 
 
 # ---- command line ------------------------------------------------------------------------------------
@@ -527,3 +660,41 @@ def test_cli_names_a_missing_or_unreadable_batch_file(bptt_dir, tmp_path, capsys
     assert f"{junk} is not a readable .pt batch" in err
     assert "checkpoint" not in err and "weights_only=False" not in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_reports_a_runtime_error_in_one_line(bptt_dir, tmp_path, monkeypatch, capsys):
+    import visualizer.api
+
+    def fail(model, x):
+        raise RuntimeError("Sizes of tensors must match except in dimension 0.\nExpected size 32 but got 8")
+
+    monkeypatch.setattr(visualizer.api, "spike_activity", fail)
+    argv = [str(bptt_dir[0]), "--out", str(tmp_path / "out"), "--what", "rates", "--batch-size", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "python -m visualizer: error: RuntimeError: Sizes of tensors must match except in dimension 0.\n"
+    )
+
+
+def test_cli_never_silently_overwrites_files_it_did_not_write(bptt_dir, tmp_path, capsys):
+    import shutil
+
+    from nsnn.io import read_csv
+    from nsnn.training.monitor import plot_curves
+    from visualizer.render import written_by_visualizer
+
+    run = tmp_path / "run"
+    shutil.copytree(bptt_dir[0], run)
+    trainers = plot_curves(read_csv(run / "metrics.csv"), run / "curves.png")
+    original = trainers.read_bytes()
+    argv = [str(run), "--out", str(run), "--what", "hist", "curves", "--export", "none"]
+    assert main(argv) == 2
+    assert "refusing to overwrite curves.png" in capsys.readouterr().err
+    assert trainers.read_bytes() == original and not (run / "hist.png").exists()  # refused before any work
+    assert main([*argv[:4], "hist", "--prefix", "vis_"]) == 0
+    assert main([*argv[:4], "hist", "--prefix", "vis_"]) == 0  # its own earlier output is replaced
+    assert written_by_visualizer(run / "vis_hist.png") and not written_by_visualizer(trainers)
+    assert main([*argv, "--overwrite"]) == 0
+    assert trainers.read_bytes() != original and written_by_visualizer(trainers)

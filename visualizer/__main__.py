@@ -6,7 +6,10 @@
 
 Files are named ``<prefix><what>.<format>`` (and ``<prefix>topology.<graphml|gexf|json>``) inside
 ``--out``; names that would resolve outside it (``..``, absolute, symlinks) are refused, so nothing is
-written anywhere else. Exit status 0 on success, 2 on a bad input (message on stderr).
+written anywhere else. An existing file is replaced only if the visualizer wrote it (it carries
+:data:`visualizer.render.WRITER_MARK`): anything else, e.g. the trainer's own ``curves.png`` when
+``--out`` is the run folder, is refused before any work unless ``--overwrite`` is given. Exit status 0
+on success, 2 on a bad input or a failure while making the figures (one-line message on stderr).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from visualizer.api import FIGURES, Session
 from visualizer.export import GRAPH_FORMATS, export
-from visualizer.render import IMAGE_FORMATS, safe_output, save_figure
+from visualizer.render import IMAGE_FORMATS, safe_output, save_figure, written_by_visualizer
 from visualizer.stdp_graph import INHIBITION
 
 
@@ -74,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix", default="", help="prepended to every file name, e.g. stdp_ -> stdp_topology.png"
     )
     p.add_argument("--dpi", type=int, default=150, help="PNG resolution")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files the visualizer did not write (by default they are refused)",
+    )
     return p
 
 
@@ -107,6 +115,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     graph_targets = (
         [safe_output(out, f"{args.prefix}topology.{fmt}") for fmt in exports] if "topology" in wanted else []
     )
+    foreign = [
+        path
+        for path in [*(p for paths in targets.values() for p in paths), *graph_targets]
+        if path.exists() and not written_by_visualizer(path)
+    ]
+    if foreign and not args.overwrite:
+        raise ValueError(
+            f"refusing to overwrite {', '.join(p.name for p in foreign)} in {out.resolve()}: "
+            "not written by the visualizer (e.g. a trainer's own curves.png); choose another --out "
+            "or a --prefix, or pass --overwrite"
+        )
     written: list[Path] = []
     for name in wanted:
         fig = FIGURES[name].make(session)
@@ -125,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args)
     except (OSError, ValueError) as e:  # OSError: also an --out that is a file, or under one
         print(f"python -m visualizer: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # e.g. raised inside a model's forward or by torch while recording spikes
+        lines = str(e).strip().splitlines()
+        print(f"python -m visualizer: error: RuntimeError: {lines[0] if lines else ''}", file=sys.stderr)
         return 2
     return 0
 

@@ -191,22 +191,34 @@ def spike_activity(
     """Run ``model`` on ``x`` (eval mode, no grad) and collect every neuron layer's spikes.
 
     Multi-step neurons give ``[T, B, ...]`` per call; single-step ones (``step_mode="s"``) one
-    ``[B, ...]`` step per call, stacked over calls. Layers are listed in call order. ``seed`` seeds
-    stochastic neurons (as :func:`visualizer.trace.layer_graph` does) and picks the raster's neurons.
+    ``[B, ...]`` step per call, stacked over calls. Layers are listed in order of their first call.
+    One neuron module used at several places of the network (a shared activation) is one layer per
+    place, named like its node in :func:`visualizer.trace.layer_graph` plus ``#1``, ``#2``, ... in
+    call order: every call of a multi-step neuron is a place of its own; the calls of a single-step
+    neuron are its time steps, grouped into places by their output shape (two places with the same
+    shape cannot be told apart and are recorded as one). ``seed`` seeds stochastic neurons (as
+    :func:`visualizer.trace.layer_graph` does) and picks the raster's neurons.
     """
     if max_neurons < 1:
         raise ValueError(f"max_neurons must be ≥ 1, got {max_neurons}")
     names = {m: n for n, m in model.named_modules()}
-    records: dict[nn.Module, dict] = {}
+    places: dict[nn.Module, list[dict[str, Any]]] = {}
+    order: list[tuple[nn.Module, dict[str, Any]]] = []
 
-    def hook(module, args, out):
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
         if not isinstance(out, torch.Tensor):
             return
-        rec = records.setdefault(module, {"sum": 0.0, "count": 0, "steps": []})
         out = out.detach()
+        single_step = getattr(module, "step_mode", "m") == "s"
+        recorded = places.setdefault(module, [])
+        rec = next((r for r in recorded if r["shape"] == out.shape), None) if single_step else None
+        if rec is None:
+            rec = {"shape": out.shape, "sum": 0.0, "count": 0, "steps": []}
+            recorded.append(rec)
+            order.append((module, rec))
         rec["sum"] += float(out.float().sum())
         rec["count"] += out.numel()
-        steps = out[:1].flatten(1) if getattr(module, "step_mode", "m") == "s" else out[:, 0].flatten(1)
+        steps = out[:1].flatten(1) if single_step else out[:, 0].flatten(1)
         rec["steps"].append(steps.float().cpu())
 
     neurons = [m for m in model.modules() if is_neuron(m)]
@@ -224,13 +236,17 @@ def spike_activity(
             module.train(flag)
     rng = np.random.default_rng(seed)
     layers = []
-    for module, rec in records.items():
+    for module, rec in order:
+        name = names[module] or type(module).__name__
+        recorded = places[module]
+        if len(recorded) > 1:
+            name = f"{name}#{recorded.index(rec) + 1}"
         trains = torch.cat(rec["steps"]).numpy() > 0
         n = trains.shape[1]
         shown = np.sort(rng.choice(n, size=min(n, max_neurons), replace=False))
         layers.append(
             LayerActivity(
-                names[module] or type(module).__name__,
+                name,
                 type(module).__name__,
                 n,
                 rec["sum"] / max(rec["count"], 1),

@@ -26,7 +26,7 @@ from visualizer.draw_layers import draw_layers
 from visualizer.draw_stdp import draw_stdp
 from visualizer.render import image_format, save_figure
 from visualizer.sources import ModuleSource, Source, StdpRun, load_source
-from visualizer.stdp_graph import stdp_graph
+from visualizer.stdp_graph import alive_synapses, stdp_graph
 from visualizer.trace import layer_graph
 from visualizer.weight_plots import (
     layer_levels,
@@ -102,8 +102,9 @@ def fields_figure(source: Source) -> Figure:
 
 
 def histogram_figure(source: Source, before: Any = None) -> Figure:
-    """STDP: ``w_xe_dense``/``w_xe_initial`` vs surviving weights; modules: ``before`` (another
-    module/checkpoint, optional) vs the non-zero conv/linear weights."""
+    """STDP: ``w_xe_dense``/``w_xe_initial`` vs the alive weights (kept by the mask and nonzero), bits
+    as configured in ``config.json``; modules: ``before`` (another module/checkpoint, optional) vs the
+    non-zero conv/linear weights."""
     if isinstance(source, StdpRun):
         if before is not None:
             raise ValueError("--before compares BPTT models; an STDP run has its own pre-compression weights")
@@ -113,7 +114,11 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
             else ""
         )
         return weight_histogram_figure(
-            source.w_before, source.w_xe[source.mask], total=source.w_xe.size, title=title
+            source.w_before,
+            source.w_xe[alive_synapses(source)],
+            total=source.w_xe.size,
+            title=title,
+            bits=source.configured_bits,
         )
     after = module_weights(source.model)
     previous = None if before is None else module_weights(_module(load_source(before), "histograms").model)

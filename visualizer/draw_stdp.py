@@ -1,14 +1,15 @@
 """Legible drawing of an STDP graph, even at 784 inputs × 400 excitatory neurons.
 
-The graph itself holds every surviving synapse; the drawing aggregates, and prints its rule on the
-figure:
+The graph itself holds every alive synapse (kept and nonzero); the drawing aggregates, and prints its
+rule on the figure:
 
 * input pixels are pooled into ``patch × patch`` squares (auto: at most 7 × 7 patch nodes), shown over
   a heat map of how many synapses each pixel still has;
 * for each excitatory neuron only its ``top_k`` patches with the largest summed surviving weight are
   drawn (line width and colour = that sum);
-* excitatory neurons are stacked by assigned class (colour = class, grey = never fired), each wired
-  1:1 to its inhibitory partner; the all-but-self inhibition is one labelled arrow.
+* excitatory neurons are stacked by assigned class (colour = class; never-fired neurons are hollow
+  markers with black dashed lines and a black label, unlike any class colour), each wired 1:1 to its
+  inhibitory partner; the all-but-self inhibition is one labelled arrow.
 
     fig = draw_stdp(stdp_graph(run), top_k=3)
 """
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visualizer.render import class_color, new_figure
+from visualizer.render import class_color, class_face, new_figure
 from visualizer.stdp_graph import image_side
 
 if TYPE_CHECKING:
@@ -117,19 +118,21 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     exc_y[order] = ys
     exc_x, inh_x = 11.0, 12.5
 
-    segments, values, colors = [], [], []
+    segments, values, colors, styles = [], [], [], []
     for j in range(n_exc):
         strongest = [p for p in np.argsort(summed[:, j])[::-1][:top_k] if summed[p, j] > 0]
         for p in strongest:
             segments.append((patch_xy[p], (exc_x, exc_y[j])))
             values.append(summed[p, j])
             colors.append(class_color(assignments[j]))
+            styles.append("solid" if assignments[j] >= 0 else "dashed")
     if segments:
         values_arr = np.asarray(values)
         ax.add_collection(
             LineCollection(
                 segments,
                 colors=colors,
+                linestyles=styles,
                 linewidths=0.15 + 1.8 * values_arr / values_arr.max(),
                 alpha=0.35,
                 zorder=1,
@@ -153,17 +156,17 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         np.full(n_exc, exc_x),
         exc_y,
         s=size,
-        c=[class_color(a) for a in assignments],
+        c=[class_face(a) for a in assignments],
         zorder=3,
         edgecolors="k",
-        linewidths=0.2,
+        linewidths=[0.2 if a >= 0 else 0.8 for a in assignments],
     )
     ax.scatter(np.full(n_exc, inh_x), exc_y, s=size, c="tab:red", marker="s", zorder=3, linewidths=0)
 
     start = 0
     for k in range(1, n_exc + 1):
         if k == n_exc or classes[k] != classes[start]:
-            label = "unassigned" if classes[start] < 0 else f"class {classes[start]}"
+            label = "unassigned (never fired, hollow)" if classes[start] < 0 else f"class {classes[start]}"
             y = np.mean(exc_y[order[start:k]])
             ax.text(
                 inh_x + 0.35,
@@ -211,7 +214,8 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     alive_n, total = int(graph.graph["synapses_alive"]), int(graph.graph["synapses_total"])
     fig.suptitle(
         f"STDP network: {n_input} inputs → {n_exc} excitatory → {n_exc} inhibitory  |  "
-        f"{alive_n:,} of {total:,} input synapses alive ({1 - alive_n / max(total, 1):.1%} pruned)",
+        f"{alive_n:,} of {total:,} input synapses alive, i.e. kept and nonzero "
+        f"({1 - alive_n / max(total, 1):.1%} pruned or zero)",
         fontsize=12,
     )
     if graph.graph.get("note"):
@@ -223,9 +227,9 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         0.03,
         f"Drawing rule: pixels pooled into {patch}×{patch} patches; for each excitatory neuron the {top_k} "
         "patches with the largest summed surviving weight are drawn (width ∝ that sum, "
-        "colour = the neuron's class).\n"
-        "Grey map: surviving synapses per pixel. The exported graph holds every surviving synapse "
-        "(pruned synapses are absent).",
+        "colour = the neuron's class; black dashed = never fired).\n"
+        "Grey map: alive synapses per pixel. The exported graph holds every alive synapse, kept and "
+        "nonzero (pruned and zero-weight synapses are absent).",
         fontsize=8.5,
     )
     return fig

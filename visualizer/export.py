@@ -3,15 +3,18 @@
 Every graph the visualizer builds holds only scalar attributes (bool, int, float, str: shapes are
 strings like ``"[4, 2, 64, 32, 32]"``), which is what GraphML and GEXF can store; :func:`export`
 checks that before writing, so a foreign graph with a list attribute fails with the attribute named
-instead of producing a file Gephi cannot read. GraphML and JSON keep the graph-level attributes
-(``kind``, ``sparsity``, ``synapses_alive``, ...); GEXF has no place for them (networkx writes node
-and edge attributes only), so a GEXF file is for viewing and cannot be drawn again::
+instead of producing a file Gephi cannot read. GEXF declares one type per attribute key, so a key
+holding ints on some nodes and floats on others is written as floats (:func:`uniform_attribute_types`).
+GraphML and JSON keep the graph-level attributes (``kind``, ``sparsity``, ``synapses_alive``, ...;
+JSON also has a top-level ``creator`` key naming the visualizer); GEXF has no place for them (networkx
+writes node and edge attributes only), so a GEXF file is for viewing and cannot be drawn again::
 
     export(g, "figs/topology.graphml"); export(g, "figs/topology.json")
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -19,27 +22,67 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from nsnn.io import atomic_write, atomic_write_text
+from visualizer.render import WRITER_MARK
 
 if TYPE_CHECKING:
     import networkx as nx
 
 
+def _marked_xml(write: Callable[[IO[bytes]], None], f: IO[bytes]) -> None:
+    """XML from ``write``, with a comment naming :data:`WRITER_MARK` after the XML declaration."""
+    buffer = io.BytesIO()
+    write(buffer)
+    xml = buffer.getvalue()
+    end = xml.index(b"?>") + 2 if xml.startswith(b"<?xml") else 0
+    f.write(xml[:end] + f"\n<!-- written by {WRITER_MARK} -->".encode() + xml[end:])
+
+
 def _graphml(graph: nx.DiGraph, f: IO[bytes]) -> None:
     import networkx as nx
 
-    nx.write_graphml(graph, f)
+    _marked_xml(lambda out: nx.write_graphml(graph, out), f)
 
 
 def _gexf(graph: nx.DiGraph, f: IO[bytes]) -> None:
     import networkx as nx
 
-    nx.write_gexf(graph, f)
+    _marked_xml(lambda out: nx.write_gexf(uniform_attribute_types(graph), out), f)
+
+
+def _uniform(items: list[dict[str, Any]]) -> None:
+    """Give each attribute key of ``items`` (all nodes' or all edges' data) one type, in place: ints
+    mixed with floats become floats, any other mix becomes strings."""
+    types: dict[str, set[type]] = {}
+    for data in items:
+        for key, value in data.items():
+            types.setdefault(key, set()).add(type(value))
+    for key, found in types.items():
+        if len(found) < 2:
+            continue
+        convert = float if found <= {int, float} else str
+        for data in items:
+            if key in data:
+                data[key] = convert(data[key])
+
+
+def uniform_attribute_types(graph: nx.DiGraph) -> nx.DiGraph:
+    """A copy of ``graph`` whose node attributes, and whose edge attributes, each have one type per key.
+
+    GEXF declares one type per attribute key, taken from the first value written: a key holding the int
+    2 on one node and the float 2.5 on another (e.g. ``tau`` of two third-party neurons) would be
+    declared ``long`` and the file could not be read back. Mixed ints and floats become floats (equal
+    values); any other mix becomes strings.
+    """
+    uniform = graph.copy()
+    _uniform([data for _, data in uniform.nodes(data=True)])
+    _uniform([data for *_, data in uniform.edges(data=True)])
+    return uniform
 
 
 def _json(graph: nx.DiGraph) -> str:
     import networkx as nx
 
-    return json.dumps(nx.node_link_data(graph, edges="edges"), indent=1)
+    return json.dumps({"creator": WRITER_MARK, **nx.node_link_data(graph, edges="edges")}, indent=1)
 
 
 _BINARY_WRITERS: dict[str, Callable[[nx.DiGraph, IO[bytes]], None]] = {"graphml": _graphml, "gexf": _gexf}

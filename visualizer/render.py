@@ -6,6 +6,10 @@ change the backend of a notebook that imports the visualizer::
 
     fig = new_figure(6, 4); fig.add_subplot().plot([0, 1])
     save_figure(fig, "figs/line.svg")        # PNG or SVG by extension, written atomically
+
+Every file the visualizer writes carries :data:`WRITER_MARK` near its start (PNG ``Software`` text,
+SVG ``Creator``, a comment in GraphML/GEXF, a ``creator`` key in JSON), so the command line can tell
+its own earlier output, which it replaces, from anyone else's file (:func:`written_by_visualizer`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 IMAGE_FORMATS = ("png", "svg")
+WRITER_MARK = "nsnn visualizer"
+_MARK_WITHIN = 16384  # bytes from the start of a file where WRITER_MARK is looked for
 CLASS_COLORS = "tab10"
+# Unassigned (never fired) neurons: black lines and labels, hollow markers (UNASSIGNED_FACE), which no
+# tab10 class colour resembles (tab10's class 7 is a mid grey).
+UNASSIGNED_COLOR = (0.0, 0.0, 0.0, 1.0)
+UNASSIGNED_FACE = (1.0, 1.0, 1.0, 1.0)
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -44,8 +54,18 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` as PNG or SVG (by extension), atomically; returns the path."""
     fmt = image_format(path)
     path = Path(path)
-    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
+    metadata = {"Software": WRITER_MARK} if fmt == "png" else {"Creator": WRITER_MARK}
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata))
     return path
+
+
+def written_by_visualizer(path: str | Path) -> bool:
+    """True if ``path`` is a file that carries :data:`WRITER_MARK` (written by the visualizer)."""
+    try:
+        with open(path, "rb") as f:
+            return WRITER_MARK.encode() in f.read(_MARK_WITHIN)
+    except OSError:
+        return False
 
 
 def safe_output(out_dir: str | Path, name: str) -> Path:
@@ -59,10 +79,15 @@ def safe_output(out_dir: str | Path, name: str) -> Path:
     return target
 
 
-def class_color(assignment: int):
-    """Colour of a class (tab10); grey for unassigned (−1) neurons."""
+def class_color(assignment: int) -> tuple[float, float, float, float]:
+    """RGBA colour of a class (tab10); black (``UNASSIGNED_COLOR``) for unassigned (−1) neurons."""
     from matplotlib import colormaps
 
     if assignment < 0:
-        return (0.6, 0.6, 0.6, 1.0)
+        return UNASSIGNED_COLOR
     return colormaps[CLASS_COLORS](assignment % 10)
+
+
+def class_face(assignment: int) -> tuple[float, float, float, float]:
+    """Marker fill of a neuron: its class colour, white (hollow, ``UNASSIGNED_FACE``) when unassigned."""
+    return UNASSIGNED_FACE if assignment < 0 else class_color(assignment)

@@ -14,6 +14,7 @@ raises ``ValueError`` naming the path and what was expected.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from torch import nn
 
 from nsnn.io import read_json
+from nsnn.stdp.config import FULL_PRECISION_BITS
 
 STDP_WEIGHTS = "weights.npz"
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
@@ -60,6 +62,19 @@ class StdpRun:
     @property
     def metrics(self) -> Path | None:
         return _metrics_in(self.run_dir)
+
+    @property
+    def configured_bits(self) -> int | None:
+        """Bits per deployed weight from ``config.json``, as :func:`nsnn.stdp.pipeline.weight_bits`
+        reports them: ⌈log₂(distinct levels)⌉ with explicit ``levels``, else ``bits`` below full
+        precision; None when the run configured no quantization (or has no config)."""
+        levels = self.config.get("levels")
+        if levels:
+            return math.ceil(math.log2(len(set(levels))))
+        bits = self.config.get("bits")
+        if bits is not None and int(bits) < FULL_PRECISION_BITS:
+            return int(bits)
+        return None
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,23 @@ Nodes, ``n_input + 2·n_exc`` of them:
 
 * ``in_{i}``  (``kind="input"``): pixel ``i`` with ``row``/``col`` when the input is a square image;
 * ``exc_{j}`` (``kind="exc"``): excitatory neuron with ``assignment`` (class, −1 = never fired),
-  ``theta`` (adaptive threshold, volts) and ``fan_in`` (surviving input synapses);
+  ``theta`` (adaptive threshold, volts) and ``fan_in`` (alive input synapses);
 * ``inh_{j}`` (``kind="inh"``): its inhibitory partner.
 
 Edges, each with ``kind`` and ``weight``:
 
-* ``in_i → exc_j`` (``input_exc``) for exactly the surviving synapses (``mask[i, j]``); pruned ones are
-  absent;
+* ``in_i → exc_j`` (``input_exc``) for exactly the alive synapses: kept by the mask *and* with a
+  nonzero weight (``mask[i, j] and w_xe[i, j] != 0``, as :mod:`nsnn.compress` and the STDP energy
+  proxy count them; a survivor quantized to 0 transmits nothing). Pruned and zero-weight synapses are
+  absent; the graph attribute ``synapses_zero_weight`` counts those kept by the mask but at weight 0;
 * ``exc_j → inh_j`` (``exc_inh``), one per neuron, weight ``config["w_exc_inh"]``;
 * ``inh_j → exc_k`` for every ``k ≠ j`` (``inh_exc``, weight ``config["w_inh_exc"]``) only with
   ``inhibition="full"``. With the default ``"summary"`` these ``n_exc·(n_exc−1)`` uniform synapses are
   summarised on the inhibitory nodes (``targets="all-but-self"``, ``w_out``, ``n_targets``) and in the
   graph attributes, keeping the graph small enough for Gephi.
 
-So a graph has ``mask.sum() + n_exc`` edges (summary) or ``mask.sum() + n_exc²`` (full)::
+So with ``alive = mask & (w_xe != 0)`` a graph has ``alive.sum() + n_exc`` edges (summary) or
+``alive.sum() + n_exc²`` (full)::
 
     g = stdp_graph(load_stdp_run("runs/stdp-1/weights.npz"))
     g.graph["synapses_alive"] == g.number_of_edges() - g.graph["n_exc"]
@@ -44,6 +47,11 @@ def image_side(n_input: int) -> int | None:
     return side if side * side == n_input else None
 
 
+def alive_synapses(run: StdpRun) -> np.ndarray:
+    """``[n_input, n_exc]`` bool: the X→Ae synapses that transmit, kept by the mask and nonzero."""
+    return run.mask & (run.w_xe != 0)
+
+
 def stdp_graph(run: StdpRun, inhibition: str = "summary") -> nx.DiGraph:
     """Build the graph described in the module docstring (``inhibition`` in ``INHIBITION``)."""
     import networkx as nx
@@ -53,7 +61,8 @@ def stdp_graph(run: StdpRun, inhibition: str = "summary") -> nx.DiGraph:
     n_input, n_exc = run.n_input, run.n_exc
     w_exc_inh = run.config.get("w_exc_inh")
     w_inh_exc = run.config.get("w_inh_exc")
-    alive = int(run.mask.sum())
+    alive_mask = alive_synapses(run)
+    alive = int(alive_mask.sum())
     side = image_side(n_input)
     graph = nx.DiGraph(
         kind="stdp",
@@ -62,6 +71,7 @@ def stdp_graph(run: StdpRun, inhibition: str = "summary") -> nx.DiGraph:
         n_inh=n_exc,
         synapses_alive=alive,
         synapses_total=n_input * n_exc,
+        synapses_zero_weight=int(run.mask.sum()) - alive,
         sparsity=1.0 - alive / max(n_input * n_exc, 1),
         inhibition=inhibition,
         inh_exc_synapses=n_exc * (n_exc - 1),
@@ -78,7 +88,7 @@ def stdp_graph(run: StdpRun, inhibition: str = "summary") -> nx.DiGraph:
         if side:
             attrs.update(row=i // side, col=i % side)
         graph.add_node(f"in_{i}", **attrs)
-    fan_in = run.mask.sum(axis=0)
+    fan_in = alive_mask.sum(axis=0)
     for j in range(n_exc):
         attrs = {"kind": "exc", "index": j, "assignment": int(run.assignments[j]), "fan_in": int(fan_in[j])}
         if run.theta is not None:
@@ -90,7 +100,7 @@ def stdp_graph(run: StdpRun, inhibition: str = "summary") -> nx.DiGraph:
             attrs["w_out"] = float(w_inh_exc)
         graph.add_node(f"inh_{j}", **attrs)
 
-    rows, cols = np.nonzero(run.mask)
+    rows, cols = np.nonzero(alive_mask)
     weights = run.w_xe[rows, cols].tolist()
     graph.add_edges_from(
         (f"in_{r}", f"exc_{c}", {"kind": "input_exc", "weight": w})

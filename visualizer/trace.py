@@ -16,7 +16,11 @@ and residual adds written as plain ``out + x``):
 
 ``torch.fx`` was not used: symbolic tracing fails on neurons that loop over ``x.shape[0]`` and on
 data-dependent control flow, while this tracer runs the model's own forward unchanged. A module
-called several times (e.g. per time step) is one node with ``calls`` > 1::
+called several times (e.g. per time step, or one activation shared by several layers) is one node with
+``calls`` > 1: its ``out_shape``, ``in_shape`` and ``neurons`` describe the first call, ``firing_rate``
+pools every call, and ``out_shapes`` lists each distinct output shape when the calls differ (the
+spike figures of :mod:`visualizer.activity` show such a node's places apart, as ``name#1``,
+``name#2``, ...)::
 
     g = layer_graph(model, input_shape=(4, 2, 3, 32, 32))   # dummy [T, B, C, H, W] batch
     g = layer_graph(model, batch)                            # real batch: adds firing_rate per neuron layer
@@ -244,6 +248,8 @@ class _DataflowTracer(TorchFunctionMode):
             try:
                 if name in self.graph:
                     self.graph.nodes[name]["calls"] += 1
+                    if first is not None:
+                        self._add_out_shape(name, self.display_shape(first))
                 else:
                     self.add_node(name, first, **module_attributes(module))
                     if first is not None and results:
@@ -253,7 +259,7 @@ class _DataflowTracer(TorchFunctionMode):
                     total = self.spikes.setdefault(name, [0.0, 0.0])
                     total[0] += float(first.detach().float().sum())
                     total[1] += first.numel()
-                    self.graph.nodes[name]["neurons"] = self._neurons(module, first)
+                    self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
             finally:
                 self.paused = False
             for t in results:
@@ -261,6 +267,14 @@ class _DataflowTracer(TorchFunctionMode):
             return None
 
         return hook
+
+    def _add_out_shape(self, name: str, shape: str) -> None:
+        """A later call of node ``name`` with an output ``shape`` unlike its first call's (a module
+        shared by several places) lists every distinct shape in ``out_shapes``."""
+        node = self.graph.nodes[name]
+        shapes = node.get("out_shapes", node["out_shape"]).split("; ")
+        if shape not in shapes:
+            node["out_shapes"] = "; ".join([*shapes, shape])
 
     def _input_shape(self, args: Any) -> str:
         tensors = _tensors(args)

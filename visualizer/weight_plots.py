@@ -1,7 +1,7 @@
 """Weight figures: STDP receptive fields, and weight histograms before/after compression.
 
 fig = receptive_fields_figure(run.w_xe, run.mask, run.assignments)   # one 28×28 tile per Ae neuron
-fig = weight_histogram_figure(run.w_before, run.w_xe[run.mask], total=run.w_xe.size)
+fig = weight_histogram_figure(run.w_before, run.w_xe[run.mask & (run.w_xe != 0)], total=run.w_xe.size)
 """
 
 from __future__ import annotations
@@ -118,6 +118,20 @@ def layer_levels(model: nn.Module) -> int:
     return max(int(torch.unique(w[w != 0]).numel()) for w in _kernels(model))
 
 
+def _levels_text(levels: int, bits: int | None, levels_per_layer: int | None) -> str:
+    """Legend text for the distinct surviving values: configured ``bits`` when known, else the estimate
+    from ``levels_per_layer`` (one level set per layer), else only the count observed."""
+    distinct = f"{levels:,} distinct value{'' if levels == 1 else 's'}"
+    if bits is not None:
+        return f"{distinct}, {bits}-bit weights (configured)"
+    if levels_per_layer is None:
+        return f"{distinct} observed"
+    estimate = f", ≈{math.ceil(math.log2(levels_per_layer))} bits" if 1 < levels_per_layer <= 4096 else ""
+    if levels_per_layer != levels:
+        estimate = f" (at most {levels_per_layer:,} in a layer){estimate}"
+    return f"{distinct}{estimate}"
+
+
 def weight_histogram_figure(
     before: np.ndarray | None,
     after: np.ndarray,
@@ -126,12 +140,16 @@ def weight_histogram_figure(
     bins: int = 80,
     title: str = "",
     levels_per_layer: int | None = None,
+    bits: int | None = None,
 ) -> Figure:
     """Histograms of weights before compression (``before``, all entries) and after (``after``: the
-    surviving weights only). ``total`` is the number of synapses after compression including pruned
-    ones (default ``after.size``), used to report the pruned fraction; the number of distinct surviving
-    values shows the quantization (``≈ log2`` of it in bits; of ``levels_per_layer`` when the values
-    pool several layers, each with its own levels)."""
+    alive weights only, i.e. kept and nonzero). ``total`` is the number of synapses after compression
+    including pruned and zero ones (default ``after.size``), used to report the pruned-or-zero fraction.
+
+    The legend gives the number of distinct alive values and, for the bits: ``bits`` when the run
+    configured them; else ``≈ log2(levels_per_layer)`` when the values pool several layers, each with
+    its own levels; else only the count of distinct values observed (which is not the bit width: a
+    4-bit run may keep 3 values)."""
     after = np.asarray(after, dtype=np.float64).ravel()
     total = after.size if total is None else int(total)
     fig = new_figure(7.5, 4.2)
@@ -150,11 +168,7 @@ def weight_histogram_figure(
             color="tab:blue",
             label=f"before: {b.size:,} weights, {np.mean(b == 0):.1%} zero",
         )
-    levels = np.unique(after).size
-    per_layer = levels if levels_per_layer is None else levels_per_layer
-    bits = f", ≈{math.ceil(math.log2(per_layer))} bits" if 1 < per_layer <= 4096 else ""
-    if per_layer != levels:
-        bits = f" (at most {per_layer:,} in a layer){bits}"
+    levels = _levels_text(np.unique(after).size, bits, levels_per_layer)
     pruned = 1 - after.size / max(total, 1)
     ax.hist(
         after,
@@ -162,13 +176,13 @@ def weight_histogram_figure(
         histtype="step",
         lw=1.6,
         color="tab:red",
-        label=f"after: {after.size:,} of {total:,} kept ({pruned:.1%} pruned), "
-        f"{levels:,} distinct values{bits}",
+        label=f"after: {after.size:,} of {total:,} alive, i.e. kept and nonzero "
+        f"({pruned:.1%} pruned or zero),\n{levels}",
     )
     ax.set_yscale("log")
     ax.set_xlabel("weight")
     ax.set_ylabel("count (log)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over the bars
     ax.set_title(
         title
         or (
