@@ -10,22 +10,23 @@ process, the median of ``--repeats`` forward+backward passes of:
 * ``snntorch.Leaky`` (β = 0.5, reset to zero) stepped in the usual Python loop over T;
 * spikingjelly ``LIFNode(step_mode="m")`` (τ = 2, hard reset to 0), when installed.
 
-Two timings per layer: ``ms`` runs each layer back to back (its tensors and freed buffers stay hot in
-cache and in the allocator: the best case, where the floor is cheapest), in 5 blocks per layer that
-take turns with the other layers' blocks, so that a slow spell of the shared machine is spread over
-all layers; ``in turn`` runs the layers one after another in each round (every layer finds caches
-and allocator as the others left them, as inside a network). On the CPU both depend on glibc's
-allocator, which may hand each freed 8-16 MiB buffer back to the OS, so that the next layer's output
-page-faults in again (a few ms, in any layer, the floor included); ``--keep-freed-memory`` stops that
-(``mallopt``: no trimming, no ``mmap`` below 32 MiB), as a caching allocator (jemalloc, tcmalloc)
-would. Also the bytes each layer saves for backward (via ``saved_tensors_hooks``; the input's storage
-counts when a layer keeps it), relative to the input's bytes. Targets on a 2-core CPU: NILIF ≤ 2.0×
-the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
+Two timings per layer: ``ms`` runs each layer back to back (its tensors and freed buffers stay hot
+in cache and in the allocator: the best case, where the floor is cheapest), in 5 blocks per layer
+that take turns with the other layers' blocks, so that a slow spell of the shared machine is spread
+over all layers; ``in turn`` runs the layers one after another in each round, in a shuffled order
+(every layer finds caches and allocator as the others left them, as inside a network). On the CPU
+both depend on glibc's allocator, which may hand each freed 8-16 MiB buffer back to the OS, so that
+the next layer's output page-faults in again (a few ms, in any layer, the floor included);
+``--keep-freed-memory`` stops that (``mallopt``: no trimming, no ``mmap`` below 32 MiB), as a
+caching allocator (jemalloc, tcmalloc) would. Also the bytes each layer saves for backward (via
+``saved_tensors_hooks``; the input's storage counts when a layer keeps it), relative to the input's
+bytes. Targets on a 2-core CPU: NILIF ≤ 2.0× the floor, ≤ 1/3 of snntorch's time, saved ≤ 1.25×.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -137,11 +138,17 @@ def time_back_to_back(
 
 def time_in_turn(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Median ms per layer, the layers run in turn within each round (after 2 warm-up rounds): every
-    layer starts after the others have used the caches and the allocator, as inside a network."""
+    layer starts after the others have used the caches and the allocator, as inside a network. The
+    order is shuffled every round (seeded), so that no layer always inherits the same predecessor's
+    heap: with glibc's defaults a layer's frees can hand memory back to the OS and the next layer's
+    allocations page-fault it in again, which in a fixed order fell on the same layers every round."""
     samples: dict[str, list[float]] = {name: [] for name in timers}
+    order = random.Random(0)
+    names = list(timers)
     for r in range(repeats + 2):
-        for name, once in timers.items():
-            dt = once()
+        order.shuffle(names)
+        for name in names:
+            dt = timers[name]()
             if r >= 2:
                 samples[name].append(dt)
     return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
