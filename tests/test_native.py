@@ -130,6 +130,33 @@ def test_a_mask_in_mid_sequence_gives_the_torch_path_gradients(family: str, dtyp
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_infinite_membranes_with_gradient_flowing_through_them(family: str, dtype: torch.dtype) -> None:
+    # A +inf input under the hard reset fires and is reset, and the later steps' ∂L/∂u flows back into
+    # its reset term −h·∂L/∂u, which the pdf (0 at +inf) multiplies: the torch path gives 0, the native
+    # path gave NaN. And PLIF's ∂L/∂β = Σ ∂L/∂h_{t+1}·u_t past a −inf mask (u_t = −inf, ∂L/∂h_{t+1} = 0)
+    # was NaN on the native path.
+    noise = get_noise(family, 0.3)
+    spike = torch.tensor([0.5, math.inf, 0.9, 0.7], dtype=dtype).reshape(4, 1, 1).expand(4, 2, 3).clone()
+    y, gx, _ = run(spike, 0.5, noise, "heaviside", hard=True)
+    y0, gx0, _ = run(spike, 0.5, noise, "heaviside", hard=True, use_native=False)
+    assert torch.equal(y, y0) and torch.isfinite(gx).all() and (gx[1] == 0).all()
+    torch.testing.assert_close(gx, gx0, rtol=1e-6, atol=1e-6)
+    mask = dyadic((5, 2, 9), dtype, seed=8)
+    mask[2, 1, 3:6] = -math.inf
+    decay = torch.tensor(0.5, dtype=torch.float64)
+    for hard in (True, False):
+        for mode in ("heaviside", "expected"):
+            _, gx, gd = run(mask, decay, noise, mode, hard=hard)
+            _, gx0, gd0 = run(mask, decay, noise, mode, hard=hard, use_native=False)
+            assert torch.isfinite(gd).all() and torch.isfinite(gx).all()
+            tol = 1e-9 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(gx, gx0, rtol=tol, atol=tol)
+            torch.testing.assert_close(gd, gd0, rtol=1e-5, atol=1e-6)
+
+
+@needs_native
 def test_runs_in_a_thread_with_a_small_stack() -> None:
     # musl's default thread stack is 128 KiB: the kernels keep their per-chunk state off the stack.
     code = (

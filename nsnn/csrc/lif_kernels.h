@@ -538,6 +538,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
   const bool detach = a.detach;
+  // Beyond |h| = far every family's pdf(h − θ) is exactly 0 (|h − θ| > 10⁴σ), so clamping h there in
+  // the reset term ∂u/∂s = −h changes no gradient, while an infinite h no longer makes gs infinite and
+  // gs·pdf = inf·0 = NaN. The clamps run only in slices where the replay met such an h.
+  const S far = static_cast<S>(std::fabs(a.theta) + 1e4 / a.inv_sigma);
+  constexpr S kMax = std::numeric_limits<S>::max();
   const int64_t slice = slice_neurons(a.T, i1 - i0);
   thread_local std::vector<S> replay;
   if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
@@ -551,6 +556,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   for (int64_t j0 = i0; j0 < i1; j0 += slice) {
     const int64_t n = (i1 - j0) < slice ? (i1 - j0) : slice;
     for (int64_t k = 0; k < n; ++k) u[k] = S(0);
+    int far_seen = 0;  // whether some |h| of the slice lies beyond far (the reverse pass then clamps)
     for (int64_t t = 0; t < a.T; ++t) {
       const S* __restrict xt = x + t * a.N + j0;
       S* __restrict ht = hbuf + t * n;
@@ -558,6 +564,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       for (int64_t k = 0; k < n; ++k) {
         const S h = beta * u[k] + xt[k];
         ht[k] = h;
+        far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
         S drawn = S(0);
         if constexpr (MODE == kBernoulli) drawn = sb[k] != 0 ? S(1) : S(0);
         u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
@@ -567,8 +574,9 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
     if constexpr (DECAY) {
       for (int64_t k = 0; k < n; ++k) acc[k] = 0.0;
     }
-    auto step = [&](int64_t t, auto accumulate) {
+    auto step = [&](int64_t t, auto accumulate, auto clamp) {
       constexpr bool ACC = decltype(accumulate)::value;
+      constexpr bool CLAMP = decltype(clamp)::value;
       const int64_t off = t * a.N + j0;
       const S* __restrict gt = go + off;
       const S* __restrict ht = hbuf + t * n;
@@ -583,28 +591,42 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
           s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
         }
         // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0: chosen, not
-        // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. ∂L/∂u is 0 at t = T−1, and after
-        // any step where g = 0 and ∂L/∂u was 0, which covers a −inf input used as a mask (h = −inf
-        // from there on). A NaN is left only where g ≠ 0 meets h = ±inf (never for these families) or
-        // where ∂L/∂u ≠ 0 reaches an infinite h through the reset (∂L/∂s or β ≠ 0 beyond it).
+        // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. In a slice holding some |h| > far
+        // (CLAMP), h enters the hard reset's term clamped to ±far, so an infinite membrane (a −inf
+        // mask, or a +inf input that fires and is reset) keeps gs finite and gs·pdf = 0 whatever ∂L/∂u
+        // is, as on the torch path.
         const S gun = gu[k];
-        const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? h : theta);
+        const S hr = CLAMP ? (h > far ? far : (h < -far ? -far : h)) : h;
+        const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? hr : theta);
         const S direct = HARD ? gun * (S(1) - s) : gun;
         const S gh = direct + gs * g;
         xt[k] = gh;
         gu[k] = gh * beta;
         if constexpr (DECAY) {
-          if constexpr (ACC) acc[k] += static_cast<double>(gh_next[k] * St::reset(h, theta, s));
+          // u_t clamped to the largest finite value: an infinite membrane, whose later ∂L/∂h is 0,
+          // adds 0 instead of 0·inf = NaN; a finite one is unchanged.
+          if constexpr (ACC) {
+            const S ut = St::reset(h, theta, s);
+            const S uc = CLAMP ? (ut > kMax ? kMax : (ut < -kMax ? -kMax : ut)) : ut;
+            acc[k] += static_cast<double>(gh_next[k] * uc);
+          }
           gh_next[k] = gh;
         }
       }
     };
+    auto step_at = [&](int64_t t, auto clamp) {
+      if (DECAY && t < a.T - 1) {
+        step(t, std::true_type{}, clamp);
+      } else {
+        step(t, std::false_type{}, clamp);
+      }
+    };
     for (int64_t t = a.T - 1; t >= 0; --t) {
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
-      if (DECAY && t < a.T - 1) {
-        step(t, std::true_type{});
+      if (far_seen != 0) {
+        step_at(t, std::true_type{});
       } else {
-        step(t, std::false_type{});
+        step_at(t, std::false_type{});
       }
     }
     if constexpr (DECAY) {
