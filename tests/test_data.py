@@ -296,6 +296,36 @@ def test_download_cifar_archive_and_safe_extract(tmp_path, monkeypatch):
         nd.extract_tar(tmp_path / "junk.tar.gz", tmp_path / "y", "top")
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.arange(4).reshape(4, 1),
+        [[0], [1], [2], [3]],
+        ["0", "1", "2", "3"],
+        np.array(["a", "b", "c", "d"]),
+        [0, 1.5, 2, 3],
+        np.array([0.0, 1.0, 2.0, np.nan]),
+        [True, False, True, False],
+        [[0, 1], [2], [3], [4]],
+        np.array(3),
+    ],
+    ids=["2d-array", "2d-list", "str-list", "str-array", "fraction", "nan", "bool", "ragged", "0-d"],
+)
+def test_cifar_labels_must_be_1d_integers(tmp_path, labels):
+    folder = fake_cifar(tmp_path)
+    batch = {b"data": np.zeros((4, 3072), np.uint8), b"labels": labels}
+    dump(folder / "data_batch_2", batch)
+    with pytest.raises(DatasetError, match=r"data_batch_2 lacks uint8 b'data' .* N integer labels") as e:
+        nd.get_dataset("cifar10", data_dir=tmp_path)
+    assert str(folder) in str(e.value) and "data_batch_1" in str(e.value)
+
+
+def test_cifar_integral_float_labels_are_accepted(tmp_path):
+    folder = fake_cifar(tmp_path)
+    dump(folder / "test_batch", {b"data": np.zeros((4, 3072), np.uint8), b"labels": np.array([3.0, 1, 0, 9])})
+    assert nd.load_cifar_folder(tmp_path, "cifar10", "test").labels.tolist() == [3, 1, 0, 9]
+
+
 # ----------------------------------------------------------------------------------------- DVS-CIFAR10
 
 
@@ -322,8 +352,45 @@ def test_dvs_per_sample_stacked_and_errors(tmp_path):
     with pytest.raises(DatasetError, match="label 12"):
         nd.load_dvs_folder(bad, "train")
     torch.save([ImageSet(torch.zeros(1, 2, 2), torch.zeros(1, dtype=torch.long)), 1], bad / "train" / "1.pt")
-    with pytest.raises(DatasetError, match="weights_only"):  # arbitrary objects are never unpickled
+    with pytest.raises(DatasetError, match=r"1\.pt is not a torch file of tensors"):  # never unpickled
         nd.load_dvs_folder(bad, "train")
+
+
+def test_corrupt_dvs_file_error_names_the_file_not_torchs_advice(tmp_path):
+    root = fake_dvs(tmp_path / "dvs", {"train": 2, "test": 1})
+    (root / "train" / "1.pt").write_text("not a tensor file")
+    with pytest.raises(DatasetError) as e:
+        nd.load_dvs_folder(root, "train")
+    msg = str(e.value)
+    assert "1.pt is not a torch file of tensors" in msg and str(root / "train") in msg
+    assert "[T, 2, H, W]" in msg and "weights_only" not in msg and "checkpoint" not in msg
+    assert e.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("split", "shape", "problem"),
+    [
+        ("test", (4, 2, 8, 8), r"test frames \[T, C, H, W\] = \[4, 2, 8, 8\] differ from the train frames"),
+        ("test", (3, 2, 6, 6), r"= \[3, 2, 6, 6\] differ from the train frames \[3, 2, 8, 8\]"),
+        ("train", (3, 3, 8, 8), r"train frames .* = \[3, 3, 8, 8\], expected 2 polarity channels"),
+        ("train", (3, 2, 8, 6), r"= \[3, 2, 8, 6\], expected .* square frames"),
+    ],
+    ids=["test-T", "test-HxW", "train-C", "train-not-square"],
+)
+@pytest.mark.parametrize("stacked", [False, True])
+def test_dvs_frames_must_be_2_channel_square_and_alike_in_both_splits(
+    tmp_path, split, shape, problem, stacked
+):
+    root = fake_dvs(tmp_path / "dvs", {"train": 2, "test": 2})
+    other = fake_dvs(tmp_path / "other", {split: 2}, shape=shape)
+    for i in range(2):
+        (root / split / f"{i}.pt").write_bytes((other / split / f"{i}.pt").read_bytes())
+    if stacked:
+        nd.pack_dvs_cifar10(root)
+    with pytest.raises(DatasetError, match=problem) as e:
+        nd.get_dataset("dvs-cifar10", data_dir=root)
+    where = root / (f"{split}.pt" if stacked else split)
+    assert f"at {where}\n" in str(e.value) and "[T, 2, H, W]" in str(e.value)
 
 
 # --------------------------------------------------------------------------------------- augmentation

@@ -305,14 +305,15 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     assert last["epoch"] == 2 and last["scaler"]["scale"] > 0
 
 
-def _mnist_folder(folder: Path, n: int) -> Path:
-    """A full-MNIST folder (the four idx files) whose splits both hold the first ``n`` embedded images."""
+def _mnist_folder(folder: Path, n: int, n_test: int | None = None) -> Path:
+    """A full-MNIST folder (the four idx files): the first ``n`` embedded images are the training split,
+    the first ``n_test`` (default ``n``) the test split."""
     from nsnn.data import load_embedded_mnist
 
     data = load_embedded_mnist()
     folder.mkdir()
-    for prefix in ("train", "t10k"):
-        for stem, tensor in (("images-idx3", data.images[:n]), ("labels-idx1", data.labels[:n])):
+    for prefix, size in (("train", n), ("t10k", n if n_test is None else n_test)):
+        for stem, tensor in (("images-idx3", data.images[:size]), ("labels-idx1", data.labels[:size])):
             array = tensor.numpy()
             dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
             payload = bytes([0, 0, 8, array.ndim]) + dims + array.astype(np.uint8).tobytes()
@@ -348,6 +349,62 @@ def test_run_stopped_in_its_first_epoch_resumes_exactly_and_only_on_its_own_data
     fit(TrainConfig(**settings, resume=str(on_folder)))
     assert read_json(on_folder / "config.json")["data_dir"] == str(folder)
     assert _torch_load_strict(on_folder / "last.pt")["dataset"]["embedded"] is False
+
+
+def test_download_run_records_its_data_folder_for_testing_and_resume(tmp_path, monkeypatch, capsys):
+    """--download without --data-dir trains on full MNIST in the default folder; the run's config must
+    name that folder, or testing and --resume rebuild the embedded split."""
+    from nsnn.training.cli import main
+
+    folder = _mnist_folder(tmp_path / "default-data", 300, n_test=50)
+    monkeypatch.setenv("NSNN_DATA_DIR", str(folder))  # found there, so nothing is downloaded
+    settings = {**TINY, "epochs": 1}
+    run = tmp_path / "run"
+
+    def stop(epoch: int, step: int) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(run), download=True), on_step=stop)
+    assert read_json(run / "config.json")["data_dir"] == str(folder.resolve())
+    assert _torch_load_strict(run / "last.pt")["config"]["data_dir"] == str(folder.resolve())
+
+    monkeypatch.delenv("NSNN_DATA_DIR")  # testing and resuming no longer depend on the default folder
+    fit(TrainConfig(**settings, resume=str(run)))
+    assert _torch_load_strict(run / "last.pt")["dataset"]["test_size"] == 50
+    assert main(["test", "--snapshot", str(run), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["n"] == 50 and "warning" not in err
+
+
+def _dvs_folder(folder: Path, shape: tuple[int, int, int, int], n: int = 8) -> Path:
+    """Stacked DVS-CIFAR10 splits ``train.pt`` / ``test.pt``, each ``n`` random frames of ``shape``."""
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        data = {"frames": torch.rand((n, *shape), generator=g), "labels": torch.arange(n) % 10}
+        torch.save(data, folder / f"{split}.pt")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("shape", "problem"),
+    [((4, 2, 8, 8), "time steps 4 (run: 3)"), ((3, 2, 6, 6), "image_size 6 (run: 8)")],
+)
+def test_testing_on_dvs_frames_of_another_shape_is_a_flag_error(tmp_path, capsys, shape, problem):
+    from nsnn.training.cli import main
+
+    dvs = _dvs_folder(tmp_path / "dvs", (3, 2, 8, 8))
+    settings = {**TINY, "dataset": "dvs-cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}, "timestep": 3}
+    settings.update(minibatch=4, val_split=0.0, epochs=1, data_dir=str(dvs), out=str(tmp_path / "run"))
+    fit(TrainConfig(**settings))
+    other = _dvs_folder(tmp_path / "other", shape)
+    with pytest.raises(SystemExit) as exited:
+        main(["test", "--snapshot", str(tmp_path / "run"), "--data-dir", str(other)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert f"was trained on other data than {other} holds: {problem}" in err
 
 
 _KILLER = textwrap.dedent(

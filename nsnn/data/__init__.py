@@ -18,7 +18,7 @@ from nsnn.data.augment import Augment, cutout, random_crop, random_hflip, random
 from nsnn.data.base import DatasetError, ImageSet, default_data_dir
 from nsnn.data.cifar import CIFAR_LAYOUTS, download_cifar, load_cifar_classes, load_cifar_folder
 from nsnn.data.download import download_file, extract_tar, md5_file
-from nsnn.data.dvs import load_dvs_folder, pack_dvs_cifar10
+from nsnn.data.dvs import load_dvs_folder, load_dvs_splits, pack_dvs_cifar10
 from nsnn.data.loader import TensorLoader
 from nsnn.data.mnist import (
     download_mnist,
@@ -66,6 +66,7 @@ __all__ = [
     "load_cifar_classes",
     "load_cifar_folder",
     "load_dvs_folder",
+    "load_dvs_splits",
     "load_embedded_mnist",
     "load_mnist_folder",
     "md5_file",

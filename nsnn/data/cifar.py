@@ -120,21 +120,40 @@ def _unpickle(path: Path, name: str, layout: CifarLayout) -> dict:
     return obj
 
 
+def _integer_labels(labels: object) -> np.ndarray | None:
+    """``labels`` as a 1-D int64 array if it is a 1-D list/array of integer values, else ``None``."""
+    if not isinstance(labels, list | np.ndarray):
+        return None
+    try:
+        array = np.asarray(labels)
+    except ValueError:  # ragged nested lists
+        return None
+    if array.ndim != 1:
+        return None
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array) & (array == np.round(array))):
+        return array.astype(np.int64)
+    return None
+
+
 def _batch(path: Path, name: str, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
     obj = _unpickle(path, name, layout)
-    data, labels = obj.get(b"data"), obj.get(layout.label_key)
+    data, labels = obj.get(b"data"), _integer_labels(obj.get(layout.label_key))
     ok = (
         isinstance(data, np.ndarray)
         and data.dtype == np.uint8
         and data.ndim == 2
         and data.shape[1] == 3 * 32 * 32
-        and isinstance(labels, list | np.ndarray)
+        and labels is not None
         and len(labels) == data.shape[0]
     )
     if not ok:
-        problem = f"{path.name} lacks uint8 b'data' [N, 3072] with N matching {layout.label_key!r}"
+        problem = (
+            f"{path.name} lacks uint8 b'data' [N, 3072] with N integer labels [N] "
+            f"(a 1-D list or array) in {layout.label_key!r}"
+        )
         raise dataset_error(name, path.parent, layout.describe(), problem)
-    labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):
         problem = f"{path.name} has labels outside [0, {layout.num_classes})"
         raise dataset_error(name, path.parent, layout.describe(), problem)

@@ -69,8 +69,13 @@ def _label(value: object, path: Path) -> int:
 def _load(path: Path) -> object:
     try:
         return load_torch(path)
-    except (ValueError, FileNotFoundError) as e:
-        raise _error(path.parent, f"unreadable file {path.name} ({e})") from e
+    except (ValueError, FileNotFoundError):
+        # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
+        raise _error(
+            path.parent,
+            f"{path.name} is not a torch file of tensors and plain data (wrong file type, truncated, "
+            "corrupt, or holding other objects)",
+        ) from None
 
 
 def _load_samples(folder: Path, progress: bool | None) -> ImageSet:
@@ -124,17 +129,49 @@ def load_dvs_folder(root: str | Path, split: str = "train", progress: bool | Non
     """Load DVS-CIFAR10 ``split`` as float frames ``[N, T, 2, H, W]`` and int64 labels ``[N]``.
 
     Prefers the stacked ``<split>.pt``; falls back to the per-sample ``<split>/<i>.pt`` files (sorted by
-    ``i``). Raises :class:`DatasetError` naming the path and the expected layout when missing or corrupt.
+    ``i``). Raises :class:`DatasetError` naming the path and the expected layout when missing or corrupt,
+    or when the frames do not have 2 channels and square ``H == W``.
     """
     if split not in DVS_SPLITS:
         raise ValueError(f"split must be one of {list(DVS_SPLITS)}, got {split!r}")
+    path = _split_path(root, split)
+    data = _load_stacked(path) if path.is_file() else _load_samples(path, progress)
+    _, steps, channels, height, width = data.images.shape
+    if channels != 2 or height != width:
+        raise _error(
+            path,
+            f"{split} frames are [T, C, H, W] = {[steps, channels, height, width]}, expected 2 polarity "
+            "channels and square frames [T, 2, H, H]",
+        )
+    return data
+
+
+def load_dvs_splits(root: str | Path, progress: bool | None = None) -> tuple[ImageSet, ImageSet]:
+    """Load the train and test splits (see :func:`load_dvs_folder`), whose frames must share one shape.
+
+    Raises :class:`DatasetError` naming the test split's path when its ``[T, 2, H, W]`` differs from
+    the training split's.
+    """
+    train = load_dvs_folder(root, "train", progress)
+    test = load_dvs_folder(root, "test", progress)
+    if test.images.shape[1:] != train.images.shape[1:]:
+        raise _error(
+            _split_path(root, "test"),
+            f"test frames [T, C, H, W] = {list(test.images.shape[1:])} differ from the train frames "
+            f"{list(train.images.shape[1:])}; both splits need the same [T, 2, H, W]",
+        )
+    return train, test
+
+
+def _split_path(root: str | Path, split: str) -> Path:
+    """The stacked ``<split>.pt`` if present, else the per-sample ``<split>/`` folder."""
     folder = find_dvs_folder(root)
     if folder is None:
         raise _error(Path(root), "no train/ folder or train.pt")
     if (folder / f"{split}.pt").is_file():
-        return _load_stacked(folder / f"{split}.pt")
+        return folder / f"{split}.pt"
     if (folder / split).is_dir():
-        return _load_samples(folder / split, progress)
+        return folder / split
     raise _error(folder, f"no {split}/ folder or {split}.pt")
 
 

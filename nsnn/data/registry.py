@@ -27,7 +27,7 @@ from nsnn.data.cifar import (
     load_cifar_classes,
     load_cifar_folder,
 )
-from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_folder
+from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_splits
 from nsnn.data.loader import TensorLoader
 from nsnn.data.mnist import download_mnist, embedded_mnist_dir, embedded_mnist_split, load_mnist_folder
 from nsnn.data.split import train_val_split
@@ -209,12 +209,12 @@ register_dataset("cifar100")(_cifar("cifar100"))
 def _dvs_cifar10(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
     """There is no download (``download`` is ignored); the DatasetError says how to prepare the frames."""
     root = data_dir if data_dir is not None else default_data_dir()
-    train = load_dvs_folder(root, "train", progress)
+    train, test = load_dvs_splits(root, progress)
     _, steps, channels, size, _ = train.images.shape
     return DatasetBundle(
         name="dvs-cifar10",
         train=train,
-        test=load_dvs_folder(root, "test", progress),
+        test=test,
         num_classes=DVS_NUM_CLASSES,
         in_channels=channels,
         image_size=size,

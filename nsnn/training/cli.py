@@ -198,6 +198,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     )
     cfg.download, cfg.progress = args.download, args.progress
     bundle = load_dataset(cfg, args.data_dir)
+    _check_test_data(bundle, cfg, ckpt["dataset"], path)
     if ckpt["dataset"].get("embedded") and not bundle.embedded:
         print(
             "warning: this model was trained on the embedded MNIST split, whose training images are part "
@@ -252,6 +253,27 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         flush=True,
     )
     return result
+
+
+def _check_test_data(bundle: Any, cfg: TrainConfig, trained: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ConfigError` when the loaded data cannot feed the model of checkpoint ``path``:
+    another number of classes, channels, image size (``trained``: the checkpoint's data record) or
+    event frames per sample than ``cfg.timestep``."""
+    loaded = {
+        "num_classes": bundle.num_classes,
+        "in_channels": bundle.in_channels,
+        "image_size": bundle.image_size,
+    }
+    differ = [
+        f"{k} {v!r} (run: {trained[k]!r})" for k, v in loaded.items() if k in trained and trained[k] != v
+    ]
+    if bundle.time_steps is not None and bundle.time_steps != cfg.timestep:
+        differ.append(f"time steps {bundle.time_steps} (run: {cfg.timestep})")
+    if differ:
+        raise ConfigError(
+            f"{path} was trained on other data than {bundle.source} holds: {', '.join(differ)}; "
+            "give the --data-dir of data shaped like the run's"
+        )
 
 
 def test_main(

@@ -346,6 +346,18 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
     return TrainConfig.from_dict(saved), ckpt, path.parent
 
 
+def _record_data_dir(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``data_dir`` set to the default data folder (absolute) when ``--download`` is given
+    without ``--data-dir``: the run's config then names the folder its data came from, so testing and
+    ``--resume`` (where ``download`` is a runtime flag and not saved) load the same data; without it
+    MNIST would fall back to the embedded split."""
+    if not cfg.download or cfg.data_dir is not None:
+        return cfg
+    from nsnn.data import default_data_dir
+
+    return dataclasses.replace(cfg, data_dir=str(default_data_dir().resolve()))
+
+
 def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train, validate, checkpoint and test as configured; returns the run's key results.
 
@@ -355,6 +367,7 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
     ``best_val_accuracy`` is None without a validation split).
     """
     cfg, ckpt, run_dir = _resume_source(config)
+    cfg = _record_data_dir(cfg)
     if ckpt is None and cfg.out is not None:
         try:
             check_new_run_dir(cfg.out)
