@@ -14,7 +14,6 @@ raises ``ValueError`` naming the path and what was expected.
 
 from __future__ import annotations
 
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from nsnn.compress import level_bits
 from nsnn.io import read_json
 from nsnn.stdp.config import FULL_PRECISION_BITS
 
@@ -70,7 +70,7 @@ class StdpRun:
         precision; None when the run configured no quantization (or has no config)."""
         levels = self.config.get("levels")
         if levels:
-            return math.ceil(math.log2(len(set(levels))))
+            return level_bits(levels)
         bits = self.config.get("bits")
         if bits is not None and int(bits) < FULL_PRECISION_BITS:
             return int(bits)

@@ -17,7 +17,14 @@ from nsnn.compress.prune import (
     prunable_layers,
     prune_mask,
 )
-from nsnn.compress.quantize import UniformLevels, level_set, nearest_level, quantize, uniform_levels
+from nsnn.compress.quantize import (
+    UniformLevels,
+    level_bits,
+    level_set,
+    nearest_level,
+    quantize,
+    uniform_levels,
+)
 from nsnn.compress.report import (
     CompressionReport,
     LayerStats,
@@ -37,6 +44,7 @@ __all__ = [
     "count_synaptic_events",
     "layer_mask",
     "layer_stats",
+    "level_bits",
     "level_set",
     "magnitude_prune",
     "nearest_level",

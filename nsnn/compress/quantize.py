@@ -91,12 +91,13 @@ def uniform_levels(bits: int, low: float, high: float) -> np.ndarray:
     return np.linspace(float(grid.low), float(grid.high), grid.count)
 
 
-def _level_bits(levels: np.ndarray | UniformLevels) -> int:
-    """Bits per weight to store one of ``levels``: ``bits`` for a uniform set, else ``ceil(log2(n))``
-    (at least 1)."""
+def level_bits(levels: Any) -> int:
+    """Bits per weight to store one of ``levels``: ``bits`` for a :class:`UniformLevels`, else
+    ``ceil(log2(n))`` for the n distinct values of a level list (at least 1). The one rule for every
+    report of bits: BPTT layers, STDP runs with device levels, the visualizer."""
     if isinstance(levels, UniformLevels):
         return int(levels.bits)
-    return max(1, math.ceil(math.log2(len(levels))))
+    return max(1, math.ceil(math.log2(len(np.unique(np.asarray(levels, dtype=np.float64))))))
 
 
 def nearest_level(x: np.ndarray, levels: np.ndarray | UniformLevels) -> np.ndarray:
@@ -176,7 +177,7 @@ def _quantize_module(
         if chosen is None:
             continue
         module.weight.copy_(_quantize_array(module.weight, bits=None, levels=chosen, w_range=None, mask=mask))
-        bits_tensor = torch.tensor(_level_bits(chosen), dtype=torch.int64, device=module.weight.device)
+        bits_tensor = torch.tensor(level_bits(chosen), dtype=torch.int64, device=module.weight.device)
         if hasattr(module, BITS_BUFFER):
             delattr(module, BITS_BUFFER)
         module.register_buffer(BITS_BUFFER, bits_tensor, persistent=False)

@@ -35,7 +35,6 @@ from. The retried counts replace the silent ones in the returned responses. With
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from nsnn.compress import prune_mask, quantize, synaptic_events
+from nsnn.compress import level_bits, prune_mask, quantize, synaptic_events
 from nsnn.stdp.classify import accuracy, assign_labels, predict
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, levels_for_bits
 from nsnn.stdp.engine import Engine, Phase, PhaseResult
@@ -88,7 +87,7 @@ def weight_bits(config: STDPConfig) -> int:
     """
     if config.levels is None:
         return config.bits
-    return math.ceil(math.log2(len(set(config.levels))))
+    return level_bits(config.levels)
 
 
 def deploy_weights(w: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] | None) -> np.ndarray:
