@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
@@ -70,19 +71,35 @@ def atomic_save_torch(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+class TorchFileError(ValueError):
+    """A file :func:`load_torch` cannot load weights-only; ``reason`` says why, in a few words."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is not a torch file of tensors and plain data ({reason})")
+        self.path, self.reason = path, reason
+
+
 def load_torch(path: str | Path, map_location: str | torch.device | None = "cpu") -> Any:
     """Load a file written by :func:`atomic_save_torch` with ``weights_only=True``.
 
-    Raises ``FileNotFoundError`` naming the path, or ``ValueError`` if the file is not a readable
-    checkpoint (truncated, corrupt, or holding arbitrary pickled objects).
+    Raises ``FileNotFoundError`` naming the path, or :class:`TorchFileError` (a ``ValueError``) naming
+    it if it is not a torch file of tensors and plain data: another file type, truncated, corrupt, or
+    holding other objects (the first one is named). Torch's advice to retry with
+    ``weights_only=False``, which would run code from a file of unknown origin, is never relayed.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
+        raise FileNotFoundError(f"no such file: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot load {path} as an nsnn checkpoint (weights_only=True): {e}") from e
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        reason = (
+            f"it holds an object of type {found.group(1)}"
+            if found
+            else "wrong file type, truncated or corrupt"
+        )
+        raise TorchFileError(path, reason) from None
 
 
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
@@ -116,7 +133,9 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 class CsvLog:
-    """Append-only CSV with a fixed header; each row is flushed and fsynced as it is written.
+    """Append-only CSV with a fixed header; each row is flushed and fsynced as it is written. An
+    existing file is appended to only if its header is the same (``ValueError`` otherwise: rows would
+    land under the wrong columns).
 
     >>> log = CsvLog(run_dir / "metrics.csv", ["epoch", "loss"])
     >>> log.append({"epoch": 1, "loss": 0.5})
@@ -129,6 +148,14 @@ class CsvLog:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.fields)
+            return
+        with open(self.path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != self.fields:
+            raise ValueError(
+                f"{self.path} has the columns {header}, not {self.fields} (written by another version or "
+                "tool); move it away or write to another folder"
+            )
 
     def append(self, row: Mapping[str, Any]) -> None:
         unknown = set(row) - set(self.fields)

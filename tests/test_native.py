@@ -157,6 +157,22 @@ def test_infinite_membranes_with_gradient_flowing_through_them(family: str, dtyp
 
 
 @needs_native
+@pytest.mark.parametrize("sigma", [1e-25, 1e-36])
+def test_gaussian_surrogate_at_a_tiny_sigma(sigma: float) -> None:
+    # float32 −1/(2σ²) overflows to −inf below σ ≈ 4e-20, and the pdf at h = θ was exp(0·−inf) = NaN on
+    # the native path; the torch path gives the peak 1/(σ√(2π)), still finite in float32.
+    noise = get_noise("gaussian", sigma)
+    x = torch.tensor([1.0, -5.0, 0.5], dtype=torch.float32).reshape(3, 1).expand(3, 4).clone()
+    for mode in ("heaviside", "expected"):
+        y, gx, _ = run(x, 0.5, noise, mode)
+        y0, gx0, _ = run(x, 0.5, noise, mode, use_native=False)
+        torch.testing.assert_close(y, y0, rtol=0.0, atol=1.3e-7)  # the float32 cdf's error bound
+        assert torch.isfinite(gx).all()
+        torch.testing.assert_close(gx, gx0, rtol=1e-6, atol=0.0)
+        assert math.isclose(gx[0, 0].item(), 1 / (sigma * math.sqrt(2 * math.pi)), rel_tol=1e-6)
+
+
+@needs_native
 def test_runs_in_a_thread_with_a_small_stack() -> None:
     # musl's default thread stack is 128 KiB: the kernels keep their per-chunk state off the stack.
     code = (

@@ -143,6 +143,16 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert 0.0 <= last_json(capsys.readouterr().out)["accuracy"] <= 1.0
     assert (tmp_path / "evals" / "evaluations.csv").is_file()
 
+    # The run used a 200-sample test subset; --max-samples 0 evaluates the whole test split, in its own
+    # result file, and a negative count is a flag error.
+    argv = ["--snapshot", str(run), "--eval-mode", "deterministic", "--max-samples", "0", "--json"]
+    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    full = last_json(capsys.readouterr().out)
+    assert full["n"] == 2000 and full["result_file"] != tested["result_file"]
+    assert read_json(tested["result_file"])["n"] == 200
+    assert run_script("testing_mnist.py", ["--snapshot", str(run), "--max-samples", "-1"], monkeypatch) == 2
+    assert "max_samples must be >= 0" in capsys.readouterr().err
+
     # Wrong dataset for the script, bad eval mode, missing snapshot.
     assert run_script("testing_cifar10.py", ["--snapshot", str(run)], monkeypatch) == 2
     assert "was trained on 'mnist'" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsnn.io import read_csv, read_json
+from nsnn.io import CsvLog, read_csv, read_json
 from nsnn.training import (
     ConfigError,
     Perturbation,
@@ -598,9 +598,21 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_flag_error(kind, tmp_path, c
         load_checkpoint(path)
     assert isinstance(raised.value, ConfigError) and raised.value.__cause__ is None
     assert "weights_only" not in str(raised.value)
+    if kind == "pickled-object":  # the object weights_only refused is named
+        assert "it holds an object of type argparse.Namespace" in str(raised.value)
     for argv in (["test", "--snapshot", str(path)], ["train", "--resume", str(path), "--epochs", "1"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)
         err = capsys.readouterr().err
         assert exited.value.code == 2, (argv, err)
         assert f"error: {expected}" in err and "weights_only" not in err and "Traceback" not in err
+
+
+def test_csv_log_appends_only_under_its_own_header(tmp_path):
+    path = tmp_path / "metrics.csv"
+    CsvLog(path, ["epoch", "loss"]).append({"epoch": 1, "loss": 0.5})
+    CsvLog(path, ["epoch", "loss"]).append({"epoch": 2, "loss": 0.25})  # same header: appended
+    assert read_csv(path) == [{"epoch": "1", "loss": "0.5"}, {"epoch": "2", "loss": "0.25"}]
+    with pytest.raises(ValueError, match=r"columns \['epoch', 'loss'\], not \['epoch', 'acc', 'loss'\]"):
+        CsvLog(path, ["epoch", "acc", "loss"])
+    assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.25"]  # untouched

@@ -617,7 +617,7 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
     assert "not a readable .npz" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     assert main([str(tmp_path / "junk.pt"), "--out", str(out)]) == 2
-    assert "cannot load" in capsys.readouterr().err
+    assert "junk.pt is not an nsnn checkpoint" in capsys.readouterr().err
     assert main([str(root), "--out", str(out), "--what", "raster"]) == 2
     assert "do not apply" in capsys.readouterr().err
     torch.save(torch.rand(2, 1, 3, 5, 5), tmp_path / "rgb.pt")  # the MNIST net takes 1 channel

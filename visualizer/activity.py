@@ -123,7 +123,7 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
     """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``: static images ``[B, C, H, W]``
     or flat samples ``[B, F]`` encoded directly (repeated ``T`` times), any other rank (``[T, B, F]``,
     ``[T, B, C, H, W]``, ...) as a sequence, as is."""
-    from nsnn.io import load_torch
+    from nsnn.io import TorchFileError, load_torch
 
     path = Path(path)
     if path.suffix not in {".npy", ".pt", ".pth"}:
@@ -138,11 +138,9 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
     else:
         try:
             x = load_torch(path)
-        except ValueError:
-            # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
+        except TorchFileError as e:
             raise ValueError(
-                f"{path} is not a readable .pt batch: it must be a torch.save of one tensor "
-                "(loaded weights-only)"
+                f"{path} is not a readable .pt batch ({e.reason}): it must be a torch.save of one tensor"
             ) from None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")

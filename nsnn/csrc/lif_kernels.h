@@ -98,13 +98,13 @@ struct Scale {
       : inv(static_cast<S>(inv_sigma)),
         half_inv(static_cast<S>(0.5 * inv_sigma)),
         inv_sqrt2(static_cast<S>(0.70710678118654752 * inv_sigma)),
-        quad(static_cast<S>(-0.5 * inv_sigma * inv_sigma)),
+        quad(static_cast<S>(std::max(-0.5 * inv_sigma * inv_sigma, -double{std::numeric_limits<S>::max()}))),
         gauss_peak(static_cast<S>(0.39894228040143268 * inv_sigma)),
         sigma(static_cast<S>(1.0 / inv_sigma)) {}
   S inv;         // 1/σ
   S half_inv;    // 1/(2σ)
   S inv_sqrt2;   // 1/(σ√2)
-  S quad;        // −1/(2σ²)
+  S quad;        // −1/(2σ²), kept finite (σ < 4e-20 in float32): at d = 0, d²·quad = 0, not 0·inf = NaN
   S gauss_peak;  // 1/(σ√(2π))
   S sigma;       // σ
 };

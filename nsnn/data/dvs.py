@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from nsnn.data.base import DatasetError, ImageSet, dataset_error, progress_off
-from nsnn.io import atomic_save_torch, load_torch
+from nsnn.io import TorchFileError, atomic_save_torch, load_torch
 
 DVS_NUM_CLASSES = 10
 DVS_SPLITS = ("train", "test")
@@ -69,13 +69,11 @@ def _label(value: object, path: Path) -> int:
 def _load(path: Path) -> object:
     try:
         return load_torch(path)
-    except (ValueError, FileNotFoundError):
-        # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
-        raise _error(
-            path.parent,
-            f"{path.name} is not a torch file of tensors and plain data (wrong file type, truncated, "
-            "corrupt, or holding other objects)",
-        ) from None
+    except FileNotFoundError:
+        raise _error(path.parent, f"{path.name} disappeared while loading") from None
+    except TorchFileError as e:
+        reason = f"{path.name} is not a torch file of tensors and plain data ({e.reason})"
+        raise _error(path.parent, reason) from None
 
 
 def _load_samples(folder: Path, progress: bool | None) -> ImageSet:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsnn.io import atomic_save_torch, load_torch
+from nsnn.io import TorchFileError, atomic_save_torch, load_torch
 from nsnn.training.config import ConfigError
 
 FORMAT = "nsnn-checkpoint-1"
@@ -139,12 +139,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = resolve_checkpoint(path)
     try:
         ckpt = load_torch(path, map_location=map_location)
-    except ValueError:
-        # torch's own message advises weights_only=False, which is unsafe for a file of unknown origin.
+    except TorchFileError as e:
         raise CheckpointError(
-            f"{path} is not an nsnn checkpoint: cannot load it as a torch file of tensors and plain data "
-            "(wrong file type, truncated or corrupt); pass a best.pt / last.pt written by nsnn.training, "
-            "or its run directory"
+            f"{path} is not an nsnn checkpoint: not a torch file of tensors and plain data ({e.reason}); "
+            "pass a best.pt / last.pt written by nsnn.training, or its run directory"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"

@@ -138,6 +138,15 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     p.add_argument("--perturbation", default="clean", help=f"perturbation: {', '.join(list_perturbations())}")
     p.add_argument("--strength", type=float, default=0.0, help="perturbation strength")
     p.add_argument("--minibatch", "-b", type=int, default=256, help="evaluation batch size")
+    p.add_argument(
+        "--max-samples",
+        "--max_samples",
+        dest="max_samples",
+        type=int,
+        default=None,
+        help="evaluate a seeded subset of at most this many test samples, 0 = the whole test set "
+        "(default: the run's own --max-samples)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic neurons' noise")
     p.add_argument(
         "--data-dir",
@@ -177,6 +186,8 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         raise ConfigError(f"eval_mode must be one of {list(EVAL_MODES)}, got {args.eval_mode!r}")
     if args.n_ensembles < 1 or args.minibatch < 1:
         raise ConfigError(f"n_ensembles and minibatch must be >= 1, got {args.n_ensembles}, {args.minibatch}")
+    if args.max_samples is not None and args.max_samples < 0:
+        raise ConfigError(f"max_samples must be >= 0 (0 = the whole test set), got {args.max_samples}")
     try:
         perturbation = get_perturbation(args.perturbation, args.strength)
     except ValueError as e:
@@ -197,6 +208,8 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         flush=True,
     )
     cfg.download, cfg.progress = args.download, args.progress
+    if args.max_samples is not None:
+        cfg.max_samples = args.max_samples
     bundle = load_dataset(cfg, args.data_dir)
     _check_test_data(bundle, cfg, ckpt["dataset"], path)
     if ckpt["dataset"].get("embedded") and not bundle.embedded:
@@ -240,7 +253,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "seconds": time.perf_counter() - tick,
     }
     out = Path(args.out) if args.out is not None else path.parent
-    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}"
+    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"
     result["result_file"] = str(write_json(out / f"eval-{tag}.json", result))
