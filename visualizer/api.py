@@ -1,7 +1,8 @@
-"""Public functions: graphs (topology/draw/export) and figures, each from a module, checkpoint or run dir.
+"""Public functions: graphs (topology/draw) and figures, each from a module, checkpoint or run dir
+(``export`` lives in :mod:`visualizer.export`; all of them are importable from ``visualizer``).
 
     g = topology("runs/stdp-1")                 # networkx.DiGraph of the surviving synapses
-    draw(g, "figs/stdp.svg"); export(g, "figs/stdp.graphml")
+    draw(g, "figs/stdp.svg")
     raster(model, "figs/raster.png", batch=x)   # x: [T, B, C, H, W]
 
 :data:`FIGURES` is the registry behind ``python -m visualizer --what``: name → which inputs it applies

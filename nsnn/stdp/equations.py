@@ -43,7 +43,7 @@ process: in every step input i spikes with probability p_i = rate_i·dt (``INPUT
   (rate 0) get ``next_step`` 10⁹ steps ahead (never within a run), so the threshold is a single integer
   comparison.
 
-    eqs = neuron_equations(plastic=True)          # dict of model/threshold/reset strings per group
+    eqs = exc_model(plastic=True)                 # the Ae model: membrane + adaptive threshold θ
     ns = namespace(STDPConfig())                  # name -> brian2 Quantity
 """
 
