@@ -206,10 +206,13 @@ def test_double_backward_raises() -> None:
 
 @needs_native
 @pytest.mark.parametrize("mode", ["heaviside", "expected"])
-def test_long_sequences_walk_chunks_in_several_slices(mode: str) -> None:
+@pytest.mark.parametrize("shape", [(16, 2, 16384), (2, 2, 16400), (4, 16400), (8, 4, 4100)])
+def test_sequences_walk_chunks_in_several_slices(mode: str, shape: tuple[int, ...]) -> None:
     # T·chunk > the backward's replay buffer: each chunk of 2048 neurons is replayed in 2 slices of 1024
+    # at T = 16; short sequences take slices of 2048 elements (1024 / 512 / 256 neurons at T = 2 / 4 / 8),
+    # here with a partial last slice and a chunk shorter than the others.
     noise = get_noise("gaussian", 0.3)
-    x = dyadic((16, 2, 16384), torch.float64, seed=3)
+    x = dyadic(shape, torch.float64, seed=3)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     decay = torch.tensor(0.5, dtype=torch.float64)
     y, gx, gd = run(x, decay, noise, mode, grad=grad)
