@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from nsnn.compress import (
+    UniformLevels,
     apply_masks,
     attach_masks,
     compression_report,
     count_synaptic_events,
     layer_stats,
+    level_bits,
     magnitude_prune,
     nearest_level,
     prune_mask,
@@ -347,3 +349,48 @@ def test_sparsity_below_one_never_prunes_every_weight():
     assert model[1].weight_mask.sum() == 1 and model[1].weight[0, 0] == -0.05
     report = magnitude_prune(model, sparsity=0.99, scope="global")  # round(29.7) capped at 29
     assert [layer.alive for layer in report.layers] == [1, 1]
+
+
+def test_a_single_level_is_stored_in_one_bit():
+    assert level_bits([0.5]) == level_bits([0.5, 0.5]) == 1  # log2(1) = 0, but a weight needs a bit
+    model = nn.Linear(3, 3)
+    report = quantize(model, levels=[0.5])
+    assert [layer.bits for layer in report.layers] == [1]
+    assert (model.weight == 0.5).all()
+
+
+def test_uniform_levels_need_at_least_one_bit_and_a_representable_step():
+    for make in (UniformLevels, uniform_levels):
+        with pytest.raises(ValueError, match=r"bits must be an integer in \[1, 31\]"):
+            make(0, 0.0, 1.0)
+    w = np.array([0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="cannot hold 256 distinct float64 levels"):
+        quantize(w, bits=8, w_range=(-1e308, 1e308))  # high − low overflows: step = inf
+    with pytest.raises(ValueError, match="cannot hold 2147483648 distinct float64 levels"):
+        quantize(w, bits=31, w_range=(0.0, 1e-320))  # the step underflows to 0
+
+
+def _strong_and_weak_layer() -> nn.Module:
+    """Linear(4, 5) with every weight 1.0, then Linear(5, 2) with every weight 0.01."""
+    model = nn.Sequential(nn.Linear(4, 5, bias=False), nn.Linear(5, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].weight.fill_(0.01)
+    return model
+
+
+def test_a_global_threshold_can_empty_a_layer():
+    # Only sparsity ranking keeps a layer's largest weight; a threshold kills every |w| <= t.
+    model = _strong_and_weak_layer()
+    report = magnitude_prune(model, threshold=0.1, scope="global")
+    assert [layer.alive for layer in report.layers] == [20, 0]
+    assert not model[1].weight_mask.any()
+
+
+def test_a_layer_emptied_by_a_threshold_stays_empty_under_global_sparsity():
+    model = _strong_and_weak_layer()
+    magnitude_prune(model, threshold=0.1, scope="global")
+    report = magnitude_prune(model, sparsity=0.5, scope="global")  # 10 dead count towards the 15 pruned
+    # Masks only shrink: keeping a layer's largest weight never revives one that had none alive.
+    assert not model[1].weight_mask.any() and int(model[0].weight_mask.sum()) == 15
+    assert [layer.alive for layer in report.layers] == [15, 0]

@@ -367,6 +367,22 @@ def test_corrupt_dvs_file_error_names_the_file_not_torchs_advice(tmp_path):
     assert e.value.__cause__ is None
 
 
+def test_dvs_sample_file_removed_while_loading_is_a_dataset_error(tmp_path, monkeypatch):
+    import nsnn.data.dvs as dvs
+
+    root = fake_dvs(tmp_path / "dvs", {"train": 2, "test": 1})
+    real_load = dvs.load_torch
+
+    def racing(path: Path, *args, **kwargs):  # another process removes the file after it was listed
+        Path(path).unlink()
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(dvs, "load_torch", racing)
+    with pytest.raises(DatasetError, match=r"0\.pt disappeared while loading") as e:
+        nd.load_dvs_folder(root, "train")
+    assert str(root / "train") in str(e.value) and e.value.__cause__ is None
+
+
 @pytest.mark.parametrize(
     ("split", "shape", "problem"),
     [

@@ -220,6 +220,28 @@ def test_cifarnet_without_bn_fires_in_every_layer_at_init(neuron):
     assert convs[1].weight.std().item() == pytest.approx(1 / math.sqrt(128 * 9 / 8), rel=0.05)
 
 
+def test_cifarnet_without_bn_keeps_kaiming_init_on_its_image_fed_conv():
+    # The first conv sees images, not sparse spikes: Kaiming fan_in (std √(2/27)), not θ/√(27/8) (2×).
+    torch.manual_seed(0)
+    convs = [m for m in create("cifarnet", image_size=8).modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].weight.std().item() == pytest.approx(math.sqrt(2 / (3 * 9)), rel=0.1)
+    assert convs[1].weight.std().item() == pytest.approx(1 / math.sqrt(128 * 9 / 8), rel=0.1)  # spike-fed
+
+
+def test_spike_driven_init_std_zero_bias_and_validation():
+    from nsnn.models.common import spike_driven_init
+
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 256)
+    assert layer.bias.abs().sum() > 0  # PyTorch's default init: a nonzero bias
+    spike_driven_init([layer], threshold=0.5)
+    assert layer.weight.std().item() == pytest.approx(0.5 / math.sqrt(0.125 * 64), rel=0.05)
+    assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    for threshold, rate in ((0.0, 0.125), (1.0, 0.0), (-1.0, 0.125)):
+        with pytest.raises(ValueError, match="rate and threshold must be > 0"):
+            spike_driven_init([nn.Linear(4, 4)], threshold, rate)
+
+
 @pytest.mark.parametrize("name", ["mnist_convnet", "spiking_resnet19", "cifarnet", "mnist_mlp"])
 def test_gradient_reaches_first_layer(name):
     torch.manual_seed(0)

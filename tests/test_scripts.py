@@ -144,10 +144,11 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "evals" / "evaluations.csv").is_file()
 
     # The run used a 200-sample test subset; --max-samples 0 evaluates the whole test split, in its own
-    # result file, and a negative count is a flag error.
-    argv = ["--snapshot", str(run), "--eval-mode", "deterministic", "--max-samples", "0", "--json"]
-    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    # result file (same mode and K: only n tells the two apart), and a negative count is a flag error.
+    argv = ["--snapshot", str(run), "--eval-mode", "deterministic", "--n_ensembles", "2"]
+    assert run_script("testing_mnist.py", [*argv, "--max-samples", "0", "--json"], monkeypatch) == 0
     full = last_json(capsys.readouterr().out)
+    assert (full["eval_mode"], full["n_ensembles"]) == (tested["eval_mode"], tested["n_ensembles"])
     assert full["n"] == 2000 and full["result_file"] != tested["result_file"]
     assert read_json(tested["result_file"])["n"] == 200
     assert run_script("testing_mnist.py", ["--snapshot", str(run), "--max-samples", "-1"], monkeypatch) == 2

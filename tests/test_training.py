@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -369,6 +370,13 @@ def test_download_run_records_its_data_folder_for_testing_and_resume(tmp_path, m
         fit(TrainConfig(**settings, out=str(run), download=True), on_step=stop)
     assert read_json(run / "config.json")["data_dir"] == str(folder.resolve())
     assert _torch_load_strict(run / "last.pt")["config"]["data_dir"] == str(folder.resolve())
+    # --download with --data-dir records the folder given, not the default one.
+    given = _mnist_folder(tmp_path / "given-data", 300, n_test=50)
+    explicit = tmp_path / "explicit"
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(explicit), download=True, data_dir=str(given)), on_step=stop)
+    assert read_json(explicit / "config.json")["data_dir"] == str(given)
+    assert _torch_load_strict(explicit / "last.pt")["config"]["data_dir"] == str(given)
 
     monkeypatch.delenv("NSNN_DATA_DIR")  # testing and resuming no longer depend on the default folder
     fit(TrainConfig(**settings, resume=str(run)))
@@ -616,3 +624,22 @@ def test_csv_log_appends_only_under_its_own_header(tmp_path):
     with pytest.raises(ValueError, match=r"columns \['epoch', 'loss'\], not \['epoch', 'acc', 'loss'\]"):
         CsvLog(path, ["epoch", "acc", "loss"])
     assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.25"]  # untouched
+    # The same names in another order are another header too: the new rows would swap their values.
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("loss,epoch\n0.5,1\n")
+    with pytest.raises(ValueError, match=r"columns \['loss', 'epoch'\], not \['epoch', 'loss'\]"):
+        CsvLog(swapped, ["epoch", "loss"])
+    assert swapped.read_text() == "loss,epoch\n0.5,1\n"  # untouched
+
+
+def test_load_torch_names_a_pickled_object_and_hides_torchs_error(tmp_path):
+    from nsnn.io import TorchFileError, load_torch
+
+    path = tmp_path / "namespace.pt"
+    torch.save({"config": argparse.Namespace(epochs=1)}, path)
+    with pytest.raises(TorchFileError, match=r"it holds an object of type argparse\.Namespace") as raised:
+        load_torch(path)
+    # Raised from None: torch's error, which advises weights_only=False, is neither chained nor printed.
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "weights_only" not in str(raised.value) and "weights_only" not in shown

@@ -365,11 +365,12 @@ def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(
 
 
 class SharedNeuron(nn.Module):
-    """One NILIF reused after fc1 (32 outputs) and fc2 (8 outputs): two places, two shapes."""
+    """One NILIF reused after fc1 (32 outputs) and fc2 (``out_features``, default 8): two places, two
+    shapes (one shape with ``out_features=32``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out_features: int = 8) -> None:
         super().__init__()
-        self.fc1, self.fc2 = SeqToANN(nn.Linear(16, 32)), SeqToANN(nn.Linear(32, 8))
+        self.fc1, self.fc2 = SeqToANN(nn.Linear(16, 32)), SeqToANN(nn.Linear(32, out_features))
         self.act = NILIF(sigma=0.4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -401,6 +402,64 @@ def test_a_neuron_shared_by_two_places_is_recorded_per_place(tmp_path):
     assert node["out_shapes"] == "[3, 2, 32]; [3, 2, 8]"
     assert_png(visualizer.raster(model, tmp_path / "raster.png", batch=x))
     assert_png(visualizer.firing_rates(model, tmp_path / "rates.png", batch=x))
+
+
+def test_a_multi_step_neuron_shared_by_two_places_of_one_shape_is_two_layers():
+    from visualizer.activity import spike_activity
+
+    torch.manual_seed(0)
+    model = SharedNeuron(out_features=32)
+    x = torch.rand(3, 2, 16) * 4
+    layers = spike_activity(model, x, max_neurons=100)
+    # Every call of a multi-step neuron is a place of its own, even when the shapes are the same.
+    assert [(layer.name, layer.neurons) for layer in layers] == [("act#1", 32), ("act#2", 32)]
+    outs = []
+    hook = model.act.register_forward_hook(lambda m, a, o: outs.append(o))
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        model(x)
+    hook.remove()
+    for layer, out in zip(layers, outs, strict=True):
+        assert layer.rate == pytest.approx(float(out.float().mean()), abs=1e-6)
+
+
+def test_unshared_neuron_layers_keep_their_module_names():
+    from nsnn.models import create
+    from visualizer.activity import spike_activity
+    from visualizer.modules import is_neuron
+
+    net = create("mnist_mlp", hidden=8)
+    layers = spike_activity(net, torch.rand(3, 2, 1, 28, 28))
+    # One place per neuron module: named as in named_modules(), no "#1" suffix.
+    assert [layer.name for layer in layers] == [n for n, m in net.named_modules() if is_neuron(m)] == ["sn"]
+
+
+class StepLoop(nn.Module):
+    """A single-step LIF driven one time step per call: T calls of one ``[B, 6]`` shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.sn = nn.Linear(8, 6), LIF(step_mode="s")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.sn(self.fc(x_t)) for x_t in x])
+
+
+def test_single_step_neuron_called_per_time_step_has_one_out_shape():
+    node = visualizer.topology(StepLoop(), batch=torch.rand(4, 2, 8) * 3).nodes["sn"]
+    # Its T calls are time steps of one place: no "out_shapes" list (only shared places of other shapes).
+    assert node["calls"] == 4 and node["out_shape"] == "[2, 6]" and "out_shapes" not in node
+
+
+def test_evaluation_rows_sit_at_the_last_training_row_not_the_largest_x():
+    from visualizer.curves import evaluation_x
+
+    # A resumed run's x restarted at 50: its test row belongs there, not at the earlier 200; a test row
+    # with no training row before it sits at 0, and NaN training rows are skipped.
+    x = np.array([7.0, 100.0, 200.0, 50.0, np.nan, 0.0])
+    phases = np.array(["test", "train", "train", "train", "train", "test"])
+    np.testing.assert_array_equal(evaluation_x(x, phases), [0.0, 100.0, 200.0, 50.0, np.nan, 50.0])
 
 
 def test_histogram_reads_bits_per_layer(tmp_path):

@@ -84,7 +84,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Bar chart of test accuracy per evaluation row (``evaluations.csv``: snapshot, mode, K, ...)."""
+    """Bar chart of test accuracy per evaluation row (``evaluations.csv``: snapshot, mode, K, n, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +92,7 @@ def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
 
     labels, values = [], []
     for row in rows:
-        label = f"{Path(str(row['snapshot'])).stem}\n{row['eval_mode']} K={row['n_ensembles']}"
+        label = f"{Path(str(row['snapshot'])).stem}\n{row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
         if row.get("perturbation", "clean") != "clean":
             label += f"\n{row['perturbation']} {float(row['strength']):g}"
         labels.append(label)
