@@ -377,6 +377,18 @@ class SharedNeuron(nn.Module):
         return self.act(self.fc2(self.act(self.fc1(x))))
 
 
+def _act_outputs(model: SharedNeuron, x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of each call of ``model.act`` in an eval pass seeded as spike_activity's."""
+    outs: list[torch.Tensor] = []
+    hook = model.act.register_forward_hook(lambda m, a, o: outs.append(o))
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        model(x)
+    hook.remove()
+    return outs
+
+
 def test_a_neuron_shared_by_two_places_is_recorded_per_place(tmp_path):
     from visualizer.activity import spike_activity
 
@@ -386,13 +398,7 @@ def test_a_neuron_shared_by_two_places_is_recorded_per_place(tmp_path):
     layers = spike_activity(model, x, max_neurons=100)
     assert [(layer.name, layer.neurons) for layer in layers] == [("act#1", 32), ("act#2", 8)]
 
-    outs = []
-    hook = model.act.register_forward_hook(lambda m, a, o: outs.append(o))
-    model.eval()
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(0)
-        model(x)
-    hook.remove()
+    outs = _act_outputs(model, x)
     for layer, out in zip(layers, outs, strict=True):
         assert layer.rate == pytest.approx(float(out.float().mean()), abs=1e-6)
         assert np.array_equal(layer.raster, out[:, 0].flatten(1).numpy()[:, layer.shown] > 0)
@@ -413,13 +419,7 @@ def test_a_multi_step_neuron_shared_by_two_places_of_one_shape_is_two_layers():
     layers = spike_activity(model, x, max_neurons=100)
     # Every call of a multi-step neuron is a place of its own, even when the shapes are the same.
     assert [(layer.name, layer.neurons) for layer in layers] == [("act#1", 32), ("act#2", 32)]
-    outs = []
-    hook = model.act.register_forward_hook(lambda m, a, o: outs.append(o))
-    model.eval()
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(0)
-        model(x)
-    hook.remove()
+    outs = _act_outputs(model, x)
     for layer, out in zip(layers, outs, strict=True):
         assert layer.rate == pytest.approx(float(out.float().mean()), abs=1e-6)
 
