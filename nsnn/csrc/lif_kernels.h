@@ -519,7 +519,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 //
 // Short sequences (T ≤ kShortSteps) take a smaller buffer, kShortSliceElems = 2048 elements (rows of
 // 1024 neurons at T = 2, 512 at T = 4, 256 at T = 8): against the rule above (rows of 4096, 2048, 1024)
-// the float32 backward was 7-16 % faster at [2, 2M], 5-16 % at [4, 1M] and 5-14 % at [8, 512k], where
+// the float32 backward was 8-19 % faster at [2, 2M], 6-13 % at [4, 1M] and 5-19 % at [8, 512k], where
 // the long rows' replay buffer and the streamed rows crowd each other out of L1 (2 threads, AVX-512,
 // all four families and the LIF). From T = 16 on short rows lost (up to 22 % at [32, 256k]).
 
@@ -533,7 +533,9 @@ constexpr int64_t kShortSliceElems = 2048;
 // byte), or the whole chunk when that is shorter.
 inline int64_t slice_neurons(int64_t T, int64_t n) {
   const int64_t steps = T > 0 ? T : 1;
-  if (steps <= kShortSteps) return std::min(std::clamp(kShortSliceElems / steps / 64 * 64, int64_t{256}, kMaxChunk), n);
+  if (steps <= kShortSteps) {
+    return std::min(std::clamp(kShortSliceElems / steps / 64 * 64, int64_t{256}, kMaxChunk), n);
+  }
   const int64_t lowest = std::max<int64_t>(64, std::min(kMinSlice, kMaxSliceElems / steps) / 64 * 64);
   const int64_t slice = std::clamp(kSliceElems / steps / 64 * 64, lowest, kMaxChunk);
   return std::min(slice, n);
