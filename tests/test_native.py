@@ -156,6 +156,29 @@ def test_infinite_membranes_with_gradient_flowing_through_them(family: str, dtyp
             torch.testing.assert_close(gd, gd0, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_expected_spike_at_plus_inf_resets_to_zero(
+    family: str, dtype: torch.dtype, use_native: bool
+) -> None:
+    # Expected firing under the hard reset: a +inf input gives s = cdf(+inf) = 1, and u = h·(1 − s)
+    # must be 0 (the limit), not inf·0 = NaN, which before left every later step NaN on both paths.
+    # After the reset the neuron is at rest, so the later steps are those of a run started there.
+    if use_native and not native.is_available():
+        pytest.skip("nsnn._C is not built")
+    noise = get_noise(family, 0.3)
+    x = dyadic((5, 2, 9), dtype, seed=10)
+    x[1] = math.inf
+    decay = torch.tensor(0.5, dtype=torch.float64)
+    y, gx, gd = run(x, decay, noise, "expected", use_native=use_native)
+    assert (y[1] == 1).all() and torch.isfinite(y).all()
+    assert torch.isfinite(gx).all() and (gx[1] == 0).all() and torch.isfinite(gd).all()
+    y_rest, gx_rest, _ = run(x[2:], decay, noise, "expected", use_native=use_native)
+    torch.testing.assert_close(y[2:], y_rest, rtol=0, atol=0)
+    torch.testing.assert_close(gx[2:], gx_rest, rtol=0, atol=0)
+
+
 @needs_native
 @pytest.mark.parametrize("sigma", [1e-25, 1e-36])
 def test_gaussian_surrogate_at_a_tiny_sigma(sigma: float) -> None:

@@ -347,6 +347,27 @@ def test_single_step_gradients_equal_multi_step(reset: str, detach: bool):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("make", [nsnn.LIF, lambda **kw: nsnn.NILIF(eval_mode="expected", **kw).eval()])
+def test_single_step_resets_a_plus_inf_membrane_like_multi_step(make):
+    # A +inf input fires and the hard reset takes the membrane to 0. Single-step mode computed
+    # u = h·(1 − s) = inf·0 = NaN, and the neuron then stayed silent for good.
+    x = torch.tensor([[0.4, 0.5], [math.inf, 0.6], [1.5, 0.7], [0.6, 1.5]], dtype=torch.float64)[:, None, :]
+    g = torch.linspace(-1.0, 1.0, x.numel(), dtype=torch.float64).reshape(x.shape)
+    outs, grads = [], []
+    for mode in ("m", "s"):
+        neuron = make(step_mode=mode)
+        xi = x.clone().requires_grad_(True)
+        out = neuron(xi) if mode == "m" else torch.stack([neuron(xi[t]) for t in range(len(x))])
+        out.backward(g)
+        outs.append(out.detach())
+        grads.append(xi.grad)
+    assert neuron.mem is not None and torch.isfinite(neuron.mem).all()
+    assert outs[1][1, 0, 0] == 1 and outs[1][2, 0, 0] > 0.5  # fired at +inf, then fires again from rest
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
 def test_double_noise_only_when_sampling():
     x = torch.randn(5, 64, 32, generator=torch.Generator().manual_seed(0)) + 0.9
     neuron = nsnn.NILIF(double_noise=True, eval_mode="deterministic").eval()

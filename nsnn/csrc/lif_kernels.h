@@ -374,8 +374,8 @@ struct Step {
   static inline S reset(S h, S theta, S s) {
     if constexpr (!HARD) {
       return h - theta * s;
-    } else if constexpr (MODE == kExpected) {
-      return h * (S(1) - s);
+    } else if constexpr (MODE == kExpected) {  // h = +inf: s = 1 and u = 0, not inf·0 = NaN
+      return h == std::numeric_limits<S>::infinity() ? S(0) : h * (S(1) - s);
     } else {
       return s != S(0) ? S(0) : h;
     }

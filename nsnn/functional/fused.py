@@ -22,6 +22,7 @@ any device (random draws happen on the input's device)::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -45,10 +46,13 @@ def _membrane(x_t: Tensor, u: Tensor | None, beta: float, work: torch.dtype) -> 
 
 
 def _reset(h: Tensor, s: Tensor, threshold: float, hard: bool, binary: bool) -> Tensor:
-    """u_t from h_t (overwritten) and s_t: a masked fill for 0/1 spikes (no inf·0 at h = ±inf)."""
+    """u_t from h_t (overwritten) and s_t: a masked fill for 0/1 spikes (no inf·0 at h = ±inf); an
+    expected spike at h = +inf (s = cdf(inf) = 1) resets to 0, not to inf·0 = NaN."""
     if not hard:
         return h.sub_(s, alpha=threshold)
-    return h.masked_fill_(s.bool(), 0.0) if binary else h.mul_(1.0 - s)
+    if binary:
+        return h.masked_fill_(s.bool(), 0.0)
+    return h.masked_fill_(h == math.inf, 0.0).mul_(1.0 - s)
 
 
 class _MultiStepLIF(torch.autograd.Function):

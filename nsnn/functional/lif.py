@@ -23,6 +23,7 @@ functions build an ordinary autograd graph; the fused multi-step kernel in
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -110,5 +111,7 @@ def lif_step(
     h = x_w if u is None else params.decay * u.to(work) + x_w
     s = spike(h - params.threshold, noise, mode, generator)
     r = s.detach() if params.detach_reset else s
-    u_next = h * (1.0 - r) if params.hard_reset else h - params.threshold * r
-    return s.to(x_t.dtype), u_next
+    if not params.hard_reset:
+        return s.to(x_t.dtype), h - params.threshold * r
+    # A +inf membrane fires (s = 1) and is reset to 0, as on the multi-step paths, not to inf·0 = NaN.
+    return s.to(x_t.dtype), torch.where(h == math.inf, 0.0, h) * (1.0 - r)

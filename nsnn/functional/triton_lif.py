@@ -102,8 +102,8 @@ if triton is not None:
     def _reset(h, s, theta, HARD: tl.constexpr, MODE: tl.constexpr):
         if not HARD:
             return h - theta * s
-        elif MODE == 2:
-            return h * (1.0 - s)
+        elif MODE == 2:  # h = +inf: s = 1 and u = 0, not inf·0 = NaN
+            return tl.where(h == float("inf"), 0.0, h) * (1.0 - s)
         else:
             return tl.where(s > 0, 0.0, h)
 
