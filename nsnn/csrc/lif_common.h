@@ -17,7 +17,6 @@
 #include <limits>
 #include <new>
 #include <type_traits>
-#include <vector>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "nsnn._C packs spike bits assuming a little-endian CPU; the pure-torch path is used elsewhere"

@@ -389,17 +389,28 @@ struct Step {
 
 constexpr int64_t kScreenBlock = 64;
 
-// A per-thread scratch array of at least n elements, 64-byte aligned, grown on demand and kept between
-// calls; one per element type, SLOT and instruction set. The kernels keep their per-chunk state here
-// rather than on the stack, sized to the chunk: a thread with a small stack (musl's 128 KiB) can run them.
+// Per-thread scratch arrays, 64-byte aligned, grown on demand and kept between calls; one per element
+// type, Slot and instruction set. The kernels keep their per-chunk state here rather than on the stack,
+// sized to the chunk: a thread with a small stack (musl's 128 KiB) can run them. Arrays used together
+// take different slots, so that no two __restrict pointers of one kernel share memory (double's kState
+// is also the float64 kernels' membrane).
+enum Slot : int { kState, kAux, kNext, kAcc, kReplay };
+
+template <typename T, int SLOT>
+struct Scratch {
+  T* data = nullptr;
+  size_t size = 0;
+  ~Scratch() { std::free(data); }
+  static Scratch& mine() {
+    thread_local Scratch buffer;
+    return buffer;
+  }
+};
+
+// At least n elements of this thread's (T, SLOT) array.
 template <typename T, int SLOT>
 inline T* scratch(int64_t n) {
-  struct Buffer {
-    T* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffer;
+  Scratch<T, SLOT>& buffer = Scratch<T, SLOT>::mine();
   const size_t want = static_cast<size_t>(n > 64 ? n : 64);
   if (buffer.size < want) {
     std::free(buffer.data);
@@ -409,6 +420,17 @@ inline T* scratch(int64_t n) {
     buffer.size = want;
   }
   return buffer.data;
+}
+
+// Gives this thread's (T, SLOT) array back when it holds more than `keep` elements.
+template <typename T, int SLOT>
+inline void trim_scratch(size_t keep) {
+  Scratch<T, SLOT>& buffer = Scratch<T, SLOT>::mine();
+  if (buffer.size > keep) {
+    std::free(buffer.data);
+    buffer.data = nullptr;
+    buffer.size = 0;
+  }
 }
 
 inline int64_t round_up(int64_t n, int64_t to) { return ceil_div(n, to) * to; }
@@ -468,11 +490,11 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
   const int64_t n = i1 - i0;
   const S beta = static_cast<S>(a.beta), theta = static_cast<S>(a.theta);
   const Scale<S> scale(a.inv_sigma);
-  S* __restrict u = scratch<S, 0>(n);
-  uint8_t* __restrict sb = scratch<uint8_t, 0>(round_up(n, 64));  // pack_bits pads to 8
+  S* __restrict u = scratch<S, kState>(n);
+  uint8_t* __restrict sb = scratch<uint8_t, kState>(round_up(n, 64));  // pack_bits pads to 8
   typename Uniform<S>::Word* __restrict rw =
-      scratch<typename Uniform<S>::Word, 0>(MODE == kBernoulli ? round_up(n, 64) : 1);  // whole lanes
-  S* __restrict hs = scratch<S, 1>(MODE == kBernoulli && !HARD && Screen<S, F>::kEnabled ? n : 1);
+      scratch<typename Uniform<S>::Word, kState>(MODE == kBernoulli ? round_up(n, 64) : 1);  // whole lanes
+  S* __restrict hs = scratch<S, kAux>(MODE == kBernoulli && !HARD && Screen<S, F>::kEnabled ? n : 1);
   std::conditional_t<MODE == kBernoulli, Uniform<S>, NoDraws> draws(a, i0);
   for (int64_t k = 0; k < n; ++k) u[k] = S(0);
   for (int64_t t = 0; t < a.T; ++t) {
@@ -555,14 +577,12 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   const S far = static_cast<S>(std::fabs(a.theta) + 1e4 / a.inv_sigma);
   constexpr S kMax = std::numeric_limits<S>::max();
   const int64_t slice = slice_neurons(a.T, i1 - i0);
-  thread_local std::vector<S> replay;
-  if (replay.size() < static_cast<size_t>(a.T * slice)) replay.resize(static_cast<size_t>(a.T * slice));
-  S* __restrict hbuf = replay.data();
-  S* __restrict u = scratch<S, 0>(slice);
-  S* __restrict gu = scratch<S, 1>(slice);
-  uint8_t* __restrict sb = scratch<uint8_t, 0>(round_up(slice, 64));
-  S* __restrict gh_next = scratch<S, 2>(DECAY ? slice : 1);
-  double* __restrict acc = scratch<double, 0>(DECAY ? slice : 1);
+  S* __restrict hbuf = scratch<S, kReplay>(a.T * slice);
+  S* __restrict u = scratch<S, kState>(slice);
+  S* __restrict gu = scratch<S, kAux>(slice);
+  uint8_t* __restrict sb = scratch<uint8_t, kState>(round_up(slice, 64));
+  S* __restrict gh_next = scratch<S, kNext>(DECAY ? slice : 1);
+  double* __restrict acc = scratch<double, kAcc>(DECAY ? slice : 1);
   double sum = 0.0;
   for (int64_t j0 = i0; j0 < i1; j0 += slice) {
     const int64_t n = (i1 - j0) < slice ? (i1 - j0) : slice;
@@ -646,7 +666,7 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
   }
   if constexpr (DECAY) *decay_partial = sum;
   // Beyond the bound (T > 4096 steps, rows of 64 neurons) the buffer is given back after the call.
-  if (replay.size() > static_cast<size_t>(kMaxSliceElems)) std::vector<S>().swap(replay);
+  trim_scratch<S, kReplay>(static_cast<size_t>(kMaxSliceElems));
 }
 
 // ---------------------------------------------------------------------------------------------
