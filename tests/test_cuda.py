@@ -168,21 +168,23 @@ def test_cuda_seeded_runs_repeat_and_differ_across_seeds():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_half_precision_keeps_dtype_and_fp32_surrogate(dtype):
+def test_cuda_half_precision_is_float32_math_rounded_once(dtype):
+    # The kernels load half inputs into float32 and do all their math there, so a half run gives the
+    # float32 run's spikes and gradients on the same (rounded) inputs, rounded once to the dtype: at
+    # most 1 ulp apart (0 under Triton 3.9's interpreter for float16; 1 ulp for bfloat16, which the
+    # interpreter rounds towards zero). A surrogate or membrane kept in half precision is off by more.
     torch.manual_seed(0)
-    x32 = torch.randn(5, 4, 300, device=CUDA) * 0.5 + 0.8
-    outs = {}
+    x = (torch.randn(5, 4, 300, device=CUDA) * 0.5 + 0.8).to(dtype)
+    results = {}
     for dt in (torch.float32, dtype):
-        x = x32.to(dt).clone().requires_grad_(True)
-        with torch.no_grad():
-            layer = nsnn.NILIF(noise="logistic", sigma=0.3, eval_mode="expected").eval()
-        out = layer(x)
-        out.float().sum().backward()
-        assert out.dtype == dt and x.grad.dtype == dt and torch.isfinite(x.grad).all()
-        outs[dt] = (out.float(), x.grad.float())
-    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
-    assert (outs[dtype][0] - outs[torch.float32][0]).abs().max().item() < tol * 4
-    assert (outs[dtype][1] - outs[torch.float32][1]).abs().max().item() < tol * 4
+        xi = x.to(dt).requires_grad_(True)
+        out = nsnn.NILIF(noise="logistic", sigma=0.3, eval_mode="expected").eval()(xi)
+        out.backward(torch.ones_like(out))
+        assert out.dtype == dt and xi.grad.dtype == dt and torch.isfinite(xi.grad).all()
+        results[dt] = (out.detach(), xi.grad)
+    for half, full in zip(results[dtype], results[torch.float32], strict=True):
+        err = (half.float() - full.to(dtype).float()).abs()
+        assert (err <= torch.finfo(dtype).eps * full.abs()).all()
 
 
 def test_resnet19_amp_train_step_on_cuda():
