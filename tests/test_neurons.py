@@ -368,6 +368,42 @@ def test_single_step_resets_a_plus_inf_membrane_like_multi_step(make):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        nsnn.LIF,
+        nsnn.PLIF,
+        lambda **kw: nsnn.NILIF(noise="logistic", eval_mode="expected", **kw).eval(),
+        lambda **kw: nsnn.NILIF(noise="triangular", eval_mode="deterministic", **kw).eval(),
+    ],
+    ids=["LIF", "PLIF", "NILIF-expected", "NILIF-deterministic"],
+)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_single_step_matches_multi_step_through_infinite_inputs(make, reset: str, detach: bool):
+    # ±inf inputs (a −inf input masks a neuron) and huge ones: single-step autograd gave NaN gradients
+    # where the multi-step kernels give finite ones: 0·inf in the hard reset's −h·∂L/∂u and in PLIF's
+    # ∂L/∂β = Σ ∂L/∂h·u, where the multi-step paths count 0 for a zero factor.
+    x = torch.rand(6, 2, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 1.6
+    x[1, 0] = torch.tensor([math.inf, -math.inf, 1e30, -1e30, 0.0, 1.0, 1e-30], dtype=torch.float64)
+    x[3, 1] = x[1, 0].flip(0)
+    g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for mode in ("m", "s"):
+        neuron = make(reset=reset, detach_reset=detach, step_mode=mode)
+        xi = x.clone().requires_grad_(True)
+        out = neuron(xi) if mode == "m" else torch.stack([neuron(xi[t]) for t in range(len(x))])
+        out.backward(g)
+        results.append((out.detach(), xi.grad, neuron.w.grad if isinstance(neuron, nsnn.PLIF) else None))
+    (out_m, grad_m, beta_m), (out_s, grad_s, beta_s) = results
+    assert torch.isfinite(grad_m).all() and torch.isfinite(grad_s).all()
+    torch.testing.assert_close(out_s, out_m, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_s, grad_m, rtol=1e-9, atol=1e-12)
+    if beta_m is not None:
+        assert torch.isfinite(beta_s) and beta_m != 0
+        torch.testing.assert_close(beta_s, beta_m, rtol=1e-5, atol=1e-7)
+
+
 def test_double_noise_only_when_sampling():
     x = torch.randn(5, 64, 32, generator=torch.Generator().manual_seed(0)) + 0.9
     neuron = nsnn.NILIF(double_noise=True, eval_mode="deterministic").eval()

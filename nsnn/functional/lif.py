@@ -83,7 +83,25 @@ class _Spike(torch.autograd.Function):
     def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor, None, None, None]:
         (z,) = ctx.saved_tensors
         g = ctx.noise.pdf(z.to(_work_dtype(z)))
-        return (grad_s.to(g.dtype) * g).to(z.dtype), None, None, None
+        # 0 wherever the pdf is 0, even where grad_s is ±inf or NaN: the hard reset's term −h·∂L/∂u of an
+        # infinite membrane (where the pdf is 0) is chosen away, as in nsnn.functional.fused.
+        return torch.where(g == 0, 0.0, grad_s.to(g.dtype) * g).to(z.dtype), None, None, None
+
+
+class _Leak(torch.autograd.Function):
+    """β·u for a learnable 0-dim β; ∂L/∂β = Σ ∂L/∂h·u counts 0 wherever ∂L/∂h is 0, even where u is
+    infinite (a −inf input masks a neuron), as in nsnn.functional.fused."""
+
+    @staticmethod
+    def forward(ctx: Any, decay: Tensor, u: Tensor) -> Tensor:
+        ctx.save_for_backward(decay, u)
+        return decay * u
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, Tensor]:
+        decay, u = ctx.saved_tensors
+        grad_decay = torch.where(grad_h == 0, 0.0, grad_h * u).sum(dtype=torch.float64)
+        return grad_decay.to(decay.dtype).reshape(decay.shape), (grad_h * decay).to(u.dtype)
 
 
 def spike(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
@@ -108,7 +126,12 @@ def lif_step(
     """
     work = _work_dtype(x_t)
     x_w = x_t.to(work)
-    h = x_w if u is None else params.decay * u.to(work) + x_w
+    if u is None:
+        h = x_w
+    elif isinstance(params.decay, Tensor) and params.decay.requires_grad:
+        h = _Leak.apply(params.decay, u.to(work)) + x_w
+    else:
+        h = params.decay * u.to(work) + x_w
     s = spike(h - params.threshold, noise, mode, generator)
     r = s.detach() if params.detach_reset else s
     if not params.hard_reset:
