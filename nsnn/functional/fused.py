@@ -29,15 +29,10 @@ import torch
 from torch import Tensor
 
 from nsnn.functional import native, ops, triton_lif
-from nsnn.functional.lif import FIRE_MODES, LIFParameters, _work_dtype, fire
+from nsnn.functional.lif import FIRE_MODES, LIFParameters, _times, _work_dtype, fire
 from nsnn.noise import Noise
 
 __all__ = ["lif_multistep"]
-
-
-def _times(gate: Tensor, value: Tensor) -> Tensor:
-    """``gate · value``, but 0 wherever ``gate`` is 0 (even where ``value`` is ±inf)."""
-    return torch.where(gate == 0, 0.0, gate * value)
 
 
 def _membrane(x_t: Tensor, u: Tensor | None, beta: float, work: torch.dtype) -> Tensor:

@@ -57,6 +57,11 @@ def _work_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+def _times(gate: Tensor, value: Tensor) -> Tensor:
+    """``gate · value``, but 0 wherever ``gate`` is 0 (even where ``value`` is ±inf or NaN)."""
+    return torch.where(gate == 0, 0.0, gate * value)
+
+
 def fire(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
     """Spike values for ``z = h − θ`` (no gradient); float tensor of ``z``'s dtype."""
     if mode == "heaviside":
@@ -85,7 +90,7 @@ class _Spike(torch.autograd.Function):
         g = ctx.noise.pdf(z.to(_work_dtype(z)))
         # 0 wherever the pdf is 0, even where grad_s is ±inf or NaN: the hard reset's term −h·∂L/∂u of an
         # infinite membrane (where the pdf is 0) is chosen away, as in nsnn.functional.fused.
-        return torch.where(g == 0, 0.0, grad_s.to(g.dtype) * g).to(z.dtype), None, None, None
+        return _times(g, grad_s.to(g.dtype)).to(z.dtype), None, None, None
 
 
 class _Leak(torch.autograd.Function):
@@ -100,7 +105,7 @@ class _Leak(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, Tensor]:
         decay, u = ctx.saved_tensors
-        grad_decay = torch.where(grad_h == 0, 0.0, grad_h * u).sum(dtype=torch.float64)
+        grad_decay = _times(grad_h, u).sum(dtype=torch.float64)
         return grad_decay.to(decay.dtype).reshape(decay.shape), (grad_h * decay).to(u.dtype)
 
 
