@@ -16,8 +16,10 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.nsnn-installed
 PYTEST_ARGS ?=
+TRITON_VERSION ?= 3.9.0
+TRITON_DIR := $(VENV)/triton-$(TRITON_VERSION)
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test check-triton lint bench clean
 
 install: $(STAMP)
 
@@ -53,6 +55,14 @@ train: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The Triton (CUDA) kernels without a GPU: Triton, installed into a folder beside the venv's packages
+# (so `make test` never imports it), runs them by its interpreter on CPU tensors under the neuron tests
+# of tests/test_cuda.py (tests/triton_interpreter.py). A few minutes; not part of `make test`.
+check-triton: install
+	@[ -f $(TRITON_DIR)/.installed ] || { $(PIP) install -q --target $(TRITON_DIR) triton==$(TRITON_VERSION) \
+		&& touch $(TRITON_DIR)/.installed; }
+	PYTHONPATH="$(abspath $(TRITON_DIR))" $(PY) -m pytest -q -p tests.triton_interpreter tests/test_cuda.py $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check nsnn scripts examples visualizer tests bench

@@ -2,11 +2,14 @@
 
 Every test here needs a CUDA device and is skipped without one (CI has none; these run on a lent GPU
 machine: ``python -m pytest tests/test_cuda.py``). The CPU float64 pure-torch path is the reference.
+Without a GPU, ``make check-triton`` runs the neuron tests on CPU tensors with the Triton kernels
+executed by Triton's interpreter (``tests/triton_interpreter.py`` sets ``NSNN_TEST_DEVICE=cpu``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -18,9 +21,13 @@ from nsnn.functional.lif import LIFParameters
 from nsnn.models import create
 from nsnn.training import TrainConfig, fit, load_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-CUDA = torch.device("cuda")
+CUDA = torch.device(os.environ.get("NSNN_TEST_DEVICE", "cuda"))
+pytestmark = pytest.mark.skipif(
+    CUDA.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU"
+)
+needs_gpu = pytest.mark.skipif(
+    CUDA.type != "cuda", reason="a whole network on a GPU, not the Triton interpreter"
+)
 PARAMS = [
     LIFParameters(0.5, 1.0, hard_reset=True, detach_reset=False),
     LIFParameters(0.75, 0.8, hard_reset=False, detach_reset=False),
@@ -66,7 +73,7 @@ def test_cuda_matches_cpu_reference(family, mode, params, dtype):
         dtype == torch.float32 and triton_lif.is_available()
     )
     out, grad = _run(xc, params, family, mode)
-    assert out.device.type == "cuda" and out.dtype == dtype and grad.dtype == dtype
+    assert out.device.type == CUDA.type and out.dtype == dtype and grad.dtype == dtype
     tol = 1e-6 if dtype == torch.float64 else 2e-5
     torch.testing.assert_close(out.cpu().double(), ref_out, rtol=0, atol=tol)
     torch.testing.assert_close(grad.cpu().double(), ref_grad, rtol=0, atol=tol)
@@ -84,6 +91,27 @@ def test_cuda_infinite_inputs_give_the_reference_gradients(family):
         _, grad = _run(x.to(CUDA, torch.float32), params, family, "heaviside")
         assert torch.isfinite(grad).all() and torch.isfinite(ref_grad).all()
         torch.testing.assert_close(grad.cpu().double(), ref_grad, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", nsnn.list_noises())
+def test_cuda_expected_spike_at_plus_inf_resets_to_zero(family):
+    # s = cdf(+inf) = 1 under the hard reset: u = 0, not inf·0 = NaN, so the later steps are those of a
+    # run started from rest.
+    x = torch.randn(5, 2, 40, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.6
+    x[1] = math.inf
+    noise = nsnn.get_noise(family, 0.3)
+    results = []
+    for xs in (x, x[2:]):
+        xi = xs.to(CUDA, copy=True).requires_grad_(True)
+        assert triton_lif.supports(xi, noise, "expected") == triton_lif.is_available()
+        out = lif_multistep(xi, PARAMS[0], noise, "expected")
+        out.backward(torch.ones_like(out))
+        results.append((out.detach().cpu(), xi.grad.cpu()))
+    (out, grad), (rest, grad_rest) = results
+    assert (out[1] == 1).all() and torch.isfinite(out).all()
+    assert (grad[1] == 0).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(out[2:], rest, rtol=0, atol=0)
+    torch.testing.assert_close(grad[2:], grad_rest, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", nsnn.list_noises())
@@ -123,9 +151,9 @@ def test_cuda_learnable_decay_gradient_matches_cpu():
     torch.manual_seed(0)
     x = torch.randn(7, 2, 100, dtype=torch.float64) * 0.8 + 0.6
     grads = []
-    for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
+    for device, dtype, kernels in ((torch.device("cpu"), torch.float64, False), (CUDA, torch.float32, True)):
         beta = torch.tensor(0.6, dtype=dtype, device=device, requires_grad=True)
-        with native.enabled(device == "cuda"):
+        with native.enabled(kernels):
             out = lif_multistep(
                 x.to(device, dtype).requires_grad_(True),
                 LIFParameters(beta, 1.0, True, False),
@@ -187,6 +215,7 @@ def test_cuda_half_precision_is_float32_math_rounded_once(dtype):
         assert (err <= torch.finfo(dtype).eps * full.abs()).all()
 
 
+@needs_gpu
 def test_resnet19_amp_train_step_on_cuda():
     torch.manual_seed(0)
     model = create("spiking_resnet19", num_classes=10, neuron="NILIF", sigma=0.3).to(CUDA).train()
@@ -206,6 +235,7 @@ def test_resnet19_amp_train_step_on_cuda():
     assert changed > 0.9 * len(before)
 
 
+@needs_gpu
 def test_fit_on_cuda_with_amp_and_checkpoint_loads_on_cpu(tmp_path):
     cfg = TrainConfig(
         dataset="mnist",
@@ -231,6 +261,7 @@ def test_fit_on_cuda_with_amp_and_checkpoint_loads_on_cpu(tmp_path):
     assert out.shape == (2, 3, 10)
 
 
+@needs_gpu
 def test_compression_keeps_device_and_levels_on_cuda():
     torch.manual_seed(0)
     model = create("mnist_convnet", width=4, hidden=16).to(CUDA)
@@ -245,6 +276,7 @@ def test_compression_keeps_device_and_levels_on_cuda():
     assert report.sparsity >= 0.5 - 1e-3 and all(layer.bits <= 3 for layer in report.layers)
 
 
+@needs_gpu
 @pytest.mark.parametrize("neuron", ["NILIF", "PLIF"])
 def test_cuda_compiles_without_graph_breaks_and_matches_eager(neuron, compiled_matches_eager):
     compiled_matches_eager(neuron, CUDA.type, atol=1e-5)
