@@ -8,9 +8,13 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import http.server
 import io
 import pickle
+import socket
+import socketserver
 import tarfile
+import threading
 import urllib.error
 from pathlib import Path
 
@@ -58,8 +62,8 @@ def fake_mnist(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = True
     return arrays
 
 
-def dump(path: Path, obj: object) -> None:
-    path.write_bytes(pickle.dumps(obj, protocol=4))
+def dump(path: Path, obj: object, protocol: int = 4) -> None:
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
 
 
 def fake_cifar(root: Path, name: str = "cifar10", per_file: int = 4) -> Path:
@@ -217,6 +221,48 @@ def test_download_good_and_bad_md5(tmp_path):
     assert nd.download_file(src.as_uri(), got, md5=md5(got)) == got
 
 
+class _BrokenMirror(http.server.BaseHTTPRequestHandler):
+    """``/drop``: a chunked body cut off mid-chunk (IncompleteRead); ``/garbage``: no HTTP at all."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/drop":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"ffff\r\n" + b"x" * 100)
+        else:
+            self.wfile.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_download_falls_back_past_broken_http_responses_and_bad_urls(tmp_path):
+    src = tmp_path / "blob.bin"
+    src.write_bytes(b"payload" * 1000)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _BrokenMirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    out = tmp_path / "out" / "blob.bin"
+    try:
+        for bad in (f"{base}/drop", f"{base}/garbage", "htp:/nowhere"):
+            assert nd.download_file([bad, src.as_uri()], out, md5=md5(src), progress=False) == out
+            assert out.read_bytes() == src.read_bytes()
+            assert [p.name for p in out.parent.iterdir()] == [out.name]
+            out.unlink()
+        with pytest.raises(DatasetError) as e:
+            nd.download_file([f"{base}/drop", f"{base}/garbage"], out, md5=md5(src), progress=False)
+    finally:
+        server.shutdown()
+    assert "IncompleteRead" in str(e.value) and "BadStatusLine" in str(e.value)
+    assert list(out.parent.iterdir()) == []
+
+
 def test_download_offline_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -294,6 +340,22 @@ def test_download_cifar_archive_and_safe_extract(tmp_path, monkeypatch):
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tar at all")
     with pytest.raises(DatasetError, match="corrupt archive"):
         nd.extract_tar(tmp_path / "junk.tar.gz", tmp_path / "y", "top")
+
+
+def test_cifar_reads_any_pickle_protocol_and_any_damage_is_a_dataset_error(tmp_path):
+    folder = fake_cifar(tmp_path)
+    batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")
+    dump(folder / "test_batch", batch, protocol=5)  # numpy arrays go through _frombuffer
+    loaded = nd.load_cifar_folder(tmp_path, "cifar10", "test").images.numpy()
+    np.testing.assert_array_equal(loaded, batch[b"data"].reshape(-1, 3, 32, 32))
+    damaged = {  # what unpickling these raises
+        "MemoryError": b"\x80\x02}r\xff\xff\xff\x7f.",  # LONG_BINPUT at memo index 2**31 - 1
+        "OverflowError": b"\x80\x02\x8e" + b"\xff" * 8 + b".",  # BINBYTES8 of length 2**64 - 1
+    }
+    for payload in damaged.values():
+        (folder / "test_batch").write_bytes(payload)
+        with pytest.raises(DatasetError, match="corrupt file test_batch"):
+            nd.load_cifar_folder(tmp_path, "cifar10", "test")
 
 
 @pytest.mark.parametrize(

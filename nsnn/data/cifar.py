@@ -8,7 +8,8 @@ with int64 labels ``[N]`` (CIFAR-100: the 100 fine labels)::
     load_cifar_classes("data", "cifar10")[:2]                 # ('airplane', 'automobile')
 
 The batches are pickles; they are read with a restricted unpickler that only rebuilds numpy arrays,
-dicts, lists and strings (``encoding="bytes"``), and only from the expected file names.
+dicts, lists and strings (``encoding="bytes"``; any pickle protocol), and only from the expected file
+names. A file it cannot read raises :class:`DatasetError`, whatever the damage.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         {
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+            ("numpy._core.numeric", "_frombuffer"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
             ("_codecs", "encode"),
@@ -113,8 +116,9 @@ def _unpickle(path: Path, name: str, layout: CifarLayout) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
-        raise dataset_error(name, path.parent, layout.describe(), f"corrupt file {path.name} ({e})") from e
+    except Exception as e:  # damaged pickle bytes raise nearly anything (MemoryError, IndexError, ...)
+        problem = f"corrupt file {path.name} ({type(e).__name__}: {e})"
+        raise dataset_error(name, path.parent, layout.describe(), problem) from e
     if not isinstance(obj, dict):
         raise dataset_error(name, path.parent, layout.describe(), f"{path.name} does not hold a dict")
     return obj

@@ -13,6 +13,7 @@ Any ``urllib`` URL works, ``file://`` included (tests and offline mirrors use it
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -74,8 +75,8 @@ def download_file(
 
     An existing ``dest`` with the right md5 is kept without any network access. Each attempt streams to
     a temp file in ``dest``'s folder, checks the md5, then renames atomically; a failed attempt (network
-    error, HTTP error, checksum mismatch) leaves nothing behind and the next mirror is tried. If all fail,
-    raises :class:`DatasetError` listing every URL with its error.
+    error, HTTP error, broken HTTP response, malformed URL, checksum mismatch) leaves nothing behind and
+    the next mirror is tried. If all fail, raises :class:`DatasetError` listing every URL with its error.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
@@ -88,7 +89,7 @@ def download_file(
         try:
             atomic_write(dest, lambda f, url=url: _stream(url, f, md5, timeout, progress))
             return dest
-        except (OSError, _ChecksumMismatch) as e:
+        except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as e:
             errors.append(f"  {url}: {type(e).__name__}: {e}")
     raise DatasetError(
         f"could not download {dest.name} (md5 {md5}) to {dest}:\n" + "\n".join(errors) + "\n"
