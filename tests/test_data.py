@@ -34,12 +34,13 @@ from nsnn.data import (
     random_roll,
     split_indices,
 )
+from nsnn.data.mnist import embedded_mnist_dir
 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape
     )
@@ -156,6 +157,30 @@ def test_embedded_mnist_bundle():
     assert b.mean == (0.1307,) and b.std == (0.3081,) and "embedded" in b.describe()
     again, _ = nd.embedded_mnist_split()
     assert torch.equal(again.labels, b.train.labels)
+
+
+def test_embedded_split_is_the_shipped_permutation_not_torchs_rng(tmp_path, monkeypatch):
+    perm = nd.read_idx(embedded_mnist_dir() / "split-8000-2000-idx1-i2.gz").astype(np.int64)
+    assert sorted(perm.tolist()) == list(range(10000))
+    full = nd.load_embedded_mnist()
+
+    def no_rng(*args, **kwargs):
+        raise AssertionError("the embedded split must not draw random numbers")
+
+    monkeypatch.setattr(torch, "randperm", no_rng)
+    train, test = nd.embedded_mnist_split()
+    assert torch.equal(train.labels, full.labels[perm[:8000]]) and torch.equal(
+        test.images, full.images[perm[8000:]]
+    )
+
+    for f in embedded_mnist_dir().iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    swapped = perm.copy()
+    swapped[[0, 9999]] = swapped[[9999, 0]]  # one training image moved into the test set
+    write_idx(tmp_path / "split-8000-2000-idx1-i2.gz", swapped.astype(">i2"))
+    monkeypatch.setattr("nsnn.data.mnist.embedded_mnist_dir", lambda: tmp_path)
+    with pytest.raises(DatasetError, match=r"split-8000-2000-idx1-i2\.gz"):
+        nd.embedded_mnist_split()
 
 
 # --------------------------------------------------------------------------------------------- CIFAR

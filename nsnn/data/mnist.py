@@ -3,11 +3,16 @@
 The embedded set is the official MNIST *test* set (10,000 images, md5-checked). It is the zero-setup
 default for demos, tests, BPTT and STDP runs, always split the same way::
 
-    train, test = embedded_mnist_split()   # 8,000 / 2,000, fixed permutation (seed 0)
+    train, test = embedded_mnist_split()   # 8,000 / 2,000, by the permutation shipped with the set
     train.images.shape  # torch.Size([8000, 28, 28]), uint8
 
-There is no other split of the embedded set anywhere in nsnn. Full MNIST (60,000 / 10,000) is read from a
-folder of the four idx files, fetched with md5 verification by :func:`download_mnist`::
+There is no other split of the embedded set anywhere in nsnn. The permutation is a file beside the images
+(``split-8000-2000-idx1-i2.gz``: the first 8,000 indices train, the rest test; drawn once by
+``torch.randperm(10000)`` under seed 0, torch 2.13), so the split never depends on the installed
+torch's random number algorithm: a model tested under another version never sees its training images.
+
+Full MNIST (60,000 / 10,000) is read from a folder of the four idx files, fetched with md5 verification
+by :func:`download_mnist`::
 
     download_mnist("data")                       # -> data/MNIST/raw/*.gz
     train = load_mnist_folder("data", "train")   # [60000, 28, 28] uint8
@@ -28,8 +33,8 @@ import torch
 from nsnn.data.base import DatasetError, ImageSet, dataset_error
 from nsnn.data.download import download_file
 
-EMBEDDED_SPLIT_SEED = 0
 EMBEDDED_TRAIN_SIZE = 8000
+EMBEDDED_SPLIT = "split-8000-2000-idx1-i2.gz"
 
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -42,7 +47,10 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-_EMBEDDED_MD5 = {name: MNIST_MD5[name] for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_EMBEDDED_MD5 = {
+    **{name: MNIST_MD5[name] for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")},
+    EMBEDDED_SPLIT: "462b2a5c4bcdbeb6264d1b16db4a492c",
+}
 MNIST_LAYOUT = """  <root>/MNIST/raw/ (or <root>/ or <root>/raw/) holding
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
     t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
@@ -145,7 +153,7 @@ def load_embedded_mnist(verify: bool = True) -> ImageSet:
 
 
 def embedded_mnist_split() -> tuple[ImageSet, ImageSet]:
-    """The one split of the embedded set: 8,000 train / 2,000 test by a fixed permutation (seed 0)."""
-    full = load_embedded_mnist()
-    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(EMBEDDED_SPLIT_SEED))
+    """The one split of the embedded set: 8,000 train / 2,000 test by the shipped permutation."""
+    full = load_embedded_mnist()  # md5-checks the permutation file too
+    perm = torch.from_numpy(read_idx(embedded_mnist_dir() / EMBEDDED_SPLIT).astype(np.int64))
     return full.subset(perm[:EMBEDDED_TRAIN_SIZE]), full.subset(perm[EMBEDDED_TRAIN_SIZE:])
