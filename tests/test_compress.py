@@ -66,6 +66,8 @@ def test_tensor_pruning_keeps_type_and_device():
     pruned, mask = magnitude_prune(t, sparsity=0.5)
     assert isinstance(pruned, torch.Tensor) and mask.dtype == torch.bool
     assert int(mask.sum()) == 21 and (pruned[~mask] == 0).all()
+    again, mask_again = magnitude_prune(t, sparsity=0.5, mask=mask.numpy())  # a numpy mask also works
+    assert torch.equal(mask_again, mask) and torch.equal(again, pruned)
 
 
 def test_module_pruning_per_layer_and_global():
@@ -89,6 +91,22 @@ def test_pruning_keeps_state_dict_keys():
     assert set(model.state_dict()) == keys
     fresh = _model()
     fresh.load_state_dict(model.state_dict())
+
+
+def test_loading_weights_drops_the_masks_and_bits_that_described_the_old_ones():
+    dense = _model().state_dict()
+    model = _model()
+    magnitude_prune(model, sparsity=0.5)
+    quantize(model, bits=4)
+    pruned = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(dense)  # the report must describe the weights the forward pass now uses
+    report = compression_report(model)
+    assert report.sparsity == 0.0 and [layer.bits for layer in report.layers] == [32, 32]
+    model.load_state_dict(pruned)
+    assert magnitude_prune(model, threshold=0.0).sparsity == pytest.approx(0.5, abs=0.01)
+    assert torch.equal(model[0].weight_mask, pruned["0.weight"] != 0)
+    model.load_state_dict({"3.bias": dense["3.bias"]}, strict=False)  # no weight loaded: masks stay
+    assert hasattr(model[0], "weight_mask") and hasattr(model[3], "weight_mask")
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])

@@ -16,7 +16,9 @@ from nsnn.io import CsvLog, atomic_savez, write_json
 from nsnn.layers import SeqToANN
 from nsnn.neurons import LIF, NILIF
 from visualizer.__main__ import main
+from visualizer.activity import input_shape
 from visualizer.draw_stdp import draw_stdp
+from visualizer.sources import ModuleSource
 from visualizer.trace import layer_graph
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -329,6 +331,19 @@ def test_module_input_shape_is_probed_when_not_given():
     g = visualizer.topology(model)
     assert g.graph["input_shape"] == "[4, 1, 1, 28, 28]"
     assert g.nodes["1"]["out_shape"] == "[4, 1, 10]"
+    noisy = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(784, 10)), NILIF())
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    visualizer.topology(noisy)  # the probe runs stochastic neurons without touching the caller's RNG
+    assert torch.equal(torch.rand(3), expected)
+    on_meta = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(784, 10))).to("meta")
+    assert input_shape(ModuleSource(on_meta)) == (4, 1, 1, 28, 28)
+
+
+def test_a_seq_to_ann_root_shows_time_and_batch_apart():
+    g = visualizer.topology(SeqToANN(nn.Conv2d(1, 2, 3), nn.Flatten()), input_shape=(4, 2, 1, 5, 5))
+    assert [g.nodes[n]["out_shape"] for n in ("0", "1")] == ["[4, 2, 2, 3, 3]", "[4, 2, 18]"]
 
 
 class SharedActivation(nn.Module):

@@ -67,9 +67,10 @@ def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     reset_neurons(model)  # a failed try must not leave single-step state shaped for it
+    device = model_device(model)
     try:
-        with torch.no_grad():
-            model(torch.zeros(shape))
+        with torch.no_grad(), seeded(0, device):  # the caller's random stream is left as it was
+            model(torch.zeros(shape, device=device))
         return True
     except (RuntimeError, ValueError, IndexError):
         return False

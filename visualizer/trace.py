@@ -201,28 +201,31 @@ class _DataflowTracer(TorchFunctionMode):
                 hidden.update(id(m) for m in module.modules() if m is not module)
                 self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
                 self.handles.append(module.register_forward_hook(self._leaf_post(name, module)))
-            elif module is not self.model:
+            else:
                 seq = type(module).__name__.startswith("SeqToANN")
-                self.handles.append(module.register_forward_pre_hook(self._enter(name, seq)))
-                self.handles.append(module.register_forward_hook(self._leave()))
+                scope = None if module is self.model else name  # the root names no scope
+                self.handles.append(module.register_forward_pre_hook(self._enter(scope, seq)))
+                self.handles.append(module.register_forward_hook(self._leave(scope)))
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
 
-    def _enter(self, name: str, seq: bool):
+    def _enter(self, name: str | None, seq: bool):
         def hook(module, args):
             if not self.depth:
-                self.scopes.append(name)
+                if name is not None:
+                    self.scopes.append(name)
                 self.flattened_time.append(seq or bool(self.flattened_time and self.flattened_time[-1]))
 
         return hook
 
-    def _leave(self):
+    def _leave(self, name: str | None):
         def hook(module, args, out):
             if not self.depth:
-                self.scopes.pop()
+                if name is not None:
+                    self.scopes.pop()
                 self.flattened_time.pop()
 
         return hook

@@ -15,8 +15,10 @@ Torch modules: the ``weight`` of every ``nn.Linear`` / ``nn.ConvNd`` is pruned i
 as a non-persistent buffer ``weight_mask`` (not in ``state_dict``, so checkpoints load into fresh
 models unchanged). Optimizers do not know masks: call :func:`apply_masks` after each
 ``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
-weights stay exactly zero through further training. After loading a pruned checkpoint, rebuild masks
-with ``magnitude_prune(model, threshold=0.0)``.
+weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` drops
+the layer's mask and ``weight_bits`` (they described the weights it replaces), so a pruned model that
+loads a checkpoint is in the state a fresh model loading it would be; rebuild masks from a pruned
+checkpoint's zeros with ``magnitude_prune(model, threshold=0.0)``.
 
     w, mask = magnitude_prune(w, sparsity=0.75, axis=0)          # numpy [n_input, n_exc]
     report = magnitude_prune(model, sparsity=0.5, scope="global"); attach_masks(model, optimizer)
@@ -33,6 +35,8 @@ from torch import nn
 
 SCOPES = ("layer", "global")
 MASK_BUFFER = "weight_mask"
+BITS_BUFFER = "weight_bits"
+_LOAD_HOOK = "_nsnn_drops_weight_buffers_on_load"
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -103,7 +107,7 @@ def _keep_largest(alive: np.ndarray, before: np.ndarray, weights: np.ndarray) ->
 def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
     if isinstance(weights, torch.Tensor):
         mask = kw.pop("mask", None)
-        mask_np = None if mask is None else mask.detach().cpu().numpy()
+        mask_np = None if mask is None else mask_array(mask)
         alive = prune_mask(weights_numpy(weights), mask=mask_np, **kw)
         alive_t = torch.from_numpy(alive).to(weights.device)
         return weights * alive_t, alive_t
@@ -123,12 +127,26 @@ def layer_mask(module: nn.Module) -> torch.Tensor:
     return torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask
 
 
+def _drop_weight_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    if prefix + "weight" in state_dict:
+        for name in (MASK_BUFFER, BITS_BUFFER):
+            if name in module._buffers:
+                delattr(module, name)
+
+
+def set_weight_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Register (or replace) ``module``'s non-persistent buffer ``name`` (``weight_mask`` /
+    ``weight_bits``), which a later ``load_state_dict`` of the layer's weight drops."""
+    if name in module._buffers:
+        delattr(module, name)
+    module.register_buffer(name, value, persistent=False)
+    if not hasattr(module, _LOAD_HOOK):
+        setattr(module, _LOAD_HOOK, module.register_load_state_dict_pre_hook(_drop_weight_buffers))
+
+
 def _set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
-    if hasattr(module, MASK_BUFFER):
-        getattr(module, MASK_BUFFER).copy_(mask)
-    else:
-        module.register_buffer(MASK_BUFFER, mask, persistent=False)
+    set_weight_buffer(module, MASK_BUFFER, mask)
     with torch.no_grad():
         module.weight.mul_(mask)
 

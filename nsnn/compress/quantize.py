@@ -17,7 +17,7 @@ count nonzero weights, count it as pruned.
 
 Torch modules: every Linear/Conv ``weight`` is quantized in place and the bits per weight of its level
 set (``k``, or ``ceil(log2(len(levels)))``) are kept as a non-persistent 0-d buffer ``weight_bits``
-(what the report reads).
+(what the report reads; ``load_state_dict`` of the weight drops it, as it drops pruning masks).
 
     wq = quantize(w, bits=4, w_range=(0.0, 1.0), mask=mask)      # STDP weights, 16 levels
     report = quantize(model, bits=8)                              # every conv/linear layer
@@ -34,10 +34,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsnn.compress.prune import SCOPES, layer_mask, mask_array, prunable_layers, weights_numpy
+from nsnn.compress.prune import (
+    BITS_BUFFER,
+    SCOPES,
+    layer_mask,
+    mask_array,
+    prunable_layers,
+    set_weight_buffer,
+    weights_numpy,
+)
 
 FULL_PRECISION_BITS = 32
-BITS_BUFFER = "weight_bits"
 
 
 @dataclass(frozen=True)
@@ -178,9 +185,7 @@ def _quantize_module(
             continue
         module.weight.copy_(_quantize_array(module.weight, bits=None, levels=chosen, w_range=None, mask=mask))
         bits_tensor = torch.tensor(level_bits(chosen), dtype=torch.int64, device=module.weight.device)
-        if hasattr(module, BITS_BUFFER):
-            delattr(module, BITS_BUFFER)
-        module.register_buffer(BITS_BUFFER, bits_tensor, persistent=False)
+        set_weight_buffer(module, BITS_BUFFER, bits_tensor)
     return compression_report(model)
 
 

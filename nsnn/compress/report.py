@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsnn.compress.prune import MASK_BUFFER, mask_array, prunable_layers, weights_numpy
-from nsnn.compress.quantize import BITS_BUFFER, FULL_PRECISION_BITS
+from nsnn.compress.prune import BITS_BUFFER, MASK_BUFFER, mask_array, prunable_layers, weights_numpy
+from nsnn.compress.quantize import FULL_PRECISION_BITS
 
 
 @dataclass(frozen=True)
