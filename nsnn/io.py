@@ -2,7 +2,8 @@
 
 Every artefact nsnn writes (checkpoints, ``.npz`` weights, ``config.json``, ``metrics.csv`` rows,
 figures) goes through these helpers, so a run killed at any instant leaves either the old file or the
-new one, never half of one::
+new one, never half of one (plus, after a SIGKILL mid-write, a hidden ``.<name>.<random>.tmp`` that
+:func:`remove_stale_temps` clears when the run is resumed or its folder reused)::
 
     atomic_save_torch({"model": net.state_dict()}, run_dir / "last.pt")
     state = load_torch(run_dir / "last.pt")            # weights_only=True
@@ -31,6 +32,24 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+_TEMP_SUFFIX = ".tmp"
+_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's mkstemp names look like
+
+
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Delete the temp files a killed atomic write left in ``folder``; returns their names.
+
+    Only for a folder no other process is writing to (a run being resumed or started afresh).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p.name for p in folder.iterdir() if p.is_file() and _STALE_TEMP.match(p.name))
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
+    return stale
+
+
 @contextmanager
 def _atomic_target(path: str | Path, mode: str = "wb"):
     """Yield a temp file in ``path``'s folder; on success fsync it and rename it over ``path``.
@@ -40,7 +59,7 @@ def _atomic_target(path: str | Path, mode: str = "wb"):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -185,7 +204,8 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 def check_new_run_dir(out: str | Path) -> Path:
-    """``out`` as a Path if a new run may be written there: missing, or an empty folder.
+    """``out`` as a Path if a new run may be written there: missing, or an empty folder (temp files
+    of a killed atomic write do not count).
 
     Raises ``FileExistsError`` naming what is there, so that a new run never overwrites an old one.
     """
@@ -193,7 +213,7 @@ def check_new_run_dir(out: str | Path) -> Path:
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"--out {path} is a file, not a folder")
     if path.is_dir():
-        held = sorted(p.name for p in path.iterdir())
+        held = sorted(p.name for p in path.iterdir() if not _STALE_TEMP.match(p.name))
         if held:
             listed = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
             raise FileExistsError(f"--out {path} already holds files ({listed}); choose a new folder")
@@ -206,12 +226,16 @@ def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs")
     """
     if out is not None:
         path = check_new_run_dir(out)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / f"{prefix}-{stamp}"
-        n = 1
-        while path.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = Path(root) / (f"{prefix}-{stamp}" if n == 1 else f"{prefix}-{stamp}-{n}")
+        try:
+            path.mkdir()  # atomic: two runs started in the same second get two folders
+            return path
+        except FileExistsError:
             n += 1
-            path = Path(root) / f"{prefix}-{stamp}-{n}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -151,6 +151,13 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert (full["eval_mode"], full["n_ensembles"]) == (tested["eval_mode"], tested["n_ensembles"])
     assert full["n"] == 2000 and full["result_file"] != tested["result_file"]
     assert read_json(tested["result_file"])["n"] == 200
+    # The same evaluation again (e.g. another snapshot of that name into one --out) keeps both files.
+    assert run_script("testing_mnist.py", [*argv, "--max-samples", "0", "--json"], monkeypatch) == 0
+    again = last_json(capsys.readouterr().out)
+    assert again["result_file"] != full["result_file"]
+    assert read_json(full["result_file"])["seconds"] == full["seconds"]
+    assert run_script("testing_mnist.py", [*argv, "--progress", "maybe"], monkeypatch) == 2
+    assert "expected a boolean" in capsys.readouterr().err
     assert run_script("testing_mnist.py", ["--snapshot", str(run), "--max-samples", "-1"], monkeypatch) == 2
     assert "max_samples must be >= 0" in capsys.readouterr().err
 

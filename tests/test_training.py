@@ -286,6 +286,14 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     with pytest.raises(ConfigError, match="already holds files"):
         fit(TrainConfig(**TINY, epochs=1, out=str(used)))
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
+    killed = tmp_path / "killed-in-first-save"  # only the temp file of a save cut off by a SIGKILL
+    killed.mkdir()
+    (killed / ".last.pt.a1b2c3d4.tmp").write_bytes(b"PK")
+    fit(TrainConfig(**TINY, epochs=1, out=str(killed)))
+    assert not (killed / ".last.pt.a1b2c3d4.tmp").exists() and (killed / "last.pt").is_file()
+    with pytest.raises(ConfigError, match="--cutout 29 is larger than mnist's 28-pixel images"):
+        fit(TrainConfig(**TINY, epochs=1, cutout=29, out=str(tmp_path / "blank")))
+    assert not (tmp_path / "blank").exists()
 
     # A CPU --amp run (its disabled GradScaler saves {}) resumes where the scaler is enabled (CUDA fp16).
     run = tmp_path / "amp"
@@ -304,6 +312,30 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     fit(TrainConfig(**settings, resume=str(run)))
     last = _torch_load_strict(run / "last.pt")
     assert last["epoch"] == 2 and last["scaler"]["scale"] > 0
+
+
+def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import nsnn.training.trainer as trainer
+
+    run, real = tmp_path / "run", trainer.save_checkpoint
+
+    def killed_before_last_pt_of_epoch_1(state, path):
+        if path.name == "last.pt" and state["epoch"] == 1:
+            raise KeyboardInterrupt
+        return real(state, path)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_before_last_pt_of_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=2, out=str(run)))  # epoch 1 is logged, last.pt still epoch 0
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    fit(TrainConfig(**TINY, epochs=2, resume=str(run)))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == ["1", "2"]
 
 
 def _mnist_folder(folder: Path, n: int, n_test: int | None = None) -> Path:
@@ -442,8 +474,9 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert _torch_load_strict(killed / "last.pt")["epoch"] == 1
+    (killed / ".last.pt.k1ll3d_x.tmp").write_bytes(b"PK")  # what a kill during a save leaves
     resumed = fit(TrainConfig(**settings, resume=str(killed)))
-    assert resumed["run_dir"] == str(killed)
+    assert resumed["run_dir"] == str(killed) and not (killed / ".last.pt.k1ll3d_x.tmp").exists()
 
     a, b = _torch_load_strict(tmp_path / "straight" / "last.pt"), _torch_load_strict(killed / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
@@ -572,6 +605,15 @@ def test_checkpoint_format_prefixes_and_atomic_writes(tmp_path):
         "foreign.pt",
         "file.bin",
     ]
+
+
+def test_runs_started_together_never_share_a_default_run_dir(tmp_path, monkeypatch):
+    from nsnn.io import make_run_dir
+
+    # Both runs look before either creates its folder (the race a check-then-mkdir loses).
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    first, second = (make_run_dir(None, "mnist-net", root=tmp_path) for _ in range(2))
+    assert first != second and first.is_dir() and second.is_dir()
 
 
 def _not_a_checkpoint(kind: str, folder: Path) -> Path:

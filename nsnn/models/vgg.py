@@ -93,7 +93,7 @@ def vgg16(
     in_channels: int = 3,
     image_size: int | list[int] = 32,
 ) -> SpikingVGG:
-    """VGG-16 (13 conv-BN-SN, 5 average pools) + Linear; 14.73M parameters at 32×32, 10 classes."""
+    """VGG-16 (13 conv-BN-SN, 5 average pools) + Linear; 14.72M parameters at 32×32, 10 classes."""
     return SpikingVGG(
         neuron, LAYOUTS["vgg16"], num_classes=num_classes, in_channels=in_channels, image_size=image_size
     )

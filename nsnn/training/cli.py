@@ -29,6 +29,7 @@ from nsnn.training.config import (
     TrainConfig,
     build_train_parser,
     config_from_args,
+    parse_bool,
 )
 from nsnn.training.monitor import plot_evaluations
 from nsnn.training.recipes import RECIPES
@@ -162,7 +163,7 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     p.add_argument("--out", default=None, help="folder for the result files (default: the snapshot's folder)")
     p.add_argument(
         "--progress",
-        type=lambda s: s.lower() in {"1", "true", "yes", "on"},
+        type=parse_bool,
         default=None,
         help="progress bars: true/false (default: only on a terminal)",
     )
@@ -253,10 +254,10 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "seconds": time.perf_counter() - tick,
     }
     out = Path(args.out) if args.out is not None else path.parent
-    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}"
+    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"
-    result["result_file"] = str(write_json(out / f"eval-{tag}.json", result))
+    result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
     row = {k: v for k, v in result.items() if k != "result_file"}
     CsvLog(out / "evaluations.csv", list(row)).append(row)
     plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
@@ -266,6 +267,15 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         flush=True,
     )
     return result
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3``, ... if taken: one evaluation never replaces another's."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def _check_test_data(bundle: Any, cfg: TrainConfig, trained: dict[str, Any], path: Path) -> None:

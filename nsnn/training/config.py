@@ -187,7 +187,8 @@ class TrainConfig:
         }
 
 
-def _bool_or_none(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """A command-line boolean: 1/true/yes/on or 0/false/no/off (any case); anything else is refused."""
     lowered = text.lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -292,7 +293,7 @@ def build_train_parser(
     )
     g.add_argument(
         "--augment",
-        type=_bool_or_none,
+        type=parse_bool,
         default=d["augment"],
         help="dataset's standard augmentation (CIFAR: crop+flip; DVS: flip+roll): true/false",
     )
@@ -335,7 +336,7 @@ def build_train_parser(
     )
     g.add_argument(
         "--progress",
-        type=_bool_or_none,
+        type=parse_bool,
         default=d["progress"],
         help="progress bars: true/false (default: only on a terminal)",
     )

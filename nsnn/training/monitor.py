@@ -33,7 +33,7 @@ METRIC_FIELDS = (
 )
 
 
-def _tensorboard_writer(run_dir: Path, purge_step: int | None) -> Any:
+def _tensorboard_writer(run_dir: Path, purge_step: int) -> Any:
     """A SummaryWriter in ``run_dir/tensorboard``, or None when TensorBoard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -133,9 +133,8 @@ class RunLogger:
         self.csv = CsvLog(self.run_dir / "metrics.csv", METRIC_FIELDS)
         self.csv.truncate_after("epoch", start_epoch)
         if tensorboard:
-            self.writer = _tensorboard_writer(
-                self.run_dir, purge_step=start_epoch + 1 if start_epoch else None
-            )
+            # Epoch e is logged at step e: drop what a killed run wrote after its last checkpoint.
+            self.writer = _tensorboard_writer(self.run_dir, purge_step=start_epoch + 1)
 
     def epoch(self, row: Mapping[str, Any]) -> None:
         """Append one epoch's metrics (keys from :data:`METRIC_FIELDS`), then redraw ``curves.png``."""

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from nsnn.io import check_new_run_dir, make_run_dir, write_json
+from nsnn.io import check_new_run_dir, make_run_dir, remove_stale_temps, write_json
 from nsnn.training.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -163,6 +163,11 @@ class _Experiment:
             train, val = bundle.train, None
         norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
         augment = bundle.augment if cfg.augment else None
+        if cfg.cutout > bundle.image_size:
+            raise ConfigError(
+                f"--cutout {cfg.cutout} is larger than {bundle.name}'s {bundle.image_size}-pixel images "
+                "(it would blank most of every image); use at most the image side, e.g. half of it"
+            )
         if augment is not None and cfg.cutout > 0:
             augment = dataclasses.replace(augment, cutout=cfg.cutout)
         elif cfg.cutout > 0:
@@ -399,6 +404,8 @@ def _fit(
         exp.restore(ckpt)
         start = int(ckpt["epoch"])
         best_acc, best_epoch = ckpt["metrics"].get("best_val_accuracy"), ckpt["metrics"].get("best_epoch", 0)
+        if rt.is_main:
+            remove_stale_temps(run_dir)  # what a kill during an atomic save left
         _say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
     else:
         # An epoch-0 last.pt: a run stopped during its first epoch can be resumed (exactly) from the start.
