@@ -17,7 +17,9 @@
 # Multi-GPU: prefix the python call with torchrun, e.g.
 #   torchrun --nproc_per_node 4 scripts/main_cifar10.py --minibatch 64 ...
 set -euo pipefail
-cd "$(dirname "$0")"
+# No cd: relative --out/--resume/--data-dir and the default runs/ folder are the caller's, as with the
+# scripts themselves.
+scripts="$(cd "$(dirname "$0")" && pwd)/scripts"
 PYTHON="${PYTHON:-python}"
 
 usage() {
@@ -49,12 +51,12 @@ case "$recipe" in
         done
         case "$run_dir" in *.pt) run_dir="$(dirname "$run_dir")" ;; esac  # --resume runs/X/last.pt
         echo "[nsnn] training mnist_convnet (NILIF, T=4) on the embedded MNIST set -> $run_dir"
-        "$PYTHON" scripts/main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 "${out_flag[@]}" "$@"
+        "$PYTHON" "$scripts"/main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 "${out_flag[@]}" "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
         for mode in stochastic deterministic expected; do
-            "$PYTHON" scripts/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode "$mode"
+            "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode "$mode"
         done
-        "$PYTHON" scripts/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode stochastic --n_ensembles 8
+        "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode stochastic --n_ensembles 8
         echo "[nsnn] done. Results in $run_dir:"
         echo "  metrics.csv, curves.png (training curves), summary.json (test accuracy), best.pt / last.pt,"
         echo "  evaluations.csv + evaluations.png + eval-*.json (test accuracy per evaluation mode), tensorboard/"
@@ -62,17 +64,17 @@ case "$recipe" in
     cifar10 | cifar10-lif | cifar100)
         neuron=NILIF
         [ "$recipe" = cifar10-lif ] && neuron=LIF
-        script=scripts/main_cifar10.py
-        [ "$recipe" = cifar100 ] && script=scripts/main_cifar100.py
+        script="$scripts"/main_cifar10.py
+        [ "$recipe" = cifar100 ] && script="$scripts"/main_cifar100.py
         "$PYTHON" "$script" --neuron "$neuron" --reg no --model spiking_resnet18 --epochs 300 --minibatch 256 \
             --timestep 2 --seed 1 --lr 0.003 --sigma 0.3 "$@"
         ;;
     dvs)
-        "$PYTHON" scripts/main_dvs_cifar10.py --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
+        "$PYTHON" "$scripts"/main_dvs_cifar10.py --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
             --timestep 10 --seed 1 --lr 0.0003 --sigma 0.2 "$@"
         ;;
     cifarnet)
-        "$PYTHON" scripts/main_cifar10.py --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
+        "$PYTHON" "$scripts"/main_cifar10.py --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
             --timestep 4 --seed 1 --lr 0.001 --sigma 0.3 --cutout 8 "$@"
         ;;
     -h | --help | help)

@@ -213,7 +213,7 @@ def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
             ["bash", str(REPO / "run_training.sh"), "mnist", *extra], capture_output=True, text=True, env=env
         )
         assert proc.returncode == 0, proc.stderr
-        return [line for line in proc.stdout.splitlines() if line.startswith("scripts/")]
+        return [line for line in proc.stdout.splitlines() if line.startswith(f"{REPO}/scripts/")]
 
     train, *tests = commands("--epochs", "1")
     assert "--out runs/mnist-nilif-" in train and train.endswith("--epochs 1")
@@ -223,6 +223,23 @@ def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
     assert "--out" not in train and all("--snapshot runs/old/best.pt" in t for t in tests)
     train, *tests = commands("--out", "/tmp/elsewhere")
     assert train.count("--out") == 1 and all("--snapshot /tmp/elsewhere/best.pt" in t for t in tests)
+
+
+def test_run_training_leaves_relative_paths_to_the_callers_folder(tmp_path):
+    python = tmp_path / "python"  # prints the folder it runs in, then its arguments
+    python.write_text('#!/bin/sh\necho "$(pwd) $*"\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(python)}
+    proc = subprocess.run(
+        ["bash", str(REPO / "run_training.sh"), "cifar10", "--data-dir", "data", "--out", "runs/mine"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{tmp_path} {REPO}/scripts/main_cifar10.py ")
+    assert proc.stdout.rstrip().endswith("--data-dir data --out runs/mine")
 
 
 def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
@@ -238,8 +255,9 @@ def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
     assert implicit.returncode == 0, implicit.stderr
     assert "unknown recipe" not in implicit.stderr
     assert implicit.stdout == explicit.stdout
-    train = next(line for line in implicit.stdout.splitlines() if line.startswith("scripts/"))
-    assert train.startswith("scripts/main_mnist.py ") and train.endswith("--epochs 1 --out runs/given")
+    train = next(line for line in implicit.stdout.splitlines() if "/scripts/" in line)
+    assert train.startswith(f"{REPO}/scripts/main_mnist.py ")
+    assert train.endswith("--epochs 1 --out runs/given")
     for asked in ("--help", "-h"):
         shown = run(asked, "--epochs", "1")
         assert shown.returncode == 0 and shown.stdout.startswith("nsnn training recipes.")
