@@ -32,7 +32,6 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-_TEMP_SUFFIX = ".tmp"
 _STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's mkstemp names look like
 
 
@@ -59,7 +58,7 @@ def _atomic_target(path: str | Path, mode: str = "wb"):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
