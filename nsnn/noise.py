@@ -25,13 +25,16 @@ uniform        clamp((z+1)/2, 0, 1)                    1/(2σ) on |z| ≤ 1     
 
 Adding a family is one subclass with a ``name`` and the three standardised functions; it registers
 itself and is available everywhere by name. All math runs in at least float32 (bf16/fp16 inputs are
-upcast, results cast back), and every formula stays finite for any finite input.
+upcast, results cast back), and every formula stays finite for any finite input: σ must be at least
+float32's smallest normal number, 2⁻¹²⁶ ≈ 1.2e-38, so that the PDF's peak (≤ 1/σ) fits float32 (in
+bf16/fp16 results, the peak must fit that dtype: σ ≳ 1.6e-5 for fp16).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -42,6 +45,7 @@ __all__ = ["NOISES", "Gaussian", "Logistic", "Noise", "Triangular", "Uniform", "
 NOISES: dict[str, type[Noise]] = {}
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_SMALLEST_SIGMA = torch.finfo(torch.float32).tiny
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -50,6 +54,20 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def _result_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.float32
+
+
+def draw(
+    fn: Callable[..., Tensor],
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None,
+    **kwargs: object,
+) -> Tensor:
+    """``fn(shape, **kwargs)`` (``torch.rand`` / ``torch.randn``) from ``generator`` if one is given.
+
+    No ``generator=None`` is passed: torch's overload that takes it rejects the symbolic sizes of
+    ``torch.compile`` with dynamic shapes (e.g. after the batch size changes).
+    """
+    return fn(shape, **kwargs) if generator is None else fn(shape, generator=generator, **kwargs)
 
 
 class Noise(ABC):
@@ -71,8 +89,11 @@ class Noise(ABC):
 
     def __init__(self, sigma: float) -> None:
         sigma = float(sigma)
-        if not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"noise sigma must be a finite number > 0, got {sigma}")
+        if not math.isfinite(sigma) or sigma < _SMALLEST_SIGMA:
+            raise ValueError(
+                f"noise sigma must be a finite number >= {_SMALLEST_SIGMA:.4g} (float32's smallest normal "
+                f"number: the PDF's peak 1/sigma must stay finite), got {sigma}"
+            )
         self.sigma = sigma
 
     @staticmethod
@@ -122,7 +143,7 @@ class Noise(ABC):
         dtype: torch.dtype,
     ) -> Tensor:
         """Unit-scale samples; inverse-CDF of uniforms unless a family knows a faster way."""
-        u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+        u = draw(torch.rand, shape, generator, device=device, dtype=dtype)
         return self._icdf(u.clamp_(torch.finfo(dtype).tiny, 1.0 - torch.finfo(dtype).eps))
 
     def __repr__(self) -> str:
@@ -159,7 +180,7 @@ class Gaussian(Noise):
         device: torch.device | str | None,
         dtype: torch.dtype,
     ) -> Tensor:
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return draw(torch.randn, shape, generator, device=device, dtype=dtype)
 
 
 class Logistic(Noise):

@@ -115,6 +115,39 @@ def test_reset_uses_the_emitted_spike(kind, reset):
         torch.testing.assert_close(mem, expected.detach() if not mem.requires_grad else expected)
 
 
+def test_plif_tau_is_the_learned_time_constant_and_setting_it_sets_the_leak():
+    plif = nsnn.PLIF(tau=2.0)
+    with torch.no_grad():
+        plif.w.fill_(-math.log(4.0))  # as if trained to tau = 5
+    assert plif.tau == pytest.approx(5.0) and "tau=5 (learned)" in repr(plif)
+    plif.tau = 10.0
+    assert float(plif.decay.detach()) == pytest.approx(0.9) and plif.tau == pytest.approx(10.0)
+    from visualizer.modules import neuron_attributes
+
+    assert neuron_attributes(plif)["tau"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    ("make", "dtype", "per_step"),
+    [
+        (lambda: nsnn.NILIF(step_mode="s"), torch.float32, True),
+        (lambda: nsnn.NILIF(), torch.bfloat16, False),  # the torch path
+        (lambda: nsnn.NILIF(double_noise=True), torch.float32, False),  # Gaussian samples
+        (lambda: nsnn.NILIF(noise="logistic", double_noise=True), torch.float32, False),  # inverse CDF
+    ],
+    ids=["single-step", "bfloat16", "double-noise-gaussian", "double-noise-logistic"],
+)
+def test_compiled_with_dynamic_shapes_draws_noise_at_any_batch_size(make, dtype, per_step):
+    neuron = make()
+    compiled = torch.compile(neuron, backend="eager", dynamic=True)
+    for batch in (6, 6, 3):  # e.g. an epoch's smaller last batch
+        nsnn.reset_net(neuron)
+        x = (torch.rand(4, batch, 8) * 3).to(dtype)
+        out = torch.stack([compiled(x[t]) for t in range(4)]) if per_step else compiled(x)
+        assert out.shape == x.shape and out.dtype == dtype
+        assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
 @pytest.mark.parametrize("mode", ["stochastic", "deterministic", "expected"])
 def test_single_step_equals_multi_step(mode):
     neuron = nsnn.NILIF(noise="logistic", sigma=0.2, reset="soft").eval()
@@ -311,6 +344,8 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         (lambda: nsnn.NILIF(noise="pink"), "valid choices"),
         (lambda: nsnn.NILIF(sigma=-1.0), "sigma"),
         (lambda: nsnn.PLIF(tau=1.0), "tau"),
+        (lambda: setattr(nsnn.PLIF(), "tau", float("inf")), "tau"),
+        (lambda: setattr(nsnn.PLIF(), "tau", torch.nn.Parameter(torch.tensor(3.0))), "tau"),
         (lambda: nsnn.build_neuron("IF"), "valid choices"),
         (lambda: nsnn.NILIF()(torch.ones(5)), "rank"),
         (lambda: nsnn.NILIF()(torch.ones(2, 3, dtype=torch.int64)), "floating-point"),

@@ -112,10 +112,18 @@ def test_logistic_backward_does_not_overflow():
     assert torch.isfinite(p).all() and (p >= 0).all()
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 1e-40])
 def test_bad_sigma_raises(bad):
     with pytest.raises(ValueError, match="valid"):
         get_noise("gaussian", bad)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_smallest_sigma_keeps_every_formula_finite_in_float32(family):
+    noise = get_noise(family, torch.finfo(torch.float32).tiny)
+    x = torch.tensor([0.0, 1e-38, -1e-38, 1.0, -1.0, 3e38, -3e38])
+    assert torch.isfinite(noise.cdf(x)).all() and torch.isfinite(noise.pdf(x)).all()
+    assert noise.pdf(torch.zeros(1)).item() > 1e37
 
 
 def test_unknown_name_lists_choices():

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from nsnn.noise import Noise
+from nsnn.noise import Noise, draw
 
 __all__ = ["FIRE_MODES", "RESETS", "LIFParameters", "fire", "lif_step", "spike"]
 
@@ -68,7 +68,7 @@ def fire(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None =
         return (z > 0).to(z.dtype)
     p = noise.cdf(z.to(_work_dtype(z)))  # bf16/fp16: the probability itself is not rounded
     if mode == "bernoulli":
-        u = torch.rand(z.shape, generator=generator, device=z.device, dtype=p.dtype)
+        u = draw(torch.rand, z.shape, generator, device=z.device, dtype=p.dtype)
         return (u < p).to(z.dtype)
     if mode == "expected":
         return p.to(z.dtype)

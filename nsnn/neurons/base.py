@@ -109,8 +109,10 @@ class SpikingNeuron(nn.Module):
         self.mem: Tensor | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # nn.Module files a Parameter away from the validated attributes, where it would be ignored.
-        if isinstance(value, nn.Parameter) and isinstance(getattr(type(self), name, None), _Checked):
+        # nn.Module files a Parameter away from the validated attributes and properties (PLIF's tau),
+        # where it would be ignored.
+        setting = getattr(type(self), name, None)
+        if isinstance(value, nn.Parameter) and isinstance(setting, _Checked | property):
             raise ValueError(f"{name} is a fixed setting, not a learnable parameter (PLIF learns the leak)")
         super().__setattr__(name, value)
 

@@ -22,6 +22,14 @@ from nsnn.noise import Noise, get_noise
 __all__ = ["PLIF"]
 
 
+def _w_for(tau: float) -> float:
+    """The ``w`` with 1/sigmoid(w) = ``tau``; ``tau`` must be finite and > 1."""
+    tau = float(tau)
+    if not (math.isfinite(tau) and tau > 1.0):
+        raise ValueError(f"PLIF needs a finite tau > 1 (1/tau = sigmoid(w) < 1); got {tau}")
+    return -math.log(tau - 1.0)
+
+
 class PLIF(SpikingNeuron):
     """LIF with a learnable membrane time constant (one scalar per layer).
 
@@ -45,11 +53,21 @@ class PLIF(SpikingNeuron):
         eval_mode: str = "stochastic",
         step_mode: str = "m",
     ) -> None:
-        if not float(tau) > 1.0:
-            raise ValueError(f"PLIF needs tau > 1 (1/tau = sigmoid(w) < 1); got {tau}")
         super().__init__(tau, threshold, reset, detach_reset, step_mode, noise is not None, eval_mode)
         self.noise = get_noise(noise if noise is not None else surrogate, sigma)
-        self.w = nn.Parameter(torch.tensor(-math.log(float(tau) - 1.0)))
+        self.w = nn.Parameter(torch.tensor(_w_for(tau)))
+
+    @property
+    def tau(self) -> float:
+        """Current (learned) time constant 1/sigmoid(w); assigning one re-initialises ``w`` to it."""
+        return self.learned_tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        w = _w_for(value)  # validates, also when the base class sets tau before w exists
+        if "w" in self._parameters:
+            with torch.no_grad():
+                self.w.fill_(w)
 
     @property
     def decay(self) -> Tensor:
@@ -61,4 +79,4 @@ class PLIF(SpikingNeuron):
         return float(1.0 / torch.sigmoid(self.w.detach()))
 
     def extra_repr(self) -> str:
-        return super().extra_repr().replace(f"tau={self.tau:g}", f"tau={self.learned_tau:.4g} (learned)")
+        return super().extra_repr().replace(f"tau={self.tau:g}", f"tau={self.tau:.4g} (learned)", 1)
