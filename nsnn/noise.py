@@ -32,7 +32,9 @@ bf16/fp16 results, the peak must fit that dtype: σ ≳ 1.6e-5 for fp16).
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
@@ -84,8 +86,17 @@ class Noise(ABC):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            NOISES[cls.name.lower()] = cls  # looked up case-insensitively
+        if "name" not in cls.__dict__ or inspect.isabstract(cls):
+            return
+        key = cls.name.lower()  # looked up case-insensitively
+        taken = NOISES.get(key)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            warnings.warn(
+                f"noise family {cls.__qualname__} replaces {taken.__module__}.{taken.__qualname__} as "
+                f"{cls.name!r} everywhere (and built-in families lose their compiled kernels)",
+                stacklevel=2,
+            )
+        NOISES[key] = cls
 
     def __init__(self, sigma: float) -> None:
         sigma = float(sigma)

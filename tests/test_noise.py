@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -163,6 +164,32 @@ def test_a_fifth_family_is_one_class():
         assert lif.noise == noise
     finally:
         NOISES.pop("test-laplace", None)
+
+
+def test_a_family_that_takes_a_builtin_name_warns_and_an_abstract_one_is_not_registered():
+    builtin = NOISES["gaussian"]
+
+    def define_gaussian() -> type[Noise]:
+        class Impostor(Noise):
+            name = "gaussian"
+            _cdf, _pdf, _icdf = builtin._cdf, builtin._pdf, builtin._icdf
+
+        return Impostor
+
+    try:
+        with pytest.warns(UserWarning, match="replaces nsnn.noise.Gaussian"):
+            define_gaussian()
+        assert NOISES["gaussian"].__qualname__.endswith("Impostor")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            define_gaussian()  # the same class defined again (a re-run notebook cell): no warning
+    finally:
+        NOISES["gaussian"] = builtin
+
+    class Unfinished(Noise):  # no _cdf/_pdf/_icdf yet: an abstract base for other families
+        name = "test-unfinished"
+
+    assert "test-unfinished" not in NOISES
 
 
 def test_equality_depends_on_sigma():

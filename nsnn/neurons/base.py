@@ -27,20 +27,28 @@ EVAL_MODES = {"stochastic": "bernoulli", "deterministic": "heaviside", "expected
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...] | dict[str, str]) -> str:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 
 
+def _number(name: str, value: Any, rule: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {rule}; got {value!r}") from None
+
+
 def _tau(name: str, value: Any) -> float:
-    tau = float(value)
+    rule = "a finite number >= 1 (retention 1 - 1/tau in [0, 1))"
+    tau = _number(name, value, rule)
     if not math.isfinite(tau) or tau < 1.0:
-        raise ValueError(f"{name} must be a finite number >= 1 (retention 1 - 1/tau in [0, 1)); got {tau}")
+        raise ValueError(f"{name} must be {rule}; got {tau}")
     return tau
 
 
 def _threshold(name: str, value: Any) -> float:
-    threshold = float(value)
+    threshold = _number(name, value, "a finite number > 0")
     if not math.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {threshold}")
     return threshold
@@ -156,6 +164,11 @@ class SpikingNeuron(nn.Module):
 
     def step(self, x_t: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One step, functional: ``spk, mem = neuron.step(x_t, mem)`` (``mem=None``: from rest)."""
+        if mem is not None and mem.shape != x_t.shape:
+            raise ValueError(
+                f"mem has shape {tuple(mem.shape)} but x_t has {tuple(x_t.shape)}: pass the membrane "
+                "the previous step returned (or None to start from rest)"
+            )
         return lif_step(self._drive(x_t), mem, self.parameters_tuple(), self.noise, self.fire_mode)
 
     def reset(self) -> None:
