@@ -124,8 +124,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if fixed:
             flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
             p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
-    if args.sweep and not args.from_run and (args.prune > 0 or args.bits != 32 or args.levels):
-        p.error("--sweep compresses the trained dense network itself; drop --prune, --bits and --levels")
+    if args.sweep and (args.prune > 0 or args.bits != 32 or args.levels):
+        p.error(
+            "--sweep runs its own sparsity x bits grid on the dense network; "
+            "drop --prune, --bits and --levels"
+        )
     _fill_data_flags(args, p)
     return args
 

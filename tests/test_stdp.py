@@ -37,6 +37,7 @@ from nsnn.stdp.pipeline import (
     prune_points,
     respond,
     train,
+    trains_dense,
     transmitting,
     weight_bits,
 )
@@ -94,11 +95,18 @@ def test_config_validation_and_round_trip():
         {"nu_pre": float("nan")},
         {"theta_plus_mv": float("nan")},
         {"seed": -1},
+        {"n_exc": 2.5},
+        {"bits": 2.5},
+        {"prune_every": 2.5},
+        {"retry_max": 1.5},
+        {"chunk": "10"},
     ):
         with pytest.raises(ValueError):
             STDPConfig(**bad)
     cfg = STDPConfig(n_exc=100, prune=0.75, prune_every=2000, bits=4)
     assert STDPConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    edited = STDPConfig.from_dict({**cfg.to_dict(), "bits": 4.0, "n_exc": 100.0})  # a hand-edited file
+    assert edited == cfg and isinstance(edited.bits, int) and isinstance(edited.n_exc, int)
     assert cfg.weight_levels() == tuple(k / 15 for k in range(16))
     assert STDPConfig().weight_levels() is None
 
@@ -391,11 +399,20 @@ def test_classic_loop_retries_a_silent_example_at_most_retry_max_times(monkeypat
             raise AssertionError("the classic loop keeps retrying")
         return image_rates(images, config, intensity)
 
+    normalized = []
+
+    def normalize(w, config):
+        normalized.append(len(intensities))
+        return classic_normalize(w, config)
+
+    classic_normalize = classic.normalize_columns
     monkeypatch.setattr(classic, "image_rates", rates)
+    monkeypatch.setattr(classic, "normalize_columns", normalize)
     cfg = tiny(retry_max=2)
     blank = np.zeros((1, 8, 8), dtype=np.uint8)  # never draws a spike
     result = classic.classic_train(cfg, blank, init_state(cfg), target="numpy")
     assert intensities == [8.0, 9.0, 10.0] and result.counts.sum() == 0
+    assert normalized == [0, 1, 2]  # before every presentation, as the original loop
     intensities.clear()
     classic.classic_train(cfg, blank, init_state(cfg), target="numpy", retry=False)
     assert intensities == [8.0]
@@ -421,6 +438,19 @@ class RecordingEngine:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def test_energy_proxies_count_every_attempt_of_the_retry_rule():
+    cfg = tiny(retry_max=2, retry_min_spikes=1000)  # every example is presented three times
+    images, labels = bars(4)
+    engine = RecordingEngine(RuntimeEngine(cfg))
+    ev = evaluate(engine, init_state(cfg), images, labels, images, labels, cfg)
+    test_runs = engine.results[3:]  # label: attempts 0, 1, 2; then test: the same
+    exc = sum(int(r.counts.sum()) for r in test_runs)
+    inh = sum(r.inh_spikes for r in test_runs)
+    assert exc > int(test_runs[-1].counts.sum())  # the earlier attempts spiked too
+    assert ev.events["exc_spikes_per_inference"] == exc / 4
+    assert ev.events["recurrent_events_per_inference"] == (exc + inh * (cfg.n_exc - 1)) / 4
 
 
 def test_training_retry_re_presents_silent_examples_louder_and_learns_from_them():
@@ -462,6 +492,22 @@ def test_training_retry_re_presents_silent_examples_louder_and_learns_from_them(
     np.testing.assert_allclose(plain.state.w.sum(axis=0), cfg.w_sum, rtol=1e-9)
     active = images[0].ravel() > 0
     assert _ratio(result.state.w, active, fired) > 1.5 * _ratio(plain.state.w, active, fired)
+
+
+def test_a_run_whose_training_stayed_dense_keeps_its_dense_weights(tmp_path):
+    levels = (0.0, 0.2, 0.5, 1.0)  # device levels are applied at deployment, never in training
+    assert trains_dense(tiny(levels=levels, prune_every=2), 4)
+    assert trains_dense(tiny(prune=0.5, bits=4), 4)  # compressed once, after training
+    assert not trains_dense(tiny(prune=0.5, prune_every=2), 4)
+    assert not trains_dense(tiny(bits=4, prune_every=2), 4)  # transmits 4-bit levels after 2 examples
+    data = image_set(*bars(4))
+    run_experiment(tiny(levels=levels, prune_every=2), data, data, run_dir=tmp_path, progress=False)
+    assert "w_xe_dense" in load_run(tmp_path).extra_weights  # so it can be swept (--from-run)
+    empty = image_set(*bars(0))
+    for train_set, test_set in ((empty, data), (data, empty)):  # refused before a run folder is made
+        with pytest.raises(ValueError, match="needs training and test examples"):
+            run_experiment(tiny(), train_set, test_set, run_dir=tmp_path / "empty", progress=False)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_run_directory_round_trip_and_sweep(tmp_path):
@@ -536,6 +582,10 @@ def test_cli_rejects_bad_config():
     assert proc.returncode == 2 and "its own configuration; drop --prune-every" in proc.stderr
     proc = subprocess.run([sys.executable, script, "--label", "-4"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--label must be >= 1" in proc.stderr
+    for source in ([], ["--from-run", "runs/x"]):  # a sweep runs its own grid, never one given cell
+        argv = [sys.executable, script, *source, "--sweep", "--prune", "0.5", "--bits", "4"]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        assert proc.returncode == 2 and "drop --prune, --bits and --levels" in proc.stderr
 
 
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):

@@ -1,9 +1,10 @@
 """The classic per-example training loop of the Brian2 Diehl & Cook ports, kept as the speed baseline.
 
-Runtime mode, and for every example: normalise the weights in numpy, set the input rates, ``run(350
-ms)``, read the spike counts (re-present at intensity + 1 while < 5 spikes), zero the rates, ``run(150
-ms)``: two ``run()`` calls per example, each paying Brian2's per-run Python overhead (~0.1 s). Same
-equations and state as the one-run engines (:mod:`nsnn.stdp.network`), so only the execution differs.
+Runtime mode, and for every presentation: normalise the weights in numpy, set the input rates,
+``run(350 ms)``, read the spike counts, zero the rates, ``run(150 ms)``; an example that drew < 5
+spikes is presented again at intensity + 1. Two ``run()`` calls per presentation, each paying
+Brian2's per-run Python overhead (~0.1 s). Same equations and state as the one-run engines
+(:mod:`nsnn.stdp.network`), so only the execution differs.
 
     result = classic_train(config, images, init_state(config))
     result.ms_per_example, result.counts.shape      # wall ms per example, [n, n_exc]
@@ -66,8 +67,9 @@ def classic_train(
         present, rest = config.t_present_ms * b2.ms, config.t_rest_ms * b2.ms
         start, cpu = time.perf_counter(), time.process_time()
         for k in tqdm(range(len(images)), desc="classic", unit="ex", disable=not progress):
-            net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]
             for attempt in range(1 + (config.retry_max if retry else 0)):
+                # before every presentation, retries included, as the original loop does
+                net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]
                 intensity = config.intensity + attempt * config.retry_intensity_step
                 before = np.asarray(net.spikes_e.count[:])
                 net.X.rates = image_rates(images[k : k + 1], config, intensity)[0] * b2.Hz

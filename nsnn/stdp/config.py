@@ -35,6 +35,15 @@ INPUT_SAMPLERS = ("countdown", "bernoulli")
 FULL_PRECISION_BITS = 32
 
 
+def _integer(name: str, value: Any) -> int:
+    """``value`` as an int if it is one (or an integral float); else ValueError."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class STDPConfig:
     """Diehl & Cook network, schedule and compression settings (all times in ms, voltages in mV).
@@ -119,6 +128,9 @@ class STDPConfig:
     def __post_init__(self) -> None:
         if self.levels is not None:
             object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        for f in dataclasses.fields(self):
+            if f.type == "int":  # counts: an integral float (a hand-edited 4.0) is taken as 4
+                object.__setattr__(self, f.name, _integer(f.name, getattr(self, f.name)))
         self._validate()
 
     def _validate(self) -> None:
@@ -168,7 +180,7 @@ class STDPConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+        if self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         steps = self.example_ms / self.dt_ms
         if (

@@ -130,11 +130,15 @@ def run_experiment(
     if sweep and config.compressed:
         raise ValueError("sweep compresses the trained dense network itself; use prune=0 and bits=32 with it")
     started = time.perf_counter()
-    run_dir = check_new_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train = _arrays(train_set)
     x_test, y_test = _arrays(test_set)
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise ValueError(
+            f"an experiment needs training and test examples; got {len(x_train)} and {len(x_test)}"
+        )
     n_label = _label_count(n_label, len(x_train))
+    run_dir = check_new_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_config(
         run_dir,
         config,
@@ -162,8 +166,8 @@ def run_experiment(
                 log=_sweep_logger(log),
             )
 
-    dense_training = not pl.prune_points(len(x_train), config.prune_every) or not config.compressed
-    extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense_training else "w_xe_shadow"): trained.state.w}
+    dense = pl.trains_dense(config, len(x_train))
+    extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense else "w_xe_shadow"): trained.state.w}
     save_run(run_dir, final, ev.assignments, extra_weights=extra)
     _write_table(
         run_dir / "assignments.csv",

@@ -62,6 +62,20 @@ def prune_points(n_train: int, prune_every: int) -> list[int]:
     return [*range(prune_every, n_train, prune_every), n_train]
 
 
+def training_transmit_levels(config: STDPConfig) -> int | None:
+    """How many uniform levels training transmits its weights at once it has compressed (k-bit
+    ``bits``), or None: full precision, or explicit device ``levels`` (applied at deployment only)."""
+    return 2**config.bits if config.levels is None and config.bits < FULL_PRECISION_BITS else None
+
+
+def trains_dense(config: STDPConfig, n_train: int) -> bool:
+    """Whether :func:`train` runs the dense full-precision network throughout: no compression during
+    training, or compression points that neither prune nor quantize what is transmitted."""
+    return not prune_points(n_train, config.prune_every) or (
+        config.prune == 0 and training_transmit_levels(config) is None
+    )
+
+
 def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> NetworkState:
     """Magnitude-prune the X→Ae synapses to ``sparsity`` (per neuron or global, ``config.prune_scope``)."""
     if sparsity <= 0:
@@ -156,7 +170,7 @@ def train(
 
     n = len(images)
     points = prune_points(n, config.prune_every)
-    transmit = 2**config.bits if config.levels is None and config.bits < FULL_PRECISION_BITS else None
+    transmit = training_transmit_levels(config)
     counts = np.zeros((n, config.n_exc), dtype=np.int32)
     sim = cpu = build = 0.0
     compressions: list[dict[str, Any]] = []
@@ -294,10 +308,12 @@ def _train_row(
 
 @dataclass(frozen=True)
 class Responses:
-    """Frozen-network responses ``counts`` ``[n, n_exc]`` (after retries) and what they cost."""
+    """Frozen-network responses ``counts`` ``[n, n_exc]`` (the attempt each example ended with) and what
+    all attempts cost: ``input_spikes`` ``[n_input]`` and the Ae and Ai spike totals."""
 
     counts: np.ndarray
     input_spikes: np.ndarray
+    exc_spikes: int
     inh_spikes: int
     retried: int
     silent: int
@@ -351,10 +367,10 @@ def respond(
     shown = show_progress(progress)
     counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
     input_spikes = np.zeros(config.n_input, dtype=np.int64)
-    inh, sim, build, retried = 0, 0.0, 0.0, 0
+    exc, inh, sim, build, retried = 0, 0, 0.0, 0.0, 0
 
     def present(todo: np.ndarray, attempt: int, intensity: float) -> np.ndarray:
-        nonlocal inh, sim, build, retried
+        nonlocal exc, inh, sim, build, retried
         results = _frozen_pass(
             engine,
             state,
@@ -367,13 +383,14 @@ def respond(
         )
         for r in results:
             input_spikes[:] += r.input_spikes
-            inh, sim, build = inh + r.inh_spikes, sim + r.sim_seconds, build + r.build_seconds
+            exc, inh = exc + int(r.counts.sum()), inh + r.inh_spikes
+            sim, build = sim + r.sim_seconds, build + r.build_seconds
         if attempt == 1:
             retried = todo.size
         return np.concatenate([r.counts for r in results])
 
     silent = present_with_retries(np.arange(len(images)), counts, config, present)
-    return Responses(counts, input_spikes, inh, retried, int(silent.size), sim, build)
+    return Responses(counts, input_spikes, exc, inh, retried, int(silent.size), sim, build)
 
 
 @dataclass(frozen=True)
@@ -416,7 +433,8 @@ def evaluate(
 ) -> Evaluation:
     """Label on ``label_*`` (training data), then test on ``test_*`` with those assignments.
 
-    ``events`` (per test example): X→Ae synaptic events through the synapses that transmit
+    ``events`` (per test example, summed over every attempt of the retry rule, as the hardware would run
+    them): X→Ae synaptic events through the synapses that transmit
     (:func:`transmitting`: alive with a nonzero weight; a survivor that quantization set to 0 delivers
     nothing, and the BPTT report likewise counts nonzero weights), the same input spikes through a dense
     X→Ae, and the recurrent Ae→Ai + Ai→Ae events.
@@ -441,7 +459,7 @@ def evaluate(
         progress=progress,
     )
     n = max(len(test_images), 1)
-    exc_spikes = float(test.counts.sum())
+    exc_spikes = float(test.exc_spikes)  # every attempt's, like the input and Ai spikes
     events = {
         "input_events_per_inference": synaptic_events(test.input_spikes, transmitting(state)) / n,
         "input_events_per_inference_dense": float(test.input_spikes.sum()) * config.n_exc / n,
