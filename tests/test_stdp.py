@@ -554,6 +554,7 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     ]
     run = load_run(tmp_path)
     assert run.config == cfg and run.state.synapses == 256
+    assert summary["nonzero_synapses"] == int(np.count_nonzero(run.state.w)) > 0
     assert np.array_equal(run.state.theta, np.load(tmp_path / "weights.npz")["theta"])
     with pytest.raises(FileExistsError, match="already holds files"):  # a run never overwrites another
         run_experiment(cfg, train_set, test_set, run_dir=tmp_path, progress=False)

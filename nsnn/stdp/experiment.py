@@ -189,6 +189,7 @@ def run_experiment(
         "n_test": len(x_test),
         "n_exc": config.n_exc,
         "synapses": final.synapses,
+        "nonzero_synapses": int(pl.transmitting(final).sum()),
         "synapses_total": final.mask.size,
         "sparsity": final.sparsity,
         "bits": pl.weight_bits(config),
