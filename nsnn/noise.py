@@ -105,7 +105,13 @@ class Noise(ABC):
                 f"noise sigma must be a finite number >= {_SMALLEST_SIGMA:.4g} (float32's smallest normal "
                 f"number: the PDF's peak 1/sigma must stay finite), got {sigma}"
             )
-        self.sigma = sigma
+        self._sigma = sigma
+
+    @property
+    def sigma(self) -> float:
+        """Scale σ; read-only, since neurons may share one noise object (``neuron.sigma = s`` gives a
+        neuron a new one)."""
+        return self._sigma
 
     @staticmethod
     @abstractmethod

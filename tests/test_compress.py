@@ -174,6 +174,19 @@ def test_quantized_module_report_and_levels():
     values = torch.cat([torch.unique(m.weight) for m in (model[0], model[3])])
     assert torch.unique(values).numel() <= 4
     assert "total" in report.format_table()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # fine-tuning moves weights off the levels
+    model(torch.randn(2, 2, 6, 6)).square().sum().backward()
+    optimizer.step()
+    assert [layer.bits for layer in compression_report(model).layers] == [32, 32]
+
+
+def test_counting_events_is_an_inference_that_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    model.train()
+    stats = model[1].running_mean.clone()
+    x = (torch.rand(5, 2, 6, 6) > 0.5).float()
+    count_synaptic_events(model, x, n_samples=5)
+    assert torch.equal(model[1].running_mean, stats) and all(m.training for m in model.modules())
 
 
 def test_report_on_arrays():

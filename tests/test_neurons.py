@@ -115,6 +115,19 @@ def test_reset_uses_the_emitted_spike(kind, reset):
         torch.testing.assert_close(mem, expected.detach() if not mem.requires_grad else expected)
 
 
+def test_setting_sigma_gives_the_neuron_new_noise_of_the_same_family():
+    shared = get_noise("logistic", 0.3)
+    a, b = nsnn.NILIF(noise=shared), nsnn.NILIF(noise=shared)
+    x = torch.full((1, 20_000), 0.9)
+    a.sigma = 1e-3  # e.g. annealing the noise: h - theta = -0.1 now never fires
+    assert a(x).sum() == 0 and b(x).mean() > 0.3
+    assert a.noise == get_noise("logistic", 1e-3) and b.noise is shared and shared.sigma == 0.3
+    with pytest.raises(AttributeError):
+        shared.sigma = 0.1  # a noise object may be shared, so it is read-only
+    with pytest.raises(ValueError, match="sigma"):
+        a.sigma = -1.0
+
+
 def test_plif_tau_is_the_learned_time_constant_and_setting_it_sets_the_leak():
     plif = nsnn.PLIF(tau=2.0)
     with torch.no_grad():

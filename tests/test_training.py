@@ -154,6 +154,8 @@ def test_config_validation_lists_choices():
         TrainConfig(val_split=1.0)
     with pytest.raises(ConfigError, match="arch for 'mnist_convnet' takes keywords"):
         TrainConfig(arch={"depth": 3})
+    with pytest.raises(ConfigError, match=r"got Linear \(a network of your own: .*register_model"):
+        TrainConfig(model=nn.Linear(2, 2))  # fit takes zoo names; a user's network is registered first
     assert TrainConfig(tet=True).loss == "tet"
     assert TrainConfig(scheduler="cos").scheduler == "cosine"
     cfg = TrainConfig(**TINY)

@@ -5,9 +5,16 @@ pass really uses and :func:`count_synaptic_events` counts: a weight that quantiz
 counts as pruned whether or not its layer has a mask, and a checkpoint (which keeps no masks) reports
 the same alive counts once loaded again.
 
+A layer's ``bits`` is what :func:`~nsnn.compress.quantize` recorded (``weight_bits``) while its alive
+weights still take at most 2**bits values; once training has moved them off the levels (fine-tuning
+after quantizing), the record is stale and the layer is reported at full precision (32).
+
 Synaptic events per inference = Σ over presynaptic spikes of the spiking neuron's *surviving* fan-out:
 each event is one weight read and one accumulate on neuromorphic hardware, so events (not MACs) track
-energy and, on a CPU simulator, wall time. Dense = the same spikes through unpruned layers.
+energy and, on a CPU simulator, wall time. Dense = the same spikes through unpruned layers. An event is
+any nonzero input entry: binary spikes count once each, but a real-valued input (a direct-encoded
+image, an average-pooled spike map, ``eval_mode="expected"`` probabilities) is an event wherever it is
+not exactly 0, so such layers count (nearly) dense.
 
     report = compression_report(model); print(report.format_table())
     events = synaptic_events(input_spike_counts, mask)               # STDP: [n_input] x [n_input, n_exc]
@@ -16,6 +23,7 @@ energy and, on a CPU simulator, wall time. Dense = the same spikes through unpru
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +124,8 @@ def compression_report(
     masks: Mapping[str, Any] | None = None,
     bits: Mapping[str, int] | int | None = None,
 ) -> CompressionReport:
-    """Report for a module (masks and bits from its buffers) or a ``{name: weights}`` mapping.
+    """Report for a module (masks and bits from its buffers; a stale bits record is ignored, see the
+    module docstring) or a ``{name: weights}`` mapping.
 
     For mappings, ``masks`` default to all True and ``bits`` (one int or per name) to 32. Either way
     alive = nonzero and not masked out (module docstring).
@@ -125,8 +134,10 @@ def compression_report(
         stats = []
         for name, module in prunable_layers(target):
             bits_buffer = getattr(module, BITS_BUFFER, None)
-            layer_bits = None if bits_buffer is None else int(bits_buffer)
-            stats.append(layer_stats(name, module.weight, getattr(module, MASK_BUFFER, None), layer_bits))
+            layer = layer_stats(name, module.weight, getattr(module, MASK_BUFFER, None))
+            if bits_buffer is not None and layer.distinct <= 2 ** int(bits_buffer):
+                layer = dataclasses.replace(layer, bits=int(bits_buffer))
+            stats.append(layer)
         return CompressionReport(tuple(stats))
     masks = masks or {}
     per_name = bits if isinstance(bits, Mapping) else dict.fromkeys(target, bits)
@@ -162,12 +173,13 @@ def _layer_events(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> f
 def count_synaptic_events(
     model: nn.Module, inputs: torch.Tensor, n_samples: int | None = None
 ) -> dict[str, tuple[float, float]]:
-    """Run ``model(inputs)`` and count, per Linear/Conv layer, synaptic events per sample:
-    ``{layer: (events_through_surviving_weights, events_if_dense)}``.
+    """Run ``model(inputs)`` in eval mode (BatchNorm on its running statistics, neurons in their
+    ``eval_mode``; the model's train/eval flags are restored afterwards) and count, per Linear/Conv
+    layer, synaptic events per sample: ``{layer: (events_through_surviving_weights, events_if_dense)}``.
 
     An event is a nonzero input entry times each alive weight it reaches (exact for conv: the binary
-    input convolved with the binary alive-weight kernel). ``n_samples`` defaults to ``inputs.shape[1]``
-    (time-first ``[T, B, ...]``).
+    input convolved with the binary alive-weight kernel; see the module docstring for real-valued
+    inputs). ``n_samples`` defaults to ``inputs.shape[1]`` (time-first ``[T, B, ...]``).
     """
     n = inputs.shape[1] if n_samples is None else n_samples
     totals: dict[str, list[float]] = {}
@@ -181,9 +193,13 @@ def count_synaptic_events(
             entry[1] += _layer_events(mod, args[0], torch.ones_like(alive))
 
         handles.append(module.register_forward_hook(hook))
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()  # an inference: no BatchNorm statistics updated, no training-mode firing
     try:
         model(inputs)
     finally:
         for handle in handles:
             handle.remove()
+        for module, flag in was_training.items():
+            module.train(flag)
     return {name: (ev / n, dense / n) for name, (ev, dense) in totals.items()}

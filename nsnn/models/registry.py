@@ -32,6 +32,12 @@ _REAL_NEURON_KWARGS = ("sigma", "tau", "threshold")
 _MODELS: dict[str, ModelFactory] = {}
 
 
+OWN_MODEL_HINT = (
+    " (a network of your own: register its factory with @nsnn.models.register_model, and import that "
+    "definition before building, training or loading it by name)"
+)
+
+
 def register_model(factory: ModelFactory) -> ModelFactory:
     """Decorator: register ``factory`` under its function name (ValueError on a duplicate name).
 
@@ -126,5 +132,5 @@ def _is_count(value: Any) -> bool:
 
 def _get(name: str) -> ModelFactory:
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
+        raise ValueError(f"unknown model {name!r}; available: {list_models()}{OWN_MODEL_HINT}")
     return _MODELS[name]

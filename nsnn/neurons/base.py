@@ -125,6 +125,16 @@ class SpikingNeuron(nn.Module):
         super().__setattr__(name, value)
 
     @property
+    def sigma(self) -> float:
+        """Scale of :attr:`noise` (the firing noise, or the surrogate of deterministic neurons). Assigning
+        one gives this neuron a new noise object of the same family at that scale (e.g. to anneal it)."""
+        return self.noise.sigma
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        self.noise = type(self.noise)(value)
+
+    @property
     def decay(self) -> float | Tensor:
         """Membrane retention per step, β = 1 − 1/τ."""
         return 1.0 - 1.0 / self.tau

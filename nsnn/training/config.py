@@ -102,6 +102,7 @@ class TrainConfig:
         """Raise :class:`ConfigError` (a ValueError) naming the field, the bad value and the valid range."""
         from nsnn.data import list_datasets
         from nsnn.models import list_models
+        from nsnn.models.registry import OWN_MODEL_HINT
         from nsnn.neurons import NEURONS
         from nsnn.noise import list_noises
 
@@ -118,8 +119,11 @@ class TrainConfig:
             "eval_mode": EVAL_MODES,
         }
         for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in valid:
+                hint = OWN_MODEL_HINT if name == "model" else ""
+                shown = repr(value) if isinstance(value, str | int | float | None) else type(value).__name__
+                raise ConfigError(f"{name} must be one of {list(valid)}, got {shown}{hint}")
         positive_int = ("timestep", "epochs", "minibatch", "n_ensembles")
         for name in positive_int:
             value = getattr(self, name)
