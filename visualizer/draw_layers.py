@@ -273,7 +273,8 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
     ax.set_ylim(min(ys) - BOX_H, max(ys) + BOX_H)
     g = graph.graph
     title = (
-        f"{g.get('model', 'model')}: {g.get('neuron_layers', 0)} spiking layers, "
+        f"{g.get('model', 'model')}: {g.get('neuron_layers', 0)} spiking "
+        f"layer{'' if g.get('neuron_layers', 0) == 1 else 's'}, "
         f"{int(g.get('total_params', 0)):,} parameters, "
         f"weight sparsity {float(g.get('weight_sparsity', 0)):.1%}"
     )

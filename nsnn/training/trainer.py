@@ -415,9 +415,11 @@ def _fit(
     if rt.is_main:
         write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": rt.world_size})
     _say(rt, exp.bundle.describe())
+    stochastic = any(getattr(m, "stochastic", False) for m in exp.net.modules())
     _say(
         rt,
-        f"model {cfg.model}: {exp.n_params:,} parameters | {cfg.neuron} ({cfg.noise}, σ={cfg.sigma:g}) "
+        f"model {cfg.model}: {exp.n_params:,} parameters | {cfg.neuron} ({cfg.noise} "
+        f"{'noise' if stochastic else 'surrogate'}, σ={cfg.sigma:g}) "
         f"T={cfg.timestep} | device {rt.device} × {rt.world_size} | run dir {run_dir}",
     )
     log = RunLogger(run_dir, start_epoch=start, enabled=rt.is_main)
@@ -476,7 +478,8 @@ def _fit(
             rt,
             f"best epoch {best_epoch}: val accuracy {_pct(best_acc)} | "
             f"test accuracy {_pct(test['accuracy'])} "
-            f"({cfg.eval_mode}, K={cfg.n_ensembles}) | results in {run_dir}",
+            + (f"({cfg.eval_mode}, K={cfg.n_ensembles}) " if stochastic else "")
+            + f"| results in {run_dir}",
         )
         return result
     finally:
