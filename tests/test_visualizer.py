@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -339,6 +340,20 @@ def test_module_input_shape_is_probed_when_not_given():
     assert torch.equal(torch.rand(3), expected)
     on_meta = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(784, 10))).to("meta")
     assert input_shape(ModuleSource(on_meta)) == (4, 1, 1, 28, 28)
+
+
+def test_a_feedback_edge_into_another_lane_passes_no_box():
+    from visualizer.draw_layers import BOX_H, BOX_W, LANE_W, ROW_H, feedback_route
+
+    boxes = [(0.0, -k * ROW_H) for k in range(4)] + [(LANE_W, 0.0)]  # a lane of four, one beside it
+    corners = feedback_route(boxes[3], boxes[4])  # from the lane's last box up into the other lane
+    assert corners[0] == (-BOX_W / 2, -3 * ROW_H) and corners[-1] == (LANE_W, BOX_H / 2)
+    for (xa, ya), (xb, yb) in itertools.pairwise(corners):
+        assert xa == xb or ya == yb  # axis-parallel segments
+        for x, y in boxes:  # no segment enters a box's interior
+            inside_x = max(xa, xb) > x - BOX_W / 2 and min(xa, xb) < x + BOX_W / 2
+            inside_y = max(ya, yb) > y - BOX_H / 2 and min(ya, yb) < y + BOX_H / 2
+            assert not (inside_x and inside_y), ((xa, ya), (xb, yb), (x, y))
 
 
 def test_a_seq_to_ann_root_shows_time_and_batch_apart():

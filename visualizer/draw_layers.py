@@ -153,19 +153,34 @@ def _short_shape(shape: str) -> str:
         return shape
 
 
+def feedback_route(a: tuple[float, float], b: tuple[float, float]) -> list[tuple[float, float]]:
+    """Corners of a feedback edge from the box at ``a`` back up into another lane's box at ``b``: out of
+    the source's left side, up left of both lanes, across the gap above the target's row, down into it."""
+    (x1, y1), (x2, y2) = a, b
+    left, above = min(x1, x2) - BOX_W / 2 - 0.15, y2 + BOX_H / 2 + (ROW_H - BOX_H) / 2
+    return [(x1 - BOX_W / 2, y1), (left, y1), (left, above), (x2, above), (x2, y2 + BOX_H / 2)]
+
+
 def _draw_edge(
     ax, a: tuple[float, float], b: tuple[float, float], data: dict, wraps: bool, span: int, src: str, dst: str
 ) -> None:
     """Straight arrow down a lane, elbows between lanes, a bracket for skips, stubs across a column wrap,
-    a dashed bracket on the left for a feedback edge (span ≤ 0: back up to an earlier row)."""
+    a dashed bracket on the left for a feedback edge (span ≤ 0: back up to an earlier row; into another
+    lane it runs left of both lanes and enters the target from above, through the gaps between rows)."""
     from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path as MplPath
 
     (x1, y1), (x2, y2) = a, b
     style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
-    if span <= 0 and not wraps:
+    if span <= 0 and not wraps and x1 == x2:
         start, end = (x1 - BOX_W / 2, y1), (x2 - BOX_W / 2, y2)
         conn = "arc,angleA=180,angleB=180,armA=14,armB=14,rad=0"
         ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, linestyle="--", **style))
+        return
+    if span <= 0 and not wraps:
+        corners = feedback_route(a, b)
+        path = MplPath(corners, [MplPath.MOVETO] + [MplPath.LINETO] * (len(corners) - 1))
+        ax.add_patch(FancyArrowPatch(path=path, linestyle="--", **style))
         return
     if wraps:
         ax.add_patch(FancyArrowPatch((x1, y1 - BOX_H / 2), (x1, y1 - BOX_H), **style))
