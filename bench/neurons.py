@@ -124,15 +124,16 @@ def time_back_to_back(
 ) -> dict[str, float]:
     """Median ms per layer over ``repeats`` runs, each timed right after a run of the same layer: its
     tensors and freed buffers stay hot in cache and in the allocator (the best case for every layer).
-    The runs come in ``rounds`` blocks per layer (a warm-up run, then ⌈repeats/rounds⌉ timed runs),
-    the layers' blocks taking turns, so that a slow spell of a shared machine falls on every layer
-    rather than on whichever layer happened to be running."""
-    per_block = -(-repeats // rounds)
+    The runs come in up to ``rounds`` blocks per layer (a warm-up run, then the block's share of the
+    ``repeats`` timed runs), the layers' blocks taking turns, so that a slow spell of a shared machine
+    falls on every layer rather than on whichever layer happened to be running."""
+    rounds = min(rounds, repeats)
     samples: dict[str, list[float]] = {name: [] for name in timers}
-    for _ in range(rounds):
+    for block in range(rounds):
+        timed = repeats // rounds + int(block < repeats % rounds)
         for name, once in timers.items():
             once()
-            samples[name] += [once() for _ in range(per_block)]
+            samples[name] += [once() for _ in range(timed)]
     return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
 
 
@@ -165,9 +166,16 @@ def main() -> None:
         help="stop glibc from returning freed buffers to the OS (no page faults on reuse)",
     )
     args = ap.parse_args()
+    if args.repeats < 1 or args.threads < 0:
+        ap.error(f"--repeats must be >= 1 and --threads >= 0, got {args.repeats} and {args.threads}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"--device {args.device!r}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device is available")
     if args.keep_freed_memory:
         keep_freed_memory()
-    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -43,6 +43,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per nsnn row (the median CPU time is kept)")
     p.add_argument("--chunk", type=int, default=100, help="examples per compiled run")
     args = p.parse_args()
+    counts = {"--neurons": args.neurons, "--classic": args.classic, "--examples": args.examples}
+    counts.update({"--repeats": args.repeats, "--chunk": args.chunk})
+    bad = [f"{flag} {value}" for flag, value in counts.items() if value < 1]
+    if bad:
+        p.error(f"counts must be >= 1; got {', '.join(bad)}")
+    if not (0 <= args.prune < 1 and 0 <= args.floor < 1):
+        p.error(f"--prune and --floor must lie in [0, 1); got {args.prune} and {args.floor}")
 
     from nsnn.data import embedded_mnist_split
     from nsnn.stdp import STDPConfig, init_state

@@ -208,6 +208,13 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     args = p.parse_args()
+    counts = {"--steps": args.steps, "--batch": args.batch, "--timestep": args.timestep}
+    counts["--cuda-batch"] = args.cuda_batch
+    bad = [f"{flag} {value}" for flag, value in counts.items() if value < 1]
+    if bad or args.warmup < 0 or args.threads < 0:
+        p.error(f"counts must be >= 1 and --warmup/--threads >= 0; got {', '.join(bad) or 'a negative one'}")
+    if args.skip_cpu and not torch.cuda.is_available():
+        p.error("--skip-cpu leaves only the CUDA throughput, and no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:

@@ -356,6 +356,16 @@ def test_a_feedback_edge_into_another_lane_passes_no_box():
             assert not (inside_x and inside_y), ((xa, ya), (xb, yb), (x, y))
 
 
+def test_stdp_patch_centres_sit_on_the_pixels_they_pool():
+    from visualizer.draw_stdp import patch_centres
+
+    centres = patch_centres(28, 28, 5)  # 6×6 patches, the last row and column 3 pixels wide
+    assert centres.shape == (36, 2)
+    np.testing.assert_allclose(centres[:6, 0], [2.5, 7.5, 12.5, 17.5, 22.5, 26.5])
+    np.testing.assert_allclose(centres[::6, 1], [25.5, 20.5, 15.5, 10.5, 5.5, 1.5])  # top row first
+    np.testing.assert_allclose(patch_centres(28, 28, 100), [[14.0, 14.0]])  # one patch: the image centre
+
+
 def test_a_seq_to_ann_root_shows_time_and_batch_apart():
     g = visualizer.topology(SeqToANN(nn.Conv2d(1, 2, 3), nn.Flatten()), input_shape=(4, 2, 1, 5, 5))
     assert [g.nodes[n]["out_shape"] for n in ("0", "1")] == ["[4, 2, 2, 3, 3]", "[4, 2, 18]"]

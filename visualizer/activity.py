@@ -158,8 +158,8 @@ def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
     x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False)))
     T = _timestep(source)
     encoding = config.get("encoding", "direct")
-    return Batch(
-        to_sequence(x, T, encoding), f"{batch_size} {bundle.name} test images, {encoding} encoding, T={T}"
+    return Batch(  # the test split may hold fewer images than asked for
+        to_sequence(x, T, encoding), f"{len(x)} {bundle.name} test images, {encoding} encoding, T={T}"
     )
 
 

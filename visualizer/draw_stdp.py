@@ -64,6 +64,19 @@ def _patch_index(n_input: int, patch: int) -> tuple[np.ndarray, int, int]:
     return rows * grid_cols + cols, grid_rows, grid_cols
 
 
+def patch_centres(width: int, height: int, patch: int) -> np.ndarray:
+    """``[n_patch, 2]`` centres (x right, y up from the image's bottom edge) in pixel units of the
+    ``patch``×``patch`` patches of a ``height``×``width`` image, row by row from the top, the last row and
+    column of patches cut at the image's edge."""
+
+    def centres(n: int) -> np.ndarray:
+        start = np.arange(0, n, patch)
+        return (start + np.minimum(start + patch, n)) / 2
+
+    xs, ys = centres(width), height - centres(height)
+    return np.array([(x, y) for y in ys for x in xs])
+
+
 def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) -> Figure:
     """Figure of an STDP graph built by :func:`visualizer.stdp_graph.stdp_graph` (see module docstring)."""
     from matplotlib.collections import LineCollection
@@ -102,12 +115,7 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         vmax=max(fan_out.max(), 1),
         alpha=0.85,
     )
-    patch_xy = np.array(
-        [
-            (x0 + (p % grid_cols + 0.5) * cell, y0 + (grid_rows - p // grid_cols - 0.5) * cell)
-            for p in range(n_patch)
-        ]
-    )
+    patch_xy = patch_centres(width, pixel_rows, patch) * (cell / patch) + np.array([x0, y0])
 
     order = sorted(range(n_exc), key=lambda j: (assignments[j] < 0, assignments[j], j))
     classes = [assignments[j] for j in order]
@@ -225,7 +233,8 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     fig.text(
         0.02,
         0.03,
-        f"Drawing rule: pixels pooled into {patch}×{patch} patches; for each excitatory neuron the {top_k} "
+        f"Drawing rule: pixels pooled into {patch}×{patch} patches; for each excitatory neuron the "
+        f"{min(top_k, n_patch)} "
         "patches with the largest summed surviving weight are drawn (width ∝ that sum, "
         "colour = the neuron's class; black dashed = never fired).\n"
         "Grey map: alive synapses per pixel. The exported graph holds every alive synapse, kept and "
