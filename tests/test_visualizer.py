@@ -735,7 +735,9 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
     assert not (tmp_path / "outside.png").exists()
     (tmp_path / "afile").write_text("x")
     assert main([str(root), "--out", str(tmp_path / "afile"), "--what", "hist"]) == 2
-    assert "afile" in capsys.readouterr().err
+    assert "afile is a file, not a folder" in capsys.readouterr().err
+    assert main([str(root), "--out", str(tmp_path / "out3"), "--export", "none", "json"]) == 2
+    assert "--export none writes no graph files" in capsys.readouterr().err
     argv = [str(root), "--out", str(tmp_path / "out2"), "--what", "hist", "--before", str(tmp_path / "x.pt")]
     assert main(argv) == 2
     assert "--before compares BPTT models" in capsys.readouterr().err

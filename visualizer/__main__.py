@@ -91,6 +91,12 @@ def run(args: argparse.Namespace) -> list[Path]:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if "none" in (args.exports or []) and len(set(args.exports)) > 1:
+        raise ValueError(
+            f"--export none writes no graph files; drop it or {sorted(set(args.exports) - {'none'})}"
+        )
     formats = list(dict.fromkeys(args.formats or ["png"]))
     exports = (
         [] if "none" in (args.exports or []) else list(dict.fromkeys(args.exports or ["graphml", "json"]))
