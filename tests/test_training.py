@@ -110,6 +110,13 @@ def test_gram_and_srip_regularizers():
     assert gram_penalty(net).item() == pytest.approx(27.0)
     # SRIP: G − I = diag(0, 3) → one power iteration gives the top eigenvalue exactly: 3² = 9; 24² = 576.
     assert srip_penalty(net, torch.Generator().manual_seed(0)).item() == pytest.approx(585.0, rel=1e-5)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the draws stay float32, like the weights they multiply
+    try:
+        penalty = srip_penalty(net, torch.Generator().manual_seed(0))
+    finally:
+        torch.set_default_dtype(default)
+    assert penalty.dtype == torch.float32 and penalty.item() == pytest.approx(585.0, rel=1e-5)
     orthogonal = nn.Linear(4, 4, bias=False)
     nn.init.orthogonal_(orthogonal.weight)
     assert gram_penalty(orthogonal).item() < 1e-5
@@ -220,6 +227,12 @@ def test_evaluate_averages_ensembles_and_applies_perturbations():
             perturbation=get_perturbation("test_scale", 3.0),
         )
         assert torch.equal(seen[-1], torch.full((2, 2, 1, 2, 2), 3.0))
+        cached = torch.tensor([[[2.0, 0.0, 0.0]]])  # a model that returns one stored tensor
+        model.forward = lambda inp: cached
+        batch = [(torch.ones(1, 1, 2, 2), torch.tensor([0]))]
+        again = evaluate(model, batch, timestep=1, n_ensembles=3)
+        assert torch.equal(cached, torch.tensor([[[2.0, 0.0, 0.0]]]))  # the ensemble sum left it alone
+        assert again["loss"] == pytest.approx(F.cross_entropy(cached[0], torch.tensor([0])).item())
         with pytest.raises(ValueError, match="choose from"):
             get_perturbation("bogus")
     finally:

@@ -104,10 +104,7 @@ def evaluate(
                 with torch.enable_grad():
                     x = perturbation.perturb_input(x, y, forward)
                 with torch.no_grad(), perturbation.patch(model), autocast():
-                    logits = forward(x).float()
-                    for _ in range(n_ensembles - 1):
-                        logits += forward(x).float()
-                logits /= n_ensembles
+                    logits = sum(forward(x).float() for _ in range(n_ensembles)) / n_ensembles
                 sums[0] += criterion(logits, y).double() * y.numel()
                 sums[1] += (predict(logits) == y).sum()
                 sums[2] += y.numel()

@@ -117,7 +117,7 @@ def srip_penalty(model: nn.Module, generator: torch.Generator | None = None) -> 
     terms = []
     for w in _weight_matrices(model):
         a = _gram_minus_identity(w)
-        u = torch.rand(a.shape[1], 1, generator=generator).to(a.device)
+        u = torch.rand(a.shape[1], 1, generator=generator, dtype=a.dtype).to(a.device)
         v = F.normalize(a @ u, dim=0)
         terms.append((a @ v).pow(2).sum())
     return _sum(terms)
