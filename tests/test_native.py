@@ -521,3 +521,29 @@ def test_compiled_graph_keeps_equal_calls_apart():
     torch.manual_seed(0)
     a, b = torch.compile(both, fullgraph=True)(x)
     assert (a != b).float().mean() > 0.3  # P(differ) = 2·p·(1 − p) = 0.5 at p = ½
+
+
+@pytest.mark.parametrize("use_native", [pytest.param(True, marks=needs_native), False])
+def test_transforms_the_op_lacks_raise_and_lazy_negation_is_resolved(use_native: bool) -> None:
+    from torch.autograd import forward_ad
+
+    neuron = nsnn.NILIF(eval_mode="expected").eval()
+    x = torch.rand(4, 2, 8) * 3
+    # forward-mode AD has no rule here: an error, never a primal with its tangent dropped
+    with native.enabled(use_native), forward_ad.dual_level(), pytest.raises(NotImplementedError, match="jvp"):
+        neuron(forward_ad.make_dual(x, torch.ones_like(x)))
+    with native.enabled(use_native), pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.vmap(nsnn.LIF())(x.unsqueeze(0))
+    negated = torch._neg_view(-x)  # holds -x in memory and reads as x (x.is_neg())
+    assert negated.is_neg() and negated.is_contiguous()
+    with native.enabled(use_native):
+        assert torch.equal(nsnn.LIF()(negated), nsnn.LIF()(x))
+
+
+def test_lif_multistep_refuses_integer_inputs_and_a_decay_that_is_not_0_dim() -> None:
+    noise = get_noise("gaussian", 0.3)
+    with pytest.raises(ValueError, match="floating-point"):
+        lif_multistep(torch.ones(3, 2, dtype=torch.int64), LIFParameters(), noise, "heaviside")
+    decay = torch.tensor([0.5], requires_grad=True)
+    with pytest.raises(ValueError, match="0-dim"):
+        lif_multistep(torch.ones(3, 2), LIFParameters(decay=decay), noise, "heaviside")

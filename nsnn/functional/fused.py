@@ -146,6 +146,12 @@ def lif_multistep(
         raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
     if x.dim() < 2:
         raise ValueError(f"multi-step input must be [T, B, ...] (rank >= 2), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"multi-step input must be a floating-point tensor, got {x.dtype}")
+    if isinstance(params.decay, Tensor) and params.decay.dim() != 0:
+        raise ValueError(
+            f"params.decay must be a number or a 0-dim tensor, got shape {tuple(params.decay.shape)}"
+        )
     if native.supports(x, noise, mode) or triton_lif.supports(x, noise, mode):
         return ops.fused(x, params, noise, mode, generator)
     p = params

@@ -235,6 +235,7 @@ def fused(
     mode of the tracing run (the trace check reruns under ``no_grad``, and a traced module may later
     train), so traced calls always save; the autograd formula keeps the result only when needed.
     """
+    x = x.resolve_neg()  # a lazily negated view (x.is_neg()): the kernels read raw memory
     decay = params.decay
     if not isinstance(decay, Tensor):
         decay = torch.tensor(float(decay), dtype=torch.float64)
@@ -250,4 +251,7 @@ def fused(
         drawn = torch.randint(0, 2**62, (), dtype=torch.int64) if seed < 0 and mode == "bernoulli" else None
         return torch.ops.nsnn.lif_fused(x.contiguous(), decay, *spec, *resets, seed, save, drawn)[0]
     args = (x.contiguous(), decay, *spec, *resets, seed, save, None)
-    return _EagerFused.apply(*args)[0] if save else _forward_impl(*args)[0]
+    # Always through the autograd Function, even when nothing is saved: forward-mode AD (dual tensors)
+    # and torch.func transforms then meet its missing jvp/vmap rules and raise, instead of the kernel
+    # reading the primal alone and returning no tangent.
+    return _EagerFused.apply(*args)[0]
