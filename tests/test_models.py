@@ -397,5 +397,11 @@ def test_value_errors():
         encode(torch.ones(2, 3, dtype=torch.uint8), 2, method="poisson")
     with pytest.raises(ValueError, match="T, B, classes"):
         predict(torch.rand(4, 10))
+
+    def vgg11(neuron, *, num_classes=10, in_channels=3, image_size=32):  # another factory, same name
+        return models.registry._MODELS["mnist_mlp"](neuron, num_classes=num_classes)
+
     with pytest.raises(ValueError, match="already registered"):
-        models.register_model(models.registry._MODELS["vgg11"])
+        models.register_model(vgg11)
+    original = models.registry._MODELS["vgg11"]
+    assert models.register_model(original) is original  # the same definition again: accepted

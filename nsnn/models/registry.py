@@ -38,14 +38,21 @@ OWN_MODEL_HINT = (
 )
 
 
+def _origin(factory: ModelFactory) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
 def register_model(factory: ModelFactory) -> ModelFactory:
-    """Decorator: register ``factory`` under its function name (ValueError on a duplicate name).
+    """Decorator: register ``factory`` under its function name.
 
     The factory's first parameter must be ``neuron`` (a :class:`NeuronSpec`); all others keyword-only.
+    A name taken by another factory is a ValueError; the same definition run again (a re-run notebook
+    cell: same module and qualified name) replaces the old one.
     """
     name = factory.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
+    taken = _MODELS.get(name)
+    if taken is not None and _origin(taken) != _origin(factory):
+        raise ValueError(f"model {name!r} is already registered (by {_origin(taken)})")
     params = list(inspect.signature(factory).parameters.values())
     if not params or params[0].name != "neuron" or any(p.kind is not p.KEYWORD_ONLY for p in params[1:]):
         raise ValueError(f"factory {name!r} must have the signature (neuron, *, arch_kwargs...)")
