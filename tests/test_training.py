@@ -163,7 +163,7 @@ def test_config_validation_lists_choices():
         TrainConfig(arch={"depth": 3})
     with pytest.raises(ConfigError, match=r"got Linear \(a network of your own: .*register_model"):
         TrainConfig(model=nn.Linear(2, 2))  # fit takes zoo names; a user's network is registered first
-    assert TrainConfig(tet=True).loss == "tet"
+    assert TrainConfig(tet=True).loss == "tet" and TrainConfig(tet=True) == TrainConfig(loss="tet")
     assert TrainConfig(scheduler="cos").scheduler == "cosine"
     cfg = TrainConfig(**TINY)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -90,8 +90,8 @@ class TrainConfig:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.tet:
-            self.loss = "tet"
+        if self.tet:  # an alias of loss="tet", normalized away so both spellings are one experiment
+            self.loss, self.tet = "tet", False
         try:
             self.scheduler = scheduler_name(self.scheduler)
         except ValueError as e:
