@@ -9,11 +9,14 @@ pool over time and batch) and restores the time axis.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import Tensor, nn
 
 from nsnn.neurons.base import EVAL_MODES, SpikingNeuron
 
-__all__ = ["SeqToANN", "reset_net", "set_eval_mode"]
+__all__ = ["SeqToANN", "evaluating", "reset_net", "set_eval_mode"]
 
 
 class SeqToANN(nn.Sequential):
@@ -40,3 +43,16 @@ def set_eval_mode(model: nn.Module, mode: str) -> None:
     for m in model.modules():
         if isinstance(m, SpikingNeuron) and m.stochastic:
             m.eval_mode = mode
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block, every module's own train/eval flag restored afterwards
+    (``model.train(flag)`` would not restore submodules whose flags differed)."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.train(flag)

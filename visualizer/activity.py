@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsnn.layers import evaluating
 from visualizer.modules import is_neuron
 from visualizer.sources import ModuleSource
 from visualizer.trace import model_device, reset_neurons, run_model, seeded
@@ -64,20 +65,17 @@ def _first_weighted(model: nn.Module) -> nn.Module | None:
 
 
 def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
     reset_neurons(model)  # a failed try must not leave single-step state shaped for it
     device = model_device(model)
     try:
-        with torch.no_grad(), seeded(0, device):  # the caller's random stream is left as it was
+        # the caller's random stream and train/eval flags are left as they were
+        with evaluating(model), torch.no_grad(), seeded(0, device):
             model(torch.zeros(shape, device=device))
         return True
     except (RuntimeError, ValueError, IndexError):
         return False
     finally:
         reset_neurons(model)
-        for module, flag in was_training.items():
-            module.train(flag)
 
 
 def _image_hw(size: Any) -> tuple[int, int]:
@@ -222,17 +220,13 @@ def spike_activity(
 
     neurons = [m for m in model.modules() if is_neuron(m)]
     handles = [m.register_forward_hook(hook) for m in neurons]
-    training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
         device = model_device(model)
-        with torch.no_grad(), seeded(seed, device):
+        with evaluating(model), torch.no_grad(), seeded(seed, device):
             run_model(model, x.to(device))
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in training.items():
-            module.train(flag)
     rng = np.random.default_rng(seed)
     layers = []
     for module, rec in order:

@@ -38,6 +38,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from nsnn.layers import evaluating
 from visualizer.modules import is_graph_leaf, is_neuron, module_attributes
 
 if TYPE_CHECKING:
@@ -367,14 +368,12 @@ def layer_graph(
     )
     time_batch = (int(batch.shape[0]), int(batch.shape[1])) if batch.dim() >= 2 else None
     tracer = _DataflowTracer(graph, model, time_batch, record_rates=input_shape is None)
-    training = {m: m.training for m in model.modules()}
     tracer.add_node("input", batch, kind="input", module_type="input", params=0, config="")
     tracer.mark(batch, "input")
     try:
         tracer.install()
-        model.eval()
         reset_neurons(model)
-        with torch.no_grad(), seeded(seed, device), tracer:
+        with evaluating(model), torch.no_grad(), seeded(seed, device), tracer:
             out = run_model(model, batch)
         for t in _tensors(out):
             tracer.add_node("output", t, kind="output", module_type="output", params=0, config="")
@@ -383,8 +382,6 @@ def layer_graph(
         tracer.finish()
     finally:
         tracer.remove()
-        for module, flag in training.items():
-            module.train(flag)
         reset_neurons(model)
     _summarize(graph, model)
     return graph

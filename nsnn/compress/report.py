@@ -35,6 +35,7 @@ from torch import nn
 
 from nsnn.compress.prune import BITS_BUFFER, MASK_BUFFER, mask_array, prunable_layers, weights_numpy
 from nsnn.compress.quantize import FULL_PRECISION_BITS
+from nsnn.layers import evaluating
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,10 @@ def count_synaptic_events(
             entry[1] += _layer_events(mod, args[0], torch.ones_like(alive))
 
         handles.append(module.register_forward_hook(hook))
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()  # an inference: no BatchNorm statistics updated, no training-mode firing
     try:
-        model(inputs)
+        with evaluating(model):  # an inference: no BatchNorm statistics updated, no training-mode firing
+            model(inputs)
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in was_training.items():
-            module.train(flag)
     return {name: (ev / n, dense / n) for name, (ev, dense) in totals.items()}
