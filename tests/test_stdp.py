@@ -28,7 +28,15 @@ from nsnn.stdp import (
     run_experiment,
     sweep_run,
 )
-from nsnn.stdp.engine import SPIKE_QUEUE_HEADER, Phase, RuntimeEngine, StandaloneEngine, have_libmvec
+from nsnn.stdp.engine import (
+    SPIKE_QUEUE_HEADER,
+    Phase,
+    PhaseResult,
+    RuntimeEngine,
+    StandaloneEngine,
+    derive_seed,
+    have_libmvec,
+)
 from nsnn.stdp.pipeline import (
     compress_state,
     deploy_weights,
@@ -438,6 +446,42 @@ class RecordingEngine:
 
     def close(self) -> None:
         self.engine.close()
+
+
+class SilentEngine:
+    """Answers every phase with no spikes (so every example is retried) and keeps the phases it got."""
+
+    def __init__(self, config: STDPConfig) -> None:
+        self.config, self.phases = config, []
+
+    def run(self, phase: Phase, progress: bool = False) -> PhaseResult:
+        self.phases.append(phase)
+        n, c = len(phase.rates), self.config
+        zeros = np.zeros((n, c.n_exc), dtype=np.int32)
+        return PhaseResult(zeros, phase.state, np.zeros(c.n_input, dtype=np.int64), 0, 0.0, 0.0, 0.0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_random_stream_of_a_run_has_its_own_seed_and_run_seeds_share_none():
+    """Training blocks, their retry attempts, the frozen passes' blocks and attempts: each phase run gets
+    a distinct seed, and run seeds 0 and 1 share none (with seed + block, seed 1's block 0 reused seed 0's
+    block 1 stream, so the four-seed figures were not independent)."""
+    seeds = []
+    for seed in (0, 1):
+        cfg = tiny(seed=seed, chunk=1, retry_max=1)
+        images, labels = bars(11)
+        engine = SilentEngine(cfg)
+        result = train(engine, init_state(cfg), images[:3], labels[:3], cfg)
+        evaluate(engine, result.state, images, labels, images[:2], labels[:2], cfg)
+        # train: 3 blocks + their retries; label: 11 images in blocks of 10, twice; test: 1 block, twice
+        assert len(engine.phases) == 3 * 2 + 2 * 2 + 2
+        seeds.append([p.seed for p in engine.phases])
+        assert len(set(seeds[-1])) == len(seeds[-1])
+    assert not set(seeds[0]) & set(seeds[1])
+    with pytest.raises(ValueError, match="seed path"):
+        derive_seed(1, -2)
 
 
 def test_energy_proxies_count_every_attempt_of_the_retry_rule():

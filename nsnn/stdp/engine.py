@@ -105,8 +105,18 @@ def _child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_seed(seed: int, run: int) -> int:
-    return (seed * 1_000_003 + run * 7919 + 1) % (2**31 - 1)
+def derive_seed(*path: int) -> int:
+    """A seed in [0, 2³¹ − 1) for the random stream named by ``path`` (e.g. run seed, phase, block,
+    attempt), hashed by numpy's ``SeedSequence``: distinct paths give unrelated seeds, so that the streams
+    of different run seeds, phases, blocks and retry attempts do not coincide (an offset scheme such as
+    seed + block would give seed 1's block 0 the stream of seed 0's block 1).
+
+        derive_seed(0, 1, 3)  # run seed 0, phase 1, block 3
+    """
+    if any(not isinstance(p, (int, np.integer)) or p < 0 for p in path):
+        raise ValueError(f"seed path entries must be integers >= 0, got {path!r}")
+    word = int(np.random.SeedSequence([int(p) for p in path]).generate_state(1, np.uint32)[0])
+    return word % (2**31 - 1)
 
 
 @contextmanager
@@ -381,7 +391,7 @@ class StandaloneEngine:
                     net.stim: padded * b2.Hz,
                     net.Sxe.w: w,
                     net.Ae.theta: theta * b2.volt,
-                    net.Ae.run_seed: _run_seed(phase.seed, run),
+                    net.Ae.run_seed: derive_seed(phase.seed, run),
                     net.Ae.stop_step: len(rows) * self.config.steps_per_example,
                 }
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()

@@ -329,7 +329,7 @@ def evaluate_run(
             run.state,
             images,
             config,
-            seed=config.seed + pl.TEST_SEED_OFFSET,
+            seed=pl.phase_seed(config, pl.TEST),
             desc="test",
             progress=progress,
         )

@@ -45,12 +45,17 @@ import numpy as np
 from nsnn.compress import level_bits, prune_mask, quantize, synaptic_events
 from nsnn.stdp.classify import accuracy, assign_labels, predict
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, levels_for_bits
-from nsnn.stdp.engine import Engine, Phase, PhaseResult
+from nsnn.stdp.engine import Engine, Phase, PhaseResult, derive_seed
 from nsnn.stdp.state import NetworkState, image_rates
 
 Log = Callable[[dict[str, Any]], None]
-LABEL_SEED_OFFSET, TEST_SEED_OFFSET = 101, 202  # seeds of the frozen passes: config.seed + offset
-RETRY_SEED_STRIDE = 10_007  # seed offset per training retry attempt (block seeds are seed + block index)
+TRAIN, LABEL, TEST = 0, 1, 2  # phase ids in the seed paths: derive_seed(config.seed, phase, ...)
+
+
+def phase_seed(config: STDPConfig, phase: int) -> int:
+    """The seed of a run's ``phase`` (TRAIN, LABEL or TEST), from which its blocks and retry attempts
+    derive theirs: ``derive_seed(phase_seed, block)``, ``derive_seed(block_seed, attempt)``."""
+    return derive_seed(config.seed, phase)
 
 
 def prune_points(n_train: int, prune_every: int) -> list[int]:
@@ -183,7 +188,7 @@ def train(
                 state,
                 plastic=True,
                 transmit_levels=transmit if compressed else None,
-                seed=config.seed + block,
+                seed=derive_seed(phase_seed(config, TRAIN), block),
                 desc="train",
             )
             results = [engine.run(phase)]
@@ -264,7 +269,7 @@ def retry_silent(
                 results[-1].state if results else state,
                 plastic=True,
                 transmit_levels=phase.transmit_levels,
-                seed=phase.seed + RETRY_SEED_STRIDE * attempt,
+                seed=derive_seed(phase.seed, attempt),
                 desc=f"{phase.desc} retry {attempt}",
             )
         )
@@ -344,7 +349,7 @@ def _frozen_pass(
                 image_rates(images[a : a + block], config, intensity),
                 state,
                 plastic=False,
-                seed=seed + a,
+                seed=derive_seed(seed, a),
                 desc=desc,
             ),
             progress,
@@ -377,7 +382,7 @@ def respond(
             images[todo],
             config,
             intensity=intensity,
-            seed=seed + 7919 * attempt,
+            seed=derive_seed(seed, attempt),
             desc=desc if attempt == 0 else f"{desc} retry {attempt}",
             progress=shown,
         )
@@ -444,7 +449,7 @@ def evaluate(
         state,
         label_images,
         config,
-        seed=config.seed + LABEL_SEED_OFFSET,
+        seed=phase_seed(config, LABEL),
         desc="label",
         progress=progress,
     )
@@ -454,7 +459,7 @@ def evaluate(
         state,
         test_images,
         config,
-        seed=config.seed + TEST_SEED_OFFSET,
+        seed=phase_seed(config, TEST),
         desc="test",
         progress=progress,
     )
