@@ -126,18 +126,37 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
+    """``obj`` with Paths, numpy values, arrays and tensors converted and every non-finite float
+    (NaN, ±inf, which strict JSON has no words for) replaced by None."""
+    if isinstance(obj, Mapping):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray | torch.Tensor):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | torch.Tensor):
-        return obj.tolist()
+    if obj is None or isinstance(obj, str | int):
+        return obj
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def json_text(data: Any, *, indent: int | None = None) -> str:
+    """Strict JSON for ``data`` (keys sorted; NaN and ±inf written as ``null``, so any JSON parser reads
+    it; Paths, numpy values and tensors converted)::
+
+        json_text({"loss": float("nan"), "acc": np.float32(0.5)})  # '{"acc": 0.5, "loss": null}'
+    """
+    return json.dumps(_jsonable(data), indent=indent, sort_keys=True, allow_nan=False)
+
+
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (Paths, numpy and tensors converted)."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    """Write ``data`` as indented strict JSON (:func:`json_text`), atomically."""
+    return atomic_write_text(path, json_text(data, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

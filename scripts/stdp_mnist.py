@@ -21,11 +21,10 @@ to a file holds no bars.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from nsnn.io import make_run_dir
+from nsnn.io import json_text, make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
 
 # A new run's data sizes when not given; --from-run takes the saved run's own instead.
@@ -134,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
-    """Data flags not given: a new run's defaults, or with --from-run the saved run's own data."""
+    """Data flags not given: a new run's defaults, or with --from-run the saved run's own data;
+    ``--data-dir`` made absolute."""
     source = dict(NEW_RUN_DATA)
     if args.from_run:
         from nsnn.io import read_json
@@ -150,6 +150,8 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
     for name, value in source.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.data_dir:  # recorded absolute, so --from-run finds the data from any working directory
+        args.data_dir = str(Path(args.data_dir).expanduser().resolve())
 
 
 def load_data(args: argparse.Namespace):
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
             (row,) = rows
             result.update({k: row[k] for k in ("accuracy", "synapses", "bits", "sparsity")})
         if args.json:
-            print(json.dumps(result))
+            print(json_text(result))
         return result
     summary = run_experiment(
         config,
@@ -256,11 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
         file=out,
     )
     if args.json:
-        print(
-            json.dumps(
-                {k: summary[k] for k in ("run_dir", "accuracy", "ms_per_example_train", "synapses", "bits")}
-            )
-        )
+        keys = ("run_dir", "accuracy", "ms_per_example_train", "synapses", "bits")
+        print(json_text({k: summary[k] for k in keys}))
     return summary
 
 

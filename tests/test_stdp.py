@@ -663,6 +663,9 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     assert data_flags == [(40, 30, 12, "/data/mnist")] * 2
     cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-test"), "--test", "5"])
     assert data_flags[-1] == (40, 30, 5, "/data/mnist")
+    monkeypatch.chdir(tmp_path)  # a relative --data-dir is used (and recorded) absolute
+    cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-rel"), "--data-dir", "mnist"])
+    assert data_flags[-1] == (40, 30, 12, str(tmp_path / "mnist"))
 
     # a run pruned during training keeps no dense weights: refused before any folder is made
     pruned = tmp_path / "pruned"

@@ -399,6 +399,36 @@ def test_run_stopped_in_its_first_epoch_resumes_exactly_and_only_on_its_own_data
     assert _torch_load_strict(on_folder / "last.pt")["dataset"]["embedded"] is False
 
 
+def test_a_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
+    """The run's config names the data folder absolutely, so testing and --resume started from another
+    working directory load the same data."""
+    _mnist_folder(tmp_path / "mnist", 300)
+    monkeypatch.chdir(tmp_path)
+
+    def stop(epoch: int, step: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run"), data_dir="mnist"), on_step=stop)
+    assert read_json(tmp_path / "run" / "config.json")["data_dir"] == str(tmp_path / "mnist")
+
+
+def test_json_files_and_lines_are_strict_json(tmp_path):
+    """NaN and ±inf (a diverged loss) are written as null, which every JSON parser reads; Python's
+    default would write the non-standard NaN / Infinity."""
+    from nsnn.io import json_text, write_json
+
+    data = {"loss": float("nan"), "best": np.float32(np.inf), "curve": torch.tensor([0.5, -np.inf]), "n": 3}
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"non-standard JSON constant {word}")
+
+    write_json(tmp_path / "summary.json", data)
+    for text in ((tmp_path / "summary.json").read_text(), json_text(data)):
+        read = json.loads(text, parse_constant=refuse)
+        assert read == {"loss": None, "best": None, "curve": [0.5, None], "n": 3}
+
+
 def test_download_run_records_its_data_folder_for_testing_and_resume(tmp_path, monkeypatch, capsys):
     """--download without --data-dir trains on full MNIST in the default folder; the run's config must
     name that folder, or testing and --resume rebuild the embedded split."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nsnn.io import CsvLog, read_csv, write_json
+from nsnn.io import CsvLog, json_text, read_csv, write_json
 from nsnn.training.config import (
     EVAL_MODES,
     RUNTIME_FIELDS,
@@ -67,7 +66,7 @@ def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | Non
 
 
 def _emit_json(result: dict[str, Any]) -> None:
-    print(json.dumps(result, sort_keys=True, default=str), flush=True)
+    print(json_text(result), flush=True)
 
 
 def train_main(

@@ -352,11 +352,13 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
 
 
 def _record_data_dir(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``data_dir`` set to the default data folder (absolute) when ``--download`` is given
-    without ``--data-dir``: the run's config then names the folder its data came from, so testing and
-    ``--resume`` (where ``download`` is a runtime flag and not saved) load the same data; without it
-    MNIST would fall back to the embedded split."""
-    if not cfg.download or cfg.data_dir is not None:
+    """``cfg`` with ``data_dir`` absolute, as the run's config records it: a given folder resolved
+    against the working directory, or with ``--download`` and no ``--data-dir`` the default data folder.
+    Testing and ``--resume`` (where ``download`` is a runtime flag and not saved) then load the same
+    data from any working directory; without it MNIST would fall back to the embedded split."""
+    if cfg.data_dir is not None:
+        return dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    if not cfg.download:
         return cfg
     from nsnn.data import default_data_dir
 
