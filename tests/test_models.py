@@ -114,6 +114,15 @@ def test_count_parameters_trainable_only():
     assert count_parameters(net, trainable_only=True) == 400 * 10 + 10
 
 
+def test_image_size_helper_refuses_what_is_not_a_positive_int_or_pair():
+    from nsnn.models.common import image_hw
+
+    assert image_hw(5) == (5, 5) and image_hw([4, 6]) == (4, 6)
+    for bad in (2.0, True, (3, True), "32", (4,), (0, 3), None):
+        with pytest.raises(ValueError, match="image_size must be"):
+            image_hw(bad)
+
+
 def test_resnet_stem_follows_image_size():
     def stem_conv(net):
         return next(m for m in net.stem.modules() if isinstance(m, nn.Conv2d))

@@ -6,7 +6,8 @@ Convs (3×3, each followed by a spiking neuron; BN only with ``bn=True``)::
 
 NSNN's version has no neuron between the FC layers, which collapses them into one linear map; here
 each hidden FC layer spikes, as in the original. The flattened size is ``512·(H/4)·(W/4)`` from
-``image_size`` (32768 at 32×32, 45.00M parameters). Input ``[T, B, C, H, W]`` -> ``[T, B, classes]``::
+``image_size`` (32768 at 32×32: 45.00M parameters, 45.01M with ``bn=True``). Input ``[T, B, C, H, W]``
+-> ``[T, B, classes]``::
 
     net = create("cifarnet", num_classes=10, neuron="NILIF", bn=True)
     logits = net(encode(images, T=4))

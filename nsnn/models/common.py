@@ -114,10 +114,14 @@ def spike_driven_init(layers: Sequence[nn.Module], threshold: float, rate: float
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``32 -> (32, 32)``, ``(48, 64) -> (48, 64)``; ValueError on anything else or sizes < 1."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+
+    def valid(s: object) -> bool:
+        return isinstance(s, int) and not isinstance(s, bool) and s >= 1
+
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if not isinstance(size, Sequence) or len(size) != 2 or not all(valid(s) for s in size):
         raise ValueError(f"image_size must be a positive int or an (H, W) pair of them, got {image_size!r}")
-    return size
+    return (size[0], size[1])
 
 
 def pooled_hw(image_size: int | Sequence[int], n_pools: int, what: str) -> tuple[int, int]:

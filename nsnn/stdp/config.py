@@ -1,7 +1,8 @@
 """One configuration object for the Diehl & Cook (2015) STDP network, its run schedule and compression.
 
-Every constant of the model lives here, as a plain float with its unit in the field name (JSON-able,
-so a run's ``config.json`` is exactly ``asdict(config)``); :mod:`nsnn.stdp.equations` turns them into
+Every constant of the model lives here, as a plain float with its unit in the field name (JSON-able:
+a run's ``config.json`` is :meth:`STDPConfig.to_dict` plus a ``run`` record, and ``from_dict`` reads
+it back); :mod:`nsnn.stdp.equations` turns them into
 Brian2 quantities, where Brian2 checks the units of every equation. Defaults follow the original code
 (Diehl & Cook 2015, ``Diehl&Cook_spiking_MNIST.py``), with two deliberate choices:
 

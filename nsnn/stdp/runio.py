@@ -12,6 +12,7 @@
   weights before compression (only when training itself was dense), else ``w_xe_shadow`` (the
   full-precision shadow weights of a network pruned/quantized during training)
 
+    write_config(run_dir, config, {"n_train": 8000})  # config.json: the config + a "run" record
     save_run(run_dir, state, assignments, extra_weights={"w_xe_initial": w0, "w_xe_dense": w_trained})
     run = load_run(run_dir); run.state.w.shape; run.assignments
 """
@@ -70,7 +71,8 @@ def save_run(
 
 
 def load_run(run_dir: str | Path) -> StdpRun:
-    """Read a run directory written by :func:`nsnn.stdp.run_experiment` (or :func:`save_run`)."""
+    """Read a run directory written by :func:`nsnn.stdp.run_experiment` (or by :func:`write_config`
+    and :func:`save_run`)."""
     run_dir = Path(run_dir)
     path = run_dir / WEIGHTS
     if not path.is_file():
