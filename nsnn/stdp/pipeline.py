@@ -5,8 +5,8 @@
   linearly with the examples seen (``prune·b/n`` after b of n; each prune only removes more: the EE
   595 loop prune → keep training → prune); with ``prune_every = 0`` once after training. Pruned
   synapses never return, so the early prunes are kept gentle: at N = 400 and 8,000 examples, pruning
-  every 2,000 reaches 18.75, 37.5 and 56.25 % inside training and 75 % at the end, and scored −0.1
-  to +0.6 points against dense on four seeds, where reaching 75 % already at 6,000 (25/50/75 %)
+  every 2,000 reaches 18.75, 37.5 and 56.25 % inside training and 75 % at the end, and scored −1.0
+  to +1.2 points against dense on four seeds, where reaching 75 % already at 6,000 (25/50/75 %)
   lost 1.6–3.2 (README). Quantization (``bits``): from the first compression point on, the network
   *transmits* the nearest k-bit level of each weight while STDP keeps updating a full-precision
   shadow weight (straight-through); deployment uses the quantized levels (:func:`deploy_weights`,
