@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -703,6 +704,10 @@ def test_standalone_build_runs_end_to_end(tmp_path):
         (updater,) = (project / "code_objects").glob("Ae_stateupdater_codeobject*.cpp")
         assert "#pragma GCC ivdep" in updater.read_text()
         assert ("__simd__" in updater.read_text()) == have_libmvec()
+        for group in ("Ae", "Ai"):  # refractoriness tested in doubles, so AVX2 can vectorize the loop
+            (code,) = (project / "code_objects").glob(f"{group}_stateupdater_codeobject*.cpp")
+            loop = code.read_text().split("#pragma GCC ivdep")[1]
+            assert "_timestep_at_least(t - lastspike, dt, _lio_" in loop and "_timestep(" not in loop
         network = (project / "network.cpp").read_text()
         step_end, after_loop = network.split("clock = next_clocks();")[-1].split("_globally_running = false;")
         assert "std::clock()" not in step_end and "std::clock()" in after_loop
@@ -728,6 +733,20 @@ _THRESHOLDER = """    long _count = 0;
     }
     _ptr_array_G__spikespace[N] = _count;
 """
+
+
+@pytest.mark.slow
+def test_excitatory_state_update_vectorizes_with_the_vector_exp(tmp_path):
+    """At 64 neurons (4 are fewer than one vector of the loop) the patched Ae update compiles to a
+    vectorized loop: its object calls glibc's SIMD exp. On AVX2 the refractoriness test's double → int64
+    conversion kept it scalar before it was rewritten in doubles."""
+    cfg = tiny(target="standalone", chunk=1, n_exc=64)
+    images, _ = bars(1)
+    with StandaloneEngine(cfg, tmp_path / "build") as engine:
+        engine.run(Phase(image_rates(images, cfg), init_state(cfg), plastic=True))
+    (obj,) = (tmp_path / "build" / "train" / "code_objects").glob("Ae_stateupdater_codeobject*.o")
+    vector_exp = re.search(rb"_ZGV\w+_exp", obj.read_bytes())
+    assert bool(vector_exp) == have_libmvec()
 
 
 def test_threshold_patch_skips_conditions_that_draw_random_numbers(tmp_path):

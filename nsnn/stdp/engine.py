@@ -16,7 +16,8 @@
   queue queues one index range per run of equal-delay synapses (:func:`patch_spike_queue`; same events
   in the same order), the run loop reads the CPU clock once per run instead of per step
   (:func:`patch_run_loop`), and each threshold first checks each block of 64 neurons for a spike with
-  one vectorized loop (:func:`patch_thresholds`). The fourth vectorizes the neurons' state updates, with
+  one vectorized loop (:func:`patch_thresholds`). The fourth vectorizes the neurons' state updates
+  (their refractoriness test rewritten in doubles, without which AVX2 CPUs kept them scalar), with
   glibc's SIMD ``exp`` where available (:func:`patch_state_updaters`; ``exp`` may differ in its last
   bits, which left every spike of the N = 400 runs unchanged).
 * :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, one network per phase and
@@ -208,6 +209,22 @@ def have_libmvec() -> bool:
 
 _NEURON_LOOP = "    for(int _idx=0; _idx<_N; _idx++)\n"
 _SIMD_EXP = 'extern "C" double exp(double) noexcept __attribute__((__simd__("notinbranch")));\n'
+# Brian2 2.9's support function and its refractoriness test in a state update, ``_timestep(t − lastspike,
+# dt) >= _lio_k``: the double → int64 conversion has no AVX2 instruction (AVX-512DQ has one), so on an
+# AVX2 CPU it kept the whole neuron loop, exp included, scalar.
+_TIMESTEP_FN = (
+    "    static inline int64_t _timestep(double t, double dt)\n"
+    "    {\n"
+    "        return (int64_t)((t + 1e-3*dt)/dt);\n"
+    "    }\n"
+)
+_TIMESTEP_AT_LEAST = (
+    "    static inline bool _timestep_at_least(double t, double dt, int64_t n)\n"
+    "    {\n"
+    "        return std::trunc((t + 1e-3*dt)/dt) >= (double)n;\n"
+    "    }\n"
+)
+_TIMESTEP_TEST = re.compile(r"_timestep\(([^;]*?), dt\) >= (_lio_\d+)")
 
 
 def patch_state_updaters(directory: str | Path, *, vector_exp: bool | None = None) -> list[str]:
@@ -216,16 +233,19 @@ def patch_state_updaters(directory: str | Path, *, vector_exp: bool | None = Non
     Brian2 copies each state array's global pointer into a local ``__restrict`` pointer, which GCC does
     not take as proof that the arrays are distinct, so the loop would need more run-time overlap checks
     than it allows and stays scalar. Every state variable has its own array, so ``#pragma GCC ivdep``
-    (no loop-carried dependences) is true and the loop vectorizes. With ``vector_exp`` the file also
-    declares glibc's SIMD ``exp`` (libmvec), which Brian2's ``-fno-finite-math-only`` hides: the
-    exponential-Euler factor ``exp(−dt·(1 + g_e + g_i)/τ_e)`` of every Ae neuron and step, the largest
-    per-neuron cost left, is then computed 4 or 8 neurons at a time (default: where
-    :func:`have_libmvec`). That ``exp`` is accurate to ~4 ulp instead of glibc's scalar ≤ 1 ulp (about
-    half of all arguments give a result 1-3 ulp away), so membranes can differ from an unpatched build
-    in their last bits; a spike would flip only if a membrane lay within those bits of threshold, and
-    every reset erases the difference. Measured: four N = 400 training runs of 8,000 examples gave
-    bit-identical spikes, weights and thresholds with and without the patch. Returns the names of the
-    patched files.
+    (no loop-carried dependences) is true and the loop vectorizes. The refractoriness test
+    ``_timestep(t − lastspike, dt) >= n`` truncates to an int64, which AVX2 cannot do in a vector; it
+    becomes ``trunc(q) >= n`` in doubles (``_timestep_at_least``: the same truth value for every q in
+    int64 range and |n| < 2⁵³, so no spike changes), without which the loop stayed scalar on AVX2
+    CPUs. With ``vector_exp`` the file also declares glibc's SIMD ``exp`` (libmvec), which Brian2's
+    ``-fno-finite-math-only`` hides: the exponential-Euler factor ``exp(−dt·(1 + g_e + g_i)/τ_e)`` of
+    every Ae neuron and step, the largest per-neuron cost left, is then computed 4 or 8 neurons at a
+    time (default: where :func:`have_libmvec`). That ``exp`` is accurate to ~4 ulp instead of glibc's
+    scalar ≤ 1 ulp (about half of all arguments give a result 1-3 ulp away), so membranes can differ
+    from an unpatched build in their last bits; a spike would flip only if a membrane lay within those
+    bits of threshold, and every reset erases the difference. Measured: four N = 400 training runs of
+    8,000 examples gave bit-identical spikes, weights and thresholds with and without the patch.
+    Returns the names of the patched files.
     """
     vector_exp = have_libmvec() if vector_exp is None else vector_exp
     patched: list[str] = []
@@ -233,8 +253,11 @@ def patch_state_updaters(directory: str | Path, *, vector_exp: bool | None = Non
         text = path.read_text()
         if "GCC ivdep" in text or text.count(_NEURON_LOOP) != 1:
             continue
-        text = text.replace(_NEURON_LOOP, "    #pragma GCC ivdep\n" + _NEURON_LOOP)
-        body = text.split(_NEURON_LOOP, 1)[1]
+        head, body = text.split(_NEURON_LOOP, 1)
+        if _TIMESTEP_FN in head and _TIMESTEP_TEST.search(body):
+            head = head.replace(_TIMESTEP_FN, _TIMESTEP_FN + _TIMESTEP_AT_LEAST, 1)
+            body = _TIMESTEP_TEST.sub(r"_timestep_at_least(\1, dt, \2)", body)
+        text = head + "    #pragma GCC ivdep\n" + _NEURON_LOOP + body
         if vector_exp and "exp(" in body and "#include<cmath>\n" in text:
             text = text.replace("#include<cmath>\n", "#include<cmath>\n" + _SIMD_EXP, 1)
         path.write_text(text)
