@@ -111,7 +111,9 @@ def load_torch(path: str | Path, map_location: str | torch.device | None = "cpu"
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # a real global is module.name; bytes that merely start with pickle's GLOBAL opcode ("c") give
+        # torch a name like "orrup." (the file b"corrupt"), which is no reason to report
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]*\w\.\w+)", str(e))
         reason = (
             f"it holds an object of type {found.group(1)}"
             if found

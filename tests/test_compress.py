@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import nsnn
 from nsnn.compress import (
     UniformLevels,
     apply_masks,
@@ -232,9 +234,26 @@ def test_count_synaptic_events_matches_hand_count_and_shrinks_with_pruning():
     assert before[conv][0] == before[conv][1]
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular", "reflect", "replicate"])
+def test_count_synaptic_events_follows_the_conv_padding_mode(padding_mode: str):
+    # Each event is counted at every weight it meets through the layer itself: the corner spike wraps
+    # around (circular) or is replicated into the padding, meeting more weights than with zeros.
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode=padding_mode, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    x = torch.zeros(1, 1, 1, 5, 5)
+    x[0, 0, 0, 0, 0] = 1.0
+    spikes = x[0].clone().requires_grad_(True)
+    conv(spikes).sum().backward()  # d(sum of outputs)/d(spike) = how many output sums it enters
+    reached = float(spikes.grad[0, 0, 0, 0])
+    assert reached == {"zeros": 4.0, "circular": 9.0, "reflect": 4.0, "replicate": 9.0}[padding_mode]
+    assert count_synaptic_events(nsnn.SeqToANN(conv), x)["0"] == (reached, reached)
+
+
 def test_bad_arguments_raise_value_error():
     w = np.ones((3, 3))
-    for kwargs in ({}, {"sparsity": 0.5, "threshold": 0.1}, {"sparsity": 1.0}, {"threshold": -1.0}):
+    bad = ({}, {"sparsity": 0.5, "threshold": 0.1}, {"sparsity": 1.0}, {"threshold": -1.0})
+    for kwargs in (*bad, {"sparsity": math.nan}, {"threshold": math.nan}):
         with pytest.raises(ValueError):
             magnitude_prune(w, **kwargs)
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import shutil
 import socket
 import socketserver
 import tarfile
@@ -127,6 +128,43 @@ def test_mnist_folder_layouts_and_corruption(tmp_path):
     bad_gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(4) + bytes(100))[:-12] + b"\xff" * 12)
     with pytest.raises(DatasetError):
         nd.read_idx(bad_gz)
+
+
+def test_mnist_images_and_labels_come_from_one_copy(tmp_path):
+    # A set of .gz files with a stray uncompressed images file of another copy beside it (same count):
+    # the images used to come from the stray file and the labels from the .gz set.
+    root = tmp_path / "m"
+    arrays = fake_mnist(root)
+    other = np.random.default_rng(7).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    write_idx(root / "train-images-idx3-ubyte", other)
+    train = nd.load_mnist_folder(root, "train")
+    np.testing.assert_array_equal(train.images.numpy(), arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(train.labels.numpy(), arrays["train-labels-idx1-ubyte"])
+    # ... or in another of the accepted folders: the first folder holding both files is read alone.
+    nested = tmp_path / "n"
+    arrays = fake_mnist(nested)
+    (nested / "MNIST" / "raw").mkdir(parents=True)
+    write_idx(nested / "MNIST" / "raw" / "train-images-idx3-ubyte", other)
+    train = nd.load_mnist_folder(nested, "train")
+    np.testing.assert_array_equal(train.images.numpy(), arrays["train-images-idx3-ubyte"])
+    # images compressed and labels not, in one folder: still one copy, read.
+    mixed = tmp_path / "x"
+    arrays = fake_mnist(mixed)
+    lbl = mixed / "t10k-labels-idx1-ubyte.gz"
+    lbl.with_suffix("").write_bytes(gzip.decompress(lbl.read_bytes()))
+    lbl.unlink()
+    test = nd.load_mnist_folder(mixed, "test")
+    np.testing.assert_array_equal(test.labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_embedded_mnist_reads_the_md5_checked_files(tmp_path, monkeypatch):
+    # An extra uncompressed label file beside the shipped .gz files is never read.
+    folder = tmp_path / "embedded"
+    shutil.copytree(embedded_mnist_dir(), folder)
+    labels = nd.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+    write_idx(folder / "t10k-labels-idx1-ubyte", ((labels.astype(np.int64) + 1) % 10).astype(np.uint8))
+    monkeypatch.setattr("nsnn.data.mnist.embedded_mnist_dir", lambda: folder)
+    np.testing.assert_array_equal(nd.load_embedded_mnist().labels.numpy(), labels)
 
 
 def test_mnist_folder_refuses_labels_out_of_range_and_wrong_image_size(tmp_path):
@@ -354,6 +392,10 @@ def test_download_cifar_archive_and_safe_extract(tmp_path, monkeypatch):
     bundle = nd.get_dataset("cifar10", data_dir=data, download=True)
     assert len(bundle.train) == 20 and (data / "cifar-10-batches-py" / "batches.meta").is_file()
     assert sorted(p.name for p in data.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+    batch = data / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:50])  # damaged after the download: --download keeps it
+    with pytest.raises(DatasetError, match="delete that folder to fetch a fresh copy"):
+        nd.get_dataset("cifar10", data_dir=data, download=True)
 
     evil = make_tar(tmp_path / "evil.tar.gz", {"top/ok": b"1", "top/../../escape": b"x"})
     with pytest.raises(DatasetError, match="refusing"):
@@ -452,6 +494,29 @@ def test_corrupt_dvs_file_error_names_the_file_not_torchs_advice(tmp_path):
     assert "1.pt is not a torch file of tensors" in msg and str(root / "train") in msg
     assert "[T, 2, H, W]" in msg and "weights_only" not in msg and "checkpoint" not in msg
     assert e.value.__cause__ is None
+    # bytes that start like a pickled global (opcode "c") are corrupt too, not "an object of type orrup."
+    (root / "train" / "1.pt").write_bytes(b"corrupt")
+    with pytest.raises(
+        DatasetError, match=r"1\.pt is not a torch file .*\(wrong file type, truncated or corrupt\)"
+    ):
+        nd.load_dvs_folder(root, "train")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda train: (train / "3.pt").unlink(), r"sample file 3\.pt is missing"),
+        (
+            lambda train: shutil.copy(train / "5.pt", train / "05.pt"),
+            r"5\.pt repeats sample index 5 \(05\.pt\)",
+        ),
+    ],
+)
+def test_dvs_sample_files_must_run_from_0_without_gaps_or_repeats(tmp_path, change, match):
+    root = fake_dvs(tmp_path / "dvs", {"train": 8, "test": 2})
+    change(root / "train")
+    with pytest.raises(DatasetError, match=match):
+        nd.load_dvs_folder(root, "train")
 
 
 def test_dvs_sample_file_removed_while_loading_is_a_dataset_error(tmp_path, monkeypatch):

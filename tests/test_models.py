@@ -414,3 +414,15 @@ def test_value_errors():
         models.register_model(vgg11)
     original = models.registry._MODELS["vgg11"]
     assert models.register_model(original) is original  # the same definition again: accepted
+
+
+def test_a_registered_model_without_a_default_names_the_missing_keyword(monkeypatch):
+    monkeypatch.setattr(models.registry, "_MODELS", dict(models.registry._MODELS))
+
+    @models.register_model
+    def needs_width(neuron, *, width, num_classes=10):
+        return torch.nn.Linear(width, num_classes)
+
+    with pytest.raises(ValueError, match=r"needs the keyword\(s\) \['width'\], which have no default"):
+        create("needs_width")
+    assert create("needs_width", width=3).config["kwargs"]["width"] == 3

@@ -225,6 +225,31 @@ def test_double_backward_raises() -> None:
             loss.backward()
 
 
+@pytest.mark.parametrize("use_native", [True, False])
+def test_second_order_gradients_by_autograd_grad_raise(use_native: bool) -> None:
+    # torch.autograd.grad(..., inputs) runs only the nodes on paths to its inputs: a MAML-style
+    # meta-gradient (and d²/dx²) must raise there too, not drop the layer's second-order term.
+    if use_native and not native.is_available():
+        pytest.skip("nsnn._C is not built")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 5).double()
+    neuron = nsnn.NILIF(eval_mode="expected", sigma=0.5).eval()
+    x = torch.randn(3, 2, 4, dtype=torch.float64)
+    with native.enabled(use_native):
+        inner = neuron(torch.nn.functional.linear(x, lin.weight, lin.bias)).pow(2).sum()
+        (gw,) = torch.autograd.grad(inner, lin.weight, create_graph=True)
+        outer = neuron(torch.nn.functional.linear(x, lin.weight - 0.5 * gw, lin.bias)).sum()
+        with pytest.raises(RuntimeError, match="no double backward"):
+            torch.autograd.grad(outer, lin.weight)
+        # a -inf input (a mask) leaves the first-order gradient as it is without create_graph
+        xi = torch.tensor([[[-math.inf, 0.3]], [[1.0, 2.0]]], dtype=torch.float64, requires_grad=True)
+        (g1,) = torch.autograd.grad(neuron(xi).sum(), xi, create_graph=True)
+        (g0,) = torch.autograd.grad(neuron(xi).sum(), xi)
+        assert torch.equal(g1.detach(), g0) and bool(g0.ne(0).any())
+        with pytest.raises(RuntimeError, match="no double backward"):
+            torch.autograd.grad(g1.sum(), xi)
+
+
 @needs_native
 @pytest.mark.parametrize("mode", ["heaviside", "expected"])
 @pytest.mark.parametrize("shape", [(16, 2, 16384), (2, 2, 16400), (4, 16400), (8, 4, 4100)])
@@ -431,6 +456,27 @@ def test_float32_cdf_pdf_error(family: str) -> None:
     cdf_err = (y.double() - noise.cdf(z)).abs().max().item()
     pdf_err = (gx.double() * sigma - noise.pdf(z) * sigma).abs().max().item()
     assert cdf_err <= 1.5e-7 and pdf_err <= 1.5e-7, (cdf_err, pdf_err)  # measured ≤ 1.25e-7
+
+
+@needs_native
+@pytest.mark.parametrize("isa", native._C.supported_isas() if native.is_available() else [])
+def test_far_tails_are_exact_so_a_mask_never_fires(isa: str) -> None:
+    # cdf is exactly 0 far below threshold (a −inf input is a mask: not even a uniform draw of 0 may
+    # fire it) and exactly 1 far above, as on the torch path, for every family and instruction set; at
+    # 50σ below, where float32 still holds a logistic tail of 2e-22, the kernel agrees with torch.
+    before = native.isa()
+    x = torch.tensor([[-math.inf, -1e4, 1e4, math.inf, 1.0 - 50 * 0.4, 1.0 + 50 * 0.4]])
+    try:
+        native._C.set_isa(isa)
+        for family in FAMILIES:
+            noise = get_noise(family, 0.4)
+            for dtype in (torch.float32, torch.float64):
+                y, _, _ = run(x.to(dtype), 0.5, noise, "expected")
+                assert y[0, :4].tolist() == [0.0, 0.0, 1.0, 1.0], (family, dtype, y.tolist())
+                ref, _, _ = run(x.to(dtype), 0.5, noise, "expected", use_native=False)
+                torch.testing.assert_close(y, ref, rtol=1e-6, atol=0)
+    finally:
+        native._C.set_isa(before)
 
 
 def saved_bytes(fn) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nsnn
-from nsnn.functional import LIFParameters, lif_multistep, native
+from nsnn.functional import LIFParameters, lif_multistep, lif_step, native
 from nsnn.noise import get_noise
 
 FAMILIES = ["gaussian", "logistic", "triangular", "uniform"]
@@ -367,6 +367,8 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         (lambda: nsnn.NILIF()(torch.ones(5)), "rank"),
         (lambda: nsnn.NILIF()(torch.ones(2, 3, dtype=torch.int64)), "floating-point"),
         (lambda: nsnn.LIF(step_mode="s")(torch.ones(3, dtype=torch.bool)), "floating-point"),
+        (lambda: nsnn.LIF().step(torch.tensor([2, 0])), "floating-point"),
+        (lambda: nsnn.NILIF().step(torch.tensor([True, False])), "floating-point"),
         (lambda: nsnn.set_eval_mode(nsnn.NILIF(), "mean"), "eval_mode"),
         (lambda: setattr(nsnn.NILIF(), "eval_mode", "x"), "eval_mode"),
         (lambda: lif_multistep(torch.ones(2, 2), LIFParameters(), get_noise("gaussian"), "poisson"), "mode"),
@@ -375,6 +377,16 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
 def test_bad_inputs_raise_value_error(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize("noise", ["gaussian", None, 0.3])
+def test_functional_api_refuses_a_noise_that_is_not_a_noise_instance(noise):
+    # A family name used to pass the forward and fail in the backward pass ('str' has no attribute 'pdf').
+    x = torch.randn(3, 2, 4, requires_grad=True)
+    with pytest.raises(TypeError, match="noise must be a Noise instance"):
+        lif_multistep(x, LIFParameters(0.5, 1.0), noise, "heaviside")
+    with pytest.raises(TypeError, match="noise must be a Noise instance"):
+        lif_step(x[0], None, LIFParameters(0.5, 1.0), noise, "heaviside")
 
 
 def test_leak_is_one_minus_one_over_tau():

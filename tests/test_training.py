@@ -730,3 +730,18 @@ def test_load_torch_names_a_pickled_object_and_hides_torchs_error(tmp_path):
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
     shown = "".join(traceback.format_exception(raised.value))
     assert "weights_only" not in str(raised.value) and "weights_only" not in shown
+
+
+def test_an_evaluation_set_smaller_than_the_process_count_is_a_config_error(monkeypatch):
+    # With 4 processes a 3-sample validation set leaves one rank an empty shard, whose loader used to
+    # fail with a bare shape error; the check comes before the model (and DDP) is built, so rank 3 of
+    # 4 is simulated here with the barrier around data loading made a no-op.
+    import contextlib
+
+    from nsnn.training import trainer
+    from nsnn.training.runtime import Runtime
+
+    monkeypatch.setattr(trainer, "main_first", lambda rt: contextlib.nullcontext())
+    cfg = TrainConfig(**{**TINY, "max_samples": 30, "val_split": 0.1, "minibatch": 2, "progress": False})
+    with pytest.raises(ConfigError, match="validation set has 3 sample"):
+        trainer._Experiment(cfg, Runtime(device=torch.device("cpu"), rank=3, world_size=4))

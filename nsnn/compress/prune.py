@@ -60,7 +60,7 @@ def _check_args(sparsity: float | None, threshold: float | None) -> None:
         )
     if sparsity is not None and not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    if threshold is not None and threshold < 0:
+    if threshold is not None and not threshold >= 0:  # NaN too
         raise ValueError(f"threshold must be >= 0, got {threshold}")
 
 

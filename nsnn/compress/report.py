@@ -164,10 +164,8 @@ def _layer_events(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> f
     events = (x != 0).to(weight.dtype)
     if isinstance(module, nn.Linear):
         return float(F.linear(events, weight).sum())
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
-    return float(
-        conv(events, weight, None, module.stride, module.padding, module.dilation, module.groups).sum()
-    )
+    # The layer's own convolution, so its padding mode (circular, reflect, ...) reaches the same outputs.
+    return float(module._conv_forward(events, weight, None).sum())
 
 
 @torch.no_grad()

@@ -51,8 +51,19 @@ def find_dvs_folder(root: str | Path) -> Path | None:
 
 
 def _sample_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.glob("*.pt") if p.stem.isdigit()]
-    return sorted(files, key=lambda p: int(p.stem))
+    """``0.pt … <N-1>.pt`` in index order; a gap or an index written twice (``5.pt``, ``05.pt``) is an
+    error naming the file, not a silently shorter or duplicated set."""
+    files = sorted((p for p in folder.glob("*.pt") if p.stem.isdigit()), key=lambda p: (int(p.stem), p.name))
+    for i, path in enumerate(files):
+        if int(path.stem) != i:
+            taken = int(path.stem) < i
+            problem = (
+                f"{path.name} repeats sample index {int(path.stem)} ({files[i - 1].name})"
+                if taken
+                else f"sample file {i}.pt is missing (the files run 0.pt … {len(files) - 1}.pt by count)"
+            )
+            raise _error(folder, problem)
+    return files
 
 
 def _label(value: object, path: Path) -> int:

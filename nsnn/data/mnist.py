@@ -82,11 +82,23 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
 
 
-def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        for folder in (root, root / "MNIST" / "raw", root / "raw"):
-            if (folder / name).is_file():
-                return folder / name
+def _spellings(stem: str) -> list[str]:
+    """File names of ``stem`` in order of preference: gzip (what downloads verify) first."""
+    dotted = stem.replace("-idx", ".idx")
+    return [stem + ".gz", stem, dotted + ".gz", dotted]
+
+
+def _find_pair(root: Path, img_stem: str, lbl_stem: str) -> tuple[Path, Path] | None:
+    """Images and labels of one split from one copy: the first folder (``root``, ``root/MNIST/raw``,
+    ``root/raw``) holding both, both spelled alike where it can (``.gz`` first), so that a stray
+    uncompressed file beside a set of ``.gz`` files (or in another folder) never pairs labels of one
+    copy with images of another."""
+    for folder in (root, root / "MNIST" / "raw", root / "raw"):
+        pairs = list(zip(_spellings(img_stem), _spellings(lbl_stem), strict=True))
+        pairs += [(i, lb) for i in _spellings(img_stem) for lb in _spellings(lbl_stem)]
+        for img, lbl in pairs:
+            if (folder / img).is_file() and (folder / lbl).is_file():
+                return folder / img, folder / lbl
     return None
 
 
@@ -94,16 +106,22 @@ def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
     """Load MNIST ``split`` ("train" or "test") from a folder of the four standard idx(.gz) files.
 
     Accepted layouts: ``root/<file>[.gz]``, ``root/MNIST/raw/<file>[.gz]`` (torchvision's) or
-    ``root/raw/<file>[.gz]``.
+    ``root/raw/<file>[.gz]``. A split's two files come from one folder; where a file is there both
+    compressed and not, the ``.gz`` pair is read.
     """
     if split not in _FILES:
         raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
     root = Path(root)
     img_stem, lbl_stem = _FILES[split]
-    img_path, lbl_path = _find(root, img_stem), _find(root, lbl_stem)
-    if img_path is None or lbl_path is None:
-        problem = f"{split} files {img_stem}[.gz] / {lbl_stem}[.gz] not found"
+    pair = _find_pair(root, img_stem, lbl_stem)
+    if pair is None:
+        problem = f"{split} files {img_stem}[.gz] / {lbl_stem}[.gz] not found (both in one folder)"
         raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
+    return _load_files(root, *pair)
+
+
+def _load_files(root: Path, img_path: Path, lbl_path: Path) -> ImageSet:
+    """One split from its two idx files, checked (errors name ``root`` and the layout)."""
     try:
         images, labels = read_idx(img_path), read_idx(lbl_path)
     except DatasetError as e:
@@ -149,7 +167,8 @@ def load_embedded_mnist(verify: bool = True) -> ImageSet:
                 raise DatasetError(f"embedded MNIST file missing: {path} (reinstall nsnn)")
             if hashlib.md5(path.read_bytes()).hexdigest() != md5:
                 raise DatasetError(f"embedded MNIST file corrupt (md5 mismatch): {path} (reinstall nsnn)")
-    return load_mnist_folder(folder, "test")
+    img, lbl = (stem + ".gz" for stem in _FILES["test"])  # the files the md5s above are of
+    return _load_files(folder, folder / img, folder / lbl)
 
 
 def embedded_mnist_split() -> tuple[ImageSet, ImageSet]:

@@ -137,14 +137,25 @@ def get_dataset(
     return _BUILDERS[name](None if data_dir is None else Path(data_dir), download, progress)
 
 
-def _load_or_fetch(load: Callable[[], T], fetch: Callable[[], object], download: bool) -> T:
+def _load_or_fetch(
+    load: Callable[[Path], T], root: Path, fetch: Callable[[], Path], download: bool
+) -> tuple[T, Path]:
+    """``(load(root), root)``; if that fails and ``download``: ``fetch()`` (which verifies what it
+    downloads and returns where it put it), then ``(load(folder), folder)`` from that folder, so that
+    the files read are the ones just verified."""
     try:
-        return load()
+        return load(root), root
     except DatasetError:
         if not download:
             raise
-    fetch()
-    return load()
+    folder = fetch()
+    try:
+        return load(folder), folder
+    except DatasetError as e:
+        raise DatasetError(
+            f"{e}\n--download kept the files already in {folder}, and they do not load: delete that "
+            "folder to fetch a fresh copy"
+        ) from e
 
 
 @register_dataset("mnist")
@@ -154,12 +165,13 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
         source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
     else:
         root = data_dir if data_dir is not None else default_data_dir()
-        train, test = _load_or_fetch(
-            lambda: (load_mnist_folder(root, "train"), load_mnist_folder(root, "test")),
+        (train, test), folder = _load_or_fetch(
+            lambda at: (load_mnist_folder(at, "train"), load_mnist_folder(at, "test")),
+            root,
             lambda: download_mnist(root, progress=progress),
             download,
         )
-        source = str(root)
+        source = str(folder)
     return DatasetBundle(
         embedded=data_dir is None and not download,
         name="mnist",
@@ -177,10 +189,11 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
 
 def _cifar(name: str) -> Builder:
     def build(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
-        root = data_dir if data_dir is not None else default_data_dir()
-        train = _load_or_fetch(
-            lambda: load_cifar_folder(root, name, "train"),
-            lambda: download_cifar(root, name, progress=progress),
+        base = data_dir if data_dir is not None else default_data_dir()
+        train, root = _load_or_fetch(
+            lambda at: load_cifar_folder(at, name, "train"),
+            base,
+            lambda: download_cifar(base, name, progress=progress),
             download,
         )
         mean, std = _CIFAR_NORM[name]

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from nsnn.functional import native, ops, triton_lif
-from nsnn.functional.lif import FIRE_MODES, LIFParameters, _times, _work_dtype, fire
+from nsnn.functional.lif import LIFParameters, _times, _work_dtype, check_spike_args, fire
 from nsnn.noise import Noise
 
 __all__ = ["lif_multistep"]
@@ -142,8 +142,7 @@ def lif_multistep(
     CUDA float32/float16/bfloat16 the Triton one of :mod:`nsnn.functional.triton_lif`. This torch
     code is the reference and the fallback for other devices, dtypes and families.
     """
-    if mode not in FIRE_MODES:
-        raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
+    check_spike_args(noise, mode)
     if x.dim() < 2:
         raise ValueError(f"multi-step input must be [T, B, ...] (rank >= 2), got shape {tuple(x.shape)}")
     if not x.is_floating_point():

@@ -109,10 +109,21 @@ class _Leak(torch.autograd.Function):
         return grad_decay.to(decay.dtype).reshape(decay.shape), (grad_h * decay).to(u.dtype)
 
 
-def spike(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
-    """Differentiable spike nonlinearity: forward per ``mode``, backward ``noise.pdf(z)``."""
+def check_spike_args(noise: Any, mode: Any) -> None:
+    """Refuse a fire ``mode`` that is not one of :data:`FIRE_MODES` (ValueError) and a ``noise`` that is
+    not a :class:`~nsnn.noise.Noise` (TypeError: a family name would only fail in the backward pass)."""
     if mode not in FIRE_MODES:
         raise ValueError(f"unknown fire mode {mode!r}; valid: {', '.join(FIRE_MODES)}")
+    if not isinstance(noise, Noise):
+        raise TypeError(
+            f"noise must be a Noise instance, e.g. nsnn.noise.get_noise('gaussian', 0.3); "
+            f"got {type(noise).__name__} {noise!r}"
+        )
+
+
+def spike(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
+    """Differentiable spike nonlinearity: forward per ``mode``, backward ``noise.pdf(z)``."""
+    check_spike_args(noise, mode)
     return _Spike.apply(z, noise, mode, generator)
 
 

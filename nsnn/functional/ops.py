@@ -191,7 +191,13 @@ def no_double_backward(
     """Decorate an autograd ``backward`` that autograd cannot differentiate (a kernel, or torch ops on
     membranes recomputed without a graph). Under ``create_graph=True`` its gradients come back marked so
     that differentiating them again raises, where they would otherwise be silently taken as constants
-    (torch's ``once_differentiable`` marks them only when the incoming gradient requires grad)."""
+    (torch's ``once_differentiable`` marks them only when the incoming gradient requires grad).
+
+    The mark (a ``DelayedError`` node) is linked to the graph of the op's saved tensors and incoming
+    gradients by a sum over none of their elements (exactly 0, even for ±inf entries): the node then lies
+    on every path from these gradients back to the op's inputs, so ``torch.autograd.grad(...,
+    inputs=...)``, which only runs the nodes on paths to its inputs, raises too instead of dropping the
+    second-order term (a MAML-style meta-gradient through the layer)."""
 
     @functools.wraps(backward)
     def wrapper(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
@@ -199,11 +205,21 @@ def no_double_backward(
             outputs = backward(ctx, *grads)
         if not torch.is_grad_enabled():
             return outputs
+        sources = [t for t in (*ctx.saved_tensors, *grads) if isinstance(t, Tensor) and t.requires_grad]
         error = torch._C._functions.DelayedError(
             b"the fused LIF backward of nsnn cannot be differentiated again (no double backward)",
             len(outputs),
         )
-        return error(*[None if g is None else g.detach().requires_grad_(True) for g in outputs])
+
+        def marked(g: Tensor | None) -> Tensor | None:
+            if g is None:
+                return None
+            if not sources:
+                return g.detach().requires_grad_(True)
+            link = sum(t.reshape(-1)[:0].sum() for t in sources)
+            return g.detach() + link.to(g.dtype)
+
+        return error(*[marked(g) for g in outputs])
 
     return wrapper
 

@@ -66,7 +66,8 @@ def list_models() -> list[str]:
 
 
 def arch_kwargs(name: str) -> dict[str, Any]:
-    """The architecture keywords of model ``name`` and their defaults (neuron keywords excluded)."""
+    """The architecture keywords of model ``name`` and their defaults (neuron keywords excluded); a
+    keyword without a default (which :func:`create` then requires) maps to ``inspect.Parameter.empty``."""
     factory = _get(name)
     params = list(inspect.signature(factory).parameters.values())[1:]
     return {p.name: p.default for p in params}
@@ -109,6 +110,9 @@ def create(name: str, **kwargs: Any) -> nn.Module:
                 pair = " (or an [H, W] pair of them)" if key == "image_size" else ""
                 raise ValueError(f"{key} of model {name!r} must be a positive integer{pair}, got {value!r}")
     arch.update({k: v for k, v in kwargs.items() if k in arch})
+    missing = [k for k, v in arch.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise ValueError(f"model {name!r} needs the keyword(s) {missing}, which have no default")
     try:
         config = json.loads(json.dumps({"name": name, "kwargs": {**arch, **spec.as_kwargs()}}))
     except TypeError as err:

@@ -153,10 +153,13 @@ class SpikingNeuron(nn.Module):
         """Input current actually integrated (subclasses may perturb it)."""
         return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
+    def _check_floating(self, x: Tensor) -> None:
         if not x.is_floating_point():
             raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
+        self._check_floating(x)
         if self.step_mode == "m":
             if x.dim() < 2:
                 raise ValueError(
@@ -174,6 +177,7 @@ class SpikingNeuron(nn.Module):
 
     def step(self, x_t: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One step, functional: ``spk, mem = neuron.step(x_t, mem)`` (``mem=None``: from rest)."""
+        self._check_floating(x_t)
         if mem is not None and mem.shape != x_t.shape:
             raise ValueError(
                 f"mem has shape {tuple(mem.shape)} but x_t has {tuple(x_t.shape)}: pass the membrane "

@@ -191,6 +191,13 @@ class _Experiment:
                 f"--minibatch {cfg.minibatch} × {rt.world_size} process(es) exceeds the "
                 f"{len(train)} training samples"
             )
+        for what, data in (("validation", val), ("test", bundle.test)):
+            if data is not None and len(data) < rt.world_size:
+                raise ConfigError(
+                    f"the {what} set has {len(data)} sample(s), fewer than the {rt.world_size} processes "
+                    "that each evaluate a shard of it; use more samples (--max-samples, --val-split) or "
+                    "fewer processes"
+                )
         self.val_loader = (
             None if val is None else bundle.loader(_shard(val, rt), cfg.minibatch, train=False, **common)
         )
