@@ -37,6 +37,17 @@ if [ "$#" -gt 0 ]; then
     esac
 fi
 
+# A resumed run (--resume RUN) keeps its own configuration: the recipe's flags are left out, since the
+# script refuses any flag that differs from the run's (a run trained with --timestep 2 must not be
+# resumed with the recipe's --timestep 4).
+resuming=false
+for arg in "$@"; do
+    case "$arg" in --resume | --resume=*) resuming=true ;; esac
+done
+recipe_flags() {
+    if ! $resuming; then printf '%s\n' "$@"; fi
+}
+
 case "$recipe" in
     mnist)
         # A new run folder, unless the extra flags name one (--out DIR) or continue one (--resume RUN).
@@ -51,7 +62,8 @@ case "$recipe" in
         done
         case "$run_dir" in *.pt) run_dir="$(dirname "$run_dir")" ;; esac  # --resume runs/X/last.pt
         echo "[nsnn] training mnist_convnet (NILIF, T=4) on the embedded MNIST set -> $run_dir"
-        "$PYTHON" "$scripts"/main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 "${out_flag[@]}" "$@"
+        mapfile -t flags < <(recipe_flags --neuron NILIF --model mnist_convnet --timestep 4)
+        "$PYTHON" "$scripts"/main_mnist.py "${flags[@]}" "${out_flag[@]}" "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
         for mode in stochastic deterministic expected; do
             "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode "$mode"
@@ -66,16 +78,19 @@ case "$recipe" in
         [ "$recipe" = cifar10-lif ] && neuron=LIF
         script="$scripts"/main_cifar10.py
         [ "$recipe" = cifar100 ] && script="$scripts"/main_cifar100.py
-        "$PYTHON" "$script" --neuron "$neuron" --reg no --model spiking_resnet18 --epochs 300 --minibatch 256 \
-            --timestep 2 --seed 1 --lr 0.003 --sigma 0.3 "$@"
+        mapfile -t flags < <(recipe_flags --neuron "$neuron" --reg no --model spiking_resnet18 --epochs 300 \
+            --minibatch 256 --timestep 2 --seed 1 --lr 0.003 --sigma 0.3)
+        "$PYTHON" "$script" "${flags[@]}" "$@"
         ;;
     dvs)
-        "$PYTHON" "$scripts"/main_dvs_cifar10.py --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
-            --timestep 10 --seed 1 --lr 0.0003 --sigma 0.2 "$@"
+        mapfile -t flags < <(recipe_flags --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
+            --timestep 10 --seed 1 --lr 0.0003 --sigma 0.2)
+        "$PYTHON" "$scripts"/main_dvs_cifar10.py "${flags[@]}" "$@"
         ;;
     cifarnet)
-        "$PYTHON" "$scripts"/main_cifar10.py --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
-            --timestep 4 --seed 1 --lr 0.001 --sigma 0.3 --cutout 8 "$@"
+        mapfile -t flags < <(recipe_flags --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
+            --timestep 4 --seed 1 --lr 0.001 --sigma 0.3 --cutout 8)
+        "$PYTHON" "$scripts"/main_cifar10.py "${flags[@]}" "$@"
         ;;
     -h | --help | help)
         usage

@@ -23,9 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from nsnn.io import json_text, make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
+
+if TYPE_CHECKING:
+    from nsnn.data import ImageSet
+    from nsnn.stdp.runio import StdpRun
 
 # A new run's data sizes when not given; --from-run takes the saved run's own instead.
 NEW_RUN_DATA = {"train": 8000, "test": 2000}
@@ -171,7 +176,7 @@ def load_data(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from nsnn.stdp import load_run, run_experiment, sweep_run
+    from nsnn.stdp import load_run
     from nsnn.stdp.experiment import dense_weights
 
     args = parse_args(argv)
@@ -195,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"invalid configuration: {e}") from e
     train, test = load_data(args)
     out = sys.stderr if args.json else sys.stdout
+    source_run = None
     if args.from_run:
         try:
             source_run = load_run(args.from_run)
@@ -205,7 +211,29 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir = make_run_dir(args.out, "stdp-sweep" if args.from_run else f"stdp-{args.neurons}")
     except FileExistsError as e:
         raise SystemExit(str(e)) from None
-    if args.from_run:
+    except OSError as e:  # a read-only place, a file in the path
+        raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
+    try:
+        return _run(args, config, train, test, run_dir, source_run, out)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {run_dir} holds an unfinished run (no summary.json)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _run(
+    args: argparse.Namespace,
+    config: STDPConfig,
+    train: ImageSet,
+    test: ImageSet,
+    run_dir: Path,
+    source_run: StdpRun | None,
+    out: TextIO,
+) -> dict:
+    """Train and evaluate into ``run_dir`` (or, given ``source_run``, compress and evaluate that saved
+    run); print the result to ``out`` (and the ``--json`` line) and return it."""
+    from nsnn.stdp import run_experiment, sweep_run
+
+    if source_run is not None:
         cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
         try:
             rows = sweep_run(

@@ -92,6 +92,7 @@ def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
         (["--seed", "-1"], "seed must be an integer >= 0"),
         (["--max-samples", "1"], "max_samples must leave >= 2 samples"),
         (["--arch", '{"width": 0}', "--max-samples", "100", "--minibatch", "8"], "width of model"),
+        (["--loss", "mean_ce", "--tet"], "--tet means --loss tet, which conflicts with --loss mean_ce"),
     ],
 )
 def test_bad_training_flags_exit_2_with_message(argv, message, monkeypatch, capsys):
@@ -115,6 +116,14 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     for key in ("best_val_accuracy", "test_accuracy"):
         assert 0.0 <= result[key] <= 1.0, key
     assert (run / "best.pt").is_file() and (run / "curves.png").is_file()
+
+    # With its defaults (the run's eval mode and batch size, noise seed 0) the testing script reproduces
+    # the test figures of the stochastic pass that ended training, to the last bit.
+    summary = read_json(run / "summary.json")
+    assert summary["eval_mode"] == "stochastic"
+    assert run_script("testing_mnist.py", ["--snapshot", str(run), "--json"], monkeypatch) == 0
+    again = last_json(capsys.readouterr().out)
+    assert (again["accuracy"], again["loss"]) == (summary["test_accuracy"], summary["test_loss"])
 
     argv = [
         "--snapshot",
@@ -186,6 +195,17 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "flags differ: --lr 0.5" in err and "--dataset" not in err
 
+    # An --out that cannot be made is one line, not a traceback; for testing, before the evaluation.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(blocked / "run")], monkeypatch) == 1
+    assert "error: " in capsys.readouterr().err
+    assert run_script("testing_mnist.py", ["--snapshot", str(run), "--out", str(blocked)], monkeypatch) == 2
+    captured = capsys.readouterr()
+    assert f"--out {blocked}: cannot make that folder" in captured.err and "test accuracy" not in captured.out
+    assert run_script("testing_mnist.py", ["--snapshot", str(run), "--workers", "-1"], monkeypatch) == 2
+    assert "workers must be >= 0" in capsys.readouterr().err
+
     # A new run never reuses a folder that holds files.
     before = (run / "metrics.csv").read_text()
     assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 2
@@ -205,6 +225,17 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert "not a held-out figure" in capsys.readouterr().err
 
 
+def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(cfg, **_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nsnn.training.trainer.fit", interrupted)
+    run = tmp_path / "run"
+    assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 130
+    err = capsys.readouterr().err
+    assert f"last.pt in {run} holds the last finished epoch" in err and f"--resume {run}" in err
+
+
 def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
     # PYTHON=echo prints the commands the mnist recipe would run.
     def commands(*extra: str) -> list[str]:
@@ -221,6 +252,9 @@ def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
     assert all(f"--snapshot {run}/best.pt" in t for t in tests) and len(tests) == 4
     train, *tests = commands("--resume", "runs/old/last.pt")
     assert "--out" not in train and all("--snapshot runs/old/best.pt" in t for t in tests)
+    # a resumed run keeps its own configuration: none of the recipe's flags (the script would refuse a
+    # --timestep 4 for a run trained with --timestep 2)
+    assert train == f"{REPO}/scripts/main_mnist.py --resume runs/old/last.pt"
     train, *tests = commands("--out", "/tmp/elsewhere")
     assert train.count("--out") == 1 and all("--snapshot /tmp/elsewhere/best.pt" in t for t in tests)
 
@@ -240,6 +274,19 @@ def test_run_training_leaves_relative_paths_to_the_callers_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{tmp_path} {REPO}/scripts/main_cifar10.py ")
     assert proc.stdout.rstrip().endswith("--data-dir data --out runs/mine")
+    for recipe, script in (
+        ("cifar10", "main_cifar10"),
+        ("dvs", "main_dvs_cifar10"),
+        ("cifarnet", "main_cifar10"),
+    ):
+        proc = subprocess.run(
+            ["bash", str(REPO / "run_training.sh"), recipe, "--resume=runs/mine"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert proc.stdout.strip() == f"{tmp_path} {REPO}/scripts/{script}.py --resume=runs/mine", proc.stderr
 
 
 def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import runpy
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import brian2 as b2
@@ -615,7 +618,7 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     assert (tmp_path / "sweep" / "sweep.csv").is_file()
 
 
-def test_cli_rejects_bad_config():
+def test_cli_rejects_bad_config(tmp_path):
     script = str(ROOT / "scripts" / "stdp_mnist.py")
     proc = subprocess.run([sys.executable, script, "--prune", "1.5"], capture_output=True, text=True)
     assert proc.returncode != 0 and "prune" in proc.stderr
@@ -628,10 +631,43 @@ def test_cli_rejects_bad_config():
     assert proc.returncode == 2 and "its own configuration; drop --prune-every" in proc.stderr
     proc = subprocess.run([sys.executable, script, "--label", "-4"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--label must be >= 1" in proc.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    proc = subprocess.run(
+        [sys.executable, script, "--out", str(blocked / "run")], capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 1
+        and "cannot make the run folder" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     for source in ([], ["--from-run", "runs/x"]):  # a sweep runs its own grid, never one given cell
         argv = [sys.executable, script, *source, "--sweep", "--prune", "0.5", "--bits", "4"]
         proc = subprocess.run(argv, capture_output=True, text=True)
         assert proc.returncode == 2 and "drop --prune, --bits and --levels" in proc.stderr
+
+
+def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
+    # Brian2's default handler turned Ctrl-C into a graceful stop of the current run(): the script went
+    # on with a shortened training block and saved the result as complete, with exit code 0.
+    script = str(ROOT / "scripts" / "stdp_mnist.py")
+    argv = [sys.executable, script, "--target", "numpy", "--neurons", "10", "--train", "400", "--test", "10"]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*argv, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "config.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # inside the training phase (400 examples take far longer)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "interrupted" in err.decode() and not (run / "summary.json").exists()
 
 
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
@@ -695,7 +731,7 @@ def test_standalone_build_runs_end_to_end(tmp_path):
         part = engine.run(Phase(rates[:2], state0, plastic=True, seed=3))
         assert first.build_seconds > 0 and repeat.build_seconds == part.build_seconds == 0
         frozen = respond(engine, first.state, images, cfg)
-    assert b2.get_device() is b2.all_devices["runtime"]
+    assert b2.get_device() is b2.all_devices["runtime"] and b2.prefs.core.stop_on_keyboard_interrupt
     for phase in ("train", "frozen"):  # the generated code was patched (the patches leave it unchanged)
         project = tmp_path / "build" / phase
         assert (project / "brianlib" / "spikequeue.h").read_text() == SPIKE_QUEUE_HEADER.read_text()
@@ -708,6 +744,9 @@ def test_standalone_build_runs_end_to_end(tmp_path):
             (code,) = (project / "code_objects").glob(f"{group}_stateupdater_codeobject*.cpp")
             loop = code.read_text().split("#pragma GCC ivdep")[1]
             assert "_timestep_at_least(t - lastspike, dt, _lio_" in loop and "_timestep(" not in loop
+        # built without Brian2's graceful-stop SIGINT handler: Ctrl-C kills the binary instead of ending
+        # its run early with success (which would read back as a finished, silently shortened phase)
+        assert "std::signal(SIGINT" not in (project / "main.cpp").read_text()
         network = (project / "network.cpp").read_text()
         step_end, after_loop = network.split("clock = next_clocks();")[-1].split("_globally_running = false;")
         assert "std::clock()" not in step_end and "std::clock()" in after_loop

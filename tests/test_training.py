@@ -394,6 +394,13 @@ def test_run_stopped_in_its_first_epoch_resumes_exactly_and_only_on_its_own_data
     on_folder = tmp_path / "on-folder"
     with pytest.raises(KeyboardInterrupt):
         fit(TrainConfig(**settings, out=str(on_folder), data_dir=str(folder)), on_step=stop)
+    # ... and refuses a folder of other data with the same sizes (here: the labels shifted by one).
+    other = _mnist_folder(tmp_path / "other", 300)
+    labels = other / "train-labels-idx1-ubyte"
+    header, payload = labels.read_bytes()[:8], np.frombuffer(labels.read_bytes()[8:], np.uint8)
+    labels.write_bytes(header + ((payload + 1) % 10).astype(np.uint8).tobytes())
+    with pytest.raises(ConfigError, match="other images or labels of the same sizes"):
+        fit(TrainConfig(**settings, resume=str(on_folder), data_dir=str(other)))
     fit(TrainConfig(**settings, resume=str(on_folder)))
     assert read_json(on_folder / "config.json")["data_dir"] == str(folder)
     assert _torch_load_strict(on_folder / "last.pt")["dataset"]["embedded"] is False

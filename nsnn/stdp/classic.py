@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nsnn.stdp.config import STDPConfig
+from nsnn.stdp.engine import interrupts_raise
 from nsnn.stdp.network import build_network
 from nsnn.stdp.state import NetworkState, image_rates, normalize_columns
 
@@ -59,29 +60,30 @@ def classic_train(
     previous = b2.prefs.codegen.target
     b2.prefs.codegen.target = target
     try:
-        b2.seed(config.seed)
-        net = build_network(config, state, plastic=True, n_examples=1, input="manual", normalize=False)
-        ns = net.namespace
-        net.net.run(0 * b2.ms, namespace=ns)
-        counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
-        present, rest = config.t_present_ms * b2.ms, config.t_rest_ms * b2.ms
-        start, cpu = time.perf_counter(), time.process_time()
-        for k in tqdm(range(len(images)), desc="classic", unit="ex", disable=not progress):
-            for attempt in range(1 + (config.retry_max if retry else 0)):
-                # before every presentation, retries included, as the original loop does
-                net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]
-                intensity = config.intensity + attempt * config.retry_intensity_step
-                before = np.asarray(net.spikes_e.count[:])
-                net.X.rates = image_rates(images[k : k + 1], config, intensity)[0] * b2.Hz
-                net.net.run(present, namespace=ns)
-                counts[k] = np.asarray(net.spikes_e.count[:]) - before
-                net.X.rates = 0 * b2.Hz
-                net.net.run(rest, namespace=ns)
-                if counts[k].sum() >= config.retry_min_spikes:
-                    break
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
-        return ClassicResult(state.with_weights(_dense(net, state), theta), counts, seconds, cpu)
+        with interrupts_raise():  # Ctrl-C stops the loop, not one run() of it
+            b2.seed(config.seed)
+            net = build_network(config, state, plastic=True, n_examples=1, input="manual", normalize=False)
+            ns = net.namespace
+            net.net.run(0 * b2.ms, namespace=ns)
+            counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
+            present, rest = config.t_present_ms * b2.ms, config.t_rest_ms * b2.ms
+            start, cpu = time.perf_counter(), time.process_time()
+            for k in tqdm(range(len(images)), desc="classic", unit="ex", disable=not progress):
+                for attempt in range(1 + (config.retry_max if retry else 0)):
+                    # before every presentation, retries included, as the original loop does
+                    net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]
+                    intensity = config.intensity + attempt * config.retry_intensity_step
+                    before = np.asarray(net.spikes_e.count[:])
+                    net.X.rates = image_rates(images[k : k + 1], config, intensity)[0] * b2.Hz
+                    net.net.run(present, namespace=ns)
+                    counts[k] = np.asarray(net.spikes_e.count[:]) - before
+                    net.X.rates = 0 * b2.Hz
+                    net.net.run(rest, namespace=ns)
+                    if counts[k].sum() >= config.retry_min_spikes:
+                        break
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
+            return ClassicResult(state.with_weights(_dense(net, state), theta), counts, seconds, cpu)
     finally:
         b2.prefs.codegen.target = previous
 

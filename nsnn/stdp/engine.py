@@ -40,6 +40,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from ctypes.util import find_library
 from dataclasses import dataclass
@@ -138,6 +139,21 @@ def _build_flags():
     finally:
         for name, value in saved.items():
             cpp[name] = value
+
+
+@contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` in a simulation run inside this block (and kills a standalone
+    binary built inside it). Brian2's default turns the first Ctrl-C into a graceful stop instead: the
+    run, a compiled binary's too, ends early with success, and its partial state would read back like a
+    finished phase, silently cutting a training block short."""
+    core = b2.prefs.core
+    saved = core.stop_on_keyboard_interrupt
+    core.stop_on_keyboard_interrupt = False
+    try:
+        yield
+    finally:
+        core.stop_on_keyboard_interrupt = saved
 
 
 # SHA-256 of the spikequeue.h that nsnn's queue replaces (Brian2 2.9.0's brian2/synapses/cspikequeue.cpp).
@@ -374,7 +390,7 @@ class StandaloneEngine:
             f"brian::_random_generators[_i].seed((unsigned long) brian::{seed_array}[0] + _i);",
         )
         net.net.run(net.duration, namespace=net.namespace)
-        with _build_flags():
+        with _build_flags(), interrupts_raise():  # main.cpp then installs no graceful-stop handler
             b2.device.build(directory=self._directory, compile=False, run=False, with_output=False)
         patch_spike_queue(directory)
         patch_run_loop(directory)
@@ -418,7 +434,10 @@ class StandaloneEngine:
                     net.Ae.stop_step: len(rows) * self.config.steps_per_example,
                 }
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()
-                b2.device.run(self._directory, results_directory="results", with_output=False, run_args=args)
+                with interrupts_raise():
+                    b2.device.run(
+                        self._directory, results_directory="results", with_output=False, run_args=args
+                    )
                 sim += time.perf_counter() - t0
                 cpu += _child_cpu_seconds() - c0
                 self._cleanup_run_args()
@@ -478,7 +497,8 @@ class RuntimeEngine:
         previous = b2.prefs.codegen.target
         b2.prefs.codegen.target = self.target
         try:
-            return self._run(phase, progress)
+            with interrupts_raise():
+                return self._run(phase, progress)
         finally:
             b2.prefs.codegen.target = previous
 

@@ -24,6 +24,7 @@ from nsnn.io import CsvLog, json_text, read_csv, write_json
 from nsnn.training.config import (
     EVAL_MODES,
     RUNTIME_FIELDS,
+    TEST_SEED,
     ConfigError,
     TrainConfig,
     build_train_parser,
@@ -100,9 +101,17 @@ def train_main(
         result = fit(cfg)
     except ConfigError as e:
         parser.error(str(e))
-    except (DatasetError, FileNotFoundError) as e:
+    except (DatasetError, OSError) as e:  # missing data, an --out that cannot be written, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        where = cfg.resume or cfg.out
+        print(
+            f"\ninterrupted: last.pt in {where or 'the run folder printed above'} holds the last finished "
+            f"epoch (written atomically); continue with --resume {where or '<run folder>'}",
+            file=sys.stderr,
+        )
+        return 130
     if cfg.json and _is_main_process():
         _emit_json(result)
     return 0
@@ -124,20 +133,22 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
         "--eval-mode",
         "--eval_mode",
         dest="eval_mode",
-        default="stochastic",
-        help=f"neuron mode at evaluation: {', '.join(EVAL_MODES)}",
+        default=None,
+        help=f"neuron mode at evaluation: {', '.join(EVAL_MODES)} (default: the run's own)",
     )
     p.add_argument(
         "--n_ensembles",
         "--n-ensembles",
         dest="n_ensembles",
         type=int,
-        default=1,
-        help="average the time-mean logits of K passes (stochastic mode)",
+        default=None,
+        help="average the time-mean logits of K passes (stochastic mode; default: the run's own)",
     )
     p.add_argument("--perturbation", default="clean", help=f"perturbation: {', '.join(list_perturbations())}")
     p.add_argument("--strength", type=float, default=0.0, help="perturbation strength")
-    p.add_argument("--minibatch", "-b", type=int, default=256, help="evaluation batch size")
+    p.add_argument(
+        "--minibatch", "-b", type=int, default=None, help="evaluation batch size (default: the run's own)"
+    )
     p.add_argument(
         "--max-samples",
         "--max_samples",
@@ -147,7 +158,12 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
         help="evaluate a seeded subset of at most this many test samples, 0 = the whole test set "
         "(default: the run's own --max-samples)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the stochastic neurons' noise")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TEST_SEED,
+        help=f"seed of the stochastic neurons' noise (default {TEST_SEED}, as in the test ending training)",
+    )
     p.add_argument(
         "--data-dir",
         "--data_dir",
@@ -182,10 +198,13 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     from nsnn.training.runtime import seed_everything, setup_runtime
     from nsnn.training.trainer import load_dataset
 
-    if args.eval_mode not in EVAL_MODES:
+    if args.eval_mode is not None and args.eval_mode not in EVAL_MODES:
         raise ConfigError(f"eval_mode must be one of {list(EVAL_MODES)}, got {args.eval_mode!r}")
-    if args.n_ensembles < 1 or args.minibatch < 1:
-        raise ConfigError(f"n_ensembles and minibatch must be >= 1, got {args.n_ensembles}, {args.minibatch}")
+    for name in ("n_ensembles", "minibatch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        raise ConfigError(f"workers must be >= 0 (0 = torch's default), got {args.workers}")
     if args.max_samples is not None and args.max_samples < 0:
         raise ConfigError(f"max_samples must be >= 0 (0 = the whole test set), got {args.max_samples}")
     try:
@@ -193,9 +212,20 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     path = resolve_checkpoint(args.snapshot)
+    out = Path(args.out) if args.out is not None else path.parent
+    try:  # before the evaluation, whose result would otherwise be lost
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot make that folder ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"--out {out}: the folder is not writable")
     rt = setup_runtime(args.device, args.amp, args.workers)
     model, ckpt = load_model(path, map_location=rt.device)
     cfg = TrainConfig.from_dict({**ckpt["config"], "resume": None})
+    args = copy.copy(args)  # what is not given is the run's own
+    args.eval_mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
+    args.n_ensembles = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
+    args.minibatch = cfg.minibatch if args.minibatch is None else args.minibatch  # the same noise draws
     if dataset is not None and cfg.dataset != dataset:
         raise ConfigError(
             f"{path} was trained on {cfg.dataset!r}, not {dataset!r}; "
@@ -252,7 +282,6 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "n": metrics["n"],
         "seconds": time.perf_counter() - tick,
     }
-    out = Path(args.out) if args.out is not None else path.parent
     tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"

@@ -22,6 +22,9 @@ from nsnn.training.losses import LOSSES, REGULARIZERS
 from nsnn.training.optim import OPTIMIZERS, SCHEDULERS, scheduler_name
 
 EVAL_MODES = ("stochastic", "deterministic", "expected")
+# Noise seed of a test pass: the one that ends training and the testing scripts' default (--seed), so
+# that `testing_*.py --snapshot best.pt` reproduces the test accuracy a single-process run reported.
+TEST_SEED = 0
 ENCODINGS = ("direct", "poisson")
 
 # Fields that may differ between a run and its --resume (they change how, not what, is computed).
@@ -91,6 +94,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.tet:  # an alias of loss="tet", normalized away so both spellings are one experiment
+            if self.loss not in ("per_step_ce", "tet"):  # the default, or the same choice spelled twice
+                raise ConfigError(f"--tet means --loss tet, which conflicts with --loss {self.loss}")
             self.loss, self.tet = "tet", False
         try:
             self.scheduler = scheduler_name(self.scheduler)

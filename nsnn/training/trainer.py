@@ -17,6 +17,7 @@ weights as one never interrupted (same device, same world size).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from nsnn.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from nsnn.training.config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from nsnn.training.config import RUNTIME_FIELDS, TEST_SEED, ConfigError, TrainConfig
 from nsnn.training.evaluate import evaluate, to_sequence
 from nsnn.training.losses import LossFn, build_loss, get_regularizer
 from nsnn.training.monitor import RunLogger
@@ -115,6 +116,16 @@ def _shard(data: Any, rt: Runtime) -> Any:
     return data.subset(torch.arange(rt.rank, len(data), rt.world_size))
 
 
+def fingerprint(*tensors: Tensor) -> str:
+    """A hash (BLAKE2b, 128 bits) of the tensors' dtypes, shapes and bytes, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype} {tuple(t.shape)};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def _subset(data: Any, n: int, seed: int) -> Any:
     """At most ``n`` samples of an ImageSet, chosen by a seeded permutation."""
     if n >= len(data):
@@ -143,6 +154,7 @@ class _Experiment:
         from nsnn.models import count_parameters, create
 
         self.cfg, self.rt = cfg, rt
+        self._fingerprint: str | None = None
         with main_first(rt):
             bundle = load_dataset(cfg)
         self.bundle = bundle
@@ -240,8 +252,11 @@ class _Experiment:
         )
 
     def dataset_record(self) -> dict[str, Any]:
-        """What the checkpoint records of the data (sizes after ``max_samples``, before the val split)."""
+        """What the checkpoint records of the data (sizes after ``max_samples``, before the val split),
+        with a ``fingerprint`` of its contents (a hash of every image and label, train then test)."""
         b = self.bundle
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(b.train.images, b.train.labels, b.test.images, b.test.labels)
         return {
             "name": b.name,
             "num_classes": b.num_classes,
@@ -250,14 +265,21 @@ class _Experiment:
             "embedded": b.embedded,
             "train_size": len(b.train),
             "test_size": len(b.test),
+            "fingerprint": self._fingerprint,
         }
 
     def check_same_data(self, saved: dict[str, Any]) -> None:
-        """Refuse to resume a run on other data than it was trained on (``saved``: its checkpoint record)."""
+        """Refuse to resume a run on other data than it was trained on (``saved``: its checkpoint record;
+        one written before fingerprints were recorded is compared on the rest)."""
         now = self.dataset_record()
         differ = sorted(k for k in saved.keys() & now.keys() if saved[k] != now[k])
         if differ:
-            details = ", ".join(f"{k} {now[k]!r} (run: {saved[k]!r})" for k in differ)
+            details = ", ".join(
+                "other images or labels of the same sizes"
+                if k == "fingerprint"
+                else f"{k} {now[k]!r} (run: {saved[k]!r})"
+                for k in differ
+            )
             raise ConfigError(
                 f"--resume must continue on the run's own data, but the data loaded now differ: {details}; "
                 "give the run's --data-dir (none for the embedded MNIST split)"
@@ -496,13 +518,16 @@ def _fit(
 
 
 def _test_best(exp: _Experiment, run_dir: Path) -> dict[str, float]:
-    """Load ``best.pt`` into the net (rank 0 reads it, the others receive it); evaluate the test set."""
+    """Load ``best.pt`` into the net (rank 0 reads it, the others receive it); evaluate the test set
+    with the noise seeded by :data:`TEST_SEED`, as the testing scripts do by default (so a
+    single-process run's test accuracy is what ``testing_*.py --snapshot best.pt`` reports)."""
     rt = exp.rt
     if rt.is_main:
         exp.net.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=rt.device)["model"])
     if rt.distributed:
         for tensor in exp.net.state_dict().values():
             dist.broadcast(tensor, src=0)
+    seed_everything(TEST_SEED + 1_000_003 * rt.rank)
     return exp.evaluate(exp.test_loader, "test")
 
 
