@@ -159,8 +159,8 @@ class SpikingNeuron(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
-        self._check_floating(x)
         if self.step_mode == "m":
+            self._check_floating(x)
             if x.dim() < 2:
                 raise ValueError(
                     f"{type(self).__name__} (step_mode='m') expects [T, B, ...] with rank >= 2; "
