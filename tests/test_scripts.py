@@ -182,6 +182,8 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     # the generic CLI takes the run's dataset (no --dataset given: not a clash).
     assert run_script("main_mnist.py", ["--resume", str(run), "--lr", "0.5"], monkeypatch) == 2
     assert "flags differ: --lr 0.5 (run: " in capsys.readouterr().err
+    assert run_script("main_mnist.py", ["--resume", str(run), "--tet"], monkeypatch) == 2  # = --loss tet
+    assert "flags differ: --loss 'tet' (run: 'per_step_ce')" in capsys.readouterr().err
     assert run_script("main_cifar10.py", ["--resume", str(run)], monkeypatch) == 2
     assert "is a mnist run, not cifar10" in capsys.readouterr().err
     assert run_script("main_mnist.py", ["--resume", str(run), "--out", str(tmp_path / "x")], monkeypatch) == 2

@@ -84,6 +84,8 @@ def test_losses_match_hand_computation():
     assert tet_loss(logits, y, lam).item() == pytest.approx((1 - lam) * per_step + lam * mse, rel=1e-6)
     assert build_loss("tet", 0.3)(logits, y).item() == pytest.approx(0.7 * per_step + 0.3 * mse, rel=1e-6)
     assert build_loss("tet", 0.0)(logits, y).item() == pytest.approx(per_step, rel=1e-6)
+    # build_loss("tet") has TET's own default weight (it was 0: plain per-step CE)
+    assert build_loss("tet")(logits, y).item() == tet_loss(logits, y).item() != pytest.approx(per_step)
     # per-step CE differs from CE of the mean (Jensen): the two objectives really are different.
     assert per_step_ce(logits, y).item() > mean_ce(logits, y).item()
 
@@ -251,6 +253,20 @@ def test_neuron_eval_mode_is_restored():
         pass
 
 
+def test_evaluate_restores_every_modules_own_train_flag():
+    # a model training with frozen BatchNorm (its BN layers in eval mode) keeps them frozen
+    from nsnn.models import create
+
+    net = create("mnist_convnet", width=4, hidden=8, neuron="LIF").train()
+    frozen = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen
+    for bn in frozen:
+        bn.eval()
+    batches = [(torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,)))]
+    evaluate(net, batches, timestep=2, progress=False)
+    assert net.training and not any(bn.training for bn in frozen)
+
+
 def _torch_load_strict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -293,8 +309,15 @@ def test_fit_writes_run_dir_and_loadable_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "nowhere")
 
+    # Resuming a finished run trains nothing more: its training time stays that of its epochs (it was
+    # the resumed session's time alone), and the seeded test pass gives the same figures again.
+    assert ckpt["metrics"]["train_seconds"] == result["train_seconds"] > 0
+    again = fit(TrainConfig(resume=str(run), progress=False))
+    assert again["train_seconds"] == result["train_seconds"]
+    assert (again["test_accuracy"], again["test_loss"]) == (result["test_accuracy"], result["test_loss"])
 
-def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, monkeypatch):
+
+def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, monkeypatch, capsys):
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("keep me")
@@ -324,9 +347,17 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     from nsnn.training.runtime import Runtime
 
     monkeypatch.setattr(Runtime, "grad_scaler", lambda self: torch.amp.GradScaler("cpu", enabled=True))
-    fit(TrainConfig(**settings, resume=str(run)))
+    result = fit(TrainConfig(**settings, resume=str(run)))
     last = _torch_load_strict(run / "last.pt")
     assert last["epoch"] == 2 and last["scaler"]["scale"] > 0
+    # The testing tool evaluates an --amp run under AMP unless told otherwise (the run's own setting), so
+    # it reproduces the test figures the run reported.
+    from nsnn.training.cli import test_main
+
+    monkeypatch.undo()
+    assert test_main(["--snapshot", str(run), "--json", "--out", str(tmp_path / "amp-evals")]) == 0
+    tested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tested["accuracy"], tested["loss"]) == (result["test_accuracy"], result["test_loss"])
 
 
 def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tmp_path, monkeypatch):
@@ -384,6 +415,10 @@ def test_run_stopped_in_its_first_epoch_resumes_exactly_and_only_on_its_own_data
     folder = _mnist_folder(tmp_path / "mnist", 300)
     with pytest.raises(ConfigError, match=r"embedded False \(run: True\)"):
         fit(TrainConfig(**settings, resume=str(stopped), data_dir=str(folder)))
+    # The API refuses another experiment on resume, as the command line does (a field set to neither its
+    # default nor the run's value); the run's own values and defaults pass.
+    with pytest.raises(ConfigError, match=r"these fields differ: lr 0\.5 \(run: 0\.003\)"):
+        fit(TrainConfig(**{**settings, "lr": 0.5}, resume=str(stopped)))
     fit(TrainConfig(**settings, resume=str(stopped)))
     a, b = _torch_load_strict(tmp_path / "straight" / "last.pt"), _torch_load_strict(stopped / "last.pt")
     assert b["epoch"] == 1

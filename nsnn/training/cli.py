@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import sys
 import time
@@ -58,6 +59,8 @@ def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | Non
             f"{path} is a {saved['dataset']} run, not {dataset}; resume it with "
             f"python -m nsnn.training train --resume {cfg.resume}"
         )
+    if "tet" in explicit:  # --tet is --loss tet (TrainConfig has already made it so)
+        explicit = (explicit - {"tet"}) | {"loss"}
     clash = sorted(
         name for name in explicit - RUNTIME_FIELDS if name in saved and saved[name] != getattr(cfg, name)
     )
@@ -95,6 +98,9 @@ def train_main(
         cfg = config_from_args(args)
         if cfg.resume is not None:
             _check_resume_flags(cfg, _explicit_dests(parser, argv), None if resume_any_dataset else dataset)
+            # the experiment is the run's (the flags given were checked against it): fit gets the runtime
+            # flags alone, not the recipe's defaults for the rest
+            cfg = TrainConfig(**{name: getattr(cfg, name) for name in RUNTIME_FIELDS})
     except (ConfigError, FileNotFoundError) as e:
         parser.error(str(e))
     try:
@@ -173,7 +179,12 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     )
     p.add_argument("--download", action="store_true", help="download the dataset if missing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision (bf16 on CPU, fp16 on CUDA; default: as the run was trained)",
+    )
     p.add_argument("--workers", type=int, default=0, help="CPU threads for torch (0 = torch default)")
     p.add_argument("--out", default=None, help="folder for the result files (default: the snapshot's folder)")
     p.add_argument(
@@ -219,13 +230,15 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         raise ConfigError(f"--out {out}: cannot make that folder ({e.strerror or e})") from None
     if not os.access(out, os.W_OK):
         raise ConfigError(f"--out {out}: the folder is not writable")
-    rt = setup_runtime(args.device, args.amp, args.workers)
+    rt = setup_runtime(args.device, False, args.workers)  # AMP: the run's unless given, set below
     model, ckpt = load_model(path, map_location=rt.device)
     cfg = TrainConfig.from_dict({**ckpt["config"], "resume": None})
     args = copy.copy(args)  # what is not given is the run's own
     args.eval_mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
     args.n_ensembles = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
     args.minibatch = cfg.minibatch if args.minibatch is None else args.minibatch  # the same noise draws
+    args.amp = cfg.amp if args.amp is None else args.amp
+    rt = dataclasses.replace(rt, amp=args.amp)
     if dataset is not None and cfg.dataset != dataset:
         raise ConfigError(
             f"{path} was trained on {cfg.dataset!r}, not {dataset!r}; "

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from nsnn.layers import evaluating
 from nsnn.training.config import EVAL_MODES
 from nsnn.training.losses import LossFn, mean_ce
 from nsnn.training.perturbations import Perturbation
@@ -81,7 +82,7 @@ def evaluate(
 
     ``criterion`` is applied to the ensemble-averaged logits ``[T, B, classes]`` (default: CE of the
     time mean). Under DDP pass ``runtime``: each process evaluates its shard and the sums are
-    all-reduced. The model's train/eval flag and neuron modes are restored afterwards.
+    all-reduced. Every module's train/eval flag and the neuron modes are restored afterwards.
 
     Returns ``{"loss": mean loss per sample, "accuracy": fraction correct, "n": samples}``.
     """
@@ -90,26 +91,21 @@ def evaluate(
     from nsnn.models import predict
 
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     perturbation = perturbation or Perturbation()
     forward: Callable[[Tensor], Tensor] = lambda inp: model(to_sequence(inp, timestep, encoding))  # noqa: E731
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     show = progress if runtime is None or runtime.is_main else False
-    try:
-        with neuron_eval_mode(model, eval_mode):
-            for x, y in tqdm(loader, desc=desc, disable=None if show is None else not show, leave=False):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.enable_grad():
-                    x = perturbation.perturb_input(x, y, forward)
-                with torch.no_grad(), perturbation.patch(model), autocast():
-                    logits = sum(forward(x).float() for _ in range(n_ensembles)) / n_ensembles
-                sums[0] += criterion(logits, y).double() * y.numel()
-                sums[1] += (predict(logits) == y).sum()
-                sums[2] += y.numel()
-    finally:
-        model.train(was_training)
+    with evaluating(model), neuron_eval_mode(model, eval_mode):  # every module's own flag restored after
+        for x, y in tqdm(loader, desc=desc, disable=None if show is None else not show, leave=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.enable_grad():
+                x = perturbation.perturb_input(x, y, forward)
+            with torch.no_grad(), perturbation.patch(model), autocast():
+                logits = sum(forward(x).float() for _ in range(n_ensembles)) / n_ensembles
+            sums[0] += criterion(logits, y).double() * y.numel()
+            sums[1] += (predict(logits) == y).sum()
+            sums[2] += y.numel()
     if runtime is not None:
         sums = all_reduce_sum(sums, runtime)
     loss_sum, correct, n = sums.tolist()

@@ -75,8 +75,9 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def build_loss(name: str, lambda_tet: float = 0.0) -> LossFn:
-    """The loss ``name`` from :data:`LOSSES` as a ``(logits [T,B,C], target [B]) -> scalar`` function."""
+def build_loss(name: str, lambda_tet: float = 0.05) -> LossFn:
+    """The loss ``name`` from :data:`LOSSES` as a ``(logits [T,B,C], target [B]) -> scalar`` function
+    (``lambda_tet``: TET's MSE weight, defaulting to :func:`tet_loss`'s and ``TrainConfig``'s 0.05)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
     if not 0.0 <= lambda_tet <= 1.0:

@@ -369,12 +369,26 @@ class _Experiment:
 
 
 def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
-    """``(config, checkpoint, run_dir)``: the checkpoint's config (runtime fields from ``cfg``) on resume."""
+    """``(config, checkpoint, run_dir)``: the checkpoint's config (runtime fields from ``cfg``) on resume;
+    ``cfg``'s other fields must be their defaults or the run's values."""
     if cfg.resume is None:
         return cfg, None, None
     path = resolve_checkpoint(cfg.resume, "last.pt")
     ckpt = load_checkpoint(path)
     saved = dict(ckpt["config"])
+    # A field set to neither its default nor the run's value asks for another experiment: refused, as
+    # the command line refuses such a flag (which hands fit the runtime fields alone).
+    run, default = TrainConfig.from_dict(saved), TrainConfig()
+    clash = [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RUNTIME_FIELDS
+        and getattr(cfg, f.name) != getattr(default, f.name)
+        and getattr(cfg, f.name) != getattr(run, f.name)
+    ]
+    if clash:
+        details = ", ".join(f"{n} {getattr(cfg, n)!r} (run: {getattr(run, n)!r})" for n in clash)
+        raise ConfigError(f"resume continues the run's own configuration; these fields differ: {details}")
     # The data folder may have moved (--data-dir), but an omitted --data-dir keeps the run's.
     saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "data_dir" or cfg.data_dir is not None})
     return TrainConfig.from_dict(saved), ckpt, path.parent
@@ -400,7 +414,12 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
     ``on_step(epoch, step)`` (0-based) is called after every optimizer step, e.g. for custom logging
     or to stop a run. Returns ``{"run_dir", "best_val_accuracy", "best_epoch", "test_accuracy",
     "test_loss", "epochs", "parameters", "train_seconds"}`` (accuracies are fractions;
-    ``best_val_accuracy`` is None without a validation split).
+    ``best_val_accuracy`` is None without a validation split; ``train_seconds`` is the wall time of
+    the epochs kept, summed over every session of a resumed run).
+
+    With ``resume``, the run's own configuration continues: the runtime fields (device, data folder,
+    output, ...) come from ``config``, and any other field set to neither its default nor the run's
+    value raises :class:`ConfigError`.
     """
     cfg, ckpt, run_dir = _resume_source(config)
     cfg = _record_data_dir(cfg)
@@ -429,12 +448,13 @@ def _fit(
                 str(make_run_dir(cfg.out, f"{cfg.dataset}-{cfg.model}")) if rt.is_main else None, rt
             )
         )
-    start, best_acc, best_epoch = 0, None, 0
+    start, best_acc, best_epoch, prior_seconds = 0, None, 0, 0.0
     if ckpt is not None:
         exp.check_same_data(ckpt["dataset"])
         exp.restore(ckpt)
         start = int(ckpt["epoch"])
         best_acc, best_epoch = ckpt["metrics"].get("best_val_accuracy"), ckpt["metrics"].get("best_epoch", 0)
+        prior_seconds = float(ckpt["metrics"].get("train_seconds", 0.0))  # the saved epochs' time
         if rt.is_main:
             remove_stale_temps(run_dir)  # what a kill during an atomic save left
         _say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
@@ -454,7 +474,7 @@ def _fit(
         f"T={cfg.timestep} | device {rt.device} × {rt.world_size} | run dir {run_dir}",
     )
     log = RunLogger(run_dir, start_epoch=start, enabled=rt.is_main)
-    t_start = time.perf_counter()
+    t_start, train_seconds = time.perf_counter(), prior_seconds
     try:
         for epoch in range(start, cfg.epochs):
             tick = time.perf_counter()
@@ -478,7 +498,14 @@ def _fit(
             if improved:
                 best_epoch = epoch + 1
                 best_acc = None if val is None else val["accuracy"]
-            metrics = {"best_val_accuracy": best_acc, "best_epoch": best_epoch, "last": row}
+            # train_seconds: wall time of the epochs kept so far, over every session of a resumed run
+            train_seconds = prior_seconds + time.perf_counter() - t_start
+            metrics = {
+                "best_val_accuracy": best_acc,
+                "best_epoch": best_epoch,
+                "last": row,
+                "train_seconds": train_seconds,
+            }
             state = exp.checkpoint(epoch + 1, metrics)
             if rt.is_main:
                 # Order matters for a kill at any instant: the row and best.pt are rewritten on resume
@@ -488,7 +515,6 @@ def _fit(
                     save_checkpoint(state, run_dir / "best.pt")
                 save_checkpoint(state, run_dir / "last.pt")
             _say(rt, _epoch_line(row, cfg.epochs, improved and val is not None))
-        train_seconds = time.perf_counter() - t_start
         test = _test_best(exp, run_dir)
         result = {
             "run_dir": str(run_dir),
