@@ -74,14 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank weights per neuron (equal fan-in) or over the whole matrix",
     )
     p.add_argument(
-        "--bits", type=int, default=32, help="weight bits (2**bits levels over [0, w_max]); 32 = float"
+        "--bits", type=int, default=32, help="weight bits 1-16 (2**bits levels over [0, w_max]); 32 = float"
     )
     p.add_argument(
         "--levels",
         type=float,
         nargs="+",
         default=None,
-        help="explicit device conductance levels in [0, w_max] (overrides --bits at deployment)",
+        help="explicit device conductance levels in [0, w_max], instead of --bits, applied when the weights"
+        " are deployed (training transmits full precision)",
     )
     p.add_argument("--intensity", type=float, default=2.0, help="input intensity (max rate = 31.875 Hz x it)")
     p.add_argument("--retry-max", type=int, default=3, help="re-presentations of a silent example")
@@ -118,13 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _given(p: argparse.ArgumentParser, argv: list[str], dest: str) -> bool:
+    """Whether the command line names ``dest``'s flag (``--flag value`` or ``--flag=value``), even at its
+    default value."""
+    (action,) = (a for a in p._actions if a.dest == dest)
+    names = set(action.option_strings)
+    return any(token.split("=", 1)[0] in names for token in argv if token.startswith("--"))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.label is not None and args.label < 1:
         p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
+    if args.levels is not None and _given(p, argv, "bits"):
+        p.error("--levels gives the deployed levels and --bits uniform ones: give one of them")
+    args.compression_given = _given(p, argv, "prune") or _given(p, argv, "bits") or args.levels is not None
     if args.from_run:
-        fixed = [n for n in FROM_RUN_FIXED if getattr(args, n) != p.get_default(n)]
+        fixed = [n for n in FROM_RUN_FIXED if _given(p, argv, n)]
         if fixed:
             flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
             p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
@@ -149,12 +162,19 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
             run = read_json(Path(args.from_run) / CONFIG)["run"]
         except (OSError, ValueError, KeyError) as e:
             p.error(f"--from-run {args.from_run}: no readable STDP run {CONFIG} ({e})")
+        if "n_train" not in run:  # the folder of a --from-run or --sweep evaluation, not of a training
+            origin = f"; give the run it evaluated: --from-run {run['sweep_of']}" if "sweep_of" in run else ""
+            p.error(
+                f"--from-run {args.from_run} holds an evaluation of another run, not a trained run{origin}"
+            )
         data = run.get("data", "embedded")
         source = {"train": run["n_train"], "test": run["n_test"], "label": run.get("n_label")}
         source["data_dir"] = None if data == "embedded" else data
     for name, value in source.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.label is not None and args.label > args.train:
+        p.error(f"--label {args.label} exceeds the {args.train} training examples it is taken from")
     if args.data_dir:  # recorded absolute, so --from-run finds the data from any working directory
         args.data_dir = str(Path(args.data_dir).expanduser().resolve())
 
@@ -234,6 +254,12 @@ def _run(
     from nsnn.stdp import run_experiment, sweep_run
 
     if source_run is not None:
+        if not (args.sweep or args.compression_given) and source_run.config.compressed:
+            print(
+                "note: --from-run evaluates the run's dense weights as they were before compression unless "
+                "--prune / --bits are given",
+                file=out,
+            )
         cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
         try:
             rows = sweep_run(

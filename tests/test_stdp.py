@@ -94,6 +94,8 @@ def test_config_validation_and_round_trip():
         {"n_exc": 0},
         {"n_input": 0},
         {"bits": 0},
+        {"bits": 17},  # up to 31 the listed levels took gigabytes (out of memory after training)
+        {"bits": 64},  # 32 alone means full precision
         {"prune": 1.0},
         {"prune": -0.1},
         {"prune_every": -1},
@@ -121,6 +123,9 @@ def test_config_validation_and_round_trip():
     assert edited == cfg and isinstance(edited.bits, int) and isinstance(edited.n_exc, int)
     assert cfg.weight_levels() == tuple(k / 15 for k in range(16))
     assert STDPConfig().weight_levels() is None
+    assert len(STDPConfig(bits=16).weight_levels()) == 2**16
+    with pytest.raises(ValueError, match=r"bits must be 1\.\.16 \(2\*\*bits uniform levels\) or 32"):
+        levels_for_bits(24, 1.0)
 
 
 def test_rates_follow_pixels_and_intensity():
@@ -631,6 +636,30 @@ def test_cli_rejects_bad_config(tmp_path):
     assert proc.returncode == 2 and "its own configuration; drop --prune-every" in proc.stderr
     proc = subprocess.run([sys.executable, script, "--label", "-4"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--label must be >= 1" in proc.stderr
+    # a flag --from-run cannot apply is refused even when typed at its default value
+    proc = subprocess.run(
+        [sys.executable, script, "--from-run", "runs/x", "--target", "standalone"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "drop --target" in proc.stderr
+    evaluation = tmp_path / "evaluation"  # what --from-run / --sweep write: no training of its own
+    evaluation.mkdir()
+    (evaluation / "config.json").write_text(json.dumps({"run": {"sweep_of": "runs/dense", "n_test": 5}}))
+    proc = subprocess.run(
+        [sys.executable, script, "--from-run", str(evaluation)], capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 2
+        and "not a trained run; give the run it evaluated: --from-run runs/dense" in proc.stderr
+    )
+    for argv, message in (
+        (["--levels", "0", "0.5", "1", "--bits", "4"], "give one of them"),
+        (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
+        (["--bits", "24"], "bits must be 1..16"),
+    ):
+        proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
+        assert proc.returncode in (1, 2) and message in proc.stderr, (argv, proc.stderr[-500:])
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     proc = subprocess.run(
@@ -703,6 +732,18 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a relative --data-dir is used (and recorded) absolute
     cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-rel"), "--data-dir", "mnist"])
     assert data_flags[-1] == (40, 30, 12, str(tmp_path / "mnist"))
+
+    # a run compressed after training, evaluated with no --prune / --bits: said to be its dense weights
+    compressed = tmp_path / "compressed"
+    compressed.mkdir()
+    (compressed / "config.json").write_text(
+        json.dumps({**tiny(prune=0.5, bits=4).to_dict(), "run": run_info})
+    )
+    save_run(compressed, state, np.zeros(tiny().n_exc, dtype=np.int64), {"w_xe_dense": state.w})
+    cli["main"](["--from-run", str(compressed), "--out", str(tmp_path / "eval-dense")])
+    assert "evaluates the run's dense weights as they were before compression" in capsys.readouterr().out
+    cli["main"](["--from-run", str(compressed), "--out", str(tmp_path / "eval-p"), "--prune", "0.5"])
+    assert "before compression" not in capsys.readouterr().out
 
     # a run pruned during training keeps no dense weights: refused before any folder is made
     pruned = tmp_path / "pruned"

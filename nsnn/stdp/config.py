@@ -34,6 +34,8 @@ METHODS = ("exponential_euler", "euler", "rk2", "rk4")
 PRUNE_SCOPES = ("neuron", "global")
 INPUT_SAMPLERS = ("countdown", "bernoulli")
 FULL_PRECISION_BITS = 32
+# Beyond 16 bits (65,536 levels, finer than any device) the listed levels would grow to gigabytes.
+MAX_LEVEL_BITS = 16
 
 
 def _integer(name: str, value: Any) -> int:
@@ -56,8 +58,8 @@ class STDPConfig:
 
     Compression: ``prune`` is the fraction of X→Ae synapses removed (0 ≤ prune < 1); ``prune_every`` > 0
     prunes every that many training examples and at the end of training, to sparsity ``prune·b/n``
-    after b of n examples (each prune only removes more), 0 prunes once after training. ``bits`` ≥ 32
-    means full precision, otherwise 2**bits uniform levels over [0, w_max]; ``levels`` (explicit
+    after b of n examples (each prune only removes more), 0 prunes once after training. ``bits`` = 32
+    means full precision, 1…16 means 2**bits uniform levels over [0, w_max]; ``levels`` (explicit
     device conductance levels) overrides ``bits`` for the deployed weights.
     """
 
@@ -199,8 +201,7 @@ class STDPConfig:
             )
         if self.prune_scope not in PRUNE_SCOPES:
             raise ValueError(f"prune_scope must be one of {list(PRUNE_SCOPES)}, got {self.prune_scope!r}")
-        if self.bits < 1:
-            raise ValueError(f"bits must be >= 1 ({FULL_PRECISION_BITS}+ = full precision), got {self.bits}")
+        check_bits(self.bits)
         if self.levels is not None and (
             len(set(self.levels)) < 2 or any(not 0.0 <= v <= self.w_max for v in self.levels)
         ):
@@ -272,11 +273,20 @@ class STDPConfig:
         return cls(**known)
 
 
+def check_bits(bits: int) -> None:
+    """ValueError unless ``bits`` is 1…:data:`MAX_LEVEL_BITS` (uniform levels, listed one by one) or
+    :data:`FULL_PRECISION_BITS` (no quantization)."""
+    if not (1 <= bits <= MAX_LEVEL_BITS or bits == FULL_PRECISION_BITS):
+        raise ValueError(
+            f"bits must be 1..{MAX_LEVEL_BITS} (2**bits uniform levels) or {FULL_PRECISION_BITS} "
+            f"(full precision), got {bits}"
+        )
+
+
 def levels_for_bits(bits: int, w_max: float) -> tuple[float, ...] | None:
-    """2**bits uniform levels over [0, w_max], or None for ``bits >= 32`` (full precision)."""
-    if bits < 1:
-        raise ValueError(f"bits must be >= 1, got {bits}")
-    if bits >= FULL_PRECISION_BITS:
+    """2**bits uniform levels over [0, w_max], or None for ``bits == 32`` (full precision)."""
+    check_bits(bits)
+    if bits == FULL_PRECISION_BITS:
         return None
     n = 2**bits
     return tuple(w_max * k / (n - 1) for k in range(n))
