@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from nsnn.io import json_text, make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
+from nsnn.training.cli import explicit_dests
 
 if TYPE_CHECKING:
     from nsnn.data import ImageSet
@@ -119,25 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _given(p: argparse.ArgumentParser, argv: list[str], dest: str) -> bool:
-    """Whether the command line names ``dest``'s flag (``--flag value`` or ``--flag=value``), even at its
-    default value."""
-    (action,) = (a for a in p._actions if a.dest == dest)
-    names = set(action.option_strings)
-    return any(token.split("=", 1)[0] in names for token in argv if token.startswith("--"))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    given = explicit_dests(p, argv)
     if args.label is not None and args.label < 1:
         p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
-    if args.levels is not None and _given(p, argv, "bits"):
+    if args.levels is not None and "bits" in given:
         p.error("--levels gives the deployed levels and --bits uniform ones: give one of them")
-    args.compression_given = _given(p, argv, "prune") or _given(p, argv, "bits") or args.levels is not None
+    args.compression_given = bool({"prune", "bits", "levels"} & given)
     if args.from_run:
-        fixed = [n for n in FROM_RUN_FIXED if _given(p, argv, n)]
+        fixed = [n for n in FROM_RUN_FIXED if n in given]
         if fixed:
             flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
             p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")

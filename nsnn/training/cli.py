@@ -36,8 +36,9 @@ from nsnn.training.monitor import plot_evaluations
 from nsnn.training.recipes import RECIPES
 
 
-def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """Destinations of the flags actually given on the command line (defaults suppressed)."""
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the flags actually given on the command line, even at their default value
+    (defaults suppressed; abbreviated flags count, as argparse reads them)."""
     bare = copy.deepcopy(parser)
     for action in bare._actions:
         action.default = argparse.SUPPRESS
@@ -97,7 +98,7 @@ def train_main(
     try:
         cfg = config_from_args(args)
         if cfg.resume is not None:
-            _check_resume_flags(cfg, _explicit_dests(parser, argv), None if resume_any_dataset else dataset)
+            _check_resume_flags(cfg, explicit_dests(parser, argv), None if resume_any_dataset else dataset)
             # the experiment is the run's (the flags given were checked against it): fit gets the runtime
             # flags alone, not the recipe's defaults for the rest
             cfg = TrainConfig(**{name: getattr(cfg, name) for name in RUNTIME_FIELDS})

@@ -116,6 +116,11 @@ def _shard(data: Any, rt: Runtime) -> Any:
     return data.subset(torch.arange(rt.rank, len(data), rt.world_size))
 
 
+def _rank_seed(seed: int, rt: Runtime) -> int:
+    """``seed`` for rank 0, and a distinct seed for each other rank (their noise streams must differ)."""
+    return seed + 1_000_003 * rt.rank
+
+
 def fingerprint(*tensors: Tensor) -> str:
     """A hash (BLAKE2b, 128 bits) of the tensors' dtypes, shapes and bytes, in order."""
     h = hashlib.blake2b(digest_size=16)
@@ -233,7 +238,7 @@ class _Experiment:
         self.criterion = build_loss(cfg.loss, cfg.lambda_tet)
         self.regularizer = get_regularizer(cfg.reg)
         # Model init is identical on every rank; the noise streams must differ between ranks.
-        seed_everything(cfg.seed + 1_000_003 * rt.rank)
+        seed_everything(_rank_seed(cfg.seed, rt))
 
     def checkpoint(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         rng = gather_objects(capture_rng(), self.rt)
@@ -300,7 +305,7 @@ class _Experiment:
                 f"note: checkpoint has RNG states for {len(states)} process(es), this run has "
                 f"{self.rt.world_size}; noise streams are reseeded (resume is not bit-exact)",
             )
-            seed_everything(self.cfg.seed + 1_000_003 * self.rt.rank + 7919 * int(ckpt["epoch"]))
+            seed_everything(_rank_seed(self.cfg.seed, self.rt) + 7919 * int(ckpt["epoch"]))
 
     def evaluate(self, loader: Any, desc: str) -> dict[str, float]:
         """Evaluate on this rank's shard (BatchNorm statistics taken from rank 0), sums all-reduced."""
@@ -553,7 +558,7 @@ def _test_best(exp: _Experiment, run_dir: Path) -> dict[str, float]:
     if rt.distributed:
         for tensor in exp.net.state_dict().values():
             dist.broadcast(tensor, src=0)
-    seed_everything(TEST_SEED + 1_000_003 * rt.rank)
+    seed_everything(_rank_seed(TEST_SEED, rt))
     return exp.evaluate(exp.test_loader, "test")
 
 
