@@ -19,6 +19,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3)
     args = p.parse_args()
+    if args.epochs < 1:
+        p.error(f"--epochs must be at least 1, got {args.epochs}")
 
     result = fit(
         TrainConfig(
