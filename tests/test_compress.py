@@ -172,9 +172,16 @@ def test_quantized_module_report_and_levels():
         assert torch.unique(alive).numel() <= 8
         assert (m.weight[~m.weight_mask] == 0).all()
     model = _model()
+    before = [m.weight.detach().double().clone() for m in (model[0], model[3])]
     report = quantize(model, bits=2, scope="global")
     values = torch.cat([torch.unique(m.weight) for m in (model[0], model[3])])
     assert torch.unique(values).numel() <= 4
+    # One level set for both layers, spanning ±(the largest |w| of either): each weight at its nearest.
+    peak = max(float(w.abs().max()) for w in before)
+    levels = torch.linspace(-peak, peak, 4, dtype=torch.float64)
+    for m, w in zip((model[0], model[3]), before, strict=True):
+        nearest = levels[(w.reshape(-1, 1) - levels).abs().argmin(dim=1)].view_as(w)
+        torch.testing.assert_close(m.weight.double(), nearest, rtol=0, atol=1e-6)
     assert "total" in report.format_table()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # fine-tuning moves weights off the levels
     model(torch.randn(2, 2, 6, 6)).square().sum().backward()

@@ -8,11 +8,14 @@ saved-for-backward memory and the fallbacks (unknown family, bf16, switch off).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -44,13 +47,53 @@ def run(
     use_native: bool = True,
     grad: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Spikes, ∂L/∂x and ∂L/∂β (None for a float decay) for L = Σ grad·spikes."""
+    """Spikes, ∂L/∂x and ∂L/∂β (None for a float decay) for L = Σ grad·spikes.
+
+    Checks which path ran: with ``use_native`` the C++ forward and backward kernels (so a comparison
+    with ``use_native=False`` is never the torch path against itself), without it neither.
+    """
     xi = x.detach().clone().requires_grad_(True)
     d = decay.detach().clone().requires_grad_(True) if isinstance(decay, Tensor) else decay
-    with native.enabled(use_native):
-        y = lif_multistep(xi, LIFParameters(d, 1.0, hard, detach), noise, mode)
-    y.backward(torch.ones_like(y) if grad is None else grad)
+    with counting_kernel_calls() as calls:
+        with native.enabled(use_native):
+            y = lif_multistep(xi, LIFParameters(d, 1.0, hard, detach), noise, mode)
+        y.backward(torch.ones_like(y) if grad is None else grad)
+    expected = 1 if use_native else 0
+    assert (calls["forward"], calls["backward"]) == (expected, expected), (use_native, dict(calls))
     return y.detach(), xi.grad, d.grad if isinstance(d, Tensor) else None
+
+
+class _CountingExtension:
+    """Stands in for ``nsnn._C``, counting the calls of its ``forward`` and ``backward``."""
+
+    def __init__(self, ext: object, calls: collections.Counter[str]) -> None:
+        self._ext, self._calls = ext, calls
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._ext, name)
+        if name not in ("forward", "backward"):
+            return attr
+
+        def counted(*args: object) -> object:
+            self._calls[name] += 1
+            return attr(*args)
+
+        return counted
+
+
+@contextlib.contextmanager
+def counting_kernel_calls() -> Iterator[collections.Counter[str]]:
+    """Counts the C++ kernel calls made inside the block (none when the extension is not built)."""
+    calls: collections.Counter[str] = collections.Counter()
+    ext = native._C
+    if ext is None:
+        yield calls
+        return
+    native._C = _CountingExtension(ext, calls)
+    try:
+        yield calls
+    finally:
+        native._C = ext
 
 
 def dyadic(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> Tensor:
@@ -363,8 +406,9 @@ def test_firing_frequency_matches_cdf(family: str, dtype: torch.dtype) -> None:
     n = 6000
     x = (1.0 + 0.3 * z).repeat_interleave(n).to(dtype).expand(2, -1).contiguous()  # [T=2, 7·n]
     p = noise.cdf(x[0].double() - 1.0).view(len(z), n)[:, 0]
-    with torch.no_grad():
+    with torch.no_grad(), counting_kernel_calls() as calls:
         s = lif_multistep(x, LIFParameters(0.0, 1.0, True, False), noise, "bernoulli").double()
+    assert calls["forward"] == 1  # the C++ kernel's draws
     s = s.view(2, len(z), n)
     freq = s.mean(dim=(0, 2))
     bound = 5 * torch.sqrt(p * (1 - p) / (2 * n)) + 1e-12
@@ -406,10 +450,11 @@ def test_thread_count_independent_and_seeded() -> None:
     again = lif_multistep(x, params, noise, "bernoulli", generator=torch.Generator().manual_seed(9))
     assert torch.equal(first, again) and not torch.equal(first, second)
     torch.manual_seed(5)
-    with torch.no_grad():  # inference path (nothing saved) draws the same spikes
+    with torch.no_grad(), counting_kernel_calls() as calls:  # inference path (nothing saved): same spikes
         assert torch.equal(
             lif_multistep(x, LIFParameters(0.5, 1.0, False, False), noise, "bernoulli"), results[0][0]
         )
+    assert calls["forward"] == 1
 
 
 @needs_native
@@ -501,6 +546,14 @@ def test_saved_memory(mode: str, limit: float) -> None:
 
 class _SubclassedGaussian(Gaussian):  # not registered (no `name` of its own): a stand-in 5th family
     pass
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_builtin_family_and_mode_runs_natively(dtype: torch.dtype) -> None:
+    x = torch.randn(3, 2, 50, dtype=dtype)
+    for family, mode in itertools.product(FAMILIES, ("heaviside", "expected", "bernoulli")):
+        assert native.supports(x, get_noise(family, 0.3), mode), (family, mode)
 
 
 def test_fallbacks() -> None:

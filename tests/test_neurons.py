@@ -159,21 +159,51 @@ def test_compiled_with_dynamic_shapes_draws_noise_at_any_batch_size(make, dtype,
         out = torch.stack([compiled(x[t]) for t in range(4)]) if per_step else compiled(x)
         assert out.shape == x.shape and out.dtype == dtype
         assert set(out.unique().tolist()) == {0.0, 1.0}
+    nsnn.reset_net(neuron)
+    x = torch.ones(1, 5, 800, dtype=dtype)  # from rest, h = θ: p = cdf(0) = ½ for every family
+    rate = (compiled(x[0]) if per_step else compiled(x)).float().mean().item()
+    assert abs(rate - 0.5) < 0.05  # 4000 draws: 5.7 standard deviations
 
 
-@pytest.mark.parametrize("mode", ["stochastic", "deterministic", "expected"])
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stochastic_spikes_follow_the_cdf_through_the_reset_in_both_step_modes(family, step_mode):
+    """Step 0 from rest fires with p0 = cdf(x − θ); step 1 (no input) holds β·u0 with u0 = x − θ·s0
+    (soft reset), so it fires with cdf(β·(x − θ) − θ) after a spike and cdf(β·x − θ) without one."""
+    sigma, n = 0.3, 20_000
+    noise = get_noise(family, sigma)
+    neuron = nsnn.NILIF(noise=family, sigma=sigma, reset="soft", step_mode=step_mode)
+    z = torch.tensor([-0.5, 0.0, 0.4, 1.2])
+    x0 = (1.0 + sigma * z).repeat_interleave(n).view(len(z), n)
+    x = torch.stack([x0, torch.zeros_like(x0)])  # [T=2, len(z), n]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        s = neuron(x) if step_mode == "m" else torch.stack([neuron(x[0]), neuron(x[1])])
+
+    def close(freq: torch.Tensor, p: torch.Tensor, count: torch.Tensor) -> bool:
+        """Within 5 binomial standard deviations (where a family swap moves p by 0.04 to 0.3)."""
+        return bool(((freq - p).abs() <= 5 * torch.sqrt(p * (1 - p) / count) + 1e-9).all())
+
+    beta = 1 - 1 / neuron.tau
+    p0 = noise.cdf(x0[:, 0] - 1.0)
+    assert close(s[0].mean(dim=1), p0, torch.full_like(p0, n)), (s[0].mean(dim=1), p0)
+    checked = 0
+    for fired, h1 in ((1.0, beta * (x0[:, 0] - 1.0)), (0.0, beta * x0[:, 0])):
+        given = s[0] == fired
+        count = given.sum(dim=1)
+        seen = count > 1000  # (a bounded family always fires at z = 1.2)
+        freq = (s[1] * given).sum(dim=1)[seen] / count[seen]
+        p1 = noise.cdf(h1[seen] - 1.0)
+        assert close(freq, p1, count[seen]), (fired, freq, p1)
+        checked += int(seen.sum())
+    assert checked >= 7
+
+
+@pytest.mark.parametrize("mode", ["deterministic", "expected"])
 def test_single_step_equals_multi_step(mode):
     neuron = nsnn.NILIF(noise="logistic", sigma=0.2, reset="soft").eval()
     neuron.eval_mode = mode
     x = torch.randn(7, 3, 11) + 0.8
-    if mode == "stochastic":
-        # same distribution: compare firing counts over many repeats
-        xs = x.expand(7, 3, 11).repeat(1, 2000, 1)
-        multi = neuron(xs).mean().item()
-        neuron.step_mode = "s"
-        single = torch.stack([neuron(xs[t]) for t in range(7)]).mean().item()
-        assert abs(multi - single) < 0.01
-        return
     multi = neuron(x)
     neuron.step_mode = "s"
     nsnn.reset_net(neuron)

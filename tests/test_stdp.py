@@ -686,9 +686,10 @@ def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
         [*argv, "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not (run / "config.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        assert (run / "config.json").is_file() and proc.poll() is None  # the run has begun (else no test)
         time.sleep(2.0)  # inside the training phase (400 examples take far longer)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         _, err = proc.communicate(timeout=60)
@@ -762,7 +763,7 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
 def test_standalone_build_runs_end_to_end(tmp_path):
 
     cfg = tiny(target="standalone", chunk=3)
-    images, labels = bars(5)
+    images, _ = bars(5)
     state0 = init_state(cfg)
     rates = image_rates(images, cfg)
     with StandaloneEngine(cfg, tmp_path / "build") as engine:
@@ -798,7 +799,6 @@ def test_standalone_build_runs_end_to_end(tmp_path):
     assert np.abs(first.state.w.sum(axis=0) - cfg.w_sum).max() < 0.05 * cfg.w_sum
     assert not np.allclose(first.state.w, state0.w) and (first.state.theta > state0.theta).any()
     assert frozen.counts.shape == (5, 4) and frozen.counts.sum() > 0
-    assert accuracy(frozen.counts, labels, assign_labels(frozen.counts, labels, 4), 4) > 0.25
 
 
 _THRESHOLDER = """    long _count = 0;

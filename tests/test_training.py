@@ -271,6 +271,15 @@ def _torch_load_strict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def test_fit_learns_mnist_digits(tmp_path):
+    # 480 real digits, 3 epochs: 44-46 % test accuracy over seeds 0-2 (chance 10 %). Training on
+    # shuffled labels or without optimizer steps stays near chance (12 % measured).
+    result = fit(TrainConfig(**{**TINY, "max_samples": 600, "epochs": 3, "out": str(tmp_path / "run")}))
+    losses = [float(r["train_loss"]) for r in read_csv(Path(result["run_dir"]) / "metrics.csv")]
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert result["test_accuracy"] > 0.3, result
+
+
 def test_fit_writes_run_dir_and_loadable_checkpoints(tmp_path):
     cfg = TrainConfig(**TINY, epochs=2, out=str(tmp_path / "run"), reg="gram", lambda1=1e-4)
     result = fit(cfg)

@@ -26,13 +26,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def assert_png(path):
+    """A PNG with something drawn on it: over 1 % of its pixels differ from the background colour."""
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 1000, path
+    from matplotlib.image import imread
+
+    pixels = imread(path)
+    pixels = pixels.reshape(-1, pixels.shape[-1]) if pixels.ndim == 3 else pixels.reshape(-1, 1)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    assert len(colours) > 2 and 1 - counts.max() / len(pixels) > 0.01, path
 
 
 def assert_svg(path):
+    """An SVG with drawn shapes in it, not only its background."""
     text = path.read_text()
     assert "<svg" in text[:2000] and text.rstrip().endswith("</svg>"), path
+    assert text.count("<path") + text.count("<use") >= 10, path
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------
