@@ -796,3 +796,18 @@ def test_an_evaluation_set_smaller_than_the_process_count_is_a_config_error(monk
     cfg = TrainConfig(**{**TINY, "max_samples": 30, "val_split": 0.1, "minibatch": 2, "progress": False})
     with pytest.raises(ConfigError, match="validation set has 3 sample"):
         trainer._Experiment(cfg, Runtime(device=torch.device("cpu"), rank=3, world_size=4))
+
+
+def test_load_model_gives_the_neurons_the_runs_eval_mode(tmp_path):
+    from nsnn.models import create
+    from nsnn.neurons import SpikingNeuron
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    net = create("mnist_convnet", width=4, hidden=8)
+    for mode in ("deterministic", "expected"):
+        save_checkpoint(
+            make_checkpoint(net, epoch=1, config={"eval_mode": mode}), tmp_path / mode / "best.pt"
+        )
+        model, _ = load_model(tmp_path / mode)
+        neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+        assert neurons and all(n.eval_mode == mode for n in neurons)

@@ -808,3 +808,137 @@ def test_cli_never_silently_overwrites_files_it_did_not_write(bptt_dir, tmp_path
     assert written_by_visualizer(run / "vis_hist.png") and not written_by_visualizer(trainers)
     assert main([*argv, "--overwrite"]) == 0
     assert trainers.read_bytes() != original and written_by_visualizer(trainers)
+
+
+# ---- audit fixes (session 16) --------------------------------------------------------------------------
+def test_a_layer_pruned_by_a_parametrization_stays_one_node_with_its_sparsity():
+    from torch.nn.utils import parametrize
+
+    class Mask(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w):
+            return w * self.mask
+
+    torch.manual_seed(0)
+    net = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(64, 20)), NILIF(), SeqToANN(nn.Linear(20, 3)))
+    lin = net[0][1]
+    parametrize.register_parametrization(lin, "weight", Mask((torch.rand_like(lin.weight) > 0.9).float()))
+    g = visualizer.topology(net, input_shape=(2, 4, 1, 8, 8))
+    assert "0.1" in g and not [n for n in g if "parametrizations" in n]
+    assert g.nodes["0.1"]["kind"] == "linear" and g.nodes["0.1"]["params"] == 64 * 20 + 20
+    assert g.nodes["0.1"]["weight_sparsity"] == pytest.approx(float((lin.weight == 0).float().mean()))
+    assert list(g.predecessors("0.1")) == ["0.0"]
+
+
+def test_spike_figures_start_from_rest_whatever_the_model_ran_before():
+    from visualizer.activity import spike_activity
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), LIF(step_mode="s"))
+    net(torch.rand(8, 6))  # the user's own step, batch 8: state shaped [8, 5] left behind
+    x = torch.rand(3, 2, 6) * 2
+    fresh = [a.rate for a in spike_activity(net, x)]  # batch 2: no shape clash with the stale state
+    assert net[1].mem is None
+    net(torch.rand(2, 6) * 5)  # same batch size: stale state would change the rates silently
+    assert [a.rate for a in spike_activity(net, x)] == fresh
+
+
+def test_a_bfloat16_model_is_traced_with_a_batch_of_its_dtype():
+    from nsnn.models import create
+
+    net = create("mnist_convnet", width=4, hidden=8).to(torch.bfloat16)
+    assert visualizer.topology(net).graph["input_shape"] == "[4, 1, 1, 28, 28]"
+    assert visualizer.topology(net, batch=torch.rand(2, 2, 1, 28, 28)).graph["rates_recorded"]
+
+
+def test_percentages_and_counts_never_round_to_a_wrong_extreme():
+    from visualizer.draw_layers import _fmt_int
+    from visualizer.render import percent
+
+    assert [percent(z) for z in (0, 1, 0.25, 1 - 1254 / 313600, 0.99996, 3e-4)] == [
+        "0.0%",
+        "100.0%",
+        "25.0%",
+        "99.6%",
+        "99.996%",
+        "0.03%",
+    ]
+    assert percent(1e-9) == "<0.0001%" and percent(1 - 1e-9) == ">99.9999%" and percent(0.996, 0) == "99.6%"
+    assert [_fmt_int(n) for n in (999, 1234, 999_499, 999_999, 12_345_678)] == [
+        "999",
+        "1.23k",
+        "999k",
+        "1M",
+        "12.3M",
+    ]
+
+
+def test_cli_on_a_run_in_its_first_epoch_skips_curves_and_keeps_graph_files(bptt_dir, tmp_path):
+    root = tmp_path / "young"
+    root.mkdir()
+    (root / "best.pt").write_bytes((bptt_dir[0] / "best.pt").read_bytes())
+    (root / "metrics.csv").write_text("epoch,train_loss\n")  # header only: no epoch finished yet
+    out = tmp_path / "figs"
+    assert main([str(root), "--out", str(out), "--batch-size", "2"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "curves.png" not in names and {"topology.graphml", "topology.json", "rates.png"} <= names
+
+
+def test_cli_checks_before_and_one_line_errors(stdp_dir, bptt_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = str(tmp_path / "no" / "such.pt")
+    assert main([str(bptt_dir[0]), "--out", str(out), "--before", missing]) == 2
+    assert "no such file" in capsys.readouterr().err and not out.exists()  # before any figure
+    argv = [str(bptt_dir[0]), "--out", str(out), "--what", "topology", "--before", str(bptt_dir[0])]
+    assert main(argv) == 2
+    assert "--before is read by the hist figure only" in capsys.readouterr().err
+    root, _ = stdp_dir
+    (root / "config.json").write_text("[]")
+    assert main([str(root), "--out", str(out)]) == 2
+    assert "config.json must hold a JSON object, got a list" in capsys.readouterr().err
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    ckpt = make_checkpoint(create("mnist_convnet"), epoch=1, config={"timestep": 2})
+    ckpt["model_kwargs"]["width"] = 8  # weights of width 16 (the default)
+    save_checkpoint(ckpt, tmp_path / "wrong" / "best.pt")
+    assert main([str(tmp_path / "wrong"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "size mismatch" in err and "more)" in err
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x81\x82")
+    with pytest.raises(ValueError, match=r"binary/metrics.csv is not a readable CSV file"):
+        visualizer.curves(tmp_path / "binary", tmp_path / "c.png")
+
+
+def test_receptive_fields_apply_to_square_inputs_only(tmp_path):
+    from visualizer.api import FIGURES
+    from visualizer.sources import load_source
+
+    make_stdp_run(tmp_path / "sq", n_input=16)
+    make_stdp_run(tmp_path / "flat", n_input=12)
+    assert FIGURES["fields"].applies(load_source(tmp_path / "sq"))
+    assert not FIGURES["fields"].applies(load_source(tmp_path / "flat"))
+    assert main([str(tmp_path / "flat"), "--out", str(tmp_path / "figs")]) == 0
+
+
+def test_curves_legend_covers_no_point(tmp_path):
+    # The STDP docs run's accuracy panel: every point at the end of training, where matplotlib's "best"
+    # legend place put the legend over the test accuracy.
+    columns = ["phase", "examples", "running_accuracy", "accuracy", "label_accuracy"]
+    log = CsvLog(tmp_path / "metrics.csv", columns)
+    log.append({"phase": "train", "examples": 1000, "running_accuracy": 0.56})
+    log.append({"phase": "label", "examples": 1000, "label_accuracy": 0.627})
+    log.append({"phase": "test", "examples": 200, "accuracy": 0.685})
+    from visualizer.curves import curves_figure
+
+    fig = curves_figure(tmp_path / "metrics.csv")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    box = ax.get_legend().get_window_extent(renderer)
+    points = [ax.transData.transform(xy) for line in ax.get_lines() for xy in line.get_xydata()]
+    assert len(points) == 3 and not any(box.contains(*p) for p in points)

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     refused = [name for name in wanted if name not in applicable]
     if refused:
         raise ValueError(f"{refused} do not apply to {args.source}; this input supports {applicable}")
+    if args.before is not None and "hist" not in wanted:
+        raise ValueError("--before is read by the hist figure only; add --what hist")
     # Every target is resolved before any work, so a symlink out of --out fails first.
     out.mkdir(parents=True, exist_ok=True)
     targets = {name: [safe_output(out, f"{args.prefix}{name}.{fmt}") for fmt in formats] for name in wanted}
@@ -138,9 +140,10 @@ def run(args: argparse.Namespace) -> list[Path]:
         for path in targets[name]:
             written.append(save_figure(fig, path, dpi=args.dpi))
             print(f"[visualizer] wrote {path}")
-    for path in graph_targets:
-        written.append(export(session.graph, path))
-        print(f"[visualizer] wrote {path}")
+        if name == "topology":  # the graph files with their drawing, so a later figure's error keeps them
+            for path in graph_targets:
+                written.append(export(session.graph, path))
+                print(f"[visualizer] wrote {path}")
     return written
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from nsnn.layers import evaluating
 from visualizer.modules import is_neuron
 from visualizer.sources import ModuleSource
-from visualizer.trace import model_device, reset_neurons, run_model, seeded
+from visualizer.trace import model_device, reset_neurons, run_model, seeded, to_model
 
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
@@ -70,7 +70,7 @@ def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
     try:
         # the caller's random stream and train/eval flags are left as they were
         with evaluating(model), torch.no_grad(), seeded(0, device):
-            model(torch.zeros(shape, device=device))
+            model(to_model(torch.zeros(shape), model))
         return True
     except (RuntimeError, ValueError, IndexError):
         return False
@@ -222,11 +222,13 @@ def spike_activity(
     handles = [m.register_forward_hook(hook) for m in neurons]
     try:
         device = model_device(model)
+        reset_neurons(model)  # from rest, whatever the caller's last batch left in single-step neurons
         with evaluating(model), torch.no_grad(), seeded(seed, device):
-            run_model(model, x.to(device))
+            run_model(model, to_model(x, model))
     finally:
         for handle in handles:
             handle.remove()
+        reset_neurons(model)
     rng = np.random.default_rng(seed)
     layers = []
     for module, rec in order:

@@ -11,6 +11,7 @@ to, and how to render it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DRAWERS: dict[str, Callable[..., Figure]] = {"stdp": draw_stdp, "layers": draw_layers}
+_BEFORE_ON_STDP = "--before compares BPTT models; an STDP run has its own pre-compression weights"
 
 
 def topology(
@@ -108,7 +110,7 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
     non-zero conv/linear weights."""
     if isinstance(source, StdpRun):
         if before is not None:
-            raise ValueError("--before compares BPTT models; an STDP run has its own pre-compression weights")
+            raise ValueError(_BEFORE_ON_STDP)
         title = (
             f"STDP input weights before ({source.before_key}) / after compression"
             if source.before_key
@@ -164,6 +166,10 @@ class Session:
         draw_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.source = load_source(obj)
+        if before is not None:  # resolved up front: a wrong path fails before any figure is made
+            if isinstance(self.source, StdpRun):
+                raise ValueError(_BEFORE_ON_STDP)
+            before = _module(load_source(before), "--before")
         self.batch_arg, self.batch_size, self.before = batch, batch_size, before
         self.inhibition = inhibition
         self.draw_options = draw_options or {}
@@ -201,9 +207,9 @@ class FigureSpec:
 FIGURES: dict[str, FigureSpec] = {
     "topology": FigureSpec(lambda s: True, Session.topology_figure, "network graph (drawing + graph files)"),
     "fields": FigureSpec(
-        lambda s: isinstance(s, StdpRun),
+        lambda s: isinstance(s, StdpRun) and math.isqrt(s.w_xe.shape[0]) ** 2 == s.w_xe.shape[0],
         lambda ses: fields_figure(ses.source),
-        "receptive fields of the excitatory neurons (STDP)",
+        "receptive fields of the excitatory neurons (STDP, square inputs)",
     ),
     "hist": FigureSpec(
         lambda s: True,

@@ -27,6 +27,7 @@ from nsnn.io import read_csv
 from visualizer.render import new_figure
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 X_COLUMNS = ("epoch", "step", "iteration", "examples", "example")
@@ -92,6 +93,18 @@ def break_backward(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.insert(xs, back, np.nan), np.insert(ys, back, np.nan)
 
 
+def _legend_above_data(ax: Axes, entries: int) -> None:
+    """The legend in a band added above the data (linear y), so that no point lies under it;
+    matplotlib's "best" place for log-scaled panels."""
+    if ax.get_yscale() != "linear":
+        ax.legend(fontsize=7)
+        return
+    low, high = ax.get_ylim()
+    band = min(0.6, 0.07 * entries + 0.05)  # of the axes height: one 7-point line per entry
+    ax.set_ylim(low, high + (high - low) * band / (1 - band))
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+
+
 def curves_figure(metrics: str | Path, title: str = "") -> Figure:
     """The figure described in the module docstring; ``ValueError`` if the CSV has nothing to plot."""
     rows = read_csv(metrics)
@@ -151,7 +164,7 @@ def curves_figure(metrics: str | Path, title: str = "") -> Figure:
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if len(series) > 1:
-            ax.legend(fontsize=7)
+            _legend_above_data(ax, len(series))
     source = f"{Path(metrics).parent.name}/{Path(metrics).name}"
     note = (
         f"; {x_name or 'row'} goes back: several runs in this file, each its own line" if runs_broken else ""

@@ -17,7 +17,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from visualizer.render import new_figure
+from visualizer.render import new_figure, percent
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -95,9 +95,10 @@ def _columns(n_rows: int, cuts: set[int], rows_per_column: int) -> list[int]:
 
 
 def _fmt_int(n: int) -> str:
-    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
+    """1234 → "1.23k", 999_999 → "1M" (three significant digits, rounding carried into the unit)."""
+    for unit, scale in (("G", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
+        if float(f"{n / scale:.3g}") >= 1:
+            return f"{float(f'{n / scale:.3g}'):g}{unit}"
     return str(n)
 
 
@@ -139,7 +140,7 @@ def _label(name: str, data: dict) -> str:
     if data.get("params"):
         facts.append(f"{_fmt_int(int(data['params']))} p")
     if "weight_sparsity" in data:
-        facts.append(f"{float(data['weight_sparsity']):.0%} zero")
+        facts.append(f"{percent(float(data['weight_sparsity']), 0)} zero")
     if "firing_rate" in data:
         facts.append(f"rate {float(data['firing_rate']):.3g}")
     lines.append("  ".join(facts))
@@ -291,7 +292,7 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
         f"{g.get('model', 'model')}: {g.get('neuron_layers', 0)} spiking "
         f"layer{'' if g.get('neuron_layers', 0) == 1 else 's'}, "
         f"{int(g.get('total_params', 0)):,} parameters, "
-        f"weight sparsity {float(g.get('weight_sparsity', 0)):.1%}"
+        f"weight sparsity {percent(float(g.get('weight_sparsity', 0)))}"
     )
     subtitle = f"input {g.get('input_shape', '?')} [T, B, ...]; " + (
         f"rate = spikes per neuron per time step on: {g.get('batch', 'the given batch')}"

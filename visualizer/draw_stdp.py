@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visualizer.render import class_color, class_face, new_figure
+from visualizer.render import class_color, class_face, new_figure, percent
 from visualizer.stdp_graph import image_side
 
 if TYPE_CHECKING:
     import networkx as nx
     from matplotlib.figure import Figure
+
+_FULL_FAN_OUT_GREY = 0.5  # grey level of a pixel keeping all its n_exc synapses (white: none)
 
 MAX_PATCH_GRID = 7
 
@@ -112,7 +114,7 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         extent=extent,
         origin="upper",
         vmin=0,
-        vmax=max(fan_out.max(), 1),
+        vmax=max(n_exc, 1) / _FULL_FAN_OUT_GREY,  # a fixed scale: dense is mid-grey, as dark as it gets
         alpha=0.85,
     )
     patch_xy = patch_centres(width, pixel_rows, patch) * (cell / patch) + np.array([x0, y0])
@@ -223,7 +225,7 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     fig.suptitle(
         f"STDP network: {n_input} inputs → {n_exc} excitatory → {n_exc} inhibitory  |  "
         f"{alive_n:,} of {total:,} input synapses alive, i.e. kept and nonzero "
-        f"({1 - alive_n / max(total, 1):.1%} pruned or zero)",
+        f"({percent(1 - alive_n / max(total, 1))} pruned or zero)",
         fontsize=12,
     )
     if graph.graph.get("note"):
@@ -237,8 +239,8 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         f"{min(top_k, n_patch)} "
         "patches with the largest summed surviving weight are drawn (width ∝ that sum, "
         "colour = the neuron's class; black dashed = never fired).\n"
-        "Grey map: alive synapses per pixel. The exported graph holds every alive synapse, kept and "
-        "nonzero (pruned and zero-weight synapses are absent).",
+        "Grey map: alive synapses per pixel (white none, mid-grey all). The exported graph holds every "
+        "alive synapse, kept and nonzero (pruned and zero-weight synapses are absent).",
         fontsize=8.5,
     )
     return fig

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 Scalar = bool | int | float | str
 
@@ -89,8 +90,13 @@ def is_neuron(module: nn.Module) -> bool:
 
 
 def is_graph_leaf(module: nn.Module) -> bool:
-    """A module that becomes one node: a neuron (its internals hidden) or a module without children."""
-    return is_neuron(module) or next(module.children(), None) is None
+    """A module that becomes one node: a neuron (its internals hidden) or a module without children
+    other than its ``torch.nn.utils.parametrize`` parametrizations (e.g. a pruning mask: the layer
+    stays one node, and its parametrized ``weight`` is the one counted)."""
+    if is_neuron(module):
+        return True
+    parametrized = parametrize.is_parametrized(module)
+    return all(parametrized and name == "parametrizations" for name, _ in module.named_children())
 
 
 def layer_kind(module: nn.Module) -> str:

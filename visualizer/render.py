@@ -32,6 +32,17 @@ UNASSIGNED_COLOR = (0.0, 0.0, 0.0, 1.0)
 UNASSIGNED_FACE = (1.0, 1.0, 1.0, 1.0)
 
 
+def percent(fraction: float, digits: int = 1) -> str:
+    """``fraction`` as a percentage with ``digits`` decimals, more (up to 4) where a fraction strictly
+    between 0 and 1 would otherwise read as 0 % or 100 % (1,254 weights alive of 313,600: "99.6%"),
+    and "<0.0001%" / ">99.9999%" beyond that."""
+    for d in range(digits, 5):
+        text = f"{100 * fraction:.{d}f}"
+        if not 0 < fraction < 1 or 0 < float(text) < 100:
+            return f"{text}%"
+    return "<0.0001%" if fraction < 0.5 else ">99.9999%"
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A figure of ``width`` × ``height`` inches on an Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

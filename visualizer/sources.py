@@ -113,7 +113,14 @@ def _metrics_in(run_dir: Path | None) -> Path | None:
     if run_dir is None:
         return None
     path = run_dir / "metrics.csv"
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="") as f:
+            next(f, None)  # the header
+            return path if any(line.strip() for line in f) else None  # (a run in its first epoch: none)
+    except UnicodeDecodeError:
+        return path  # the curves figure names the unreadable file
 
 
 def load_source(obj: Any) -> Source:
@@ -158,7 +165,9 @@ def _load_checkpoint(path: Path, run_dir: Path) -> ModuleSource:
     try:
         model, checkpoint = load_model(path, map_location="cpu")
     except (KeyError, TypeError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a usable nsnn checkpoint: {type(e).__name__}: {e}") from e
+        lines = [line.strip() for line in str(e).strip().splitlines()]  # load_state_dict: one per tensor
+        detail = " ".join(lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+        raise ValueError(f"{path} is not a usable nsnn checkpoint: {type(e).__name__}: {detail}") from e
     return ModuleSource(model, checkpoint=checkpoint, path=path, run_dir=run_dir)
 
 
@@ -205,6 +214,8 @@ def load_stdp_run(path: str | Path) -> StdpRun:
         raise ValueError(f"{path}: {before_key} has shape {list(w_before.shape)}, w_xe {list(w_xe.shape)}")
     config_path = path.parent / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object, got a {type(config).__name__}")
     for key, size in (("n_input", w_xe.shape[0]), ("n_exc", n_exc)):
         if key in config and int(config[key]) != size:
             raise ValueError(f"{config_path}: {key}={config[key]} disagrees with {path} ({size})")

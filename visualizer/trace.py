@@ -318,6 +318,15 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``x`` on the model's device; a floating ``x`` also in the dtype of its floating parameters
+    (a bfloat16/half model gets a bfloat16/half batch)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and x.is_floating_point():
+        return x.to(model_device(model), dtype)
+    return x.to(model_device(model))
+
+
 def run_model(model: nn.Module, x: torch.Tensor) -> Any:
     """``model(x)``; a failure (typically a shape the model does not accept) becomes a ``ValueError``."""
     try:
@@ -359,7 +368,7 @@ def layer_graph(
     if not isinstance(batch, torch.Tensor):
         raise ValueError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
     device = model_device(model)
-    batch = batch.to(device)
+    batch = to_model(batch, model)
     graph = nx.DiGraph(
         kind="layers",
         model=type(model).__name__,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from visualizer.render import class_color, new_figure
+from visualizer.render import class_color, new_figure, percent
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -85,7 +85,7 @@ def receptive_fields_figure(
             )
     ax.set_axis_off()
     fig.colorbar(image, cax=fig.add_axes((0.92, 0.2, 0.015, 0.6)), label="weight")
-    pruned_text = f"; light blue = pruned ({1 - mask.mean():.1%})" if mask is not None else ""
+    pruned_text = f"; light blue = pruned ({percent(1 - mask.mean())})" if mask is not None else ""
     fig.suptitle(
         title
         or f"Receptive fields of {n_exc} excitatory neurons ({side}×{side}), "
@@ -166,7 +166,7 @@ def weight_histogram_figure(
             histtype="stepfilled",
             alpha=0.35,
             color="tab:blue",
-            label=f"before: {b.size:,} weights, {np.mean(b == 0):.1%} zero",
+            label=f"before: {b.size:,} weights, {percent(np.mean(b == 0))} zero",
         )
     levels = _levels_text(np.unique(after).size, bits, levels_per_layer)
     pruned = 1 - after.size / max(total, 1)
@@ -177,7 +177,7 @@ def weight_histogram_figure(
         lw=1.6,
         color="tab:red",
         label=f"after: {after.size:,} of {total:,} alive, i.e. kept and nonzero "
-        f"({pruned:.1%} pruned or zero),\n{levels}",
+        f"({percent(pruned)} pruned or zero),\n{levels}",
     )
     ax.set_yscale("log")
     ax.set_xlabel("weight")

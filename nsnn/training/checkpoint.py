@@ -158,7 +158,8 @@ def load_model(
     """Rebuild the network of a checkpoint and load its weights; returns ``(model in eval mode, ckpt)``.
 
     A run directory means its ``best.pt``. The model is built with
-    ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``.
+    ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``;
+    its spiking neurons take the run's ``eval_mode`` (the one its validation and test used).
 
         model, ckpt = load_model("runs/mnist-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
@@ -168,4 +169,11 @@ def load_model(
     ckpt = load_checkpoint(path_or_run_dir, map_location=map_location)
     model = create(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model"])
+    mode = (ckpt.get("config") or {}).get("eval_mode")
+    if mode is not None:
+        from nsnn.neurons import SpikingNeuron
+
+        for module in model.modules():
+            if isinstance(module, SpikingNeuron):
+                module.eval_mode = mode
     return model.to(map_location).eval(), ckpt
