@@ -6,7 +6,8 @@ reset ``"hard"`` (u ← h·(1 − s)) or ``"soft"`` (u ← h − θ·s), optiona
 
 ``step_mode="m"`` runs the fused multi-step kernel; ``step_mode="s"`` takes one ``[B, ...]`` step
 per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`nsnn.reset_net`).
-:meth:`step` is the snntorch-style functional form, ``spk, mem = neuron.step(x_t, mem)``.
+:meth:`step` is the snntorch-style functional form, ``spk, mem = neuron.step(x_t, mem)``; its ``mem`` is
+the state after the reset (snntorch returns the pre-reset ``h``), the same spikes either way.
 """
 
 from __future__ import annotations
@@ -176,7 +177,11 @@ class SpikingNeuron(nn.Module):
         return spk
 
     def step(self, x_t: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """One step, functional: ``spk, mem = neuron.step(x_t, mem)`` (``mem=None``: from rest)."""
+        """One step, functional: ``spk, mem = neuron.step(x_t, mem)`` (``mem=None``: from rest).
+
+        ``mem`` is the membrane after the reset, u_t (what the next step decays), not snntorch's
+        pre-reset h_t = β·u_{t−1} + x_t.
+        """
         self._check_floating(x_t)
         if mem is not None and mem.shape != x_t.shape:
             raise ValueError(

@@ -3,8 +3,10 @@
 784 Poisson inputs → N excitatory conductance LIF neurons with adaptive threshold (plastic X→Ae
 synapses, trace STDP, per-example normalisation) ↔ N inhibitory neurons (soft winner-take-all).
 Training runs as one compiled Brian2 ``cpp_standalone`` program per chunk of examples (values swapped
-through ``run_args``, no recompilation), ~20× faster than the classic per-example ``run()`` loop;
-the runtime targets (cython/numpy) stay available for small runs and tests.
+through ``run_args``), built again only when the synapses change (after each ``prune_every`` pruning)
+and once for the frozen label/test network; 51-57× faster than the classic per-example ``run()`` loop
+at N = 400 (``bench/stdp.py``). The runtime targets (cython/numpy) stay available for small runs and
+tests.
 
     from nsnn.stdp import STDPConfig, run_experiment, load_run
     summary = run_experiment(STDPConfig(n_exc=400, prune=0.75, prune_every=2000, bits=4), train, test,

@@ -4,7 +4,7 @@ Every constant of the model lives here, as a plain float with its unit in the fi
 a run's ``config.json`` is :meth:`STDPConfig.to_dict` plus a ``run`` record, and ``from_dict`` reads
 it back); :mod:`nsnn.stdp.equations` turns them into
 Brian2 quantities, where Brian2 checks the units of every equation. Defaults follow the original code
-(Diehl & Cook 2015, ``Diehl&Cook_spiking_MNIST.py``), with two deliberate choices:
+(Diehl & Cook 2015, ``Diehl&Cook_spiking_MNIST.py``), with four deliberate choices:
 
 * ``method="exponential_euler"``: the membrane equation is stiff in ``g_i``; forward Euler (every
   Brian2 port) blows up for N ≥ 1600.
