@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -451,3 +452,50 @@ def test_a_layer_emptied_by_a_threshold_stays_empty_under_global_sparsity():
     # Masks only shrink: keeping a layer's largest weight never revives one that had none alive.
     assert not model[1].weight_mask.any() and int(model[0].weight_mask.sum()) == 15
     assert [layer.alive for layer in report.layers] == [15, 0]
+
+
+def test_event_counts_are_exact_in_any_model_dtype_and_under_autocast():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    with torch.no_grad():
+        conv.weight[conv.weight.abs() < 0.02] = 0  # some pruned synapses
+    model = nsnn.SeqToANN(conv)
+    x = (torch.rand(2, 4, 64, 16, 16) > 0.5).float()  # fan-ins of up to 576: beyond bfloat16's 256
+    exact = count_synaptic_events(model, x)["0"]
+    alive = (conv.weight != 0).double()
+    by_hand = torch.nn.functional.conv2d(x.flatten(0, 1).double(), alive, padding=1).sum().item() / 4
+    assert exact[0] == by_hand and exact[1] > exact[0]
+    for dtype in (torch.bfloat16, torch.float16):
+        low = nsnn.SeqToANN(nn.Conv2d(64, 64, 3, padding=1)).to(dtype)
+        low.load_state_dict(model.state_dict())
+        assert count_synaptic_events(low, x.to(dtype))["0"] == exact, dtype  # float16 gave inf
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert count_synaptic_events(model, x)["0"] == exact
+
+
+def test_report_warns_when_an_optimizer_step_revived_pruned_weights():
+    torch.manual_seed(0)
+    net = nsnn.SeqToANN(nn.Linear(8, 4))
+    magnitude_prune(net, sparsity=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compression_report(net)  # masks hold: no warning
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(torch.rand(2, 3, 8)).sum().backward()
+    optimizer.step()  # no apply_masks / attach_masks
+    with pytest.warns(RuntimeWarning, match="0: pruned weights are nonzero again"):
+        assert compression_report(net).sparsity == 0.5
+
+
+def test_bad_axis_and_argument_types_are_value_errors():
+    w = np.random.default_rng(0).normal(size=(5, 4))
+    for axis in (2, -3, (0, 2)):
+        with pytest.raises(ValueError, match="out of range for weights of 2 dimensions"):
+            prune_mask(w, sparsity=0.5, axis=axis)
+    assert (prune_mask(w, sparsity=0.5, axis=-1) == prune_mask(w, sparsity=0.5, axis=1)).all()
+    with pytest.raises(ValueError, match=r"sparsity must be a number, got '0\.5'"):
+        magnitude_prune(w, sparsity="0.5")
+    for bits in ("4", True, 4.5):
+        with pytest.raises(ValueError, match="bits must be an integer"):
+            quantize(w, bits=bits)
+    assert (quantize(w, bits=np.int64(4)) == quantize(w, bits=4)).all()

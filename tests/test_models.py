@@ -426,3 +426,15 @@ def test_a_registered_model_without_a_default_names_the_missing_keyword(monkeypa
     with pytest.raises(ValueError, match=r"needs the keyword\(s\) \['width'\], which have no default"):
         create("needs_width")
     assert create("needs_width", width=3).config["kwargs"]["width"] == 3
+
+
+def test_numpy_integer_counts_are_accepted_and_recorded_as_ints_and_a_list_neuron_is_refused():
+    net = create("mnist_mlp", num_classes=np.int64(7), hidden=np.int32(16))
+    assert net.config["kwargs"]["num_classes"] == 7 and type(net.config["kwargs"]["num_classes"]) is int
+    assert net(torch.rand(2, 3, 1, 28, 28)).shape == (2, 3, 7)
+    small = create("cifarnet", image_size=(np.int64(12), np.int64(20)))
+    assert small.config["kwargs"]["image_size"] == [12, 20]
+    with pytest.raises(ValueError, match=r"unknown neuron \['LIF'\]; valid choices: NILIF"):
+        create("mnist_mlp", neuron=["LIF"])
+    with pytest.raises(ValueError, match="num_classes of model 'mnist_mlp' must be a positive integer"):
+        create("mnist_mlp", num_classes=np.bool_(True))

@@ -811,3 +811,16 @@ def test_load_model_gives_the_neurons_the_runs_eval_mode(tmp_path):
         model, _ = load_model(tmp_path / mode)
         neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
         assert neurons and all(n.eval_mode == mode for n in neurons)
+
+
+def test_perturbation_strength_and_name_are_checked():
+    for strength in ("abc", None, -1, math.inf, True, "0.5"):
+        with pytest.raises(ValueError, match="perturbation strength must be a finite number >= 0"):
+            Perturbation(strength)
+    assert Perturbation(np.float32(0.25)).strength == 0.25 and Perturbation(2).strength == 2.0
+    with pytest.raises(ValueError, match="must set its own name"):
+
+        class _Unnamed(Perturbation):
+            pass
+
+    assert "_Unnamed" not in {cls.__name__ for cls in PERTURBATIONS.values()}

@@ -26,6 +26,7 @@ checkpoint's zeros with ``magnitude_prune(model, threshold=0.0)``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,10 +59,22 @@ def _check_args(sparsity: float | None, threshold: float | None) -> None:
         raise ValueError(
             "give exactly one of sparsity (fraction pruned, in [0, 1)) or threshold (|w| <= t dies)"
         )
+    for key, value in (("sparsity", sparsity), ("threshold", threshold)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
     if sparsity is not None and not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if threshold is not None and not threshold >= 0:  # NaN too
         raise ValueError(f"threshold must be >= 0, got {threshold}")
+
+
+def _normalize_axes(axis: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """``axis`` as non-negative axes of an ``ndim``-dimensional array; ``ValueError`` out of range."""
+    axes = tuple(int(a) for a in np.atleast_1d(axis))
+    bad = [a for a in axes if not -ndim <= a < ndim]
+    if bad:
+        raise ValueError(f"axis {bad[0]} is out of range for weights of {ndim} dimensions")
+    return tuple(a % ndim for a in axes)
 
 
 def prune_mask(
@@ -81,7 +94,7 @@ def prune_mask(
     magnitude = np.abs(w.astype(np.float64))
     if threshold is not None:
         return alive & (magnitude > threshold)
-    axes = tuple(range(w.ndim)) if axis is None else tuple(a % w.ndim for a in np.atleast_1d(axis))
+    axes = tuple(range(w.ndim)) if axis is None else _normalize_axes(axis, w.ndim)
     kept = [a for a in range(w.ndim) if a not in axes]
     order = kept + list(axes)
     groups = int(np.prod([w.shape[a] for a in kept])) if kept else 1

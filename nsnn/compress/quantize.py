@@ -140,6 +140,8 @@ def level_set(
         return np.unique(given)
     if bits is None:
         raise ValueError("give bits (k-bit uniform levels) or levels (explicit list)")
+    if isinstance(bits, bool) or not isinstance(bits, Integral):
+        raise ValueError(f"bits must be an integer, got {bits!r}")
     if bits < 1:
         raise ValueError(f"bits must be >= 1 ({FULL_PRECISION_BITS}+ = full precision), got {bits}")
     if bits >= FULL_PRECISION_BITS:

@@ -3,7 +3,9 @@
 A synapse is *alive* when its mask (if any) keeps it and its weight is nonzero, the weights the forward
 pass really uses and :func:`count_synaptic_events` counts: a weight that quantization moved to exactly 0
 counts as pruned whether or not its layer has a mask, and a checkpoint (which keeps no masks) reports
-the same alive counts once loaded again.
+the same alive counts once loaded again. Both agree while the masks hold; an optimizer step without
+``apply_masks``/``attach_masks`` revives pruned weights, which the forward pass (and so the event count)
+uses again while the report, going by the mask, does not: it warns (``RuntimeWarning``) when it sees this.
 
 A layer's ``bits`` is what :func:`~nsnn.compress.quantize` recorded (``weight_bits``) while its alive
 weights still take at most 2**bits values; once training has moved them off the levels (fine-tuning
@@ -24,6 +26,7 @@ not exactly 0, so such layers count (nearly) dense.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +138,16 @@ def compression_report(
         stats = []
         for name, module in prunable_layers(target):
             bits_buffer = getattr(module, BITS_BUFFER, None)
-            layer = layer_stats(name, module.weight, getattr(module, MASK_BUFFER, None))
+            mask = getattr(module, MASK_BUFFER, None)
+            if mask is not None and bool((module.weight.detach()[~mask.bool()] != 0).any()):
+                warnings.warn(
+                    f"{name}: pruned weights are nonzero again (an optimizer step without apply_masks or "
+                    "attach_masks), and the forward pass uses them; this report counts them as pruned. "
+                    "Call nsnn.compress.apply_masks(model) to prune them again.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            layer = layer_stats(name, module.weight, mask)
             if bits_buffer is not None and layer.distinct <= 2 ** int(bits_buffer):
                 layer = dataclasses.replace(layer, bits=int(bits_buffer))
             stats.append(layer)
@@ -160,12 +172,15 @@ def synaptic_events(pre_spikes: Any, mask: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
-def _layer_events(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
-    events = (x != 0).to(weight.dtype)
-    if isinstance(module, nn.Linear):
-        return float(F.linear(events, weight).sum())
-    # The layer's own convolution, so its padding mode (circular, reflect, ...) reaches the same outputs.
-    return float(module._conv_forward(events, weight, None).sum())
+def _layer_events(module: nn.Module, x: torch.Tensor, alive: torch.Tensor) -> float:
+    """Events of one call: the 0/1 input through the 0/1 ``alive`` kernel, in float64 whatever the
+    model's dtype or autocast (bfloat16 holds integers exactly only up to 256, float16 overflows)."""
+    events = (x != 0).double()
+    with torch.autocast(x.device.type, enabled=False):
+        if isinstance(module, nn.Linear):
+            return float(F.linear(events, alive).sum())
+        # The layer's own convolution, so its padding mode (circular, reflect, ...) reaches the same outputs.
+        return float(module._conv_forward(events, alive, None).sum())
 
 
 @torch.no_grad()
@@ -186,7 +201,7 @@ def count_synaptic_events(
     for name, module in prunable_layers(model):
 
         def hook(mod: nn.Module, args: tuple, _out: Any, name: str = name) -> None:
-            alive = (mod.weight != 0).to(mod.weight.dtype)
+            alive = (mod.weight != 0).double()
             entry = totals.setdefault(name, [0.0, 0.0])
             entry[0] += _layer_events(mod, args[0], alive)
             entry[1] += _layer_events(mod, args[0], torch.ones_like(alive))

@@ -82,7 +82,8 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     ``noise``, ``sigma``, ``tau``, ``threshold``, ``reset``, ``detach_reset``), applied to every
     spiking layer. Unknown names or keywords raise ValueError listing the valid ones, and so do
     keywords of the wrong type: ``sigma``, ``tau`` and ``threshold`` must be finite real numbers (ints
-    and numpy floats included; recorded as floats), ``detach_reset`` and boolean architecture keywords
+    and numpy floats included; recorded as floats), counts such as ``num_classes`` positive integers
+    (numpy integers included; recorded as ints), ``detach_reset`` and boolean architecture keywords
     ``True`` or ``False``.
 
         net = create("vgg11", num_classes=10, image_size=32, neuron="LIF")
@@ -109,6 +110,9 @@ def create(name: str, **kwargs: Any) -> nn.Module:
             if not (sizes and all(_is_count(v) for v in value)):
                 pair = " (or an [H, W] pair of them)" if key == "image_size" else ""
                 raise ValueError(f"{key} of model {name!r} must be a positive integer{pair}, got {value!r}")
+            kwargs[key] = [int(v) for v in value]  # numpy integers as ints
+        elif _is_count(default):
+            kwargs[key] = int(value)
     arch.update({k: v for k, v in kwargs.items() if k in arch})
     missing = [k for k, v in arch.items() if v is inspect.Parameter.empty]
     if missing:
@@ -138,7 +142,8 @@ def _check_neuron_kwargs(name: str, neuron_kw: dict[str, Any]) -> None:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    """A positive integer: a Python int or a numpy integer, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _get(name: str) -> ModelFactory:

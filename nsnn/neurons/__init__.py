@@ -51,6 +51,6 @@ def build_neuron(
     detach_reset: bool = False,
 ) -> nn.Module:
     """A fresh neuron module of ``kind`` (one of :data:`NEURONS`), multi-step mode."""
-    if kind not in NEURONS:
+    if not isinstance(kind, str) or kind not in NEURONS:
         raise ValueError(f"unknown neuron {kind!r}; valid choices: {', '.join(NEURONS)}")
     return NEURONS[kind](noise, sigma, tau=tau, threshold=threshold, reset=reset, detach_reset=detach_reset)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -39,6 +40,8 @@ class Perturbation:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            raise ValueError(f"perturbation class {cls.__qualname__} must set its own name = '...'")
         known = PERTURBATIONS.get(cls.name)
         # Re-running the same class definition (a notebook cell) replaces it; another class may not.
         if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
@@ -46,10 +49,10 @@ class Perturbation:
         PERTURBATIONS[cls.name] = cls
 
     def __init__(self, strength: float = 0.0) -> None:
-        strength = float(strength)
-        if not math.isfinite(strength) or strength < 0:
-            raise ValueError(f"perturbation strength must be a finite number >= 0, got {strength}")
-        self.strength = strength
+        number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
+        if not (number and math.isfinite(strength) and strength >= 0):
+            raise ValueError(f"perturbation strength must be a finite number >= 0, got {strength!r}")
+        self.strength = float(strength)
 
     def perturb_input(self, x: Tensor, y: Tensor, forward: Callable[[Tensor], Tensor]) -> Tensor:
         """The batch to evaluate instead of ``x`` (``[B, ...]`` as the loader yields it, labels ``y``).
