@@ -36,6 +36,8 @@ from torch import Tensor, nn
 
 import nsnn
 
+from saved_memory import held_for_backward
+
 SHAPES = [(4, 32, 128, 16, 16), (32, 16, 4096)]
 
 
@@ -71,21 +73,11 @@ def spikingjelly_layer() -> nn.Module | None:
 
 
 def saved_bytes(layer: nn.Module, x: Tensor) -> int:
-    """Bytes of distinct storages autograd keeps for ``layer``'s backward, the input's own storage
-    included when the layer keeps it (nsnn saves ``x`` and replays the membrane from it)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
-
+    """Bytes autograd keeps for ``layer``'s backward (:func:`saved_memory.held_for_backward`): nsnn
+    keeps ``x`` itself and replays the membrane from it."""
     if hasattr(layer, "reset"):
         layer.reset()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = layer(x)
-    del y
-    return sum(seen.values())
+    return held_for_backward(lambda: layer(x))
 
 
 def keep_freed_memory() -> None:
@@ -168,6 +160,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeats < 1 or args.threads < 0:
         ap.error(f"--repeats must be >= 1 and --threads >= 0, got {args.repeats} and {args.threads}")
+    if args.repeats < 7:
+        print(f"note: {args.repeats} repeats; the targets are stated for the median of at least 7")
     try:
         device = torch.device(args.device)
     except RuntimeError as e:

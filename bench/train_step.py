@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saved_memory import held_for_backward
+
 KINDS = ("spiking", "relu")
 
 
@@ -64,17 +66,8 @@ def build(kind: str, batch: int, timestep: int, device: torch.device) -> tuple[n
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the unique storages autograd saves for backward during one forward pass."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
+    """Bytes autograd keeps for backward after one forward pass (:mod:`saved_memory`)."""
+    return held_for_backward(lambda: model(x))
 
 
 class Stepper:
