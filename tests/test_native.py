@@ -646,3 +646,15 @@ def test_lif_multistep_refuses_integer_inputs_and_a_decay_that_is_not_0_dim() ->
     decay = torch.tensor([0.5], requires_grad=True)
     with pytest.raises(ValueError, match="0-dim"):
         lif_multistep(torch.ones(3, 2), LIFParameters(decay=decay), noise, "heaviside")
+
+
+@needs_native
+@pytest.mark.parametrize(("sigma", "x"), [(3e38, 1e30), (1e20, 1e20), (1e-30, 1.0)])
+def test_gaussian_surrogate_at_extreme_sigma_is_the_noise_pdf(sigma: float, x: float) -> None:
+    # float32 d²·(−1/2σ²) overflowed (inf·0 = NaN) or underflowed (0) for σ or |d| beyond ~1e19
+    noise = get_noise("gaussian", sigma)
+    xs = torch.full((2, 3), x)
+    _, gx, _ = run(xs, 0.5, noise, "heaviside")
+    _, gx0, _ = run(xs, 0.5, noise, "heaviside", use_native=False)
+    assert torch.isfinite(gx).all() and (gx != 0).any()  # σ = 1e-30: pdf(0) = 4e29 at h = θ
+    torch.testing.assert_close(gx, gx0, rtol=1e-5, atol=0)

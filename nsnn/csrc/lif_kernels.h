@@ -99,13 +99,11 @@ struct Scale {
       : inv(static_cast<S>(inv_sigma)),
         half_inv(static_cast<S>(0.5 * inv_sigma)),
         inv_sqrt2(static_cast<S>(0.70710678118654752 * inv_sigma)),
-        quad(static_cast<S>(std::max(-0.5 * inv_sigma * inv_sigma, -double{std::numeric_limits<S>::max()}))),
         gauss_peak(static_cast<S>(0.39894228040143268 * inv_sigma)),
         sigma(static_cast<S>(1.0 / inv_sigma)) {}
   S inv;         // 1/σ
   S half_inv;    // 1/(2σ)
   S inv_sqrt2;   // 1/(σ√2)
-  S quad;        // −1/(2σ²), kept finite (σ < 4e-20 in float32): at d = 0, d²·quad = 0, not 0·inf = NaN
   S gauss_peak;  // 1/(σ√(2π))
   S sigma;       // σ
 };
@@ -118,7 +116,12 @@ struct Noise;
 template <typename S>
 struct Noise<S, kGaussian> {
   static inline S cdf(S d, const Scale<S>& k) { return Fn<S>::gauss_cdf(d, std::fabs(d) * k.inv_sqrt2); }
-  static inline S pdf(S d, const Scale<S>& k) { return Fn<S>::exp_nonpos(d * d * k.quad) * k.gauss_peak; }
+  // exp(−z²) with z = d/(σ√2) scaled first: d² alone overflows for |d| > 1.8e19 in float32 (and 1/σ²
+  // underflows for σ > 1.8e19), which gave inf·0 = NaN or 0 where the pdf is ≈ 0.24/σ.
+  static inline S pdf(S d, const Scale<S>& k) {
+    const S z = d * k.inv_sqrt2;
+    return Fn<S>::exp_nonpos(-(z * z)) * k.gauss_peak;
+  }
   static inline void both(S d, const Scale<S>& k, S& c, S& p) {
     c = cdf(d, k);
     p = pdf(d, k);

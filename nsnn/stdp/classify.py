@@ -57,7 +57,9 @@ def class_scores(counts: np.ndarray, assignments: np.ndarray, n_classes: int = 1
 
 
 def predict(counts: np.ndarray, assignments: np.ndarray, n_classes: int = 10) -> np.ndarray:
-    """Predicted class per example ``[n]`` (int64); −1 where no assigned neuron fired."""
+    """Predicted class per example ``[n]`` (int64): the highest mean count over a class's neurons, a tie
+    going to the lowest class index (Diehl & Cook's ranking took the highest); −1 where no assigned
+    neuron fired."""
     scores = class_scores(counts, assignments, n_classes)
     prediction = scores.argmax(axis=1).astype(np.int64)
     prediction[~(scores.max(axis=1) > 0)] = -1
