@@ -97,8 +97,9 @@ def _columns(n_rows: int, cuts: set[int], rows_per_column: int) -> list[int]:
 def _fmt_int(n: int) -> str:
     """1234 → "1.23k", 999_999 → "1M" (three significant digits, rounding carried into the unit)."""
     for unit, scale in (("G", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)):
-        if float(f"{n / scale:.3g}") >= 1:
-            return f"{float(f'{n / scale:.3g}'):g}{unit}"
+        rounded = float(f"{n / scale:.3g}")
+        if rounded >= 1:
+            return f"{rounded:g}{unit}"
     return str(n)
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from nsnn.io import TorchFileError, atomic_save_torch, load_torch
+from nsnn.layers import set_eval_mode
 from nsnn.training.config import ConfigError
 
 FORMAT = "nsnn-checkpoint-1"
@@ -171,9 +172,5 @@ def load_model(
     model.load_state_dict(ckpt["model"])
     mode = (ckpt.get("config") or {}).get("eval_mode")
     if mode is not None:
-        from nsnn.neurons import SpikingNeuron
-
-        for module in model.modules():
-            if isinstance(module, SpikingNeuron):
-                module.eval_mode = mode
+        set_eval_mode(model, mode)
     return model.to(map_location).eval(), ckpt
