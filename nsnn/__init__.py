@@ -9,7 +9,7 @@ topology visualizer. ``import nsnn`` needs only torch; Brian2, matplotlib and ne
     spikes = neuron(torch.randn(4, 32, 100))        # [T, B, N] -> [T, B, N]
 """
 
-from nsnn.layers import SeqToANN, reset_net, set_eval_mode
+from nsnn.layers import SeqToANN, neuron_eval_mode, reset_net, set_eval_mode
 from nsnn.neurons import LIF, NILIF, PLIF, SpikingNeuron, build_neuron
 from nsnn.noise import Noise, get_noise, list_noises
 
@@ -25,6 +25,7 @@ __all__ = [
     "build_neuron",
     "get_noise",
     "list_noises",
+    "neuron_eval_mode",
     "reset_net",
     "set_eval_mode",
 ]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from nsnn.neurons.base import EVAL_MODES, SpikingNeuron
 
-__all__ = ["SeqToANN", "evaluating", "reset_net", "set_eval_mode"]
+__all__ = ["SeqToANN", "evaluating", "neuron_eval_mode", "reset_net", "set_eval_mode"]
 
 
 class SeqToANN(nn.Sequential):
@@ -36,13 +36,35 @@ def reset_net(model: nn.Module) -> None:
             m.reset()
 
 
+def _stochastic_neurons(model: nn.Module) -> list[SpikingNeuron]:
+    return [m for m in model.modules() if isinstance(m, SpikingNeuron) and m.stochastic]
+
+
 def set_eval_mode(model: nn.Module, mode: str) -> None:
     """Set ``eval_mode`` (stochastic | deterministic | expected) on every stochastic neuron."""
     if mode not in EVAL_MODES:
         raise ValueError(f"eval_mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
-    for m in model.modules():
-        if isinstance(m, SpikingNeuron) and m.stochastic:
-            m.eval_mode = mode
+    for m in _stochastic_neurons(model):
+        m.eval_mode = mode
+
+
+@contextlib.contextmanager
+def neuron_eval_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """:func:`set_eval_mode` inside the block; each neuron's own ``eval_mode`` is restored afterwards.
+
+    Example::
+
+        with neuron_eval_mode(net, "expected"):
+            probabilities = net(x)
+    """
+    neurons = _stochastic_neurons(model)
+    before = [n.eval_mode for n in neurons]
+    set_eval_mode(model, mode)
+    try:
+        yield model
+    finally:
+        for n, previous in zip(neurons, before, strict=True):
+            n.eval_mode = previous
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import nsnn
 from nsnn.io import CsvLog, read_csv, read_json
 from nsnn.training import (
     ConfigError,
@@ -251,6 +252,10 @@ def test_neuron_eval_mode_is_restored():
     assert {m.eval_mode for m in net.modules() if isinstance(m, SpikingNeuron)} == {"stochastic"}
     with pytest.raises(ValueError, match="eval_mode must be one of"), neuron_eval_mode(net, "mean"):
         pass
+    assert neuron_eval_mode is nsnn.neuron_eval_mode  # one implementation, nsnn.layers'
+    lif = create("mnist_convnet", width=4, hidden=8, neuron="LIF")  # deterministic: eval_mode is unused
+    with neuron_eval_mode(lif, "expected"):
+        assert {m.eval_mode for m in lif.modules() if isinstance(m, SpikingNeuron)} == {"stochastic"}
 
 
 def test_evaluate_restores_every_modules_own_train_flag():

@@ -18,10 +18,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from nsnn.neurons.base import EVAL_MODES as _FIRE_MODE_OF
 from nsnn.training.losses import LOSSES, REGULARIZERS
 from nsnn.training.optim import OPTIMIZERS, SCHEDULERS, scheduler_name
 
-EVAL_MODES = ("stochastic", "deterministic", "expected")
+EVAL_MODES = tuple(_FIRE_MODE_OF)  # "stochastic", "deterministic", "expected"
 # Noise seed of a test pass: the one that ends training and the testing scripts' default (--seed), so
 # that `testing_*.py --snapshot best.pt` reproduces the test accuracy a single-process run reported.
 TEST_SEED = 0

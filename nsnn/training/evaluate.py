@@ -16,14 +16,13 @@ prediction is the argmax of (1/K)·Σ_k (1/T)·Σ_t o_t^(k)::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nsnn.layers import evaluating
-from nsnn.training.config import EVAL_MODES
+from nsnn.layers import evaluating, neuron_eval_mode
 from nsnn.training.losses import LossFn, mean_ce
 from nsnn.training.perturbations import Perturbation
 from nsnn.training.runtime import Runtime, all_reduce_sum
@@ -44,24 +43,6 @@ def to_sequence(x: Tensor, timestep: int | None, encoding: str = "direct") -> Te
     from nsnn.models import encode
 
     return encode(x, timestep, encoding)
-
-
-@contextlib.contextmanager
-def neuron_eval_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Temporarily set ``eval_mode`` on every spiking neuron of ``model`` (restored on exit)."""
-    if mode not in EVAL_MODES:
-        raise ValueError(f"eval_mode must be one of {list(EVAL_MODES)}, got {mode!r}")
-    from nsnn.neurons import SpikingNeuron
-
-    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
-    before = [n.eval_mode for n in neurons]
-    for n in neurons:
-        n.eval_mode = mode
-    try:
-        yield
-    finally:
-        for n, previous in zip(neurons, before, strict=True):
-            n.eval_mode = previous
 
 
 def evaluate(
