@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -35,18 +36,28 @@ def _default_file_mode() -> int:
 _STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's mkstemp names look like
 
 
-def remove_stale_temps(folder: str | Path) -> list[str]:
+def remove_stale_temps(folder: str | Path, *, target: str | None = None, min_age_s: float = 0.0) -> list[str]:
     """Delete the temp files a killed atomic write left in ``folder``; returns their names.
 
-    Only for a folder no other process is writing to (a run being resumed or started afresh).
+    With ``target``, only those of that file name; with ``min_age_s``, only those not modified for that
+    many seconds (a temp still being written by another process is younger). Without ``min_age_s``,
+    only for a folder no other process is writing to (a run being resumed or started afresh).
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = sorted(p.name for p in folder.iterdir() if p.is_file() and _STALE_TEMP.match(p.name))
-    for name in stale:
-        (folder / name).unlink(missing_ok=True)
-    return stale
+    now = time.time()
+    stale = []
+    for p in folder.iterdir():
+        if not (_STALE_TEMP.match(p.name) and (target is None or p.name.startswith(f".{target}."))):
+            continue
+        try:
+            if p.is_file() and now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                stale.append(p.name)
+        except FileNotFoundError:  # renamed or removed meanwhile by its writer
+            continue
+    return sorted(stale)
 
 
 @contextmanager

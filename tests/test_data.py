@@ -10,12 +10,14 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import shutil
 import socket
 import socketserver
 import tarfile
 import threading
+import time
 import urllib.error
 from pathlib import Path
 
@@ -282,6 +284,27 @@ def test_download_good_and_bad_md5(tmp_path):
     assert got.read_bytes() == src.read_bytes() and [p.name for p in out.iterdir()] == ["blob.bin"]
     src.unlink()  # a valid existing file is kept without touching the network
     assert nd.download_file(src.as_uri(), got, md5=md5(got)) == got
+
+
+def test_download_md5_either_case_and_stale_temps_of_killed_downloads(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"payload" * 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    # a download killed by SIGKILL two hours ago, one still running elsewhere, another file's
+    old, live = out / ".blob.bin.k1ll3d_0.tmp", out / ".blob.bin.l1ve_abc.tmp"
+    other = out / ".x.bin.k1ll3d_0.tmp"
+    for path in (old, live, other):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(other, (two_hours_ago, two_hours_ago))
+    got = nd.download_file(src.as_uri(), out / "blob.bin", md5=md5(src).upper())  # md5 in upper case
+    assert got.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["blob.bin", live.name, other.name])
+    for bad in ("abc", "g" * 32, None):
+        with pytest.raises(ValueError, match="md5 must be 32 hexadecimal digits"):
+            nd.download_file(src.as_uri(), out / "blob.bin", md5=bad)
 
 
 class _BrokenMirror(http.server.BaseHTTPRequestHandler):

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -546,6 +547,33 @@ def test_testing_on_dvs_frames_of_another_shape_is_a_flag_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "Traceback" not in err
     assert f"was trained on other data than {other} holds: {problem}" in err
+
+
+def test_default_data_folder_is_recorded_and_testing_flags_other_data(tmp_path, monkeypatch, capsys):
+    """A dataset read from the default folder ($NSNN_DATA_DIR or ./data) without --data-dir: the run's config
+    names that folder, so testing from elsewhere reads the same data; other data (--data-dir) are tested
+    with a warning and ``same_data_as_run`` false."""
+    from nsnn.training.cli import main
+
+    dvs = _dvs_folder(tmp_path / "dvs", (3, 2, 8, 8))
+    monkeypatch.setenv("NSNN_DATA_DIR", str(dvs))
+    settings = {**TINY, "dataset": "dvs-cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}, "timestep": 3}
+    settings.update(minibatch=4, val_split=0.0, epochs=1, out=str(tmp_path / "run"))
+    fit(TrainConfig(**settings))
+    assert read_json(tmp_path / "run" / "config.json")["data_dir"] == str(dvs.resolve())
+
+    other = tmp_path / "other"
+    shutil.copytree(dvs, other)
+    test_set = torch.load(other / "test.pt")
+    torch.save({**test_set, "labels": (test_set["labels"] + 1) % 10}, other / "test.pt")
+    monkeypatch.setenv("NSNN_DATA_DIR", str(other))  # another default folder now: the run's is still read
+    assert main(["test", "--snapshot", str(tmp_path / "run"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is True and "warning" not in err
+    assert main(["test", "--snapshot", str(tmp_path / "run"), "--data-dir", str(other), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is False
+    assert f"warning: the data read from {other}" in err and "not the run's test figure" in err
 
 
 _KILLER = textwrap.dedent(

@@ -756,6 +756,26 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
         visualizer.topology(tmp_path / "nothing.npz")
 
 
+def test_a_poisson_run_is_shown_the_raw_intensities_it_was_trained_on():
+    """The run's own test images, encoded as in training: a rate code fires with the raw intensity in
+    [0, 1], not with the mean/std-normalised pixel (which fires bright pixels always, dim ones never)."""
+    from nsnn.data import get_dataset
+    from nsnn.models import create
+    from visualizer.activity import run_batch
+    from visualizer.sources import ModuleSource
+
+    model = create("mnist_mlp", num_classes=10, in_channels=1, image_size=28)
+    config = {"dataset": "mnist", "timestep": 8, "encoding": "poisson"}
+    torch.manual_seed(0)
+    batch = run_batch(ModuleSource(model, checkpoint={"config": config, "epoch": 1}), batch_size=16)
+    assert batch.x.shape == (8, 16, 1, 28, 28) and set(batch.x.unique().tolist()) <= {0.0, 1.0}
+    bundle = get_dataset("mnist")
+    raw = bundle.test.images[:16].float() / 255  # what the training loader feeds a poisson run
+    rate, expected = batch.x.mean().item(), raw.mean().item()
+    sd = (expected * (1 - expected) / batch.x.numel()) ** 0.5
+    assert abs(rate - expected) < 5 * sd, (rate, expected, sd)
+
+
 def test_cli_names_a_missing_or_unreadable_batch_file(bptt_dir, tmp_path, capsys):
     out = tmp_path / "out"
     for name in ("missing.pt", "missing.npy"):

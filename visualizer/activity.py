@@ -149,13 +149,13 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
 
 def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
     from nsnn.data import get_dataset
-    from nsnn.training import to_sequence
+    from nsnn.training import normalization, to_sequence
 
     config = (source.checkpoint or {}).get("config") or {}
     bundle = get_dataset(config["dataset"], config.get("data_dir"))
-    x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False)))
-    T = _timestep(source)
     encoding = config.get("encoding", "direct")
+    x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False, **normalization(encoding))))
+    T = _timestep(source)
     return Batch(  # the test split may hold fewer images than asked for
         to_sequence(x, T, encoding), f"{len(x)} {bundle.name} test images, {encoding} encoding, T={T}"
     )

@@ -37,6 +37,7 @@ from nsnn.data.registry import (
     DatasetBundle,
     get_dataset,
     list_datasets,
+    reads_data_folder,
     register_dataset,
 )
 from nsnn.data.split import split_indices, train_val_split
@@ -75,6 +76,7 @@ __all__ = [
     "random_hflip",
     "random_roll",
     "read_idx",
+    "reads_data_folder",
     "register_dataset",
     "split_indices",
     "train_val_split",

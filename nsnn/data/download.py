@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -26,9 +27,12 @@ from typing import IO
 from tqdm import tqdm
 
 from nsnn.data.base import DatasetError, progress_off
-from nsnn.io import atomic_write
+from nsnn.io import atomic_write, remove_stale_temps
 
 _CHUNK = 1 << 20
+# A download's temp file untouched for this long was left by a killed process (a live transfer writes
+# every few seconds; urllib gives up on a silent connection after ``timeout``).
+_STALE_DOWNLOAD_S = 3600.0
 
 
 class _ChecksumMismatch(Exception):
@@ -77,13 +81,20 @@ def download_file(
     a temp file in ``dest``'s folder, checks the md5, then renames atomically; a failed attempt (network
     error, HTTP error, broken HTTP response, malformed URL, checksum mismatch) leaves nothing behind and
     the next mirror is tried. If all fail, raises :class:`DatasetError` listing every URL with its error.
+    ``md5`` is 32 hex digits, either case. The temp file of a download killed outright (SIGTERM, SIGKILL)
+    is removed by the next call for the same ``dest`` once it has been untouched for an hour.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
         raise ValueError("download_file needs at least one URL")
+    if not (isinstance(md5, str) and re.fullmatch(r"[0-9a-fA-F]{32}", md5)):
+        raise ValueError(f"md5 must be 32 hexadecimal digits; got {md5!r}")
+    md5 = md5.lower()
     dest = Path(dest)
     if dest.is_file() and md5_file(dest) == md5:
         return dest
+    # what an earlier download killed by SIGTERM/SIGKILL left (Ctrl-C cleans up after itself)
+    remove_stale_temps(dest.parent, target=dest.name, min_age_s=max(_STALE_DOWNLOAD_S, 10 * timeout))
     errors = []
     for url in urls:
         try:

@@ -104,18 +104,31 @@ class DatasetBundle:
 
 Builder = Callable[[Path | None, bool, bool | None], DatasetBundle]
 _BUILDERS: dict[str, Builder] = {}
+_EMBEDDED_DEFAULT: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding ``builder(data_dir, download, progress) -> DatasetBundle`` under ``name``."""
+def register_dataset(name: str, *, embedded: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator adding ``builder(data_dir, download, progress) -> DatasetBundle`` under ``name``.
+
+    ``embedded``: without ``data_dir`` and ``download`` the builder returns data shipped with the package
+    and reads no data folder (see :func:`reads_data_folder`).
+    """
 
     def add(builder: Builder) -> Builder:
         if name in _BUILDERS:
             raise ValueError(f"dataset {name!r} is already registered")
         _BUILDERS[name] = builder
+        if embedded:
+            _EMBEDDED_DEFAULT.add(name)
         return builder
 
     return add
+
+
+def reads_data_folder(name: str, data_dir: str | Path | None = None, download: bool = False) -> bool:
+    """Whether ``get_dataset(name, data_dir, download)`` reads a data folder (``data_dir``, or the default
+    ``$NSNN_DATA_DIR`` / ``./data``) rather than data embedded in the package."""
+    return data_dir is not None or download or name not in _EMBEDDED_DEFAULT
 
 
 def list_datasets() -> list[str]:
@@ -158,9 +171,9 @@ def _load_or_fetch(
         ) from e
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", embedded=True)
 def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
-    if data_dir is None and not download:
+    if not reads_data_folder("mnist", data_dir, download):
         train, test = embedded_mnist_split()
         source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
     else:
@@ -173,7 +186,7 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
         )
         source = str(folder)
     return DatasetBundle(
-        embedded=data_dir is None and not download,
+        embedded=not reads_data_folder("mnist", data_dir, download),
         name="mnist",
         train=train,
         test=test,

@@ -22,7 +22,7 @@ from nsnn.training.checkpoint import (
     restore_rng,
 )
 from nsnn.training.config import ConfigError, TrainConfig, build_train_parser, config_from_args
-from nsnn.training.evaluate import evaluate, neuron_eval_mode, to_sequence
+from nsnn.training.evaluate import evaluate, neuron_eval_mode, normalization, to_sequence
 from nsnn.training.losses import (
     LOSSES,
     REGULARIZERS,
@@ -69,6 +69,7 @@ __all__ = [
     "load_model",
     "mean_ce",
     "neuron_eval_mode",
+    "normalization",
     "per_step_ce",
     "restore_rng",
     "setup_runtime",

@@ -204,7 +204,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     """Evaluate ``args.snapshot`` on its dataset's test set; write ``eval-*.json`` and ``evaluations.csv``."""
     from nsnn.models import count_parameters
     from nsnn.training.checkpoint import load_model, resolve_checkpoint
-    from nsnn.training.evaluate import evaluate
+    from nsnn.training.evaluate import evaluate, normalization
     from nsnn.training.losses import build_loss
     from nsnn.training.perturbations import get_perturbation
     from nsnn.training.runtime import seed_everything, setup_runtime
@@ -252,10 +252,20 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         flush=True,
     )
     cfg.download, cfg.progress = args.download, args.progress
+    run_samples = cfg.max_samples
     if args.max_samples is not None:
         cfg.max_samples = args.max_samples
     bundle = load_dataset(cfg, args.data_dir)
     _check_test_data(bundle, cfg, ckpt["dataset"], path)
+    same_data = _same_data_as_run(bundle, ckpt["dataset"]) if cfg.max_samples == run_samples else None
+    if same_data is False:
+        print(
+            f"warning: the data read from {bundle.source} differ from the data this run was trained and "
+            f"tested on (another copy or version of {cfg.dataset}); the accuracy below is not the run's "
+            "test figure (give the run's --data-dir to reproduce it)",
+            file=sys.stderr,
+            flush=True,
+        )
     if ckpt["dataset"].get("embedded") and not bundle.embedded:
         print(
             "warning: this model was trained on the embedded MNIST split, whose training images are part "
@@ -263,8 +273,9 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
             file=sys.stderr,
             flush=True,
         )
-    norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
-    loader = bundle.loader(bundle.test, args.minibatch, train=False, device=rt.device, **norm)
+    loader = bundle.loader(
+        bundle.test, args.minibatch, train=False, device=rt.device, **normalization(cfg.encoding)
+    )
     seed_everything(args.seed)
     tick = time.perf_counter()
     metrics = evaluate(
@@ -296,11 +307,12 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "n": metrics["n"],
         "seconds": time.perf_counter() - tick,
     }
+    row = dict(result)  # the CSV keeps its columns; the JSON also says whether the data were the run's
+    result["same_data_as_run"] = same_data
     tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"
     result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
-    row = {k: v for k, v in result.items() if k != "result_file"}
     CsvLog(out / "evaluations.csv", list(row)).append(row)
     plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
     print(
@@ -318,6 +330,16 @@ def _unused(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
+
+
+def _same_data_as_run(bundle: Any, trained: dict[str, Any]) -> bool | None:
+    """Whether ``bundle`` holds the very images and labels of the run (``trained``: its checkpoint's data
+    record); None for a checkpoint that recorded no fingerprint."""
+    from nsnn.training.trainer import dataset_record
+
+    if "fingerprint" not in trained:
+        return None
+    return dataset_record(bundle)["fingerprint"] == trained["fingerprint"]
 
 
 def _check_test_data(bundle: Any, cfg: TrainConfig, trained: dict[str, Any], path: Path) -> None:

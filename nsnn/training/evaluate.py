@@ -45,6 +45,16 @@ def to_sequence(x: Tensor, timestep: int | None, encoding: str = "direct") -> Te
     return encode(x, timestep, encoding)
 
 
+def normalization(encoding: str) -> dict[str, None]:
+    """Loader keyword arguments for batches fed to ``encoding``: none for ``"direct"`` (the dataset's
+    mean/std apply), ``mean=None, std=None`` for a rate code, whose spike probability is the raw
+    intensity in [0, 1]::
+
+        loader = bundle.loader(bundle.test, 64, train=False, **normalization(cfg.encoding))
+    """
+    return {} if encoding == "direct" else {"mean": None, "std": None}
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],

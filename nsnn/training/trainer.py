@@ -39,7 +39,7 @@ from nsnn.training.checkpoint import (
     save_checkpoint,
 )
 from nsnn.training.config import RUNTIME_FIELDS, TEST_SEED, ConfigError, TrainConfig
-from nsnn.training.evaluate import evaluate, to_sequence
+from nsnn.training.evaluate import evaluate, normalization, to_sequence
 from nsnn.training.losses import LossFn, build_loss, get_regularizer
 from nsnn.training.monitor import RunLogger
 from nsnn.training.optim import build_optimizer, build_scheduler
@@ -131,6 +131,22 @@ def fingerprint(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
+def dataset_record(bundle: Any) -> dict[str, Any]:
+    """What a checkpoint records of a run's data (sizes after ``max_samples``, before the val split),
+    with a ``fingerprint`` of its contents (a hash of every image and label, train then test)."""
+    b = bundle
+    return {
+        "name": b.name,
+        "num_classes": b.num_classes,
+        "in_channels": b.in_channels,
+        "image_size": b.image_size,
+        "embedded": b.embedded,
+        "train_size": len(b.train),
+        "test_size": len(b.test),
+        "fingerprint": fingerprint(b.train.images, b.train.labels, b.test.images, b.test.labels),
+    }
+
+
 def _subset(data: Any, n: int, seed: int) -> Any:
     """At most ``n`` samples of an ImageSet, chosen by a seeded permutation."""
     if n >= len(data):
@@ -159,7 +175,7 @@ class _Experiment:
         from nsnn.models import count_parameters, create
 
         self.cfg, self.rt = cfg, rt
-        self._fingerprint: str | None = None
+        self._dataset_record: dict[str, Any] | None = None
         with main_first(rt):
             bundle = load_dataset(cfg)
         self.bundle = bundle
@@ -178,7 +194,7 @@ class _Experiment:
                 raise ConfigError(f"--val-split {cfg.val_split}: {e}") from None
         else:
             train, val = bundle.train, None
-        norm = {} if cfg.encoding == "direct" else {"mean": None, "std": None}
+        norm = normalization(cfg.encoding)
         augment = bundle.augment if cfg.augment else None
         if cfg.cutout > bundle.image_size:
             raise ConfigError(
@@ -257,21 +273,10 @@ class _Experiment:
         )
 
     def dataset_record(self) -> dict[str, Any]:
-        """What the checkpoint records of the data (sizes after ``max_samples``, before the val split),
-        with a ``fingerprint`` of its contents (a hash of every image and label, train then test)."""
-        b = self.bundle
-        if self._fingerprint is None:
-            self._fingerprint = fingerprint(b.train.images, b.train.labels, b.test.images, b.test.labels)
-        return {
-            "name": b.name,
-            "num_classes": b.num_classes,
-            "in_channels": b.in_channels,
-            "image_size": b.image_size,
-            "embedded": b.embedded,
-            "train_size": len(b.train),
-            "test_size": len(b.test),
-            "fingerprint": self._fingerprint,
-        }
+        """:func:`dataset_record` of the run's data (computed once)."""
+        if self._dataset_record is None:
+            self._dataset_record = dataset_record(self.bundle)
+        return self._dataset_record
 
     def check_same_data(self, saved: dict[str, Any]) -> None:
         """Refuse to resume a run on other data than it was trained on (``saved``: its checkpoint record;
@@ -401,15 +406,16 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
 
 def _record_data_dir(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``data_dir`` absolute, as the run's config records it: a given folder resolved
-    against the working directory, or with ``--download`` and no ``--data-dir`` the default data folder.
+    against the working directory, or without ``--data-dir`` the default data folder the dataset is
+    read from (``$NSNN_DATA_DIR`` or ``./data``; not for the embedded MNIST split, which reads none).
     Testing and ``--resume`` (where ``download`` is a runtime flag and not saved) then load the same
     data from any working directory; without it MNIST would fall back to the embedded split."""
+    from nsnn.data import default_data_dir, reads_data_folder
+
     if cfg.data_dir is not None:
         return dataclasses.replace(cfg, data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
-    if not cfg.download:
+    if not reads_data_folder(cfg.dataset, None, cfg.download):
         return cfg
-    from nsnn.data import default_data_dir
-
     return dataclasses.replace(cfg, data_dir=str(default_data_dir().resolve()))
 
 
