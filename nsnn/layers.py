@@ -42,7 +42,7 @@ def _stochastic_neurons(model: nn.Module) -> list[SpikingNeuron]:
 
 def set_eval_mode(model: nn.Module, mode: str) -> None:
     """Set ``eval_mode`` (stochastic | deterministic | expected) on every stochastic neuron."""
-    if mode not in EVAL_MODES:
+    if not isinstance(mode, str) or mode not in EVAL_MODES:
         raise ValueError(f"eval_mode must be one of {', '.join(EVAL_MODES)}; got {mode!r}")
     for m in _stochastic_neurons(model):
         m.eval_mode = mode

@@ -99,7 +99,10 @@ class Noise(ABC):
         NOISES[key] = cls
 
     def __init__(self, sigma: float) -> None:
-        sigma = float(sigma)
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise ValueError(f"noise sigma must be a finite number, got {sigma!r}") from None
         if not math.isfinite(sigma) or sigma < _SMALLEST_SIGMA:
             raise ValueError(
                 f"noise sigma must be a finite number >= {_SMALLEST_SIGMA:.4g} (float32's smallest normal "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -401,12 +402,52 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         (lambda: nsnn.NILIF().step(torch.tensor([True, False])), "floating-point"),
         (lambda: nsnn.set_eval_mode(nsnn.NILIF(), "mean"), "eval_mode"),
         (lambda: setattr(nsnn.NILIF(), "eval_mode", "x"), "eval_mode"),
+        (lambda: nsnn.set_eval_mode(nsnn.NILIF(), ["expected"]), "eval_mode must be one of"),
+        (lambda: nsnn.PLIF(tau=None), "PLIF needs a finite number tau"),
+        (lambda: nsnn.PLIF(tau="x"), "PLIF needs a finite number tau"),
+        (lambda: nsnn.LIF(sigma=None), "sigma must be a finite number"),
+        (lambda: setattr(nsnn.NILIF(), "sigma", "wide"), "sigma must be a finite number"),
         (lambda: lif_multistep(torch.ones(2, 2), LIFParameters(), get_noise("gaussian"), "poisson"), "mode"),
     ],
 )
 def test_bad_inputs_raise_value_error(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: nsnn.NILIF()(np.ones((2, 3), dtype=np.float32)),
+            "NILIF expects a torch.Tensor input, got ndarray",
+        ),
+        (lambda: nsnn.LIF()([[1.0, 2.0]]), "LIF expects a torch.Tensor input, got list"),
+        (lambda: nsnn.LIF(step_mode="s")(1.0), "LIF expects a torch.Tensor input, got float"),
+        (lambda: nsnn.LIF().step(torch.ones(2), [1.0, 2.0]), "mem must be a torch.Tensor or None, got list"),
+    ],
+)
+def test_inputs_that_are_not_tensors_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_single_step_membrane_follows_to_and_dtype_casts():
+    neuron = nsnn.NILIF(step_mode="s")
+    neuron(torch.rand(3, 4))
+    neuron.double()
+    assert neuron.mem.dtype == torch.float64
+    neuron.to("meta")  # stands in for another device (e.g. .cuda()) on a CPU-only machine
+    assert neuron.mem.device.type == "meta"
+    assert "mem" not in neuron.state_dict()
+
+
+def test_plif_built_on_the_meta_device_prints():
+    with torch.device("meta"):
+        plif = nsnn.PLIF(tau=3.0)
+    assert math.isnan(plif.tau) and "tau=nan (learned)" in repr(plif)
+    plif.to_empty(device="cpu").load_state_dict(nsnn.PLIF(tau=3.0).state_dict())
+    assert plif.tau == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize("noise", ["gaussian", None, 0.3])

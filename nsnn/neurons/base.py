@@ -155,13 +155,15 @@ class SpikingNeuron(nn.Module):
         return x
 
     def _check_floating(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor input, got {type(x).__name__}")
         if not x.is_floating_point():
             raise ValueError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
 
     def forward(self, x: Tensor) -> Tensor:
         """Mode ``"m"``: ``[T, B, ...]`` → spikes ``[T, B, ...]``; mode ``"s"``: ``[B, ...]`` → same."""
+        self._check_floating(x)
         if self.step_mode == "m":
-            self._check_floating(x)
             if x.dim() < 2:
                 raise ValueError(
                     f"{type(self).__name__} (step_mode='m') expects [T, B, ...] with rank >= 2; "
@@ -183,6 +185,8 @@ class SpikingNeuron(nn.Module):
         pre-reset h_t = β·u_{t−1} + x_t.
         """
         self._check_floating(x_t)
+        if mem is not None and not isinstance(mem, Tensor):
+            raise TypeError(f"mem must be a torch.Tensor or None, got {type(mem).__name__}")
         if mem is not None and mem.shape != x_t.shape:
             raise ValueError(
                 f"mem has shape {tuple(mem.shape)} but x_t has {tuple(x_t.shape)}: pass the membrane "
@@ -193,6 +197,14 @@ class SpikingNeuron(nn.Module):
     def reset(self) -> None:
         """Forget the single-step membrane state."""
         self.mem = None
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SpikingNeuron:
+        # .to(), .cuda(), .double(), .half() ... move or cast the single-step membrane with the
+        # parameters, as they would a buffer (it is no buffer: it is not saved in the state_dict).
+        super()._apply(fn, recurse)
+        if self.mem is not None:
+            self.mem = fn(self.mem)
+        return self
 
     def __getstate__(self) -> dict[str, Any]:
         # deepcopy/pickle keep the single-step membrane's value, not its autograd graph.

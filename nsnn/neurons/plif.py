@@ -24,10 +24,14 @@ __all__ = ["PLIF"]
 
 def _w_for(tau: float) -> float:
     """The ``w`` with 1/sigmoid(w) = ``tau``; ``tau`` must be finite and > 1."""
-    tau = float(tau)
-    if not (math.isfinite(tau) and tau > 1.0):
-        raise ValueError(f"PLIF needs a finite tau > 1 (1/tau = sigmoid(w) < 1); got {tau}")
-    return -math.log(tau - 1.0)
+    rule = "PLIF needs a finite number tau > 1 (1/tau = sigmoid(w) < 1)"
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"{rule}; got {tau!r}") from None
+    if not (math.isfinite(value) and value > 1.0):
+        raise ValueError(f"{rule}; got {value}")
+    return -math.log(value - 1.0)
 
 
 class PLIF(SpikingNeuron):
@@ -75,7 +79,9 @@ class PLIF(SpikingNeuron):
 
     @property
     def learned_tau(self) -> float:
-        """Current time constant 1/sigmoid(w)."""
+        """Current time constant 1/sigmoid(w) (NaN while ``w`` is on the meta device, without a value)."""
+        if self.w.is_meta:
+            return math.nan
         return float(1.0 / torch.sigmoid(self.w.detach()))
 
     def extra_repr(self) -> str:
