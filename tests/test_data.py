@@ -159,6 +159,21 @@ def test_mnist_images_and_labels_come_from_one_copy(tmp_path):
     np.testing.assert_array_equal(test.labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
 
 
+def test_mnist_download_folder_comes_before_other_files_in_root(tmp_path):
+    # A corrupt hand-copied file in the root and a verified download in root/MNIST/raw (where --download
+    # puts it): the download is read, from any later call without --download too, and named as the source.
+    root = tmp_path / "data"
+    arrays = fake_mnist(root / "MNIST" / "raw")
+    fake_mnist(root)
+    bad = root / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:20])
+    train = nd.load_mnist_folder(root, "train")
+    np.testing.assert_array_equal(train.images.numpy(), arrays["train-images-idx3-ubyte"])
+    assert nd.mnist_folder(root, "train") == nd.mnist_folder(root, "test") == root / "MNIST" / "raw"
+    assert nd.get_dataset("mnist", root).source == str(root / "MNIST" / "raw")
+    assert nd.mnist_folder(tmp_path / "none") == tmp_path / "none"
+
+
 def test_embedded_mnist_reads_the_md5_checked_files(tmp_path, monkeypatch):
     # An extra uncompressed label file beside the shipped .gz files is never read.
     folder = tmp_path / "embedded"

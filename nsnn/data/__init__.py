@@ -25,6 +25,7 @@ from nsnn.data.mnist import (
     embedded_mnist_split,
     load_embedded_mnist,
     load_mnist_folder,
+    mnist_folder,
     read_idx,
 )
 from nsnn.data.registry import (
@@ -70,6 +71,7 @@ __all__ = [
     "load_dvs_splits",
     "load_embedded_mnist",
     "load_mnist_folder",
+    "mnist_folder",
     "md5_file",
     "pack_dvs_cifar10",
     "random_crop",

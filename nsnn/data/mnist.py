@@ -89,11 +89,12 @@ def _spellings(stem: str) -> list[str]:
 
 
 def _find_pair(root: Path, img_stem: str, lbl_stem: str) -> tuple[Path, Path] | None:
-    """Images and labels of one split from one copy: the first folder (``root``, ``root/MNIST/raw``,
+    """Images and labels of one split from one copy: the first folder (``root/MNIST/raw``, ``root``,
     ``root/raw``) holding both, both spelled alike where it can (``.gz`` first), so that a stray
     uncompressed file beside a set of ``.gz`` files (or in another folder) never pairs labels of one
-    copy with images of another."""
-    for folder in (root, root / "MNIST" / "raw", root / "raw"):
+    copy with images of another. ``root/MNIST/raw`` comes first: it is the folder ``--download`` fills
+    and verifies, so other files in ``root`` never shadow a verified download."""
+    for folder in (root / "MNIST" / "raw", root, root / "raw"):
         pairs = list(zip(_spellings(img_stem), _spellings(lbl_stem), strict=True))
         pairs += [(i, lb) for i in _spellings(img_stem) for lb in _spellings(lbl_stem)]
         for img, lbl in pairs:
@@ -105,9 +106,10 @@ def _find_pair(root: Path, img_stem: str, lbl_stem: str) -> tuple[Path, Path] | 
 def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
     """Load MNIST ``split`` ("train" or "test") from a folder of the four standard idx(.gz) files.
 
-    Accepted layouts: ``root/<file>[.gz]``, ``root/MNIST/raw/<file>[.gz]`` (torchvision's) or
-    ``root/raw/<file>[.gz]``. A split's two files come from one folder; where a file is there both
-    compressed and not, the ``.gz`` pair is read.
+    Accepted layouts, in order of preference: ``root/MNIST/raw/<file>[.gz]`` (torchvision's, and where
+    :func:`download_mnist` puts them), ``root/<file>[.gz]`` or ``root/raw/<file>[.gz]``. A split's two
+    files come from one folder (:func:`mnist_folder` names it); where a file is there both compressed
+    and not, the ``.gz`` pair is read.
     """
     if split not in _FILES:
         raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
@@ -118,6 +120,14 @@ def load_mnist_folder(root: str | Path, split: str = "train") -> ImageSet:
         problem = f"{split} files {img_stem}[.gz] / {lbl_stem}[.gz] not found (both in one folder)"
         raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
     return _load_files(root, *pair)
+
+
+def mnist_folder(root: str | Path, split: str = "train") -> Path:
+    """The folder :func:`load_mnist_folder` reads ``split`` from (``root`` itself if none holds it)."""
+    if split not in _FILES:
+        raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
+    pair = _find_pair(Path(root), *_FILES[split])
+    return Path(root) if pair is None else pair[0].parent
 
 
 def _load_files(root: Path, img_path: Path, lbl_path: Path) -> ImageSet:

@@ -29,7 +29,13 @@ from nsnn.data.cifar import (
 )
 from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_splits
 from nsnn.data.loader import TensorLoader
-from nsnn.data.mnist import download_mnist, embedded_mnist_dir, embedded_mnist_split, load_mnist_folder
+from nsnn.data.mnist import (
+    download_mnist,
+    embedded_mnist_dir,
+    embedded_mnist_split,
+    load_mnist_folder,
+    mnist_folder,
+)
 from nsnn.data.split import train_val_split
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -184,7 +190,8 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
             lambda: download_mnist(root, progress=progress),
             download,
         )
-        source = str(folder)
+        train_from, test_from = mnist_folder(folder, "train"), mnist_folder(folder, "test")
+        source = str(train_from) if train_from == test_from else f"train {train_from}, test {test_from}"
     return DatasetBundle(
         embedded=not reads_data_folder("mnist", data_dir, download),
         name="mnist",
