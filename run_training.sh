@@ -61,6 +61,9 @@ case "$recipe" in
             esac
         done
         case "$run_dir" in *.pt) run_dir="$(dirname "$run_dir")" ;; esac  # --resume runs/X/last.pt
+        for arg in "$@"; do  # the script's help, and nothing trained or tested
+            case "$arg" in -h | --help) exec "$PYTHON" "$scripts"/main_mnist.py --help ;; esac
+        done
         echo "[nsnn] training mnist_convnet (NILIF, T=4) on the embedded MNIST set -> $run_dir"
         mapfile -t flags < <(recipe_flags --neuron NILIF --model mnist_convnet --timestep 4)
         "$PYTHON" "$scripts"/main_mnist.py "${flags[@]}" "${out_flag[@]}" "$@"

@@ -184,8 +184,10 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 class CsvLog:
     """Append-only CSV with a fixed header; each row is flushed and fsynced as it is written. An
-    existing file is appended to only if its header is the same (``ValueError`` otherwise: rows would
-    land under the wrong columns).
+    existing file is appended to if its header is the same; one whose columns are all among ``fields``
+    (written by an earlier version with fewer columns) is first rewritten with the full header, its rows
+    left empty in the new columns; any other raises ``ValueError`` (rows would land under the wrong
+    columns).
 
     >>> log = CsvLog(run_dir / "metrics.csv", ["epoch", "loss"])
     >>> log.append({"epoch": 1, "loss": 0.5})
@@ -201,7 +203,13 @@ class CsvLog:
             return
         with open(self.path, newline="") as f:
             header = next(csv.reader(f), [])
-        if header != self.fields:
+        if header != self.fields and header and set(header) < set(self.fields):
+            rows = read_csv(self.path)
+            with _atomic_target(self.path, "w") as f:
+                writer = csv.DictWriter(f, self.fields)
+                writer.writeheader()
+                writer.writerows(rows)
+        elif header != self.fields:
             raise ValueError(
                 f"{self.path} has the columns {header}, not {self.fields} (written by another version or "
                 "tool); move it away or write to another folder"

@@ -311,3 +311,8 @@ def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
         shown = run(asked, "--epochs", "1")
         assert shown.returncode == 0 and shown.stdout.startswith("nsnn training recipes.")
         assert "main_mnist.py" not in shown.stdout  # the help, not the recipe
+        # the recipe's script help, alone: nothing trained, and no test of a run that was never made
+        for argv in (("mnist", asked), ("--epochs", "2", asked)):
+            shown = run(*argv)
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.strip() == f"{REPO}/scripts/main_mnist.py --help"

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import traceback
 from pathlib import Path
 
@@ -373,6 +374,74 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     assert test_main(["--snapshot", str(run), "--json", "--out", str(tmp_path / "amp-evals")]) == 0
     tested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tested["accuracy"], tested["loss"]) == (result["test_accuracy"], result["test_loss"])
+
+
+def test_kill_between_last_and_best_checkpoint_is_completed_on_resume(tmp_path, monkeypatch):
+    """An improved epoch saves last.pt, then best.pt; killed in between, best.pt still holds an older
+    model, so resume copies last.pt (that epoch's model) to best.pt before going on."""
+    import nsnn.training.trainer as trainer
+
+    settings = {**TINY, "epochs": 2, "val_split": 0.0}  # no validation: every epoch is the best so far
+    straight = fit(TrainConfig(**settings, out=str(tmp_path / "straight")))
+    run, real = tmp_path / "run", trainer.save_checkpoint
+
+    def killed_before_best_pt_of_epoch_2(state, path):
+        if path.name == "best.pt" and state["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(state, path)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_before_best_pt_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(run)))
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    assert (
+        _torch_load_strict(run / "last.pt")["epoch"] == 2
+        and _torch_load_strict(run / "best.pt")["epoch"] == 1
+    )
+    resumed = fit(TrainConfig(**settings, resume=str(run)))
+    best = _torch_load_strict(run / "best.pt")
+    assert best["epoch"] == resumed["best_epoch"] == 2
+    for key, value in _torch_load_strict(tmp_path / "straight" / "best.pt")["model"].items():
+        assert torch.equal(best["model"][key], value), key
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    with pytest.raises(ConfigError, match="resume continues in the run's own folder"):
+        fit(TrainConfig(**settings, resume=str(run), out=str(tmp_path / "elsewhere")))
+
+
+def test_final_test_uses_the_eager_net_as_the_testing_script_does(tmp_path, monkeypatch, capsys):
+    """With --compile the trained model is a compiled wrapper whose random numbers differ from the eager
+    net's; the test pass that ends training evaluates the eager net, as testing_*.py does, so the two
+    report the same figures. A wrapper that halves the logits stands in for the compiled model here."""
+    import nsnn.training.trainer as trainer
+    from nsnn.training.cli import main
+
+    class Halved(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x) * 0.5
+
+    real = trainer.wrap_model
+    monkeypatch.setattr(trainer, "wrap_model", lambda net, rt, compile: Halved(real(net, rt, compile)))
+    result = fit(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run")))
+    monkeypatch.undo()
+    assert main(["test", "--snapshot", str(tmp_path / "run"), "--json"]) == 0
+    tested = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tested["accuracy"], tested["loss"]) == (result["test_accuracy"], result["test_loss"])
+
+
+def test_ctrl_c_waits_for_the_epochs_bookkeeping():
+    from nsnn.training.trainer import _sigint_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal is handled in the meantime
+        done.append("saved")
+    assert done == ["saved"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tmp_path, monkeypatch):
@@ -792,15 +861,35 @@ def test_csv_log_appends_only_under_its_own_header(tmp_path):
     CsvLog(path, ["epoch", "loss"]).append({"epoch": 1, "loss": 0.5})
     CsvLog(path, ["epoch", "loss"]).append({"epoch": 2, "loss": 0.25})  # same header: appended
     assert read_csv(path) == [{"epoch": "1", "loss": "0.5"}, {"epoch": "2", "loss": "0.25"}]
-    with pytest.raises(ValueError, match=r"columns \['epoch', 'loss'\], not \['epoch', 'acc', 'loss'\]"):
-        CsvLog(path, ["epoch", "acc", "loss"])
+    with pytest.raises(ValueError, match=r"columns \['epoch', 'loss'\], not \['epoch', 'acc'\]"):
+        CsvLog(path, ["epoch", "acc"])
     assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.25"]  # untouched
+    # A file of an earlier version with fewer columns gets the new ones, empty in its rows.
+    CsvLog(path, ["epoch", "acc", "loss"]).append({"epoch": 3, "acc": 0.9, "loss": 0.125})
+    assert path.read_text().splitlines() == ["epoch,acc,loss", "1,,0.5", "2,,0.25", "3,0.9,0.125"]
     # The same names in another order are another header too: the new rows would swap their values.
     swapped = tmp_path / "swapped.csv"
     swapped.write_text("loss,epoch\n0.5,1\n")
     with pytest.raises(ValueError, match=r"columns \['loss', 'epoch'\], not \['epoch', 'loss'\]"):
         CsvLog(swapped, ["epoch", "loss"])
     assert swapped.read_text() == "loss,epoch\n0.5,1\n"  # untouched
+
+
+def test_evaluation_records_name_batch_size_and_amp(tmp_path, capsys):
+    """Another batch size or AMP setting draws other noise: its result file, JSON and CSV row say so."""
+    from nsnn.training.cli import main
+
+    fit(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run")))
+    capsys.readouterr()
+    for argv in ([], ["--minibatch", "7"], ["--amp"]):
+        assert main(["test", "--snapshot", str(tmp_path / "run"), "--json", *argv]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["minibatch"], r["amp"]) for r in results] == [(32, False), (7, False), (32, True)]
+    names = [Path(r["result_file"]).name for r in results]
+    assert names[0].endswith("-seed0.json") and names[1].endswith("-seed0-b7.json")
+    assert names[2].endswith("-seed0-amp.json")
+    rows = read_csv(tmp_path / "run" / "evaluations.csv")
+    assert [(r["minibatch"], r["amp"]) for r in rows] == [("32", "False"), ("7", "False"), ("32", "True")]
 
 
 def test_load_torch_names_a_pickled_object_and_hides_torchs_error(tmp_path):

@@ -299,6 +299,8 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "epoch": int(ckpt["epoch"]),
         "eval_mode": args.eval_mode,
         "n_ensembles": args.n_ensembles,
+        "minibatch": args.minibatch,
+        "amp": args.amp,
         "perturbation": args.perturbation,
         "strength": args.strength,
         "seed": args.seed,
@@ -312,6 +314,10 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"
+    if args.minibatch != cfg.minibatch:  # other batches draw other noise: another result
+        tag += f"-b{args.minibatch}"
+    if args.amp != cfg.amp:
+        tag += "-amp" if args.amp else "-fp32"
     result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
     CsvLog(out / "evaluations.csv", list(row)).append(row)
     plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")

@@ -16,10 +16,13 @@ weights as one never interrupted (same device, same world size).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,14 +315,15 @@ class _Experiment:
             )
             seed_everything(_rank_seed(self.cfg.seed, self.rt) + 7919 * int(ckpt["epoch"]))
 
-    def evaluate(self, loader: Any, desc: str) -> dict[str, float]:
-        """Evaluate on this rank's shard (BatchNorm statistics taken from rank 0), sums all-reduced."""
+    def evaluate(self, loader: Any, desc: str, *, eager: bool = False) -> dict[str, float]:
+        """Evaluate on this rank's shard (BatchNorm statistics taken from rank 0), sums all-reduced;
+        ``eager``: with the uncompiled net (a compiled one draws other random numbers)."""
         cfg = self.cfg
         if self.rt.distributed:
             for buffer in self.net.buffers():
                 dist.broadcast(buffer, src=0)
         return evaluate(
-            self.eval_model,
+            self.net if eager else self.eval_model,
             loader,
             timestep=cfg.timestep,
             encoding=cfg.encoding,
@@ -399,6 +403,8 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
     if clash:
         details = ", ".join(f"{n} {getattr(cfg, n)!r} (run: {getattr(run, n)!r})" for n in clash)
         raise ConfigError(f"resume continues the run's own configuration; these fields differ: {details}")
+    if cfg.out is not None and Path(cfg.out).resolve() != path.parent.resolve():
+        raise ConfigError(f"resume continues in the run's own folder {path.parent}; out {cfg.out!r} differs")
     # The data folder may have moved (--data-dir), but an omitted --data-dir keeps the run's.
     saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "data_dir" or cfg.data_dir is not None})
     return TrainConfig.from_dict(saved), ckpt, path.parent
@@ -468,6 +474,7 @@ def _fit(
         prior_seconds = float(ckpt["metrics"].get("train_seconds", 0.0))  # the saved epochs' time
         if rt.is_main:
             remove_stale_temps(run_dir)  # what a kill during an atomic save left
+            _complete_best(run_dir, ckpt, rt)
         _say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
     else:
         # An epoch-0 last.pt: a run stopped during its first epoch can be resumed (exactly) from the start.
@@ -519,12 +526,14 @@ def _fit(
             }
             state = exp.checkpoint(epoch + 1, metrics)
             if rt.is_main:
-                # Order matters for a kill at any instant: the row and best.pt are rewritten on resume
-                # from the previous last.pt, so last.pt goes last.
-                log.epoch(row)
-                if improved:
-                    save_checkpoint(state, run_dir / "best.pt")
-                save_checkpoint(state, run_dir / "last.pt")
+                # An epoch's results are kept whole: Ctrl-C waits for them. A kill at any instant: before
+                # last.pt, resume redoes the epoch (the row is dropped); between last.pt and best.pt,
+                # resume copies last.pt (that best model) to best.pt (_complete_best).
+                with _sigint_deferred():
+                    log.epoch(row)
+                    save_checkpoint(state, run_dir / "last.pt")
+                    if improved:
+                        save_checkpoint(state, run_dir / "best.pt")
             _say(rt, _epoch_line(row, cfg.epochs, improved and val is not None))
         test = _test_best(exp, run_dir)
         result = {
@@ -554,10 +563,40 @@ def _fit(
         log.close()
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _complete_best(run_dir: Path, ckpt: dict[str, Any], rt: Runtime) -> None:
+    """Make ``best.pt`` the model ``ckpt`` (the ``last.pt`` resumed from) names as best: a kill between
+    the two saves of an improved epoch left the previous best there, and ``last.pt`` holds that model."""
+    best_epoch = ckpt["metrics"].get("best_epoch")
+    if best_epoch != ckpt["epoch"] or best_epoch == 0:
+        return
+    best = run_dir / "best.pt"
+    if best.is_file() and load_checkpoint(best).get("epoch") == best_epoch:
+        return
+    save_checkpoint(ckpt, best)
+    _say(rt, f"best.pt completed from last.pt (epoch {best_epoch})")
+
+
 def _test_best(exp: _Experiment, run_dir: Path) -> dict[str, float]:
     """Load ``best.pt`` into the net (rank 0 reads it, the others receive it); evaluate the test set
-    with the noise seeded by :data:`TEST_SEED`, as the testing scripts do by default (so a
-    single-process run's test accuracy is what ``testing_*.py --snapshot best.pt`` reports)."""
+    with the noise seeded by :data:`TEST_SEED` and the eager net, as the testing scripts do by default
+    (so a single-process run's test accuracy is what ``testing_*.py --snapshot best.pt`` reports, with
+    ``--compile`` too)."""
     rt = exp.rt
     if rt.is_main:
         exp.net.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=rt.device)["model"])
@@ -565,7 +604,7 @@ def _test_best(exp: _Experiment, run_dir: Path) -> dict[str, float]:
         for tensor in exp.net.state_dict().values():
             dist.broadcast(tensor, src=0)
     seed_everything(_rank_seed(TEST_SEED, rt))
-    return exp.evaluate(exp.test_loader, "test")
+    return exp.evaluate(exp.test_loader, "test", eager=True)
 
 
 def _pct(value: float | None) -> str:
