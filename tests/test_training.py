@@ -7,6 +7,7 @@ training process with SIGKILL mid-epoch; the DDP test launches 2 CPU processes w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import sys
 import textwrap
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -376,24 +378,33 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     assert (tested["accuracy"], tested["loss"]) == (result["test_accuracy"], result["test_loss"])
 
 
-def test_kill_between_last_and_best_checkpoint_is_completed_on_resume(tmp_path, monkeypatch):
-    """An improved epoch saves last.pt, then best.pt; killed in between, best.pt still holds an older
-    model, so resume copies last.pt (that epoch's model) to best.pt before going on."""
+@contextlib.contextmanager
+def _killed_before_saving(name: str, epoch: int) -> Iterator[None]:
+    """Training is interrupted (KeyboardInterrupt) just before it saves checkpoint ``name`` of ``epoch``."""
     import nsnn.training.trainer as trainer
 
-    settings = {**TINY, "epochs": 2, "val_split": 0.0}  # no validation: every epoch is the best so far
-    straight = fit(TrainConfig(**settings, out=str(tmp_path / "straight")))
-    run, real = tmp_path / "run", trainer.save_checkpoint
+    real = trainer.save_checkpoint
 
-    def killed_before_best_pt_of_epoch_2(state, path):
-        if path.name == "best.pt" and state["epoch"] == 2:
+    def save(state: dict, path: Path) -> Path:
+        if path.name == name and state["epoch"] == epoch:
             raise KeyboardInterrupt
         return real(state, path)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", killed_before_best_pt_of_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    trainer.save_checkpoint = save
+    try:
+        yield
+    finally:
+        trainer.save_checkpoint = real
+
+
+def test_kill_between_last_and_best_checkpoint_is_completed_on_resume(tmp_path):
+    """An improved epoch saves last.pt, then best.pt; killed in between, best.pt still holds an older
+    model, so resume copies last.pt (that epoch's model) to best.pt before going on."""
+    settings = {**TINY, "epochs": 2, "val_split": 0.0}  # no validation: every epoch is the best so far
+    straight = fit(TrainConfig(**settings, out=str(tmp_path / "straight")))
+    run = tmp_path / "run"
+    with _killed_before_saving("best.pt", 2), pytest.raises(KeyboardInterrupt):
         fit(TrainConfig(**settings, out=str(run)))
-    monkeypatch.setattr(trainer, "save_checkpoint", real)
     assert (
         _torch_load_strict(run / "last.pt")["epoch"] == 2
         and _torch_load_strict(run / "best.pt")["epoch"] == 1
@@ -444,23 +455,13 @@ def test_ctrl_c_waits_for_the_epochs_bookkeeping():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tmp_path, monkeypatch):
+def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import nsnn.training.trainer as trainer
-
-    run, real = tmp_path / "run", trainer.save_checkpoint
-
-    def killed_before_last_pt_of_epoch_1(state, path):
-        if path.name == "last.pt" and state["epoch"] == 1:
-            raise KeyboardInterrupt
-        return real(state, path)
-
-    monkeypatch.setattr(trainer, "save_checkpoint", killed_before_last_pt_of_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
+    run = tmp_path / "run"
+    with _killed_before_saving("last.pt", 1), pytest.raises(KeyboardInterrupt):
         fit(TrainConfig(**TINY, epochs=2, out=str(run)))  # epoch 1 is logged, last.pt still epoch 0
-    monkeypatch.setattr(trainer, "save_checkpoint", real)
     fit(TrainConfig(**TINY, epochs=2, resume=str(run)))
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
