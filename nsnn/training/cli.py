@@ -307,10 +307,9 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         "accuracy": metrics["accuracy"],
         "loss": metrics["loss"],
         "n": metrics["n"],
+        "same_data_as_run": same_data,
         "seconds": time.perf_counter() - tick,
     }
-    row = dict(result)  # the CSV keeps its columns; the JSON also says whether the data were the run's
-    result["same_data_as_run"] = same_data
     tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
     if args.perturbation != "clean":
         tag += f"-{args.perturbation}-{args.strength:g}"
@@ -319,6 +318,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     if args.amp != cfg.amp:
         tag += "-amp" if args.amp else "-fp32"
     result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
+    row = {k: v for k, v in result.items() if k != "result_file"}
     CsvLog(out / "evaluations.csv", list(row)).append(row)
     plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
     print(

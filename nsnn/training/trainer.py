@@ -137,16 +137,16 @@ def fingerprint(*tensors: Tensor) -> str:
 def dataset_record(bundle: Any) -> dict[str, Any]:
     """What a checkpoint records of a run's data (sizes after ``max_samples``, before the val split),
     with a ``fingerprint`` of its contents (a hash of every image and label, train then test)."""
-    b = bundle
+    train, test = bundle.train, bundle.test
     return {
-        "name": b.name,
-        "num_classes": b.num_classes,
-        "in_channels": b.in_channels,
-        "image_size": b.image_size,
-        "embedded": b.embedded,
-        "train_size": len(b.train),
-        "test_size": len(b.test),
-        "fingerprint": fingerprint(b.train.images, b.train.labels, b.test.images, b.test.labels),
+        "name": bundle.name,
+        "num_classes": bundle.num_classes,
+        "in_channels": bundle.in_channels,
+        "image_size": bundle.image_size,
+        "embedded": bundle.embedded,
+        "train_size": len(train),
+        "test_size": len(test),
+        "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels),
     }
 
 
