@@ -204,11 +204,7 @@ class CsvLog:
         with open(self.path, newline="") as f:
             header = next(csv.reader(f), [])
         if header != self.fields and header and set(header) < set(self.fields):
-            rows = read_csv(self.path)
-            with _atomic_target(self.path, "w") as f:
-                writer = csv.DictWriter(f, self.fields)
-                writer.writeheader()
-                writer.writerows(rows)
+            self._rewrite(read_csv(self.path))
         elif header != self.fields:
             raise ValueError(
                 f"{self.path} has the columns {header}, not {self.fields} (written by another version or "
@@ -226,12 +222,14 @@ class CsvLog:
 
     def truncate_after(self, key: str, last: float) -> None:
         """Drop rows whose ``key`` exceeds ``last`` (used on resume so no row appears twice)."""
-        rows = read_csv(self.path)
-        kept = [r for r in rows if float(r[key]) <= last]
+        self._rewrite([r for r in read_csv(self.path) if float(r[key]) <= last])
+
+    def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the file atomically by this log's header and ``rows`` (missing columns left empty)."""
         with _atomic_target(self.path, "w") as f:
             writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(rows)
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
