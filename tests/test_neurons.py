@@ -450,6 +450,18 @@ def test_plif_built_on_the_meta_device_prints():
     assert plif.tau == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("name", ["LIF", "NILIF", "PLIF"])
+def test_every_neuron_runs_forward_and_backward_on_the_meta_device(name):
+    # Shape inference on meta: PLIF's learned leak used to be read with float(), which meta refuses.
+    neuron = nsnn.build_neuron(name).to("meta")
+    x = torch.empty(4, 2, 8, device="meta", requires_grad=True)
+    out = neuron(x)
+    out.sum().backward()
+    assert out.shape == x.shape and out.is_meta and x.grad.shape == x.shape
+    if name == "PLIF":
+        assert neuron.w.grad is not None and neuron.w.grad.is_meta
+
+
 @pytest.mark.parametrize("noise", ["gaussian", None, 0.3])
 def test_functional_api_refuses_a_noise_that_is_not_a_noise_instance(noise):
     # A family name used to pass the forward and fail in the backward pass ('str' has no attribute 'pdf').

@@ -35,9 +35,15 @@ from nsnn.noise import Noise
 __all__ = ["lif_multistep"]
 
 
-def _membrane(x_t: Tensor, u: Tensor | None, beta: float, work: torch.dtype) -> Tensor:
-    """h_t = β·u_{t−1} + x_t in the work dtype (a new tensor)."""
-    return x_t.to(work, copy=True) if u is None else torch.add(x_t.to(work), u, alpha=beta)
+def _membrane(x_t: Tensor, u: Tensor | None, beta: float | Tensor, work: torch.dtype) -> Tensor:
+    """h_t = β·u_{t−1} + x_t in the work dtype (a new tensor). β is a number, or a 0-dim tensor in
+    the work dtype (a learned leak, read without a host sync, so that it also runs on the meta
+    device)."""
+    if u is None:
+        return x_t.to(work, copy=True)
+    if isinstance(beta, Tensor):
+        return torch.addcmul(x_t.to(work), u, beta)
+    return torch.add(x_t.to(work), u, alpha=beta)
 
 
 def _reset(h: Tensor, s: Tensor, threshold: float, hard: bool, binary: bool) -> Tensor:
@@ -63,8 +69,8 @@ class _MultiStepLIF(torch.autograd.Function):
         mode: str,
         generator: torch.Generator | None,
     ) -> Tensor:
-        beta = float(decay)
         work = _work_dtype(x)
+        beta = decay.detach().to(work) if isinstance(decay, Tensor) else float(decay)
         out = torch.empty_like(x)
         drawn = torch.empty(x.shape, dtype=torch.bool, device=x.device) if mode == "bernoulli" else None
         u: Tensor | None = None
