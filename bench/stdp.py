@@ -53,8 +53,11 @@ def main() -> None:
     bad = [f"{flag} {value}" for flag, value in counts.items() if value < 1]
     if bad:
         p.error(f"counts must be >= 1; got {', '.join(bad)}")
-    if not (0 <= args.prune < 1 and 0 <= args.floor < 1):
-        p.error(f"--prune and --floor must lie in [0, 1); got {args.prune} and {args.floor}")
+    if not (0 <= args.prune < 1 and 0 < args.floor < 1):
+        p.error(
+            f"--prune must lie in [0, 1) and --floor in (0, 1) (the fixed cost is fitted between the dense "
+            f"and the floor row); got {args.prune} and {args.floor}"
+        )
 
     from nsnn.data import embedded_mnist_split
     from nsnn.stdp import STDPConfig, init_state
@@ -130,12 +133,16 @@ def main() -> None:
         f"pruned vs dense: synapses {pruned[1] / dense[1]:.2f}, events {pruned[2] / dense[2]:.2f}, "
         f"time {pruned[3] / dense[3]:.2f} wall, {pruned[4] / dense[4]:.2f} CPU"
     )
-    per_event = (dense[4] - floor[4]) / (dense[2] - floor[2])
-    fixed = floor[4] - per_event * floor[2]
-    print(
-        f"CPU time = {fixed:.1f} ms fixed + {1e6 * per_event:.2f} ns x events; pruned time above the fixed "
-        f"cost: {(pruned[4] - fixed) / (dense[4] - fixed):.2f} of dense (events {pruned[2] / dense[2]:.2f})"
-    )
+    if dense[2] == floor[2]:
+        print("CPU time not split into fixed + per event: the floor row had as many events as the dense one")
+    else:
+        per_event = (dense[4] - floor[4]) / (dense[2] - floor[2])
+        fixed = floor[4] - per_event * floor[2]
+        print(
+            f"CPU time = {fixed:.1f} ms fixed + {1e6 * per_event:.2f} ns x events; pruned time above the "
+            f"fixed cost: {(pruned[4] - fixed) / (dense[4] - fixed):.2f} of dense "
+            f"(events {pruned[2] / dense[2]:.2f})"
+        )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

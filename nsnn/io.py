@@ -15,8 +15,9 @@ import csv
 import json
 import os
 import re
-import tempfile
+import secrets
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,14 +27,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's mkstemp names look like
+_STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's temp names look like
 
 
 def remove_stale_temps(folder: str | Path, *, target: str | None = None, min_age_s: float = 0.0) -> list[str]:
@@ -64,18 +58,24 @@ def remove_stale_temps(folder: str | Path, *, target: str | None = None, min_age
 def _atomic_target(path: str | Path, mode: str = "wb"):
     """Yield a temp file in ``path``'s folder; on success fsync it and rename it over ``path``.
 
-    The file gets the permissions an ordinary ``open`` would give (0666 minus the umask), not
-    ``mkstemp``'s private 0600.
+    The temp file is created exclusively with mode 0666, so it gets the permissions an ordinary
+    ``open`` would give (0666 minus the umask, applied by the kernel; the process's umask is never
+    touched, other threads may be creating files).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -100,6 +100,16 @@ def atomic_save_torch(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def _failed_zip_member(path: Path) -> str | None:
+    """The first member of zip file ``path`` whose CRC-32 does not match its bytes (torch.load does not
+    check them, so a flipped bit in a tensor would load silently), else None (also for a non-zip)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError):
+        return None  # not a readable zip: torch.load says what it is
+
+
 class TorchFileError(ValueError):
     """A file :func:`load_torch` cannot load weights-only; ``reason`` says why, in a few words."""
 
@@ -119,6 +129,9 @@ def load_torch(path: str | Path, map_location: str | torch.device | None = "cpu"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    damaged = _failed_zip_member(path)
+    if damaged is not None:
+        raise TorchFileError(path, f"corrupt: {damaged} fails its CRC-32 check")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -136,6 +149,27 @@ def load_torch(path: str | Path, map_location: str | torch.device | None = "cpu"
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
     """``np.savez_compressed`` written atomically."""
     return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (as :func:`atomic_savez` writes). Raises ``FileNotFoundError``
+    naming the path, or ``ValueError`` naming it if it is truncated, corrupt (a member failing its
+    CRC-32) or holds pickled objects, which are never loaded (that would run code from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        text = str(e)  # numpy's words on pickles advise allow_pickle=True: never relayed
+        if text.startswith("Object arrays"):
+            reason = "it holds object arrays, which are never unpickled"
+        elif "pickle" in text:
+            reason = "another file type"
+        else:
+            reason = f"truncated or corrupt: {text}"
+        raise ValueError(f"{path} is not a readable .npz file of arrays ({reason})") from None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -187,7 +221,7 @@ class CsvLog:
     existing file is appended to if its header is the same; one whose columns are all among ``fields``
     (written by an earlier version with fewer columns) is first rewritten with the full header, its rows
     left empty in the new columns; any other raises ``ValueError`` (rows would land under the wrong
-    columns).
+    columns). A last row cut short by a kill mid-append is dropped when the file is opened again.
 
     >>> log = CsvLog(run_dir / "metrics.csv", ["epoch", "loss"])
     >>> log.append({"epoch": 1, "loss": 0.5})
@@ -198,18 +232,18 @@ class CsvLog:
         self.fields = list(fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() or self.path.stat().st_size == 0:
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(self.fields)
+            self._rewrite([])
             return
         with open(self.path, newline="") as f:
             header = next(csv.reader(f), [])
-        if header != self.fields and header and set(header) < set(self.fields):
-            self._rewrite(read_csv(self.path))
-        elif header != self.fields:
+        if header != self.fields and not (header and set(header) < set(self.fields)):
             raise ValueError(
                 f"{self.path} has the columns {header}, not {self.fields} (written by another version or "
                 "tool); move it away or write to another folder"
             )
+        rows, torn = _complete_rows(self.path)
+        if torn or header != self.fields:
+            self._rewrite(rows)
 
     def append(self, row: Mapping[str, Any]) -> None:
         unknown = set(row) - set(self.fields)
@@ -230,6 +264,17 @@ class CsvLog:
             writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
             writer.writerows(rows)
+
+
+def _complete_rows(path: Path) -> tuple[list[dict[str, str]], bool]:
+    """The rows of CSV file ``path`` and whether its last one was torn (cut short by a kill while it
+    was appended: no final newline, or fewer fields than the header), which is left out."""
+    rows = read_csv(path)
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        ends_whole = f.read(1) == b"\n"
+    torn = bool(rows) and (not ends_whole or None in rows[-1].values())
+    return (rows[:-1] if torn else rows), torn
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
@@ -260,14 +305,43 @@ def check_new_run_dir(out: str | Path) -> Path:
     return path
 
 
+_HELD_RUN_DIRS: dict[Path, int] = {}  # resolved run folder -> the open descriptor holding its lock
+
+
+def _hold_run_dir(path: Path) -> bool:
+    """Take an exclusive advisory lock (``flock``) on folder ``path`` for the rest of this process, so
+    that two runs started at the same instant with the same ``--out`` cannot both write there; the lock
+    goes with the process, also when it is killed, so a folder left empty stays usable. Returns False
+    if this process already held it (e.g. a notebook retrying a run that failed before writing
+    anything), True once taken. Where ``flock`` is missing (Windows) nothing is locked (True)."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    key = path.resolve()
+    if key in _HELD_RUN_DIRS:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FileExistsError(f"--out {path} is being written by another run; choose a new folder") from None
+    _HELD_RUN_DIRS[key] = fd
+    return True
+
+
 def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs") -> Path:
     """Create a run directory: ``out`` if given (it must be missing or empty, see
-    :func:`check_new_run_dir`), else ``root/<prefix>-<YYYYmmdd-HHMMSS>`` (suffixed if taken).
+    :func:`check_new_run_dir`, and not taken by a run started at the same instant), else
+    ``root/<prefix>-<YYYYmmdd-HHMMSS>`` (suffixed if taken).
     """
     if out is not None:
         path = check_new_run_dir(out)
         path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
+        if _hold_run_dir(path):
+            check_new_run_dir(path)  # again, now that no other process can take it
+            remove_stale_temps(path)
         return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     Path(root).mkdir(parents=True, exist_ok=True)

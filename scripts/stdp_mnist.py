@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from-run",
         default=None,
-        help="compress this saved dense run (its own config) after training instead of training: at "
-        "--prune/--bits, or with --sweep at every pair",
+        help="instead of training, evaluate this saved run's dense weights (its own config) compressed "
+        "at --prune/--bits, or with --sweep at every pair; the new folder holds the evaluation (no "
+        "weights.npz: a training run given --prune/--bits saves its compressed weights)",
     )
     p.add_argument("--target", choices=TARGETS, default="standalone", help="Brian2 execution target")
     p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")

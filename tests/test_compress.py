@@ -499,3 +499,28 @@ def test_bad_axis_and_argument_types_are_value_errors():
         with pytest.raises(ValueError, match="bits must be an integer"):
             quantize(w, bits=bits)
     assert (quantize(w, bits=np.int64(4)) == quantize(w, bits=4)).all()
+
+
+def test_a_live_nan_or_inf_weight_does_not_count_as_already_pruned():
+    # Dead entries are ranked as -inf; a live NaN or +inf used to raise the quota as if it were dead.
+    _, alive = magnitude_prune(np.array([np.inf, 1.0, 2.0, 3.0]), sparsity=0.0)
+    assert alive.all()
+    _, alive = magnitude_prune(np.array([np.nan] * 3 + [1.0, 2, 3, 4, 5, 6, 7]), sparsity=0.1)
+    assert alive.tolist() == [True] * 3 + [False] + [True] * 6  # round(0.1·10) = 1: the 1.0
+
+
+@pytest.mark.parametrize(
+    "levels", [{"bits": 1, "w_range": (0, 1)}, {"bits": 2, "w_range": (0, 1)}, {"levels": [0, 0.5, 1]}]
+)
+def test_weights_beyond_the_levels_go_to_the_end_ones_and_nan_stays_nan(levels):
+    # inf (and 1e300, whose distances to the two top levels round equal) used to tie and go one level
+    # below the top: with 1 bit, to 0, silently pruning the largest weights.
+    q = quantize(np.array([np.inf, 1e300, 1.7, -np.inf, -3.0, np.nan]), **levels)
+    assert q[:3].tolist() == [1.0] * 3 and q[3:5].tolist() == [0.0] * 2 and np.isnan(q[5])
+    assert np.isnan(quantize(np.array([np.nan, 0.2]), levels=[0.5])[0])
+
+
+def test_the_default_range_ignores_nan_and_inf_weights():
+    # It used to raise "w_range must be finite ... got (nan, nan)" for a call that gave no w_range.
+    q = quantize(np.array([np.nan, np.inf, 0.5, 1.0]), bits=2)
+    assert np.isnan(q[0]) and q[1:].tolist() == pytest.approx([1.0, 2 / 3, 1.0])

@@ -876,6 +876,103 @@ def test_csv_log_appends_only_under_its_own_header(tmp_path):
     assert swapped.read_text() == "loss,epoch\n0.5,1\n"  # untouched
 
 
+def test_csv_log_drops_a_last_row_torn_by_a_kill(tmp_path):
+    # A kill mid-append leaves part of a row without its newline; the next row used to be glued onto it.
+    path = tmp_path / "evaluations.csv"
+    CsvLog(path, ["run", "acc"]).append({"run": "a", "acc": 0.5})
+    with open(path, "a") as f:
+        f.write("b,0.2")  # cut before its newline
+    CsvLog(path, ["run", "acc"]).append({"run": "c", "acc": 0.75})
+    assert path.read_text().splitlines() == ["run,acc", "a,0.5", "c,0.75"]
+    # a row cut after its first field: on resume it is neither kept nor compared as an epoch
+    metrics = tmp_path / "metrics.csv"
+    log = CsvLog(metrics, ["epoch", "loss"])
+    for epoch in (9, 10):
+        log.append({"epoch": epoch, "loss": 0.5})
+    metrics.write_text(metrics.read_text() + "1")
+    resumed = CsvLog(metrics, ["epoch", "loss"])
+    resumed.truncate_after("epoch", 9)
+    resumed.append({"epoch": 10, "loss": 0.25})
+    assert metrics.read_text().splitlines() == ["epoch,loss", "9,0.5", "10,0.25"]
+
+
+def test_a_new_run_folder_is_held_by_one_process_at_a_time(tmp_path):
+    from nsnn.io import make_run_dir
+
+    take = [
+        sys.executable,
+        "-c",
+        "import sys; from nsnn.io import make_run_dir; make_run_dir(sys.argv[1], 'p')",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = tmp_path / "run"
+    # a process that took the folder and ended without writing leaves it usable (the lock went with it)
+    subprocess.run([*take, str(out)], env=env, check=True)
+    assert make_run_dir(out, "p") == out
+    # while this process holds it, another one started at the same instant is refused, even though
+    # the folder is still empty (it used to get the folder too, and delete this run's temp files)
+    other = subprocess.run([*take, str(out)], env=env, capture_output=True, text=True)
+    assert other.returncode == 1 and "is being written by another run" in other.stderr
+    assert make_run_dir(out, "p") == out  # this process may retry a run that failed before writing
+
+
+def test_load_torch_checks_the_zip_checksums(tmp_path):
+    from nsnn.io import TorchFileError, atomic_save_torch, load_torch
+
+    path = atomic_save_torch({"a": torch.arange(1000.0)}, tmp_path / "ck.pt")
+    data = bytearray(path.read_bytes())
+    data[data.index(torch.arange(1000.0).numpy().tobytes()[2000:2016]) + 3] ^= 0xFF  # one tensor byte
+    path.write_bytes(bytes(data))
+    # torch.load itself returns the damaged tensor without a word
+    assert not torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(1000.0))
+    with pytest.raises(TorchFileError, match=r"corrupt: archive/data/0 fails its CRC-32 check"):
+        load_torch(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped", "random", "pickled"])
+def test_load_npz_names_a_damaged_file(damage, tmp_path):
+    from nsnn.io import atomic_savez, load_npz
+
+    path = atomic_savez(tmp_path / "weights.npz", w=np.arange(4000.0))
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "flipped":
+        plain = tmp_path / "plain.npz"
+        np.savez(plain, w=np.arange(4000.0))  # stored, not deflated: the flip hits the array's bytes
+        raw = bytearray(plain.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    elif damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        with path.open("wb") as f:
+            np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    expected = {"random": "another file type", "pickled": "it holds object arrays, which are never unpickled"}
+    expected = re.escape(expected.get(damage, "truncated or corrupt"))
+    with pytest.raises(
+        ValueError, match=rf"weights\.npz is not a readable \.npz file of arrays \({expected}"
+    ) as e:
+        load_npz(path)
+    assert "allow_pickle" not in str(e.value)
+
+
+def test_atomic_writes_give_open_permissions_without_touching_the_umask(tmp_path, monkeypatch):
+    from nsnn.io import atomic_write_text
+
+    umask = os.umask(0o027)
+    try:
+        # another thread creating a file while the umask was briefly 0 got a world-writable file
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("the process umask was changed"))
+        path = atomic_write_text(tmp_path / "config.json", "{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_evaluation_records_name_batch_size_and_amp(tmp_path, capsys):
     """Another batch size or AMP setting draws other noise: its result file, JSON and CSV row say so."""
     from nsnn.training.cli import main

@@ -14,7 +14,6 @@ raises ``ValueError`` naming the path and what was expected.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 from torch import nn
 
 from nsnn.compress import level_bits
-from nsnn.io import read_json
+from nsnn.io import load_npz, read_json
 from nsnn.stdp.config import FULL_PRECISION_BITS
 
 STDP_WEIGHTS = "weights.npz"
@@ -171,20 +170,12 @@ def _load_checkpoint(path: Path, run_dir: Path) -> ModuleSource:
     return ModuleSource(model, checkpoint=checkpoint, path=path, run_dir=run_dir)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not a readable .npz weights file: {e}") from e
-
-
 def load_stdp_run(path: str | Path) -> StdpRun:
     """Read and validate an STDP ``weights.npz`` (and the ``config.json`` beside it, if any)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such STDP weights file: {path}")
-    arrays = _read_npz(path)
+    arrays = load_npz(path)
     missing = [k for k in ("w_xe", "mask", "assignments") if k not in arrays]
     if missing:
         raise ValueError(

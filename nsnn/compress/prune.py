@@ -100,7 +100,8 @@ def prune_mask(
     groups = int(np.prod([w.shape[a] for a in kept])) if kept else 1
     score = np.where(alive, magnitude, -np.inf).transpose(order).reshape(groups, -1)
     n = score.shape[1]
-    quota = np.maximum(min(round(sparsity * n), max(n - 1, 0)), (~np.isfinite(score)).sum(axis=1))
+    dead = (score == -np.inf).sum(axis=1)  # a live NaN or +inf weight is not dead (it ranks last)
+    quota = np.maximum(min(round(sparsity * n), max(n - 1, 0)), dead)
     rank = np.empty_like(score, dtype=np.int64)
     np.put_along_axis(rank, np.argsort(score, axis=1, kind="stable"), np.arange(n)[None, :], axis=1)
     keep = (rank >= quota[:, None]).reshape([w.shape[a] for a in order])

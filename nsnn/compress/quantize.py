@@ -82,9 +82,10 @@ class UniformLevels:
 
     def nearest(self, x: np.ndarray) -> np.ndarray:
         """Each entry of ``x`` (any shape) at its nearest level (ties to the lower one), float64, same
-        shape; O(x.size) time and memory whatever ``bits``. NaN stays NaN."""
-        x = np.asarray(x, dtype=np.float64)
+        shape; O(x.size) time and memory whatever ``bits``. Entries beyond the range (±inf too) go to
+        its end levels; NaN stays NaN."""
         low, step, top = float(self.low), self.step, self.count - 1
+        x = np.clip(np.asarray(x, dtype=np.float64), low, float(self.high))
         below = np.clip(np.floor((x - low) / step), 0, top - 1)
         lower = below * step + low
         upper = np.where(below == top - 1, float(self.high), (below + 1) * step + low)
@@ -108,22 +109,26 @@ def level_bits(levels: Any) -> int:
 
 
 def nearest_level(x: np.ndarray, levels: np.ndarray | UniformLevels) -> np.ndarray:
-    """Each entry of ``x`` replaced by its nearest entry of ``levels`` (ties go to the lower level)."""
+    """Each entry of ``x`` replaced by its nearest entry of ``levels`` (ties go to the lower level;
+    entries beyond the levels, ±inf too, go to the end ones); NaN stays NaN."""
     if isinstance(levels, UniformLevels):
         return levels.nearest(x)
     levels = np.unique(np.asarray(levels, dtype=np.float64))
-    x = np.asarray(x, dtype=np.float64)
+    x = np.clip(np.asarray(x, dtype=np.float64), levels[0], levels[-1])
     if len(levels) == 1:
-        return np.full_like(x, levels[0])
+        return np.where(np.isnan(x), np.nan, levels[0])
     upper = np.clip(np.searchsorted(levels, x), 1, len(levels) - 1)
     lower = upper - 1
     pick_upper = np.abs(levels[upper] - x) < np.abs(x - levels[lower])
-    return np.where(pick_upper, levels[upper], levels[lower])
+    return np.where(np.isnan(x), np.nan, np.where(pick_upper, levels[upper], levels[lower]))
 
 
 def _default_range(alive_values: np.ndarray) -> tuple[float, float]:
-    top = float(np.abs(alive_values).max(initial=0.0)) or 1.0
-    return (0.0, top) if alive_values.size == 0 or alive_values.min() >= 0 else (-top, top)
+    """[0, max |w|] for non-negative weights, else [−max |w|, max |w|], over the finite ones (NaN and
+    ±inf say nothing about where the levels should lie); [0, 1] if none is nonzero."""
+    finite = alive_values[np.isfinite(alive_values)]
+    top = float(np.abs(finite).max(initial=0.0)) or 1.0
+    return (0.0, top) if finite.size == 0 or finite.min() >= 0 else (-top, top)
 
 
 def level_set(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nsnn.io import atomic_savez, read_json, write_json
+from nsnn.io import atomic_savez, load_npz, read_json, write_json
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.state import NetworkState
 
@@ -79,8 +79,7 @@ def load_run(run_dir: str | Path) -> StdpRun:
         raise FileNotFoundError(f"no {WEIGHTS} in {run_dir}; is it an STDP run directory?")
     data = read_json(run_dir / CONFIG)
     config = STDPConfig.from_dict({k: v for k, v in data.items() if k != "run"})
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    arrays = load_npz(path)
     missing = [k for k in ("w_xe", "mask", "theta", "assignments", "delay_xe_ms") if k not in arrays]
     if missing:
         raise ValueError(f"{path} lacks {missing}; found {sorted(arrays)}")
