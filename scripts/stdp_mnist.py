@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the full MNIST into --data-dir first (md5-checked; files already valid are kept)",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
     p.add_argument(
         "--progress",
@@ -126,6 +131,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     given = explicit_dests(p, argv)
+    if args.neurons < 1:
+        p.error(f"--neurons must be >= 1, got {args.neurons}")
+    if args.prune_every > 0 and args.prune == 0 and not args.from_run:
+        p.error("--prune-every K prunes every K examples up to --prune: give --prune > 0 as well")
+    if args.download and not args.data_dir:
+        p.error("--download fetches the full MNIST into --data-dir: give --data-dir too")
     if args.label is not None and args.label < 1:
         p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
     if args.levels is not None and "bits" in given:
@@ -154,9 +165,15 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
         from nsnn.stdp.runio import CONFIG
 
         try:
-            run = read_json(Path(args.from_run) / CONFIG)["run"]
-        except (OSError, ValueError, KeyError) as e:
+            saved = read_json(Path(args.from_run) / CONFIG)
+        except (OSError, ValueError) as e:
             p.error(f"--from-run {args.from_run}: no readable STDP run {CONFIG} ({e})")
+        if not isinstance(saved.get("run"), dict):
+            p.error(
+                f"--from-run {args.from_run} is not an STDP run: its {CONFIG} has no 'run' section "
+                "(a BPTT run? test those with scripts/testing_*.py)"
+            )
+        run = saved["run"]
         if "n_train" not in run:  # the folder of a --from-run or --sweep evaluation, not of a training
             origin = f"; give the run it evaluated: --from-run {run['sweep_of']}" if "sweep_of" in run else ""
             p.error(
@@ -175,10 +192,12 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
 
 
 def load_data(args: argparse.Namespace):
-    from nsnn.data import DatasetError, embedded_mnist_split, load_mnist_folder
+    from nsnn.data import DatasetError, download_mnist, embedded_mnist_split, load_mnist_folder
 
     if args.data_dir:
         try:
+            if args.download:
+                download_mnist(args.data_dir, progress=args.progress)
             train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
         except DatasetError as e:
             raise SystemExit(f"error: {e}") from None
@@ -222,8 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
             dense_weights(source_run)  # before a run folder is made
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
+    prefix = f"stdp-{args.neurons}"
+    if args.from_run:
+        prefix = "stdp-sweep" if args.sweep else "stdp-compress"
     try:
-        run_dir = make_run_dir(args.out, "stdp-sweep" if args.from_run else f"stdp-{args.neurons}")
+        run_dir = make_run_dir(args.out, prefix)
     except FileExistsError as e:
         raise SystemExit(str(e)) from None
     except OSError as e:  # a read-only place, a file in the path

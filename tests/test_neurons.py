@@ -593,3 +593,25 @@ def test_settings_are_validated_on_every_assignment():
         neuron.threshold = torch.nn.Parameter(torch.tensor(1.0))
     neuron.tau, neuron.threshold, neuron.reset_mode = 4, 0.5, "soft"
     assert (neuron.decay, neuron.threshold, neuron.parameters_tuple().hard_reset) == (0.75, 0.5, False)
+
+
+def test_import_nsnn_loads_only_torch_and_gives_every_subpackage_on_first_use():
+    # README writes nsnn.models.create(...), @nsnn.models.register_model, nsnn.training.fit, ...
+    # after a plain `import nsnn`; those used to be AttributeErrors until imported by name.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, nsnn\n"
+        "heavy = [m for m in ('brian2', 'matplotlib', 'networkx', 'nsnn.models') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "nsnn.models.create('mnist_mlp', hidden=4)\n"
+        "assert callable(nsnn.training.fit) and callable(nsnn.compress.quantize)\n"
+        "assert callable(nsnn.data.embedded_mnist_split) and callable(nsnn.io.load_torch)\n"
+        "assert 'stdp' in dir(nsnn) and not hasattr(nsnn, 'nonexistent')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -653,10 +653,18 @@ def test_cli_rejects_bad_config(tmp_path):
         proc.returncode == 2
         and "not a trained run; give the run it evaluated: --from-run runs/dense" in proc.stderr
     )
+    bptt = tmp_path / "bptt"  # a BPTT run's config.json has no "run" section
+    bptt.mkdir()
+    (bptt / "config.json").write_text(json.dumps({"dataset": "mnist", "model": "mnist_mlp"}))
+    proc = subprocess.run([sys.executable, script, "--from-run", str(bptt)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "is not an STDP run: its config.json has no 'run' section" in proc.stderr
     for argv, message in (
         (["--levels", "0", "0.5", "1", "--bits", "4"], "give one of them"),
         (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
         (["--bits", "24"], "bits must be 1..16"),
+        (["--neurons", "0"], "--neurons must be >= 1, got 0"),
+        (["--prune-every", "50"], "give --prune > 0 as well"),  # was a dense run with 0 % "prunes"
+        (["--download"], "give --data-dir too"),
     ):
         proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
         assert proc.returncode in (1, 2) and message in proc.stderr, (argv, proc.stderr[-500:])
@@ -757,6 +765,10 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli["main"](["--from-run", str(tmp_path / "nowhere")])
     assert "no readable STDP run config.json" in capsys.readouterr().err
+    # without --out: a folder named for what it holds, an evaluation of the run compressed
+    monkeypatch.chdir(tmp_path)
+    cli["main"](["--from-run", str(source), "--prune", "0.5"])
+    assert [p.name.startswith("stdp-compress-") for p in (tmp_path / "runs").iterdir()] == [True]
 
 
 @pytest.mark.slow

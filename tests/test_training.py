@@ -1037,7 +1037,18 @@ def test_perturbation_strength_and_name_are_checked():
     for strength in ("abc", None, -1, math.inf, True, "0.5"):
         with pytest.raises(ValueError, match="perturbation strength must be a finite number >= 0"):
             Perturbation(strength)
-    assert Perturbation(np.float32(0.25)).strength == 0.25 and Perturbation(2).strength == 2.0
+
+    class _Gain(Perturbation):
+        name = "test_gain"
+
+    try:
+        assert _Gain(np.float32(0.25)).strength == 0.25 and _Gain(2).strength == 2.0
+        # the clean evaluation takes none: it used to be recorded as "clean, strength 0.5" unperturbed
+        assert Perturbation(0).strength == 0.0
+        with pytest.raises(ValueError, match=r"clean evaluation takes no strength \(got 0.5\).*test_gain"):
+            get_perturbation("clean", 0.5)
+    finally:
+        PERTURBATIONS.pop("test_gain")
     with pytest.raises(ValueError, match="must set its own name"):
 
         class _Unnamed(Perturbation):

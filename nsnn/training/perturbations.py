@@ -52,6 +52,11 @@ class Perturbation:
         number = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
         if not (number and math.isfinite(strength) and strength >= 0):
             raise ValueError(f"perturbation strength must be a finite number >= 0, got {strength!r}")
+        if type(self) is Perturbation and strength != 0:  # it would be recorded, yet change nothing
+            raise ValueError(
+                f"the clean evaluation takes no strength (got {strength:g}); choose a perturbation: "
+                f"{[n for n in list_perturbations() if n != Perturbation.name]}"
+            )
         self.strength = float(strength)
 
     def perturb_input(self, x: Tensor, y: Tensor, forward: Callable[[Tensor], Tensor]) -> Tensor:
