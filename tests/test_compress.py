@@ -524,3 +524,44 @@ def test_the_default_range_ignores_nan_and_inf_weights():
     # It used to raise "w_range must be finite ... got (nan, nan)" for a call that gave no w_range.
     q = quantize(np.array([np.nan, np.inf, 0.5, 1.0]), bits=2)
     assert np.isnan(q[0]) and q[1:].tolist() == pytest.approx([1.0, 2 / 3, 1.0])
+
+
+def test_compression_state_restores_masks_and_bits_and_names_what_does_not_fit():
+    from nsnn.compress import compression_state, restore_compression
+
+    model = _model()
+    assert compression_state(model) == {}
+    magnitude_prune(model, sparsity=0.5)
+    quantize(model, bits=3)
+    record = compression_state(model)
+    assert set(record) == {"0", "3"} and all(
+        e["bits"] == 3 and e["mask"].dtype == torch.bool for e in record.values()
+    )
+    fresh = _model()
+    fresh.load_state_dict(model.state_dict())
+    assert compression_report(fresh).layers[0].bits == 32  # the state_dict alone forgets them
+    restore_compression(fresh, record)
+    assert [(s.alive, s.bits) for s in compression_report(fresh).layers] == [
+        (s.alive, s.bits) for s in compression_report(model).layers
+    ]
+    with pytest.raises(ValueError, match="names layer '9', which the model lacks"):
+        restore_compression(_model(), {"9": {"bits": 3}})
+    with pytest.raises(ValueError, match=r"mask of '0' is \[2\], its weight \[4, 2, 3, 3\]"):
+        restore_compression(_model(), {"0": {"mask": torch.ones(2, dtype=torch.bool)}})
+
+
+def test_quantizing_unmasked_zeros_warns_that_they_are_treated_as_live():
+    # A pruned model reloaded from its state_dict alone: a symmetric range has no 0 level, so its zeros
+    # moved to ±step/2 and the model silently became dense again.
+    pruned = _model()
+    magnitude_prune(pruned, sparsity=0.8)
+    reloaded = _model()
+    reloaded.load_state_dict(pruned.state_dict())
+    with pytest.warns(
+        UserWarning, match=r"exactly 0 but no pruning mask.*magnitude_prune\(model, threshold=0.0\)"
+    ):
+        quantize(reloaded, bits=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantize(pruned, bits=4)  # masked: no warning, and the pruned weights stay 0
+    assert compression_report(pruned).sparsity >= 0.8

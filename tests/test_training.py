@@ -1055,3 +1055,39 @@ def test_perturbation_strength_and_name_are_checked():
             pass
 
     assert "_Unnamed" not in {cls.__name__ for cls in PERTURBATIONS.values()}
+
+
+def test_a_compressed_model_saved_with_save_model_reloads_tests_and_resumes_compressed(tmp_path):
+    # Masks and bits are non-persistent buffers: a state_dict alone forgot them, so a reloaded pruned
+    # model reported 32 bits and --resume trained its pruned weights back (0 % sparsity after it).
+    from nsnn.compress import compression_report, magnitude_prune, quantize
+    from nsnn.training import load_checkpoint, load_model, save_model
+
+    run = tmp_path / "run"
+    with _killed_before_saving("last.pt", 2), pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=2, out=str(run)))  # last.pt holds epoch 1
+    model, ckpt = load_model(run / "last.pt")
+    magnitude_prune(model, sparsity=0.6, scope="global")
+    quantize(model, bits=4)
+    before = compression_report(model)
+    save_model(model, ckpt, run / "last.pt")
+
+    again, saved = load_model(run / "last.pt")
+    after = compression_report(again)
+    assert [(s.name, s.alive, s.bits) for s in after.layers] == [
+        (s.name, s.alive, s.bits) for s in before.layers
+    ]
+    assert after.sparsity == pytest.approx(before.sparsity) and after.sparsity >= 0.6
+    # the rest of the checkpoint is kept
+    assert saved["dataset"] == ckpt["dataset"] and saved["epoch"] == 1 and saved["config"] == ckpt["config"]
+    assert saved["optimizer"]["param_groups"] == ckpt["optimizer"]["param_groups"]
+    for p, q in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+
+    fit(TrainConfig(**TINY, epochs=2, resume=str(run)))  # one more epoch on the pruned network
+    trained = load_checkpoint(run / "last.pt")
+    for name, old in nsnn.compress.prunable_layers(again):
+        dead, weight = ~old.weight_mask, trained["model"][f"{name}.weight"]  # as trained, not as reloaded
+        assert torch.equal(trained["compression"][name]["mask"], old.weight_mask), name
+        assert dead.any() and (weight[dead] == 0).all(), name  # pruned weights stayed exactly 0
+        assert not torch.equal(weight, old.weight), name  # while the live ones trained

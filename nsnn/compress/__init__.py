@@ -7,6 +7,9 @@ only numpy and torch::
     from nsnn.compress import magnitude_prune, quantize, attach_masks
     w, mask = magnitude_prune(w, sparsity=0.75, axis=0); wq = quantize(w, bits=4, w_range=(0, 1), mask=mask)
     report = magnitude_prune(model, sparsity=0.5); attach_masks(model, optimizer); quantize(model, bits=8)
+
+Checkpoints of :mod:`nsnn.training` keep a model's masks and bits (:func:`compression_state`), so a
+compressed network saved with ``save_model`` tests, resumes and draws as compressed.
 """
 
 from nsnn.compress.prune import (
@@ -33,6 +36,7 @@ from nsnn.compress.report import (
     layer_stats,
     synaptic_events,
 )
+from nsnn.compress.state import compression_state, restore_compression
 
 __all__ = [
     "CompressionReport",
@@ -41,6 +45,7 @@ __all__ = [
     "apply_masks",
     "attach_masks",
     "compression_report",
+    "compression_state",
     "count_synaptic_events",
     "layer_mask",
     "layer_stats",
@@ -51,6 +56,7 @@ __all__ = [
     "prunable_layers",
     "prune_mask",
     "quantize",
+    "restore_compression",
     "synaptic_events",
     "uniform_levels",
 ]

@@ -26,6 +26,7 @@ set (``k``, or ``ceil(log2(len(levels)))``) are kept as a non-persistent 0-d buf
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
@@ -36,6 +37,7 @@ from torch import nn
 
 from nsnn.compress.prune import (
     BITS_BUFFER,
+    MASK_BUFFER,
     SCOPES,
     layer_mask,
     mask_array,
@@ -180,6 +182,19 @@ def _quantize_module(
     layers = list(prunable_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to quantize")
+    unmasked_zeros = [
+        name
+        for name, m in layers
+        if getattr(m, MASK_BUFFER, None) is None and (m.weight == 0).float().mean().item() > 0.01
+    ]
+    if unmasked_zeros:  # a pruned model reloaded from its state_dict alone: its zeros are not dead
+        warnings.warn(
+            f"layers {unmasked_zeros} hold weights that are exactly 0 but no pruning mask, so they are "
+            "quantized like live ones (with a symmetric range, away from 0); if they were pruned, rebuild "
+            "the masks first with magnitude_prune(model, threshold=0.0), or load the model with "
+            "nsnn.training.load_model, which restores them",
+            stacklevel=3,
+        )
     shared = None
     if scope == "global":
         alive = np.concatenate([weights_numpy(m.weight)[layer_mask(m).cpu().numpy()] for _, m in layers])

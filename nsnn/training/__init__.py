@@ -5,7 +5,8 @@
   ``torch.compile`` or ``torchrun`` DDP, and resumes bit-exactly;
 * :func:`evaluate` scores a model in ``stochastic``/``deterministic``/``expected`` mode with
   K-sample ensembles and an optional :class:`Perturbation`;
-* :func:`load_model` rebuilds any checkpoint's network;
+* :func:`load_model` rebuilds any checkpoint's network, :func:`save_model` saves it again (e.g.
+  compressed);
 * losses (:data:`LOSSES`), regularizers (:data:`REGULARIZERS`), optimizers and schedules by name.
 
     from nsnn.training import TrainConfig, fit, load_model
@@ -20,6 +21,7 @@ from nsnn.training.checkpoint import (
     load_checkpoint,
     load_model,
     restore_rng,
+    save_model,
 )
 from nsnn.training.config import ConfigError, TrainConfig, build_train_parser, config_from_args
 from nsnn.training.evaluate import evaluate, neuron_eval_mode, normalization, to_sequence
@@ -72,6 +74,7 @@ __all__ = [
     "normalization",
     "per_step_ce",
     "restore_rng",
+    "save_model",
     "setup_runtime",
     "srip_penalty",
     "tet_loss",

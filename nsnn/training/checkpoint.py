@@ -7,7 +7,8 @@ A checkpoint is a dict of tensors, dicts, lists, numbers and strings only, so it
      "model": state_dict (no "module." prefix), "optimizer": ..., "scheduler": ..., "scaler": ...,
      "rng": [per-rank RNG state], "loader": {"seed", "next_epoch", "world_size"},
      "epoch": completed epochs, "config": TrainConfig as a dict, "metrics": {...},
-     "dataset": {...}, "versions": {...}}
+     "dataset": {...}, "versions": {...}, "compression": {layer: {"mask", "bits"}} (pruned or
+     quantized layers only; :func:`nsnn.compress.compression_state`)}
 
 ``rng`` holds, per process, torch's CPU state, every CUDA device's state, numpy's and Python's
 global states: what NILIF's noise and Poisson encoding draw from. The loader's order and
@@ -16,6 +17,12 @@ so ``loader`` records exactly those. Together they make ``--resume`` bit-exact. 
 network anywhere with::
 
     model, ckpt = load_model("runs/mnist-...")        # the run's best.pt, on the CPU, eval mode
+
+and save it again, e.g. compressed, with everything else of its checkpoint (the masks and bits too,
+so it tests, resumes and draws as compressed)::
+
+    magnitude_prune(model, sparsity=0.8, scope="global"); quantize(model, bits=4)
+    save_model(model, ckpt, "runs/mnist-p80-b4/best.pt")
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsnn.compress import compression_state, restore_compression
 from nsnn.io import TorchFileError, atomic_save_torch, load_torch
 from nsnn.layers import set_eval_mode
 from nsnn.training.config import ConfigError
@@ -106,6 +114,7 @@ def make_checkpoint(model: nn.Module, *, epoch: int, config: dict[str, Any], **p
         "model_name": name,
         "model_kwargs": kwargs,
         "model": state,
+        "compression": compression_state(model),
         "epoch": int(epoch),
         "config": dict(config),
         "versions": {"nsnn": __version__, "torch": str(torch.__version__)},
@@ -116,6 +125,14 @@ def make_checkpoint(model: nn.Module, *, epoch: int, config: dict[str, Any], **p
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write ``ckpt`` atomically (temp file + fsync + rename)."""
     return atomic_save_torch(ckpt, path)
+
+
+def save_model(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> Path:
+    """Save ``model`` (an unwrapped network, e.g. compressed after :func:`load_model`) as a checkpoint
+    holding ``ckpt``'s other entries (config, epoch, dataset record, optimizer, ...) with its weights,
+    masks and bits replaced by the model's; atomically. Returns the path."""
+    fresh = make_checkpoint(model, epoch=ckpt["epoch"], config=ckpt["config"])
+    return save_checkpoint({**ckpt, **fresh}, path)
 
 
 def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
@@ -160,7 +177,8 @@ def load_model(
 
     A run directory means its ``best.pt``. The model is built with
     ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``;
-    its spiking neurons take the run's ``eval_mode`` (the one its validation and test used).
+    its spiking neurons take the run's ``eval_mode`` (the one its validation and test used), and a
+    compressed model gets its masks and bits back.
 
         model, ckpt = load_model("runs/mnist-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
@@ -170,6 +188,7 @@ def load_model(
     ckpt = load_checkpoint(path_or_run_dir, map_location=map_location)
     model = create(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model"])
+    restore_compression(model, ckpt.get("compression") or {})
     mode = (ckpt.get("config") or {}).get("eval_mode")
     if mode is not None:
         set_eval_mode(model, mode)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
+from nsnn.compress import attach_masks, restore_compression
 from nsnn.io import check_new_run_dir, make_run_dir, remove_stale_temps, write_json
 from nsnn.training.checkpoint import (
     capture_rng,
@@ -300,6 +301,11 @@ class _Experiment:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         self.net.load_state_dict(ckpt["model"])
+        # a pruned checkpoint keeps its masks: the optimizer re-zeroes pruned weights after every step
+        record = ckpt.get("compression") or {}
+        restore_compression(self.net, record)
+        if any("mask" in entry for entry in record.values()):
+            attach_masks(self.net, self.optimizer)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"] and self.scaler.is_enabled():  # a disabled scaler (CPU) saves {}
