@@ -5,7 +5,8 @@ The learnable state of the Diehl & Cook network is the X→Ae weight matrix ``w`
 ``delay_ms`` and the adaptive thresholds ``theta`` ``[n_exc]`` (volts). Brian2 objects are rebuilt from
 it for every phase, so pruning, quantization and saving are plain numpy::
 
-    state = init_state(STDPConfig(n_exc=100), seed=0)
+    config = STDPConfig(n_exc=100)
+    state = init_state(config, seed=0)
     rates = image_rates(images, config)                 # [n, 784] Hz
 """
 

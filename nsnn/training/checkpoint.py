@@ -180,7 +180,7 @@ def load_model(
     its spiking neurons take the run's ``eval_mode`` (the one its validation and test used), and a
     compressed model gets its masks and bits back.
 
-        model, ckpt = load_model("runs/mnist-20250101-120000")
+        model, ckpt = load_model("runs/mnist-mnist_convnet-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
     """
     from nsnn.models import create
