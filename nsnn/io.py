@@ -153,8 +153,9 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (as :func:`atomic_savez` writes). Raises ``FileNotFoundError``
-    naming the path, or ``ValueError`` naming it if it is truncated, corrupt (a member failing its
-    CRC-32) or holds pickled objects, which are never loaded (that would run code from the file)."""
+    naming the path, or ``ValueError`` naming it if it is another file type, truncated, corrupt (a
+    member failing its CRC-32) or holds object arrays, which are never unpickled (that would run code
+    from the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
