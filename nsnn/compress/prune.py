@@ -17,8 +17,10 @@ models unchanged). Optimizers do not know masks: call :func:`apply_masks` after 
 ``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
 weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` drops
 the layer's mask and ``weight_bits`` (they described the weights it replaces), so a pruned model that
-loads a checkpoint is in the state a fresh model loading it would be; rebuild masks from a pruned
-checkpoint's zeros with ``magnitude_prune(model, threshold=0.0)``.
+loads a state_dict is in the state a fresh model loading it would be. Checkpoints of
+:mod:`nsnn.training` record both (:func:`nsnn.compress.compression_state`), and ``load_model`` and
+``--resume`` restore them; from a bare state_dict, rebuild masks from its zeros with
+``magnitude_prune(model, threshold=0.0)``.
 
     w, mask = magnitude_prune(w, sparsity=0.75, axis=0)          # numpy [n_input, n_exc]
     report = magnitude_prune(model, sparsity=0.5, scope="global"); attach_masks(model, optimizer)

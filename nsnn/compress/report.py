@@ -2,10 +2,11 @@
 
 A synapse is *alive* when its mask (if any) keeps it and its weight is nonzero, the weights the forward
 pass really uses and :func:`count_synaptic_events` counts: a weight that quantization moved to exactly 0
-counts as pruned whether or not its layer has a mask, and a checkpoint (which keeps no masks) reports
-the same alive counts once loaded again. Both agree while the masks hold; an optimizer step without
-``apply_masks``/``attach_masks`` revives pruned weights, which the forward pass (and so the event count)
-uses again while the report, going by the mask, does not: it warns (``RuntimeWarning``) when it sees this.
+counts as pruned whether or not its layer has a mask, and a model loaded from its ``state_dict`` alone
+(which keeps no masks) reports the same alive counts. Both agree while the masks hold; an optimizer
+step without ``apply_masks``/``attach_masks`` revives pruned weights, which the forward pass (and so the
+event count) uses again while the report, going by the mask, does not: it warns (``RuntimeWarning``)
+when it sees this.
 
 A layer's ``bits`` is what :func:`~nsnn.compress.quantize` recorded (``weight_bits``) while its alive
 weights still take at most 2**bits values; once training has moved them off the levels (fine-tuning
