@@ -295,11 +295,13 @@ def test_second_order_gradients_by_autograd_grad_raise(use_native: bool) -> None
 
 @needs_native
 @pytest.mark.parametrize("mode", ["heaviside", "expected"])
-@pytest.mark.parametrize("shape", [(16, 2, 16384), (2, 2, 16400), (4, 16400), (8, 4, 4100)])
+@pytest.mark.parametrize("shape", [(256, 2, 8200), (600, 8200), (4100, 1040), (4, 16400)])
 def test_sequences_walk_chunks_in_several_slices(mode: str, shape: tuple[int, ...]) -> None:
-    # T·chunk > the backward's replay buffer: each chunk of 2048 neurons is replayed in 2 slices of 1024
-    # at T = 16; short sequences take slices of 2048 elements (1024 / 512 / 256 neurons at T = 2 / 4 / 8),
-    # here with a partial last slice and a chunk shorter than the others.
+    # T·chunk > the backward's replay buffer (2^18 elements) in the float64 (generic) kernels: chunks of
+    # 1088 neurons are replayed in slices of 1024 + 64 at T = 256 (the last chunk holds 80 neurons),
+    # chunks of 576 in 384 + 192 at T = 600, chunks of 128 in 2 slices of 64 at T = 4100 (a buffer over
+    # the bound, given back after the call); at T = 4 a slice is the whole chunk. Rows of 1088 and 576
+    # neurons also end in a partial prefetch block.
     noise = get_noise("gaussian", 0.3)
     x = dyadic(shape, torch.float64, seed=3)
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)

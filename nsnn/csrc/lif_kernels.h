@@ -531,27 +531,40 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 
 // ---------------------------------------------------------------------------------------------
 // Backward over chunk [i0, i1). The chunk is walked in slices (slice_neurons): each slice first
-// replays the forward recurrence from x (and the saved bits) into a [T, slice] buffer that stays in
-// cache, then runs t = T−1 … 0 (∂L/∂u starts at 0: at t = T−1, as in fused.py, ∂L/∂h = ∂L/∂s·g).
-// DECAY also accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in neuron order.
+// replays the forward recurrence from x (and the saved bits) into a [T, slice] buffer, then runs
+// t = T−1 … 0 (∂L/∂u starts at 0: at t = T−1, as in fused.py, ∂L/∂h = ∂L/∂s·g). DECAY also
+// accumulates Σ ∂L/∂h_{t+1}·u_t per neuron in double, summed in neuron order.
 //
-// The buffer aims at kSliceElems = 32 KiB of float32, to stay in L1 while the slice's rows of x,
-// ∂L/∂s and ∂L/∂x stream through; but each row keeps kMinSlice = 1024 neurons (4 KiB, a page, for
-// the prefetchers), so from T > 8 on it grows into L2, up to kMaxSliceElems (1 MiB of float32, the
-// bound on the buffer each thread keeps; from T > 4096 on, rows of 64 neurons take T·64 elements,
-// given back after the call). Against a 256 KiB buffer with rows of ≥ 64 neurons this made the
-// backward 0-8 % faster at [4, 1M] and [32, 64k], 10-12 % at [256, 16k] and 16-28 % at [1000, 4k]
-// (two A/Bs each).
+// Both passes walk each row in blocks of kPrefetchBlock neurons and first prefetch the same block of
+// the row they read next (x one step later in the replay, ∂L/∂s one step earlier in the reverse
+// pass): consecutive rows lie N elements apart, so each row starts a new stream that the hardware
+// prefetchers would only pick up after a few misses.
 //
-// Short sequences (T ≤ kShortSteps) take a smaller buffer, kShortSliceElems = 2048 elements (rows of
-// 1024 neurons at T = 2, 512 at T = 4, 256 at T = 8): against the rule above (rows of 4096, 2048, 1024)
-// the float32 backward was 8-19 % faster at [2, 2M], 6-13 % at [4, 1M] and 5-19 % at [8, 512k], where
-// the long rows' replay buffer and the streamed rows crowd each other out of L1 (2 threads, AVX-512,
-// all four families and the LIF). From T = 16 on short rows lost (up to 22 % at [32, 256k]).
+// Slices, per instruction set (measured with both threads of a 2-core CPU, all four families and the
+// LIF, against the previous rule in each case):
+// * AVX2 and generic (tuned on AMD Zen 3): a slice is the whole chunk (up to 8192 neurons) as long as
+//   the buffer holds at most kMaxSliceElems elements (1 MiB of float32), else kMaxSliceElems / T
+//   neurons (a multiple of 64; from T > 4096 on, rows of 64 neurons take T·64 elements, given back
+//   after the call). Against the AVX-512 rule below (both builds loaded in one process, 20 rounds),
+//   long rows and the prefetch made the float32 backward 20-38 % faster at [4, 1M], [8, 512k] and
+//   [32, 64k] and 7-18 % at [256, 16k] (the bernoulli families and the LIF; the expected mode, bound by
+//   its exp and erfc, within ±3 %); slices of 1024 or 2048 neurons were slower at every T tried on
+//   that CPU, and the prefetch alone gained 3-15 %.
+// * AVX-512 (tuned on an Intel CPU, kept as measured there): the buffer aims at kSliceElems = 32 KiB
+//   of float32, to stay in L1 while the slice's rows of x, ∂L/∂s and ∂L/∂x stream through, with
+//   rows of at least kMinSlice = 1024 neurons (4 KiB, a page, for the prefetchers), so from T > 8 on
+//   it grows into L2, up to kMaxSliceElems. Short sequences (T ≤ kShortSteps) take
+//   kShortSliceElems = 2048 elements (rows of 1024 neurons at T = 2, 512 at T = 4, 256 at T = 8):
+//   there the long rows' buffer and the streamed rows crowded each other out of L1 (the short rows
+//   were 8-19 % faster at [2, 2M], 6-13 % at [4, 1M] and 5-19 % at [8, 512k]; from T = 16 on short
+//   rows lost, up to 22 % at [32, 256k]).
 
+constexpr int64_t kMaxSliceElems = int64_t{1} << 18;
+constexpr int64_t kPrefetchBlock = 256;
+
+#ifdef NSNN_AVX512BW
 constexpr int64_t kSliceElems = int64_t{1} << 13;
 constexpr int64_t kMinSlice = 1024;
-constexpr int64_t kMaxSliceElems = int64_t{1} << 18;
 constexpr int64_t kShortSteps = 8;
 constexpr int64_t kShortSliceElems = 2048;
 
@@ -565,6 +578,30 @@ inline int64_t slice_neurons(int64_t T, int64_t n) {
   const int64_t lowest = std::max<int64_t>(64, std::min(kMinSlice, kMaxSliceElems / steps) / 64 * 64);
   const int64_t slice = std::clamp(kSliceElems / steps / 64 * 64, lowest, kMaxChunk);
   return std::min(slice, n);
+}
+#else
+// Neurons per slice for T steps and a chunk of n neurons: the whole chunk, or a multiple of 64 (bits
+// are addressed by byte) that keeps the buffer within kMaxSliceElems.
+inline int64_t slice_neurons(int64_t T, int64_t n) {
+  const int64_t steps = T > 0 ? T : 1;
+  return std::min(std::max<int64_t>(64, kMaxSliceElems / steps / 64 * 64), n);
+}
+#endif
+
+// Runs body(k0, k1) over [0, n) in blocks of kPrefetchBlock, first prefetching each block's
+// counterpart in `next` (no prefetch when next is null).
+template <typename S, typename Body>
+__attribute__((always_inline)) inline void walk_prefetching(int64_t n, const S* next, const Body& body) {
+  if (next == nullptr) {
+    body(int64_t{0}, n);
+    return;
+  }
+  constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(S));
+  for (int64_t b = 0; b < n; b += kPrefetchBlock) {
+    const int64_t e = b + kPrefetchBlock < n ? b + kPrefetchBlock : n;
+    for (int64_t k = b; k < e; k += kLine) __builtin_prefetch(next + k, 0, 3);
+    body(b, e);
+  }
 }
 
 template <typename S, int F, int MODE, bool HARD, bool DECAY>
@@ -596,14 +633,16 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       const S* __restrict xt = x + t * a.N + j0;
       S* __restrict ht = hbuf + t * n;
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
-      for (int64_t k = 0; k < n; ++k) {
-        const S h = beta * u[k] + xt[k];
-        ht[k] = h;
-        far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
-        S drawn = S(0);
-        if constexpr (MODE == kBernoulli) drawn = sb[k] != 0 ? S(1) : S(0);
-        u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
-      }
+      walk_prefetching(n, t + 1 < a.T ? xt + a.N : nullptr, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+        for (int64_t k = k0; k < k1; ++k) {
+          const S h = beta * u[k] + xt[k];
+          ht[k] = h;
+          far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
+          S drawn = S(0);
+          if constexpr (MODE == kBernoulli) drawn = sb[k] != 0 ? S(1) : S(0);
+          u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
+        }
+      });
     }
     for (int64_t k = 0; k < n; ++k) gu[k] = S(0);
     if constexpr (DECAY) {
@@ -616,38 +655,40 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       const S* __restrict gt = go + off;
       const S* __restrict ht = hbuf + t * n;
       S* __restrict xt = gx + off;
-      for (int64_t k = 0; k < n; ++k) {
-        const S h = ht[k];
-        S s, g;
-        if constexpr (MODE == kExpected) {
-          Noise<S, F>::both(h - theta, scale, s, g);
-        } else {
-          g = Noise<S, F>::pdf(h - theta, scale);
-          s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
-        }
-        // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0: chosen, not
-        // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. In a slice holding some |h| > far
-        // (CLAMP), h enters the hard reset's term clamped to ±far, so an infinite membrane (a −inf
-        // mask, or a +inf input that fires and is reset) keeps gs finite and gs·pdf = 0 whatever ∂L/∂u
-        // is, as on the torch path.
-        const S gun = gu[k];
-        const S hr = CLAMP ? (h > far ? far : (h < -far ? -far : h)) : h;
-        const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? hr : theta);
-        const S direct = HARD ? gun * (S(1) - s) : gun;
-        const S gh = direct + gs * g;
-        xt[k] = gh;
-        gu[k] = gh * beta;
-        if constexpr (DECAY) {
-          // u_t clamped to the largest finite value: an infinite membrane, whose later ∂L/∂h is 0,
-          // adds 0 instead of 0·inf = NaN; a finite one is unchanged.
-          if constexpr (ACC) {
-            const S ut = St::reset(h, theta, s);
-            const S uc = CLAMP ? (ut > kMax ? kMax : (ut < -kMax ? -kMax : ut)) : ut;
-            acc[k] += static_cast<double>(gh_next[k] * uc);
+      walk_prefetching(n, t > 0 ? gt - a.N : nullptr, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+        for (int64_t k = k0; k < k1; ++k) {
+          const S h = ht[k];
+          S s, g;
+          if constexpr (MODE == kExpected) {
+            Noise<S, F>::both(h - theta, scale, s, g);
+          } else {
+            g = Noise<S, F>::pdf(h - theta, scale);
+            s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
           }
-          gh_next[k] = gh;
+          // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0: chosen, not
+          // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. In a slice holding some |h| > far
+          // (CLAMP), h enters the hard reset's term clamped to ±far, so an infinite membrane (a −inf
+          // mask, or a +inf input that fires and is reset) keeps gs finite and gs·pdf = 0 whatever ∂L/∂u
+          // is, as on the torch path.
+          const S gun = gu[k];
+          const S hr = CLAMP ? (h > far ? far : (h < -far ? -far : h)) : h;
+          const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? hr : theta);
+          const S direct = HARD ? gun * (S(1) - s) : gun;
+          const S gh = direct + gs * g;
+          xt[k] = gh;
+          gu[k] = gh * beta;
+          if constexpr (DECAY) {
+            // u_t clamped to the largest finite value: an infinite membrane, whose later ∂L/∂h is 0,
+            // adds 0 instead of 0·inf = NaN; a finite one is unchanged.
+            if constexpr (ACC) {
+              const S ut = St::reset(h, theta, s);
+              const S uc = CLAMP ? (ut > kMax ? kMax : (ut < -kMax ? -kMax : ut)) : ut;
+              acc[k] += static_cast<double>(gh_next[k] * uc);
+            }
+            gh_next[k] = gh;
+          }
         }
-      }
+      });
     };
     auto step_at = [&](int64_t t, auto clamp) {
       if (DECAY && t < a.T - 1) {
