@@ -549,7 +549,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
 //   long rows and the prefetch made the float32 backward 20-38 % faster at [4, 1M], [8, 512k] and
 //   [32, 64k] and 7-18 % at [256, 16k] (the bernoulli families and the LIF; the expected mode, bound by
 //   its exp and erfc, within ±3 %); slices of 1024 or 2048 neurons were slower at every T tried on
-//   that CPU, and the prefetch alone gained 3-15 %.
+//   that CPU, and the prefetch alone gained 1-16 %.
 // * AVX-512 (tuned on an Intel CPU, kept as measured there): the buffer aims at kSliceElems = 32 KiB
 //   of float32, to stay in L1 while the slice's rows of x, ∂L/∂s and ∂L/∂x stream through, with
 //   rows of at least kMinSlice = 1024 neurons (4 KiB, a page, for the prefetchers), so from T > 8 on

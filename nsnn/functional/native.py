@@ -18,8 +18,9 @@ The recurrence, spikes, resets and gradients (reset path, ``detach_reset``, lear
 * float32 CDFs/PDFs use vectorised approximations (max abs error about 1e-7; float64 uses libm);
 * saved for backward: the input ``x`` itself (1× the input, shared with whoever else keeps it) and
   bernoulli spikes as bits (1/32 of a float32 input). Backward replays the membrane ``h`` from ``x``
-  and the bits in cache-sized slices instead of reading a saved ``h``, which spares the forward a
-  full-size write; heaviside and expected spikes are recomputed from the replayed ``h``.
+  and the bits, slice by slice of each chunk of neurons, instead of reading a saved ``h``, which
+  spares the forward a full-size write; heaviside and expected spikes are recomputed from the
+  replayed ``h``.
 
 Switch: environment variable ``NSNN_NATIVE=0`` (read at import), :func:`set_enabled`, or the
 context manager below. It governs every compiled kernel: this C++ one on CPU and the Triton one of
