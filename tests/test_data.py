@@ -43,7 +43,7 @@ from nsnn.data.mnist import embedded_mnist_dir
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
         int(d).to_bytes(4, "big") for d in array.shape
     )
@@ -196,6 +196,20 @@ def test_mnist_folder_refuses_labels_out_of_range_and_wrong_image_size(tmp_path)
     write_idx(tmp_path / "s" / "t10k-images-idx3-ubyte", np.zeros((5, 32, 32), np.uint8))
     with pytest.raises(DatasetError, match="not uint8 28 x 28"):
         nd.load_mnist_folder(tmp_path / "s", "test")
+
+
+def test_mnist_folder_refuses_float_labels_and_absurd_idx_headers(tmp_path):
+    arrays = fake_mnist(tmp_path / "f", gz=False)
+    labels = np.full(len(arrays["train-labels-idx1-ubyte"]), 3.7, ">f4")
+    labels[0] = np.nan  # NaN would pass a range check
+    write_idx(tmp_path / "f" / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(DatasetError, match=r"labels are >f4, not integers"):
+        nd.load_mnist_folder(tmp_path / "f", "train")
+    # four dims of 65536 claimed with no payload: their product overflows int64 to 0 in numpy
+    huge = tmp_path / "huge-idx4-ubyte"
+    huge.write_bytes(bytes([0, 0, 8, 4]) + (65536).to_bytes(4, "big") * 4)
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        nd.read_idx(huge)
 
 
 def test_missing_mnist_error_names_path_layout_and_download(tmp_path):
@@ -523,6 +537,20 @@ def test_dvs_per_sample_stacked_and_errors(tmp_path):
         nd.load_dvs_folder(bad, "train")
 
 
+def test_dvs_every_sample_file_is_checked_not_only_the_first(tmp_path):
+    root = fake_dvs(tmp_path / "dvs", {"train": 6, "test": 1})
+    torch.save([torch.randint(0, 5, (3, 2, 8, 8)), 1], root / "train" / "5.pt")  # integer frames
+    with pytest.raises(DatasetError, match=r"5\.pt frames are torch\.int64"):
+        nd.load_dvs_folder(root, "train")
+    torch.save([torch.rand(3, 2, 8, 8, dtype=torch.float64), 1], root / "train" / "5.pt")
+    mixed = r"5\.pt frames torch\.float64 .* differ from 0\.pt's torch\.float32"
+    with pytest.raises(DatasetError, match=mixed):
+        nd.load_dvs_folder(root, "train")
+    torch.save([torch.rand(3, 2, 8, 8), 1], root / "train" / "5.pt")
+    torch.save([torch.rand(3, 2, 8, 8), 1], root / "train" / "\u00b2.pt")  # "²".isdigit() is True
+    assert len(nd.load_dvs_folder(root, "train")) == 6  # not a sample file name: left alone
+
+
 def test_corrupt_dvs_file_error_names_the_file_not_torchs_advice(tmp_path):
     root = fake_dvs(tmp_path / "dvs", {"train": 2, "test": 1})
     (root / "train" / "1.pt").write_text("not a tensor file")
@@ -720,6 +748,30 @@ def test_loader_normalises_and_adds_channel():
     assert torch.equal(fx, frames)  # float frames pass through unnormalised
     with pytest.raises(ValueError, match="rank"):
         TensorLoader(frames, torch.arange(5), 2, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"labels": torch.tensor([0.9, 1.5, 2.2, 3.7])}, "labels must be integers"),
+        ({"labels": torch.tensor(3)}, r"labels \[N\]"),
+        ({"images": torch.zeros(4, dtype=torch.uint8)}, r"images \[N, H, W\]"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"seed": 1.7}, "seed must be an integer"),
+        ({"rank": 0.5, "world_size": 2}, "rank must be an integer"),
+        ({"batch_size": True}, "batch_size must be an integer"),
+        ({"mean": [0.5], "std": [float("nan")]}, "finite entries"),
+        ({"mean": [float("inf")], "std": [0.5]}, "finite entries"),
+    ],
+)
+def test_loader_refuses_bad_arguments_when_built(change, match):
+    args = {"images": torch.zeros(4, 1, 2, 2, dtype=torch.uint8), "labels": torch.arange(4), "batch_size": 2}
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        TensorLoader(**args)
+    images = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    ok = TensorLoader(images, torch.arange(4), np.int64(2), seed=np.int64(3))  # numpy integers are fine
+    assert len(ok) == 2 and ok.batch_size == 2 and type(ok.batch_size) is int
 
 
 def test_loader_shards_disjointly_and_reproduces_epochs():

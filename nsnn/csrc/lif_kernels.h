@@ -633,7 +633,8 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       const S* __restrict xt = x + t * a.N + j0;
       S* __restrict ht = hbuf + t * n;
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
-      walk_prefetching(n, t + 1 < a.T ? xt + a.N : nullptr, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+      const S* next_x = t + 1 < a.T ? xt + a.N : nullptr;  // the same neurons one step later
+      walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
         for (int64_t k = k0; k < k1; ++k) {
           const S h = beta * u[k] + xt[k];
           ht[k] = h;
@@ -655,7 +656,8 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       const S* __restrict gt = go + off;
       const S* __restrict ht = hbuf + t * n;
       S* __restrict xt = gx + off;
-      walk_prefetching(n, t > 0 ? gt - a.N : nullptr, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+      const S* next_g = t > 0 ? gt - a.N : nullptr;  // the same neurons one step earlier
+      walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
         for (int64_t k = k0; k < k1; ++k) {
           const S h = ht[k];
           S s, g;

@@ -19,6 +19,7 @@ Everything is read with ``torch.load(weights_only=True)``::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -53,7 +54,8 @@ def find_dvs_folder(root: str | Path) -> Path | None:
 def _sample_files(folder: Path) -> list[Path]:
     """``0.pt … <N-1>.pt`` in index order; a gap or an index written twice (``5.pt``, ``05.pt``) is an
     error naming the file, not a silently shorter or duplicated set."""
-    files = sorted((p for p in folder.glob("*.pt") if p.stem.isdigit()), key=lambda p: (int(p.stem), p.name))
+    numbered = (p for p in folder.glob("*.pt") if re.fullmatch("[0-9]+", p.stem))  # not str.isdigit: "²"
+    files = sorted(numbered, key=lambda p: (int(p.stem), p.name))
     for i, path in enumerate(files):
         if int(path.stem) != i:
             taken = int(path.stem) < i
@@ -99,15 +101,19 @@ def _load_samples(folder: Path, progress: bool | None) -> ImageSet:
         ):
             raise _error(folder, f"{path.name} does not hold [frames, label]")
         x = sample[0]
+        if x.ndim != 4 or not x.is_floating_point():
+            raise _error(
+                folder, f"{path.name} frames are {x.dtype} {tuple(x.shape)}, expected float [T, 2, H, W]"
+            )
         if frames is None:
-            if x.ndim != 4 or not x.is_floating_point():
-                raise _error(
-                    folder, f"{path.name} frames are {x.dtype} {tuple(x.shape)}, expected float [T, 2, H, W]"
-                )
             frames = torch.empty((len(files), *x.shape), dtype=x.dtype)
             labels = torch.empty(len(files), dtype=torch.int64)
-        if x.shape != frames.shape[1:]:
-            raise _error(folder, f"{path.name} frames {tuple(x.shape)} differ from {tuple(frames.shape[1:])}")
+        if x.shape != frames.shape[1:] or x.dtype != frames.dtype:
+            raise _error(
+                folder,
+                f"{path.name} frames {x.dtype} {tuple(x.shape)} differ from "
+                f"{files[0].name}'s {frames.dtype} {tuple(frames.shape[1:])}",
+            )
         frames[i] = x
         labels[i] = _label(sample[1], path)
     return ImageSet(frames, labels)

@@ -31,6 +31,13 @@ Transform = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
 
 
+def _integer(name: str, value: object) -> int:
+    """``value`` as an int (Python or numpy integers; not bool, not float), else ``ValueError``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from non-negative ints (``numpy.random.SeedSequence``)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) & (2**63 - 1)
@@ -79,12 +86,22 @@ class TensorLoader:
         std: Sequence[float] | None = None,
         resident: bool = True,
     ) -> None:
-        if images.shape[0] != labels.shape[0] or labels.ndim != 1 or images.shape[0] == 0:
+        if (
+            images.ndim not in (3, 4, 5)
+            or labels.ndim != 1
+            or images.shape[0] != labels.shape[0]
+            or images.shape[0] == 0
+        ):
             raise ValueError(
-                f"need images [N, ...] and labels [N] with N > 0, got {images.shape}, {labels.shape}"
+                "need images [N, H, W], [N, C, H, W] or [N, T, C, H, W] and labels [N] with N > 0, "
+                f"got {tuple(images.shape)}, {tuple(labels.shape)}"
             )
         if images.dtype != torch.uint8 and not images.is_floating_point():
             raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        batch_size, seed = _integer("batch_size", batch_size), _integer("seed", seed)
+        rank, world_size = _integer("rank", rank), _integer("world_size", world_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -113,9 +130,12 @@ class TensorLoader:
         channels = images.shape[-3]
         m = torch.as_tensor(mean, dtype=torch.float64).flatten()
         s = torch.as_tensor(std, dtype=torch.float64).flatten()
-        if m.numel() not in (1, channels) or s.numel() not in (1, channels) or bool((s <= 0).any()):
+        sizes_ok = m.numel() in (1, channels) and s.numel() in (1, channels)
+        values_ok = bool(torch.isfinite(m).all() and torch.isfinite(s).all() and (s > 0).all())
+        if not (sizes_ok and values_ok):
             raise ValueError(
-                f"mean/std need 1 or {channels} entries (std > 0), got mean={list(mean)}, std={list(std)}"
+                f"mean/std need 1 or {channels} finite entries (std > 0), "
+                f"got mean={list(mean)}, std={list(std)}"
             )
         scale = (1.0 / (unit * s)).expand(channels).reshape(channels, 1, 1)
         bias = (-m / s).expand(channels).reshape(channels, 1, 1)

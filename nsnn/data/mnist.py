@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from collections.abc import Sequence
 from importlib import resources
@@ -74,7 +75,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: np.prod wraps around for huge dims
     if len(data) - offset != expected:
         raise DatasetError(
             f"{path} is truncated or corrupt: {len(data) - offset} payload bytes, expected {expected}"
@@ -141,6 +142,9 @@ def _load_files(root: Path, img_path: Path, lbl_path: Path) -> ImageSet:
         raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
         problem = f"images are {images.dtype} {tuple(images.shape[1:])}, not uint8 28 x 28"
+        raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
+    if labels.dtype.kind not in "iu":
+        problem = f"labels are {labels.dtype}, not integers"
         raise dataset_error("MNIST", root, MNIST_LAYOUT, problem)
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         problem = f"labels span {labels.min()}..{labels.max()}, not 0..9"
