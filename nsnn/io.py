@@ -309,16 +309,19 @@ def check_new_run_dir(out: str | Path) -> Path:
 _HELD_RUN_DIRS: dict[Path, int] = {}  # resolved run folder -> the open descriptor holding its lock
 
 
-def _hold_run_dir(path: Path) -> bool:
-    """Take an exclusive advisory lock (``flock``) on folder ``path`` for the rest of this process, so
-    that two runs started at the same instant with the same ``--out`` cannot both write there; the lock
-    goes with the process, also when it is killed, so a folder left empty stays usable. Returns False
-    if this process already held it (e.g. a notebook retrying a run that failed before writing
-    anything), True once taken. Where ``flock`` is missing (Windows) nothing is locked (True)."""
+def hold_run_dir(path: str | Path, busy: str | None = None) -> bool:
+    """Take an exclusive advisory lock (``flock``) on run folder ``path`` for the rest of this process,
+    so that two processes never write one run: two runs started at the same instant with the same
+    ``--out``, or a ``--resume`` of a run still training. The lock goes with the process, also when it
+    is killed, so a folder left behind stays usable. Returns False if this process already held it
+    (e.g. a notebook retrying a run, or resuming the run it trained), True once taken. Raises
+    ``FileExistsError`` (``busy``, else a message for ``--out``) if another process holds it. Where
+    ``flock`` is missing (Windows) nothing is locked (True)."""
     try:
         import fcntl
     except ImportError:
         return True
+    path = Path(path)
     key = path.resolve()
     if key in _HELD_RUN_DIRS:
         return False
@@ -327,9 +330,19 @@ def _hold_run_dir(path: Path) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise FileExistsError(f"--out {path} is being written by another run; choose a new folder") from None
+        raise FileExistsError(
+            busy or f"--out {path} is being written by another run; choose a new folder"
+        ) from None
     _HELD_RUN_DIRS[key] = fd
     return True
+
+
+def release_run_dir(path: str | Path) -> None:
+    """Give back this process's lock on run folder ``path`` (see :func:`hold_run_dir`), once the run is
+    complete; nothing happens if this process does not hold it."""
+    fd = _HELD_RUN_DIRS.pop(Path(path).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs") -> Path:
@@ -340,7 +353,7 @@ def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs")
     if out is not None:
         path = check_new_run_dir(out)
         path.mkdir(parents=True, exist_ok=True)
-        if _hold_run_dir(path):
+        if hold_run_dir(path):
             check_new_run_dir(path)  # again, now that no other process can take it
             remove_stale_temps(path)
         return path
@@ -351,6 +364,8 @@ def make_run_dir(out: str | Path | None, prefix: str, root: str | Path = "runs")
         path = Path(root) / (f"{prefix}-{stamp}" if n == 1 else f"{prefix}-{stamp}-{n}")
         try:
             path.mkdir()  # atomic: two runs started in the same second get two folders
-            return path
         except FileExistsError:
             n += 1
+            continue
+        hold_run_dir(path)  # a --resume of this run while it trains is refused
+        return path

@@ -7,6 +7,7 @@ others run in-process through ``runpy`` to keep the suite fast.
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
         (["--device", "quantum"], "bad device"),
         (["--tau", "0.5"], "tau must be a finite number >= 1"),
         (["--threshold", "-1"], "threshold must be a finite number > 0"),
-        (["--seed", "-1"], "seed must be an integer >= 0"),
+        (["--seed", "-1"], "seed must be an integer in [0, "),
         (["--max-samples", "1"], "max_samples must leave >= 2 samples"),
         (["--arch", '{"width": 0}', "--max-samples", "100", "--minibatch", "8"], "width of model"),
         (["--loss", "mean_ce", "--tet"], "--tet means --loss tet, which conflicts with --loss mean_ce"),
@@ -175,7 +176,8 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert "was trained on 'mnist'" in capsys.readouterr().err
     assert run_script("testing_mnist.py", ["--snapshot", str(run), "--eval-mode", "mean"], monkeypatch) == 2
     assert "eval_mode must be one of" in capsys.readouterr().err
-    assert run_script("testing_mnist.py", ["--snapshot", str(tmp_path / "none.pt")], monkeypatch) == 1
+    missing = ["--snapshot", str(tmp_path / "none.pt")]
+    assert run_script("testing_mnist.py", missing, monkeypatch) == 2  # a flag error, as --resume nowhere
     assert "no checkpoint" in capsys.readouterr().err
 
     # --resume refuses flags that would change the experiment, another dataset's script and a new --out;
@@ -229,6 +231,9 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
 
 def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
     def interrupted(cfg, **_):
+        if cfg.out == str(tmp_path / "run"):  # interrupted after its first checkpoint
+            Path(cfg.out).mkdir()
+            (Path(cfg.out) / "last.pt").write_bytes(b"")
         raise KeyboardInterrupt
 
     monkeypatch.setattr("nsnn.training.trainer.fit", interrupted)
@@ -236,6 +241,30 @@ def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 130
     err = capsys.readouterr().err
     assert f"last.pt in {run} holds the last finished epoch" in err and f"--resume {run}" in err
+    # before any checkpoint there is nothing to resume (it used to advise a --resume that then failed)
+    early = tmp_path / "early"
+    assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(early)], monkeypatch) == 130
+    err = capsys.readouterr().err
+    assert f"nothing was saved in {early}" in err and "--resume" not in err
+    assert run_script("main_mnist.py", TINY_FLAGS, monkeypatch) == 130  # a folder the run would name
+    assert "Otherwise nothing was saved" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "problem"),
+    [
+        ("main_mnist.py", ["--ou", "x"], "unrecognized arguments: --ou x"),  # run_training.sh reads --out
+        ("main_mnist.py", ["--resum", "x"], "unrecognized arguments: --resum x"),
+        ("main_mnist.py", ["--seed", str(2**64)], r"seed must be an integer in \[0, 9223372036854775807\]"),
+        ("testing_mnist.py", ["--snapshot", "nowhere"], "--snapshot: "),
+        ("testing_mnist.py", ["--snapshot", "x", "--seed", "-1"], r"seed must be in \[0, 92233720\d+\]"),
+        ("testing_mnist.py", ["--snapshot", "x", "--seed", str(2**64)], r"seed must be in \[0, "),
+        ("testing_mnist.py", ["--snap", "x"], "the following arguments are required: --snapshot"),
+    ],
+)
+def test_bad_training_and_testing_flags_exit_2_naming_the_flag(script, argv, problem, monkeypatch, capsys):
+    assert run_script(script, argv, monkeypatch) == 2
+    assert re.search(problem, capsys.readouterr().err)
 
 
 def test_run_training_recipe_keeps_a_given_out_or_resumed_run():

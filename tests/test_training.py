@@ -172,6 +172,9 @@ def test_config_validation_lists_choices():
         TrainConfig(model=nn.Linear(2, 2))  # fit takes zoo names; a user's network is registered first
     assert TrainConfig(tet=True).loss == "tet" and TrainConfig(tet=True) == TrainConfig(loss="tet")
     assert TrainConfig(scheduler="cos").scheduler == "cosine"
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 9223372036854775807\]"):
+        TrainConfig(seed=2**63)  # torch.manual_seed overflowed with a raw traceback
+    assert TrainConfig(seed=2**63 - 1).seed == 2**63 - 1
     cfg = TrainConfig(**TINY)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -914,6 +917,41 @@ def test_a_new_run_folder_is_held_by_one_process_at_a_time(tmp_path):
     other = subprocess.run([*take, str(out)], env=env, capture_output=True, text=True)
     assert other.returncode == 1 and "is being written by another run" in other.stderr
     assert make_run_dir(out, "p") == out  # this process may retry a run that failed before writing
+
+
+def test_a_run_is_held_while_it_trains_and_a_resume_of_it_meanwhile_is_refused(tmp_path):
+    from nsnn.io import make_run_dir, release_run_dir
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    hold = "import sys; import nsnn.io as io; io.hold_run_dir(sys.argv[1]); print('held', flush=True)"
+    # a run folder named by the run itself is held too (a --resume of it while it trains used to append
+    # a second copy of every epoch's rows to its metrics.csv), and given back once the run is complete
+    auto = make_run_dir(None, "p", root=tmp_path)
+    other = subprocess.run([sys.executable, "-c", hold, str(auto)], env=env, capture_output=True, text=True)
+    assert other.returncode == 1 and "is being written by another run" in other.stderr
+    release_run_dir(auto)
+    other = subprocess.run([sys.executable, "-c", hold, str(auto)], env=env, capture_output=True, text=True)
+    assert other.returncode == 0 and other.stdout.strip() == "held"
+
+    run = tmp_path / "run"
+    settings = {**TINY, "max_samples": 120, "epochs": 1}
+    fit(TrainConfig(**settings, out=str(run)))  # complete: the folder is given back
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "; sys.stdin.read()", str(run)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (run / "metrics.csv").read_text()
+        with pytest.raises(ConfigError, match="being written by another process"):
+            fit(TrainConfig(**settings, resume=str(run)))
+        assert (run / "metrics.csv").read_text() == before
+    finally:
+        holder.communicate("")
+    assert fit(TrainConfig(**settings, resume=str(run)))["epochs"] == 1  # once that process has ended
 
 
 def test_load_torch_checks_the_zip_checksums(tmp_path):

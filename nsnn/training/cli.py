@@ -24,6 +24,7 @@ from typing import Any
 from nsnn.io import CsvLog, json_text, read_csv, write_json
 from nsnn.training.config import (
     EVAL_MODES,
+    MAX_SEED,
     RUNTIME_FIELDS,
     TEST_SEED,
     ConfigError,
@@ -112,12 +113,7 @@ def train_main(
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        where = cfg.resume or cfg.out
-        print(
-            f"\ninterrupted: last.pt in {where or 'the run folder printed above'} holds the last finished "
-            f"epoch (written atomically); continue with --resume {where or '<run folder>'}",
-            file=sys.stderr,
-        )
+        print(f"\n{_interrupted_message(cfg.resume or cfg.out)}", file=sys.stderr)
         return 130
     if cfg.json and _is_main_process():
         _emit_json(result)
@@ -128,12 +124,32 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _interrupted_message(where: str | None) -> str:
+    """What a Ctrl-C left: resume advice only where a ``last.pt`` was written (``where``: the run folder,
+    or a checkpoint in it, given by ``--out``/``--resume``; None for a folder named by the run)."""
+    if where is None:
+        return (
+            "interrupted: if a run folder was printed above, its last.pt holds the last finished epoch "
+            "(written atomically); continue with --resume <run folder>. Otherwise nothing was saved."
+        )
+    folder = Path(where).parent if Path(where).suffix == ".pt" else Path(where)
+    if (folder / "last.pt").is_file():
+        return (
+            f"interrupted: last.pt in {folder} holds the last finished epoch (written atomically); "
+            f"continue with --resume {folder}"
+        )
+    return f"interrupted before the first checkpoint: nothing was saved in {folder}; start the run again"
+
+
 def build_test_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """Flags of the testing scripts (the model and data settings come from the checkpoint)."""
     from nsnn.training.perturbations import list_perturbations
 
     p = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # run_training.sh reads --out/--resume by their full names
     )
     p.add_argument("--snapshot", required=True, help="checkpoint file (best.pt / last.pt) or a run directory")
     p.add_argument(
@@ -219,11 +235,16 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         raise ConfigError(f"workers must be >= 0 (0 = torch's default), got {args.workers}")
     if args.max_samples is not None and args.max_samples < 0:
         raise ConfigError(f"max_samples must be >= 0 (0 = the whole test set), got {args.max_samples}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {args.seed}")
     try:
         perturbation = get_perturbation(args.perturbation, args.strength)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    path = resolve_checkpoint(args.snapshot)
+    try:
+        path = resolve_checkpoint(args.snapshot)
+    except FileNotFoundError as e:
+        raise ConfigError(f"--snapshot: {e}") from None
     out = Path(args.out) if args.out is not None else path.parent
     try:  # before the evaluation, whose result would otherwise be lost
         out.mkdir(parents=True, exist_ok=True)
@@ -407,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "test":
         return test_main(rest, prog="python -m nsnn.training test")
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--dataset", default=None)
     known, remaining = pre.parse_known_args(rest)
     from nsnn.data import list_datasets

@@ -26,6 +26,8 @@ EVAL_MODES = tuple(_FIRE_MODE_OF)  # "stochastic", "deterministic", "expected"
 # Noise seed of a test pass: the one that ends training and the testing scripts' default (--seed), so
 # that `testing_*.py --snapshot best.pt` reproduces the test accuracy a single-process run reported.
 TEST_SEED = 0
+# Largest seed: torch.manual_seed and the derived per-process seeds take signed 64-bit integers.
+MAX_SEED = 2**63 - 1
 ENCODINGS = ("direct", "poisson")
 
 # Fields that may differ between a run and its --resume (they change how, not what, is computed).
@@ -151,8 +153,8 @@ class TrainConfig:
             raise ConfigError(f"tau must be a finite number >= 1 (leak 1 - 1/tau), got {self.tau!r}")
         if not (math.isfinite(self.threshold) and self.threshold > 0):
             raise ConfigError(f"threshold must be a finite number > 0, got {self.threshold!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.val_split > 0 and 0 < self.max_samples < 2:
             raise ConfigError(
                 f"max_samples must leave >= 2 samples to split off validation, got {self.max_samples}"
@@ -226,7 +228,10 @@ def build_train_parser(
     }
     d.update(defaults or {})
     p = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # run_training.sh reads --out/--resume by their full names
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d["model"], help="zoo network (nsnn.models.list_models())")

@@ -33,7 +33,14 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from nsnn.compress import attach_masks, restore_compression
-from nsnn.io import check_new_run_dir, make_run_dir, remove_stale_temps, write_json
+from nsnn.io import (
+    check_new_run_dir,
+    hold_run_dir,
+    make_run_dir,
+    release_run_dir,
+    remove_stale_temps,
+    write_json,
+)
 from nsnn.training.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -458,6 +465,7 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
         teardown_runtime(rt, failed=True)
         raise
     teardown_runtime(rt)
+    release_run_dir(result["run_dir"])  # complete: a later --resume (more epochs) may take it
     return result
 
 
@@ -473,6 +481,12 @@ def _fit(
         )
     start, best_acc, best_epoch, prior_seconds = 0, None, 0, 0.0
     if ckpt is not None:
+        if rt.is_main:
+            try:
+                busy = f"{run_dir} is being written by another process (still training?); resume it later"
+                hold_run_dir(run_dir, busy=busy)
+            except FileExistsError as e:
+                raise ConfigError(str(e)) from None
         exp.check_same_data(ckpt["dataset"])
         exp.restore(ckpt)
         start = int(ckpt["epoch"])
