@@ -253,6 +253,7 @@ def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("script", "argv", "problem"),
     [
+        ("main_mnist.py", ["--resume", "RUN/best.pt"], r"resume continues from a run's last\.pt"),
         ("main_mnist.py", ["--ou", "x"], "unrecognized arguments: --ou x"),  # run_training.sh reads --out
         ("main_mnist.py", ["--resum", "x"], "unrecognized arguments: --resum x"),
         ("main_mnist.py", ["--seed", str(2**64)], r"seed must be an integer in \[0, 9223372036854775807\]"),
@@ -262,7 +263,14 @@ def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
         ("testing_mnist.py", ["--snap", "x"], "the following arguments are required: --snapshot"),
     ],
 )
-def test_bad_training_and_testing_flags_exit_2_naming_the_flag(script, argv, problem, monkeypatch, capsys):
+def test_bad_training_and_testing_flags_exit_2_naming_the_flag(
+    script, argv, problem, tmp_path, monkeypatch, capsys
+):
+    if "RUN/best.pt" in argv:  # a real run's best.pt: resuming from it would rewind the run
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "best.pt").write_bytes(b"")
+        argv = [str(run / "best.pt") if a == "RUN/best.pt" else a for a in argv]
     assert run_script(script, argv, monkeypatch) == 2
     assert re.search(problem, capsys.readouterr().err)
 

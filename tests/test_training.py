@@ -823,7 +823,8 @@ def _not_a_checkpoint(kind: str, folder: Path) -> Path:
     from nsnn.models import create
     from nsnn.training.checkpoint import FORMAT, make_checkpoint, save_checkpoint
 
-    path = folder / f"{kind}.pt"
+    path = folder / kind / "last.pt"  # a last.pt: --resume takes no other checkpoint
+    path.parent.mkdir()
     if kind == "json":
         path.write_text(json.dumps({"dataset": "mnist", "epochs": 3}))
     elif kind == "random":

@@ -50,9 +50,10 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
 def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | None) -> None:
     """On --resume, flags that change the experiment must match the checkpoint's config, and so must
     ``dataset`` (the script's, or ``--dataset``; None: take the run's)."""
-    from nsnn.training.checkpoint import load_checkpoint, resolve_checkpoint
+    from nsnn.training.checkpoint import load_checkpoint
+    from nsnn.training.trainer import resume_path
 
-    path = resolve_checkpoint(cfg.resume, "last.pt")
+    path = resume_path(cfg.resume)
     if "out" in explicit and Path(cfg.out).resolve() != path.parent.resolve():
         raise ConfigError(f"--resume continues in the run's own folder {path.parent}; drop --out {cfg.out}")
     saved = load_checkpoint(path)["config"]

@@ -395,12 +395,21 @@ class _Experiment:
         return {"train_loss": loss_sum / n, "train_reg": reg_sum / n, "train_accuracy": correct / n, "n": n}
 
 
+def resume_path(resume: str | Path) -> Path:
+    """The ``last.pt`` a ``--resume`` names (the file, or the run folder holding it); any other
+    checkpoint is refused: resuming from ``best.pt`` would rewind the run and drop the epochs after it."""
+    path = resolve_checkpoint(resume, "last.pt")
+    if path.name != "last.pt":
+        raise ConfigError(f"resume continues from a run's last.pt (or its folder); got {path}")
+    return path
+
+
 def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
     """``(config, checkpoint, run_dir)``: the checkpoint's config (runtime fields from ``cfg``) on resume;
     ``cfg``'s other fields must be their defaults or the run's values."""
     if cfg.resume is None:
         return cfg, None, None
-    path = resolve_checkpoint(cfg.resume, "last.pt")
+    path = resume_path(cfg.resume)
     ckpt = load_checkpoint(path)
     saved = dict(ckpt["config"])
     # A field set to neither its default nor the run's value asks for another experiment: refused, as
