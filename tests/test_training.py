@@ -934,8 +934,18 @@ def test_a_run_is_held_while_it_trains_and_a_resume_of_it_meanwhile_is_refused(t
     other = subprocess.run([sys.executable, "-c", hold, str(auto)], env=env, capture_output=True, text=True)
     assert other.returncode == 0 and other.stdout.strip() == "held"
 
-    run = tmp_path / "run"
     settings = {**TINY, "max_samples": 120, "epochs": 1}
+
+    def stop(epoch: int, step: int) -> None:
+        raise KeyboardInterrupt
+
+    stopped = tmp_path / "stopped"  # given back when interrupted too (a notebook may live on)
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**settings, out=str(stopped)), on_step=stop)
+    taken = subprocess.run([sys.executable, "-c", hold, str(stopped)], env=env, capture_output=True)
+    assert taken.returncode == 0 and (stopped / "last.pt").is_file()
+
+    run = tmp_path / "run"
     fit(TrainConfig(**settings, out=str(run)))  # complete: the folder is given back
     holder = subprocess.Popen(
         [sys.executable, "-c", hold + "; sys.stdin.read()", str(run)],

@@ -469,33 +469,50 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
             raise ConfigError(f"{e} (or --resume it, to continue that run)") from None
     rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
     try:
-        result = _fit(cfg, rt, ckpt, run_dir, on_step)
+        exp, run_dir = _open_run(cfg, rt, ckpt, run_dir)
+        try:
+            result = _fit(cfg, rt, exp, ckpt, run_dir, on_step)
+        finally:  # finished, failed or interrupted: another process may now --resume the run
+            release_run_dir(run_dir)
     except BaseException:
         teardown_runtime(rt, failed=True)
         raise
     teardown_runtime(rt)
-    release_run_dir(result["run_dir"])  # complete: a later --resume (more epochs) may take it
     return result
 
 
-def _fit(
-    cfg: TrainConfig, rt: Runtime, ckpt: dict[str, Any] | None, run_dir: Path | None, on_step: StepHook | None
-) -> dict[str, Any]:
+def _open_run(
+    cfg: TrainConfig, rt: Runtime, ckpt: dict[str, Any] | None, run_dir: Path | None
+) -> tuple[_Experiment, Path]:
+    """The experiment (data, model, optimizer) and its run folder, held by rank 0 while the run trains
+    (:func:`nsnn.io.hold_run_dir`): a new folder, or on resume the run's own, refused while another
+    process still writes it."""
     exp = _Experiment(cfg, rt)
     if run_dir is None:
-        run_dir = Path(
+        return exp, Path(
             broadcast_object(
                 str(make_run_dir(cfg.out, f"{cfg.dataset}-{cfg.model}")) if rt.is_main else None, rt
             )
         )
+    if rt.is_main:
+        try:
+            busy = f"{run_dir} is being written by another process (still training?); resume it later"
+            hold_run_dir(run_dir, busy=busy)
+        except FileExistsError as e:
+            raise ConfigError(str(e)) from None
+    return exp, run_dir
+
+
+def _fit(
+    cfg: TrainConfig,
+    rt: Runtime,
+    exp: _Experiment,
+    ckpt: dict[str, Any] | None,
+    run_dir: Path,
+    on_step: StepHook | None,
+) -> dict[str, Any]:
     start, best_acc, best_epoch, prior_seconds = 0, None, 0, 0.0
     if ckpt is not None:
-        if rt.is_main:
-            try:
-                busy = f"{run_dir} is being written by another process (still training?); resume it later"
-                hold_run_dir(run_dir, busy=busy)
-            except FileExistsError as e:
-                raise ConfigError(str(e)) from None
         exp.check_same_data(ckpt["dataset"])
         exp.restore(ckpt)
         start = int(ckpt["epoch"])
