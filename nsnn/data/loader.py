@@ -19,6 +19,7 @@ takes a strided shard of one shared permutation, as ``DistributedSampler`` does:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -32,8 +33,9 @@ _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
 
 
 def _integer(name: str, value: object) -> int:
-    """``value`` as an int (Python or numpy integers; not bool, not float), else ``ValueError``."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+    """``value`` as an int (Python or numpy integers; not bool, not float, as torch's ``DataLoader``),
+    else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     return int(value)
 
