@@ -310,11 +310,11 @@ _HELD_RUN_DIRS: dict[Path, int] = {}  # resolved run folder -> the open descript
 
 
 def hold_run_dir(path: str | Path, busy: str | None = None) -> bool:
-    """Take an exclusive advisory lock (``flock``) on run folder ``path`` for the rest of this process,
-    so that two processes never write one run: two runs started at the same instant with the same
-    ``--out``, or a ``--resume`` of a run still training. The lock goes with the process, also when it
-    is killed, so a folder left behind stays usable. Returns False if this process already held it
-    (e.g. a notebook retrying a run, or resuming the run it trained), True once taken. Raises
+    """Take an exclusive advisory lock (``flock``) on run folder ``path`` until :func:`release_run_dir`
+    or the end of this process, so that two processes never write one run: two runs started at the
+    same instant with the same ``--out``, or a ``--resume`` of a run still training. The lock goes with
+    the process, also when it is killed, so a folder left behind stays usable. Returns False if this
+    process already holds it (e.g. a notebook retrying a run before it was released), True once taken. Raises
     ``FileExistsError`` (``busy``, else a message for ``--out``) if another process holds it. Where
     ``flock`` is missing (Windows) nothing is locked (True)."""
     try:
