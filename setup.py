@@ -23,7 +23,7 @@ from setuptools import setup
 
 CSRC = "nsnn/csrc"
 SOURCES = [f"{CSRC}/{name}.cpp" for name in ("lif", "lif_isa_generic", "lif_isa_avx2", "lif_isa_avx512")]
-HEADERS = [f"{CSRC}/{name}.h" for name in ("lif_common", "lif_kernels")]
+HEADERS = [f"{CSRC}/{name}.h" for name in ("lif_common", "lif_kernels", "lif_avx2")]
 
 
 def _skip(reason: str) -> None:

@@ -35,21 +35,23 @@ struct Fn<float> {
   // 1 + r + r²·Q(r) with Q of degree 4 (minimax, relative error 3e-9; about 1 ulp in float32),
   // 2^n built from the bits of the rounding 1.5·2^23 + n (which holds n in its low mantissa bits).
   // B = 126 halves the result.
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kRound = 12582912.0f;  // 1.5·2^23
+  static constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  static constexpr float kExpQ[5] = {1.3814597199e-3f, 8.3687098732e-3f, 4.1668387650e-2f, 1.6666520689e-1f,
+                                     4.9999993450e-1f};  // Q(r), highest power first
   template <int B>
   static inline float exp_core(float x) {
-    const float t = x * 1.44269504088896341f + 12582912.0f;
-    const float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = 1.3814597199e-3f;
-    y = y * r + 8.3687098732e-3f;
-    y = y * r + 4.1668387650e-2f;
-    y = y * r + 1.6666520689e-1f;
-    y = y * r + 4.9999993450e-1f;
+    const float t = x * kLog2e + kRound;
+    const float n = t - kRound;
+    float r = x - n * kLn2Hi;
+    r = r - n * kLn2Lo;
+    float y = kExpQ[0];
+    for (int i = 1; i < 5; ++i) y = y * r + kExpQ[i];
     y = y * (r * r) + r + 1.0f;
     int32_t tb;
     std::memcpy(&tb, &t, sizeof(tb));
-    const int32_t bits = (tb + (B - 0x4B400000)) << 23;
+    const int32_t bits = (tb + (B - 0x4B400000)) << 23;  // 0x4B400000: the bits of kRound
     float scale;
     std::memcpy(&scale, &bits, sizeof(scale));
     return y * scale;
@@ -216,16 +218,18 @@ template <typename S>
 struct Screen<S, kGaussian> {
   static constexpr bool kEnabled = true;
   static constexpr S kBand = S(5e-4);
+  static constexpr S kClamp = S(3.2);
+  static constexpr int kDegree = 4;
+  static constexpr S kQ[kDegree + 1] = {S(1.577776129124686e-05), S(-5.400506197474897e-04),
+                                        S(7.731569930911064e-03), S(-6.304299086332321e-02),
+                                        S(3.974083065986633e-01)};  // Q(z²), highest power first
   static inline S approx(S d, const Scale<S>& k) {
     S z = d * k.inv;
-    z = z > S(3.2) ? S(3.2) : z;
-    z = z < S(-3.2) ? S(-3.2) : z;
+    z = z > kClamp ? kClamp : z;
+    z = z < -kClamp ? -kClamp : z;
     const S z2 = z * z;
-    S q = S(1.577776129124686e-05);
-    q = q * z2 - S(5.400506197474897e-04);
-    q = q * z2 + S(7.731569930911064e-03);
-    q = q * z2 - S(6.304299086332321e-02);
-    q = q * z2 + S(3.974083065986633e-01);
+    S q = kQ[0];
+    for (int i = 1; i <= kDegree; ++i) q = q * z2 + kQ[i];
     return S(0.5) + z * q;
   }
 };
@@ -487,6 +491,10 @@ inline void screened_step(int64_t n, S beta, S theta, const Scale<S>& scale, con
   }
 }
 
+#ifdef NSNN_AVX2
+#include "lif_avx2.h"
+#endif
+
 template <typename S, int F, int MODE, bool HARD, bool SAVE>
 void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, uint8_t* __restrict bits,
                    int64_t i0, int64_t i1) {
@@ -505,14 +513,24 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
     const int64_t off = t * a.N + i0;
     const S* __restrict xt = x + off;
     S* __restrict ot = out + off;
-    if constexpr (MODE == kBernoulli) draws.fill(n, rw);
+#ifdef NSNN_AVX2
+    if constexpr (MODE == kBernoulli && std::is_same_v<S, float>) {
+      if (a.screen || !Screen<S, F>::kEnabled) {
+        bernoulli_step_avx2<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot, hs,
+                                           SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
+        continue;
+      }
+    }
+#endif
     if constexpr (MODE == kBernoulli && Screen<S, F>::kEnabled) {
       if (a.screen) {
+        draws.fill(n, rw);
         screened_step<S, F, HARD>(n, beta, theta, scale, xt, rw, u, sb, ot, hs);
         if constexpr (SAVE) pack_bits(sb, n, bits + t * a.row_bytes + i0 / 8);
         continue;
       }
     }
+    if constexpr (MODE == kBernoulli) draws.fill(n, rw);
     for (int64_t k = 0; k < n; ++k) {
       const S h = beta * u[k] + xt[k];
       S drawn = S(0);
@@ -632,8 +650,17 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
     for (int64_t t = 0; t < a.T; ++t) {
       const S* __restrict xt = x + t * a.N + j0;
       S* __restrict ht = hbuf + t * n;
-      if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
       const S* next_x = t + 1 < a.T ? xt + a.N : nullptr;  // the same neurons one step later
+#ifdef NSNN_AVX2
+      if constexpr (std::is_same_v<S, float> && MODE != kExpected) {
+        const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
+        walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+          far_seen |= replay_avx2<F, MODE, HARD>(k0, k1, beta, theta, far, scale, xt, row, u, ht);
+        });
+        continue;
+      }
+#endif
+      if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
       walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
         for (int64_t k = k0; k < k1; ++k) {
           const S h = beta * u[k] + xt[k];
@@ -700,6 +727,20 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       }
     };
     for (int64_t t = a.T - 1; t >= 0; --t) {
+#ifdef NSNN_AVX2
+      if constexpr (std::is_same_v<S, float> && MODE != kExpected && !DECAY && kReverseAvx2<F>) {
+        if (far_seen == 0) {
+          const int64_t off = t * a.N + j0;
+          const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
+          const S* next_g = t > 0 ? go + off - a.N : nullptr;
+          walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+            reverse_avx2<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
+                                        gx + off);
+          });
+          continue;
+        }
+      }
+#endif
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
       if (far_seen != 0) {
         step_at(t, std::true_type{});
