@@ -461,27 +461,31 @@ def test_thread_count_independent_and_seeded() -> None:
 
 @needs_native
 @pytest.mark.parametrize("isa", native._C.supported_isas() if native.is_available() else [])
-def test_screened_draws_are_the_exact_decisions(isa: str) -> None:
-    """Gaussian draws are first decided by a cheap screen of the CDF (lif_kernels.h, Screen), the
-    exact CDF only where a draw falls inside the screen's band; with the screen off every draw uses
-    the exact CDF. The spikes must not differ by one bit, over membranes spanning ±6σ (the screen's
-    clamp at ±3.2σ and its whole band), NaN and ±inf, a row length that leaves a partial block, and
-    float64 (one kernel for every isa); nor may the gradients, which the saved spike bits drive."""
+@pytest.mark.parametrize("family", ["gaussian", "logistic"])
+def test_screened_draws_are_the_exact_decisions(isa: str, family: str) -> None:
+    """Gaussian draws are first decided by a cheap screen of the CDF (lif_kernels.h, Screen; on AVX2
+    also logistic draws, through a cheaper exp: lif_avx2.h, LogisticScreen), the exact CDF only where
+    a draw falls inside the screen's band; with the screen off every draw uses the exact CDF. The
+    spikes must not differ by one bit, over membranes spanning ±6σ (gaussian: the screen's clamp at
+    ±3.2σ and its whole band) or ±12σ (logistic), NaN and ±inf, a row length that leaves a partial
+    block, and float64 (one kernel for every isa); nor may the gradients, which the saved spike bits
+    drive."""
     before = native.isa(), native._C.screen()
     assert before[1], "the screen is on by default"
     g = torch.Generator().manual_seed(11)
+    spread = 6 if family == "gaussian" else 12
     try:
         native._C.set_isa(isa)
         for dtype, sigma, hard in itertools.product(
             (torch.float32, torch.float64), (0.05, 0.3, 1.7), (True, False)
         ):
-            x = 1.0 + sigma * (torch.rand(3, 200_003, generator=g, dtype=torch.float64) * 12 - 6)
+            x = 1.0 + sigma * (torch.rand(3, 200_003, generator=g, dtype=torch.float64) * 2 * spread - spread)
             x[0, :3] = torch.tensor([math.nan, math.inf, -math.inf], dtype=torch.float64)
             results = []
             for on in (True, False):
                 native._C.set_screen(on)
                 torch.manual_seed(3)
-                results.append(run(x.to(dtype), 0.5, Gaussian(sigma), "bernoulli", hard=hard))
+                results.append(run(x.to(dtype), 0.5, get_noise(family, sigma), "bernoulli", hard=hard))
             (y, gx, _), (y0, gx0, _) = results
             assert torch.equal(y, y0), (dtype, sigma, hard, (y != y0).sum())
             torch.testing.assert_close(gx, gx0, rtol=0, atol=0, equal_nan=True)  # the saved bits agree too

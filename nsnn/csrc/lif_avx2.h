@@ -50,33 +50,29 @@ inline __m256i next_words8(Uniform<float>& g, int64_t l) {
   return out;
 }
 
-// Fn<float>::exp_nonpos for 8 values (the same operations: exp_core<127> on x clamped to −87, 0 below).
-inline __m256 exp_nonpos8(__m256 x) {
-  using Fp = Fn<float>;
-  const __m256 xc = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // NaN stays NaN
-  const __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(Fp::kLog2e), _mm256_set1_ps(Fp::kRound));
-  const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(Fp::kRound));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(Fp::kLn2Hi), xc);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(Fp::kLn2Lo), r);
-  __m256 y = _mm256_set1_ps(Fp::kExpQ[0]);
-  for (int i = 1; i < 5; ++i) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(Fp::kExpQ[i]));
-  y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  const __m256i bits =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
-  return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ),
-                          _mm256_mul_ps(y, _mm256_castsi256_ps(bits)));
-}
+// Families whose forward screens its draws here: the gaussian (Screen<float, kGaussian>) and the
+// logistic (LogisticScreen below), both only while screening is on (LifArgs::screen).
+template <int F>
+constexpr bool kScreenedAvx2 = F == kGaussian || F == kLogistic;
 
-// The exact decisions u < cdf(d) of fires<float, F> for 8 neurons (d = h − θ, v the uniforms in
-// [0, 1)), as a mask.
+// Logistic screen. fires<float, kLogistic> decides u·(1 + e) < (d ≥ 0 ? 1 : e) with e = exp(−|d|/σ)
+// from exp_core (a degree-5 polynomial). The screen takes ê = p(f)·2^n instead (x = −|d|/σ clamped to
+// −87, n = round(x·log2 e), f = x·log2 e − n in [−½, ½], p a degree-3 fit of 2^f): |ê/e − 1| ≤ 7.6e-5
+// over x in [−87, 0] (float32 arithmetic, 4M points against float64 exp). Since e ≤ 1 and u < 1,
+// m = u·(1 + e) − rhs moves by at most 7.6e-5·e plus a few float32 roundings (< 1e-6) when ê replaces
+// e, so |m̂| ≥ kBand = 2e-4 decides as the exact comparison does; a draw with |m̂| < kBand (about one
+// in 2,500) or m̂ NaN is decided by fires itself.
+struct LogisticScreen {
+  static constexpr float kBand = 2e-4f;
+  static constexpr float kP[4] = {5.517166e-2f, 2.4261114e-1f, 6.9326097e-1f, 9.9992806e-1f};  // highest first
+};
+
+// The exact decisions u < cdf(d) of fires<float, F> for 8 neurons of the triangular or uniform family
+// (d = h − θ, v the uniforms in [0, 1)), as a mask.
 template <int F>
 inline __m256 fires8(__m256 d, __m256 v, const Scale<float>& k) {
   const __m256 one = _mm256_set1_ps(1.0f);
-  if constexpr (F == kLogistic) {  // u·(1 + e) < (d ≥ 0 ? 1 : e), e = exp_nonpos(−|d|/σ)
-    const __m256 e = exp_nonpos8(_mm256_mul_ps(_mm256_or_ps(d, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(k.inv)));
-    const __m256 rhs = _mm256_blendv_ps(e, one, _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_GE_OQ));
-    return _mm256_cmp_ps(_mm256_mul_ps(v, _mm256_add_ps(one, e)), rhs, _CMP_LT_OQ);
-  } else if constexpr (F == kTriangular) {
+  if constexpr (F == kTriangular) {
     __m256 zc = _mm256_mul_ps(d, _mm256_set1_ps(k.inv));
     zc = _mm256_min_ps(one, _mm256_max_ps(_mm256_set1_ps(-1.0f), zc));
     const __m256 a = _mm256_add_ps(one, zc), b = _mm256_sub_ps(one, zc);
@@ -86,7 +82,7 @@ inline __m256 fires8(__m256 d, __m256 v, const Scale<float>& k) {
     const __m256 c = _mm256_blendv_ps(upper, lower, _mm256_cmp_ps(zc, _mm256_setzero_ps(), _CMP_LT_OQ));
     return _mm256_cmp_ps(v, c, _CMP_LT_OQ);
   } else {
-    static_assert(F == kUniform, "the gaussian family decides through its screen");
+    static_assert(F == kUniform, "the gaussian and logistic families decide through their screens");
     // cdf = clamp(d/(2σ) + ½, 0, 1); the clamps change no decision (v lies in [0, 1)), so they are left out.
     const __m256 c = _mm256_fmadd_ps(d, _mm256_set1_ps(k.half_inv), _mm256_set1_ps(0.5f));
     return _mm256_cmp_ps(v, c, _CMP_LT_OQ);
@@ -99,7 +95,7 @@ template <int F, bool HARD, bool SAVE>
 inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<float>& scale,
                                 const float* __restrict xt, Uniform<float>& g, float* __restrict u,
                                 float* __restrict ot, float* __restrict hs, uint8_t* __restrict bits_row) {
-  using Sc = Screen<float, F>;
+  using Sc = Screen<float, kGaussian>;
   using St = Step<float, F, kBernoulli, HARD>;
   static_assert(Uniform<float>::kLanes == 64, "a block of 64 neurons is one pass over the lanes");
   constexpr int64_t kBlock = 64;
@@ -116,7 +112,25 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
       const __m256 wv = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8));  // the uniform times 2^24
       const __m256 h = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(u + k), _mm256_loadu_ps(xt + k));
       __m256 below;
-      if constexpr (Sc::kEnabled) {
+      if constexpr (F == kLogistic) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
+        using Fp = Fn<float>;
+        const __m256 d = _mm256_sub_ps(h, vtheta);
+        const __m256 x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_mul_ps(_mm256_or_ps(d, _mm256_set1_ps(-0.0f)), vinv));
+        const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(Fp::kLog2e), _mm256_set1_ps(Fp::kRound));
+        const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(Fp::kRound));
+        const __m256 f = _mm256_fmsub_ps(x, _mm256_set1_ps(Fp::kLog2e), n);
+        __m256 p = _mm256_set1_ps(LogisticScreen::kP[0]);
+        for (int i = 1; i < 4; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(LogisticScreen::kP[i]));
+        const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127 - 0x4B400000)), 23);
+        const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+        const __m256 rhs = _mm256_blendv_ps(e, one, _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_GE_OQ));
+        const __m256 m = _mm256_fmsub_ps(_mm256_mul_ps(wv, unit), _mm256_add_ps(one, e), rhs);
+        const __m256 band = _mm256_set1_ps(LogisticScreen::kBand);
+        below = _mm256_cmp_ps(m, _mm256_xor_ps(band, _mm256_set1_ps(-0.0f)), _CMP_LT_OQ);
+        const __m256 above = _mm256_cmp_ps(m, band, _CMP_GT_OQ);
+        unsure |= static_cast<uint64_t>(~_mm256_movemask_ps(_mm256_or_ps(below, above)) & 0xFF) << j;
+      } else if constexpr (F == kGaussian) {
         _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
         __m256 z = _mm256_mul_ps(_mm256_sub_ps(h, vtheta), vinv);
         z = _mm256_max_ps(_mm256_set1_ps(-Sc::kClamp), _mm256_min_ps(_mm256_set1_ps(Sc::kClamp), z));  // NaN stays
@@ -137,11 +151,11 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
         _mm256_storeu_ps(u + k, _mm256_andnot_ps(below, h));
       } else {
         _mm256_storeu_ps(u + k, _mm256_fnmadd_ps(vtheta, s, h));
-        if constexpr (Sc::kEnabled) _mm256_storeu_ps(hs + k, h);
+        if constexpr (kScreenedAvx2<F>) _mm256_storeu_ps(hs + k, h);
       }
       fired |= static_cast<uint64_t>(_mm256_movemask_ps(below)) << j;
     }
-    if constexpr (Sc::kEnabled) {  // the draws inside the band (about one in 1,000), decided exactly
+    if constexpr (kScreenedAvx2<F>) {  // the draws inside the band, decided exactly
       for (; unsure != 0; unsure &= unsure - 1) {
         const int j = __builtin_ctzll(unsure);
         const int64_t k = b + j;

@@ -506,7 +506,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
   uint8_t* __restrict sb = scratch<uint8_t, kState>(round_up(n, 64));  // pack_bits pads to 8
   typename Uniform<S>::Word* __restrict rw =
       scratch<typename Uniform<S>::Word, kState>(MODE == kBernoulli ? round_up(n, 64) : 1);  // whole lanes
-  S* __restrict hs = scratch<S, kAux>(MODE == kBernoulli && !HARD && Screen<S, F>::kEnabled ? n : 1);
+  S* __restrict hs = scratch<S, kAux>(MODE == kBernoulli && !HARD ? n : 1);  // h of a screened row
   std::conditional_t<MODE == kBernoulli, Uniform<S>, NoDraws> draws(a, i0);
   for (int64_t k = 0; k < n; ++k) u[k] = S(0);
   for (int64_t t = 0; t < a.T; ++t) {
@@ -515,7 +515,7 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
     S* __restrict ot = out + off;
 #ifdef NSNN_AVX2
     if constexpr (MODE == kBernoulli && std::is_same_v<S, float>) {
-      if (a.screen || !Screen<S, F>::kEnabled) {
+      if (a.screen || !kScreenedAvx2<F>) {
         bernoulli_step_avx2<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot, hs,
                                            SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
         continue;
