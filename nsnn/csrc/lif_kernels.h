@@ -1,5 +1,6 @@
-// Fused multi-step LIF kernels, written as plain loops that the compiler auto-vectorizes (only the
-// spike-bit packing uses intrinsics, on AVX-512).
+// Fused multi-step LIF kernels, written as plain loops that the compiler auto-vectorizes. Intrinsics
+// only where that measured faster: the spike-bit packing on AVX-512, and on AVX2 the float32 bernoulli
+// forward row and parts of the backward (lif_avx2.h, the same results bit for bit).
 //
 // Included by each lif_isa_*.cpp inside namespace nsnn_native::NSNN_ISA, after lif_common.h and
 // under that unit's `#pragma GCC target`, so one source yields baseline/AVX2/AVX-512 variants. The
