@@ -111,9 +111,9 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
       const __m256i w = next_words8(g, j);
       const __m256 wv = _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8));  // the uniform times 2^24
       const __m256 h = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(u + k), _mm256_loadu_ps(xt + k));
-      __m256 below;
+      // below: fires for sure (screened families) or exactly; decided: the screen was sure either way
+      __m256 below, decided;
       if constexpr (F == kLogistic) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
         using Fp = Fn<float>;
         const __m256 d = _mm256_sub_ps(h, vtheta);
         const __m256 x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_mul_ps(_mm256_or_ps(d, _mm256_set1_ps(-0.0f)), vinv));
@@ -128,10 +128,8 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
         const __m256 m = _mm256_fmsub_ps(_mm256_mul_ps(wv, unit), _mm256_add_ps(one, e), rhs);
         const __m256 band = _mm256_set1_ps(LogisticScreen::kBand);
         below = _mm256_cmp_ps(m, _mm256_xor_ps(band, _mm256_set1_ps(-0.0f)), _CMP_LT_OQ);
-        const __m256 above = _mm256_cmp_ps(m, band, _CMP_GT_OQ);
-        unsure |= static_cast<uint64_t>(~_mm256_movemask_ps(_mm256_or_ps(below, above)) & 0xFF) << j;
+        decided = _mm256_or_ps(below, _mm256_cmp_ps(m, band, _CMP_GT_OQ));
       } else if constexpr (F == kGaussian) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
         __m256 z = _mm256_mul_ps(_mm256_sub_ps(h, vtheta), vinv);
         z = _mm256_max_ps(_mm256_set1_ps(-Sc::kClamp), _mm256_min_ps(_mm256_set1_ps(Sc::kClamp), z));  // NaN stays
         const __m256 z2 = _mm256_mul_ps(z, z);
@@ -140,10 +138,13 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
         const __m256 p = _mm256_fmadd_ps(z, q, _mm256_set1_ps(0.5f * kScale));
         const __m256 band = _mm256_set1_ps(Sc::kBand * kScale);
         below = _mm256_cmp_ps(wv, _mm256_sub_ps(p, band), _CMP_LT_OQ);
-        const __m256 above = _mm256_cmp_ps(wv, _mm256_add_ps(p, band), _CMP_GE_OQ);
-        unsure |= static_cast<uint64_t>(~_mm256_movemask_ps(_mm256_or_ps(below, above)) & 0xFF) << j;
+        decided = _mm256_or_ps(below, _mm256_cmp_ps(wv, _mm256_add_ps(p, band), _CMP_GE_OQ));
       } else {
         below = fires8<F>(_mm256_sub_ps(h, vtheta), _mm256_mul_ps(wv, unit), scale);
+      }
+      if constexpr (kScreenedAvx2<F>) {  // keep the words for the draws the screen left undecided
+        _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
+        unsure |= static_cast<uint64_t>(~_mm256_movemask_ps(decided) & 0xFF) << j;
       }
       const __m256 s = _mm256_and_ps(below, one);
       _mm256_storeu_ps(ot + k, s);
@@ -214,6 +215,16 @@ inline __m256 spike_mask8(const uint8_t* bits_row, int64_t k) {
   return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(byte, lanes), lanes));
 }
 
+// Spike k of a packed row as 0/1 (bernoulli), 0 in the other modes (their spike comes from h).
+template <int MODE>
+inline float saved_spike(const uint8_t* bits_row, int64_t k) {
+  if constexpr (MODE == kBernoulli) {
+    return ((bits_row[k / 8] >> (k % 8)) & 1) != 0 ? 1.0f : 0.0f;
+  } else {
+    return 0.0f;
+  }
+}
+
 // Spikes of 8 replayed membranes: the saved bits (bernoulli) or h > θ (heaviside).
 template <int MODE>
 inline __m256 replayed_spikes8(__m256 h, __m256 vtheta, const uint8_t* bits_row, int64_t k) {
@@ -252,7 +263,7 @@ inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float fa
     const float h = beta * u[k] + xt[k];
     ht[k] = h;
     far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
-    const float drawn = MODE == kBernoulli && ((bits_row[k / 8] >> (k % 8)) & 1) ? 1.0f : 0.0f;
+    const float drawn = saved_spike<MODE>(bits_row, k);
     u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
   }
   return far_seen;
@@ -288,7 +299,7 @@ inline void reverse_avx2(int64_t k0, int64_t k1, float beta, float theta, bool d
   for (; k < k1; ++k) {
     const float h = ht[k];
     const float g = Noise<float, F>::pdf(h - theta, scale);
-    const float drawn = MODE == kBernoulli && ((bits_row[k / 8] >> (k % 8)) & 1) ? 1.0f : 0.0f;
+    const float drawn = saved_spike<MODE>(bits_row, k);
     const float s = St::spike(h, theta, scale, drawn);
     const float gun = gu[k];
     const float gs = (detach || gun == 0.0f) ? gt[k] : gt[k] - gun * (HARD ? h : theta);
