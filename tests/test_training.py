@@ -1067,6 +1067,23 @@ def test_an_evaluation_set_smaller_than_the_process_count_is_a_config_error(monk
         trainer._Experiment(cfg, Runtime(device=torch.device("cpu"), rank=3, world_size=4))
 
 
+def test_resume_with_another_world_size_says_the_global_batch_changes(capsys):
+    from nsnn.training import trainer
+    from nsnn.training.runtime import Runtime
+
+    cfg = TrainConfig(**{**TINY, "max_samples": 40, "minibatch": 4, "progress": False})
+    exp = trainer._Experiment(cfg, Runtime(device=torch.device("cpu")))
+    ckpt = exp.checkpoint(1, {})
+    capsys.readouterr()
+    exp.restore(ckpt)  # the same world size: nothing to say
+    assert capsys.readouterr().out == ""
+    ckpt["loader"]["world_size"], ckpt["rng"] = 2, ckpt["rng"] * 2  # as a 2-process run saves it
+    exp.restore(ckpt)
+    said = capsys.readouterr().out
+    assert "trained with 2 process(es), global batch 4 × 2 = 8; this resume has 1, global batch 4" in said
+    assert "checkpoint has RNG states for 2 process(es), this run has 1" in said
+
+
 def test_load_model_gives_the_neurons_the_runs_eval_mode(tmp_path):
     from nsnn.models import create
     from nsnn.neurons import SpikingNeuron

@@ -317,6 +317,16 @@ class _Experiment:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"] and self.scaler.is_enabled():  # a disabled scaler (CPU) saves {}
             self.scaler.load_state_dict(ckpt["scaler"])
+        saved_world = (ckpt.get("loader") or {}).get("world_size", len(ckpt["rng"]))
+        if saved_world != self.rt.world_size:
+            m = self.cfg.minibatch
+            _say(
+                self.rt,
+                f"note: the run trained with {saved_world} process(es), global batch {m} × {saved_world} = "
+                f"{m * saved_world}; this resume has {self.rt.world_size}, global batch "
+                f"{m * self.rt.world_size}, under the same learning-rate schedule (launch "
+                f"{saved_world} process(es) to keep the run's batch)",
+            )
         states = ckpt["rng"]
         if len(states) == self.rt.world_size:
             restore_rng(states[self.rt.rank])
