@@ -260,11 +260,9 @@ inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float fa
   }
   int far_seen = _mm256_movemask_ps(beyond) != 0 ? 1 : 0;
   for (; k < k1; ++k) {
-    const float h = beta * u[k] + xt[k];
+    const float h = St::replay(beta, theta, scale, xt[k], saved_spike<MODE>(bits_row, k), u[k]);
     ht[k] = h;
     far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
-    const float drawn = saved_spike<MODE>(bits_row, k);
-    u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
   }
   return far_seen;
 }
@@ -299,12 +297,8 @@ inline void reverse_avx2(int64_t k0, int64_t k1, float beta, float theta, bool d
   for (; k < k1; ++k) {
     const float h = ht[k];
     const float g = Noise<float, F>::pdf(h - theta, scale);
-    const float drawn = saved_spike<MODE>(bits_row, k);
-    const float s = St::spike(h, theta, scale, drawn);
-    const float gun = gu[k];
-    const float gs = (detach || gun == 0.0f) ? gt[k] : gt[k] - gun * (HARD ? h : theta);
-    const float direct = HARD ? gun * (1.0f - s) : gun;
-    const float gh = direct + gs * g;
+    const float s = St::spike(h, theta, scale, saved_spike<MODE>(bits_row, k));
+    const float gh = St::grad_h(gt[k], gu[k], h, s, g, theta, detach);
     gx[k] = gh;
     gu[k] = gh * beta;
   }

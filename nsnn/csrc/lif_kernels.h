@@ -389,6 +389,21 @@ struct Step {
       return s != S(0) ? S(0) : h;
     }
   }
+  // One neuron of a replay step: h = β·u + x, then u ← reset(h, spike). Returns h.
+  static inline S replay(S beta, S theta, const Scale<S>& scale, S x, S drawn, S& u) {
+    const S h = beta * u + x;
+    u = reset(h, theta, spike(h, theta, scale, drawn));
+    return h;
+  }
+  // ∂L/∂h_t of one neuron from ∂L/∂s_t (go), ∂L/∂u_t (gun), its spike s and surrogate g; hr is h as the
+  // hard reset's term ∂u/∂s = −h takes it (clamped in backward_chunk's CLAMP slices). ∂u/∂s = −h (hard)
+  // or −θ (soft) is left out when detached or while ∂L/∂u = 0: chosen, not multiplied by 0, so that
+  // h = ±inf gives no 0·inf = NaN.
+  static inline S grad_h(S go, S gun, S hr, S s, S g, S theta, bool detach) {
+    const S gs = (detach || gun == S(0)) ? go : go - gun * (HARD ? hr : theta);
+    const S direct = HARD ? gun * (S(1) - s) : gun;
+    return direct + gs * g;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -664,12 +679,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
       walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
         for (int64_t k = k0; k < k1; ++k) {
-          const S h = beta * u[k] + xt[k];
-          ht[k] = h;
-          far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
           S drawn = S(0);
           if constexpr (MODE == kBernoulli) drawn = sb[k] != 0 ? S(1) : S(0);
-          u[k] = St::reset(h, theta, St::spike(h, theta, scale, drawn));
+          const S h = St::replay(beta, theta, scale, xt[k], drawn, u[k]);
+          ht[k] = h;
+          far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
         }
       });
     }
@@ -695,16 +709,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
             g = Noise<S, F>::pdf(h - theta, scale);
             s = St::spike(h, theta, scale, sb[k] != 0 ? S(1) : S(0));
           }
-          // ∂u/∂s = −h (hard) or −θ (soft), none when detached or while ∂L/∂u = 0: chosen, not
-          // multiplied by 0, so that h = ±inf gives no 0·inf = NaN. In a slice holding some |h| > far
-          // (CLAMP), h enters the hard reset's term clamped to ±far, so an infinite membrane (a −inf
-          // mask, or a +inf input that fires and is reset) keeps gs finite and gs·pdf = 0 whatever ∂L/∂u
-          // is, as on the torch path.
-          const S gun = gu[k];
+          // In a slice holding some |h| > far (CLAMP), h enters the hard reset's term clamped to ±far,
+          // so an infinite membrane (a −inf mask, or a +inf input that fires and is reset) keeps gs
+          // finite and gs·pdf = 0 whatever ∂L/∂u is, as on the torch path.
           const S hr = CLAMP ? (h > far ? far : (h < -far ? -far : h)) : h;
-          const S gs = (detach || gun == S(0)) ? gt[k] : gt[k] - gun * (HARD ? hr : theta);
-          const S direct = HARD ? gun * (S(1) - s) : gun;
-          const S gh = direct + gs * g;
+          const S gh = St::grad_h(gt[k], gu[k], hr, s, g, theta, detach);
           xt[k] = gh;
           gu[k] = gh * beta;
           if constexpr (DECAY) {
