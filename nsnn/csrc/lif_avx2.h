@@ -237,7 +237,8 @@ inline __m256 replayed_spikes8(__m256 h, __m256 vtheta, const uint8_t* bits_row,
 }
 
 // Neurons [k0, k1) of one replay step of backward_chunk (k0 a multiple of 8): h = β·u + x into ht,
-// u ← reset. Returns whether some |h| lies beyond far. The last k1 mod 8 neurons go one by one.
+// u ← reset. Returns whether some |h| lies beyond far. The last k1 mod 8 neurons go one by one
+// (Step::replay).
 template <int F, int MODE, bool HARD>
 inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float far, const Scale<float>& scale,
                        const float* __restrict xt, const uint8_t* __restrict bits_row, float* __restrict u,
@@ -269,7 +270,8 @@ inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float fa
 
 // Neurons [k0, k1) of one reverse step of backward_chunk without the decay's sum and without clamps
 // (no |h| beyond far in the slice): ∂L/∂x_t from ∂L/∂s_t (gt), the replayed h (ht) and ∂L/∂u_t (gu,
-// updated to ∂L/∂u_{t−1}). The last k1 mod 8 neurons go one by one.
+// updated to ∂L/∂u_{t−1}). The last k1 mod 8 neurons go one by one
+// (Step::grad_h).
 template <int F, int MODE, bool HARD>
 inline void reverse_avx2(int64_t k0, int64_t k1, float beta, float theta, bool detach, const Scale<float>& scale,
                          const float* __restrict gt, const float* __restrict ht, const uint8_t* __restrict bits_row,
