@@ -317,24 +317,17 @@ class _Experiment:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"] and self.scaler.is_enabled():  # a disabled scaler (CPU) saves {}
             self.scaler.load_state_dict(ckpt["scaler"])
-        saved_world = (ckpt.get("loader") or {}).get("world_size", len(ckpt["rng"]))
-        if saved_world != self.rt.world_size:
-            m = self.cfg.minibatch
-            _say(
-                self.rt,
-                f"note: the run trained with {saved_world} process(es), global batch {m} × {saved_world} = "
-                f"{m * saved_world}; this resume has {self.rt.world_size}, global batch "
-                f"{m * self.rt.world_size}, under the same learning-rate schedule (launch "
-                f"{saved_world} process(es) to keep the run's batch)",
-            )
-        states = ckpt["rng"]
+        states = ckpt["rng"]  # one RNG state per process of the run
         if len(states) == self.rt.world_size:
             restore_rng(states[self.rt.rank])
         else:
+            saved, now, m = len(states), self.rt.world_size, self.cfg.minibatch
             _say(
                 self.rt,
-                f"note: checkpoint has RNG states for {len(states)} process(es), this run has "
-                f"{self.rt.world_size}; noise streams are reseeded (resume is not bit-exact)",
+                f"note: checkpoint has RNG states for {saved} process(es), this run has {now}; noise "
+                f"streams are reseeded (resume is not bit-exact). The run trained with {saved} process(es), "
+                f"global batch {m} × {saved} = {m * saved}; this resume has {now}, global batch {m * now}, "
+                f"under the same learning-rate schedule (launch {saved} process(es) to keep the run's batch)",
             )
             seed_everything(_rank_seed(self.cfg.seed, self.rt) + 7919 * int(ckpt["epoch"]))
 
