@@ -565,3 +565,14 @@ def test_quantizing_unmasked_zeros_warns_that_they_are_treated_as_live():
         warnings.simplefilter("error")
         quantize(pruned, bits=4)  # masked: no warning, and the pruned weights stay 0
     assert compression_report(pruned).sparsity >= 0.8
+
+
+def test_report_table_never_rounds_a_sparsity_to_0_or_100_percent():
+    w = np.ones(10_000)
+    w[:9_998] = 0.0  # 99.98 % pruned: two weights left
+    dense = np.ones(10_000)
+    dense[0] = 0.0  # 0.01 % pruned
+    table = compression_report({"almost": w, "barely": dense}).format_table()
+    rows = {line.split()[0]: line.split()[-2] for line in table.splitlines()[2:4]}
+    assert rows == {"almost": ">99.9%", "barely": "<0.1%"}
+    assert compression_report({"all": np.ones(4)}).format_table().splitlines()[2].split()[-2] == "0.0%"

@@ -7,11 +7,11 @@ import io
 import json
 import os
 import re
-import runpy
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import brian2 as b2
@@ -29,9 +29,11 @@ from nsnn.stdp import (
     levels_for_bits,
     load_run,
     predict,
+    retest_run,
     run_experiment,
     sweep_run,
 )
+from nsnn.stdp import cli as stdp_cli
 from nsnn.stdp.engine import (
     SPIKE_QUEUE_HEADER,
     Phase,
@@ -41,6 +43,7 @@ from nsnn.stdp.engine import (
     derive_seed,
     have_libmvec,
 )
+from nsnn.stdp.experiment import warn_if_quantization_silences
 from nsnn.stdp.pipeline import (
     compress_state,
     deploy_weights,
@@ -367,26 +370,24 @@ def test_progress_bars_only_on_a_terminal_by_default(tmp_path, monkeypatch, caps
     assert "train: 100%" in drawn and "test: 100%" in drawn
     monkeypatch.undo()
 
-    cli = runpy.run_path(str(ROOT / "scripts" / "stdp_mnist.py"))
     progress = []
 
     def fake_run(config, train_set, test_set, **kwargs):
         progress.append(kwargs["progress"])
-        return {
-            "run_dir": "r",
-            "accuracy": 0.5,
-            "label_accuracy": 0.5,
-            "ms_per_example_train": 1.0,
-            "synapses": 8,
-            "bits": 2,
-        }
+        return cli_summary(synapses=8, nonzero_synapses=6, bits=2)
 
     monkeypatch.setattr("nsnn.stdp.run_experiment", fake_run)
-    monkeypatch.setitem(cli["main"].__globals__, "load_data", lambda args: (None, None))
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (None, None))
     for flags, expected in (([], None), (["--no-progress"], False), (["--progress"], True)):
-        cli["main"](["--out", str(tmp_path / f"cli{len(progress)}"), "--json", *flags])
+        stdp_cli.main(["--out", str(tmp_path / f"cli{len(progress)}"), "--json", *flags])
         assert progress[-1] is expected
         assert json.loads(capsys.readouterr().out.splitlines()[-1])["bits"] == 2
+
+
+def cli_summary(**figures) -> dict:
+    """What the CLI reads from :func:`run_experiment`'s summary, for a stand-in run."""
+    base = {"run_dir": "r", "accuracy": 0.5, "label_accuracy": 0.5, "ms_per_example_train": 1.0}
+    return {**base, **figures}
 
 
 def test_label_assignment_never_sees_test_data():
@@ -621,6 +622,35 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     )
     assert [(r["synapses"], r["bits"]) for r in rows] == [(64, 1)]
     assert (tmp_path / "sweep" / "sweep.csv").is_file()
+    # the evaluation's config.json is the configuration evaluated, with the run and data it came from
+    evaluated = json.loads((tmp_path / "sweep" / "config.json").read_text())
+    assert (evaluated["prune"], evaluated["bits"], evaluated["n_exc"]) == (0.75, 1, 4)
+    assert evaluated["run"] == {
+        "sweep_of": str(tmp_path.resolve()),
+        "data": "embedded",
+        "n_label": 8,
+        "n_test": 4,
+        "sparsities": [0.75],
+        "bits": [1],
+    }
+    assert summary["run_dir"] == str(tmp_path.resolve())  # absolute: valid from any working directory
+    # the saved network as it is: the run's own label and test passes again, so its own figures
+    row = retest_run(run, train_set, test_set, run_dir=tmp_path / "retest", progress=False)
+    assert (row["accuracy"], row["label_accuracy"]) == (summary["accuracy"], summary["label_accuracy"])
+    assert (row["synapses"], row["bits"], row["sparsity"]) == (256, 32, 0.0)
+    assert json.loads((tmp_path / "retest" / "config.json").read_text())["run"]["sweep_of"] == str(
+        tmp_path.resolve()
+    )
+
+
+def test_quantization_that_silences_most_synapses_warns():
+    cfg = tiny(bits=2)  # levels 0, 1/3, 2/3, 1: weights below 1/6 round to 0
+    with pytest.warns(UserWarning, match=r"left 40 of the 100 kept synapses nonzero: .* below 0.167"):
+        warn_if_quantization_silences(100, 40, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_quantization_silences(100, 50, cfg)  # half still transmit: no warning
+        warn_if_quantization_silences(100, 10, tiny())  # full precision: a 0 weight is the trained one
 
 
 def test_cli_rejects_bad_config(tmp_path):
@@ -663,7 +693,8 @@ def test_cli_rejects_bad_config(tmp_path):
         (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
         (["--bits", "24"], "bits must be 1..16"),
         (["--neurons", "0"], "--neurons must be >= 1, got 0"),
-        (["--prune-every", "50"], "give --prune > 0 as well"),  # was a dense run with 0 % "prunes"
+        (["--prune-every", "50"], "give --prune > 0 or --bits < 32 as well"),  # was a dense run
+        (["--prune-every", "50", "--levels", "0", "1"], "--levels are applied at deployment only"),
         (["--download"], "give --data-dir too"),
     ):
         proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True)
@@ -682,6 +713,41 @@ def test_cli_rejects_bad_config(tmp_path):
         argv = [sys.executable, script, *source, "--sweep", "--prune", "0.5", "--bits", "4"]
         proc = subprocess.run(argv, capture_output=True, text=True)
         assert proc.returncode == 2 and "drop --prune, --bits and --levels" in proc.stderr
+
+
+def test_cli_prints_the_library_warnings_plainly(tmp_path, monkeypatch, capsys):
+    # Brian2 turns Python warnings into its own log lines once imported; the CLI prints them itself
+    def fake_run(config, train_set, test_set, **kwargs):
+        import brian2  # noqa: F401  (what a real run imports first)
+
+        warn_if_quantization_silences(100, 0, config)
+        return cli_summary(synapses=100, nonzero_synapses=0, bits=1)
+
+    monkeypatch.setattr("nsnn.stdp.run_experiment", fake_run)
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (None, None))
+    stdp_cli.main(["--out", str(tmp_path / "run"), "--bits", "1", "--json"])
+    err = capsys.readouterr().err
+    assert "warning: quantization to 1 bit left 0 of the 100 kept synapses nonzero" in err
+
+
+def test_cli_quantizes_during_training_without_pruning():
+    # the library quantizes on transmit from the first compression point whether or not it prunes
+    args = stdp_cli.parse_args(["--prune-every", "50", "--bits", "4"])
+    assert (args.prune_every, args.prune, args.bits) == (50, 0.0, 4)
+
+
+def test_cli_names_data_sizes_taken_from_the_saved_run(tmp_path):
+    source = tmp_path / "big"
+    source.mkdir()
+    run_info = {"n_train": 9000, "n_label": 9000, "n_test": 100, "data": "embedded"}
+    (source / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
+    args = stdp_cli.parse_args(["--from-run", str(source)])
+    assert args.inherited == {"train", "label", "test"}
+    with pytest.raises(SystemExit, match=r"--train 9000 \(the saved run's; give --train to choose\)"):
+        stdp_cli.load_data(args)
+    args = stdp_cli.parse_args(["--from-run", str(source), "--train", "50"])
+    train_set, test_set = stdp_cli.load_data(args)
+    assert (args.label, len(train_set.labels), len(test_set.labels)) == (None, 50, 100)
 
 
 def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
@@ -709,7 +775,6 @@ def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
 
 
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
-    cli = runpy.run_path(str(ROOT / "scripts" / "stdp_mnist.py"))
     source = tmp_path / "dense"
     source.mkdir()
     summary = {"accuracy": 0.8, "ms_per_example_train": 9.5, "synapses": 313600, "bits": 32}
@@ -718,17 +783,17 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     (source / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
     state = init_state(tiny())
     save_run(source, state, np.zeros(tiny().n_exc, dtype=np.int64), {"w_xe_dense": state.w})
-    cell = {"sparsity": 0.75, "bits": 4, "synapses": 64, "accuracy": 0.7}
+    cell = {"sparsity": 0.75, "bits": 4, "synapses": 64, "nonzero_synapses": 60, "accuracy": 0.7}
     monkeypatch.setattr("nsnn.stdp.sweep_run", lambda *a, **k: [cell])
     data_flags = []
-    monkeypatch.setitem(
-        cli["main"].__globals__,
+    monkeypatch.setattr(
+        stdp_cli,
         "load_data",
         lambda args: data_flags.append((args.train, args.label, args.test, args.data_dir)) or (None, None),
     )
     for extra, expected in (([], cell), (["--sweep"], summary)):
         argv = ["--from-run", str(source), "--out", str(tmp_path / f"eval{len(extra)}"), "--json", *extra]
-        cli["main"](argv)
+        stdp_cli.main(argv)
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert result["ms_per_example_train"] == 9.5
         assert {k: result[k] for k in ("accuracy", "synapses", "bits")} == {
@@ -736,11 +801,14 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
         }
     # the saved run's own data unless given
     assert data_flags == [(40, 30, 12, "/data/mnist")] * 2
-    cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-test"), "--test", "5"])
+    stdp_cli.main(["--from-run", str(source), "--out", str(tmp_path / "eval-test"), "--test", "5"])
     assert data_flags[-1] == (40, 30, 5, "/data/mnist")
     monkeypatch.chdir(tmp_path)  # a relative --data-dir is used (and recorded) absolute
-    cli["main"](["--from-run", str(source), "--out", str(tmp_path / "eval-rel"), "--data-dir", "mnist"])
+    stdp_cli.main(["--from-run", str(source), "--out", str(tmp_path / "eval-rel"), "--data-dir", "mnist"])
     assert data_flags[-1] == (40, 30, 12, str(tmp_path / "mnist"))
+    # a --train given alone: labels on all of it, not on the saved run's 30 (nor refused if fewer)
+    stdp_cli.main(["--from-run", str(source), "--out", str(tmp_path / "eval-train"), "--train", "20"])
+    assert data_flags[-1] == (20, None, 12, "/data/mnist")
 
     # a run compressed after training, evaluated with no --prune / --bits: said to be its dense weights
     compressed = tmp_path / "compressed"
@@ -749,25 +817,32 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
         json.dumps({**tiny(prune=0.5, bits=4).to_dict(), "run": run_info})
     )
     save_run(compressed, state, np.zeros(tiny().n_exc, dtype=np.int64), {"w_xe_dense": state.w})
-    cli["main"](["--from-run", str(compressed), "--out", str(tmp_path / "eval-dense")])
+    stdp_cli.main(["--from-run", str(compressed), "--out", str(tmp_path / "eval-dense")])
     assert "evaluates the run's dense weights as they were before compression" in capsys.readouterr().out
-    cli["main"](["--from-run", str(compressed), "--out", str(tmp_path / "eval-p"), "--prune", "0.5"])
+    stdp_cli.main(["--from-run", str(compressed), "--out", str(tmp_path / "eval-p"), "--prune", "0.5"])
     assert "before compression" not in capsys.readouterr().out
 
-    # a run pruned during training keeps no dense weights: refused before any folder is made
+    # a run pruned during training keeps no dense weights: compressing it afresh is refused before any
+    # folder is made; without --prune / --bits / --sweep its saved network is evaluated
     pruned = tmp_path / "pruned"
     pruned.mkdir()
     (pruned / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
     save_run(pruned, state, np.zeros(tiny().n_exc, dtype=np.int64))
-    with pytest.raises(SystemExit, match="pruned during training"):
-        cli["main"](["--from-run", str(pruned), "--out", str(tmp_path / "never")])
+    for extra, asked in ((["--prune", "0.5"], "--prune/--bits/--levels"), (["--sweep"], "--sweep")):
+        with pytest.raises(SystemExit, match=f"compressed during training .* drop {asked} to evaluate"):
+            stdp_cli.main(["--from-run", str(pruned), "--out", str(tmp_path / "never"), *extra])
     assert not (tmp_path / "never").exists()
+    retested = []
+    monkeypatch.setattr("nsnn.stdp.retest_run", lambda run, *a, **k: retested.append(run.run_dir) or cell)
+    result = stdp_cli.main(["--from-run", str(pruned), "--out", str(tmp_path / "retest")])
+    assert retested == [pruned] and result["accuracy"] == 0.7
+    assert "evaluating its saved network" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        cli["main"](["--from-run", str(tmp_path / "nowhere")])
+        stdp_cli.main(["--from-run", str(tmp_path / "nowhere")])
     assert "no readable STDP run config.json" in capsys.readouterr().err
     # without --out: a folder named for what it holds, an evaluation of the run compressed
     monkeypatch.chdir(tmp_path)
-    cli["main"](["--from-run", str(source), "--prune", "0.5"])
+    stdp_cli.main(["--from-run", str(source), "--prune", "0.5"])
     assert [p.name.startswith("stdp-compress-") for p in (tmp_path / "runs").iterdir()] == [True]
 
 

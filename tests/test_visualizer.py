@@ -915,6 +915,13 @@ def test_cli_checks_before_and_one_line_errors(stdp_dir, bptt_dir, tmp_path, cap
     argv = [str(bptt_dir[0]), "--out", str(out), "--what", "topology", "--before", str(bptt_dir[0])]
     assert main(argv) == 2
     assert "--before is read by the hist figure only" in capsys.readouterr().err
+    # a flag the other kind of source reads is refused, as --before is on an STDP run
+    for source, flags, message in (
+        (bptt_dir[0], ["--top-k", "5", "--inhibition", "full"], "a BPTT model: --inhibition, --top-k apply"),
+        (stdp_dir[0], ["--batch-size", "4"], "--batch-size applies to BPTT models only; drop it"),
+    ):
+        assert main([str(source), "--out", str(tmp_path / "unused"), *flags]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "unused").exists()
     root, _ = stdp_dir
     (root / "config.json").write_text("[]")
     assert main([str(root), "--out", str(out)]) == 2

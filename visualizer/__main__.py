@@ -19,10 +19,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nsnn.training.cli import explicit_dests
 from visualizer.api import FIGURES, Session
 from visualizer.export import GRAPH_FORMATS, export
 from visualizer.render import IMAGE_FORMATS, safe_output, save_figure, written_by_visualizer
+from visualizer.sources import StdpRun
 from visualizer.stdp_graph import INHIBITION
+
+# Flags only one kind of source reads: given for the other kind, they are refused (not silently unused).
+BPTT_ONLY = frozenset({"batch", "batch_size"})
+STDP_ONLY = frozenset({"top_k", "patch", "inhibition"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    """Make the requested figures; returns the files written."""
+    """Make the requested figures; returns the files written. ``args.given`` (optional): the flags
+    typed on the command line, checked against the kind of source."""
     for name in ("batch_size", "dpi", "top_k"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -110,6 +117,13 @@ def run(args: argparse.Namespace) -> list[Path]:
         inhibition=args.inhibition,
         draw_options=draw_options,
     )
+    stdp = isinstance(session.source, StdpRun)
+    foreign_flags = sorted(getattr(args, "given", set()) & (BPTT_ONLY if stdp else STDP_ONLY))
+    if foreign_flags:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign_flags)
+        kind, other = ("an STDP run", "BPTT models") if stdp else ("a BPTT model", "STDP runs")
+        verb, them = ("apply", "them") if len(foreign_flags) > 1 else ("applies", "it")
+        raise ValueError(f"{args.source} is {kind}: {flags} {verb} to {other} only; drop {them}")
     applicable = [name for name, spec in FIGURES.items() if spec.applies(session.source)]
     wanted = list(dict.fromkeys(args.what or applicable))
     refused = [name for name in wanted if name not in applicable]
@@ -148,7 +162,10 @@ def run(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.given = explicit_dests(parser, argv)
     try:
         run(args)
     except (OSError, ValueError) as e:  # OSError: also an --out that is a file, or under one

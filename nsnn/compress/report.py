@@ -59,6 +59,17 @@ class LayerStats:
         return 1.0 - self.alive / max(self.weights, 1)
 
 
+def _percent(fraction: float) -> str:
+    """``fraction`` as a percentage with one decimal that never rounds to exactly 0 or 100 %: a layer
+    with one weight left is not shown as fully pruned (99.98 % -> ">99.9%")."""
+    text = f"{fraction:.1%}"
+    if fraction < 1 and text == "100.0%":
+        return ">99.9%"
+    if fraction > 0 and text == "0.0%":
+        return "<0.1%"
+    return text
+
+
 @dataclass(frozen=True)
 class CompressionReport:
     """Per-layer :class:`LayerStats` plus totals; ``format_table()`` for logs, ``to_rows()`` for CSV."""
@@ -102,9 +113,11 @@ class CompressionReport:
         for s in self.layers:
             lines.append(
                 f"{s.name:<32} {'x'.join(map(str, s.shape)):>18} {f'{s.alive}/{s.weights}':>22} "
-                f"{s.sparsity:>8.1%} {s.bits:>5}"
+                f"{_percent(s.sparsity):>8} {s.bits:>5}"
             )
-        lines.append(f"{'total':<32} {'':>18} {f'{self.alive}/{self.weights}':>22} {self.sparsity:>8.1%}")
+        lines.append(
+            f"{'total':<32} {'':>18} {f'{self.alive}/{self.weights}':>22} {_percent(self.sparsity):>8}"
+        )
         return "\n".join(lines)
 
 

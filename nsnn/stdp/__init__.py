@@ -31,6 +31,7 @@ _LAZY = {
     "run_experiment": "nsnn.stdp.experiment",
     "evaluate_run": "nsnn.stdp.experiment",
     "sweep_run": "nsnn.stdp.experiment",
+    "retest_run": "nsnn.stdp.experiment",
     "train": "nsnn.stdp.pipeline",
     "evaluate": "nsnn.stdp.pipeline",
     "respond": "nsnn.stdp.pipeline",

@@ -10,6 +10,11 @@ figures (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; w
 summary.json's ``levels`` gives their number (None without them). ``input_events_per_inference`` counts
 events through the synapses that transmit (alive with a nonzero deployed weight).
 
+Evaluations of a saved run (:func:`sweep_run`, :func:`retest_run`) write a folder of their own: its
+``config.json`` holds the configuration evaluated (the saved run's network with the compression applied,
+or for a grid its dense network) and a ``run`` record naming the run evaluated (``sweep_of``, absolute),
+the data, the label and test counts and the grid. Run folders are recorded absolute in summary.json.
+
     summary = run_experiment(STDPConfig(n_exc=400), train_set, test_set, run_dir="runs/stdp-400")
     rows = sweep_run("runs/stdp-400", train_set, test_set, run_dir="runs/stdp-400-sweep")
 """
@@ -19,14 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, write_json
+from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, read_json, write_json
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig
-from nsnn.stdp.runio import StdpRun, load_run, save_run, write_config
+from nsnn.stdp.runio import CONFIG, StdpRun, load_run, save_run, write_config
 from nsnn.stdp.state import NetworkState, init_state
 
 METRICS = [
@@ -93,6 +99,32 @@ def _log_evaluation(log: CsvLog, ev: Any, state: NetworkState, bits: int) -> Non
         )
 
 
+def warn_if_quantization_silences(synapses: int, nonzero: int, config: STDPConfig) -> None:
+    """Warn (``UserWarning``) when the deployed levels round most of the ``synapses`` kept to 0 (only
+    ``nonzero`` still transmit): trained weights sit far below ``w_max``, so a coarse level grid over
+    [0, w_max] silences them, which is pruning the user did not ask for."""
+    levels = config.weight_levels()
+    if levels is None or synapses == 0 or nonzero >= synapses / 2:
+        return
+    lowest = min((v for v in levels if v > 0), default=0.0)
+    warnings.warn(
+        f"quantization to {weight_bits_label(config)} left {nonzero:,} of the {synapses:,} kept synapses "
+        f"nonzero: trained weights below {lowest / 2:.3g} (half the lowest level above 0) round to 0. "
+        "Use more bits or explicit levels that cover the trained weights",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
+def weight_bits_label(config: STDPConfig) -> str:
+    """The deployed weights' precision in words: "4 bits", "5 levels" or "full precision"."""
+    if config.levels is not None:
+        return f"{len(set(config.levels))} levels"
+    if config.bits >= FULL_PRECISION_BITS:
+        return "full precision"
+    return f"{config.bits} bit" + ("s" if config.bits > 1 else "")
+
+
 def _label_count(n_label: int | None, n_train: int) -> int:
     """Training examples used to assign labels: ``n_label`` (≥ 1) capped at ``n_train``; None = all."""
     if n_label is None:
@@ -144,6 +176,7 @@ def run_experiment(
         config,
         {"n_train": len(x_train), "n_label": n_label, "n_test": len(x_test), "data": data, "sweep": sweep},
     )
+    run_dir = run_dir.resolve()
     log = CsvLog(run_dir / "metrics.csv", METRICS)
     initial = init_state(config)
     sweep_rows: list[dict[str, Any]] = []
@@ -166,6 +199,8 @@ def run_experiment(
                 log=_sweep_logger(log),
             )
 
+    nonzero = int(pl.transmitting(final).sum())
+    warn_if_quantization_silences(final.synapses, nonzero, config)
     dense = pl.trains_dense(config, len(x_train))
     extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense else "w_xe_shadow"): trained.state.w}
     save_run(run_dir, final, ev.assignments, extra_weights=extra)
@@ -189,7 +224,7 @@ def run_experiment(
         "n_test": len(x_test),
         "n_exc": config.n_exc,
         "synapses": final.synapses,
-        "nonzero_synapses": int(pl.transmitting(final).sum()),
+        "nonzero_synapses": nonzero,
         "synapses_total": final.mask.size,
         "sparsity": final.sparsity,
         "bits": pl.weight_bits(config),
@@ -223,11 +258,7 @@ def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: Ne
     from nsnn.stdp import plots
 
     plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png", w_max=config.w_max)
-    if config.levels is not None:
-        bits = f"{len(set(config.levels))} levels"
-    else:
-        bits = "float" if config.bits >= FULL_PRECISION_BITS else f"{config.bits} bit"
-    after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {bits})"
+    after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {weight_bits_label(config)})"
     plots.plot_weight_histogram(
         w_trained,
         final.w,
@@ -242,10 +273,32 @@ def dense_weights(run: StdpRun) -> np.ndarray:
     """The run's trained dense X→Ae weights (``w_xe_dense``) in float64; ValueError if it kept none."""
     if "w_xe_dense" not in run.extra_weights:
         raise ValueError(
-            f"{run.run_dir} has no w_xe_dense (it was pruned during training); sweep a run "
-            "trained densely (prune_every=0 or no compression)"
+            f"{run.run_dir} was compressed during training (prune_every {run.config.prune_every}) and "
+            "keeps no dense weights to compress afresh; only its saved network can be evaluated "
+            "(retest_run)"
         )
     return run.extra_weights["w_xe_dense"].astype(np.float64)
+
+
+def _evaluation_setup(
+    run: StdpRun | str | Path, train_set: Any, test_set: Any, run_dir: str | Path, n_label: int | None
+) -> tuple[StdpRun, Path, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
+    """The loaded ``run``, the checked new ``run_dir``, ``(images, labels)`` of the label set (the
+    first ``n_label`` training examples) and of the test set, and ``n_label``."""
+    run = run if isinstance(run, StdpRun) else load_run(run)
+    run_dir = check_new_run_dir(run_dir)
+    x_train, y_train = _arrays(train_set)
+    x_test, y_test = _arrays(test_set)
+    n_label = _label_count(n_label, len(x_train))
+    return run, run_dir, (x_train[:n_label], y_train[:n_label]), (x_test, y_test), n_label
+
+
+def _evaluation_record(run: StdpRun, n_label: int, n_test: int, data: str | None) -> dict[str, Any]:
+    """config.json's ``run`` record of an evaluation of ``run``: the run evaluated (absolute), the data
+    (``data``; None: the run's own) and the label/test counts. No ``n_train``: that marks a training."""
+    if data is None:
+        data = read_json(run.run_dir / CONFIG).get("run", {}).get("data", "embedded")
+    return {"sweep_of": str(run.run_dir.resolve()), "data": data, "n_label": n_label, "n_test": n_test}
 
 
 def sweep_run(
@@ -259,51 +312,112 @@ def sweep_run(
     bits: tuple[int, ...] = BITS,
     progress: bool | None = None,
     build_dir: str | Path | None = None,
+    data: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sweep sparsity × bits on a saved run's trained dense weights (``w_xe_dense``) without retraining;
     writes config.json, metrics.csv, sweep.csv, sweep.png and summary.json into ``run_dir`` (missing or
-    empty, as for :func:`run_experiment`)."""
+    empty, as for :func:`run_experiment`). ``data`` names the data set in config.json (None: the run's).
+
+    config.json's top level is the configuration evaluated: the run's network compressed to the one
+    cell for a single sparsity and bit width, else dense (the grid is in its ``run`` record).
+    """
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
 
-    run = run if isinstance(run, StdpRun) else load_run(run)
+    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(run, train_set, test_set, run_dir, n_label)
     w = dense_weights(run)
     state = NetworkState(
         w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
     )
-    run_dir = check_new_run_dir(run_dir)
-    x_train, y_train = _arrays(train_set)
-    x_test, y_test = _arrays(test_set)
-    n_label = _label_count(n_label, len(x_train))
-    write_config(
-        run_dir, run.config, {"sweep_of": str(run.run_dir), "n_label": n_label, "n_test": len(x_test)}
-    )
+    dense = {"prune": 0.0, "prune_every": 0, "bits": FULL_PRECISION_BITS, "levels": None}
+    single = len(sparsities) == len(bits) == 1
+    if single:
+        dense.update(prune=sparsities[0], bits=bits[0])
+    evaluated = run.config.replace(**dense)
+    record = _evaluation_record(run, n_label, len(test_xy[1]), data)
+    record.update({"sparsities": list(sparsities), "bits": list(bits)})
+    write_config(run_dir, evaluated, record)
     log = CsvLog(run_dir / "metrics.csv", METRICS)
     started = time.perf_counter()
     with make_engine(run.config, build_dir or run_dir / "brian") as engine:
         rows = pl.sweep(
             engine,
             state,
-            x_train[:n_label],
-            y_train[:n_label],
-            x_test,
-            y_test,
+            *label_set,
+            *test_xy,
             run.config,
             sparsities=sparsities,
             bits=bits,
             progress=progress,
             log=_sweep_logger(log),
         )
+    if single:
+        warn_if_quantization_silences(rows[0]["synapses"], rows[0]["nonzero_synapses"], evaluated)
     write_json(
         run_dir / "summary.json",
         {
-            "run_dir": str(run_dir),
-            "sweep_of": str(run.run_dir),
+            "run_dir": str(run_dir.resolve()),
+            "sweep_of": record["sweep_of"],
             "sweep": _sweep_outputs(run_dir, rows),
             "wall_seconds": time.perf_counter() - started,
         },
     )
     return rows
+
+
+def retest_run(
+    run: StdpRun | str | Path,
+    train_set: Any,
+    test_set: Any,
+    *,
+    run_dir: str | Path,
+    n_label: int | None = None,
+    progress: bool | None = None,
+    build_dir: str | Path | None = None,
+    data: str | None = None,
+) -> dict[str, Any]:
+    """Label and test a saved run's network exactly as saved (deployed: pruned and quantized as it
+    was), e.g. a run compressed during training on other data; writes config.json (the run's own
+    configuration), metrics.csv, assignments.csv and summary.json into ``run_dir``. Returns one row
+    with :func:`sweep_run`'s keys (its sparsity and bits are the run's)."""
+    from nsnn.stdp import pipeline as pl
+    from nsnn.stdp.engine import make_engine
+
+    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(run, train_set, test_set, run_dir, n_label)
+    record = _evaluation_record(run, n_label, len(test_xy[1]), data)
+    write_config(run_dir, run.config, record)
+    log = CsvLog(run_dir / "metrics.csv", METRICS)
+    started = time.perf_counter()
+    with make_engine(run.config, build_dir or run_dir / "brian") as engine:
+        ev = pl.evaluate(engine, run.state, *label_set, *test_xy, run.config, progress=progress)
+    bits = pl.weight_bits(run.config)
+    nonzero = int(pl.transmitting(run.state).sum())
+    warn_if_quantization_silences(run.state.synapses, nonzero, run.config)
+    _log_evaluation(log, ev, run.state, bits)
+    _write_table(
+        run_dir / "assignments.csv",
+        [{"neuron": j, "class": int(c)} for j, c in enumerate(ev.assignments)],
+    )
+    row = {
+        "sparsity": run.state.sparsity,
+        "bits": bits,
+        "synapses": run.state.synapses,
+        "nonzero_synapses": nonzero,
+        "accuracy": ev.accuracy,
+        "label_accuracy": ev.label_accuracy,
+        "ms_per_example_test": ev.test.ms_per_example,
+        "input_events_per_inference": ev.events["input_events_per_inference"],
+    }
+    write_json(
+        run_dir / "summary.json",
+        {
+            "run_dir": str(run_dir.resolve()),
+            "sweep_of": record["sweep_of"],
+            **row,
+            "wall_seconds": time.perf_counter() - started,
+        },
+    )
+    return row
 
 
 def evaluate_run(

@@ -1,0 +1,414 @@
+r"""Command line of the STDP experiment (``scripts/stdp_mnist.py``): train, compress, label and test, or
+evaluate a saved run.
+
+    python scripts/stdp_mnist.py --neurons 400 --train 8000 --test 2000 \
+        --prune 0.75 --prune-every 2000 --bits 4 --out runs/stdp-400-p75-b4 --json
+    python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400
+    python scripts/stdp_mnist.py --sweep --from-run runs/stdp-400 --out runs/stdp-400-sweep
+    python scripts/stdp_mnist.py --from-run runs/stdp-400 --prune 0.75 --bits 4 --json
+    python scripts/stdp_mnist.py --from-run runs/stdp-400-p75-b4 --data-dir ~/data/mnist --test 10000
+    python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000
+
+Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
+MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (its --data-dir, --train,
+--label and --test) unless those flags are given; a --train given alone labels on all of it.
+
+``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
+--prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed
+during training (``--prune-every``) kept no dense weights: it is evaluated as saved (its own sparsity
+and bits), e.g. on other data.
+
+Outputs (run directory): config.json, metrics.csv, weights.npz, assignments.csv, summary.json,
+receptive_fields.png, weight_histogram.png, training.png (+ sweep.csv/png). With ``--json`` the last
+output line is one JSON object: run_dir, accuracy, ms_per_example_train, synapses, nonzero_synapses
+(those whose deployed weight is not 0), bits (per deployed weight: ``--bits``, or with ``--levels``
+⌈log₂(distinct levels)⌉) and, after a sweep, ``sweep`` (one row per cell); the human-readable lines go
+to stderr. For ``--from-run`` the keys describe the cell evaluated (with ``--sweep``: the saved run's
+own figures) and ms_per_example_train is the saved run's. Progress bars (stderr) are drawn only when
+stderr is a terminal unless ``--progress`` / ``--no-progress`` say otherwise, so a log piped to a file
+holds no bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from nsnn.io import json_text, make_run_dir
+from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
+from nsnn.training.cli import explicit_dests
+
+if TYPE_CHECKING:
+    from nsnn.data import ImageSet
+    from nsnn.stdp.runio import StdpRun
+
+# A new run's data sizes when not given; --from-run takes the saved run's own instead.
+NEW_RUN_DATA = {"train": 8000, "test": 2000}
+
+# Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
+FROM_RUN_FIXED = (
+    "neurons",
+    "prune_every",
+    "prune_scope",
+    "levels",
+    "intensity",
+    "retry_max",
+    "train_retry",
+    "target",
+    "method",
+    "chunk",
+    "seed",
+)
+# Keys of the --json line besides a sweep's rows.
+JSON_KEYS = ("run_dir", "accuracy", "ms_per_example_train", "synapses", "nonzero_synapses", "bits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its description is this module's docstring)."""
+    p = argparse.ArgumentParser(
+        prog="stdp_mnist.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--neurons", type=int, default=400, help="excitatory (= inhibitory) neurons N")
+    p.add_argument(
+        "--train", type=int, default=None, help="training examples (one pass, in order; default 8000)"
+    )
+    p.add_argument("--test", type=int, default=None, help="test examples (default 2000)")
+    p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
+    p.add_argument("--prune", type=float, default=0.0, help="fraction of X->Ae synapses removed, in [0, 1)")
+    p.add_argument(
+        "--prune-every",
+        type=int,
+        default=0,
+        help="compress every K training examples and at the end: prune (the sparsity growing linearly"
+        " with the examples seen up to --prune) and with --bits transmit quantized weights from then on;"
+        " 0 = once after training",
+    )
+    p.add_argument(
+        "--prune-scope",
+        choices=PRUNE_SCOPES,
+        default="neuron",
+        help="rank weights per neuron (equal fan-in) or over the whole matrix",
+    )
+    p.add_argument(
+        "--bits", type=int, default=32, help="weight bits 1-16 (2**bits levels over [0, w_max]); 32 = float"
+    )
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=None,
+        help="explicit device conductance levels in [0, w_max], instead of --bits, applied when the weights"
+        " are deployed (training transmits full precision)",
+    )
+    p.add_argument("--intensity", type=float, default=2.0, help="input intensity (max rate = 31.875 Hz x it)")
+    p.add_argument("--retry-max", type=int, default=3, help="re-presentations of a silent example")
+    p.add_argument(
+        "--train-retry",
+        action=argparse.BooleanOptionalAction,
+        default=STDPConfig.train_retry,
+        help="also retry silent training examples (at the end of each block; label/test always retry)",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also compress the trained dense net at sparsity {0,50,75,90}%% x bits {32,8,4,2}",
+    )
+    p.add_argument(
+        "--from-run",
+        default=None,
+        help="instead of training, evaluate this saved run (its own config): its dense weights compressed"
+        " at --prune/--bits, or with --sweep at every pair; a run compressed during training as saved. The"
+        " new folder holds the evaluation (no weights.npz: a training run given --prune/--bits saves its"
+        " compressed weights)",
+    )
+    p.add_argument("--target", choices=TARGETS, default="standalone", help="Brian2 execution target")
+    p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")
+    p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the full MNIST into --data-dir first (md5-checked; files already valid are kept)",
+    )
+    p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only when it is a terminal)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed and checked flags; ``inherited`` (a set) names the data flags taken from a --from-run run."""
+    p = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    given = explicit_dests(p, argv)
+    if args.neurons < 1:
+        p.error(f"--neurons must be >= 1, got {args.neurons}")
+    if args.prune_every > 0 and args.prune == 0 and args.bits >= 32 and not args.from_run:
+        p.error(
+            "--prune-every K compresses every K training examples: give --prune > 0 or --bits < 32 as well"
+            " (--levels are applied at deployment only)"
+        )
+    if args.download and not args.data_dir:
+        p.error("--download fetches the full MNIST into --data-dir: give --data-dir too")
+    if args.label is not None and args.label < 1:
+        p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
+    if args.levels is not None and "bits" in given:
+        p.error("--levels gives the deployed levels and --bits uniform ones: give one of them")
+    args.compression_given = bool({"prune", "bits", "levels"} & given)
+    if args.from_run:
+        fixed = [n for n in FROM_RUN_FIXED if n in given]
+        if fixed:
+            flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
+            p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
+    if args.sweep and (args.prune > 0 or args.bits != 32 or args.levels):
+        p.error(
+            "--sweep runs its own sparsity x bits grid on the dense network; "
+            "drop --prune, --bits and --levels"
+        )
+    _fill_data_flags(args, p)
+    return args
+
+
+def _saved_data(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, Any]:
+    """The data flags of the trained run ``--from-run`` names (its config.json's ``run`` record)."""
+    from nsnn.io import read_json
+    from nsnn.stdp.runio import CONFIG
+
+    try:
+        saved = read_json(Path(args.from_run) / CONFIG)
+    except (OSError, ValueError) as e:
+        p.error(f"--from-run {args.from_run}: no readable STDP run {CONFIG} ({e})")
+    if not isinstance(saved.get("run"), dict):
+        p.error(
+            f"--from-run {args.from_run} is not an STDP run: its {CONFIG} has no 'run' section "
+            "(a BPTT run? test those with scripts/testing_*.py)"
+        )
+    run = saved["run"]
+    if "n_train" not in run:  # the folder of a --from-run or --sweep evaluation, not of a training
+        origin = f"; give the run it evaluated: --from-run {run['sweep_of']}" if "sweep_of" in run else ""
+        p.error(f"--from-run {args.from_run} holds an evaluation of another run, not a trained run{origin}")
+    data = run.get("data", "embedded")
+    return {
+        "train": run["n_train"],
+        "test": run["n_test"],
+        "label": run.get("n_label"),
+        "data_dir": None if data == "embedded" else data,
+    }
+
+
+def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Data flags not given: a new run's defaults, or with --from-run the saved run's own data (its
+    label count only with its own --train); ``--data-dir`` made absolute."""
+    source: dict[str, Any] = dict(NEW_RUN_DATA)
+    args.inherited = set()
+    if args.from_run:
+        source = _saved_data(args, p)
+        if args.train is not None:  # labels drawn from the --train given: all of it unless --label
+            source["label"] = None
+        args.inherited = {name for name, value in source.items() if getattr(args, name) is None and value}
+    for name, value in source.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.label is not None and args.label > args.train:
+        p.error(f"--label {args.label} exceeds the {args.train} training examples it is taken from")
+    if args.data_dir:  # recorded absolute, so --from-run finds the data from any working directory
+        args.data_dir = str(Path(args.data_dir).expanduser().resolve())
+
+
+def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
+    """The first ``--train`` / ``--test`` examples of the embedded split or of ``--data-dir``."""
+    from nsnn.data import DatasetError, download_mnist, embedded_mnist_split, load_mnist_folder
+
+    if args.data_dir:
+        try:
+            if args.download:
+                download_mnist(args.data_dir, progress=args.progress)
+            train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
+        except DatasetError as e:
+            raise SystemExit(f"error: {e}") from None
+    else:
+        train, test = embedded_mnist_split()
+    where = args.data_dir or "the embedded MNIST split"
+    for name, n, available in (("train", args.train, len(train)), ("test", args.test, len(test))):
+        if not 1 <= n <= available:
+            origin = f" (the saved run's; give --{name} to choose)" if name in args.inherited else ""
+            raise SystemExit(
+                f"error: --{name} {n}{origin} must be in [1, {available}]: the {name} examples of {where}"
+            )
+    return train.subset(slice(0, args.train)), test.subset(slice(0, args.test))
+
+
+def _config(args: argparse.Namespace) -> STDPConfig:
+    try:
+        return STDPConfig(
+            n_exc=args.neurons,
+            prune=args.prune,
+            prune_every=args.prune_every,
+            prune_scope=args.prune_scope,
+            bits=args.bits,
+            levels=args.levels,
+            intensity=args.intensity,
+            retry_max=args.retry_max,
+            train_retry=args.train_retry,
+            target=args.target,
+            method=args.method,
+            chunk=args.chunk,
+            seed=args.seed,
+        )
+    except ValueError as e:
+        raise SystemExit(f"invalid configuration: {e}") from e
+
+
+def _source_run(args: argparse.Namespace) -> StdpRun:
+    """The ``--from-run`` run, checked before any folder is made: one compressed during training
+    cannot be compressed afresh."""
+    from nsnn.stdp import load_run
+
+    try:
+        run = load_run(args.from_run)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
+    if "w_xe_dense" not in run.extra_weights and (args.sweep or args.compression_given):
+        asked = "--sweep" if args.sweep else "--prune/--bits/--levels"
+        raise SystemExit(
+            f"error: --from-run {args.from_run} was compressed during training (prune_every "
+            f"{run.config.prune_every}) and keeps no dense weights to compress afresh; drop {asked} to "
+            "evaluate its saved network"
+        )
+    return run
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the summary it reports."""
+    args = parse_args(argv)
+    config = _config(args)
+    source_run = _source_run(args) if args.from_run else None
+    train, test = load_data(args)
+    out = sys.stderr if args.json else sys.stdout
+    prefix = f"stdp-{args.neurons}"
+    if args.from_run:
+        prefix = "stdp-sweep" if args.sweep else "stdp-compress"
+    try:
+        run_dir = make_run_dir(args.out, prefix)
+    except FileExistsError as e:
+        raise SystemExit(str(e)) from None
+    except OSError as e:  # a read-only place, a file in the path
+        raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
+    # Brian2 routes Python warnings into its log on import: ours are collected and printed plainly.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            if source_run is not None:
+                return _evaluate(args, train, test, run_dir, source_run, out)
+            return _train(args, config, train, test, run_dir, out)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {run_dir} holds an unfinished run (no summary.json)", file=sys.stderr)
+            raise SystemExit(130) from None
+        finally:
+            for warning in caught:
+                kind = "" if warning.category is UserWarning else f" ({warning.category.__name__})"
+                print(f"warning{kind}: {warning.message}", file=sys.stderr)
+
+
+def _print_rows(rows: list[dict[str, Any]], out: TextIO) -> None:
+    for row in rows:
+        print(
+            f"sparsity {100 * row['sparsity']:4.0f} %  bits {row['bits']:2d}: "
+            f"accuracy {100 * row['accuracy']:.2f} %  ({row['nonzero_synapses']:,} of "
+            f"{row['synapses']:,} synapses nonzero)",
+            file=out,
+        )
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    train: ImageSet,
+    test: ImageSet,
+    run_dir: Path,
+    source_run: StdpRun,
+    out: TextIO,
+) -> dict[str, Any]:
+    """Compress (or, for a run compressed during training, take as saved) and evaluate ``source_run``
+    into ``run_dir``; print the result to ``out`` (and the ``--json`` line) and return it."""
+    from nsnn.stdp import retest_run, sweep_run
+    from nsnn.stdp.experiment import weight_bits_label
+
+    kwargs = {"run_dir": run_dir, "n_label": args.label, "progress": args.progress}
+    kwargs["data"] = args.data_dir or "embedded"
+    if "w_xe_dense" not in source_run.extra_weights:
+        print(
+            f"note: {args.from_run} was compressed during training: evaluating its saved network "
+            f"(sparsity {100 * source_run.state.sparsity:.0f} %, {weight_bits_label(source_run.config)})",
+            file=out,
+        )
+        rows = [retest_run(source_run, train, test, **kwargs)]
+    else:
+        if not (args.sweep or args.compression_given) and source_run.config.compressed:
+            print(
+                "note: --from-run evaluates the run's dense weights as they were before compression unless "
+                "--prune / --bits are given",
+                file=out,
+            )
+        cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
+        try:
+            rows = sweep_run(source_run, train, test, **kwargs, **cells)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    _print_rows(rows, out)
+    source = source_run.summary
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir.resolve()),
+        "sweep": rows,
+        "ms_per_example_train": source.get("ms_per_example_train"),
+        **{k: source.get(k) for k in ("accuracy", "synapses", "nonzero_synapses", "bits")},
+    }
+    if not args.sweep:
+        (row,) = rows
+        result.update({k: row[k] for k in ("accuracy", "synapses", "nonzero_synapses", "bits", "sparsity")})
+    if args.json:
+        print(json_text(result))
+    return result
+
+
+def _train(
+    args: argparse.Namespace, config: STDPConfig, train: ImageSet, test: ImageSet, run_dir: Path, out: TextIO
+) -> dict[str, Any]:
+    """Train and evaluate into ``run_dir``; print the result to ``out`` (and the ``--json`` line) and
+    return the summary."""
+    from nsnn.stdp import run_experiment
+
+    summary = run_experiment(
+        config,
+        train,
+        test,
+        run_dir=run_dir,
+        n_label=args.label,
+        sweep=args.sweep,
+        progress=args.progress,
+        data=args.data_dir or "embedded",
+    )
+    print(
+        f"test accuracy {100 * summary['accuracy']:.2f} % "
+        f"(label set {100 * summary['label_accuracy']:.2f} %),"
+        f" {summary['synapses']:,} X->Ae synapses ({summary['nonzero_synapses']:,} nonzero),"
+        f" {summary['ms_per_example_train']:.1f} ms/example training, run dir {run_dir}",
+        file=out,
+    )
+    if summary.get("sweep"):
+        print("compressed after training:", file=out)
+        _print_rows(summary["sweep"], out)
+    if args.json:
+        result = {k: summary[k] for k in JSON_KEYS}
+        if summary.get("sweep"):
+            result["sweep"] = summary["sweep"]
+        print(json_text(result))
+    return summary
