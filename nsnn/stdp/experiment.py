@@ -242,7 +242,7 @@ def run_experiment(
         summary["sweep"] = _sweep_outputs(run_dir, sweep_rows)
     summary["wall_seconds"] = time.perf_counter() - started
     write_json(run_dir / "summary.json", summary)
-    _figures(run_dir, config, trained.state.w, final)
+    _figures(run_dir, config, trained.state.w, final, dense)
     return summary
 
 
@@ -254,17 +254,21 @@ def _sweep_outputs(run_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, 
     return rows
 
 
-def _figures(run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: NetworkState) -> None:
+def _figures(
+    run_dir: Path, config: STDPConfig, w_trained: np.ndarray, final: NetworkState, dense: bool
+) -> None:
+    """receptive_fields.png, weight_histogram.png (``w_trained``: dense, or with ``dense`` False the
+    shadow weights of a network compressed during training) and training.png."""
     from nsnn.stdp import plots
 
-    plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png", w_max=config.w_max)
+    plots.plot_receptive_fields(final.w, run_dir / "receptive_fields.png")
     after = f"deployed ({100 * (1 - final.sparsity):.0f} % synapses, {weight_bits_label(config)})"
     plots.plot_weight_histogram(
         w_trained,
         final.w,
         final.mask,
         run_dir / "weight_histogram.png",
-        labels=("trained, full precision", after),
+        labels=("trained, full precision" + ("" if dense else " (compressed during training)"), after),
     )
     plots.plot_training(read_csv(run_dir / "metrics.csv"), run_dir / "training.png")
 

@@ -54,11 +54,15 @@ def tile_receptive_fields(w: np.ndarray, side: int | None = None) -> np.ndarray:
     return canvas
 
 
-def plot_receptive_fields(w: np.ndarray, path: str | Path, w_max: float = 1.0, title: str = "") -> Path:
+def plot_receptive_fields(
+    w: np.ndarray, path: str | Path, w_max: float | None = None, title: str = ""
+) -> Path:
+    """``w`` ``[n_input, n_exc]`` tiled (:func:`tile_receptive_fields`), colour scale 0 to ``w_max``
+    (None: the largest weight, since trained weights sit far below the bound, ~0.3 of w_max = 1)."""
     fig, ax = _figure(size=(8.0, 8.0))
-    image = ax[0, 0].imshow(
-        tile_receptive_fields(w), cmap="hot_r", vmin=0.0, vmax=w_max, interpolation="nearest"
-    )
+    top = max(float(w.max(initial=0.0)), 1e-12) if w_max is None else w_max
+    canvas = tile_receptive_fields(w)
+    image = ax[0, 0].imshow(canvas, cmap="hot_r", vmin=0.0, vmax=top, interpolation="nearest")
     ax[0, 0].set_axis_off()
     ax[0, 0].set_title(title or f"X→Ae receptive fields ({w.shape[1]} neurons)")
     fig.colorbar(image, ax=ax[0, 0], fraction=0.046, pad=0.02, label="weight")
@@ -122,6 +126,15 @@ def plot_training(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ]
     if scored:
         ax[0, 0].plot(*zip(*scored, strict=True), marker=".")
+    else:  # each block is scored with neurons assigned from the blocks before it: one block has none
+        ax[0, 0].text(
+            0.5,
+            0.5,
+            "not scored: one training block\n(running accuracy needs two; see --chunk)",
+            ha="center",
+            va="center",
+            transform=ax[0, 0].transAxes,
+        )
     ax[0, 1].plot(x, [float(r["spikes_per_example"]) for r in train], marker=".")
     ax[0, 0].set_ylabel("running accuracy (%)")
     ax[0, 1].set_ylabel("Ae spikes per example")
