@@ -64,8 +64,13 @@ case "$recipe" in
         for arg in "$@"; do  # the script's help, and nothing trained or tested
             case "$arg" in -h | --help) exec "$PYTHON" "$scripts"/main_mnist.py --help ;; esac
         done
-        echo "[nsnn] training mnist_convnet (NILIF, T=4) on the embedded MNIST set -> $run_dir"
         mapfile -t flags < <(recipe_flags --neuron NILIF --model mnist_convnet --timestep 4)
+        # what runs, as given: the extra flags come last and override the recipe's
+        if $resuming; then
+            echo "[nsnn] resuming $run_dir (the run's own configuration; flags: $*)"
+        else
+            echo "[nsnn] training (mnist recipe, flags: ${flags[*]}${*:+ $*}) -> $run_dir"
+        fi
         "$PYTHON" "$scripts"/main_mnist.py "${flags[@]}" "${out_flag[@]}" "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
         for mode in stochastic deterministic expected; do

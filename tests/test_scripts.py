@@ -20,7 +20,7 @@ from nsnn.io import read_csv, read_json
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 TRAIN_SCRIPTS = ["main_mnist.py", "main_cifar10.py", "main_cifar100.py", "main_dvs_cifar10.py"]
-TEST_SCRIPTS = ["testing_mnist.py", "testing_cifar10.py"]
+TEST_SCRIPTS = ["testing_mnist.py", "testing_cifar10.py", "testing_cifar100.py", "testing_dvs_cifar10.py"]
 REFERENCE_FLAGS = (
     "--neuron --noise --model --epochs --minibatch --timestep --seed --lr --sigma --tau --threshold --optim "
     "--scheduler --reg --lambda1 --tet --lambda_tet --data-dir --download --out --resume --device --amp "
@@ -353,3 +353,96 @@ def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
             shown = run(*argv)
             assert shown.returncode == 0, shown.stderr
             assert shown.stdout.strip() == f"{REPO}/scripts/main_mnist.py --help"
+
+
+def test_help_states_each_default_once(monkeypatch, capsys):
+    # ArgumentDefaultsHelpFormatter appended "(default: None)" to helps that state their default.
+    for name, stated in (
+        ("main_mnist.py", "(default $NSNN_DATA_DIR or ./data; MNIST: embedded set if absent) --download"),
+        ("testing_mnist.py", "(default: the run's own) --n_ensembles"),
+    ):
+        assert run_script(name, ["--help"], monkeypatch) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and stated in text
+        assert "CPU threads for torch (0 = torch default) (default: 0)" in text  # a default not yet stated
+
+
+@pytest.fixture(scope="module")
+def lif_run(tmp_path_factory) -> Path:
+    """A tiny run of deterministic LIF neurons on the embedded MNIST split."""
+    from nsnn.training.cli import train_main
+
+    run = tmp_path_factory.mktemp("lif") / "run"
+    assert train_main([*TINY_FLAGS, "--neuron", "LIF", "--out", str(run)], dataset="mnist") == 0
+    return run
+
+
+def test_testing_a_deterministic_network_notes_idle_flags_and_labels_it_deterministic(
+    lif_run, monkeypatch, capsys
+):
+    # An LIF run took --eval-mode stochastic --n_ensembles 2, ignored both and labelled its result
+    # "stochastic, K=2" (printed, in eval-*.json and evaluations.csv); summary.json said "stochastic".
+    summary = read_json(lif_run / "summary.json")
+    assert (summary["eval_mode"], summary["n_ensembles"]) == ("deterministic", 1)
+    argv = ["--snapshot", str(lif_run), "--eval-mode", "stochastic", "--n_ensembles", "2", "--json"]
+    assert run_script("testing_mnist.py", argv, monkeypatch) == 0
+    out, err = capsys.readouterr()
+    assert (
+        "note: this run's LIF neurons fire deterministically, so --eval-mode stochastic and "
+        "--n_ensembles 2 have no effect (evaluated as deterministic, K=1)\n"
+    ) in err
+    tested = last_json(out)
+    assert (tested["eval_mode"], tested["n_ensembles"]) == ("deterministic", 1)
+    assert "deterministic, K=1)" in out and "-deterministic-k1-" in Path(tested["result_file"]).name
+    assert read_json(tested["result_file"])["eval_mode"] == "deterministic"
+    row = read_csv(lif_run / "evaluations.csv")[-1]
+    assert (row["eval_mode"], row["n_ensembles"]) == ("deterministic", "1")
+    assert tested["accuracy"] == summary["test_accuracy"]
+    # the run's own settings, or flags that say what happens: no note
+    for argv in ([], ["--eval-mode", "deterministic", "--n_ensembles", "1"]):
+        assert run_script("testing_mnist.py", ["--snapshot", str(lif_run), *argv, "--json"], monkeypatch) == 0
+        out, err = capsys.readouterr()
+        assert "note:" not in err and last_json(out)["eval_mode"] == "deterministic"
+
+
+def test_testing_refuses_download_for_a_run_on_the_embedded_split(lif_run, tmp_path, monkeypatch, capsys):
+    # --download switched the run's embedded MNIST split to full MNIST, downloading it to ./data (and
+    # leaving ./data/MNIST behind when the download failed).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NSNN_DATA_DIR", raising=False)
+    assert run_script("testing_mnist.py", ["--snapshot", str(lif_run), "--download"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "--download: " in err and "was trained on the embedded MNIST split" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_ctrl_c_in_testing_exits_130_with_one_line(monkeypatch, capsys):
+    def interrupted(args, dataset=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nsnn.training.cli.run_test", interrupted)
+    try:
+        code = run_script("testing_mnist.py", ["--snapshot", "run"], monkeypatch)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped testing_mnist.py as a traceback")
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "interrupted: the evaluation stopped before writing its result"
+
+
+def test_run_training_banner_names_what_the_mnist_recipe_runs():
+    # The banner read "mnist_convnet (NILIF, T=4) on the embedded MNIST set" whatever the flags.
+    def banner(*extra: str) -> str:
+        env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}
+        proc = subprocess.run(
+            ["bash", str(REPO / "run_training.sh"), "mnist", *extra], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()[0]
+
+    assert banner("--neuron", "LIF", "--data-dir", "data", "--out", "runs/lif") == (
+        "[nsnn] training (mnist recipe, flags: --neuron NILIF --model mnist_convnet --timestep 4 "
+        "--neuron LIF --data-dir data --out runs/lif) -> runs/lif"
+    )
+    assert banner("--resume", "runs/old/last.pt") == (
+        "[nsnn] resuming runs/old (the run's own configuration; flags: --resume runs/old/last.pt)"
+    )

@@ -447,10 +447,10 @@ def test_final_test_uses_the_eager_net_as_the_testing_script_does(tmp_path, monk
 
 
 def test_ctrl_c_waits_for_the_epochs_bookkeeping():
-    from nsnn.training.trainer import _sigint_deferred
+    from nsnn.training.runtime import sigint_deferred
 
     done, before = [], signal.getsignal(signal.SIGINT)  # brian2, once imported, installs its own
-    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+    with pytest.raises(KeyboardInterrupt), sigint_deferred():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # the signal is handled in the meantime
         done.append("saved")
@@ -1157,3 +1157,107 @@ def test_a_compressed_model_saved_with_save_model_reloads_tests_and_resumes_comp
         assert torch.equal(trained["compression"][name]["mask"], old.weight_mask), name
         assert dead.any() and (weight[dead] == 0).all(), name  # pruned weights stayed exactly 0
         assert not torch.equal(weight, old.weight), name  # while the live ones trained
+
+
+def test_a_compressed_checkpoint_tracks_its_own_best_model_when_fine_tuned(tmp_path):
+    # save_model copied the dense run's best epoch and validation accuracy into the pruned model's
+    # checkpoint: fine-tuning it never replaced best.pt (no epoch beat the dense figure) and the summary
+    # reported the dense model's best epoch and accuracy for the pruned one.
+    from nsnn.compress import magnitude_prune
+    from nsnn.training import load_checkpoint, save_model
+
+    dense = tmp_path / "dense"
+    with _killed_before_saving("last.pt", 2), pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=2, out=str(dense)))  # last.pt and best.pt hold epoch 1
+    model, ckpt = load_model(dense / "last.pt")
+    assert ckpt["metrics"]["best_epoch"] == 1 and ckpt["metrics"]["best_val_accuracy"] is not None
+    save_model(model, ckpt, tmp_path / "unchanged.pt")  # the same model keeps its best-tracking
+    assert load_checkpoint(tmp_path / "unchanged.pt")["metrics"] == ckpt["metrics"]
+
+    magnitude_prune(model, sparsity=0.9, scope="global")
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    save_model(model, ckpt, pruned / "last.pt")
+    metrics = load_checkpoint(pruned / "last.pt")["metrics"]
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"]) == (0, None)
+
+    result = fit(TrainConfig(**TINY, epochs=2, resume=str(pruned)))  # one epoch of fine-tuning
+    fine_tuned = read_csv(pruned / "metrics.csv")[-1]
+    assert load_checkpoint(pruned / "best.pt")["epoch"] == result["best_epoch"] == 2
+    assert result["best_val_accuracy"] == float(fine_tuned["val_accuracy"])
+    summary = read_json(pruned / "summary.json")
+    assert (summary["best_epoch"], summary["best_val_accuracy"]) == (2, result["best_val_accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("augment", "cutout", "applied"),
+    [
+        (False, 0, "none"),
+        (False, 3, "cutout (3×3)"),
+        (True, 3, "random roll (±5 px) + horizontal flip (p=0.5) + cutout (3×3)"),
+    ],
+)
+def test_the_train_augmentation_line_names_the_augmentation_applied(
+    tmp_path, capsys, augment, cutout, applied
+):
+    # It printed the dataset's default (DVS: roll + flip) under --augment false, and left --cutout out.
+    dvs = _dvs_folder(tmp_path / "dvs", (3, 2, 8, 8))
+    settings = {**TINY, "dataset": "dvs-cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}, "timestep": 3}
+    settings.update(minibatch=4, val_split=0.0, epochs=1, data_dir=str(dvs), out=str(tmp_path / "run"))
+    fit(TrainConfig(**settings, augment=augment, cutout=cutout))
+    assert f"\n  train augmentation: {applied}\n" in capsys.readouterr().out
+
+
+def test_augment_on_a_dataset_without_one_is_refused_yet_an_old_run_with_it_resumes(tmp_path):
+    # --augment true on MNIST, which has no standard augmentation, trained without any, silently.
+    with pytest.raises(ConfigError, match="--augment true: mnist has no standard training augmentation"):
+        fit(TrainConfig(**TINY, epochs=1, augment=True, out=str(tmp_path / "new")))
+    assert not (tmp_path / "new").exists()
+    # a run trained so before the check continues as it was trained: without augmentation
+    from nsnn.training.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "old"
+    with _killed_before_saving("last.pt", 2), pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=2, out=str(run)))
+    ckpt = load_checkpoint(run / "last.pt")
+    save_checkpoint({**ckpt, "config": {**ckpt["config"], "augment": True}}, run / "last.pt")
+    assert fit(TrainConfig(resume=str(run), progress=False))["epochs"] == 2
+
+
+def test_evaluation_of_a_deterministic_network_is_labelled_as_it_acts():
+    from nsnn.models import create
+    from nsnn.training.evaluate import effective_evaluation
+
+    lif, nilif = (create("mnist_convnet", width=4, hidden=8, neuron=n) for n in ("LIF", "NILIF"))
+    assert effective_evaluation(lif, "stochastic", 8, random_input=False) == ("deterministic", 1)
+    assert effective_evaluation(lif, "expected", 8, random_input=True) == ("deterministic", 8)  # Poisson
+    assert effective_evaluation(nilif, "expected", 8, random_input=False) == ("expected", 8)
+
+
+def test_load_model_names_model_kwargs_its_weights_do_not_fit(tmp_path):
+    # load_state_dict's RuntimeError escaped as a traceback from the testing scripts.
+    from nsnn.models import create
+    from nsnn.training import CheckpointError
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+    from nsnn.training.cli import main
+
+    ckpt = make_checkpoint(create("mnist_convnet", width=4, hidden=8), epoch=1, config={})
+    ckpt["model_kwargs"]["width"] = 8
+    save_checkpoint(ckpt, tmp_path / "run" / "best.pt")
+    with pytest.raises(
+        CheckpointError, match=r"best\.pt: cannot rebuild its 'mnist_convnet' network .*size mis"
+    ):
+        load_model(tmp_path / "run")
+    with pytest.raises(SystemExit) as exited:
+        main(["test", "--snapshot", str(tmp_path / "run")])
+    assert exited.value.code == 2
+
+
+def test_amp_without_cuda_is_warned_about(capsys):
+    from nsnn.training.runtime import Runtime, warn_cpu_amp
+
+    warn_cpu_amp(Runtime(device=torch.device("cpu"), amp=False))
+    assert capsys.readouterr().err == ""
+    warn_cpu_amp(Runtime(device=torch.device("cpu"), amp=True))
+    err = capsys.readouterr().err
+    assert err.startswith("warning: mixed precision (--amp) on the CPU") and err.count("\n") == 1

@@ -130,9 +130,36 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
 def save_model(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> Path:
     """Save ``model`` (an unwrapped network, e.g. compressed after :func:`load_model`) as a checkpoint
     holding ``ckpt``'s other entries (config, epoch, dataset record, optimizer, ...) with its weights,
-    masks and bits replaced by the model's; atomically. Returns the path."""
+    masks and bits replaced by the model's; atomically. Returns the path.
+
+    A model that differs from ``ckpt``'s (pruned, quantized, otherwise changed) has not been validated:
+    its checkpoint names no best epoch (``best_val_accuracy`` None, ``best_epoch`` 0), so ``--resume``
+    (fine-tuning) makes its first finished epoch ``best.pt`` and reports that model's own best epoch,
+    not the validation accuracy of the model it was made from."""
     fresh = make_checkpoint(model, epoch=ckpt["epoch"], config=ckpt["config"])
-    return save_checkpoint({**ckpt, **fresh}, path)
+    saved = {**ckpt, **fresh}
+    same = _equal_nests(fresh["model"], ckpt["model"]) and _equal_nests(
+        fresh["compression"], ckpt.get("compression") or {}
+    )
+    if not same:
+        saved["metrics"] = {**(ckpt.get("metrics") or {}), "best_val_accuracy": None, "best_epoch": 0}
+    return save_checkpoint(saved, path)
+
+
+def _equal_nests(a: Any, b: Any) -> bool:
+    """Whether two nests of dicts, tensors and plain values are equal (tensors: dtype, shape and values,
+    wherever they are stored)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal_nests(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a.cpu(), b.cpu())
+        )
+    return a == b
 
 
 def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
@@ -178,17 +205,27 @@ def load_model(
     A run directory means its ``best.pt``. The model is built with
     ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``;
     its spiking neurons take the run's ``eval_mode`` (the one its validation and test used), and a
-    compressed model gets its masks and bits back.
+    compressed model gets its masks and bits back. :class:`CheckpointError` if the recorded
+    ``model_name``/``model_kwargs`` do not build a network its weights fit.
 
         model, ckpt = load_model("runs/mnist-mnist_convnet-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
     """
     from nsnn.models import create
 
-    ckpt = load_checkpoint(path_or_run_dir, map_location=map_location)
-    model = create(ckpt["model_name"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"])
-    restore_compression(model, ckpt.get("compression") or {})
+    path = resolve_checkpoint(path_or_run_dir)
+    ckpt = load_checkpoint(path, map_location=map_location)
+    try:
+        model = create(ckpt["model_name"], **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["model"])
+        restore_compression(model, ckpt.get("compression") or {})
+    except (TypeError, ValueError, RuntimeError) as e:  # unknown keywords, weights of other shapes
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        shown = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more)" if len(lines) > 3 else "")
+        raise CheckpointError(
+            f"{path}: cannot rebuild its {ckpt['model_name']!r} network from the model_kwargs it records "
+            f"({ckpt['model_kwargs']}): {shown}"
+        ) from None
     mode = (ckpt.get("config") or {}).get("eval_mode")
     if mode is not None:
         set_eval_mode(model, mode)

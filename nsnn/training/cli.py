@@ -28,6 +28,7 @@ from nsnn.training.config import (
     RUNTIME_FIELDS,
     TEST_SEED,
     ConfigError,
+    HelpFormatter,
     TrainConfig,
     build_train_parser,
     config_from_args,
@@ -149,7 +150,7 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     p = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,  # run_training.sh reads --out/--resume by their full names
     )
     p.add_argument("--snapshot", required=True, help="checkpoint file (best.pt / last.pt) or a run directory")
@@ -195,7 +196,11 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
         default=None,
         help="dataset folder (default: the run's, else $NSNN_DATA_DIR or ./data)",
     )
-    p.add_argument("--download", action="store_true", help="download the dataset if missing")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download the run's dataset into its data folder if missing (not for the embedded MNIST split)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--amp",
@@ -224,7 +229,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     from nsnn.training.evaluate import evaluate, normalization
     from nsnn.training.losses import build_loss
     from nsnn.training.perturbations import get_perturbation
-    from nsnn.training.runtime import seed_everything, setup_runtime
+    from nsnn.training.runtime import seed_everything, setup_runtime, sigint_deferred, warn_cpu_amp
     from nsnn.training.trainer import load_dataset
 
     if args.eval_mode is not None and args.eval_mode not in EVAL_MODES:
@@ -257,8 +262,6 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     model, ckpt = load_model(path, map_location=rt.device)
     cfg = TrainConfig.from_dict({**ckpt["config"], "resume": None})
     args = copy.copy(args)  # what is not given is the run's own
-    args.eval_mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
-    args.n_ensembles = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
     args.minibatch = cfg.minibatch if args.minibatch is None else args.minibatch  # the same noise draws
     args.amp = cfg.amp if args.amp is None else args.amp
     rt = dataclasses.replace(rt, amp=args.amp)
@@ -267,12 +270,19 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
             f"{path} was trained on {cfg.dataset!r}, not {dataset!r}; "
             f"evaluate it with: python -m nsnn.training test --snapshot {path}"
         )
+    if args.download and ckpt["dataset"].get("embedded"):
+        raise ConfigError(
+            f"--download: {path} was trained on the embedded MNIST split, which ships with nsnn and is "
+            "what testing reads by default; drop --download (full MNIST is not this run's data)"
+        )
+    warn_cpu_amp(rt)
     n_params = count_parameters(model)
     print(
         f"{path}: {cfg.model} ({n_params:,} parameters), {cfg.neuron} σ={cfg.sigma:g} T={cfg.timestep}, "
         f"epoch {ckpt['epoch']}",
         flush=True,
     )
+    args.eval_mode, args.n_ensembles = _evaluation_of(model, cfg, args)
     cfg.download, cfg.progress = args.download, args.progress
     run_samples = cfg.max_samples
     if args.max_samples is not None:
@@ -339,16 +349,45 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         tag += f"-b{args.minibatch}"
     if args.amp != cfg.amp:
         tag += "-amp" if args.amp else "-fp32"
-    result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
-    row = {k: v for k, v in result.items() if k != "result_file"}
-    CsvLog(out / "evaluations.csv", list(row)).append(row)
-    plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
+    with sigint_deferred():  # Ctrl-C: the result files are written whole, or not at all
+        result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
+        row = {k: v for k, v in result.items() if k != "result_file"}
+        CsvLog(out / "evaluations.csv", list(row)).append(row)
+        plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
     print(
         f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, n={metrics['n']}, "
         f"{args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
         flush=True,
     )
     return result
+
+
+def _evaluation_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> tuple[str, int]:
+    """The ``(eval_mode, n_ensembles)`` that evaluate and label ``model``: the flags given, else the
+    run's (``cfg``), as they act on it (:func:`~nsnn.training.evaluate.effective_evaluation`); a note
+    names the flags given that do nothing to a network of deterministic neurons."""
+    from nsnn.training.evaluate import effective_evaluation
+
+    mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
+    k = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
+    random_input = cfg.encoding != "direct" or args.perturbation != "clean"
+    mode, k = effective_evaluation(model, mode, k, random_input=random_input)
+    ignored = [
+        f"{flag} {given}"
+        for flag, given, used in (
+            ("--eval-mode", args.eval_mode, mode),
+            ("--n_ensembles", args.n_ensembles, k),
+        )
+        if given is not None and given != used
+    ]
+    if ignored:
+        print(
+            f"note: this run's {cfg.neuron} neurons fire deterministically, so {' and '.join(ignored)} "
+            f"{'has' if len(ignored) == 1 else 'have'} no effect (evaluated as deterministic, K={k})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return mode, k
 
 
 def _unused(path: Path) -> Path:
@@ -412,6 +451,9 @@ def test_main(
     except (DatasetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the evaluation stopped before writing its result", file=sys.stderr)
+        return 130
     if args.json:
         _emit_json(result)
     return 0

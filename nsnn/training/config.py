@@ -199,6 +199,17 @@ class TrainConfig:
         }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends with each flag's ``(default: ...)``, unless the flag has none (None, required) or
+    its help already says what the default is (e.g. "default: the run's own")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.required or "(default" in text or "default:" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def parse_bool(text: str) -> bool:
     """A command-line boolean: 1/true/yes/on or 0/false/no/off (any case); anything else is refused."""
     lowered = text.lower()
@@ -230,7 +241,7 @@ def build_train_parser(
     p = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,  # run_training.sh reads --out/--resume by their full names
     )
     g = p.add_argument_group("model")
@@ -310,7 +321,7 @@ def build_train_parser(
         "--augment",
         type=parse_bool,
         default=d["augment"],
-        help="dataset's standard augmentation (CIFAR: crop+flip; DVS: flip+roll): true/false",
+        help="dataset's standard augmentation (CIFAR: crop+flip; DVS: flip+roll; MNIST has none): true/false",
     )
     g.add_argument("--cutout", type=int, default=d["cutout"], help="cutout square side in pixels (0 = off)")
     g = p.add_argument_group("evaluation")

@@ -55,6 +55,26 @@ def normalization(encoding: str) -> dict[str, None]:
     return {} if encoding == "direct" else {"mean": None, "std": None}
 
 
+def has_stochastic_neurons(model: nn.Module) -> bool:
+    """Whether any neuron of ``model`` fires stochastically (NILIF, NIPLIF): the only ones ``eval_mode``
+    acts on."""
+    return any(getattr(m, "stochastic", False) for m in model.modules())
+
+
+def effective_evaluation(
+    model: nn.Module, eval_mode: str, n_ensembles: int, *, random_input: bool
+) -> tuple[str, int]:
+    """``(eval_mode, n_ensembles)`` as :func:`evaluate` really acts with them on ``model``: a network
+    without stochastic neurons (LIF, PLIF) fires deterministically in every mode, and its K passes repeat
+    one result unless its input is random (``random_input``: Poisson encoding, a perturbation)::
+
+        effective_evaluation(lif_net, "stochastic", 8, random_input=False)   # ("deterministic", 1)
+    """
+    if has_stochastic_neurons(model):
+        return eval_mode, n_ensembles
+    return "deterministic", n_ensembles if random_input else 1
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[Tensor, Tensor]],

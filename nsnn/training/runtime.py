@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,6 +97,34 @@ def setup_runtime(device: str = "auto", amp: bool = False, threads: int = 0) -> 
     return Runtime(
         device=dev, rank=rank, local_rank=local_rank, world_size=world_size, amp=amp, owns_group=owns
     )
+
+
+def warn_cpu_amp(rt: Runtime) -> None:
+    """One warning line (stderr, main process) when mixed precision runs without CUDA: bf16 autocast on
+    a CPU is several times slower than float32."""
+    if rt.amp and rt.device.type != "cuda" and rt.is_main:
+        print(
+            "warning: mixed precision (--amp) on the CPU runs bf16 autocast, typically several times "
+            "slower than float32; AMP speeds up CUDA GPUs only",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def teardown_runtime(rt: Runtime, failed: bool = False) -> None:

@@ -16,13 +16,10 @@ weights as one never interrupted (same device, same world size).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +47,13 @@ from nsnn.training.checkpoint import (
     save_checkpoint,
 )
 from nsnn.training.config import RUNTIME_FIELDS, TEST_SEED, ConfigError, TrainConfig
-from nsnn.training.evaluate import evaluate, normalization, to_sequence
+from nsnn.training.evaluate import (
+    effective_evaluation,
+    evaluate,
+    has_stochastic_neurons,
+    normalization,
+    to_sequence,
+)
 from nsnn.training.losses import LossFn, build_loss, get_regularizer
 from nsnn.training.monitor import RunLogger
 from nsnn.training.optim import build_optimizer, build_scheduler
@@ -62,8 +65,10 @@ from nsnn.training.runtime import (
     main_first,
     seed_everything,
     setup_runtime,
+    sigint_deferred,
     teardown_runtime,
     unwrap_model,
+    warn_cpu_amp,
     wrap_model,
 )
 
@@ -180,9 +185,11 @@ def load_dataset(cfg: TrainConfig, data_dir: str | None = None) -> Any:
 
 
 class _Experiment:
-    """The objects of one run (built once, used by :func:`fit`)."""
+    """The objects of one run (built once, used by :func:`fit`); ``resumed``: the run continues from its
+    checkpoint (its configuration is kept as it was trained)."""
 
-    def __init__(self, cfg: TrainConfig, rt: Runtime) -> None:
+    def __init__(self, cfg: TrainConfig, rt: Runtime, *, resumed: bool = False) -> None:
+        from nsnn.data import Augment
         from nsnn.models import count_parameters, create
 
         self.cfg, self.rt = cfg, rt
@@ -206,25 +213,27 @@ class _Experiment:
         else:
             train, val = bundle.train, None
         norm = normalization(cfg.encoding)
-        augment = bundle.augment if cfg.augment else None
+        if cfg.augment and bundle.augment == Augment() and not resumed:
+            raise ConfigError(
+                f"--augment true: {bundle.name} has no standard training augmentation (only CIFAR-10/100: "
+                "random crop + flip, and DVS-CIFAR10: roll + flip, have one); drop it, or add cutout "
+                "squares alone with --cutout N"
+            )
         if cfg.cutout > bundle.image_size:
             raise ConfigError(
                 f"--cutout {cfg.cutout} is larger than {bundle.name}'s {bundle.image_size}-pixel images "
                 "(it would blank most of every image); use at most the image side, e.g. half of it"
             )
-        if augment is not None and cfg.cutout > 0:
-            augment = dataclasses.replace(augment, cutout=cfg.cutout)
-        elif cfg.cutout > 0:
-            from nsnn.data import Augment
-
-            augment = Augment(cutout=cfg.cutout)
+        augment = dataclasses.replace(bundle.augment if cfg.augment else Augment(), cutout=cfg.cutout)
+        # the training augmentation applied (None: none): the dataset's with --augment, and --cutout
+        self.augment = None if augment == Augment() else augment
         common = {"device": rt.device, **norm}
         self.train_loader = bundle.loader(
             train,
             cfg.minibatch,
             train=True,
             seed=cfg.seed,
-            augment=augment,
+            augment=self.augment,
             drop_last=True,
             rank=rt.rank,
             world_size=rt.world_size,
@@ -254,6 +263,11 @@ class _Experiment:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.n_params = count_parameters(self.net)
+        self.stochastic = has_stochastic_neurons(self.net)
+        # validation and test as they act on the net: once, deterministic, for LIF/PLIF on direct input
+        self.eval_mode, self.n_ensembles = effective_evaluation(
+            self.net, cfg.eval_mode, cfg.n_ensembles, random_input=cfg.encoding != "direct"
+        )
         if rt.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.model = wrap_model(self.net, rt, compile=cfg.compile)
@@ -282,6 +296,13 @@ class _Experiment:
             metrics=metrics,
             dataset=self.dataset_record(),
         )
+
+    def describe_data(self) -> str:
+        """The data's description (:meth:`nsnn.data.DatasetBundle.describe`) naming the training
+        augmentation applied (``--augment``, ``--cutout``), not the dataset's default one."""
+        from nsnn.data import Augment
+
+        return dataclasses.replace(self.bundle, augment=self.augment or Augment()).describe()
 
     def dataset_record(self) -> dict[str, Any]:
         """:func:`dataset_record` of the run's data (computed once)."""
@@ -343,8 +364,8 @@ class _Experiment:
             loader,
             timestep=cfg.timestep,
             encoding=cfg.encoding,
-            eval_mode=cfg.eval_mode,
-            n_ensembles=cfg.n_ensembles,
+            eval_mode=self.eval_mode,
+            n_ensembles=self.n_ensembles,
             criterion=self.criterion,
             runtime=self.rt,
             progress=cfg.progress,
@@ -471,6 +492,7 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
         except FileExistsError as e:
             raise ConfigError(f"{e} (or --resume it, to continue that run)") from None
     rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
+    warn_cpu_amp(rt)
     try:
         exp, run_dir = _open_run(cfg, rt, ckpt, run_dir)
         try:
@@ -490,7 +512,7 @@ def _open_run(
     """The experiment (data, model, optimizer) and its run folder, held by rank 0 while the run trains
     (:func:`nsnn.io.hold_run_dir`): a new folder, or on resume the run's own, refused while another
     process still writes it."""
-    exp = _Experiment(cfg, rt)
+    exp = _Experiment(cfg, rt, resumed=ckpt is not None)
     if run_dir is None:
         return exp, Path(
             broadcast_object(
@@ -532,12 +554,11 @@ def _fit(
             save_checkpoint(state, run_dir / "last.pt")
     if rt.is_main:
         write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": rt.world_size})
-    _say(rt, exp.bundle.describe())
-    stochastic = any(getattr(m, "stochastic", False) for m in exp.net.modules())
+    _say(rt, exp.describe_data())
     _say(
         rt,
         f"model {cfg.model}: {exp.n_params:,} parameters | {cfg.neuron} ({cfg.noise} "
-        f"{'noise' if stochastic else 'surrogate'}, σ={cfg.sigma:g}) "
+        f"{'noise' if exp.stochastic else 'surrogate'}, σ={cfg.sigma:g}) "
         f"T={cfg.timestep} | device {rt.device} × {rt.world_size} | run dir {run_dir}",
     )
     log = RunLogger(run_dir, start_epoch=start, enabled=rt.is_main)
@@ -578,7 +599,7 @@ def _fit(
                 # An epoch's results are kept whole: Ctrl-C waits for them. A kill at any instant: before
                 # last.pt, resume redoes the epoch (the row is dropped); between last.pt and best.pt,
                 # resume copies last.pt (that best model) to best.pt (_complete_best).
-                with _sigint_deferred():
+                with sigint_deferred():
                     log.epoch(row)
                     save_checkpoint(state, run_dir / "last.pt")
                     if improved:
@@ -591,8 +612,8 @@ def _fit(
             "best_epoch": best_epoch,
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
-            "eval_mode": cfg.eval_mode,
-            "n_ensembles": cfg.n_ensembles,
+            "eval_mode": exp.eval_mode,
+            "n_ensembles": exp.n_ensembles,
             "epochs": cfg.epochs,
             "parameters": exp.n_params,
             "train_seconds": train_seconds,
@@ -604,28 +625,12 @@ def _fit(
             rt,
             f"best epoch {best_epoch}: val accuracy {_pct(best_acc)} | "
             f"test accuracy {_pct(test['accuracy'])} "
-            + (f"({cfg.eval_mode}, K={cfg.n_ensembles}) " if stochastic else "")
+            + (f"({exp.eval_mode}, K={exp.n_ensembles}) " if exp.stochastic else "")
             + f"| results in {run_dir}",
         )
         return result
     finally:
         log.close()
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def _complete_best(run_dir: Path, ckpt: dict[str, Any], rt: Runtime) -> None:
