@@ -213,7 +213,8 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     # A new run never reuses a folder that holds files.
     before = (run / "metrics.csv").read_text()
     assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 2
-    assert "already holds files" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds files" in err and "or --resume it, to continue that run" in err  # a run is there
     assert (run / "metrics.csv").read_text() == before
 
     # An embedded-MNIST model tested on a full MNIST folder is warned about: its training images are
@@ -230,24 +231,36 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+    from nsnn.training.trainer import RunInterrupted
+
+    named = tmp_path / "runs" / "mnist-named"  # the folder a run without --out names itself
+
     def interrupted(cfg, **_):
-        if cfg.out == str(tmp_path / "run"):  # interrupted after its first checkpoint
-            Path(cfg.out).mkdir()
-            (Path(cfg.out) / "last.pt").write_bytes(b"")
-        raise KeyboardInterrupt
+        epoch = {"run": 3, "first": 0}.get(Path(cfg.out or named).name)
+        if epoch is not None:  # interrupted after a checkpoint: epoch 0 is the one written at the start
+            ckpt = make_checkpoint(create("mnist_mlp", hidden=4), epoch=epoch, config={})
+            save_checkpoint(ckpt, Path(cfg.out or named) / "last.pt")
+        raise RunInterrupted(Path(cfg.out or named))
 
     monkeypatch.setattr("nsnn.training.trainer.fit", interrupted)
     run = tmp_path / "run"
     assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(run)], monkeypatch) == 130
     err = capsys.readouterr().err
-    assert f"last.pt in {run} holds the last finished epoch" in err and f"--resume {run}" in err
+    assert f"last.pt in {run} holds epoch 3" in err and f"--resume {run}" in err
+    first = tmp_path / "first"  # Ctrl-C in the first epoch: last.pt holds the weights it started from
+    assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(first)], monkeypatch) == 130
+    assert "holds the initial weights (no epoch had finished)" in capsys.readouterr().err
     # before any checkpoint there is nothing to resume (it used to advise a --resume that then failed)
     early = tmp_path / "early"
     assert run_script("main_mnist.py", [*TINY_FLAGS, "--out", str(early)], monkeypatch) == 130
     err = capsys.readouterr().err
     assert f"nothing was saved in {early}" in err and "--resume" not in err
-    assert run_script("main_mnist.py", TINY_FLAGS, monkeypatch) == 130  # a folder the run would name
-    assert "Otherwise nothing was saved" in capsys.readouterr().err
+    named.mkdir(parents=True)  # without --out, the folder the run made is named
+    save_checkpoint(make_checkpoint(create("mnist_mlp", hidden=4), epoch=2, config={}), named / "last.pt")
+    assert run_script("main_mnist.py", TINY_FLAGS, monkeypatch) == 130
+    assert f"last.pt in {named} holds epoch 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -342,9 +342,12 @@ def test_new_run_refuses_a_used_folder_and_amp_resume_crosses_devices(tmp_path, 
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="already holds files"):
-        fit(TrainConfig(**TINY, epochs=1, out=str(used)))
+    with pytest.raises(ConfigError, match=r"already holds files \(notes.txt\); choose a new folder$"):
+        fit(TrainConfig(**TINY, epochs=1, out=str(used)))  # no run there: no hint to --resume it
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"is a file, not a folder$"):
+        fit(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile")))
     killed = tmp_path / "killed-in-first-save"  # only the temp file of a save cut off by a SIGKILL
     killed.mkdir()
     (killed / ".last.pt.a1b2c3d4.tmp").write_bytes(b"PK")
@@ -1115,6 +1118,8 @@ def test_perturbation_strength_and_name_are_checked():
             get_perturbation("clean", 0.5)
     finally:
         PERTURBATIONS.pop("test_gain")
+    with pytest.raises(ValueError, match=r"none is registered yet \(subclass .*Perturbation\)"):
+        get_perturbation("clean", 0.5)  # it listed an empty []
     with pytest.raises(ValueError, match="must set its own name"):
 
         class _Unnamed(Perturbation):

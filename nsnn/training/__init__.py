@@ -40,7 +40,7 @@ from nsnn.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_s
 from nsnn.training.perturbations import PERTURBATIONS, Perturbation, get_perturbation, list_perturbations
 from nsnn.training.recipes import RECIPES
 from nsnn.training.runtime import Runtime, setup_runtime, unwrap_model
-from nsnn.training.trainer import fit, train_step
+from nsnn.training.trainer import RunInterrupted, fit, train_step
 
 __all__ = [
     "FORMAT",
@@ -53,6 +53,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "Perturbation",
+    "RunInterrupted",
     "Runtime",
     "TrainConfig",
     "build_loss",

@@ -114,8 +114,9 @@ def train_main(
     except (DatasetError, OSError) as e:  # missing data, an --out that cannot be written, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\n{_interrupted_message(cfg.resume or cfg.out)}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        where = getattr(e, "run_dir", None) or cfg.resume or cfg.out  # RunInterrupted names the folder
+        print(f"\n{_interrupted_message(where)}", file=sys.stderr)
         return 130
     if cfg.json and _is_main_process():
         _emit_json(result)
@@ -126,21 +127,24 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _interrupted_message(where: str | None) -> str:
-    """What a Ctrl-C left: resume advice only where a ``last.pt`` was written (``where``: the run folder,
-    or a checkpoint in it, given by ``--out``/``--resume``; None for a folder named by the run)."""
+def _interrupted_message(where: str | Path | None) -> str:
+    """What a Ctrl-C left: resume advice only where a ``last.pt`` was written, naming its epoch
+    (``where``: the run folder, or a checkpoint in it; None: interrupted before the run had a folder)."""
     if where is None:
-        return (
-            "interrupted: if a run folder was printed above, its last.pt holds the last finished epoch "
-            "(written atomically); continue with --resume <run folder>. Otherwise nothing was saved."
-        )
+        return "interrupted before the run folder was made: nothing was saved"
     folder = Path(where).parent if Path(where).suffix == ".pt" else Path(where)
-    if (folder / "last.pt").is_file():
-        return (
-            f"interrupted: last.pt in {folder} holds the last finished epoch (written atomically); "
-            f"continue with --resume {folder}"
-        )
-    return f"interrupted before the first checkpoint: nothing was saved in {folder}; start the run again"
+    if not (folder / "last.pt").is_file():
+        return f"interrupted before the first checkpoint: nothing was saved in {folder}; start the run again"
+    from nsnn.training.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        epoch = load_checkpoint(folder / "last.pt").get("epoch")
+        held = f"epoch {epoch}" if epoch else "the initial weights (no epoch had finished)"
+    except (CheckpointError, OSError, RuntimeError, ValueError):
+        held = "the last finished epoch"
+    return (
+        f"interrupted: last.pt in {folder} holds {held} (written atomically); continue with --resume {folder}"
+    )
 
 
 def build_test_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:

@@ -298,7 +298,8 @@ def build_train_parser(
         "--data_dir",
         dest="data_dir",
         default=d["data_dir"],
-        help="dataset folder (default $NSNN_DATA_DIR or ./data; MNIST: embedded set if absent)",
+        help="dataset folder (default $NSNN_DATA_DIR or ./data; MNIST without --data-dir or --download:"
+        " the embedded set, whatever $NSNN_DATA_DIR says)",
     )
     g.add_argument("--download", action="store_true", default=d["download"], help="download the dataset")
     g.add_argument(

@@ -84,7 +84,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Bar chart of test accuracy per evaluation row (``evaluations.csv``: snapshot, mode, K, n, ...)."""
+    """Horizontal bars of test accuracy, one per evaluation row (``evaluations.csv``: snapshot, mode, K,
+    n, ...), labelled on the y axis so that long labels never overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,19 +93,20 @@ def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
 
     labels, values = [], []
     for row in rows:
-        label = f"{Path(str(row['snapshot'])).stem}\n{row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
+        label = f"{Path(str(row['snapshot'])).stem}: {row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
         if row.get("perturbation", "clean") != "clean":
-            label += f"\n{row['perturbation']} {float(row['strength']):g}"
+            label += f", {row['perturbation']} {float(row['strength']):g}"
         labels.append(label)
         values.append(100 * float(row["accuracy"]))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(rows) + 1), 3.6))
-    bars = ax.bar(range(len(values)), values, color="tab:blue")
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_xticks(range(len(values)), labels, fontsize=7)
-    ax.set_ylabel("test accuracy (%)")
+    fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.42 * len(rows) + 1.2)))
+    bars = ax.barh(range(len(values)), values, color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.invert_yaxis()  # the first evaluation on top, as in evaluations.csv
+    ax.set_xlabel("test accuracy (%)")
     low = min(values, default=0.0)
-    ax.set_ylim(max(0.0, low - 5), 100)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_xlim(max(0.0, low - 5), 100)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -5,7 +5,8 @@ with ``weight_decay`` on every parameter, as in NSNN. Schedules (:data:`SCHEDULE
 per epoch:
 
 * ``cosine`` (alias ``cos``): lr_e = lr·(1 + cos(π·e/E))/2, E = epochs (CosineAnnealingLR);
-* ``step``: lr × 0.1 after 50 % and again after 75 % of the epochs (MultiStepLR);
+* ``step``: lr × 0.1 after epoch max(1, ⌊E/2⌋) and again after max(1, ⌊3E/4⌋) (MultiStepLR): 50 % and
+  75 % of the epochs, rounded down; for E ≤ 2 the two coincide and the lr drops once;
 * ``none``: constant lr.
 
     opt = build_optimizer("adam", net.parameters(), lr=3e-3)

@@ -53,10 +53,13 @@ class Perturbation:
         if not (number and math.isfinite(strength) and strength >= 0):
             raise ValueError(f"perturbation strength must be a finite number >= 0, got {strength!r}")
         if type(self) is Perturbation and strength != 0:  # it would be recorded, yet change nothing
-            raise ValueError(
-                f"the clean evaluation takes no strength (got {strength:g}); choose a perturbation: "
-                f"{[n for n in list_perturbations() if n != Perturbation.name]}"
+            others = [n for n in list_perturbations() if n != Perturbation.name]
+            choice = (
+                f"choose a perturbation: {others}"
+                if others
+                else "none is registered yet (subclass nsnn.training.perturbations.Perturbation)"
             )
+            raise ValueError(f"the clean evaluation takes no strength (got {strength:g}); {choice}")
         self.strength = float(strength)
 
     def perturb_input(self, x: Tensor, y: Tensor, forward: Callable[[Tensor], Tensor]) -> Tensor:

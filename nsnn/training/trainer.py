@@ -471,6 +471,14 @@ def _record_data_dir(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, data_dir=str(default_data_dir().resolve()))
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or another KeyboardInterrupt) during :func:`fit`, naming the run folder it left."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
 def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train, validate, checkpoint and test as configured; returns the run's key results.
 
@@ -482,7 +490,8 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
 
     With ``resume``, the run's own configuration continues: the runtime fields (device, data folder,
     output, ...) come from ``config``, and any other field set to neither its default nor the run's
-    value raises :class:`ConfigError`.
+    value raises :class:`ConfigError`. A KeyboardInterrupt once the run folder exists is raised as
+    :class:`RunInterrupted` (a KeyboardInterrupt) naming it.
     """
     cfg, ckpt, run_dir = _resume_source(config)
     cfg = _record_data_dir(cfg)
@@ -490,13 +499,16 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
         try:
             check_new_run_dir(cfg.out)
         except FileExistsError as e:
-            raise ConfigError(f"{e} (or --resume it, to continue that run)") from None
+            hint = " (or --resume it, to continue that run)" if (Path(cfg.out) / "last.pt").is_file() else ""
+            raise ConfigError(f"{e}{hint}") from None
     rt = setup_runtime(cfg.device, cfg.amp, cfg.workers)
     warn_cpu_amp(rt)
     try:
         exp, run_dir = _open_run(cfg, rt, ckpt, run_dir)
         try:
             result = _fit(cfg, rt, exp, ckpt, run_dir, on_step)
+        except KeyboardInterrupt as e:
+            raise RunInterrupted(run_dir) from e
         finally:  # finished, failed or interrupted: another process may now --resume the run
             release_run_dir(run_dir)
     except BaseException:
