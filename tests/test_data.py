@@ -307,7 +307,7 @@ def test_download_good_and_bad_md5(tmp_path):
     with pytest.raises(DatasetError, match="md5") as e:
         nd.download_file(src.as_uri(), out / "blob.bin", md5="0" * 32)
     assert src.as_uri() in str(e.value)
-    assert not out.exists() or list(out.iterdir()) == []  # no partial or temp file left
+    assert not out.exists()  # no partial or temp file left, nor the folder made for it
     missing = (tmp_path / "src" / "missing.bin").as_uri()
     got = nd.download_file([missing, src.as_uri()], out / "blob.bin", md5=md5(src))  # falls to 2nd mirror
     assert got.read_bytes() == src.read_bytes() and [p.name for p in out.iterdir()] == ["blob.bin"]
@@ -386,7 +386,12 @@ def test_download_offline_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="offline") as e:
         nd.download_mnist(tmp_path)
     assert "name resolution" in str(e.value) and "ossci-datasets" in str(e.value)
-    assert list((tmp_path / "MNIST" / "raw").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # MNIST/raw was made for the files: removed again, empty
+    (tmp_path / "MNIST").mkdir()
+    (tmp_path / "MNIST" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="offline"):
+        nd.download_mnist(tmp_path)
+    assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["notes.txt"]  # a user's folder stays
 
 
 def test_download_mnist_from_file_mirror(tmp_path, monkeypatch):

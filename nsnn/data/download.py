@@ -80,7 +80,8 @@ def download_file(
     An existing ``dest`` with the right md5 is kept without any network access. Each attempt streams to
     a temp file in ``dest``'s folder, checks the md5, then renames atomically; a failed attempt (network
     error, HTTP error, broken HTTP response, malformed URL, checksum mismatch) leaves nothing behind and
-    the next mirror is tried. If all fail, raises :class:`DatasetError` listing every URL with its error.
+    the next mirror is tried. If all fail, raises :class:`DatasetError` listing every URL with its error,
+    and the folders made for ``dest`` are removed again if still empty.
     ``md5`` is 32 hex digits, either case. The temp file of a download killed outright (SIGTERM, SIGKILL)
     is removed by the next call for the same ``dest`` once it has been untouched for an hour.
     """
@@ -95,6 +96,7 @@ def download_file(
         return dest
     # what an earlier download killed by SIGTERM/SIGKILL left (Ctrl-C cleans up after itself)
     remove_stale_temps(dest.parent, target=dest.name, min_age_s=max(_STALE_DOWNLOAD_S, 10 * timeout))
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
     errors = []
     for url in urls:
         try:
@@ -102,6 +104,11 @@ def download_file(
             return dest
         except (OSError, http.client.HTTPException, ValueError, _ChecksumMismatch) as e:
             errors.append(f"  {url}: {type(e).__name__}: {e}")
+    for folder in created:  # the folders made for the file, left empty: gone again
+        try:
+            folder.rmdir()
+        except OSError:
+            break
     raise DatasetError(
         f"could not download {dest.name} (md5 {md5}) to {dest}:\n" + "\n".join(errors) + "\n"
         "If this machine is offline, fetch the file elsewhere, copy it to that path (or place the "
