@@ -371,7 +371,7 @@ def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
 def test_help_states_each_default_once(monkeypatch, capsys):
     # ArgumentDefaultsHelpFormatter appended "(default: None)" to helps that state their default.
     for name, stated in (
-        ("main_mnist.py", "(default $NSNN_DATA_DIR or ./data; MNIST: embedded set if absent) --download"),
+        ("main_mnist.py", "the embedded set, whatever $NSNN_DATA_DIR says) --download"),
         ("testing_mnist.py", "(default: the run's own) --n_ensembles"),
     ):
         assert run_script(name, ["--help"], monkeypatch) == 0

@@ -429,7 +429,7 @@ def test_final_test_uses_the_eager_net_as_the_testing_script_does(tmp_path, monk
     """With --compile the trained model is a compiled wrapper whose random numbers differ from the eager
     net's; the test pass that ends training evaluates the eager net, as testing_*.py does, so the two
     report the same figures. A wrapper that halves the logits stands in for the compiled model here."""
-    import nsnn.training.trainer as trainer
+    import nsnn.training.experiment as experiment
     from nsnn.training.cli import main
 
     class Halved(nn.Module):
@@ -440,8 +440,8 @@ def test_final_test_uses_the_eager_net_as_the_testing_script_does(tmp_path, monk
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x) * 0.5
 
-    real = trainer.wrap_model
-    monkeypatch.setattr(trainer, "wrap_model", lambda net, rt, compile: Halved(real(net, rt, compile)))
+    real = experiment.wrap_model
+    monkeypatch.setattr(experiment, "wrap_model", lambda net, rt, compile: Halved(real(net, rt, compile)))
     result = fit(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "run")))
     monkeypatch.undo()
     assert main(["test", "--snapshot", str(tmp_path / "run"), "--json"]) == 0
@@ -1061,21 +1061,21 @@ def test_an_evaluation_set_smaller_than_the_process_count_is_a_config_error(monk
     # 4 is simulated here with the barrier around data loading made a no-op.
     import contextlib
 
-    from nsnn.training import trainer
+    from nsnn.training import experiment
     from nsnn.training.runtime import Runtime
 
-    monkeypatch.setattr(trainer, "main_first", lambda rt: contextlib.nullcontext())
+    monkeypatch.setattr(experiment, "main_first", lambda rt: contextlib.nullcontext())
     cfg = TrainConfig(**{**TINY, "max_samples": 30, "val_split": 0.1, "minibatch": 2, "progress": False})
     with pytest.raises(ConfigError, match="validation set has 3 sample"):
-        trainer._Experiment(cfg, Runtime(device=torch.device("cpu"), rank=3, world_size=4))
+        experiment.Experiment(cfg, Runtime(device=torch.device("cpu"), rank=3, world_size=4))
 
 
 def test_resume_with_another_world_size_says_the_global_batch_changes(capsys):
-    from nsnn.training import trainer
+    from nsnn.training import experiment
     from nsnn.training.runtime import Runtime
 
     cfg = TrainConfig(**{**TINY, "max_samples": 40, "minibatch": 4, "progress": False})
-    exp = trainer._Experiment(cfg, Runtime(device=torch.device("cpu")))
+    exp = experiment.Experiment(cfg, Runtime(device=torch.device("cpu")))
     ckpt = exp.checkpoint(1, {})
     capsys.readouterr()
     exp.restore(ckpt)  # the same world size: nothing to say

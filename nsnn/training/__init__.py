@@ -25,6 +25,7 @@ from nsnn.training.checkpoint import (
 )
 from nsnn.training.config import ConfigError, TrainConfig, build_train_parser, config_from_args
 from nsnn.training.evaluate import evaluate, neuron_eval_mode, normalization, to_sequence
+from nsnn.training.experiment import train_step
 from nsnn.training.losses import (
     LOSSES,
     REGULARIZERS,
@@ -40,7 +41,7 @@ from nsnn.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_s
 from nsnn.training.perturbations import PERTURBATIONS, Perturbation, get_perturbation, list_perturbations
 from nsnn.training.recipes import RECIPES
 from nsnn.training.runtime import Runtime, setup_runtime, unwrap_model
-from nsnn.training.trainer import RunInterrupted, fit, train_step
+from nsnn.training.trainer import RunInterrupted, fit
 
 __all__ = [
     "FORMAT",

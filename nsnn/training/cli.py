@@ -231,10 +231,10 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     from nsnn.models import count_parameters
     from nsnn.training.checkpoint import load_model, resolve_checkpoint
     from nsnn.training.evaluate import evaluate, normalization
+    from nsnn.training.experiment import load_dataset
     from nsnn.training.losses import build_loss
     from nsnn.training.perturbations import get_perturbation
     from nsnn.training.runtime import seed_everything, setup_runtime, sigint_deferred, warn_cpu_amp
-    from nsnn.training.trainer import load_dataset
 
     if args.eval_mode is not None and args.eval_mode not in EVAL_MODES:
         raise ConfigError(f"eval_mode must be one of {list(EVAL_MODES)}, got {args.eval_mode!r}")
@@ -406,7 +406,7 @@ def _unused(path: Path) -> Path:
 def _same_data_as_run(bundle: Any, trained: dict[str, Any]) -> bool | None:
     """Whether ``bundle`` holds the very images and labels of the run (``trained``: its checkpoint's data
     record); None for a checkpoint that recorded no fingerprint."""
-    from nsnn.training.trainer import dataset_record
+    from nsnn.training.experiment import dataset_record
 
     if "fingerprint" not in trained:
         return None

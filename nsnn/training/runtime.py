@@ -99,6 +99,12 @@ def setup_runtime(device: str = "auto", amp: bool = False, threads: int = 0) -> 
     )
 
 
+def say(rt: Runtime, *parts: object) -> None:
+    """``print(*parts)`` on the main process only (flushed): one line per run, not per rank."""
+    if rt.is_main:
+        print(*parts, flush=True)
+
+
 def warn_cpu_amp(rt: Runtime) -> None:
     """One warning line (stderr, main process) when mixed precision runs without CUDA: bf16 autocast on
     a CPU is several times slower than float32."""
