@@ -4,7 +4,7 @@
 drives them epoch by epoch; :func:`load_dataset` and :func:`dataset_record` are shared with testing::
 
     exp = Experiment(cfg, setup_runtime("cpu"))
-    row = exp.train_epoch(0, on_step=None); val = exp.evaluate(exp.val_loader, "val")
+    row = exp.train_epoch(0, on_step=None); test = exp.evaluate(exp.test_loader, "test")
 """
 
 from __future__ import annotations
