@@ -569,6 +569,17 @@ def test_unassigned_neurons_look_unlike_every_class(stdp_dir):
     fig = draw_stdp(visualizer.topology(stdp_dir[0]))  # exc_0 never fired
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any(t.startswith("unassigned (never fired, hollow)") for t in texts), texts
+    # the legend's "black dashed" lines: drawn at 0.35 opacity like the class colours they read grey
+    from matplotlib.collections import LineCollection
+
+    dashed = [
+        rgba
+        for lines in fig.axes[0].collections
+        if isinstance(lines, LineCollection)
+        for rgba, (_, dashes) in zip(lines.get_colors(), lines.get_linestyles(), strict=True)
+        if dashes
+    ]
+    assert dashed and all(tuple(c[:3]) == (0, 0, 0) and c[3] >= 0.8 for c in dashed)
 
 
 def test_export_and_draw_reject_bad_input(stdp_dir, tmp_path):

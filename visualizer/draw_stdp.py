@@ -134,8 +134,10 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         for p in strongest:
             segments.append((patch_xy[p], (exc_x, exc_y[j])))
             values.append(summed[p, j])
-            colors.append(class_color(assignments[j]))
-            styles.append("solid" if assignments[j] >= 0 else "dashed")
+            assigned = assignments[j] >= 0
+            # translucent class colours; the never-fired neurons' dashed lines stay black, not grey
+            colors.append((*class_color(assignments[j])[:3], 0.35 if assigned else 0.85))
+            styles.append("solid" if assigned else "dashed")
     if segments:
         values_arr = np.asarray(values)
         ax.add_collection(
@@ -144,7 +146,6 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
                 colors=colors,
                 linestyles=styles,
                 linewidths=0.15 + 1.8 * values_arr / values_arr.max(),
-                alpha=0.35,
                 zorder=1,
             )
         )
