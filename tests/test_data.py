@@ -453,6 +453,14 @@ def test_download_cifar_archive_and_safe_extract(tmp_path, monkeypatch):
     batch.write_bytes(batch.read_bytes()[:50])  # damaged after the download: --download keeps it
     with pytest.raises(DatasetError, match="delete that folder to fetch a fresh copy"):
         nd.get_dataset("cifar10", data_dir=data, download=True)
+    shutil.copy(folder / "data_batch_1", batch)  # whole again; then the test split or the class names go
+    for lost in ("test_batch", "batches.meta"):  # missing: were loaded after --download, "Pass --download"
+        moved = data / "cifar-10-batches-py" / lost
+        moved.rename(tmp_path / lost)
+        with pytest.raises(DatasetError, match="delete that folder to fetch a fresh copy"):
+            nd.get_dataset("cifar10", data_dir=data, download=True)
+        (tmp_path / lost).rename(moved)
+    assert len(nd.get_dataset("cifar10", data_dir=data, download=True).test) == 4
 
     evil = make_tar(tmp_path / "evil.tar.gz", {"top/ok": b"1", "top/../../escape": b"x"})
     with pytest.raises(DatasetError, match="refusing"):
@@ -700,6 +708,24 @@ def test_augment_uint8_dvs_shared_and_deterministic():
     assert not torch.equal(out[0], out[1]) and Augment()(dvs) is dvs
     with pytest.raises(ValueError, match="crop_padding"):
         Augment(crop_padding=-1)
+    # Augment(flip="no") flipped half the images and cutout=2.5 passed unchecked
+    for bad, match in (
+        ({"cutout": 2.5}, "cutout must be an integer >= 0"),
+        ({"roll": True}, "roll must be an integer >= 0"),
+        ({"flip": "no"}, "flip must be True or False"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Augment(**bad)
+    assert type(Augment(cutout=np.int64(3)).cutout) is int
+
+
+def test_data_folders_expand_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fake_cifar(tmp_path / "datasets")
+    assert len(nd.get_dataset("cifar10", data_dir="~/datasets").train) == 20  # was "no folder at ~/datasets"
+    monkeypatch.setenv("NSNN_DATA_DIR", "~/datasets")
+    assert nd.default_data_dir() == tmp_path / "datasets"
+    assert len(nd.get_dataset("cifar10").test) == 4
 
 
 # ------------------------------------------------------------------------------------ validation split
@@ -800,6 +826,7 @@ def test_loader_shards_disjointly_and_reproduces_epochs():
     b.set_epoch(4)
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):  # same (seed, epoch): same order and augmentation
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    a.set_epoch(4)
     order4 = ids(a)
     a.set_epoch(5)
     assert ids(a) != order4 and sorted(ids(a)) == list(range(10))
@@ -808,3 +835,27 @@ def test_loader_shards_disjointly_and_reproduces_epochs():
     host = TensorLoader(data.images, labels, 3, shuffle=True, seed=7, resident=False)
     host.set_epoch(4)
     assert ids(host) == order4
+
+
+def test_loader_draws_a_new_epoch_on_every_pass_unless_one_is_set():
+    # Each pass of a loop without set_epoch replayed epoch 0: the same order and the same crops.
+    data = tiny_set(10)
+    labels = torch.arange(10)
+    loader = TensorLoader(
+        data.images, labels, 4, shuffle=True, seed=3, augment=Augment(crop_padding=1, flip=True)
+    )
+
+    def one_pass() -> tuple[list[int], torch.Tensor]:
+        batches = list(loader)
+        return torch.cat([y for _, y in batches]).tolist(), torch.cat([x for x, _ in batches])
+
+    passes = [one_pass() for _ in range(3)]
+    assert loader.epoch == 2
+    assert len({tuple(order) for order, _ in passes}) == 3
+    for epoch, (order, x) in enumerate(passes):  # pass k is epoch k, as set_epoch(k) reproduces it
+        loader.set_epoch(epoch)
+        again, x_again = one_pass()
+        assert again == order and torch.equal(x_again, x)
+    assert loader.indices().tolist() == passes[2][0]  # the current epoch's indices
+    with pytest.raises(ValueError, match="epoch must be an integer"):
+        loader.set_epoch(1.5)

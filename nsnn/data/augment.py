@@ -14,6 +14,7 @@ Translations are index gathers: ``out[b, ..., i, j] = src[b, ..., rows[b, i], co
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -123,8 +124,12 @@ class Augment:
 
     def __post_init__(self) -> None:
         for name in ("crop_padding", "roll", "cutout"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"Augment.{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"Augment.{name} must be an integer >= 0 (pixels), got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy integers as ints
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"Augment.flip must be True or False, got {self.flip!r}")
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = random_crop(x, self.crop_padding, generator)

@@ -63,8 +63,9 @@ class ImageSet:
 
 
 def default_data_dir() -> Path:
-    """``$NSNN_DATA_DIR`` if set, else ``./data``: where datasets are looked for and downloaded to."""
-    return Path(os.environ.get(DATA_DIR_ENV, "data"))
+    """``$NSNN_DATA_DIR`` if set (``~`` expanded), else ``./data``: where datasets are looked for and
+    downloaded to."""
+    return Path(os.environ.get(DATA_DIR_ENV, "data")).expanduser()
 
 
 def progress_off(progress: bool | None) -> bool | None:

@@ -5,9 +5,11 @@ per-sample Python: each batch is one gather. Images travel as uint8 (4× less th
 augmented on the device, then converted in place as ``x_float = x · scale + bias`` with
 ``scale = 1 / (255·std)`` and ``bias = −mean / std`` (per channel), i.e. ``(x/255 − mean) / std``.
 
-Order and augmentation are pure functions of ``(seed, epoch, rank)``: ``set_epoch(e)`` reproduces epoch
-``e`` exactly, so a resumed run continues with the same batches. With ``world_size > 1`` every rank
-takes a strided shard of one shared permutation, as ``DistributedSampler`` does::
+Order and augmentation are pure functions of ``(seed, epoch, rank)``. Each pass over the loader draws the
+next epoch (0, 1, 2, ... as ``DataLoader(shuffle=True)`` reshuffles every pass); ``set_epoch(e)`` makes
+the next pass epoch ``e`` exactly, so a resumed run continues with the same batches. With
+``world_size > 1`` every rank takes a strided shard of one shared permutation, as ``DistributedSampler``
+does::
 
     loader = TensorLoader(train.images, train.labels, 128, shuffle=True, seed=1, device="cuda",
                           augment=Augment(crop_padding=4, flip=True), mean=CIFAR10_MEAN, std=CIFAR10_STD)
@@ -53,7 +55,8 @@ class TensorLoader:
             ``[N, T, C, H, W]`` (DVS; used as they are, normalised only when ``mean``/``std`` are given).
         labels: integer ``[N]``.
         batch_size: samples per batch (per rank).
-        shuffle: a fresh permutation per epoch from ``(seed, epoch)``; otherwise dataset order.
+        shuffle: a fresh permutation per epoch from ``(seed, epoch)``; otherwise dataset order. The first
+            pass is epoch 0 and each later one the next, unless :meth:`set_epoch` chose it.
         seed: non-negative; with the epoch it fixes order and augmentation.
         drop_last: drop the incomplete last batch and trim the dataset to a multiple of
             ``world_size``; otherwise pad the shards by wrapping around (as ``DistributedSampler``:
@@ -120,7 +123,8 @@ class TensorLoader:
         self._labels = labels.to(data_device, torch.int64)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size, self.augment, self.resident = rank, world_size, augment, resident
-        self.epoch = 0
+        self.epoch = 0  # the epoch of the current pass, or of the next one after set_epoch
+        self._drawn = False  # a pass over self.epoch has begun: the next one advances it
         self._scale, self._bias = self._affine(mean, std, images)
 
     def _affine(
@@ -163,13 +167,15 @@ class TensorLoader:
         return n // b if self.drop_last else math.ceil(n / b)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order and augmentation the next iteration reproduces."""
+        """Select the epoch whose order and augmentation the next pass reproduces (later passes follow
+        with ``epoch + 1``, ...)."""
+        epoch = _integer("epoch", epoch)
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch, self._drawn = epoch, False
 
     def indices(self) -> torch.Tensor:
-        """This rank's dataset indices for the current epoch, in batch order (CPU int64)."""
+        """This rank's dataset indices for the current epoch (:attr:`epoch`), in batch order (CPU int64)."""
         n, w = self.dataset_size, self.world_size
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, _ORDER_STREAM))
@@ -192,6 +198,9 @@ class TensorLoader:
         return x if self._bias is None else x.add_(self._bias)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._drawn:  # a pass without set_epoch: the next epoch, not a replay of the last one
+            self.epoch += 1
+        self._drawn = True
         order = self.indices().to(self._images.device)
         generator = self._generator() if self.augment is not None else None
         copy = not self.resident and self.device.type != "cpu"

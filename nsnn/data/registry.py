@@ -153,7 +153,7 @@ def get_dataset(
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; choose from {list_datasets()}")
-    return _BUILDERS[name](None if data_dir is None else Path(data_dir), download, progress)
+    return _BUILDERS[name](None if data_dir is None else Path(data_dir).expanduser(), download, progress)
 
 
 def _load_or_fetch(
@@ -210,8 +210,12 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
 def _cifar(name: str) -> Builder:
     def build(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
         base = data_dir if data_dir is not None else default_data_dir()
-        train, root = _load_or_fetch(
-            lambda at: load_cifar_folder(at, name, "train"),
+        (train, test, classes), root = _load_or_fetch(
+            lambda at: (
+                load_cifar_folder(at, name, "train"),
+                load_cifar_folder(at, name, "test"),
+                load_cifar_classes(at, name),
+            ),
             base,
             lambda: download_cifar(base, name, progress=progress),
             download,
@@ -220,14 +224,14 @@ def _cifar(name: str) -> Builder:
         return DatasetBundle(
             name=name,
             train=train,
-            test=load_cifar_folder(root, name, "test"),
+            test=test,
             num_classes=CIFAR_LAYOUTS[name].num_classes,
             in_channels=3,
             image_size=32,
             mean=mean,
             std=std,
             augment=Augment(crop_padding=4, flip=True),
-            classes=load_cifar_classes(root, name),
+            classes=classes,
             source=str(find_cifar_folder(root, name)),
         )
 
