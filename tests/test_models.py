@@ -438,3 +438,45 @@ def test_numpy_integer_counts_are_accepted_and_recorded_as_ints_and_a_list_neuro
         create("mnist_mlp", neuron=["LIF"])
     with pytest.raises(ValueError, match="num_classes of model 'mnist_mlp' must be a positive integer"):
         create("mnist_mlp", num_classes=np.bool_(True))
+
+
+def test_an_own_models_integer_keywords_take_its_own_range_and_a_zoo_width_must_be_positive(monkeypatch):
+    # Any keyword with an int default >= 1 had to be a positive integer: extra_layers=0 was refused.
+    monkeypatch.setattr(models.registry, "_MODELS", dict(models.registry._MODELS))
+
+    @models.register_model
+    def deep_mlp(neuron, *, num_classes=10, in_channels=1, image_size=28, extra_layers=1, gain=1.0):
+        layers = [nsnn.SeqToANN(torch.nn.Flatten(), torch.nn.Linear(in_channels * image_size**2, 8))]
+        for _ in range(extra_layers):
+            layers += [neuron.build(), nsnn.SeqToANN(torch.nn.Linear(8, 8))]
+        return torch.nn.Sequential(*layers, nsnn.SeqToANN(torch.nn.Linear(8, num_classes)))
+
+    net = create("deep_mlp", extra_layers=np.int64(0), gain=0.5)
+    assert net.config["kwargs"]["extra_layers"] == 0 and type(net.config["kwargs"]["extra_layers"]) is int
+    assert net.config["kwargs"]["gain"] == 0.5 and len(net) == 2
+    with pytest.raises(
+        ValueError, match=r"extra_layers of model 'deep_mlp' must be an integer like its default 1"
+    ):
+        create("deep_mlp", extra_layers=1.5)
+    with pytest.raises(ValueError, match="in_channels of model 'deep_mlp' must be a positive integer"):
+        create("deep_mlp", in_channels=0)
+    for model, key in (("mnist_mlp", "hidden"), ("mnist_convnet", "width"), ("mnist_convnet", "hidden")):
+        with pytest.raises(ValueError, match=rf"{key} of MNIST\w+ must be >= 1, got 0"):
+            create(model, **{key: 0})
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "bad"),
+    [
+        ("mnist_mlp", {}, (1, 28, 30)),
+        ("mnist_convnet", {}, (1, 32, 32)),
+        ("vgg11", {"image_size": 32}, (3, 36, 36)),
+        ("cifarnet", {}, (1, 32, 32)),
+        ("spiking_resnet18", {}, (1, 32, 32)),
+    ],
+)
+def test_input_of_another_size_than_the_model_was_built_for_is_named(name, kwargs, bad):
+    # was a bare "mat1 and mat2 shapes cannot be multiplied" from deep inside the network
+    net = create(name, neuron="LIF", **kwargs)
+    with pytest.raises(ValueError, match=r"was built for samples \[.*\] \(in_channels, image_size\)"):
+        net(torch.rand(1, 2, *bad))

@@ -331,7 +331,7 @@ def run_model(model: nn.Module, x: torch.Tensor) -> Any:
     """``model(x)``; a failure (typically a shape the model does not accept) becomes a ``ValueError``."""
     try:
         return model(x)
-    except (RuntimeError, IndexError) as e:
+    except (RuntimeError, IndexError, ValueError) as e:
         raise ValueError(
             f"{type(model).__name__} cannot run on an input of shape {list(x.shape)}: {e}"
         ) from e

@@ -25,6 +25,7 @@ from nsnn.models.common import (
     NeuronSpec,
     check_input,
     conv_bn,
+    image_hw,
     kaiming_init,
     pooled_hw,
     spike_driven_init,
@@ -70,6 +71,7 @@ class CIFARNet(nn.Module):
                 layers += [conv_bn(channels, item, bn=bn), neuron.build()]
                 channels = item
         h, w = pooled_hw(image_size, CONV_LAYOUT.count("A"), type(self).__name__)
+        self.sample_shape = (in_channels, *image_hw(image_size))
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = [SeqToANN(nn.Flatten())]
         width = channels * h * w
@@ -85,7 +87,7 @@ class CIFARNet(nn.Module):
             spike_driven_init(convs[1:] + hidden, neuron.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__)
+        check_input(x, 5, type(self).__name__, self.sample_shape)
         return self.classifier(self.features(x))
 
 

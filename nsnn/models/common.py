@@ -136,13 +136,28 @@ def pooled_hw(image_size: int | Sequence[int], n_pools: int, what: str) -> tuple
     return h, w
 
 
-def check_input(x: torch.Tensor, rank: int, model: str) -> None:
-    """Raise a helpful ValueError unless ``x`` is time-first with the given rank."""
+def check_width(name: str, value: int, model: str) -> None:
+    """ValueError unless the layer size ``value`` (e.g. ``hidden``) is at least 1."""
+    if value < 1:
+        raise ValueError(f"{name} of {model} must be >= 1, got {value}")
+
+
+def check_input(x: torch.Tensor, rank: int, model: str, sample: Sequence[int | None] | None = None) -> None:
+    """Raise a helpful ValueError unless ``x`` is time-first with the given rank and, where ``sample``
+    gives them, the per-sample sizes ``[C, H, W]`` the model was built for (``None``: any size)."""
     if x.dim() != rank:
         layout = "[T, B, C, H, W]" if rank == 5 else "[T, B, ...]"
         raise ValueError(
             f"{model} expects time-first input {layout} (rank {rank}), got shape {tuple(x.shape)}; "
             "encode static images with nsnn.models.encode(x, T)"
+        )
+    if sample is not None and any(
+        want is not None and got != want for got, want in zip(x.shape[2:], sample, strict=True)
+    ):
+        built = ", ".join("*" if s is None else str(s) for s in sample)
+        raise ValueError(
+            f"{model} was built for samples [{built}] (in_channels, image_size), got input of shape "
+            f"{tuple(x.shape)}; build it for these with create(..., in_channels=, image_size=)"
         )
 
 

@@ -11,6 +11,7 @@ Input ``[T, B, 1, 28, 28]`` -> logits ``[T, B, classes]``::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,7 @@ from nsnn.layers import SeqToANN
 from nsnn.models.common import (
     NeuronSpec,
     check_input,
+    check_width,
     conv_bn,
     image_hw,
     kaiming_init,
@@ -43,6 +45,8 @@ class MNISTMLP(nn.Module):
     ) -> None:
         super().__init__()
         h, w = image_hw(image_size)
+        check_width("hidden", hidden, type(self).__name__)
+        self.sample_shape = (in_channels, h, w)
         self.hidden = SeqToANN(nn.Flatten(), spiking_linear(in_channels * h * w, hidden))
         self.sn = neuron.build()
         self.readout = SeqToANN(nn.Linear(hidden, num_classes))
@@ -54,6 +58,11 @@ class MNISTMLP(nn.Module):
                 f"got shape {tuple(x.shape)}; "
                 "encode static images with nsnn.models.encode(x, T)"
             )
+        if x.dim() == 3:  # flat features: as many as the built image has values
+            features = math.prod(self.sample_shape)
+            check_input(x, 3, type(self).__name__, (features,))
+        else:
+            check_input(x, 5, type(self).__name__, self.sample_shape)
         return self.readout(self.sn(self.hidden(x)))
 
 
@@ -80,6 +89,9 @@ class MNISTConvNet(nn.Module):
     ) -> None:
         super().__init__()
         h, w = pooled_hw(image_size, 2, type(self).__name__)
+        check_width("width", width, type(self).__name__)
+        check_width("hidden", hidden, type(self).__name__)
+        self.sample_shape = (in_channels, *image_hw(image_size))
         self.features = nn.Sequential(
             conv_bn(in_channels, width),
             neuron.build(),
@@ -96,7 +108,7 @@ class MNISTConvNet(nn.Module):
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__)
+        check_input(x, 5, type(self).__name__, self.sample_shape)
         return self.classifier(self.features(x))
 
 

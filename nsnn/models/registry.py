@@ -26,6 +26,9 @@ from nsnn.models.common import NEURON_KWARGS, NeuronSpec
 
 ModelFactory = Callable[..., nn.Module]
 
+#: Architecture keywords every model takes: positive integers (``image_size`` also an [H, W] pair).
+_COUNT_KWARGS = ("num_classes", "in_channels", "image_size")
+
 #: Neuron keywords of :func:`create` that take a real number (stored as a float).
 _REAL_NEURON_KWARGS = ("sigma", "tau", "threshold")
 
@@ -82,9 +85,10 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     ``noise``, ``sigma``, ``tau``, ``threshold``, ``reset``, ``detach_reset``), applied to every
     spiking layer. Unknown names or keywords raise ValueError listing the valid ones, and so do
     keywords of the wrong type: ``sigma``, ``tau`` and ``threshold`` must be finite real numbers (ints
-    and numpy floats included; recorded as floats), counts such as ``num_classes`` positive integers
-    (numpy integers included; recorded as ints), ``detach_reset`` and boolean architecture keywords
-    ``True`` or ``False``.
+    and numpy floats included; recorded as floats), ``num_classes``, ``in_channels`` and ``image_size``
+    positive integers, other architecture keywords with an integer default integers (numpy integers
+    included; recorded as ints; the factory checks their range), ``detach_reset`` and boolean
+    architecture keywords ``True`` or ``False``.
 
         net = create("vgg11", num_classes=10, image_size=32, neuron="LIF")
         logits = net(encode(images, T=4))                     # [4, B, 10]
@@ -105,14 +109,19 @@ def create(name: str, **kwargs: Any) -> nn.Module:
         default = arch.get(key)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ValueError(f"{key} of model {name!r} must be true or false, got {value!r}")
-        if _is_count(default) and not _is_count(value):
+        if key in _COUNT_KWARGS and not _is_count(value):
             sizes = key == "image_size" and isinstance(value, (list, tuple)) and len(value) == 2
             if not (sizes and all(_is_count(v) for v in value)):
                 pair = " (or an [H, W] pair of them)" if key == "image_size" else ""
                 raise ValueError(f"{key} of model {name!r} must be a positive integer{pair}, got {value!r}")
             kwargs[key] = [int(v) for v in value]  # numpy integers as ints
-        elif _is_count(default):
-            kwargs[key] = int(value)
+        elif _is_integer(default):
+            if not _is_integer(value):
+                raise ValueError(
+                    f"{key} of model {name!r} must be an integer like its default {default!r}, got "
+                    f"{value!r} (a factory that takes fractions declares a float default, e.g. 1.0)"
+                )
+            kwargs[key] = int(value)  # numpy integers as ints
     arch.update({k: v for k, v in kwargs.items() if k in arch})
     missing = [k for k, v in arch.items() if v is inspect.Parameter.empty]
     if missing:
@@ -141,9 +150,14 @@ def _check_neuron_kwargs(name: str, neuron_kw: dict[str, Any]) -> None:
         neuron_kw[key] = float(value)
 
 
+def _is_integer(value: Any) -> bool:
+    """A Python int or a numpy integer, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _is_count(value: Any) -> bool:
-    """A positive integer: a Python int or a numpy integer, never a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    """A positive integer (:func:`_is_integer`)."""
+    return _is_integer(value) and value >= 1
 
 
 def _get(name: str) -> ModelFactory:

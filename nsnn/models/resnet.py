@@ -88,6 +88,7 @@ class SpikingResNet(nn.Module):
             raise ValueError(
                 f"every stage needs >= 1 block and a stride >= 1: blocks {blocks}, strides {strides}"
             )
+        self.sample_shape = (in_channels, None, None)  # any size: global pooling
         self.stem = nn.Sequential(
             conv_bn(in_channels, stem_channels, stem_kernel, stem_stride), neuron.build()
         )
@@ -114,7 +115,7 @@ class SpikingResNet(nn.Module):
                     block.zero_init_residual()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__)
+        check_input(x, 5, type(self).__name__, self.sample_shape)
         return self.head(self.pool(self.stages(self.stem(x))))
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nsnn.layers import SeqToANN
-from nsnn.models.common import NeuronSpec, check_input, conv_bn, kaiming_init, pooled_hw
+from nsnn.models.common import NeuronSpec, check_input, conv_bn, image_hw, kaiming_init, pooled_hw
 from nsnn.models.registry import register_model
 
 POOL = "A"
@@ -62,12 +62,13 @@ class SpikingVGG(nn.Module):
             else:
                 raise ValueError(f"layout entries must be positive ints or {POOL!r}, got {item!r}")
         h, w = pooled_hw(image_size, layout.count(POOL), type(self).__name__)
+        self.sample_shape = (in_channels, *image_hw(image_size))
         self.features = nn.Sequential(*layers)
         self.classifier = SeqToANN(nn.Flatten(), nn.Linear(channels * h * w, num_classes))
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__)
+        check_input(x, 5, type(self).__name__, self.sample_shape)
         return self.classifier(self.features(x))
 
 
