@@ -4,7 +4,12 @@
     y = conv(x)                                  # [T, B, 3, H, W] -> [T, B, 64, H, W]
 
 ``SeqToANN`` runs its layers once on the flattened ``[T·B, ...]`` tensor (so BatchNorm statistics
-pool over time and batch) and restores the time axis.
+pool over time and batch) and restores the time axis. :func:`set_step_mode` turns a whole network into
+a per-step one (neurons stateful, ``SeqToANN`` layers on ``[B, ...]``) and back::
+
+    set_step_mode(net, "s")
+    out = torch.stack([net(x_t) for x_t in x])   # same spikes as net(x) in "m", step by step
+    reset_net(net)                               # before the next sequence
 """
 
 from __future__ import annotations
@@ -14,19 +19,45 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-from nsnn.neurons.base import EVAL_MODES, SpikingNeuron
+from nsnn.neurons.base import EVAL_MODES, STEP_MODES, SpikingNeuron, _choices
 
-__all__ = ["SeqToANN", "evaluating", "neuron_eval_mode", "reset_net", "set_eval_mode"]
+__all__ = ["SeqToANN", "evaluating", "neuron_eval_mode", "reset_net", "set_eval_mode", "set_step_mode"]
 
 
 class SeqToANN(nn.Sequential):
-    """Apply stateless modules to every time step at once: ``[T, B, ...] → [T, B, ...]``."""
+    """Apply stateless modules to every time step at once: ``[T, B, ...] → [T, B, ...]``.
+
+    With ``step_mode="s"`` (a network stepped one ``[B, ...]`` input per call, see
+    :func:`set_step_mode`) the modules run on the input as it is. Spiking neurons have state over time
+    and cannot go inside (they would take T·B as time): put them between ``SeqToANN`` blocks.
+    """
+
+    step_mode = _choices(STEP_MODES)
+
+    def __init__(self, *modules: nn.Module, step_mode: str = "m") -> None:
+        super().__init__(*modules)
+        self.step_mode = step_mode
+
+    def add_module(self, name: str, module: nn.Module | None) -> None:
+        if isinstance(module, nn.Module):
+            neurons = [type(m).__name__ for m in module.modules() if isinstance(m, SpikingNeuron)]
+            if neurons:
+                raise ValueError(
+                    f"SeqToANN is for stateless layers; {neurons[0]} keeps a membrane over time, which "
+                    "T·B flattened would scramble: place the neuron after the SeqToANN block"
+                )
+        super().add_module(name, module)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.step_mode == "s":
+            return super().forward(x)
         if x.dim() < 2:
             raise ValueError(f"SeqToANN expects [T, B, ...] (rank >= 2); got shape {tuple(x.shape)}")
         t, b = x.shape[:2]
         return super().forward(x.flatten(0, 1)).unflatten(0, (t, b))
+
+    def extra_repr(self) -> str:
+        return "step_mode='s'" if self.step_mode == "s" else ""
 
 
 def reset_net(model: nn.Module) -> None:
@@ -34,6 +65,17 @@ def reset_net(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, SpikingNeuron):
             m.reset()
+
+
+def set_step_mode(model: nn.Module, mode: str) -> None:
+    """Set ``step_mode`` ("m": ``[T, B, ...]`` per call; "s": one ``[B, ...]`` step per call) on every
+    neuron and :class:`SeqToANN` block of ``model``, and reset the neurons' single-step state."""
+    if not isinstance(mode, str) or mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be one of {', '.join(map(repr, STEP_MODES))}; got {mode!r}")
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron | SeqToANN):
+            m.step_mode = mode
+    reset_net(model)
 
 
 def _stochastic_neurons(model: nn.Module) -> list[SpikingNeuron]:

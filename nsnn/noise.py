@@ -267,18 +267,23 @@ def list_noises() -> list[str]:
     return sorted(NOISES)
 
 
-def get_noise(name: str | Noise, sigma: float = 0.3) -> Noise:
-    """Build a noise family by name (``"gaussian"``, ``"logistic"``, ``"triangular"``, ``"uniform"``).
+def get_noise(name: str | Noise | type[Noise], sigma: float = 0.3) -> Noise:
+    """Build a noise family by name (``"gaussian"``, ``"logistic"``, ``"triangular"``, ``"uniform"``) or
+    class (``Gaussian``) at scale ``sigma``.
 
     A :class:`Noise` instance is returned unchanged. Unknown names and σ ≤ 0 or non-finite raise
     ``ValueError`` listing the valid choices.
     """
     if isinstance(name, Noise):
         return name
-    key = str(name).lower()
-    if key not in NOISES:
-        raise ValueError(f"unknown noise {name!r}; valid choices: {', '.join(list_noises())}")
+    if isinstance(name, type) and issubclass(name, Noise) and not inspect.isabstract(name):
+        family, key = name, name.name
+    else:
+        key = str(name).lower()
+        if key not in NOISES:
+            raise ValueError(f"unknown noise {name!r}; valid choices: {', '.join(list_noises())}")
+        family = NOISES[key]
     try:
-        return NOISES[key](sigma)
+        return family(sigma)
     except ValueError as e:
         raise ValueError(f"{e} (noise {key!r}; valid noises: {', '.join(list_noises())})") from None

@@ -342,6 +342,53 @@ def test_seq_to_ann_runs_stateless_layers_over_time_and_batch():
         conv(torch.randn(5))
 
 
+def test_seq_to_ann_refuses_spiking_neurons():
+    # A neuron inside took T·B as its time axis, without complaint.
+    for build in (
+        lambda: nsnn.SeqToANN(torch.nn.Linear(3, 3), nsnn.LIF()),
+        lambda: nsnn.SeqToANN(torch.nn.Sequential(torch.nn.Linear(3, 3), nsnn.NILIF())),
+        lambda: nsnn.SeqToANN(torch.nn.Linear(3, 3)).append(nsnn.PLIF()),
+    ):
+        with pytest.raises(ValueError, match="SeqToANN is for stateless layers"):
+            build()
+
+
+def test_set_step_mode_steps_a_whole_network_with_seq_to_ann_blocks():
+    # In step mode the README's network returned [B, 1, 10] per step: SeqToANN took B as time.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        nsnn.SeqToANN(torch.nn.Flatten(), torch.nn.Linear(12, 16)),
+        nsnn.LIF(),
+        nsnn.SeqToANN(torch.nn.Linear(16, 5)),
+    )
+    x = torch.rand(6, 3, 1, 3, 4) * 2
+    whole = net(x)
+    nsnn.set_step_mode(net, "s")
+    assert [m.step_mode for m in (net[0], net[1], net[2])] == ["s"] * 3 and "step_mode='s'" in repr(net[0])
+    for _ in range(2):  # reset_net between sequences
+        stepped = torch.stack([net(x_t) for x_t in x])
+        torch.testing.assert_close(stepped, whole)
+        nsnn.reset_net(net)
+    nsnn.set_step_mode(net, "m")
+    torch.testing.assert_close(net(x), whole)
+    with pytest.raises(ValueError, match="step_mode must be one of 'm', 's'; got 'x'"):
+        nsnn.set_step_mode(net, "x")
+
+
+def test_settings_assigned_after_construction_are_checked():
+    neuron = nsnn.LIF()
+    with pytest.raises(AttributeError, match=r"reset_mode \(e.g. neuron.reset_mode = 'soft'\)"):
+        neuron.reset = "soft"  # replaced the reset() method: reset_net then failed
+    nsnn.reset_net(torch.nn.Sequential(neuron))
+    for bad in ("False", 1, None):
+        with pytest.raises(ValueError, match="detach_reset must be True or False"):
+            neuron.detach_reset = bad
+        with pytest.raises(ValueError, match="detach_reset must be True or False"):
+            nsnn.LIF(detach_reset=bad)
+    neuron.detach_reset = np.bool_(True)
+    assert neuron.detach_reset is True
+
+
 def test_matches_snntorch_leaky_dynamics_and_gradients():
     """nsnn hard reset + detach_reset ≡ snntorch Leaky(reset_mechanism="zero"), same surrogate.
 
@@ -447,6 +494,14 @@ def test_plif_built_on_the_meta_device_prints():
         plif = nsnn.PLIF(tau=3.0)
     assert math.isnan(plif.tau) and "tau=nan (learned)" in repr(plif)
     plif.to_empty(device="cpu").load_state_dict(nsnn.PLIF(tau=3.0).state_dict())
+    assert plif.tau == pytest.approx(3.0)
+    # to_empty() leaves w uninitialised; reset_parameters() restores the initial leak (it had none)
+    with torch.device("meta"):
+        plif = nsnn.PLIF(tau=3.0)
+    plif = plif.to_empty(device="cpu")
+    with torch.no_grad():
+        plif.w.fill_(7.0)
+    plif.reset_parameters()
     assert plif.tau == pytest.approx(3.0)
 
 

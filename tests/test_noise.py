@@ -205,3 +205,13 @@ def test_half_precision_cdf_and_pdf_are_computed_in_float32(name: str, dtype: to
     x = torch.linspace(-1, 1, 201).to(dtype)
     assert torch.equal(noise.cdf(x), noise.cdf(x.float()).to(dtype))
     assert torch.equal(noise.pdf(x), noise.pdf(x.float()).to(dtype))
+
+
+def test_get_noise_takes_a_family_class():
+    from nsnn.noise import Gaussian, Uniform
+
+    assert get_noise(Gaussian, 0.2) == Gaussian(0.2) and get_noise(Uniform, 0.5).sigma == 0.5
+    with pytest.raises(ValueError, match="valid choices: gaussian"):
+        get_noise(Noise)  # abstract: no family
+    with pytest.raises(ValueError, match="noise 'gaussian'"):
+        get_noise(Gaussian, -1.0)

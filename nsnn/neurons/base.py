@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from nsnn.functional import RESETS, LIFParameters, lif_multistep, lif_step
@@ -76,6 +77,12 @@ def _choices(choices: tuple[str, ...] | dict[str, str]) -> _Checked:
     return _Checked(lambda name, value: _choice(name, value, choices))
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 class SpikingNeuron(nn.Module):
     """Base class of LIF-type neurons; subclasses define :attr:`noise`, :attr:`decay` and firing.
 
@@ -94,6 +101,7 @@ class SpikingNeuron(nn.Module):
     tau = _Checked(_tau)
     threshold = _Checked(_threshold)
     reset_mode = _choices(RESETS)
+    detach_reset = _Checked(_flag)
     step_mode = _choices(STEP_MODES)
     eval_mode = _choices(EVAL_MODES)
 
@@ -111,7 +119,7 @@ class SpikingNeuron(nn.Module):
         self.tau = tau
         self.threshold = threshold
         self.reset_mode = _choice("reset", reset, RESETS)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = detach_reset
         self.step_mode = step_mode
         self.stochastic = bool(stochastic)
         self.eval_mode = eval_mode
@@ -121,6 +129,11 @@ class SpikingNeuron(nn.Module):
         # nn.Module files a Parameter away from the validated attributes and properties (PLIF's tau),
         # where it would be ignored.
         setting = getattr(type(self), name, None)
+        if name == "reset" and not callable(value):
+            raise AttributeError(
+                f"reset() is the method that forgets the single-step state; the reset rule is "
+                f"reset_mode (e.g. neuron.reset_mode = {value!r})"
+            )
         if isinstance(value, nn.Parameter) and isinstance(setting, _Checked | property):
             raise ValueError(f"{name} is a fixed setting, not a learnable parameter (PLIF learns the leak)")
         super().__setattr__(name, value)

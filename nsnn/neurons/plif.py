@@ -59,7 +59,15 @@ class PLIF(SpikingNeuron):
     ) -> None:
         super().__init__(tau, threshold, reset, detach_reset, step_mode, noise is not None, eval_mode)
         self.noise = get_noise(noise if noise is not None else surrogate, sigma)
-        self.w = nn.Parameter(torch.tensor(_w_for(tau)))
+        self.initial_tau = float(tau)
+        self.w = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``w`` back to its initial value, for τ = ``initial_tau`` (as ``nn.Linear.reset_parameters``;
+        e.g. after ``to_empty()`` of a model built on the meta device)."""
+        with torch.no_grad():
+            self.w.fill_(_w_for(self.initial_tau))
 
     @property
     def tau(self) -> float:
