@@ -14,7 +14,7 @@ use, and Brian2, matplotlib and networkx load lazily.
 import importlib
 from typing import Any
 
-from nsnn.layers import SeqToANN, neuron_eval_mode, reset_net, set_eval_mode, set_step_mode
+from nsnn.layers import SeqToANN, detach_net, neuron_eval_mode, reset_net, set_eval_mode, set_step_mode
 from nsnn.neurons import LIF, NILIF, PLIF, SpikingNeuron, build_neuron
 from nsnn.noise import Noise, get_noise, list_noises
 
@@ -28,6 +28,7 @@ __all__ = [
     "SeqToANN",
     "SpikingNeuron",
     "build_neuron",
+    "detach_net",
     "get_noise",
     "list_noises",
     "neuron_eval_mode",

@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from nsnn.neurons.base import EVAL_MODES, STEP_MODES, SpikingNeuron, _choices
 
-__all__ = ["SeqToANN", "evaluating", "neuron_eval_mode", "reset_net", "set_eval_mode", "set_step_mode"]
+__all__ = [
+    "SeqToANN",
+    "detach_net",
+    "evaluating",
+    "neuron_eval_mode",
+    "reset_net",
+    "set_eval_mode",
+    "set_step_mode",
+]
 
 
 class SeqToANN(nn.Sequential):
@@ -65,6 +73,14 @@ def reset_net(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, SpikingNeuron):
             m.reset()
+
+
+def detach_net(model: nn.Module) -> None:
+    """Cut every neuron's single-step membrane from its autograd graph, keeping its value: truncated
+    BPTT over a long per-step sequence (``loss.backward()`` every K steps, then ``detach_net``)."""
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron) and m.mem is not None:
+            m.mem = m.mem.detach()
 
 
 def set_step_mode(model: nn.Module, mode: str) -> None:

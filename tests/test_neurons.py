@@ -371,6 +371,20 @@ def test_set_step_mode_steps_a_whole_network_with_seq_to_ann_blocks():
         nsnn.reset_net(net)
     nsnn.set_step_mode(net, "m")
     torch.testing.assert_close(net(x), whole)
+
+
+def test_detach_net_keeps_the_membranes_for_truncated_bptt():
+    net = torch.nn.Sequential(nsnn.SeqToANN(torch.nn.Linear(4, 4)), nsnn.LIF(tau=1e6))
+    nsnn.set_step_mode(net, "s")
+    x = torch.rand(6, 2, 4)
+    for t in range(3):
+        net(x[t])
+    net[1].mem.sum().backward()
+    held = net[1].mem.clone()
+    nsnn.detach_net(net)
+    assert torch.equal(net[1].mem, held) and net[1].mem.grad_fn is None
+    net(x[3]).sum().backward()  # a second backward: only through step 3, no "graph freed" error
+    assert net[0][0].weight.grad is not None
     with pytest.raises(ValueError, match="step_mode must be one of 'm', 's'; got 'x'"):
         nsnn.set_step_mode(net, "x")
 
