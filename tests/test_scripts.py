@@ -92,7 +92,10 @@ def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
         (["--threshold", "-1"], "threshold must be a finite number > 0"),
         (["--seed", "-1"], "seed must be an integer in [0, "),
         (["--max-samples", "1"], "max_samples must leave >= 2 samples"),
-        (["--arch", '{"width": 0}', "--max-samples", "100", "--minibatch", "8"], "width of model"),
+        (
+            ["--arch", '{"width": 0}', "--max-samples", "100", "--minibatch", "8"],
+            "width of MNISTConvNet must be >= 1",
+        ),
         (["--loss", "mean_ce", "--tet"], "--tet means --loss tet, which conflicts with --loss mean_ce"),
     ],
 )
