@@ -190,6 +190,27 @@ def test_quantized_module_report_and_levels():
     assert [layer.bits for layer in compression_report(model).layers] == [32, 32]
 
 
+def test_a_layer_fine_tuned_after_quantizing_reports_and_saves_full_precision():
+    # At 8 bits a layer of <= 256 weights passed the "at most 2**bits distinct values" test after any
+    # training, so the report and the checkpoint kept "8 bits" for weights off every level.
+    from nsnn.compress import compression_state, restore_compression
+
+    torch.manual_seed(0)
+    model = _model()
+    quantize(model, bits=8)
+    saved = compression_state(model)
+    assert [saved[name]["bits"] for name in saved] == [8, 8] and all("levels" in e for e in saved.values())
+    twin = _model()
+    twin.load_state_dict(model.state_dict())
+    restore_compression(twin, saved)
+    assert [layer.bits for layer in compression_report(twin).layers] == [8, 8]
+    with torch.no_grad():  # one weight of the first layer moves; the second layer stays quantized
+        model[0].weight.view(-1)[0] += 1e-3
+    assert model[0].weight.numel() <= 2**8
+    assert [layer.bits for layer in compression_report(model).layers] == [32, 8]
+    assert "bits" not in compression_state(model).get("0", {}) and compression_state(model)["3"]["bits"] == 8
+
+
 def test_counting_events_is_an_inference_that_leaves_the_model_as_it_was():
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
     model.train()
@@ -347,7 +368,8 @@ def test_uniform_quantization_memory_does_not_grow_with_bits():
     model = nn.Sequential(nn.Linear(16, 8))
     report = quantize(model, bits=22)
     assert report.layers[0].bits == 22
-    assert sum(b.numel() for b in model.buffers()) <= 1
+    # the bits, and the values the weights took (at most one per weight), never the 2**22 levels
+    assert sum(b.numel() for b in model.buffers()) <= 1 + model[0].weight.numel()
 
 
 def test_31_bit_levels_are_exact_without_being_listed():
@@ -576,3 +598,47 @@ def test_report_table_never_rounds_a_sparsity_to_0_or_100_percent():
     rows = {line.split()[0]: line.split()[-2] for line in table.splitlines()[2:4]}
     assert rows == {"almost": ">99.9%", "barely": "<0.1%"}
     assert compression_report({"all": np.ones(4)}).format_table().splitlines()[2].split()[-2] == "0.0%"
+
+
+def test_pruning_zeroes_nan_weights_and_refuses_computed_weights():
+    # masks multiplied NaN·0 = NaN into pruned tensor weights; weight_norm layers ignored the mask
+    import torch.nn.utils.prune as torch_prune
+
+    w = torch.tensor([[float("nan"), 0.1], [2.0, 0.2]])
+    pruned, mask = magnitude_prune(w, threshold=0.5)
+    assert pruned[~mask].eq(0).all() and mask.tolist() == [[False, False], [True, False]]
+    layer = nn.Linear(2, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[float("nan"), 0.1], [0.3, 0.2]]))
+    model = nn.Sequential(layer)
+    magnitude_prune(model, sparsity=0.5)
+    assert layer.weight[~layer.weight_mask].eq(0).all()
+    for computed in (
+        nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)),
+        torch_prune.l1_unstructured(nn.Linear(4, 4), "weight", 0.5),
+    ):
+        for compress in (lambda m: magnitude_prune(m, sparsity=0.5), lambda m: quantize(m, bits=4)):
+            with pytest.raises(ValueError, match="weight is computed from other parameters"):
+                compress(nn.Sequential(computed))
+
+
+def test_quantize_refuses_arguments_it_would_ignore():
+    w = np.linspace(0, 1, 10)
+    for kwargs, match in (
+        ({"levels": [0, 1], "bits": 4}, "levels lists the levels itself; drop bits"),
+        ({"levels": [0, 1], "w_range": (0, 1)}, "drop w_range"),
+        ({"bits": 4, "w_range": (0, 1, 2)}, r"w_range must be a pair \(low, high\)"),
+        ({"bits": 4, "w_range": (1, 0)}, "low < high"),
+        ({"bits": 4, "scope": "global!"}, "scope must be one of"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            quantize(w, **kwargs)
+
+
+def test_report_counts_a_tied_weight_once_and_an_empty_report_as_unpruned():
+    first, second = nn.Linear(8, 8), nn.Linear(8, 8)
+    second.weight = first.weight  # tied: 64 weights, not 128
+    report = compression_report(nn.Sequential(first, nn.ReLU(), second))
+    assert report.weights == 64 and [layer.name for layer in report.layers] == ["0"]
+    empty = compression_report({})
+    assert empty.weights == 0 and empty.sparsity == 0.0 and "0/0" in empty.format_table()

@@ -39,6 +39,7 @@ from torch import nn
 SCOPES = ("layer", "global")
 MASK_BUFFER = "weight_mask"
 BITS_BUFFER = "weight_bits"
+LEVELS_BUFFER = "weight_levels"  # the values a quantized layer's alive weights took (1-D, sorted)
 _LOAD_HOOK = "_nsnn_drops_weight_buffers_on_load"
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -54,6 +55,22 @@ def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if isinstance(module, LAYER_TYPES) and module.weight is not None:
             yield name or "<root>", module
+
+
+def stored_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """:func:`prunable_layers`, each checked to hold its ``weight`` as a Parameter: a weight computed
+    from others in the forward pass (``weight_norm``, a parametrization, ``torch.nn.utils.prune``)
+    would ignore the masks and levels written into it, so such a layer is a ValueError."""
+    layers = list(prunable_layers(model))
+    for name, module in layers:
+        if not isinstance(module._parameters.get("weight"), nn.Parameter):
+            raise ValueError(
+                f"layer {name!r}: its weight is computed from other parameters in the forward pass "
+                "(weight_norm, a parametrization or torch.nn.utils.prune), which would not see nsnn's "
+                "masks or levels; remove that first (torch.nn.utils.parametrize.remove_parametrizations, "
+                "torch.nn.utils.remove_weight_norm or torch.nn.utils.prune.remove)"
+            )
+    return layers
 
 
 def _check_args(sparsity: float | None, threshold: float | None) -> None:
@@ -126,7 +143,7 @@ def _prune_array(weights: Any, **kw: Any) -> tuple[Any, Any]:
         mask_np = None if mask is None else mask_array(mask)
         alive = prune_mask(weights_numpy(weights), mask=mask_np, **kw)
         alive_t = torch.from_numpy(alive).to(weights.device)
-        return weights * alive_t, alive_t
+        return weights.masked_fill(~alive_t, 0), alive_t  # 0, not NaN·0, where pruned
     alive = prune_mask(weights, **kw)
     return np.where(alive, weights, 0).astype(np.asarray(weights).dtype), alive
 
@@ -145,7 +162,7 @@ def layer_mask(module: nn.Module) -> torch.Tensor:
 
 def _drop_weight_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
     if prefix + "weight" in state_dict:
-        for name in (MASK_BUFFER, BITS_BUFFER):
+        for name in (MASK_BUFFER, BITS_BUFFER, LEVELS_BUFFER):
             if name in module._buffers:
                 delattr(module, name)
 
@@ -164,7 +181,7 @@ def _set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
     set_weight_buffer(module, MASK_BUFFER, mask)
     with torch.no_grad():
-        module.weight.mul_(mask)
+        module.weight.masked_fill_(~mask, 0)
 
 
 def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float | None, scope: str) -> Any:
@@ -172,7 +189,7 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
 
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
-    layers = list(prunable_layers(model))
+    layers = stored_weight_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to prune")
     weights = [weights_numpy(m.weight) for _, m in layers]
@@ -231,7 +248,7 @@ def apply_masks(model: nn.Module) -> nn.Module:
     for _, module in prunable_layers(model):
         mask = getattr(module, MASK_BUFFER, None)
         if mask is not None:
-            module.weight.mul_(mask)
+            module.weight.masked_fill_(~mask.bool(), 0)
     return model
 
 

@@ -37,12 +37,13 @@ from torch import nn
 
 from nsnn.compress.prune import (
     BITS_BUFFER,
+    LEVELS_BUFFER,
     MASK_BUFFER,
     SCOPES,
     layer_mask,
     mask_array,
-    prunable_layers,
     set_weight_buffer,
+    stored_weight_layers,
     weights_numpy,
 )
 
@@ -125,6 +126,17 @@ def nearest_level(x: np.ndarray, levels: np.ndarray | UniformLevels) -> np.ndarr
     return np.where(np.isnan(x), np.nan, np.where(pick_upper, levels[upper], levels[lower]))
 
 
+def _pair(w_range: Any) -> tuple[float, float]:
+    """``w_range`` as ``(low, high)``: two finite numbers, low < high; else ValueError."""
+    try:
+        low, high = (float(v) for v in w_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"w_range must be a pair (low, high) of numbers, got {w_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"w_range must be finite with low < high, got {w_range!r}")
+    return low, high
+
+
 def _default_range(alive_values: np.ndarray) -> tuple[float, float]:
     """[0, max |w|] for non-negative weights, else [−max |w|, max |w|], over the finite ones (NaN and
     ±inf say nothing about where the levels should lie); [0, 1] if none is nonzero."""
@@ -179,7 +191,7 @@ def _quantize_module(
 
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
-    layers = list(prunable_layers(model))
+    layers = stored_weight_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to quantize")
     unmasked_zeros = [
@@ -208,6 +220,7 @@ def _quantize_module(
         module.weight.copy_(_quantize_array(module.weight, bits=None, levels=chosen, w_range=None, mask=mask))
         bits_tensor = torch.tensor(level_bits(chosen), dtype=torch.int64, device=module.weight.device)
         set_weight_buffer(module, BITS_BUFFER, bits_tensor)
+        set_weight_buffer(module, LEVELS_BUFFER, torch.unique(module.weight.detach()[mask]))
     return compression_report(model)
 
 
@@ -227,6 +240,14 @@ def quantize(
     * ``nn.Module`` → every Linear/Conv weight quantized in place (per layer, or ``scope="global"`` with
       one level set), pruning masks respected; returns a :class:`~nsnn.compress.report.CompressionReport`.
     """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    if levels is not None and (bits is not None or w_range is not None):
+        given = ", ".join(k for k, v in (("bits", bits), ("w_range", w_range)) if v is not None)
+        raise ValueError(f"levels lists the levels itself; drop {given} (or drop levels)")
+    if w_range is not None:
+        low, high = _pair(w_range)
+        w_range = (low, high)
     if isinstance(target, nn.Module):
         if mask is not None:
             raise ValueError("modules use their own pruning masks (weight_mask buffers); do not pass mask")

@@ -9,8 +9,9 @@ event count) uses again while the report, going by the mask, does not: it warns 
 when it sees this.
 
 A layer's ``bits`` is what :func:`~nsnn.compress.quantize` recorded (``weight_bits``) while its alive
-weights still take at most 2**bits values; once training has moved them off the levels (fine-tuning
-after quantizing), the record is stale and the layer is reported at full precision (32).
+weights still lie on the values quantization gave them (``weight_levels``); once training has moved any
+of them (fine-tuning after quantizing), the record is stale and the layer is reported at full precision
+(32), and a checkpoint no longer records those bits (:func:`quantized_bits`).
 
 Synaptic events per inference = Σ over presynaptic spikes of the spiking neuron's *surviving* fan-out:
 each event is one weight read and one accumulate on neuromorphic hardware, so events (not MACs) track
@@ -37,7 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsnn.compress.prune import BITS_BUFFER, MASK_BUFFER, mask_array, prunable_layers, weights_numpy
+from nsnn.compress.prune import (
+    BITS_BUFFER,
+    LEVELS_BUFFER,
+    MASK_BUFFER,
+    mask_array,
+    prunable_layers,
+    weights_numpy,
+)
 from nsnn.compress.quantize import FULL_PRECISION_BITS
 from nsnn.layers import evaluating
 
@@ -56,7 +64,8 @@ class LayerStats:
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - self.alive / max(self.weights, 1)
+        """Fraction of the weights pruned (0 for a report without weights: nothing was removed)."""
+        return 1.0 - self.alive / self.weights if self.weights else 0.0
 
 
 def _percent(fraction: float) -> str:
@@ -86,7 +95,8 @@ class CompressionReport:
 
     @property
     def sparsity(self) -> float:
-        return 1.0 - self.alive / max(self.weights, 1)
+        """Fraction of the weights pruned (0 for a report without weights: nothing was removed)."""
+        return 1.0 - self.alive / self.weights if self.weights else 0.0
 
     @property
     def storage_bits(self) -> int:
@@ -121,6 +131,24 @@ class CompressionReport:
         return "\n".join(lines)
 
 
+def quantized_bits(module: nn.Module) -> int | None:
+    """The bits :func:`~nsnn.compress.quantize` recorded for ``module``'s weight while its alive weights
+    still lie on the values quantization gave them (``weight_levels``; without that record, while they
+    take at most 2**bits values); None if never quantized or moved since (fine-tuning)."""
+    bits = getattr(module, BITS_BUFFER, None)
+    if bits is None:
+        return None
+    w = module.weight.detach()
+    mask = getattr(module, MASK_BUFFER, None)
+    alive = w != 0 if mask is None else (w != 0) & mask.bool()
+    levels = getattr(module, LEVELS_BUFFER, None)
+    if levels is not None:
+        on_levels = bool(torch.isin(w[alive], levels.to(w.dtype)).all())
+    else:
+        on_levels = torch.unique(w[alive]).numel() <= 2 ** int(bits)
+    return int(bits) if on_levels else None
+
+
 def layer_stats(name: str, weight: Any, mask: Any = None, bits: int | None = None) -> LayerStats:
     """Stats of one weight array/tensor (any shape); alive = nonzero weights where ``mask`` (same shape,
     default all True) is True."""
@@ -143,15 +171,18 @@ def compression_report(
     bits: Mapping[str, int] | int | None = None,
 ) -> CompressionReport:
     """Report for a module (masks and bits from its buffers; a stale bits record is ignored, see the
-    module docstring) or a ``{name: weights}`` mapping.
+    module docstring; a weight shared by several layers is one row, under its first layer's name) or a
+    ``{name: weights}`` mapping.
 
     For mappings, ``masks`` default to all True and ``bits`` (one int or per name) to 32. Either way
     alive = nonzero and not masked out (module docstring).
     """
     if isinstance(target, nn.Module):
-        stats = []
+        stats, seen = [], set()
         for name, module in prunable_layers(target):
-            bits_buffer = getattr(module, BITS_BUFFER, None)
+            if id(module.weight) in seen:  # a weight tied to an earlier layer's: counted once, there
+                continue
+            seen.add(id(module.weight))
             mask = getattr(module, MASK_BUFFER, None)
             if mask is not None and bool((module.weight.detach()[~mask.bool()] != 0).any()):
                 warnings.warn(
@@ -162,8 +193,9 @@ def compression_report(
                     stacklevel=2,
                 )
             layer = layer_stats(name, module.weight, mask)
-            if bits_buffer is not None and layer.distinct <= 2 ** int(bits_buffer):
-                layer = dataclasses.replace(layer, bits=int(bits_buffer))
+            bits = quantized_bits(module)
+            if bits is not None:
+                layer = dataclasses.replace(layer, bits=bits)
             stats.append(layer)
         return CompressionReport(tuple(stats))
     masks = masks or {}

@@ -7,7 +7,7 @@ A checkpoint is a dict of tensors, dicts, lists, numbers and strings only, so it
      "model": state_dict (no "module." prefix), "optimizer": ..., "scheduler": ..., "scaler": ...,
      "rng": [per-rank RNG state], "loader": {"seed", "next_epoch", "world_size"},
      "epoch": completed epochs, "config": TrainConfig as a dict, "metrics": {...},
-     "dataset": {...}, "versions": {...}, "compression": {layer: {"mask", "bits"}} (pruned or
+     "dataset": {...}, "versions": {...}, "compression": {layer: {"mask", "bits", "levels"}} (pruned or
      quantized layers only; :func:`nsnn.compress.compression_state`)}
 
 ``rng`` holds, per process, torch's CPU state, every CUDA device's state, numpy's and Python's
