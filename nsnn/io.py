@@ -297,12 +297,14 @@ def check_new_run_dir(out: str | Path) -> Path:
     """
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"--out {path} is a file, not a folder")
+        raise FileExistsError(f"run folder {path} (--out) is a file, not a folder")
     if path.is_dir():
         held = sorted(p.name for p in path.iterdir() if not _STALE_TEMP.match(p.name))
         if held:
             listed = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-            raise FileExistsError(f"--out {path} already holds files ({listed}); choose a new folder")
+            raise FileExistsError(
+                f"run folder {path} (--out) already holds files ({listed}); choose a new folder"
+            )
     return path
 
 

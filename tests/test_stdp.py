@@ -117,6 +117,11 @@ def test_config_validation_and_round_trip():
         {"prune_every": 2.5},
         {"retry_max": 1.5},
         {"chunk": "10"},
+        {"v_thresh_e_mv": float("nan")},  # the voltages went unchecked: a NaN threshold never fires
+        {"e_inh_e_mv": float("-inf")},
+        {"intensity": "2"},  # was a bare TypeError
+        {"train_retry": "no"},  # was taken as True
+        {"target": 3},
     ):
         with pytest.raises(ValueError):
             STDPConfig(**bad)
@@ -614,6 +619,24 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
         run_experiment(cfg, train_set, test_set, run_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="n_label"):
         run_experiment(cfg, train_set, test_set, run_dir=tmp_path / "nolabel", n_label=0, progress=False)
+    # Refused before anything trains or is written (a bad sweep cell came after training and lost the
+    # run; bad data came after config.json, so a corrected retry met "already holds files").
+    for bad, match in (
+        ({"sweep": True, "sweep_bits": (32, 64)}, r"bits must be 1\.\.16"),
+        ({"sweep": True, "sweep_sparsities": (0.5, 1.0)}, r"sweep sparsities must be numbers in \[0, 1\)"),
+        ({"sweep": True, "sweep_bits": ()}, "a sweep needs >= 1 sparsity and >= 1 bit width"),
+        ({"train_set": ImageSet(torch.zeros(8, 7, 7, dtype=torch.uint8), train_set.labels)}, "49 pixels"),
+        (
+            {"test_set": ImageSet(test_set.images, test_set.labels + 10)},
+            r"labels must be integers in \[0, n_classes=4\)",
+        ),
+    ):
+        args = {"train_set": train_set, "test_set": test_set, **bad}
+        with pytest.raises(ValueError, match=match):
+            run_experiment(cfg, run_dir=tmp_path / "refused", progress=False, **args)
+        assert not (tmp_path / "refused").exists()
+    with pytest.raises(ValueError, match=r"bits must be 1\.\.16"):
+        sweep_run(tmp_path, train_set, test_set, run_dir=tmp_path / "refused", bits=(64,))
     again = evaluate_run(run, test_set)  # the run's own test pass, re-simulated with its seed
     assert again["n_test"] == 4 and again["accuracy"] == summary["accuracy"]
     assert again["input_events_per_inference"] == summary["input_events_per_inference"]  # same input spikes
@@ -691,7 +714,7 @@ def test_cli_rejects_bad_config(tmp_path):
     for argv, message in (
         (["--levels", "0", "0.5", "1", "--bits", "4"], "give one of them"),
         (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
-        (["--bits", "24"], "bits must be 1..16"),
+        (["--bits", "24"], r"bits must be 1\.\.16"),
         (["--neurons", "0"], "--neurons must be >= 1, got 0"),
         (["--prune-every", "50"], "give --prune > 0 or --bits < 32 as well"),  # was a dense run
         (["--prune-every", "50", "--levels", "0", "1"], "--levels are applied at deployment only"),
@@ -1169,3 +1192,16 @@ def test_spike_queue_delivers_brians_events_in_brians_order(tmp_path):
     out = subprocess.run(["./diff"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert int(out.stdout) > 10_000  # events compared
+
+
+def test_save_run_refuses_extra_arrays_it_could_not_read_back(tmp_path):
+    # a key without the w_xe_ prefix was written and then dropped by load_run; "theta" replaced the
+    # network's own thresholds
+    from nsnn.stdp.runio import save_run
+    from nsnn.stdp.state import init_state
+
+    state = init_state(tiny())
+    for key in ("theta", "dense"):
+        with pytest.raises(ValueError, match="extra_weights keys must start with 'w_xe_'"):
+            save_run(tmp_path, state, np.zeros(4, dtype=np.int64), extra_weights={key: state.w})
+    assert not (tmp_path / "weights.npz").exists()

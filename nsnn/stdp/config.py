@@ -47,6 +47,13 @@ def _integer(name: str, value: Any) -> int:
     raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
+def _finite(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number (not a bool, not a string); else ValueError."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class STDPConfig:
     """Diehl & Cook network, schedule and compression settings (all times in ms, voltages in mV).
@@ -132,8 +139,15 @@ class STDPConfig:
         if self.levels is not None:
             object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
             if f.type == "int":  # counts: an integral float (a hand-edited 4.0) is taken as 4
-                object.__setattr__(self, f.name, _integer(f.name, getattr(self, f.name)))
+                object.__setattr__(self, f.name, _integer(f.name, value))
+            elif f.type == "float":  # every constant: a finite number (a NaN threshold never fires)
+                object.__setattr__(self, f.name, _finite(f.name, value))
+            elif f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be True or False, got {value!r}")
+            elif f.type == "str" and not isinstance(value, str):
+                raise ValueError(f"{f.name} must be a string, got {value!r}")
         self._validate()
 
     def _validate(self) -> None:
@@ -281,6 +295,19 @@ def check_bits(bits: int) -> None:
             f"bits must be 1..{MAX_LEVEL_BITS} (2**bits uniform levels) or {FULL_PRECISION_BITS} "
             f"(full precision), got {bits}"
         )
+
+
+def check_grid(sparsities: Any, bits: Any) -> None:
+    """ValueError unless a sweep grid lists >= 1 sparsity in [0, 1) and >= 1 valid bit width
+    (:func:`check_bits`): checked before any training or simulation, whose work a bad cell would lose."""
+    sparsities, bits = list(sparsities), list(bits)
+    if not sparsities or not bits:
+        raise ValueError(f"a sweep needs >= 1 sparsity and >= 1 bit width, got {sparsities} and {bits}")
+    for sparsity in sparsities:
+        if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity < 1:
+            raise ValueError(f"sweep sparsities must be numbers in [0, 1), got {sparsity!r} in {sparsities}")
+    for b in bits:
+        check_bits(_integer("sweep bits", b))
 
 
 def levels_for_bits(bits: int, w_max: float) -> tuple[float, ...] | None:

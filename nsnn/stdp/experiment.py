@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, read_json, write_json
-from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig
+from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, check_grid, check_images_fit
 from nsnn.stdp.runio import CONFIG, StdpRun, load_run, save_run, write_config
 from nsnn.stdp.state import NetworkState, init_state
 
@@ -56,11 +56,29 @@ SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 BITS = (32, 8, 4, 2)
 
 
-def _arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, labels)`` as numpy from anything with ``.images`` / ``.labels`` (tensors or arrays)."""
+def _arrays(data: Any, config: STDPConfig, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` as numpy from anything with ``.images`` / ``.labels`` (tensors or arrays),
+    checked against ``config`` before any simulation (or any file written): one label per image, each
+    image ``config.n_input`` pixels, labels in [0, n_classes)."""
     images, labels = data.images, data.labels
     images = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
     labels = labels.numpy() if hasattr(labels, "numpy") else np.asarray(labels)
+    if images.ndim < 2 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{name}: need images [N, ...] and labels [N], got shapes {images.shape} and {labels.shape}"
+        )
+    try:
+        check_images_fit(config, int(np.prod(images.shape[1:])))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    if not np.issubdtype(labels.dtype, np.integer) or (
+        labels.size and (labels.min() < 0 or labels.max() >= config.n_classes)
+    ):
+        raise ValueError(
+            f"{name}: labels must be integers in [0, n_classes={config.n_classes}), got "
+            f"{labels.dtype} values in [{labels.min() if labels.size else ''}, "
+            f"{labels.max() if labels.size else ''}]"
+        )
     return images, labels.astype(np.int64)
 
 
@@ -161,9 +179,11 @@ def run_experiment(
 
     if sweep and config.compressed:
         raise ValueError("sweep compresses the trained dense network itself; use prune=0 and bits=32 with it")
+    if sweep:
+        check_grid(sweep_sparsities, sweep_bits)
     started = time.perf_counter()
-    x_train, y_train = _arrays(train_set)
-    x_test, y_test = _arrays(test_set)
+    x_train, y_train = _arrays(train_set, config, "train_set")
+    x_test, y_test = _arrays(test_set, config, "test_set")
     if len(x_train) == 0 or len(x_test) == 0:
         raise ValueError(
             f"an experiment needs training and test examples; got {len(x_train)} and {len(x_test)}"
@@ -186,6 +206,9 @@ def run_experiment(
         label_set, test_xy = (x_train[:n_label], y_train[:n_label]), (x_test, y_test)
         ev = pl.evaluate(engine, final, *label_set, *test_xy, config, progress=progress)
         _log_evaluation(log, ev, final, pl.weight_bits(config))
+        dense = pl.trains_dense(config, len(x_train))
+        extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense else "w_xe_shadow"): trained.state.w}
+        save_run(run_dir, final, ev.assignments, extra_weights=extra)  # before the sweep: kept if it fails
         if sweep:
             sweep_rows = pl.sweep(
                 engine,
@@ -201,9 +224,6 @@ def run_experiment(
 
     nonzero = int(pl.transmitting(final).sum())
     warn_if_quantization_silences(final.synapses, nonzero, config)
-    dense = pl.trains_dense(config, len(x_train))
-    extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense else "w_xe_shadow"): trained.state.w}
-    save_run(run_dir, final, ev.assignments, extra_weights=extra)
     _write_table(
         run_dir / "assignments.csv",
         [
@@ -291,8 +311,8 @@ def _evaluation_setup(
     first ``n_label`` training examples) and of the test set, and ``n_label``."""
     run = run if isinstance(run, StdpRun) else load_run(run)
     run_dir = check_new_run_dir(run_dir)
-    x_train, y_train = _arrays(train_set)
-    x_test, y_test = _arrays(test_set)
+    x_train, y_train = _arrays(train_set, run.config, "train_set")
+    x_test, y_test = _arrays(test_set, run.config, "test_set")
     n_label = _label_count(n_label, len(x_train))
     return run, run_dir, (x_train[:n_label], y_train[:n_label]), (x_test, y_test), n_label
 
@@ -328,6 +348,7 @@ def sweep_run(
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
 
+    check_grid(sparsities, bits)
     run, run_dir, label_set, test_xy, n_label = _evaluation_setup(run, train_set, test_set, run_dir, n_label)
     w = dense_weights(run)
     state = NetworkState(
@@ -440,7 +461,7 @@ def evaluate_run(
 
     run = run if isinstance(run, StdpRun) else load_run(run)
     config = run.config if target is None else run.config.replace(target=target)
-    images, labels = _arrays(test_set)
+    images, labels = _arrays(test_set, config, "test_set")
     with make_engine(config, build_dir or run.run_dir / "brian") as engine:
         responses = pl.respond(
             engine,

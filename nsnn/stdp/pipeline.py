@@ -44,7 +44,7 @@ import numpy as np
 
 from nsnn.compress import level_bits, prune_mask, quantize, synaptic_events
 from nsnn.stdp.classify import accuracy, assign_labels, predict
-from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, levels_for_bits
+from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, check_grid, levels_for_bits
 from nsnn.stdp.engine import Engine, Phase, PhaseResult, derive_seed
 from nsnn.stdp.state import NetworkState, image_rates
 
@@ -502,6 +502,7 @@ def sweep(
     ``nonzero_synapses`` counts survivors whose level is not 0: at low bit widths the smallest weights
     round to 0, which acts as extra pruning (and can make rows of different sparsity identical).
     """
+    check_grid(sparsities, bits)
     rows = []
     for sparsity in sparsities:
         pruned = compress_state(state, sparsity, config)

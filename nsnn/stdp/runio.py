@@ -66,6 +66,8 @@ def save_run(
         "delay_xe_ms": state.delay_ms.astype(np.float64),
     }
     for key, value in (extra_weights or {}).items():
+        if not key.startswith("w_xe_"):  # load_run reads back only these, and never a core array
+            raise ValueError(f"extra_weights keys must start with 'w_xe_' (e.g. w_xe_dense), got {key!r}")
         arrays[key] = np.asarray(value, dtype=np.float64)
     return atomic_savez(Path(run_dir) / WEIGHTS, **arrays)
 
