@@ -5,7 +5,8 @@
 Uses the same building blocks as ``nsnn.training.fit`` (dataset bundle and on-device loader, model
 zoo, loss registry, ``train_step``) but keeps the loop in view. Then registers a
 ``Perturbation`` (additive Gaussian noise on the normalised input) and evaluates robustness with it:
-subclassing is all it takes to make a perturbation available by name everywhere.
+subclassing is all it takes to make it available by name (``get_perturbation``) in any process that
+imports its definition (the testing scripts, which do not, list only the built-in ones).
 """
 
 import argparse

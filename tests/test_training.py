@@ -249,6 +249,22 @@ def test_evaluate_averages_ensembles_and_applies_perturbations():
         PERTURBATIONS.pop("test_scale", None)
 
 
+def test_evaluate_keeps_each_neurons_own_eval_mode_unless_given_one():
+    # evaluate's default "stochastic" replaced the deterministic mode load_model had given the neurons
+    from nsnn.models import create
+
+    net = create("mnist_mlp", hidden=8, neuron="NILIF")
+    nsnn.set_eval_mode(net, "deterministic")
+    batch = [(torch.rand(5, 1, 28, 28), torch.arange(5))]
+    runs = [evaluate(net, batch, timestep=3)["loss"] for _ in range(3)]
+    assert len(set(runs)) == 1  # deterministic: no noise drawn
+    torch.manual_seed(0)
+    noisy = {evaluate(net, batch, timestep=3, eval_mode="stochastic")["loss"] for _ in range(3)}
+    assert len(noisy) > 1 and {m.eval_mode for m in net.modules() if hasattr(m, "eval_mode")} == {
+        "deterministic"
+    }
+
+
 def test_neuron_eval_mode_is_restored():
     from nsnn.models import create
     from nsnn.neurons import SpikingNeuron
@@ -1192,6 +1208,45 @@ def test_a_compressed_checkpoint_tracks_its_own_best_model_when_fine_tuned(tmp_p
     assert result["best_val_accuracy"] == float(fine_tuned["val_accuracy"])
     summary = read_json(pruned / "summary.json")
     assert (summary["best_epoch"], summary["best_val_accuracy"]) == (2, result["best_val_accuracy"])
+    # a compressed model with no epoch left: resuming it said "resuming after epoch 2/2", then crashed
+    # on the missing best.pt
+    model, ckpt = load_model(pruned / "last.pt")
+    magnitude_prune(model, sparsity=0.95, scope="global")
+    done = tmp_path / "done"
+    done.mkdir()
+    save_model(model, ckpt, done / "last.pt")
+    with pytest.raises(ConfigError, match="nothing is left to train; test it with"):
+        fit(TrainConfig(**TINY, epochs=2, resume=str(done)))
+
+
+def test_train_config_takes_numpy_values_and_paths_as_plain_values_and_refuses_strings_for_flags(tmp_path):
+    # numpy values and a Path were stored as they were: the run trained, then its own checkpoints were
+    # refused ("not an nsnn checkpoint") at the test pass and by load_model and --resume
+    run = tmp_path / "run"
+    numpy_values = {
+        "arch": {"width": np.int64(4), "hidden": np.int64(16)},
+        "lr": np.float64(3e-3),
+        "sigma": np.float32(0.25),
+        "max_samples": np.int64(TINY["max_samples"]),
+    }
+    cfg = TrainConfig(**{**TINY, **numpy_values}, epochs=1, out=run)
+    assert type(cfg.lr) is float and type(cfg.arch["hidden"]) is int and cfg.out == str(run)
+    assert fit(cfg)["test_accuracy"] is not None
+    _, ckpt = load_model(run / "best.pt")
+    assert ckpt["config"]["sigma"] == pytest.approx(0.25)
+    assert TrainConfig.from_dict(read_json(run / "config.json")) == TrainConfig.from_dict(ckpt["config"])
+    assert TrainConfig(max_samples=300.0).max_samples == 300
+    assert TrainConfig(out="~/runs/x").out == str(Path.home() / "runs" / "x")
+    for bad, match in (
+        ({"amp": "false"}, "amp must be true or false, got 'false'"),  # was True: bf16 autocast on
+        ({"progress": "no"}, "progress must be true or false"),
+        ({"workers": 1.5}, "workers must be an integer, got 1.5"),
+        ({"lr": "0.01"}, "lr must be a number"),
+        ({"sigma": None}, "sigma must be a number"),
+        ({"arch": {"hidden": object()}}, "arch must hold numbers, strings, lists and dicts only"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad)
 
 
 @pytest.mark.parametrize(

@@ -980,3 +980,34 @@ def test_curves_legend_covers_no_point(tmp_path):
     box = ax.get_legend().get_window_extent(renderer)
     points = [ax.transData.transform(xy) for line in ax.get_lines() for xy in line.get_xydata()]
     assert len(points) == 3 and not any(box.contains(*p) for p in points)
+
+
+def test_a_weight_tied_across_layers_counts_once_and_a_reused_neuron_records_each_place(tmp_path):
+    # tied weights counted twice in prunable_weights/weight_sparsity; a neuron module used at two places
+    # that fired alike crashed raster() ("Boolean value of Tensor ... is ambiguous")
+    first, second = nn.Linear(8, 8), nn.Linear(8, 8)
+    second.weight = first.weight
+    with torch.no_grad():
+        first.weight[:2] = 0
+    lif = LIF()
+    net = nn.Sequential(SeqToANN(first), lif, SeqToANN(second), lif)
+    graph = visualizer.topology(net, batch=torch.zeros(3, 2, 8))
+    assert graph.graph["prunable_weights"] == 64 and graph.graph["weight_sparsity"] == pytest.approx(0.25)
+    assert visualizer.raster(net, tmp_path / "raster.png", batch=torch.zeros(3, 2, 8)).is_file()
+
+
+def test_stdp_weights_keep_float64_and_output_paths_expand_home(tmp_path, monkeypatch):
+    root = tmp_path / "run"
+    arrays = make_stdp_run(root)
+    w = arrays["w_xe"].astype(np.float64) / 3  # float64 values float32 would round
+    atomic_savez(root / "weights.npz", **{**arrays, "w_xe": w})
+    graph = visualizer.topology(root)
+    weights = {
+        (int(u[3:]), int(v[4:])): d["weight"]
+        for u, v, d in graph.edges(data=True)
+        if d["kind"] == "input_exc"
+    }
+    assert weights and all(value == w[i, j] for (i, j), value in weights.items())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert visualizer.export(graph, "~/g.json") == tmp_path / "g.json" and (tmp_path / "g.json").is_file()
+    assert visualizer.draw(graph, "~/g.png") == tmp_path / "g.png"

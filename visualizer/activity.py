@@ -235,7 +235,8 @@ def spike_activity(
         name = names[module] or type(module).__name__
         recorded = places[module]
         if len(recorded) > 1:
-            name = f"{name}#{recorded.index(rec) + 1}"
+            place = next(i for i, r in enumerate(recorded) if r is rec)  # by identity: recs hold tensors
+            name = f"{name}#{place + 1}"
         trains = torch.cat(rec["steps"]).numpy() > 0
         n = trains.shape[1]
         shown = np.sort(rng.choice(n, size=min(n, max_neurons), replace=False))

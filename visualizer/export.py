@@ -117,7 +117,7 @@ def export(graph: nx.DiGraph, path: str | Path) -> Path:
     ``.graphml``/``.gexf`` open in Gephi and Cytoscape; ``.json`` reloads with
     ``networkx.node_link_graph(json.load(f), edges="edges")``. Other extensions raise ``ValueError``.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in GRAPH_FORMATS:
         raise ValueError(f"cannot export to {str(path)!r}: use one of the extensions {list(GRAPH_FORMATS)}")

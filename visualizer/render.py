@@ -64,7 +64,7 @@ def image_format(path: str | Path) -> str:
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` as PNG or SVG (by extension), atomically; returns the path."""
     fmt = image_format(path)
-    path = Path(path)
+    path = Path(path).expanduser()
     metadata = {"Software": WRITER_MARK} if fmt == "png" else {"Creator": WRITER_MARK}
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata))
     return path

@@ -182,7 +182,7 @@ def load_stdp_run(path: str | Path) -> StdpRun:
             f"{path} lacks {missing}; an STDP weights file holds w_xe, mask, assignments "
             f"(and optionally theta, {', '.join(_BEFORE_KEYS)}); found {sorted(arrays)}"
         )
-    w_xe = np.asarray(arrays["w_xe"], dtype=np.float32)
+    w_xe = np.asarray(arrays["w_xe"], dtype=np.float64)
     mask = np.asarray(arrays["mask"])
     if w_xe.ndim != 2 or mask.shape != w_xe.shape:
         raise ValueError(
@@ -200,7 +200,7 @@ def load_stdp_run(path: str | Path) -> StdpRun:
                 f"{path}: {name} must have shape [{n_exc}] (one per excitatory neuron), got {list(arr.shape)}"
             )
     before_key = next((k for k in _BEFORE_KEYS if k in arrays), "")
-    w_before = np.asarray(arrays[before_key], dtype=np.float32) if before_key else None
+    w_before = np.asarray(arrays[before_key], dtype=np.float64) if before_key else None
     if w_before is not None and w_before.shape != w_xe.shape:
         raise ValueError(f"{path}: {before_key} has shape {list(w_before.shape)}, w_xe {list(w_xe.shape)}")
     config_path = path.parent / "config.json"
@@ -214,7 +214,7 @@ def load_stdp_run(path: str | Path) -> StdpRun:
         w_xe=w_xe,
         mask=mask,
         assignments=assignments,
-        theta=None if theta is None else np.asarray(theta, dtype=np.float32),
+        theta=None if theta is None else np.asarray(theta, dtype=np.float64),
         w_before=w_before,
         before_key=before_key,
         config=config,

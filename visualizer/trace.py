@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from nsnn.layers import evaluating
-from visualizer.modules import is_graph_leaf, is_neuron, module_attributes
+from visualizer.modules import is_graph_leaf, is_neuron, module_attributes, weight_sparsity
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -397,9 +397,11 @@ def layer_graph(
 
 
 def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
-    """Whole-model totals as graph attributes (all scalars)."""
-    weights = sum(d.get("weights", 0) for _, d in graph.nodes(data=True))
-    zeros = sum(d.get("weights", 0) * d.get("weight_sparsity", 0.0) for _, d in graph.nodes(data=True))
+    """Whole-model totals as graph attributes (all scalars); a weight shared by several layers, or a
+    layer called at several places, counts once."""
+    unique = {id(m.weight): m for m in model.modules() if weight_sparsity(m) is not None}
+    weights = sum(int(m.weight.numel()) for m in unique.values())
+    zeros = sum(int((m.weight.detach() == 0).sum()) for m in unique.values())
     graph.graph["total_params"] = int(sum(p.numel() for p in model.parameters()))
     graph.graph["prunable_weights"] = int(weights)
     graph.graph["weight_sparsity"] = float(zeros / weights) if weights else 0.0

@@ -134,8 +134,9 @@ def save_model(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> Path
 
     A model that differs from ``ckpt``'s (pruned, quantized, otherwise changed) has not been validated:
     its checkpoint names no best epoch (``best_val_accuracy`` None, ``best_epoch`` 0), so ``--resume``
-    (fine-tuning) makes its first finished epoch ``best.pt`` and reports that model's own best epoch,
-    not the validation accuracy of the model it was made from."""
+    (fine-tuning, for a checkpoint with epochs left to train) makes its first finished epoch ``best.pt``
+    and reports that model's own best epoch, not the validation accuracy of the model it was made from;
+    a checkpoint with no epoch left is tested, not resumed."""
     fresh = make_checkpoint(model, epoch=ckpt["epoch"], config=ckpt["config"])
     saved = {**ckpt, **fresh}
     same = _equal_nests(fresh["model"], ckpt["model"]) and _equal_nests(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -36,6 +38,54 @@ RUNTIME_FIELDS = frozenset({"device", "workers", "data_dir", "download", "json",
 
 class ConfigError(ValueError):
     """A configuration value (flag) is invalid or inconsistent with the data or checkpoint."""
+
+
+_PATH_FIELDS = ("data_dir", "out", "resume")
+
+
+def _plain(name: str, value: Any) -> Any:
+    """A JSON value of plain Python types: numpy scalars become ints/floats/bools, tuples lists."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if type(value).__name__ == "bool_":  # numpy's bool, not a numbers.Integral
+        return bool(value)
+    if isinstance(value, list | tuple):
+        return [_plain(name, v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(name, v) for k, v in value.items()}
+    raise ConfigError(f"{name} must hold numbers, strings, lists and dicts only, got {value!r}")
+
+
+def _plain_field(name: str, kind: str, value: Any) -> Any:
+    """``value`` of the TrainConfig field ``name`` (annotation ``kind``) as the plain type it declares:
+    numbers of the right kind (numpy scalars included; an integral float for an int), True/False for
+    flags, str for paths (``~`` expanded); else ConfigError naming the field."""
+    value = _plain(name, str(value) if isinstance(value, os.PathLike) else value)
+    if value is None and kind.endswith("| None"):
+        return None
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if kind.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if name in _PATH_FIELDS:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a path, got {value!r}")
+        return os.path.expanduser(value)
+    return value
 
 
 @dataclass
@@ -96,6 +146,8 @@ class TrainConfig:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # plain Python values, so that the config saves (JSON, weights_only)
+            setattr(self, f.name, _plain_field(f.name, f.type, getattr(self, f.name)))
         if self.tet:  # an alias of loss="tet", normalized away so both spellings are one experiment
             if self.loss not in ("per_step_ce", "tet"):  # the default, or the same choice spelled twice
                 raise ConfigError(f"--tet means --loss tet, which conflicts with --loss {self.loss}")
@@ -177,8 +229,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys raise ConfigError."""
+        """Rebuild from :meth:`to_dict` output or a run's ``config.json`` (whose ``world_size`` records
+        the run, not its configuration); unknown keys raise ConfigError."""
         known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k != "world_size"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(known)}")

@@ -81,7 +81,7 @@ def evaluate(
     *,
     timestep: int | None = None,
     encoding: str = "direct",
-    eval_mode: str = "stochastic",
+    eval_mode: str | None = None,
     n_ensembles: int = 1,
     criterion: LossFn = mean_ce,
     perturbation: Perturbation | None = None,
@@ -91,9 +91,12 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss and accuracy of ``model`` over ``loader`` (batches ``(x, y)``), in eval mode.
 
+    ``eval_mode`` (stochastic | deterministic | expected) sets every stochastic neuron's mode for this
+    pass; None keeps each neuron's own (:func:`~nsnn.training.load_model` gives them the run's).
     ``criterion`` is applied to the ensemble-averaged logits ``[T, B, classes]`` (default: CE of the
-    time mean). Under DDP pass ``runtime``: each process evaluates its shard and the sums are
-    all-reduced. Every module's train/eval flag and the neuron modes are restored afterwards.
+    time mean; ``fit`` reports its validation and test loss with the run's training loss instead).
+    Under DDP pass ``runtime``: each process evaluates its shard and the sums are all-reduced. Every
+    module's train/eval flag and the neuron modes are restored afterwards.
 
     Returns ``{"loss": mean loss per sample, "accuracy": fraction correct, "n": samples}``.
     """
@@ -107,7 +110,8 @@ def evaluate(
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     show = progress if runtime is None or runtime.is_main else False
-    with evaluating(model), neuron_eval_mode(model, eval_mode):  # every module's own flag restored after
+    modes = contextlib.nullcontext() if eval_mode is None else neuron_eval_mode(model, eval_mode)
+    with evaluating(model), modes:  # every module's own flag restored after
         for x, y in tqdm(loader, desc=desc, disable=None if show is None else not show, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.enable_grad():

@@ -115,9 +115,10 @@ class RunInterrupted(KeyboardInterrupt):
 def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, Any]:
     """Train, validate, checkpoint and test as configured; returns the run's key results.
 
-    ``on_step(epoch, step)`` (0-based) is called after every optimizer step, e.g. for custom logging
-    or to stop a run. Returns ``{"run_dir", "best_val_accuracy", "best_epoch", "test_accuracy",
-    "test_loss", "epochs", "parameters", "train_seconds"}`` (accuracies are fractions;
+    ``on_step(epoch, step)`` (0-based) is called after every optimizer step, e.g. for custom logging;
+    an exception it raises aborts ``fit`` there (last.pt keeps the last finished epoch; no test pass).
+    Returns ``{"run_dir", "best_val_accuracy", "best_epoch", "test_accuracy", "test_loss",
+    "eval_mode", "n_ensembles", "epochs", "parameters", "train_seconds"}`` (accuracies are fractions;
     ``best_val_accuracy`` is None without a validation split; ``train_seconds`` is the wall time of
     the epochs kept, summed over every session of a resumed run).
 
@@ -191,6 +192,12 @@ def _fit(
         if rt.is_main:
             remove_stale_temps(run_dir)  # what a kill during an atomic save left
             _complete_best(run_dir, ckpt, rt)
+        if start >= cfg.epochs and not (run_dir / "best.pt").is_file():
+            raise ConfigError(
+                f"{run_dir}: its checkpoint has done all {cfg.epochs} epochs and there is no best.pt (a "
+                "model saved with save_model, never validated): nothing is left to train; test it with "
+                f"python -m nsnn.training test --snapshot {run_dir / 'last.pt'}"
+            )
         say(rt, f"resuming {run_dir} after epoch {start}/{cfg.epochs}")
     else:
         # An epoch-0 last.pt: a run stopped during its first epoch can be resumed (exactly) from the start.
