@@ -64,6 +64,8 @@ def _plain_field(name: str, kind: str, value: Any) -> Any:
     """``value`` of the TrainConfig field ``name`` (annotation ``kind``) as the plain type it declares:
     numbers of the right kind (numpy scalars included; an integral float for an int), True/False for
     flags, str for paths (``~`` expanded); else ConfigError naming the field."""
+    if kind == "str":  # a choice: validate() names the valid ones (and how to register a model)
+        return value
     value = _plain(name, str(value) if isinstance(value, os.PathLike) else value)
     if value is None and kind.endswith("| None"):
         return None
