@@ -1321,3 +1321,14 @@ def test_amp_without_cuda_is_warned_about(capsys):
     warn_cpu_amp(Runtime(device=torch.device("cpu"), amp=True))
     err = capsys.readouterr().err
     assert err.startswith("warning: mixed precision (--amp) on the CPU") and err.count("\n") == 1
+
+
+def test_workers_sets_torchs_thread_count_for_the_run_only(tmp_path):
+    # fit(workers=1) left torch at 1 thread for the rest of the process, also for a later workers=0 run
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        fit(TrainConfig(**TINY, epochs=1, workers=1, out=str(tmp_path / "run")))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

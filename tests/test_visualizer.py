@@ -1011,3 +1011,15 @@ def test_stdp_weights_keep_float64_and_output_paths_expand_home(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))
     assert visualizer.export(graph, "~/g.json") == tmp_path / "g.json" and (tmp_path / "g.json").is_file()
     assert visualizer.draw(graph, "~/g.png") == tmp_path / "g.png"
+
+
+def test_bool_and_uint8_spike_batches_run_as_floats(tmp_path):
+    # a bool spike tensor given as batch= was refused with a shape error (the same tensor as a .pt ran)
+    net = nn.Sequential(SeqToANN(nn.Linear(8, 4)), LIF())
+    spikes = torch.rand(3, 2, 8) > 0.5
+    for batch in (spikes, spikes.to(torch.uint8)):
+        graph = visualizer.topology(net, batch=batch)
+        assert graph.graph["input_shape"] and any(
+            d.get("kind") == "neuron" for _, d in graph.nodes(data=True)
+        )
+        assert visualizer.raster(net, tmp_path / "r.png", batch=batch).is_file()

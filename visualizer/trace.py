@@ -320,8 +320,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 def to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """``x`` on the model's device; a floating ``x`` also in the dtype of its floating parameters
-    (a bfloat16/half model gets a bfloat16/half batch)."""
+    (a bfloat16/half model gets a bfloat16/half batch), and so are bool or uint8 spikes (as a batch
+    file's are); other integers (token ids) stay as they are."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if x.dtype in (torch.bool, torch.uint8):
+        x = x.to(dtype or torch.float32)
     if dtype is not None and x.is_floating_point():
         return x.to(model_device(model), dtype)
     return x.to(model_device(model))

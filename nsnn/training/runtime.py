@@ -38,6 +38,7 @@ class Runtime:
     world_size: int = 1
     amp: bool = False
     owns_group: bool = False
+    threads_before: int = 0  # torch's thread count before setup_runtime set one (0: it set none)
 
     @property
     def is_main(self) -> bool:
@@ -83,7 +84,9 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 
 
 def setup_runtime(device: str = "auto", amp: bool = False, threads: int = 0) -> Runtime:
-    """Resolve the device and, under torchrun, initialise the process group from the environment."""
+    """Resolve the device and, under torchrun, initialise the process group from the environment;
+    ``threads > 0`` sets torch's CPU thread count until :func:`teardown_runtime`."""
+    threads_before = torch.get_num_threads() if threads > 0 else 0
     if threads > 0:
         torch.set_num_threads(threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -95,7 +98,13 @@ def setup_runtime(device: str = "auto", amp: bool = False, threads: int = 0) -> 
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return Runtime(
-        device=dev, rank=rank, local_rank=local_rank, world_size=world_size, amp=amp, owns_group=owns
+        device=dev,
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world_size,
+        amp=amp,
+        owns_group=owns,
+        threads_before=threads_before,
     )
 
 
@@ -134,7 +143,10 @@ def sigint_deferred() -> Iterator[None]:
 
 
 def teardown_runtime(rt: Runtime, failed: bool = False) -> None:
-    """Leave the process group if :func:`setup_runtime` created it (after a barrier, unless ``failed``)."""
+    """Leave the process group if :func:`setup_runtime` created it (after a barrier, unless ``failed``),
+    and give torch back the thread count it had before."""
+    if rt.threads_before > 0:
+        torch.set_num_threads(rt.threads_before)
     if rt.owns_group and dist.is_initialized():
         if not failed:
             dist.barrier()
