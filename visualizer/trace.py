@@ -402,9 +402,13 @@ def layer_graph(
 def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
     """Whole-model totals as graph attributes (all scalars); a weight shared by several layers, or a
     layer called at several places, counts once."""
-    unique = {id(m.weight): m for m in model.modules() if weight_sparsity(m) is not None}
-    weights = sum(int(m.weight.numel()) for m in unique.values())
-    zeros = sum(int((m.weight.detach() == 0).sum()) for m in unique.values())
+    unique: dict[int, tuple[int, float]] = {}  # id(weight) -> (weights, sparsity)
+    for m in model.modules():
+        sparsity = weight_sparsity(m)
+        if sparsity is not None:
+            unique[id(m.weight)] = (int(m.weight.numel()), sparsity)
+    weights = sum(n for n, _ in unique.values())
+    zeros = sum(n * sparsity for n, sparsity in unique.values())
     graph.graph["total_params"] = int(sum(p.numel() for p in model.parameters()))
     graph.graph["prunable_weights"] = int(weights)
     graph.graph["weight_sparsity"] = float(zeros / weights) if weights else 0.0

@@ -246,8 +246,7 @@ def quantize(
         given = ", ".join(k for k, v in (("bits", bits), ("w_range", w_range)) if v is not None)
         raise ValueError(f"levels lists the levels itself; drop {given} (or drop levels)")
     if w_range is not None:
-        low, high = _pair(w_range)
-        w_range = (low, high)
+        w_range = _pair(w_range)
     if isinstance(target, nn.Module):
         if mask is not None:
             raise ValueError("modules use their own pruning masks (weight_mask buffers); do not pass mask")

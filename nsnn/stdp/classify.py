@@ -15,6 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_labels(labels: np.ndarray, n_classes: int) -> None:
+    """ValueError unless ``labels`` are integers in [0, n_classes)."""
+    labels = np.asarray(labels)
+    integers = np.issubdtype(labels.dtype, np.integer)
+    if not integers or (labels.size and (labels.min() < 0 or labels.max() >= n_classes)):
+        shown = f"values in [{labels.min()}, {labels.max()}]" if labels.size else "no values"
+        raise ValueError(f"labels must be integers in [0, n_classes={n_classes}), got {labels.dtype} {shown}")
+
+
 def class_rates(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Mean count of each neuron per class, ``[n_classes, n_neurons]`` (0 for absent classes)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -23,8 +32,7 @@ def class_rates(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nd
         raise ValueError(
             f"counts must be [n, n_neurons] and labels [n]; got {counts.shape} and {labels.shape}"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]")
+    check_labels(labels, n_classes)
     sums = np.zeros((n_classes, counts.shape[1]))
     np.add.at(sums, labels, counts)
     per_class = np.bincount(labels, minlength=n_classes).astype(np.float64)

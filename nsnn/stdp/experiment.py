@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, read_json, write_json
+from nsnn.stdp.classify import check_labels
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, check_grid, check_images_fit
 from nsnn.stdp.runio import CONFIG, StdpRun, load_run, save_run, write_config
 from nsnn.stdp.state import NetworkState, init_state
@@ -69,16 +70,9 @@ def _arrays(data: Any, config: STDPConfig, name: str) -> tuple[np.ndarray, np.nd
         )
     try:
         check_images_fit(config, int(np.prod(images.shape[1:])))
+        check_labels(labels, config.n_classes)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
-    if not np.issubdtype(labels.dtype, np.integer) or (
-        labels.size and (labels.min() < 0 or labels.max() >= config.n_classes)
-    ):
-        raise ValueError(
-            f"{name}: labels must be integers in [0, n_classes={config.n_classes}), got "
-            f"{labels.dtype} values in [{labels.min() if labels.size else ''}, "
-            f"{labels.max() if labels.size else ''}]"
-        )
     return images, labels.astype(np.int64)
 
 

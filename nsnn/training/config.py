@@ -20,6 +20,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from nsnn.neurons.base import EVAL_MODES as _FIRE_MODE_OF
 from nsnn.training.losses import LOSSES, REGULARIZERS
 from nsnn.training.optim import OPTIMIZERS, SCHEDULERS, scheduler_name
@@ -51,7 +53,7 @@ def _plain(name: str, value: Any) -> Any:
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
-    if type(value).__name__ == "bool_":  # numpy's bool, not a numbers.Integral
+    if isinstance(value, np.bool_):  # not a numbers.Integral
         return bool(value)
     if isinstance(value, list | tuple):
         return [_plain(name, v) for v in value]
