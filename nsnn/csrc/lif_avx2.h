@@ -51,21 +51,9 @@ inline __m256i next_words8(Uniform<float>& g, int64_t l) {
 }
 
 // Families whose forward screens its draws here: the gaussian (Screen<float, kGaussian>) and the
-// logistic (LogisticScreen below), both only while screening is on (LifArgs::screen).
+// logistic (LogisticScreen, lif_kernels.h), both only while screening is on (LifArgs::screen).
 template <int F>
 constexpr bool kScreenedAvx2 = F == kGaussian || F == kLogistic;
-
-// Logistic screen. fires<float, kLogistic> decides u·(1 + e) < (d ≥ 0 ? 1 : e) with e = exp(−|d|/σ)
-// from exp_core (a degree-5 polynomial). The screen takes ê = p(f)·2^n instead (x = −|d|/σ clamped to
-// −87, n = round(x·log2 e), f = x·log2 e − n in [−½, ½], p a degree-3 fit of 2^f): |ê/e − 1| ≤ 7.6e-5
-// over x in [−87, 0] (float32 arithmetic, 4M points against float64 exp). Since e ≤ 1 and u < 1,
-// m = u·(1 + e) − rhs moves by at most 7.6e-5·e plus a few float32 roundings (< 1e-6) when ê replaces
-// e, so |m̂| ≥ kBand = 2e-4 decides as the exact comparison does; a draw with |m̂| < kBand (at most
-// 4e-4 of the draws, as m grows with u at the slope 1 + e ≥ 1) or m̂ NaN is decided by fires itself.
-struct LogisticScreen {
-  static constexpr float kBand = 2e-4f;
-  static constexpr float kP[4] = {5.517166e-2f, 2.4261114e-1f, 6.9326097e-1f, 9.9992806e-1f};  // highest first
-};
 
 // The exact decisions u < cdf(d) of fires<float, F> for 8 neurons of the triangular or uniform family
 // (d = h − θ, v the uniforms in [0, 1)), as a mask.

@@ -1,6 +1,7 @@
 // Fused multi-step LIF kernels, written as plain loops that the compiler auto-vectorizes. Intrinsics
-// only where that measured faster: the spike-bit packing on AVX-512, and on AVX2 the float32 bernoulli
-// forward row and parts of the backward (lif_avx2.h, the same results bit for bit).
+// only where that measured faster: the float32 bernoulli forward row and parts of the backward, on AVX2
+// (lif_avx2.h) and on AVX-512 (lif_avx512.h, which also packs spike bits through mask registers), with
+// the same results bit for bit.
 //
 // Included by each lif_isa_*.cpp inside namespace nsnn_native::NSNN_ISA, after lif_common.h and
 // under that unit's `#pragma GCC target`, so one source yields baseline/AVX2/AVX-512 variants. The
@@ -233,6 +234,20 @@ struct Screen<S, kGaussian> {
     for (int i = 1; i <= kDegree; ++i) q = q * z2 + kQ[i];
     return S(0.5) + z * q;
   }
+};
+
+// Logistic screen, used by the AVX2 and AVX-512 rows (lif_avx2.h, lif_avx512.h; the generic row decides
+// logistic draws exactly). fires<float, kLogistic> decides u·(1 + e) < (d ≥ 0 ? 1 : e) with
+// e = exp(−|d|/σ) from exp_core (a degree-5 polynomial). The screen takes ê = p(f)·2^n instead
+// (x = −|d|/σ clamped to −87, n = round(x·log2 e), f = x·log2 e − n in [−½, ½], p a degree-3 fit of
+// 2^f): |ê/e − 1| ≤ 7.6e-5 over x in [−87, 0] (float32 arithmetic, 4M points against float64 exp).
+// Since e ≤ 1 and u < 1, m = u·(1 + e) − rhs moves by at most 7.6e-5·e plus a few float32 roundings
+// (< 1e-6) when ê replaces e, so |m̂| ≥ kBand = 2e-4 decides as the exact comparison does; a draw with
+// |m̂| < kBand (at most 4e-4 of the draws, as m grows with u at the slope 1 + e ≥ 1) or m̂ NaN is
+// decided by fires itself.
+struct LogisticScreen {
+  static constexpr float kBand = 2e-4f;
+  static constexpr float kP[4] = {5.517166e-2f, 2.4261114e-1f, 6.9326097e-1f, 9.9992806e-1f};  // highest first
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +525,9 @@ inline void screened_step(int64_t n, S beta, S theta, const Scale<S>& scale, con
 #ifdef NSNN_AVX2
 #include "lif_avx2.h"
 #endif
+#ifdef NSNN_AVX512BW
+#include "lif_avx512.h"
+#endif
 
 template <typename S, int F, int MODE, bool HARD, bool SAVE>
 void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, uint8_t* __restrict bits,
@@ -534,6 +552,15 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
       if (a.screen || !kScreenedAvx2<F>) {
         bernoulli_step_avx2<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot, hs,
                                            SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
+        continue;
+      }
+    }
+#endif
+#ifdef NSNN_AVX512BW
+    if constexpr (MODE == kBernoulli && std::is_same_v<S, float>) {
+      if (a.screen || !(F == kGaussian || F == kLogistic)) {
+        bernoulli_step_avx512<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot,
+                                             SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
         continue;
       }
     }
@@ -676,6 +703,15 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
         continue;
       }
 #endif
+#ifdef NSNN_AVX512BW
+      if constexpr (std::is_same_v<S, float> && MODE != kExpected) {
+        const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
+        walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+          far_seen |= replay_avx512<F, MODE, HARD>(k0, k1, beta, theta, far, scale, xt, row, u, ht);
+        });
+        continue;
+      }
+#endif
       if constexpr (MODE == kBernoulli) unpack_bits(bits + t * a.row_bytes + j0 / 8, n, sb);
       walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
         for (int64_t k = k0; k < k1; ++k) {
@@ -746,6 +782,20 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
           walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
             reverse_avx2<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
                                         gx + off);
+          });
+          continue;
+        }
+      }
+#endif
+#ifdef NSNN_AVX512BW
+      if constexpr (std::is_same_v<S, float> && MODE != kExpected && !DECAY) {
+        if (far_seen == 0) {
+          const int64_t off = t * a.N + j0;
+          const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
+          const S* next_g = t > 0 ? go + off - a.N : nullptr;
+          walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+            reverse_avx512<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
+                                          gx + off);
           });
           continue;
         }
