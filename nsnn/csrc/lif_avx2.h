@@ -8,7 +8,7 @@
 // the same screen, and the same float32 formulas written with the same operations in the same order
 // (exp_core included; FMAs where GCC contracts the generic code).
 //
-// Forward (bernoulli_step_avx2 replaces Uniform<float>::fill + screened_step or the plain loop of
+// Forward (bernoulli_step_simd replaces Uniform<float>::fill + screened_step or the plain loop of
 // forward_chunk). GCC's auto-vectorized version ran at about 1.5x this time on AVX2: its 64-neuron
 // blocks, unrolled, spilled most of the constants to the stack, its clamps became compare + blend (it
 // may not turn `a > c ? c : a` into a min without -ffast-math), and it decided every draw of a block
@@ -21,8 +21,8 @@
 //   * the spikes go straight into the packed bits (one movemask per 8 neurons), where the generic
 //     code writes bytes and packs them after the row.
 //
-// Backward: the replay (replay_avx2) reads the saved bits directly instead of unpacking them to bytes
-// first; the reverse step (reverse_avx2) runs here only where that measured faster (kReverseAvx2).
+// Backward: the replay (replay_simd) reads the saved bits directly instead of unpacking them to bytes
+// first; the reverse step (reverse_simd) runs here only where that measured faster (kReverseSimd).
 
 #ifndef NSNN_AVX2
 #error "lif_avx2.h is part of the AVX2 unit (lif_isa_avx2.cpp)"
@@ -50,11 +50,6 @@ inline __m256i next_words8(Uniform<float>& g, int64_t l) {
   return out;
 }
 
-// Families whose forward screens its draws here: the gaussian (Screen<float, kGaussian>) and the
-// logistic (LogisticScreen, lif_kernels.h), both only while screening is on (LifArgs::screen).
-template <int F>
-constexpr bool kScreenedAvx2 = F == kGaussian || F == kLogistic;
-
 // The exact decisions u < cdf(d) of fires<float, F> for 8 neurons of the triangular or uniform family
 // (d = h − θ, v the uniforms in [0, 1)), as a mask.
 template <int F>
@@ -80,7 +75,7 @@ inline __m256 fires8(__m256 d, __m256 v, const Scale<float>& k) {
 // One step of a bernoulli row of n neurons: Uniform<float>::fill(n, ·) and the generic row (same
 // arguments, plus the generator g; the spikes go to the packed row bits_row when SAVE).
 template <int F, bool HARD, bool SAVE>
-inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<float>& scale,
+inline void bernoulli_step_simd(int64_t n, float beta, float theta, const Scale<float>& scale,
                                 const float* __restrict xt, Uniform<float>& g, float* __restrict u,
                                 float* __restrict ot, float* __restrict hs, uint8_t* __restrict bits_row) {
   using Sc = Screen<float, kGaussian>;
@@ -130,7 +125,7 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
       } else {
         below = fires8<F>(_mm256_sub_ps(h, vtheta), _mm256_mul_ps(wv, unit), scale);
       }
-      if constexpr (kScreenedAvx2<F>) {  // keep the words for the draws the screen left undecided
+      if constexpr (kScreenedSimd<F>) {  // keep the words for the draws the screen left undecided
         _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), w);
         unsure |= static_cast<uint64_t>(~_mm256_movemask_ps(decided) & 0xFF) << j;
       }
@@ -140,11 +135,11 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
         _mm256_storeu_ps(u + k, _mm256_andnot_ps(below, h));
       } else {
         _mm256_storeu_ps(u + k, _mm256_fnmadd_ps(vtheta, s, h));
-        if constexpr (kScreenedAvx2<F>) _mm256_storeu_ps(hs + k, h);
+        if constexpr (kScreenedSimd<F>) _mm256_storeu_ps(hs + k, h);
       }
       fired |= static_cast<uint64_t>(_mm256_movemask_ps(below)) << j;
     }
-    if constexpr (kScreenedAvx2<F>) {  // the draws inside the band, decided exactly
+    if constexpr (kScreenedSimd<F>) {  // the draws inside the band, decided exactly
       for (; unsure != 0; unsure &= unsure - 1) {
         const int j = __builtin_ctzll(unsure);
         const int64_t k = b + j;
@@ -158,34 +153,26 @@ inline void bernoulli_step_avx2(int64_t n, float beta, float theta, const Scale<
     }
     if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, 8);
   }
-  if (b < n) {  // the last, partial block, one neuron at a time; all 64 lanes advance, as in fill
+  if (b < n) {  // the last, partial block; all 64 lanes advance, as in fill
     for (int64_t j = 0; j < kBlock; j += 8) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(words + j), next_words8(g, j));
     }
-    uint64_t fired = 0;
-    for (int64_t k = b; k < n; ++k) {
-      const float h = beta * u[k] + xt[k];
-      const bool f = fires<float, F>(h - theta, Uniform<float>::value(words[k - b]), scale);
-      ot[k] = f ? 1.0f : 0.0f;
-      u[k] = St::reset(h, theta, ot[k]);
-      fired |= static_cast<uint64_t>(f) << (k - b);
-    }
-    if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, static_cast<size_t>(ceil_div(n - b, 8)));
+    bernoulli_tail<F, HARD, SAVE>(b, n, beta, theta, scale, xt, words, u, ot, bits_row);
   }
 }
 
-// Whether the reverse step of backward_chunk runs here (reverse_avx2) for family F: for the
+// Whether the reverse step of backward_chunk runs here (reverse_simd) for family F: for the
 // triangular and uniform families, whose PDFs are a few selects (backward 9-20 % faster at
 // [4, 32, 128, 16, 16] and [32, 16, 4096], 2 threads, both builds loaded in one process). The
 // gaussian and logistic PDFs need an exp, and GCC's own vectorization of the generic loop, unrolled,
 // was 3-10 % faster than these intrinsics there.
 template <int F>
-constexpr bool kReverseAvx2 = F == kTriangular || F == kUniform;
+constexpr bool kReverseSimd = F == kTriangular || F == kUniform;
 
 // Noise<float, F>::pdf for 8 values of d = h − θ (the surrogate gradient; same operations).
 template <int F>
 inline __m256 pdf8(__m256 d, const Scale<float>& k) {
-  static_assert(kReverseAvx2<F>, "the gaussian and logistic PDFs run in the generic loop");
+  static_assert(kReverseSimd<F>, "the gaussian and logistic PDFs run in the generic loop");
   const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), d);
   if constexpr (F == kTriangular) {  // max(0, 1 − |d|/σ)/σ
     const __m256 inv = _mm256_set1_ps(k.inv);
@@ -228,7 +215,7 @@ inline __m256 replayed_spikes8(__m256 h, __m256 vtheta, const uint8_t* bits_row,
 // u ← reset. Returns whether some |h| lies beyond far. The last k1 mod 8 neurons go one by one
 // (Step::replay).
 template <int F, int MODE, bool HARD>
-inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float far, const Scale<float>& scale,
+inline int replay_simd(int64_t k0, int64_t k1, float beta, float theta, float far, const Scale<float>& scale,
                        const float* __restrict xt, const uint8_t* __restrict bits_row, float* __restrict u,
                        float* __restrict ht) {
   using St = Step<float, F, MODE, HARD>;
@@ -261,7 +248,7 @@ inline int replay_avx2(int64_t k0, int64_t k1, float beta, float theta, float fa
 // updated to ∂L/∂u_{t−1}). The last k1 mod 8 neurons go one by one
 // (Step::grad_h).
 template <int F, int MODE, bool HARD>
-inline void reverse_avx2(int64_t k0, int64_t k1, float beta, float theta, bool detach, const Scale<float>& scale,
+inline void reverse_simd(int64_t k0, int64_t k1, float beta, float theta, bool detach, const Scale<float>& scale,
                          const float* __restrict gt, const float* __restrict ht, const uint8_t* __restrict bits_row,
                          float* __restrict gu, float* __restrict gx) {
   using St = Step<float, F, MODE, HARD>;

@@ -8,7 +8,7 @@
 // logistic one on a cheaper exp: lif_kernels.h, Screen and LogisticScreen) and the same float32
 // formulas in the same order, with FMAs where GCC contracts the generic code.
 //
-// Forward (bernoulli_step_avx512 replaces Uniform<float>::fill + screened_step + pack_bits, or fill +
+// Forward (bernoulli_step_simd replaces Uniform<float>::fill + screened_step + pack_bits, or fill +
 // the plain loop + pack_bits). GCC's auto-vectorized row kept the 64 lanes' generator state in memory
 // (four loads and four stores per 16 words), wrote the words, the spike bytes and then the packed bits
 // in separate passes, and decided every draw of a 64-neuron block exactly as soon as one of them fell
@@ -141,10 +141,10 @@ __attribute__((always_inline)) inline void decide16(__m512 h, __m512 wv, float t
 // serves neurons l, l + 64, l + 128, ... of the row; a draw the screen left undecided is decided
 // exactly on the spot. The last, partial block goes one neuron at a time, every lane advancing once.
 template <int F, bool HARD, bool SAVE>
-inline void bernoulli_step_avx512(int64_t n, float beta, float theta, const Scale<float>& scale,
-                                  const float* __restrict xt, Uniform<float>& g, float* __restrict u,
-                                  float* __restrict ot, uint8_t* __restrict bits_row) {
-  using St = Step<float, F, kBernoulli, HARD>;
+inline void bernoulli_step_simd(int64_t n, float beta, float theta, const Scale<float>& scale,
+                                const float* __restrict xt, Uniform<float>& g, float* __restrict u,
+                                float* __restrict ot, float* /* hs: unused, h stays in a register */,
+                                uint8_t* __restrict bits_row) {
   static_assert(Uniform<float>::kLanes == 64, "a block of 64 neurons is one pass over the lanes");
   constexpr int64_t kBlock = 64;
   const __m512 vbeta = _mm512_set1_ps(beta), vtheta = _mm512_set1_ps(theta), one = _mm512_set1_ps(1.0f);
@@ -183,21 +183,13 @@ inline void bernoulli_step_avx512(int64_t n, float beta, float theta, const Scal
     fired |= step16(l3, b + 48) << 48;
     if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, 8);
   }
-  if (b < n) {
+  if (b < n) {  // the last, partial block; all 64 lanes advance, as in fill
     alignas(64) uint32_t words[kBlock];
     _mm512_store_si512(words, l0.next());
     _mm512_store_si512(words + 16, l1.next());
     _mm512_store_si512(words + 32, l2.next());
     _mm512_store_si512(words + 48, l3.next());
-    uint64_t fired = 0;
-    for (int64_t k = b; k < n; ++k) {
-      const float h = beta * u[k] + xt[k];
-      const bool f = fires<float, F>(h - theta, Uniform<float>::value(words[k - b]), scale);
-      ot[k] = f ? 1.0f : 0.0f;
-      u[k] = St::reset(h, theta, ot[k]);
-      fired |= static_cast<uint64_t>(f) << (k - b);
-    }
-    if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, static_cast<size_t>(ceil_div(n - b, 8)));
+    bernoulli_tail<F, HARD, SAVE>(b, n, beta, theta, scale, xt, words, u, ot, bits_row);
   }
   l0.store(g, 0);
   l1.store(g, 1);
@@ -205,14 +197,28 @@ inline void bernoulli_step_avx512(int64_t n, float beta, float theta, const Scal
   l3.store(g, 3);
 }
 
+// Spikes of 16 replayed membranes h as a mask: the saved bits k..k+15 of the packed row (bernoulli)
+// or h > θ (heaviside).
+template <int MODE>
+__attribute__((always_inline)) inline __mmask16 spikes16(__m512 h, __m512 vtheta, const uint8_t* bits_row,
+                                                         int64_t k) {
+  static_assert(MODE == kBernoulli || MODE == kHeaviside, "the expected mode runs the generic kernel");
+  if constexpr (MODE == kBernoulli) {
+    uint16_t row;
+    std::memcpy(&row, bits_row + k / 8, sizeof(row));
+    return _cvtu32_mask16(row);
+  } else {
+    return _mm512_cmp_ps_mask(h, vtheta, _CMP_GT_OQ);
+  }
+}
+
 // Neurons [k0, k1) of one replay step of backward_chunk (k0 a multiple of 16): h = β·u + x into ht,
 // u ← reset, the bernoulli spikes read from the packed row as mask registers. Returns whether some
 // |h| lies beyond far. The last k1 mod 16 neurons go one by one (Step::replay).
 template <int F, int MODE, bool HARD>
-inline int replay_avx512(int64_t k0, int64_t k1, float beta, float theta, float far, const Scale<float>& scale,
-                         const float* __restrict xt, const uint8_t* __restrict bits_row, float* __restrict u,
-                         float* __restrict ht) {
-  static_assert(MODE == kBernoulli || MODE == kHeaviside, "the expected mode runs the generic kernel");
+inline int replay_simd(int64_t k0, int64_t k1, float beta, float theta, float far, const Scale<float>& scale,
+                       const float* __restrict xt, const uint8_t* __restrict bits_row, float* __restrict u,
+                       float* __restrict ht) {
   using St = Step<float, F, MODE, HARD>;
   const __m512 vbeta = _mm512_set1_ps(beta), vtheta = _mm512_set1_ps(theta), one = _mm512_set1_ps(1.0f);
   const __m512 vfar = _mm512_set1_ps(far);
@@ -222,14 +228,7 @@ inline int replay_avx512(int64_t k0, int64_t k1, float beta, float theta, float 
     const __m512 h = _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(u + k), _mm512_loadu_ps(xt + k));
     _mm512_storeu_ps(ht + k, h);
     beyond |= _mm512_cmp_ps_mask(_mm512_abs_ps(h), vfar, _CMP_GT_OQ);
-    __mmask16 fired;
-    if constexpr (MODE == kBernoulli) {
-      uint16_t row;
-      std::memcpy(&row, bits_row + k / 8, sizeof(row));
-      fired = _cvtu32_mask16(row);
-    } else {
-      fired = _mm512_cmp_ps_mask(h, vtheta, _CMP_GT_OQ);
-    }
+    const __mmask16 fired = spikes16<MODE>(h, vtheta, bits_row, k);
     if constexpr (HARD) {
       _mm512_storeu_ps(u + k, _mm512_maskz_mov_ps(_knot_mask16(fired), h));
     } else {
@@ -270,15 +269,18 @@ __attribute__((always_inline)) inline __m512 pdf16(__m512 d, const Scale<float>&
   }
 }
 
+// The reverse step runs here (reverse_simd) for every family.
+template <int F>
+constexpr bool kReverseSimd = true;
+
 // Neurons [k0, k1) of one reverse step of backward_chunk without the decay's sum and without clamps
 // (no |h| beyond far in the slice): ∂L/∂x_t from ∂L/∂s_t (gt), the replayed h (ht) and ∂L/∂u_t (gu,
 // updated to ∂L/∂u_{t−1}), the bernoulli spikes read from the packed row as mask registers. The last
 // k1 mod 16 neurons go one by one (Step::grad_h).
 template <int F, int MODE, bool HARD>
-inline void reverse_avx512(int64_t k0, int64_t k1, float beta, float theta, bool detach, const Scale<float>& scale,
-                           const float* __restrict gt, const float* __restrict ht, const uint8_t* __restrict bits_row,
-                           float* __restrict gu, float* __restrict gx) {
-  static_assert(MODE == kBernoulli || MODE == kHeaviside, "the expected mode runs the generic kernel");
+inline void reverse_simd(int64_t k0, int64_t k1, float beta, float theta, bool detach, const Scale<float>& scale,
+                         const float* __restrict gt, const float* __restrict ht, const uint8_t* __restrict bits_row,
+                         float* __restrict gu, float* __restrict gx) {
   using St = Step<float, F, MODE, HARD>;
   const __m512 vbeta = _mm512_set1_ps(beta), vtheta = _mm512_set1_ps(theta), one = _mm512_set1_ps(1.0f);
   const __mmask16 keep_all = detach ? 0xFFFF : 0;
@@ -287,14 +289,7 @@ inline void reverse_avx512(int64_t k0, int64_t k1, float beta, float theta, bool
   for (; k + 16 <= k1; k += 16) {
     const __m512 h = _mm512_loadu_ps(ht + k);
     const __m512 g = pdf16<F>(_mm512_sub_ps(h, vtheta), scale);
-    __mmask16 fired;
-    if constexpr (MODE == kBernoulli) {
-      uint16_t row;
-      std::memcpy(&row, bits_row + k / 8, sizeof(row));
-      fired = _cvtu32_mask16(row);
-    } else {
-      fired = _mm512_cmp_ps_mask(h, vtheta, _CMP_GT_OQ);
-    }
+    const __mmask16 fired = spikes16<MODE>(h, vtheta, bits_row, k);
     const __m512 gun = _mm512_loadu_ps(gu + k), go = _mm512_loadu_ps(gt + k);
     // ∂u/∂s = −h (hard) or −θ (soft), left out when detached or while ∂L/∂u = 0 (chosen, not
     // multiplied by 0, as in backward_chunk)

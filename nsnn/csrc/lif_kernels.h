@@ -522,10 +522,37 @@ inline void screened_step(int64_t n, S beta, S theta, const Scale<S>& scale, con
   }
 }
 
-#ifdef NSNN_AVX2
+// The SIMD units' bernoulli rows (lif_avx2.h, lif_avx512.h) screen these families' draws while
+// screening is on (LifArgs::screen), and decide the others' exactly.
+template <int F>
+constexpr bool kScreenedSimd = F == kGaussian || F == kLogistic;
+
+// The last, partial block [b, n) of a SIMD unit's bernoulli row, one neuron at a time, given the
+// block's uniforms (every one of the 64 lanes has advanced once for it, as in Uniform::fill).
+template <int F, bool HARD, bool SAVE>
+inline void bernoulli_tail(int64_t b, int64_t n, float beta, float theta, const Scale<float>& scale,
+                           const float* __restrict xt, const uint32_t* __restrict words, float* __restrict u,
+                           float* __restrict ot, uint8_t* __restrict bits_row) {
+  using St = Step<float, F, kBernoulli, HARD>;
+  uint64_t fired = 0;
+  for (int64_t k = b; k < n; ++k) {
+    const float h = beta * u[k] + xt[k];
+    const bool f = fires<float, F>(h - theta, Uniform<float>::value(words[k - b]), scale);
+    ot[k] = f ? 1.0f : 0.0f;
+    u[k] = St::reset(h, theta, ot[k]);
+    fired |= static_cast<uint64_t>(f) << (k - b);
+  }
+  if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, static_cast<size_t>(ceil_div(n - b, 8)));
+}
+
+// Each SIMD unit provides, in its namespace, bernoulli_step_simd (one step of a float32 bernoulli
+// row), replay_simd and reverse_simd (slices of the backward's two passes; reverse_simd only for the
+// families of kReverseSimd), computing what the generic loops below compute, bit for bit.
+#if defined(NSNN_AVX2)
+#define NSNN_SIMD 1
 #include "lif_avx2.h"
-#endif
-#ifdef NSNN_AVX512BW
+#elif defined(NSNN_AVX512BW)
+#define NSNN_SIMD 1
 #include "lif_avx512.h"
 #endif
 
@@ -547,20 +574,11 @@ void forward_chunk(const LifArgs& a, const S* __restrict x, S* __restrict out, u
     const int64_t off = t * a.N + i0;
     const S* __restrict xt = x + off;
     S* __restrict ot = out + off;
-#ifdef NSNN_AVX2
+#ifdef NSNN_SIMD
     if constexpr (MODE == kBernoulli && std::is_same_v<S, float>) {
-      if (a.screen || !kScreenedAvx2<F>) {
-        bernoulli_step_avx2<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot, hs,
+      if (a.screen || !kScreenedSimd<F>) {
+        bernoulli_step_simd<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot, hs,
                                            SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
-        continue;
-      }
-    }
-#endif
-#ifdef NSNN_AVX512BW
-    if constexpr (MODE == kBernoulli && std::is_same_v<S, float>) {
-      if (a.screen || !(F == kGaussian || F == kLogistic)) {
-        bernoulli_step_avx512<F, HARD, SAVE>(n, beta, theta, scale, xt, draws, u, ot,
-                                             SAVE ? bits + t * a.row_bytes + i0 / 8 : nullptr);
         continue;
       }
     }
@@ -694,20 +712,11 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       const S* __restrict xt = x + t * a.N + j0;
       S* __restrict ht = hbuf + t * n;
       const S* next_x = t + 1 < a.T ? xt + a.N : nullptr;  // the same neurons one step later
-#ifdef NSNN_AVX2
+#ifdef NSNN_SIMD
       if constexpr (std::is_same_v<S, float> && MODE != kExpected) {
         const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
         walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
-          far_seen |= replay_avx2<F, MODE, HARD>(k0, k1, beta, theta, far, scale, xt, row, u, ht);
-        });
-        continue;
-      }
-#endif
-#ifdef NSNN_AVX512BW
-      if constexpr (std::is_same_v<S, float> && MODE != kExpected) {
-        const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
-        walk_prefetching(n, next_x, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
-          far_seen |= replay_avx512<F, MODE, HARD>(k0, k1, beta, theta, far, scale, xt, row, u, ht);
+          far_seen |= replay_simd<F, MODE, HARD>(k0, k1, beta, theta, far, scale, xt, row, u, ht);
         });
         continue;
       }
@@ -773,29 +782,15 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
       }
     };
     for (int64_t t = a.T - 1; t >= 0; --t) {
-#ifdef NSNN_AVX2
-      if constexpr (std::is_same_v<S, float> && MODE != kExpected && !DECAY && kReverseAvx2<F>) {
+#ifdef NSNN_SIMD
+      if constexpr (std::is_same_v<S, float> && MODE != kExpected && !DECAY && kReverseSimd<F>) {
         if (far_seen == 0) {
           const int64_t off = t * a.N + j0;
           const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
           const S* next_g = t > 0 ? go + off - a.N : nullptr;
           walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
-            reverse_avx2<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
+            reverse_simd<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
                                         gx + off);
-          });
-          continue;
-        }
-      }
-#endif
-#ifdef NSNN_AVX512BW
-      if constexpr (std::is_same_v<S, float> && MODE != kExpected && !DECAY) {
-        if (far_seen == 0) {
-          const int64_t off = t * a.N + j0;
-          const uint8_t* row = MODE == kBernoulli ? bits + t * a.row_bytes + j0 / 8 : nullptr;
-          const S* next_g = t > 0 ? go + off - a.N : nullptr;
-          walk_prefetching(n, next_g, [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
-            reverse_avx512<F, MODE, HARD>(k0, k1, beta, theta, detach, scale, go + off, hbuf + t * n, row, gu,
-                                          gx + off);
           });
           continue;
         }
