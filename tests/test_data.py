@@ -386,6 +386,13 @@ def test_download_offline_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="offline") as e:
         nd.download_mnist(tmp_path)
     assert "name resolution" in str(e.value) and "ossci-datasets" in str(e.value)
+    # what to put where instead: the file's path, and the extracted layout with this root filled in
+    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz") in str(e.value)
+    assert "t10k-labels-idx1-ubyte[.gz]" in str(e.value) and f"(<root> = {tmp_path})" in str(e.value)
+    with pytest.raises(DatasetError, match="offline") as e:
+        nd.download_cifar(tmp_path)
+    assert "cifar-10-batches-py/" in str(e.value) and "data_batch_5, test_batch, batches.meta" in str(e.value)
+    assert f"(<root> = {tmp_path})" in str(e.value)
     assert list(tmp_path.iterdir()) == []  # MNIST/raw was made for the files: removed again, empty
     (tmp_path / "MNIST").mkdir()
     (tmp_path / "MNIST" / "notes.txt").write_text("mine")

@@ -206,7 +206,10 @@ def download_cifar(
     layout, root = _layout(name), Path(root)
     if (root / layout.folder).is_dir():
         return root / layout.folder
-    archive = download_file(base_url + layout.archive, root / layout.archive, layout.md5, progress=progress)
+    where = f"{layout.describe()}\n  (<root> = {root})"
+    archive = download_file(
+        base_url + layout.archive, root / layout.archive, layout.md5, progress=progress, layout=where
+    )
     try:
         return extract_tar(archive, root, layout.folder)
     except DatasetError as e:

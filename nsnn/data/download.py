@@ -74,6 +74,7 @@ def download_file(
     *,
     timeout: float = 60.0,
     progress: bool | None = None,
+    layout: str | None = None,
 ) -> Path:
     """Fetch ``dest`` from the first of ``urls`` that delivers a file with the given md5.
 
@@ -84,6 +85,8 @@ def download_file(
     and the folders made for ``dest`` are removed again if still empty.
     ``md5`` is 32 hex digits, either case. The temp file of a download killed outright (SIGTERM, SIGKILL)
     is removed by the next call for the same ``dest`` once it has been untouched for an hour.
+    ``layout``: the local layout that makes the download unnecessary (a dataset's extracted files),
+    quoted in that error so an offline user knows what to copy where.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
@@ -109,10 +112,13 @@ def download_file(
             folder.rmdir()
         except OSError:
             break
+    offline = f"If this machine is offline, fetch {dest.name} elsewhere and copy it to {dest}"
+    if layout is None:
+        offline += " (or place the extracted dataset in the data folder), then run again."
+    else:
+        offline += f", or lay out the extracted dataset instead:\n{layout}\nthen run again."
     raise DatasetError(
-        f"could not download {dest.name} (md5 {md5}) to {dest}:\n" + "\n".join(errors) + "\n"
-        "If this machine is offline, fetch the file elsewhere, copy it to that path (or place the "
-        "extracted dataset in the data folder) and run again."
+        f"could not download {dest.name} (md5 {md5}) to {dest}:\n" + "\n".join(errors) + "\n" + offline
     )
 
 

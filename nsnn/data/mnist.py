@@ -161,8 +161,9 @@ def download_mnist(
     folder. Raises :class:`DatasetError` listing the failures when no mirror delivers a file.
     """
     folder = Path(root) / "MNIST" / "raw"
+    where = f"{MNIST_LAYOUT}\n  (<root> = {Path(root)})"
     for name, md5 in MNIST_MD5.items():
-        download_file([m + name for m in mirrors], folder / name, md5, progress=progress)
+        download_file([m + name for m in mirrors], folder / name, md5, progress=progress, layout=where)
     return folder
 
 
