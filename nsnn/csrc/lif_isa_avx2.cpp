@@ -6,7 +6,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt,f16c")
 #define NSNN_ISA avx2
-#define NSNN_AVX2 1  // lif_kernels.h: the screened bernoulli step in intrinsics (lif_avx2.h)
+#define NSNN_AVX2 1  // lif_kernels.h: the SIMD rows of lif_avx2.h
 #include "lif_kernels.h"
 #pragma GCC pop_options
 

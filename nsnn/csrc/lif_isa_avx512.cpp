@@ -9,7 +9,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt,f16c,prefer-vector-width=512")
 #define NSNN_ISA avx512
-#define NSNN_AVX512BW 1  // lif_kernels.h: pack/unpack spike bits through mask registers
+#define NSNN_AVX512BW 1  // lif_kernels.h: spike bits through mask registers, the SIMD rows of lif_avx512.h
 #include "lif_kernels.h"
 #pragma GCC pop_options
 
