@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -363,6 +364,42 @@ def test_a_feedback_edge_into_another_lane_passes_no_box():
             inside_x = max(xa, xb) > x - BOX_W / 2 and min(xa, xb) < x + BOX_W / 2
             inside_y = max(ya, yb) > y - BOX_H / 2 and min(ya, yb) < y + BOX_H / 2
             assert not (inside_x and inside_y), ((xa, ya), (xb, yb), (x, y))
+
+
+class SnntorchLoop(nn.Module):
+    """snntorch's idiom: Leaky called once per step with its membrane passed back in (a self-loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import snntorch
+
+        self.fc, self.lif = nn.Linear(6, 4), snntorch.Leaky(beta=0.9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem, out = self.lif.init_leaky(), []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(self.fc(x[t]), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_a_neuron_fed_its_own_membrane_draws_a_visible_loop(tmp_path):
+    # The self-loop was an arc from a point to itself: nothing visible, and matplotlib warned
+    # "invalid value encountered in scalar divide" on every draw.
+    from matplotlib.patches import FancyArrowPatch
+
+    from visualizer.draw_layers import draw_layers
+
+    g = visualizer.topology(SnntorchLoop(), input_shape=(3, 2, 6))
+    assert ("lif", "lif") in g.edges and g.nodes["lif"]["kind"] == "neuron"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = draw_layers(g)
+        fig.canvas.draw()
+        visualizer.draw(g, tmp_path / "loop.png")
+    dashed = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch) and p.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    assert np.ptp(dashed[0].get_path().vertices[:, 1]) > 0.1  # a loop with a height, not a point
 
 
 def test_stdp_patch_centres_sit_on_the_pixels_they_pool():

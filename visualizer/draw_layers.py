@@ -168,12 +168,18 @@ def _draw_edge(
 ) -> None:
     """Straight arrow down a lane, elbows between lanes, a bracket for skips, stubs across a column wrap,
     a dashed bracket on the left for a feedback edge (span ≤ 0: back up to an earlier row; into another
-    lane it runs left of both lanes and enters the target from above, through the gaps between rows)."""
+    lane it runs left of both lanes and enters the target from above, through the gaps between rows),
+    and a small dashed loop on the left of a box fed its own output."""
     from matplotlib.patches import FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
     (x1, y1), (x2, y2) = a, b
     style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
+    if src == dst:  # a module fed its own output (a neuron's membrane carried across its calls)
+        start, end = (x1 - BOX_W / 2, y1 + BOX_H / 4), (x1 - BOX_W / 2, y1 - BOX_H / 4)
+        conn = "arc,angleA=180,angleB=180,armA=10,armB=10,rad=0"
+        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, linestyle="--", **style))
+        return
     if span <= 0 and not wraps and x1 == x2:
         start, end = (x1 - BOX_W / 2, y1), (x2 - BOX_W / 2, y2)
         conn = "arc,angleA=180,angleB=180,armA=14,armB=14,rad=0"
