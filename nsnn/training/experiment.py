@@ -65,7 +65,9 @@ def train_step(
 
     Objective: ``criterion(model(seq), y) + lambda1 · regularizer(model)`` with ``seq`` the
     ``[T, B, ...]`` encoding of ``x``. Under DDP the gradients are averaged over processes, so the
-    update equals a single-process step on the union of all shards (mean-reduced loss).
+    update equals a single-process step on the union of all shards (mean-reduced loss). The model
+    runs with its modules' own train/eval flags, as in any PyTorch loop: call ``model.train()`` first
+    (``fit`` does each epoch; :func:`evaluate` restores the flags it changes).
     """
     optimizer.zero_grad(set_to_none=True)
     autocast = rt.autocast() if rt is not None else torch.autocast("cpu", enabled=False)
