@@ -402,6 +402,71 @@ def test_a_neuron_fed_its_own_membrane_draws_a_visible_loop(tmp_path):
     assert np.ptp(dashed[0].get_path().vertices[:, 1]) > 0.1  # a loop with a height, not a point
 
 
+def test_parametrized_weights_count_once_each_in_the_model_totals():
+    # parametrize computes a new weight at each access; keyed by that tensor's id, a freed one's id was
+    # reused by the next layer's and overwrote its entry (11,000 weights and 0 % sparsity for 31,000 / 29 %)
+    from torch.nn.utils import parametrize
+
+    class Mask(nn.Module):
+        def __init__(self, keep: torch.Tensor) -> None:
+            super().__init__()
+            self.register_buffer("keep", keep.float())
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * self.keep
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 100), nn.Linear(100, 100), nn.Linear(100, 10))
+    for i, layer in enumerate(net):
+        keep = torch.rand_like(layer.weight) >= (0.9 if i == 0 else 0.0)  # the first layer 90 % pruned
+        parametrize.register_parametrization(layer, "weight", Mask(keep))
+    g = visualizer.topology(net, input_shape=(2, 100))
+    weights = [layer.weight for layer in net]
+    assert g.graph["prunable_weights"] == sum(w.numel() for w in weights) == 31_000
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert g.graph["weight_sparsity"] == pytest.approx(zeros / 31_000) and zeros > 8_000
+
+
+def test_tracing_gives_the_callers_neuron_state_back(tmp_path):
+    import snntorch
+
+    # snntorch init_hidden neurons keep their membrane in the module; nsnn single-step ones too
+    hidden = nn.Sequential(nn.Linear(10, 20), snntorch.Leaky(beta=0.9, init_hidden=True), nn.Linear(20, 3))
+    stepped = nn.Sequential(nn.Linear(10, 20), LIF(step_mode="s"))
+    x = torch.rand(2, 10) * 3
+    for model in (hidden, stepped):
+        model(x)
+        model(x)
+        neuron = model[1]
+        before = neuron.mem.clone()
+        visualizer.topology(model, batch=torch.rand(4, 2, 10) * 3)
+        visualizer.firing_rates(model, tmp_path / "rates.png", batch=torch.rand(4, 2, 10))
+        assert torch.equal(neuron.mem, before), type(neuron).__name__
+
+
+class AssertsRank(nn.Module):
+    """An MLP whose forward asserts its input's rank, as users' models often do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = SeqToANN(nn.Linear(784, 10)), LIF()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dim() == 3, f"expected [T, B, 784], got {tuple(x.shape)}"
+        return self.lif(self.fc(x))
+
+
+def test_probing_tries_the_next_shape_after_an_assertion_and_numpy_batches_are_accepted(tmp_path):
+    # The probe stopped at the first guess (images, 1 × 28 × 28) with the model's raw AssertionError.
+    g = visualizer.topology(AssertsRank())
+    assert g.graph["input_shape"] == "[4, 1, 784]"
+    # An array in memory is a batch like a tensor; it was taken for a file path (TypeError).
+    batch = np.random.default_rng(0).random((4, 2, 784), dtype=np.float32)
+    g = visualizer.topology(AssertsRank(), batch=batch)
+    assert g.nodes["lif"]["out_shape"] == "[4, 2, 10]" and "firing_rate" in g.nodes["lif"]
+    assert visualizer.raster(AssertsRank(), tmp_path / "raster.png", batch=batch).is_file()
+
+
 def test_stdp_patch_centres_sit_on_the_pixels_they_pool():
     from visualizer.draw_stdp import patch_centres
 

@@ -27,10 +27,12 @@ from torch import nn
 from nsnn.layers import evaluating
 from visualizer.modules import is_neuron
 from visualizer.sources import ModuleSource
-from visualizer.trace import model_device, reset_neurons, run_model, seeded, to_model
+from visualizer.trace import model_device, neurons_at_rest, run_model, seeded, to_model
 
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
+# What a caller may pass as a batch: a tensor or array used as is, or a .pt/.npy file (load_batch_file).
+BatchLike = torch.Tensor | np.ndarray | str | Path
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,14 @@ def _first_weighted(model: nn.Module) -> nn.Module | None:
 
 
 def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
-    reset_neurons(model)  # a failed try must not leave single-step state shaped for it
     device = model_device(model)
     try:
-        # the caller's random stream and train/eval flags are left as they were
-        with evaluating(model), torch.no_grad(), seeded(0, device):
+        # the caller's random stream, train/eval flags and neuron state are left as they were
+        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(0, device):
             model(to_model(torch.zeros(shape), model))
         return True
-    except (RuntimeError, ValueError, IndexError):
+    except (RuntimeError, ValueError, IndexError, AssertionError):  # a forward's own shape assert too
         return False
-    finally:
-        reset_neurons(model)
 
 
 def _image_hw(size: Any) -> tuple[int, int]:
@@ -162,10 +161,15 @@ def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
 
 
 def run_batch(
-    source: ModuleSource, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16, seed: int = 0
+    source: ModuleSource,
+    batch: BatchLike | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
 ) -> Batch:
     """The batch used for rasters and rates; see the module docstring for the order of preference."""
     T = _timestep(source)
+    if isinstance(batch, np.ndarray):  # an array in memory is a batch given as is, like a tensor
+        batch = torch.from_numpy(batch)
     if isinstance(batch, torch.Tensor):
         return Batch(batch, f"given batch {list(batch.shape)}")
     if batch is not None:
@@ -222,13 +226,11 @@ def spike_activity(
     handles = [m.register_forward_hook(hook) for m in neurons]
     try:
         device = model_device(model)
-        reset_neurons(model)  # from rest, whatever the caller's last batch left in single-step neurons
-        with evaluating(model), torch.no_grad(), seeded(seed, device):
+        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(seed, device):
             run_model(model, to_model(x, model))
     finally:
         for handle in handles:
             handle.remove()
-        reset_neurons(model)
     rng = np.random.default_rng(seed)
     layers = []
     for module, rec in order:

@@ -18,9 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from visualizer.activity import Batch, LayerActivity, run_batch, spike_activity
+from visualizer.activity import Batch, BatchLike, LayerActivity, run_batch, spike_activity
 from visualizer.activity import input_shape as probe_input_shape
 from visualizer.activity_plots import raster_figure, rates_figure
 from visualizer.curves import curves_figure
@@ -48,7 +46,7 @@ _BEFORE_ON_STDP = "--before compares BPTT models; an STDP run has its own pre-co
 def topology(
     obj: Any,
     *,
-    batch: torch.Tensor | str | Path | None = None,
+    batch: BatchLike | None = None,
     input_shape: Sequence[int] | None = None,
     inhibition: str = "summary",
 ) -> nx.DiGraph:
@@ -58,7 +56,8 @@ def topology(
     (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
     :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
     :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None), or
-    from ``batch`` (a ``[T, B, ...]`` tensor or a .pt/.npy file), which also records firing rates.
+    from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, or a .pt/.npy file), which also records
+    firing rates.
     """
     source = load_source(obj)
     if isinstance(source, StdpRun):
@@ -159,7 +158,7 @@ class Session:
         self,
         obj: Any,
         *,
-        batch: torch.Tensor | str | Path | None = None,
+        batch: BatchLike | None = None,
         batch_size: int = 16,
         before: Any = None,
         inhibition: str = "summary",
@@ -246,18 +245,14 @@ def weight_histograms(obj: Any, path: str | Path, before: Any = None) -> Path:
     return save_figure(histogram_figure(load_source(obj), before), path)
 
 
-def raster(
-    obj: Any, path: str | Path, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16
-) -> Path:
+def raster(obj: Any, path: str | Path, batch: BatchLike | None = None, batch_size: int = 16) -> Path:
     """Spike rasters of every neuron layer on ``batch`` ([T, B, ...]; default: the run's test data)."""
     image_format(path)
     session = Session(obj, batch=batch, batch_size=batch_size)
     return save_figure(raster_figure(session.activity, session.batch.description), path)
 
 
-def firing_rates(
-    obj: Any, path: str | Path, batch: torch.Tensor | str | Path | None = None, batch_size: int = 16
-) -> Path:
+def firing_rates(obj: Any, path: str | Path, batch: BatchLike | None = None, batch_size: int = 16) -> Path:
     """Bar chart of the firing rate per neuron layer on ``batch`` to PNG/SVG."""
     image_format(path)
     session = Session(obj, batch=batch, batch_size=batch_size)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
@@ -293,11 +294,42 @@ class _DataflowTracer(TorchFunctionMode):
             self.graph.nodes[name]["firing_rate"] = fired / max(count, 1.0)
 
 
-def reset_neurons(model: nn.Module) -> None:
-    """Clear the single-step state of every neuron of ``model``."""
-    for module in model.modules():
-        if is_neuron(module) and callable(getattr(module, "reset", None)):
-            module.reset()
+def _neuron_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of a neuron's state: its non-persistent buffers (snntorch's ``mem``, ``syn``) and its
+    tensor attributes (nsnn's single-step membrane, snntorch's ``spk``), by name."""
+    transient = module._non_persistent_buffers_set
+    state = {name: t for name, t in module.named_buffers(recurse=False) if name in transient}
+    state.update((name, v) for name, v in vars(module).items() if isinstance(v, torch.Tensor))
+    return {name: t.detach().clone() for name, t in state.items()}
+
+
+def _rest(module: nn.Module) -> None:
+    """Clear a neuron's state: nsnn's and spikingjelly's ``reset()``, else snntorch's ``reset_mem()``."""
+    for method in ("reset", "reset_mem"):
+        if callable(reset := getattr(module, method, None)):
+            reset()
+            return
+
+
+@contextmanager
+def neurons_at_rest(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` with every neuron starting from rest, and give the caller's neuron state back
+    afterwards (a single-step nsnn neuron's membrane, an snntorch ``init_hidden`` neuron's ``mem``):
+    tracing a model leaves no trace in it, even when the pass fails."""
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    saved = [(m, _neuron_state(m)) for m in neurons]
+    for m in neurons:
+        _rest(m)
+    try:
+        yield
+    finally:
+        for m, state in saved:
+            _rest(m)
+            for name, value in state.items():
+                if name in m._buffers:
+                    m._buffers[name] = value
+                else:
+                    setattr(m, name, value)
 
 
 @contextmanager
@@ -384,8 +416,7 @@ def layer_graph(
     tracer.mark(batch, "input")
     try:
         tracer.install()
-        reset_neurons(model)
-        with evaluating(model), torch.no_grad(), seeded(seed, device), tracer:
+        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(seed, device), tracer:
             out = run_model(model, batch)
         for t in _tensors(out):
             tracer.add_node("output", t, kind="output", module_type="output", params=0, config="")
@@ -394,19 +425,27 @@ def layer_graph(
         tracer.finish()
     finally:
         tracer.remove()
-        reset_neurons(model)
     _summarize(graph, model)
     return graph
+
+
+def _stored_weight(module: nn.Module) -> torch.Tensor:
+    """The tensor ``module.weight`` is made from and that lives as long as the module: a
+    ``torch.nn.utils.parametrize`` layer computes a new ``weight`` at each access (whose ``id`` the next
+    layer's may reuse once it is freed), from its ``original``, which is what tied layers share."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
 
 
 def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
     """Whole-model totals as graph attributes (all scalars); a weight shared by several layers, or a
     layer called at several places, counts once."""
-    unique: dict[int, tuple[int, float]] = {}  # id(weight) -> (weights, sparsity)
+    unique: dict[int, tuple[int, float]] = {}  # id of the stored weight -> (weights, sparsity)
     for m in model.modules():
         sparsity = weight_sparsity(m)
         if sparsity is not None:
-            unique[id(m.weight)] = (int(m.weight.numel()), sparsity)
+            unique[id(_stored_weight(m))] = (int(m.weight.numel()), sparsity)
     weights = sum(n for n, _ in unique.values())
     zeros = sum(n * sparsity for n, sparsity in unique.values())
     graph.graph["total_params"] = int(sum(p.numel() for p in model.parameters()))
