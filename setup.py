@@ -15,6 +15,7 @@ so the build runs on any x86-64 machine.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from typing import Any
@@ -23,7 +24,7 @@ from setuptools import setup
 
 CSRC = "nsnn/csrc"
 SOURCES = [f"{CSRC}/{name}.cpp" for name in ("lif", "lif_isa_generic", "lif_isa_avx2", "lif_isa_avx512")]
-HEADERS = [f"{CSRC}/{name}.h" for name in ("lif_common", "lif_kernels", "lif_avx2")]
+HEADERS = sorted(glob.glob(f"{CSRC}/*.h"))  # every header: editing any one rebuilds the extension
 
 
 def _skip(reason: str) -> None:

@@ -27,7 +27,11 @@ std::vector<const KernelSet*> usable_kernels() {
   std::vector<const KernelSet*> sets{kernels_generic()};
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // everything the AVX2 unit is compiled for (lif_isa_avx2.cpp's target), not only AVX2 and FMA: a
+  // virtual CPU may report AVX2 without BMI1/BMI2, whose instructions the compiler emits there
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+                    __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("f16c");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
   if (avx2 && kernels_avx2() != nullptr) sets.push_back(kernels_avx2());
