@@ -480,3 +480,22 @@ def test_input_of_another_size_than_the_model_was_built_for_is_named(name, kwarg
     net = create(name, neuron="LIF", **kwargs)
     with pytest.raises(ValueError, match=r"was built for samples \[.*\] \(in_channels, image_size\)"):
         net(torch.rand(1, 2, *bad))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_steps_one_input_per_call_in_single_step_mode(name):
+    # check_input refused the [B, C, H, W] steps of nsnn.set_step_mode(net, "s") ("expects time-first
+    # input ... rank 5"), so no zoo model could be stepped one input per call.
+    torch.manual_seed(0)
+    size_kw = {} if name.startswith("mnist") else {"image_size": 32}
+    net = create(name, num_classes=10, neuron="LIF", **size_kw)
+    net.eval()
+    channels, size = net.sample_shape[0], net.sample_shape[-1] or 32
+    x = torch.rand(3, 2, channels, size, size)
+    with torch.no_grad():
+        whole = net(x)
+        nsnn.set_step_mode(net, "s")
+        stepped = torch.stack([net(x_t) for x_t in x])
+        with pytest.raises(ValueError, match="single-step mode"):
+            net(x)  # a whole sequence in one call is refused, naming the mode
+    assert torch.equal(stepped, whole)

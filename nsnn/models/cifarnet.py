@@ -30,6 +30,7 @@ from nsnn.models.common import (
     pooled_hw,
     spike_driven_init,
     spiking_linear,
+    time_first,
 )
 from nsnn.models.registry import register_model
 
@@ -87,7 +88,7 @@ class CIFARNet(nn.Module):
             spike_driven_init(convs[1:] + hidden, neuron.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__, self.sample_shape)
+        check_input(x, 5, type(self).__name__, self.sample_shape, steps=time_first(self))
         return self.classifier(self.features(x))
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nsnn.layers import SeqToANN
-from nsnn.neurons import build_neuron
+from nsnn.neurons import SpikingNeuron, build_neuron
 
 
 @dataclass(frozen=True)
@@ -142,17 +142,40 @@ def check_width(name: str, value: int, model: str) -> None:
         raise ValueError(f"{name} of {model} must be >= 1, got {value}")
 
 
-def check_input(x: torch.Tensor, rank: int, model: str, sample: Sequence[int | None] | None = None) -> None:
+def time_first(model: nn.Module) -> bool:
+    """Whether ``model`` takes ``[T, B, ...]`` per call: False once :func:`nsnn.set_step_mode` put its
+    neurons in single-step mode, where each call is one ``[B, ...]`` step."""
+    return not any(isinstance(m, SpikingNeuron) and m.step_mode == "s" for m in model.modules())
+
+
+def check_input(
+    x: torch.Tensor,
+    rank: int,
+    model: str,
+    sample: Sequence[int | None] | None = None,
+    *,
+    steps: bool = True,
+) -> None:
     """Raise a helpful ValueError unless ``x`` is time-first with the given rank and, where ``sample``
-    gives them, the per-sample sizes ``[C, H, W]`` the model was built for (``None``: any size)."""
+    gives them, the per-sample sizes ``[C, H, W]`` the model was built for (``None``: any size).
+    ``steps=False`` (single-step mode, see :func:`time_first`): one ``[B, ...]`` step of rank − 1."""
+    if not steps:
+        rank -= 1
     if x.dim() != rank:
+        if not steps:
+            layout = "[B, C, H, W]" if rank == 4 else "[B, ...]"
+            raise ValueError(
+                f"{model} is in single-step mode and expects one step {layout} (rank {rank}) per call, "
+                f"got shape {tuple(x.shape)}"
+            )
         layout = "[T, B, C, H, W]" if rank == 5 else "[T, B, ...]"
         raise ValueError(
             f"{model} expects time-first input {layout} (rank {rank}), got shape {tuple(x.shape)}; "
             "encode static images with nsnn.models.encode(x, T)"
         )
+    per_sample = x.shape[2:] if steps else x.shape[1:]
     if sample is not None and any(
-        want is not None and got != want for got, want in zip(x.shape[2:], sample, strict=True)
+        want is not None and got != want for got, want in zip(per_sample, sample, strict=True)
     ):
         built = ", ".join("*" if s is None else str(s) for s in sample)
         raise ValueError(

@@ -27,6 +27,7 @@ from nsnn.models.common import (
     kaiming_init,
     pooled_hw,
     spiking_linear,
+    time_first,
 )
 from nsnn.models.registry import register_model
 
@@ -52,17 +53,20 @@ class MNISTMLP(nn.Module):
         self.readout = SeqToANN(nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() not in (3, 5):
-            raise ValueError(
-                "MNISTMLP expects time-first input [T, B, F] or [T, B, C, H, W], "
-                f"got shape {tuple(x.shape)}; "
-                "encode static images with nsnn.models.encode(x, T)"
-            )
-        if x.dim() == 3:  # flat features: as many as the built image has values
+        steps = time_first(self)
+        lead = 2 if steps else 1  # [T, B] or, one step per call, [B]
+        if x.dim() not in (lead + 1, lead + 3):
+            if steps:
+                expected = "time-first input [T, B, F] or [T, B, C, H, W]"
+                hint = "; encode static images with nsnn.models.encode(x, T)"
+            else:
+                expected, hint = "one step [B, F] or [B, C, H, W]", " (single-step mode)"
+            raise ValueError(f"MNISTMLP expects {expected}, got shape {tuple(x.shape)}{hint}")
+        if x.dim() == lead + 1:  # flat features: as many as the built image has values
             features = math.prod(self.sample_shape)
-            check_input(x, 3, type(self).__name__, (features,))
+            check_input(x, 3, type(self).__name__, (features,), steps=steps)
         else:
-            check_input(x, 5, type(self).__name__, self.sample_shape)
+            check_input(x, 5, type(self).__name__, self.sample_shape, steps=steps)
         return self.readout(self.sn(self.hidden(x)))
 
 
@@ -108,7 +112,7 @@ class MNISTConvNet(nn.Module):
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__, self.sample_shape)
+        check_input(x, 5, type(self).__name__, self.sample_shape, steps=time_first(self))
         return self.classifier(self.features(x))
 
 

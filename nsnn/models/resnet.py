@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from nsnn.layers import SeqToANN
-from nsnn.models.common import NeuronSpec, check_input, conv_bn, image_hw, kaiming_init, spiking_linear
+from nsnn.models.common import (
+    NeuronSpec,
+    check_input,
+    conv_bn,
+    image_hw,
+    kaiming_init,
+    spiking_linear,
+    time_first,
+)
 from nsnn.models.registry import register_model
 
 
@@ -115,7 +123,7 @@ class SpikingResNet(nn.Module):
                     block.zero_init_residual()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__, self.sample_shape)
+        check_input(x, 5, type(self).__name__, self.sample_shape, steps=time_first(self))
         return self.head(self.pool(self.stages(self.stem(x))))
 
 

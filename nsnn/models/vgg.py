@@ -17,7 +17,15 @@ import torch
 from torch import nn
 
 from nsnn.layers import SeqToANN
-from nsnn.models.common import NeuronSpec, check_input, conv_bn, image_hw, kaiming_init, pooled_hw
+from nsnn.models.common import (
+    NeuronSpec,
+    check_input,
+    conv_bn,
+    image_hw,
+    kaiming_init,
+    pooled_hw,
+    time_first,
+)
 from nsnn.models.registry import register_model
 
 POOL = "A"
@@ -68,7 +76,7 @@ class SpikingVGG(nn.Module):
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, 5, type(self).__name__, self.sample_shape)
+        check_input(x, 5, type(self).__name__, self.sample_shape, steps=time_first(self))
         return self.classifier(self.features(x))
 
 
