@@ -467,6 +467,32 @@ def test_probing_tries_the_next_shape_after_an_assertion_and_numpy_batches_are_a
     assert visualizer.raster(AssertsRank(), tmp_path / "raster.png", batch=batch).is_file()
 
 
+def test_snntorch_neurons_are_single_step_in_rasters_rates_and_counts():
+    import snntorch
+
+    from visualizer.activity import spike_activity
+
+    # (spk, mem) outputs: the layer was dropped ("the model has no spiking neuron layers")
+    layers = spike_activity(SnntorchLoop(), torch.rand(5, 3, 6) * 4)
+    assert [(a.name, a.neurons, a.raster.shape) for a in layers] == [("lif", 4, (5, 4))]
+
+    # init_hidden conv neurons called once per step: each call was taken for a [T, B] sequence (the
+    # batch read as time, one channel kept, a "place" per step)
+    class PerStep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(1, 8, 5), snntorch.Leaky(beta=0.9, init_hidden=True))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([self.net(x_t) for x_t in x])
+
+    x = torch.rand(5, 2, 1, 16, 16) * 3
+    layers = spike_activity(PerStep(), x)
+    assert [(a.name, a.neurons, a.raster.shape[0]) for a in layers] == [("net.1", 8 * 12 * 12, 5)]
+    g = visualizer.topology(PerStep(), batch=x)
+    assert g.nodes["net.1"]["neurons"] == 8 * 12 * 12 and g.nodes["net.1"]["calls"] == 5
+
+
 def test_stdp_patch_centres_sit_on_the_pixels_they_pool():
     from visualizer.draw_stdp import patch_centres
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nsnn.layers import evaluating
-from visualizer.modules import is_neuron
+from visualizer.modules import is_neuron, is_single_step
 from visualizer.sources import ModuleSource
 from visualizer.trace import model_device, neurons_at_rest, run_model, seeded, to_model
 
@@ -191,8 +191,9 @@ def spike_activity(
 ) -> list[LayerActivity]:
     """Run ``model`` on ``x`` (eval mode, no grad) and collect every neuron layer's spikes.
 
-    Multi-step neurons give ``[T, B, ...]`` per call; single-step ones (``step_mode="s"``) one
-    ``[B, ...]`` step per call, stacked over calls. Layers are listed in order of their first call.
+    Multi-step neurons give ``[T, B, ...]`` per call; single-step ones (``step_mode="s"``, snntorch's)
+    one ``[B, ...]`` step per call, stacked over calls; a neuron returning ``(spikes, membrane)``
+    (snntorch's) counts its spikes. Layers are listed in order of their first call.
     One neuron module used at several places of the network (a shared activation) is one layer per
     place, named like its node in :func:`visualizer.trace.layer_graph` plus ``#1``, ``#2``, ... in
     call order: every call of a multi-step neuron is a place of its own; the calls of a single-step
@@ -207,10 +208,12 @@ def spike_activity(
     order: list[tuple[nn.Module, dict[str, Any]]] = []
 
     def hook(module: nn.Module, args: Any, out: Any) -> None:
+        if isinstance(out, tuple | list) and out:  # snntorch's (spk, mem): the spikes come first
+            out = out[0]
         if not isinstance(out, torch.Tensor):
             return
         out = out.detach()
-        single_step = getattr(module, "step_mode", "m") == "s"
+        single_step = is_single_step(module)
         recorded = places.setdefault(module, [])
         rec = next((r for r in recorded if r["shape"] == out.shape), None) if single_step else None
         if rec is None:

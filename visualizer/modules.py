@@ -89,6 +89,13 @@ def is_neuron(module: nn.Module) -> bool:
     return any(hasattr(module, a) for a in _THRESHOLDS) and any(hasattr(module, a) for a in _LEAKS)
 
 
+def is_single_step(module: nn.Module) -> bool:
+    """Whether a neuron takes one ``[B, ...]`` step per call rather than a ``[T, B, ...]`` sequence:
+    ``step_mode="s"`` (nsnn, spikingjelly), and every snntorch neuron (snntorch steps one input per
+    call and has no multi-step mode)."""
+    return getattr(module, "step_mode", None) == "s" or type(module).__module__.split(".")[0] == "snntorch"
+
+
 def is_graph_leaf(module: nn.Module) -> bool:
     """A module that becomes one node: a neuron (its internals hidden) or a module without children
     other than its ``torch.nn.utils.parametrize`` parametrizations (e.g. a pruning mask: the layer

@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from nsnn.layers import evaluating
-from visualizer.modules import is_graph_leaf, is_neuron, module_attributes, weight_sparsity
+from visualizer.modules import is_graph_leaf, is_neuron, is_single_step, module_attributes, weight_sparsity
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -286,7 +286,7 @@ class _DataflowTracer(TorchFunctionMode):
         return self.display_shape(tensors[0]) if tensors else ""
 
     def _neurons(self, module: nn.Module, spikes: torch.Tensor) -> int:
-        per_step = 1 if getattr(module, "step_mode", "m") == "s" else 2
+        per_step = 1 if is_single_step(module) else 2
         return int(spikes[(0,) * min(per_step, spikes.dim() - 1)].numel())
 
     def finish(self) -> None:
