@@ -493,6 +493,31 @@ def test_snntorch_neurons_are_single_step_in_rasters_rates_and_counts():
     assert g.nodes["net.1"]["neurons"] == 8 * 12 * 12 and g.nodes["net.1"]["calls"] == 5
 
 
+class SharedPool(nn.Module):
+    """One pooling module reused after each conv stage, as hand-written CNNs often do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.lif1 = SeqToANN(nn.Conv2d(1, 4, 5)), LIF()
+        self.conv2, self.lif2 = SeqToANN(nn.Conv2d(4, 8, 5)), LIF()
+        self.pool = SeqToANN(nn.MaxPool2d(2))
+        self.fc, self.lif3 = SeqToANN(nn.Flatten(), nn.Linear(8 * 4 * 4, 10)), LIF()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool(self.lif1(self.conv1(x)))
+        return self.lif3(self.fc(self.pool(self.lif2(self.conv2(h)))))
+
+
+def test_a_stage_feeding_a_shared_module_is_drawn_where_it_runs():
+    # lif2 feeds only the shared pool, back up a feedback edge: laid out "as late as possible" it and
+    # conv2 sank to the last rows, below the classifier, as if they ran after it
+    from visualizer.draw_layers import _depths, _forward_graph
+
+    g = visualizer.topology(SharedPool(), input_shape=(2, 1, 1, 28, 28))
+    depth = _depths(_forward_graph(g))
+    assert depth["pool.0"] < depth["conv2.0"] < depth["lif2"] < depth["lif3"] < depth["output"]
+
+
 def test_stdp_patch_centres_sit_on_the_pixels_they_pool():
     from visualizer.draw_stdp import patch_centres
 

@@ -58,17 +58,18 @@ def _forward_graph(graph: nx.DiGraph) -> nx.DiGraph:
 
 def _depths(graph: nx.DiGraph) -> dict[str, int]:
     """Row of each node: longest path from the input, except that nodes off the longest path (a
-    shortcut branch) are placed as late as possible, right above the node they feed."""
+    shortcut branch) are placed as late as possible, right above the node they feed. A node that
+    feeds nothing here (its output went back up a feedback edge: ``lif2`` into a shared ``pool``) stays
+    at its longest-path row, and so do the nodes leading to it."""
     import networkx as nx
 
     order = list(nx.topological_sort(graph))
     early: dict[str, int] = {}
     for node in order:
         early[node] = max((early[p] + 1 for p in graph.predecessors(node)), default=0)
-    last = max(early.values())
     late: dict[str, int] = {}
     for node in reversed(order):
-        late[node] = min((late[s] - 1 for s in graph.successors(node)), default=last)
+        late[node] = min((late[s] - 1 for s in graph.successors(node)), default=early[node])
     return {n: early[n] if early[n] == late[n] or graph.in_degree(n) == 0 else late[n] for n in order}
 
 
