@@ -518,6 +518,18 @@ def test_a_stage_feeding_a_shared_module_is_drawn_where_it_runs():
     assert depth["pool.0"] < depth["conv2.0"] < depth["lif2"] < depth["lif3"] < depth["output"]
 
 
+def test_long_node_names_fit_their_box_and_keep_their_distinguishing_ends():
+    from visualizer.draw_layers import LABEL_CHARS, _label
+
+    stem = "multiscale_encoder_stage.inception_block.temporal_feature_extractor_branch_"
+    labels = [_label(f"{stem}{b}.0", {"kind": "conv", "module_type": "Conv2d"}) for b in "abc"]
+    names = [label.splitlines()[0] for label in labels]
+    assert all(len(n) == LABEL_CHARS and "…" in n for n in names)
+    assert [n[-10:] for n in names] == ["branch_a.0", "branch_b.0", "branch_c.0"]
+    assert names[0].startswith("multiscale_encoder_stage")
+    assert _label("fc", {"kind": "module", "module_type": "Linear"}).splitlines()[0] == "fc"  # short: as is
+
+
 def test_stdp_patch_centres_sit_on_the_pixels_they_pool():
     from visualizer.draw_stdp import patch_centres
 

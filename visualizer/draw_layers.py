@@ -135,8 +135,20 @@ def _config_summary(data: dict) -> str:
     return typ
 
 
+LABEL_CHARS = 60  # characters of one label line that fit in a box (BOX_W at the label's font size)
+
+
+def _fit(line: str, width: int = LABEL_CHARS) -> str:
+    """``line``, or its start and end around an ellipsis when longer than ``width``: long qualified
+    names of parallel branches often differ only in their last part."""
+    if len(line) <= width:
+        return line
+    tail = (width - 1) // 2
+    return f"{line[: width - 1 - tail]}…{line[-tail:]}"
+
+
 def _label(name: str, data: dict) -> str:
-    lines = [name.upper()] if name in {"input", "output"} else [name, _config_summary(data)]
+    lines = [name.upper()] if name in {"input", "output"} else [_fit(name), _fit(_config_summary(data))]
     shape = str(data.get("out_shape", ""))
     facts = [shape.replace(" ", "")] if shape else []
     if data.get("params"):
@@ -145,7 +157,7 @@ def _label(name: str, data: dict) -> str:
         facts.append(f"{percent(float(data['weight_sparsity']), 0)} zero")
     if "firing_rate" in data:
         facts.append(f"rate {float(data['firing_rate']):.3g}")
-    lines.append("  ".join(facts))
+    lines.append(_fit("  ".join(facts)))
     return "\n".join(lines)
 
 
