@@ -572,6 +572,20 @@ def test_screened_draws_are_the_exact_decisions(isa: str, family: str) -> None:
 
 
 @needs_native
+@pytest.mark.parametrize(("mode", "hard"), [("heaviside", True), ("heaviside", False), ("expected", False)])
+def test_a_nan_membrane_adds_0_to_the_decay_gradient_where_its_factor_is_0(mode: str, hard: bool) -> None:
+    # ∂L/∂β sums ∂L/∂h_{t+1}·u_t: with a NaN u_t (a NaN input) the native kernel multiplied 0·NaN into
+    # the whole layer's ∂L/∂β, where the torch path adds 0 for a zero factor (_times). The uniform
+    # family's pdf is 0 at NaN, so ∂L/∂h there is 0.
+    x = torch.tensor([[1.2, 0.7], [math.nan, 0.9], [1.2, 1.1], [1.2, 0.4]], dtype=torch.float64)
+    noise, decay = get_noise("uniform", 0.3), torch.tensor(0.5, dtype=torch.float64)
+    _, gx, gd = run(x, decay, noise, mode, hard=hard)
+    _, gx0, gd0 = run(x, decay, noise, mode, hard=hard, use_native=False)
+    assert torch.isfinite(gd) and gd == gd0, (gd, gd0)
+    torch.testing.assert_close(gx, gx0, equal_nan=True)
+
+
+@needs_native
 @pytest.mark.parametrize("family", FAMILIES)
 def test_float32_cdf_pdf_error(family: str) -> None:
     """T = 1 exposes the kernel's CDF (expected mode) and σ·PDF (its gradient) at z = (x − θ)/σ."""

@@ -763,11 +763,12 @@ void backward_chunk(const LifArgs& a, const S* __restrict go, const S* __restric
           gu[k] = gh * beta;
           if constexpr (DECAY) {
             // u_t clamped to the largest finite value: an infinite membrane, whose later ∂L/∂h is 0,
-            // adds 0 instead of 0·inf = NaN; a finite one is unchanged.
+            // adds 0 instead of 0·inf = NaN; a finite one is unchanged. A NaN u_t (a NaN input) adds 0
+            // where ∂L/∂h_{t+1} is 0, chosen rather than multiplied, as on the torch path (_times).
             if constexpr (ACC) {
               const S ut = St::reset(h, theta, s);
               const S uc = CLAMP ? (ut > kMax ? kMax : (ut < -kMax ? -kMax : ut)) : ut;
-              acc[k] += static_cast<double>(gh_next[k] * uc);
+              acc[k] += gh_next[k] == S(0) ? 0.0 : static_cast<double>(gh_next[k] * uc);
             }
             gh_next[k] = gh;
           }
