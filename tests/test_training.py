@@ -850,6 +850,8 @@ def _not_a_checkpoint(kind: str, folder: Path) -> Path:
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     elif kind == "tensor":
         torch.save(torch.zeros(3), path)
+    elif kind == "state_dict":  # torch.save(model.state_dict()): weights without the model's configuration
+        torch.save(create("mnist_mlp", hidden=4).state_dict(), path)
     elif kind == "pickled-object":  # refused by weights_only=True, whatever its "format" says
         torch.save({"format": FORMAT, "config": argparse.Namespace(epochs=1)}, path)
     else:
@@ -859,7 +861,7 @@ def _not_a_checkpoint(kind: str, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["json", "random", "tensor", "pickled-object", "truncated"])
+@pytest.mark.parametrize("kind", ["json", "random", "tensor", "state_dict", "pickled-object", "truncated"])
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_flag_error(kind, tmp_path, capsys):
     from nsnn.training import CheckpointError, load_checkpoint
     from nsnn.training.cli import main
@@ -872,6 +874,8 @@ def test_a_file_that_is_not_a_checkpoint_is_a_clear_flag_error(kind, tmp_path, c
     assert "weights_only" not in str(raised.value)
     if kind == "pickled-object":  # the object weights_only refused is named
         assert "it holds an object of type argparse.Namespace" in str(raised.value)
+    if kind == "state_dict":  # what to do with it instead
+        assert "holds a state_dict" in str(raised.value) and "load_state_dict" in str(raised.value)
     for argv in (["test", "--snapshot", str(path)], ["train", "--resume", str(path), "--epochs", "1"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)

@@ -191,6 +191,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "pass a best.pt / last.pt written by nsnn.training, or its run directory"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            raise CheckpointError(
+                f"{path} is not an nsnn checkpoint: it holds a state_dict (tensors by name) without the "
+                "model's configuration; load it into the model it came from (model.load_state_dict) and "
+                "pass that model instead"
+            )
         found = f"format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
         raise CheckpointError(
             f"{path} is not an nsnn checkpoint: it holds {found}, not a dict with format {FORMAT!r}"
