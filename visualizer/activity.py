@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsnn.layers import evaluating
 from visualizer.modules import is_neuron, is_single_step
 from visualizer.sources import ModuleSource
-from visualizer.trace import model_device, neurons_at_rest, run_model, seeded, to_model
+from visualizer.trace import probing, run_model, to_model
 
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
@@ -67,10 +66,8 @@ def _first_weighted(model: nn.Module) -> nn.Module | None:
 
 
 def _runs(model: nn.Module, shape: tuple[int, ...]) -> bool:
-    device = model_device(model)
     try:
-        # the caller's random stream, train/eval flags and neuron state are left as they were
-        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(0, device):
+        with probing(model, 0):  # the caller's neuron state, flags and random stream left as they were
             model(to_model(torch.zeros(shape), model))
         return True
     except (RuntimeError, ValueError, IndexError, AssertionError):  # a forward's own shape assert too
@@ -228,8 +225,7 @@ def spike_activity(
     neurons = [m for m in model.modules() if is_neuron(m)]
     handles = [m.register_forward_hook(hook) for m in neurons]
     try:
-        device = model_device(model)
-        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(seed, device):
+        with probing(model, seed):
             run_model(model, to_model(x, model))
     finally:
         for handle in handles:

@@ -350,6 +350,14 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+@contextmanager
+def probing(model: nn.Module, seed: int | None) -> Iterator[None]:
+    """One look at ``model``: its neurons from rest, eval mode, no grad, the RNG seeded (see
+    :func:`seeded`); the caller's neuron state, train/eval flags and RNG state are given back after."""
+    with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(seed, model_device(model)):
+        yield
+
+
 def to_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """``x`` on the model's device; a floating ``x`` also in the dtype of its floating parameters
     (a bfloat16/half model gets a bfloat16/half batch), and so are bool or uint8 spikes (as a batch
@@ -402,7 +410,6 @@ def layer_graph(
         batch = torch.zeros(tuple(int(s) for s in input_shape))
     if not isinstance(batch, torch.Tensor):
         raise ValueError(f"batch must be a torch.Tensor, got {type(batch).__name__}")
-    device = model_device(model)
     batch = to_model(batch, model)
     graph = nx.DiGraph(
         kind="layers",
@@ -416,7 +423,7 @@ def layer_graph(
     tracer.mark(batch, "input")
     try:
         tracer.install()
-        with neurons_at_rest(model), evaluating(model), torch.no_grad(), seeded(seed, device), tracer:
+        with probing(model, seed), tracer:
             out = run_model(model, batch)
         for t in _tensors(out):
             tracer.add_node("output", t, kind="output", module_type="output", params=0, config="")

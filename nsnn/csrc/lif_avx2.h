@@ -190,16 +190,6 @@ inline __m256 spike_mask8(const uint8_t* bits_row, int64_t k) {
   return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(byte, lanes), lanes));
 }
 
-// Spike k of a packed row as 0/1 (bernoulli), 0 in the other modes (their spike comes from h).
-template <int MODE>
-inline float saved_spike(const uint8_t* bits_row, int64_t k) {
-  if constexpr (MODE == kBernoulli) {
-    return ((bits_row[k / 8] >> (k % 8)) & 1) != 0 ? 1.0f : 0.0f;
-  } else {
-    return 0.0f;
-  }
-}
-
 // Spikes of 8 replayed membranes: the saved bits (bernoulli) or h > θ (heaviside).
 template <int MODE>
 inline __m256 replayed_spikes8(__m256 h, __m256 vtheta, const uint8_t* bits_row, int64_t k) {

@@ -237,9 +237,7 @@ inline int replay_simd(int64_t k0, int64_t k1, float beta, float theta, float fa
   }
   int far_seen = beyond != 0 ? 1 : 0;
   for (; k < k1; ++k) {
-    float drawn = 0.0f;
-    if constexpr (MODE == kBernoulli) drawn = ((bits_row[k / 8] >> (k % 8)) & 1) != 0 ? 1.0f : 0.0f;
-    const float h = St::replay(beta, theta, scale, xt[k], drawn, u[k]);
+    const float h = St::replay(beta, theta, scale, xt[k], saved_spike<MODE>(bits_row, k), u[k]);
     ht[k] = h;
     far_seen |= ((h > far) | (h < -far)) ? 1 : 0;
   }
@@ -304,9 +302,7 @@ inline void reverse_simd(int64_t k0, int64_t k1, float beta, float theta, bool d
   for (; k < k1; ++k) {
     const float h = ht[k];
     const float g = Noise<float, F>::pdf(h - theta, scale);
-    float drawn = 0.0f;
-    if constexpr (MODE == kBernoulli) drawn = ((bits_row[k / 8] >> (k % 8)) & 1) != 0 ? 1.0f : 0.0f;
-    const float s = St::spike(h, theta, scale, drawn);
+    const float s = St::spike(h, theta, scale, saved_spike<MODE>(bits_row, k));
     const float gh = St::grad_h(gt[k], gu[k], h, s, g, theta, detach);
     gx[k] = gh;
     gu[k] = gh * beta;

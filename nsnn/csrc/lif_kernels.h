@@ -545,6 +545,16 @@ inline void bernoulli_tail(int64_t b, int64_t n, float beta, float theta, const 
   if constexpr (SAVE) std::memcpy(bits_row + b / 8, &fired, static_cast<size_t>(ceil_div(n - b, 8)));
 }
 
+// Spike k of a packed row (the SIMD units' scalar remainders) as 0/1 (bernoulli), 0 in the other modes (their spike comes from h).
+template <int MODE>
+inline float saved_spike(const uint8_t* bits_row, int64_t k) {
+  if constexpr (MODE == kBernoulli) {
+    return ((bits_row[k / 8] >> (k % 8)) & 1) != 0 ? 1.0f : 0.0f;
+  } else {
+    return 0.0f;
+  }
+}
+
 // Each SIMD unit provides, in its namespace, bernoulli_step_simd (one step of a float32 bernoulli
 // row), replay_simd and reverse_simd (slices of the backward's two passes; reverse_simd only for the
 // families of kReverseSimd), computing what the generic loops below compute, bit for bit.
