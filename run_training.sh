@@ -73,10 +73,7 @@ case "$recipe" in
         fi
         "$PYTHON" "$scripts"/main_mnist.py "${flags[@]}" "${out_flag[@]}" "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
-        for mode in stochastic deterministic expected; do
-            "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode "$mode"
-        done
-        "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode stochastic --n_ensembles 8
+        "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode all --n_ensembles 8
         echo "[nsnn] done. Results in $run_dir:"
         echo "  metrics.csv, curves.png (training curves), summary.json (test accuracy), best.pt / last.pt,"
         echo "  evaluations.csv + evaluations.png + eval-*.json (test accuracy per evaluation mode), tensorboard/"

@@ -1,6 +1,6 @@
 """Two builds of nsnn's C++ kernels side by side in one process: per-family time ratios new/old.
 
-    python bench/native_ab.py OLD.so NEW.so [--shape 32,65536] [--rounds 40] [--threads 2] [--soft]
+    python bench/native_ab.py OLD.so NEW.so [--shape 32,65536] [--rounds 40] [--threads 2] [--soft] [--cold]
 
 Build each version (``python setup.py build_ext --inplace``) and copy its
 ``nsnn/_C.*.so`` aside; this script loads both as separate modules (the library is a plain pybind11
@@ -10,6 +10,8 @@ times, alternating which goes first. It prints the median over rounds of the per
 for the forward, the backward and their sum, and the old build's median total in ms. Ratios taken
 this way cancel the slow drifts of a shared machine that separate runs of ``bench/neurons.py`` do not;
 glibc is told to keep freed memory (no page faults on reuse). A layer of ``[T, N]`` (time first).
+``--cold`` writes a 64 MiB buffer before each forward and each backward, so that both start with
+their tensors out of the caches, as in a network whose other layers run in between.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--soft", action="store_true", help="soft reset (default: hard)")
+    ap.add_argument("--cold", action="store_true", help="evict the caches before each forward and backward")
     args = ap.parse_args()
     try:
         steps, neurons = (int(s) for s in args.shape.split(","))
@@ -68,15 +71,24 @@ def main() -> None:
     x = torch.randn(steps, neurons, generator=gen) * 0.8 + 0.6
     grad = torch.randn(steps, neurons, generator=gen)
     hard = not args.soft
+    evict = torch.zeros(16 << 20) if args.cold else None
 
     def run(native: types.ModuleType, family: int, mode: int, seed: int) -> tuple[float, float]:
+        if evict is not None:
+            evict.add_(1.0)
         t0 = time.perf_counter()
         _, bits = native.forward(x, 0.5, 1.0, 0.3, family, mode, hard, seed, True)
+        forward = time.perf_counter() - t0
+        if evict is not None:
+            evict.add_(1.0)
         t1 = time.perf_counter()
         native.backward(grad, x, bits, 0.5, 1.0, 0.3, family, mode, hard, False, False)
-        return t1 - t0, time.perf_counter() - t1
+        return forward, time.perf_counter() - t1
 
-    print(f"torch threads {torch.get_num_threads()}, [T, N] = [{steps}, {neurons}], {args.rounds} rounds")
+    cold = ", caches evicted before each pass" if args.cold else ""
+    print(
+        f"torch threads {torch.get_num_threads()}, [T, N] = [{steps}, {neurons}], {args.rounds} rounds{cold}"
+    )
     print(f"{'layer':12s} {'fwd new/old':>12s} {'bwd new/old':>12s} {'total':>8s} {'old ms':>8s}")
     for name, (family, mode) in CASES.items():
         for native in builds:  # warm-up

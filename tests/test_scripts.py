@@ -304,7 +304,9 @@ def test_run_training_recipe_keeps_a_given_out_or_resumed_run():
     train, *tests = commands("--epochs", "1")
     assert "--out runs/mnist-nilif-" in train and train.endswith("--epochs 1")
     run = train.split("--out ")[1].split()[0]
-    assert all(f"--snapshot {run}/best.pt" in t for t in tests) and len(tests) == 4
+    assert tests == [
+        f"{REPO}/scripts/testing_mnist.py --snapshot {run}/best.pt --eval-mode all --n_ensembles 8"
+    ]
     train, *tests = commands("--resume", "runs/old/last.pt")
     assert "--out" not in train and all("--snapshot runs/old/best.pt" in t for t in tests)
     # a resumed run keeps its own configuration: none of the recipe's flags (the script would refuse a
@@ -375,7 +377,7 @@ def test_help_states_each_default_once(monkeypatch, capsys):
     # ArgumentDefaultsHelpFormatter appended "(default: None)" to helps that state their default.
     for name, stated in (
         ("main_mnist.py", "the embedded set, whatever $NSNN_DATA_DIR says) --download"),
-        ("testing_mnist.py", "(default: the run's own) --n_ensembles"),
+        ("testing_mnist.py", "as many as give different results --n_ensembles"),
     ):
         assert run_script(name, ["--help"], monkeypatch) == 0
         text = " ".join(capsys.readouterr().out.split())
@@ -419,6 +421,45 @@ def test_testing_a_deterministic_network_notes_idle_flags_and_labels_it_determin
         assert run_script("testing_mnist.py", ["--snapshot", str(lif_run), *argv, "--json"], monkeypatch) == 0
         out, err = capsys.readouterr()
         assert "note:" not in err and last_json(out)["eval_mode"] == "deterministic"
+
+
+def test_eval_mode_all_evaluates_each_distinct_mode_once(lif_run, tmp_path, monkeypatch, capsys):
+    # run_training.sh tested an LIF run four times (three modes and K=8), four identical results.
+    argv = ["--snapshot", str(lif_run), "--eval-mode", "all", "--n_ensembles", "8", "--out", str(tmp_path)]
+    assert run_script("testing_mnist.py", [*argv, "--json"], monkeypatch) == 0
+    out, err = capsys.readouterr()
+    assert "--eval-mode all evaluates deterministic, K=1\n" in err
+    (only,) = last_json(out)["evaluations"]
+    assert (only["eval_mode"], only["n_ensembles"]) == ("deterministic", 1)
+    assert [row["eval_mode"] for row in read_csv(tmp_path / "evaluations.csv")] == ["deterministic"]
+
+
+def test_eval_mode_all_on_noisy_neurons_matches_each_mode_alone(tmp_path, monkeypatch, capsys):
+    from nsnn.training.cli import train_main
+
+    run = tmp_path / "run"
+    assert train_main([*TINY_FLAGS, "--out", str(run)], dataset="mnist") == 0
+    capsys.readouterr()
+    argv = ["--snapshot", str(run), "--n_ensembles", "3", "--out", str(tmp_path / "evals")]
+    assert run_script("testing_mnist.py", [*argv, "--eval-mode", "all", "--json"], monkeypatch) == 0
+    together = last_json(capsys.readouterr().out)["evaluations"]
+    expected = [("stochastic", 1), ("deterministic", 1), ("expected", 1), ("stochastic", 3)]
+    assert [(r["eval_mode"], r["n_ensembles"]) for r in together] == expected
+    for result, (mode, k) in zip(together, expected, strict=True):  # each as its own call gives
+        alone = [
+            "--snapshot",
+            str(run),
+            "--eval-mode",
+            mode,
+            "--n_ensembles",
+            str(k),
+            "--out",
+            str(tmp_path / mode),
+        ]
+        assert run_script("testing_mnist.py", [*alone, "--json"], monkeypatch) == 0
+        single = last_json(capsys.readouterr().out)
+        assert (single["accuracy"], single["loss"]) == (result["accuracy"], result["loss"])
+    assert len(read_csv(tmp_path / "evals" / "evaluations.csv")) == 4
 
 
 def test_testing_refuses_download_for_a_run_on_the_embedded_split(lif_run, tmp_path, monkeypatch, capsys):

@@ -163,7 +163,8 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
         "--eval_mode",
         dest="eval_mode",
         default=None,
-        help=f"neuron mode at evaluation: {', '.join(EVAL_MODES)} (default: the run's own)",
+        help=f"neuron mode at evaluation: {', '.join(EVAL_MODES)} (default: the run's own), or all: each "
+        "mode with K=1 and stochastic with --n_ensembles K, as many as give different results",
     )
     p.add_argument(
         "--n_ensembles",
@@ -226,8 +227,9 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     return p
 
 
-def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, Any]:
-    """Evaluate ``args.snapshot`` on its dataset's test set; write ``eval-*.json`` and ``evaluations.csv``."""
+def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Evaluate ``args.snapshot`` on its dataset's test set; write ``eval-*.json`` and ``evaluations.csv``.
+    One result per evaluation: one, or with ``--eval-mode all`` those of :func:`_evaluations_of`."""
     from nsnn.models import count_parameters
     from nsnn.training.checkpoint import load_model, resolve_checkpoint
     from nsnn.training.evaluate import evaluate, normalization
@@ -236,8 +238,8 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     from nsnn.training.perturbations import get_perturbation
     from nsnn.training.runtime import seed_everything, setup_runtime, sigint_deferred, warn_cpu_amp
 
-    if args.eval_mode is not None and args.eval_mode not in EVAL_MODES:
-        raise ConfigError(f"eval_mode must be one of {list(EVAL_MODES)}, got {args.eval_mode!r}")
+    if args.eval_mode is not None and args.eval_mode not in (*EVAL_MODES, "all"):
+        raise ConfigError(f"eval_mode must be one of {[*EVAL_MODES, 'all']}, got {args.eval_mode!r}")
     for name in ("n_ensembles", "minibatch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
@@ -286,7 +288,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
         f"epoch {ckpt['epoch']}",
         flush=True,
     )
-    args.eval_mode, args.n_ensembles = _evaluation_of(model, cfg, args)
+    evaluations = _evaluations_of(model, cfg, args)
     cfg.download, cfg.progress = args.download, args.progress
     run_samples = cfg.max_samples
     if args.max_samples is not None:
@@ -312,58 +314,92 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> dict[str, 
     loader = bundle.loader(
         bundle.test, args.minibatch, train=False, device=rt.device, **normalization(cfg.encoding)
     )
-    seed_everything(args.seed)
-    tick = time.perf_counter()
-    metrics = evaluate(
-        model,
-        loader,
-        timestep=cfg.timestep,
-        encoding=cfg.encoding,
-        eval_mode=args.eval_mode,
-        n_ensembles=args.n_ensembles,
-        criterion=build_loss(cfg.loss, cfg.lambda_tet),
-        perturbation=perturbation,
-        runtime=rt,
-        progress=args.progress,
-        desc="test",
+    results = []
+    for args.eval_mode, args.n_ensembles in evaluations:
+        seed_everything(args.seed)
+        tick = time.perf_counter()
+        metrics = evaluate(
+            model,
+            loader,
+            timestep=cfg.timestep,
+            encoding=cfg.encoding,
+            eval_mode=args.eval_mode,
+            n_ensembles=args.n_ensembles,
+            criterion=build_loss(cfg.loss, cfg.lambda_tet),
+            perturbation=perturbation,
+            runtime=rt,
+            progress=args.progress,
+            desc="test",
+        )
+        result = {
+            "snapshot": str(path),
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "parameters": n_params,
+            "epoch": int(ckpt["epoch"]),
+            "eval_mode": args.eval_mode,
+            "n_ensembles": args.n_ensembles,
+            "minibatch": args.minibatch,
+            "amp": args.amp,
+            "perturbation": args.perturbation,
+            "strength": args.strength,
+            "seed": args.seed,
+            "accuracy": metrics["accuracy"],
+            "loss": metrics["loss"],
+            "n": metrics["n"],
+            "same_data_as_run": same_data,
+            "seconds": time.perf_counter() - tick,
+        }
+        tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
+        if args.perturbation != "clean":
+            tag += f"-{args.perturbation}-{args.strength:g}"
+        if args.minibatch != cfg.minibatch:  # other batches draw other noise: another result
+            tag += f"-b{args.minibatch}"
+        if args.amp != cfg.amp:
+            tag += "-amp" if args.amp else "-fp32"
+        with sigint_deferred():  # Ctrl-C: the result files are written whole, or not at all
+            result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
+            row = {k: v for k, v in result.items() if k != "result_file"}
+            CsvLog(out / "evaluations.csv", list(row)).append(row)
+            plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
+        print(
+            f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, n={metrics['n']}, "
+            f"{args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+def _random_input(cfg: TrainConfig, args: argparse.Namespace) -> bool:
+    """Whether the evaluation's input is random (Poisson encoding, a perturbation): then even a network
+    of deterministic neurons gives K passes that differ."""
+    return cfg.encoding != "direct" or args.perturbation != "clean"
+
+
+def _evaluations_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The ``(eval_mode, n_ensembles)`` pairs that ``args`` asks for, as they act on ``model``: one
+    (:func:`_evaluation_of`), or for ``--eval-mode all`` stochastic, deterministic and expected with
+    K = 1 and stochastic with the K given (or the run's), less those that repeat another's result (a
+    network of deterministic neurons has one, or two when its input is random)."""
+    from nsnn.training.evaluate import effective_evaluation
+
+    if args.eval_mode != "all":
+        return [_evaluation_of(model, cfg, args)]
+    k = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
+    wanted = [(mode, 1) for mode in EVAL_MODES] + ([("stochastic", k)] if k > 1 else [])
+    random_input = _random_input(cfg, args)
+    plan = list(
+        dict.fromkeys(effective_evaluation(model, m, n, random_input=random_input) for m, n in wanted)
     )
-    result = {
-        "snapshot": str(path),
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "parameters": n_params,
-        "epoch": int(ckpt["epoch"]),
-        "eval_mode": args.eval_mode,
-        "n_ensembles": args.n_ensembles,
-        "minibatch": args.minibatch,
-        "amp": args.amp,
-        "perturbation": args.perturbation,
-        "strength": args.strength,
-        "seed": args.seed,
-        "accuracy": metrics["accuracy"],
-        "loss": metrics["loss"],
-        "n": metrics["n"],
-        "same_data_as_run": same_data,
-        "seconds": time.perf_counter() - tick,
-    }
-    tag = f"{path.stem}-{args.eval_mode}-k{args.n_ensembles}-n{metrics['n']}-seed{args.seed}"
-    if args.perturbation != "clean":
-        tag += f"-{args.perturbation}-{args.strength:g}"
-    if args.minibatch != cfg.minibatch:  # other batches draw other noise: another result
-        tag += f"-b{args.minibatch}"
-    if args.amp != cfg.amp:
-        tag += "-amp" if args.amp else "-fp32"
-    with sigint_deferred():  # Ctrl-C: the result files are written whole, or not at all
-        result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
-        row = {k: v for k, v in result.items() if k != "result_file"}
-        CsvLog(out / "evaluations.csv", list(row)).append(row)
-        plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
-    print(
-        f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, n={metrics['n']}, "
-        f"{args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
-        flush=True,
-    )
-    return result
+    if len(plan) < len(wanted):
+        print(
+            f"note: this run's {cfg.neuron} neurons fire deterministically, so --eval-mode all evaluates "
+            + " and ".join(f"{mode}, K={n}" for mode, n in plan),
+            file=sys.stderr,
+            flush=True,
+        )
+    return plan
 
 
 def _evaluation_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> tuple[str, int]:
@@ -374,8 +410,7 @@ def _evaluation_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> tu
 
     mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
     k = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
-    random_input = cfg.encoding != "direct" or args.perturbation != "clean"
-    mode, k = effective_evaluation(model, mode, k, random_input=random_input)
+    mode, k = effective_evaluation(model, mode, k, random_input=_random_input(cfg, args))
     ignored = [
         f"{flag} {given}"
         for flag, given, used in (
@@ -449,7 +484,7 @@ def test_main(
     )
     args = parser.parse_args(argv)
     try:
-        result = run_test(args, dataset)
+        results = run_test(args, dataset)
     except ConfigError as e:
         parser.error(str(e))
     except (DatasetError, FileNotFoundError, ValueError) as e:
@@ -458,8 +493,8 @@ def test_main(
     except KeyboardInterrupt:
         print("\ninterrupted: the evaluation stopped before writing its result", file=sys.stderr)
         return 130
-    if args.json:
-        _emit_json(result)
+    if args.json:  # one evaluation's result, or for --eval-mode all each of them
+        _emit_json(results[0] if args.eval_mode != "all" else {"evaluations": results})
     return 0
 
 
