@@ -8,8 +8,11 @@ pool over time and batch) and restores the time axis. :func:`set_step_mode` turn
 a per-step one (neurons stateful, ``SeqToANN`` layers on ``[B, ...]``) and back::
 
     set_step_mode(net, "s")
-    out = torch.stack([net(x_t) for x_t in x])   # same spikes as net(x) in "m", step by step
+    out = torch.stack([net(x_t) for x_t in x])   # net(x) in "m", step by step (*)
     reset_net(net)                               # before the next sequence
+
+(*) The same spikes for deterministic neurons. Stochastic ones fire by the same law but from other
+draws: the fused multi-step kernels use their own random streams, the single step ``torch.rand``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class SeqToANN(nn.Sequential):
         super().__init__(*modules)
         self.step_mode = step_mode
 
-    def add_module(self, name: str, module: nn.Module | None) -> None:
+    @staticmethod
+    def _refuse_neurons(module: object) -> None:
         if isinstance(module, nn.Module):
             neurons = [type(m).__name__ for m in module.modules() if isinstance(m, SpikingNeuron)]
             if neurons:
@@ -54,7 +58,26 @@ class SeqToANN(nn.Sequential):
                     f"SeqToANN is for stateless layers; {neurons[0]} keeps a membrane over time, which "
                     "T·B flattened would scramble: place the neuron after the SeqToANN block"
                 )
+
+    # every way nn.Sequential takes a module: add_module (init, append, extend, +=), __setattr__
+    # (block[i] = m, block.name = m) and insert, which writes _modules itself
+    def add_module(self, name: str, module: nn.Module | None) -> None:
+        self._refuse_neurons(module)
         super().add_module(name, module)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self._refuse_neurons(value)
+        super().__setattr__(name, value)
+
+    def insert(self, index: int, module: nn.Module) -> SeqToANN:
+        self._refuse_neurons(module)
+        return super().insert(index, module)
+
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        item = super().__getitem__(idx)
+        if isinstance(item, SeqToANN):  # a slice, rebuilt by __init__: it keeps the block's step mode
+            item.step_mode = self.step_mode
+        return item
 
     def forward(self, x: Tensor) -> Tensor:
         if self.step_mode == "s":

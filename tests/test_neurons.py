@@ -315,8 +315,10 @@ def test_seeded_runs_reproducible():
     assert torch.equal(a, b)
 
 
-def test_saved_memory_is_membrane_plus_one_byte_per_spike():
-    x = (torch.randn(4, 8, 1000) + 0.9).requires_grad_(True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_saved_memory_is_the_input_plus_one_bit_per_spike(dtype):
+    # The torch path (all of bf16/fp16 on the CPU) kept a byte per spike: 1.5x a bf16 input.
+    x = (torch.randn(4, 8, 1001) + 0.9).to(dtype).requires_grad_(True)
     sizes = []
 
     def pack(t):
@@ -324,11 +326,11 @@ def test_saved_memory_is_membrane_plus_one_byte_per_spike():
             sizes.append(t.untyped_storage().nbytes())
         return t
 
-    for use_native in (True, False):  # the C++ kernel and the torch path
+    for use_native in (True, False):  # the C++ kernel (float32) and the torch path
         sizes.clear()
         with native.enabled(use_native), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             nsnn.NILIF()(x)
-        assert 0 < sum(sizes) <= 1.25 * x.nbytes
+        assert 0 < sum(sizes) <= 4 * math.ceil(8 * 1001 / 8) + 64  # a bit per neuron and step
 
 
 def test_seq_to_ann_runs_stateless_layers_over_time_and_batch():
@@ -351,6 +353,48 @@ def test_seq_to_ann_refuses_spiking_neurons():
     ):
         with pytest.raises(ValueError, match="SeqToANN is for stateless layers"):
             build()
+
+
+def test_seq_to_ann_refuses_neurons_set_or_inserted_and_slices_keep_step_mode():
+    # block[0] = LIF() and block.insert(...) bypassed the check (the neuron took T·B as time); a slice
+    # of a single-step block came back multi-step.
+    block = nsnn.SeqToANN(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    for put in (
+        lambda: block.__setitem__(0, nsnn.LIF()),
+        lambda: block.insert(1, nsnn.NILIF()),
+        lambda: setattr(block, "extra", torch.nn.Sequential(nsnn.LIF())),
+    ):
+        with pytest.raises(ValueError, match="SeqToANN is for stateless layers"):
+            put()
+    assert [type(m) for m in block] == [torch.nn.Linear, torch.nn.ReLU]
+    block[1] = torch.nn.Tanh()  # a stateless layer is still welcome
+    nsnn.set_step_mode(block, "s")
+    head = block[:1]
+    assert isinstance(head, nsnn.SeqToANN) and head.step_mode == "s"
+    x_t = torch.randn(3, 4)
+    torch.testing.assert_close(head(x_t), block[0](x_t))
+
+
+def test_functional_steps_refuse_the_constants_the_modules_refuse():
+    # lif_step took a [N] decay and failed in backward; a threshold requiring grad was learned by
+    # lif_step and silently dropped by lif_multistep; decay 1.5 and threshold -1 ran in both.
+    noise, x = get_noise("gaussian", 0.3), torch.randn(3, 2, 5)
+    bad = [
+        (LIFParameters(torch.full((5,), 0.5, requires_grad=True)), "0-dim"),
+        (LIFParameters(0.5, torch.tensor(1.0, requires_grad=True)), "threshold must be a constant"),
+        (LIFParameters(1.5), r"decay must be a number in \[0, 1\]"),
+        (LIFParameters(True), r"decay must be a number in \[0, 1\]"),
+        (LIFParameters(0.5, -1.0), "threshold must be a finite number > 0"),
+        (LIFParameters(0.5, float("nan")), "threshold must be a finite number > 0"),
+    ]
+    for params, match in bad:
+        with pytest.raises(ValueError, match=match):
+            lif_step(x[0], None, params, noise, "bernoulli")
+        with pytest.raises(ValueError, match=match):
+            lif_multistep(x, params, noise, "bernoulli")
+    fine = LIFParameters(torch.tensor(0.5, requires_grad=True), torch.tensor(1.0), False, True)
+    assert lif_multistep(x, fine, noise, "expected").requires_grad
+    assert lif_step(x[0], x[1], fine, noise, "expected")[0].requires_grad
 
 
 def test_set_step_mode_steps_a_whole_network_with_seq_to_ann_blocks():
@@ -469,6 +513,9 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         (lambda: nsnn.LIF(sigma=None), "sigma must be a finite number"),
         (lambda: setattr(nsnn.NILIF(), "sigma", "wide"), "sigma must be a finite number"),
         (lambda: lif_multistep(torch.ones(2, 2), LIFParameters(), get_noise("gaussian"), "poisson"), "mode"),
+        # double_noise="False" turned on the reference's doubled noise
+        (lambda: nsnn.NILIF(double_noise="False"), "double_noise must be True or False"),
+        (lambda: setattr(nsnn.NILIF(), "double_noise", "no"), "double_noise must be True or False"),
     ],
 )
 def test_bad_inputs_raise_value_error(factory, match):

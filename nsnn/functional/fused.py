@@ -2,7 +2,7 @@
 
 Forward runs the recurrence of :func:`nsnn.functional.lif.lif_step` under ``no_grad`` and keeps
 only what backward needs: the input ``x`` (which its producer usually holds anyway) and, for
-stochastic firing, the spikes as 1 byte each. Backward first replays the membrane ``h`` from ``x``
+stochastic firing, the spikes as 1 bit each. Backward first replays the membrane ``h`` from ``x``
 (in the same work dtype and with the same operations as forward, so bit for bit the same ``h`` and
 deterministic or expected spikes), then walks time in reverse, exactly differentiating the
 recurrence, the reset path included unless ``detach_reset``::
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from nsnn.functional import native, ops, triton_lif
-from nsnn.functional.lif import LIFParameters, _times, _work_dtype, check_spike_args, fire
+from nsnn.functional.lif import LIFParameters, _times, _work_dtype, check_params, check_spike_args, fire
 from nsnn.noise import Noise
 
 __all__ = ["lif_multistep"]
@@ -56,6 +56,20 @@ def _reset(h: Tensor, s: Tensor, threshold: float, hard: bool, binary: bool) -> 
     return h.masked_fill_(h == math.inf, 0.0).mul_(1.0 - s)
 
 
+def _pack(s: Tensor) -> Tensor:
+    """One step's spikes {0, 1} (any shape, n neurons) as bits: uint8 ``[ceil(n / 8)]``, 8 a byte."""
+    flat = s.reshape(-1).to(torch.uint8)
+    flat = torch.nn.functional.pad(flat, (0, -flat.numel() % 8))
+    shifts = torch.arange(8, dtype=torch.uint8, device=s.device)
+    return (flat.view(-1, 8) << shifts).sum(1, dtype=torch.uint8)
+
+
+def _unpack(bits: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """The spikes :func:`_pack` packed, as ``dtype`` of ``shape``."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.unsqueeze(1) >> shifts) & 1).view(-1)[: shape.numel()].view(shape).to(dtype)
+
+
 class _MultiStepLIF(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -72,14 +86,16 @@ class _MultiStepLIF(torch.autograd.Function):
         work = _work_dtype(x)
         beta = decay.detach().to(work) if isinstance(decay, Tensor) else float(decay)
         out = torch.empty_like(x)
-        drawn = torch.empty(x.shape, dtype=torch.bool, device=x.device) if mode == "bernoulli" else None
+        steps, neurons = x.shape[0], x[0].numel()
+        # the draws, for backward: one bit a spike (the byte of a bool would save 1.5x a bf16 input)
+        drawn = x.new_empty((steps, -(-neurons // 8)), dtype=torch.uint8) if mode == "bernoulli" else None
         u: Tensor | None = None
-        for t in range(x.shape[0]):
+        for t in range(steps):
             h = _membrane(x[t], u, beta, work)
             s = fire(h - threshold, noise, mode, generator)
             out[t] = s
             if drawn is not None:
-                drawn[t] = s
+                drawn[t] = _pack(s)
             u = _reset(h, s, threshold, hard, mode != "expected")
         ctx.save_for_backward(x, drawn)
         ctx.params = (beta, threshold, hard, detach, noise, mode)
@@ -97,20 +113,19 @@ class _MultiStepLIF(torch.autograd.Function):
 
         # Replay: h_t and s_t of every step, exactly as forward computed them.
         h_seq = torch.empty(x.shape, dtype=work, device=x.device)
-        s_seq = drawn if drawn is not None else torch.empty(x.shape, dtype=work, device=x.device)
+        s_seq = torch.empty(x.shape, dtype=work, device=x.device)
         u: Tensor | None = None
         for t in range(x.shape[0]):
             h = _membrane(x[t], u, beta, work)
             h_seq[t] = h
-            if drawn is None:
-                s_seq[t] = fire(h - threshold, noise, mode)
-            u = _reset(h, s_seq[t].to(work), threshold, hard, binary)
+            s_seq[t] = fire(h - threshold, noise, mode) if drawn is None else _unpack(drawn[t], h.shape, work)
+            u = _reset(h, s_seq[t], threshold, hard, binary)
 
         grad_x = torch.empty_like(x)
         grad_u: Tensor | None = None
         grad_decay = torch.zeros((), dtype=torch.float64, device=x.device) if want_decay else None
         for t in range(x.shape[0] - 1, -1, -1):
-            h, s = h_seq[t], s_seq[t].to(work)
+            h, s = h_seq[t], s_seq[t]
             g = noise.pdf(h - threshold)
             go = grad_out[t].to(work)
             if grad_u is None:
@@ -126,7 +141,7 @@ class _MultiStepLIF(torch.autograd.Function):
                 grad_h = direct + _times(g, gs)
             grad_x[t] = grad_h
             if want_decay and t > 0:
-                u_prev = _reset(h_seq[t - 1].clone(), s_seq[t - 1].to(work), threshold, hard, binary)
+                u_prev = _reset(h_seq[t - 1].clone(), s_seq[t - 1], threshold, hard, binary)
                 grad_decay += _times(grad_h, u_prev).sum(dtype=torch.float64)
             grad_u = grad_h * beta
         d_decay = grad_decay.to(ctx.decay_dtype) if grad_decay is not None else None
@@ -153,10 +168,7 @@ def lif_multistep(
         raise ValueError(f"multi-step input must be [T, B, ...] (rank >= 2), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"multi-step input must be a floating-point tensor, got {x.dtype}")
-    if isinstance(params.decay, Tensor) and params.decay.dim() != 0:
-        raise ValueError(
-            f"params.decay must be a number or a 0-dim tensor, got shape {tuple(params.decay.shape)}"
-        )
+    check_params(params)
     if native.supports(x, noise, mode) or triton_lif.supports(x, noise, mode):
         return ops.fused(x, params, noise, mode, generator)
     p = params

@@ -24,6 +24,7 @@ functions build an ordinary autograd graph; the fused multi-step kernel in
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import torch
@@ -121,6 +122,25 @@ def check_spike_args(noise: Any, mode: Any) -> None:
         )
 
 
+def check_params(params: LIFParameters) -> None:
+    """Refuse (ValueError) constants no LIF layer has: a decay outside [0, 1] or not 0-dim, a threshold
+    that is not a finite number > 0 or that requires grad (thresholds are constants here)."""
+    decay, threshold = params.decay, params.threshold
+    if isinstance(decay, Tensor):
+        if decay.dim() != 0:
+            raise ValueError(
+                f"params.decay must be a number or a 0-dim tensor, got shape {tuple(decay.shape)}"
+            )
+    elif isinstance(decay, bool) or not (isinstance(decay, numbers.Real) and 0.0 <= decay <= 1.0):
+        raise ValueError(f"params.decay must be a number in [0, 1] (β = 1 − 1/τ), got {decay!r}")
+    if isinstance(threshold, Tensor) and threshold.requires_grad:
+        raise ValueError("params.threshold must be a constant: a threshold that requires grad is not learned")
+    if isinstance(threshold, bool) or not (
+        isinstance(threshold, numbers.Real | Tensor) and 0.0 < float(threshold) < math.inf
+    ):
+        raise ValueError(f"params.threshold must be a finite number > 0, got {threshold!r}")
+
+
 def spike(z: Tensor, noise: Noise, mode: str, generator: torch.Generator | None = None) -> Tensor:
     """Differentiable spike nonlinearity: forward per ``mode``, backward ``noise.pdf(z)``."""
     check_spike_args(noise, mode)
@@ -140,6 +160,7 @@ def lif_step(
     Returns ``(s, u_next)``, both shaped like ``x_t``: the spikes in ``x_t``'s dtype, the membrane in
     at least fp32 (under bf16/fp16 it is kept in fp32, as in :func:`nsnn.functional.lif_multistep`).
     """
+    check_params(params)
     work = _work_dtype(x_t)
     x_w = x_t.to(work)
     if u is None:

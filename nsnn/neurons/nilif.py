@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nsnn.neurons.base import SpikingNeuron
+from nsnn.neurons.base import SpikingNeuron, _Checked, _flag
 from nsnn.noise import Noise, get_noise
 
 __all__ = ["NILIF"]
@@ -38,6 +38,8 @@ class NILIF(SpikingNeuron):
         double_noise: reproduce the reference repository's doubled noise (stochastic firing only).
     """
 
+    double_noise = _Checked(_flag)
+
     def __init__(
         self,
         noise: str | Noise = "gaussian",
@@ -52,7 +54,7 @@ class NILIF(SpikingNeuron):
     ) -> None:
         super().__init__(tau, threshold, reset, detach_reset, step_mode, stochastic=True, eval_mode=eval_mode)
         self.noise = get_noise(noise, sigma)
-        self.double_noise = bool(double_noise)
+        self.double_noise = double_noise
 
     def _drive(self, x: Tensor) -> Tensor:
         if self.double_noise and self.fire_mode == "bernoulli":
