@@ -102,7 +102,8 @@ def test_loading_weights_drops_the_masks_and_bits_that_described_the_old_ones():
     magnitude_prune(model, sparsity=0.5)
     quantize(model, bits=4)
     pruned = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(dense)  # the report must describe the weights the forward pass now uses
+    with pytest.warns(UserWarning, match="its mask and bits are dropped"):
+        model.load_state_dict(dense)  # the report must describe the weights the forward pass now uses
     report = compression_report(model)
     assert report.sparsity == 0.0 and [layer.bits for layer in report.layers] == [32, 32]
     model.load_state_dict(pruned)
@@ -110,6 +111,43 @@ def test_loading_weights_drops_the_masks_and_bits_that_described_the_old_ones():
     assert torch.equal(model[0].weight_mask, pruned["0.weight"] != 0)
     model.load_state_dict({"3.bias": dense["3.bias"]}, strict=False)  # no weight loaded: masks stay
     assert hasattr(model[0], "weight_mask") and hasattr(model[3], "weight_mask")
+
+
+def test_loading_a_state_that_fits_the_masks_keeps_them():
+    # model.load_state_dict(best) in pruned fine-tuning dropped the masks silently; the next optimizer
+    # step (attach_masks then did nothing) brought the pruned weights back.
+    model = _model()
+    magnitude_prune(model, sparsity=0.75)
+    quantize(model, bits=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    attach_masks(model, optimizer)
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.load_state_dict(best)
+    assert [layer.bits for layer in compression_report(model).layers] == [4, 4]
+    model(torch.randn(4, 2, 6, 6)).sum().backward()
+    optimizer.step()
+    assert compression_report(model).sparsity == pytest.approx(0.75, abs=0.01)
+
+
+def test_global_pruning_ranks_a_tied_weight_once():
+    # A weight shared by two layers entered the global ranking twice: 0.45 instead of 0.5, with the
+    # other layer pruned too hard.
+    torch.manual_seed(0)
+    shared = nn.Linear(100, 100, bias=False)
+    other = nn.Linear(100, 100, bias=False)
+    model = nn.Sequential(shared, nn.ReLU(), other, nn.ReLU(), nn.Linear(100, 100, bias=False))
+    model[4].weight = shared.weight
+    with torch.no_grad():
+        other.weight.mul_(3.0)
+    report = magnitude_prune(model, sparsity=0.5, scope="global")
+    assert report.sparsity == pytest.approx(0.5, abs=1e-4)
+    assert torch.equal(model[0].weight_mask, model[4].weight_mask)
+    ranked = torch.cat([shared.weight.detach().abs().flatten(), other.weight.detach().abs().flatten()])
+    cut = ranked.sort().values[ranked.numel() // 2 - 1]
+    kept = (shared.weight != 0).float().mean().item()
+    assert kept == pytest.approx((shared.weight.detach().abs() > cut).float().mean().item(), abs=1e-3)
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])

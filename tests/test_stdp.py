@@ -17,6 +17,7 @@ from pathlib import Path
 import brian2 as b2
 import numpy as np
 import pytest
+import torch
 
 from nsnn.data import ImageSet
 from nsnn.io import read_csv
@@ -738,19 +739,28 @@ def test_cli_rejects_bad_config(tmp_path):
         assert proc.returncode == 2 and "drop --prune, --bits and --levels" in proc.stderr
 
 
-def test_cli_prints_the_library_warnings_plainly(tmp_path, monkeypatch, capsys):
-    # Brian2 turns Python warnings into its own log lines once imported; the CLI prints them itself
-    def fake_run(config, train_set, test_set, **kwargs):
-        import brian2  # noqa: F401  (what a real run imports first)
-
-        warn_if_quantization_silences(100, 0, config)
-        return cli_summary(synapses=100, nonzero_synapses=0, bits=1)
-
-    monkeypatch.setattr("nsnn.stdp.run_experiment", fake_run)
-    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (None, None))
-    stdp_cli.main(["--out", str(tmp_path / "run"), "--bits", "1", "--json"])
-    err = capsys.readouterr().err
-    assert "warning: quantization to 1 bit left 0 of the 100 kept synapses nonzero" in err
+def test_cli_prints_the_library_warnings_plainly(tmp_path):
+    # Brian2 turns Python warnings into its own log lines once imported; the CLI prints them itself.
+    # In a fresh process: Brian2 first imported during the run took the warnings over (a pytest process
+    # has it loaded already, which hid that).
+    code = """
+import sys
+import nsnn.stdp
+from nsnn.stdp import cli
+from nsnn.stdp.experiment import warn_if_quantization_silences
+assert "brian2" not in sys.modules
+def fake_run(config, train_set, test_set, **kwargs):
+    import brian2  # what a real run imports
+    warn_if_quantization_silences(100, 0, config)
+    raise SystemExit(0)
+nsnn.stdp.run_experiment = fake_run
+cli.load_data = lambda args: (None, None)
+cli.main(["--out", sys.argv[1], "--bits", "1", "--json"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: quantization to 1 bit left 0 of the 100 kept synapses nonzero" in proc.stderr
+    assert "py.warnings" not in proc.stderr
 
 
 def test_cli_quantizes_during_training_without_pruning():
@@ -1205,3 +1215,105 @@ def test_save_run_refuses_extra_arrays_it_could_not_read_back(tmp_path):
         with pytest.raises(ValueError, match="extra_weights keys must start with 'w_xe_'"):
             save_run(tmp_path, state, np.zeros(4, dtype=np.int64), extra_weights={key: state.w})
     assert not (tmp_path / "weights.npz").exists()
+
+
+def test_threshold_pruning_during_training_removes_every_weight_at_most_the_threshold():
+    # The STDP path pruned only by fraction; the seed's loop prunes by a weight threshold.
+    cfg = tiny(prune_threshold=0.12, prune_every=4)
+    state = init_state(cfg)
+    once = compress_state(state, 0.0, cfg)  # the sparsity argument is unused with a threshold
+    assert np.array_equal(once.mask, state.w > 0.12) and 0 < once.synapses < state.synapses
+    images, labels = bars(12)
+    result = train(RuntimeEngine(cfg), init_state(cfg), images, labels, cfg)
+    assert [c["examples"] for c in result.compressions] == [4, 8, 12]
+    alive = [c["synapses"] for c in result.compressions]
+    assert alive == sorted(alive, reverse=True) and alive[-1] < 64 * 4
+    final = result.state  # the last prune is after the last example: no weight at most 0.12 survives
+    assert (final.w[final.mask] > 0.12).all() and (final.w[~final.mask] == 0).all()
+    assert not trains_dense(cfg, 12) and cfg.compressed
+
+
+def test_prune_threshold_validation_and_cli():
+    for bad, match in (
+        ({"prune_threshold": -0.1}, "prune_threshold is a weight in"),
+        ({"prune_threshold": 1.0}, "prune_threshold is a weight in"),
+        ({"prune_threshold": float("nan")}, "prune_threshold must be a finite number"),
+        ({"prune_threshold": 0.1, "prune": 0.5}, "not both"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            STDPConfig(**bad)
+    assert STDPConfig.from_dict(STDPConfig(prune_threshold=0.05).to_dict()).prune_threshold == 0.05
+    assert STDPConfig.from_dict({"n_exc": 4}).prune_threshold is None  # runs saved before the field
+    args = stdp_cli.parse_args(["--prune-threshold", "0.05", "--prune-every", "100"])
+    assert stdp_cli._config(args).prune_threshold == 0.05
+    for argv, message in (
+        (["--prune-threshold", "0.05", "--sweep"], "drop --prune, --prune-threshold"),
+        (["--from-run", "runs/x", "--prune-threshold", "0.05"], "drop --prune-threshold"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(Path(stdp_cli.__file__).parents[2] / "scripts" / "stdp_mnist.py"), *argv],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_a_prune_schedule_that_defeats_the_normalization_is_refused(tmp_path):
+    # Pruned during training below w_sum/w_max = 78 synapses, a neuron's normalization pushed every
+    # surviving weight to w_max, erasing what it had learned.
+    from nsnn.stdp.pipeline import check_prune_schedule
+
+    with pytest.raises(ValueError, match="leaving 49 of 784 synapses per neuron"):
+        check_prune_schedule(STDPConfig(prune=0.95, prune_every=100), 8000)
+    check_prune_schedule(STDPConfig(prune=0.95, prune_every=2000), 8000)  # at most 0.71 during training
+    check_prune_schedule(STDPConfig(prune=0.99), 8000)  # once after training: no normalization follows
+    images, labels = bars(4)
+    data = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+    with pytest.raises(ValueError, match="cannot sum to w_sum=30"):  # 0.9·3/4 leaves 21 of 64
+        run_experiment(tiny(prune=0.9, prune_every=1, w_sum=30.0), data, data, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    cfg = tiny(prune_threshold=0.28, prune_every=4)  # what a threshold leaves is known only as it prunes
+    images, labels = bars(8)
+    with pytest.warns(UserWarning, match="left 4 of 4 neurons fewer synapses than the normalization needs"):
+        train(RuntimeEngine(cfg), init_state(cfg), images, labels, cfg)
+    cfg = tiny(prune_threshold=0.5, prune_every=4)  # above every weight: nothing left to simulate
+    with pytest.raises(ValueError, match="removed every X→Ae synapse after 4 of 8 training examples"):
+        train(RuntimeEngine(cfg), init_state(cfg), images, labels, cfg)
+
+
+def test_evaluating_an_embedded_run_on_another_test_set_warns_of_its_training_images(tmp_path):
+    # The embedded split is the official MNIST test set: a run trained on it and re-tested on a full
+    # MNIST folder was scored on images it learned from, silently.
+    from nsnn.data import embedded_mnist_split
+    from nsnn.stdp.experiment import _evaluation_setup
+
+    cfg = STDPConfig(n_exc=2, target="numpy")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir, cfg, {"n_train": 100, "data": "embedded"})
+    save_run(run_dir, init_state(cfg), np.zeros(2, dtype=np.int64))
+    train_split, test_split = embedded_mnist_split()
+    mixed = ImageSet(torch.cat([train_split.images[:3], test_split.images[:2]]), torch.arange(5) % 10)
+    with pytest.warns(UserWarning, match="3 of the 5 test images of /data/mnist are images it trained on"):
+        _evaluation_setup(run_dir, train_split, mixed, tmp_path / "a", None, "/data/mnist")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _evaluation_setup(run_dir, train_split, mixed, tmp_path / "b", None, None)  # its own data
+        _evaluation_setup(run_dir, train_split, mixed, tmp_path / "c", None, "embedded")
+    empty = ImageSet(train_split.images[:0], train_split.labels[:0])
+    with pytest.raises(ValueError, match="an evaluation needs label"):
+        _evaluation_setup(run_dir, empty, mixed, tmp_path / "d", None, None)
+
+
+def test_small_api_validation():
+    with pytest.raises(ValueError, match="labels must be integers"):
+        assign_labels(np.array([[0, 5], [5, 0], [0, 5]]), np.array([0.0, 2.9, 0.0]), 10)
+    cfg = tiny()
+    with pytest.raises(ValueError, match=r"uint8 \(0-255\) or float in \[0, 1\]; got int64"):
+        image_rates(np.zeros((2, 8, 8), dtype=np.int64), cfg)
+    with pytest.raises(ValueError, match=r"a batch \[n, ...\] of n images; got shape \(8,\)"):
+        image_rates(np.zeros(8, dtype=np.uint8), cfg)
+    for levels in (0.5, [0, None], "01"):
+        with pytest.raises(ValueError, match="levels must be a list of conductance levels"):
+            STDPConfig(levels=levels)
+    assert levels_for_bits(2.0, 1.0) == levels_for_bits(2, 1.0)  # an integral float, as check_grid takes

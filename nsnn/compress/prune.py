@@ -15,9 +15,10 @@ Torch modules: the ``weight`` of every ``nn.Linear`` / ``nn.ConvNd`` is pruned i
 as a non-persistent buffer ``weight_mask`` (not in ``state_dict``, so checkpoints load into fresh
 models unchanged). Optimizers do not know masks: call :func:`apply_masks` after each
 ``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
-weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` drops
-the layer's mask and ``weight_bits`` (they described the weights it replaces), so a pruned model that
-loads a state_dict is in the state a fresh model loading it would be. Checkpoints of
+weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` keeps
+the layer's mask and ``weight_bits`` when the new weight fits them (zero where pruned, on the levels if
+quantized: e.g. an earlier state of the same pruned run), else drops them with a warning (they described
+the weights it replaces), so the model is in the state a fresh model loading it would be. Checkpoints of
 :mod:`nsnn.training` record both (:func:`nsnn.compress.compression_state`), and ``load_model`` and
 ``--resume`` restore them; from a bare state_dict, rebuild masks from its zeros with
 ``magnitude_prune(model, threshold=0.0)``.
@@ -29,6 +30,7 @@ loads a state_dict is in the state a fresh model loading it would be. Checkpoint
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,11 +162,40 @@ def layer_mask(module: nn.Module) -> torch.Tensor:
     return torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask
 
 
+def _fits_buffers(module: nn.Module, weight: Any) -> bool:
+    """Whether ``weight`` is one the layer's mask and quantization record describe: 0 wherever the mask
+    is False and, for a quantized layer, every live value among its levels."""
+    if not isinstance(weight, torch.Tensor) or weight.shape != module.weight.shape:
+        return False
+    weight = weight.detach()
+    mask = getattr(module, MASK_BUFFER, None)
+    if mask is not None:
+        mask = mask.to(weight.device)
+        if bool((weight[~mask] != 0).any()):
+            return False
+    levels = getattr(module, LEVELS_BUFFER, None)
+    if levels is None:
+        return True
+    live = weight if mask is None else weight[mask]
+    return bool(torch.isin(live, levels.to(device=weight.device, dtype=weight.dtype)).all())
+
+
 def _drop_weight_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
-    if prefix + "weight" in state_dict:
-        for name in (MASK_BUFFER, BITS_BUFFER, LEVELS_BUFFER):
-            if name in module._buffers:
-                delattr(module, name)
+    held = [name for name in (MASK_BUFFER, BITS_BUFFER, LEVELS_BUFFER) if name in module._buffers]
+    if (
+        prefix + "weight" not in state_dict
+        or not held
+        or _fits_buffers(module, state_dict[prefix + "weight"])
+    ):
+        return
+    for name in held:
+        delattr(module, name)
+    warnings.warn(
+        f"load_state_dict gave the pruned/quantized layer {prefix.rstrip('.') or type(module).__name__} a "
+        "weight that is not zero where it was pruned (or off its quantization levels): its mask and bits "
+        "are dropped, as a fresh model's would be (re-prune it, e.g. magnitude_prune(model, threshold=0.0))",
+        stacklevel=2,
+    )
 
 
 def set_weight_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -192,8 +223,13 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
     layers = stored_weight_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to prune")
-    weights = [weights_numpy(m.weight) for _, m in layers]
-    masks = [layer_mask(m).cpu().numpy() for _, m in layers]
+    # a weight tied between layers is ranked once and its layers share one mask
+    tied: dict[int, list[nn.Module]] = {}
+    for _, module in layers:
+        tied.setdefault(id(module.weight), []).append(module)
+    groups = list(tied.values())
+    weights = [weights_numpy(group[0].weight) for group in groups]
+    masks = [np.logical_and.reduce([layer_mask(m).cpu().numpy() for m in group]) for group in groups]
     if scope == "layer":
         new = [
             prune_mask(w, sparsity=sparsity, threshold=threshold, mask=k)
@@ -210,8 +246,9 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
         new = [flat[a:b].reshape(w.shape) for a, b, w in zip(bounds[:-1], bounds[1:], weights, strict=True)]
         if sparsity is not None:
             new = [_keep_largest(*layer) for layer in zip(new, masks, weights, strict=True)]
-    for (_, module), alive in zip(layers, new, strict=True):
-        _set_mask(module, torch.from_numpy(alive))
+    for group, alive in zip(groups, new, strict=True):
+        for module in group:
+            _set_mask(module, torch.from_numpy(alive))
     return compression_report(model)
 
 

@@ -27,12 +27,13 @@ def check_labels(labels: np.ndarray, n_classes: int) -> None:
 def class_rates(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Mean count of each neuron per class, ``[n_classes, n_neurons]`` (0 for absent classes)."""
     counts = np.asarray(counts, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
     if counts.ndim != 2 or labels.shape != (counts.shape[0],):
         raise ValueError(
             f"counts must be [n, n_neurons] and labels [n]; got {counts.shape} and {labels.shape}"
         )
-    check_labels(labels, n_classes)
+    check_labels(labels, n_classes)  # before any cast: a label 2.9 is refused, not read as class 2
+    labels = labels.astype(np.int64)
     sums = np.zeros((n_classes, counts.shape[1]))
     np.add.at(sums, labels, counts)
     per_class = np.bincount(labels, minlength=n_classes).astype(np.float64)

@@ -6,12 +6,14 @@ evaluate a saved run.
     python scripts/stdp_mnist.py --neurons 400 --sweep --out runs/stdp-400
     python scripts/stdp_mnist.py --sweep --from-run runs/stdp-400 --out runs/stdp-400-sweep
     python scripts/stdp_mnist.py --from-run runs/stdp-400 --prune 0.75 --bits 4 --json
-    python scripts/stdp_mnist.py --from-run runs/stdp-400-p75-b4 --data-dir ~/data/mnist --test 10000
-    python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000
+    python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000 --out runs/stdp-full
+    python scripts/stdp_mnist.py --from-run runs/stdp-full --prune 0.9 --bits 2 --test 10000
 
 Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
 MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (its --data-dir, --train,
---label and --test) unless those flags are given; a --train given alone labels on all of it.
+--label and --test) unless those flags are given; a --train given alone labels on all of it. The
+embedded split is part of the official MNIST test set: a run trained on it and tested on a --data-dir
+is warned that its test images include the ones it trained on.
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed
@@ -32,6 +34,7 @@ holds no bars.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -51,6 +54,7 @@ NEW_RUN_DATA = {"train": 8000, "test": 2000}
 # Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
 FROM_RUN_FIXED = (
     "neurons",
+    "prune_threshold",
     "prune_every",
     "prune_scope",
     "levels",
@@ -78,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=None, help="test examples (default 2000)")
     p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
     p.add_argument("--prune", type=float, default=0.0, help="fraction of X->Ae synapses removed, in [0, 1)")
+    p.add_argument(
+        "--prune-threshold",
+        type=float,
+        default=None,
+        metavar="W",
+        help="instead of --prune: remove the X->Ae synapses whose weight is <= W (in [0, w_max)), at the"
+        " same points (training runs only)",
+    )
     p.add_argument(
         "--prune-every",
         type=int,
@@ -153,10 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     given = explicit_dests(p, argv)
     if args.neurons < 1:
         p.error(f"--neurons must be >= 1, got {args.neurons}")
-    if args.prune_every > 0 and args.prune == 0 and args.bits >= 32 and not args.from_run:
+    prunes = args.prune > 0 or args.prune_threshold is not None
+    if args.prune_every > 0 and not prunes and args.bits >= 32 and not args.from_run:
         p.error(
-            "--prune-every K compresses every K training examples: give --prune > 0 or --bits < 32 as well"
-            " (--levels are applied at deployment only)"
+            "--prune-every K compresses every K training examples: give --prune > 0 (or --prune-threshold)"
+            " or --bits < 32 as well (--levels are applied at deployment only)"
         )
     if args.download and not args.data_dir:
         p.error("--download fetches the full MNIST into --data-dir: give --data-dir too")
@@ -170,10 +183,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if fixed:
             flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
             p.error(f"--from-run evaluates the saved run with its own configuration; drop {flags}")
-    if args.sweep and (args.prune > 0 or args.bits != 32 or args.levels):
+    if args.sweep and (prunes or args.bits != 32 or args.levels):
         p.error(
             "--sweep runs its own sparsity x bits grid on the dense network; "
-            "drop --prune, --bits and --levels"
+            "drop --prune, --prune-threshold, --bits and --levels"
         )
     _fill_data_flags(args, p)
     return args
@@ -253,6 +266,7 @@ def _config(args: argparse.Namespace) -> STDPConfig:
         return STDPConfig(
             n_exc=args.neurons,
             prune=args.prune,
+            prune_threshold=args.prune_threshold,
             prune_every=args.prune_every,
             prune_scope=args.prune_scope,
             bits=args.bits,
@@ -294,6 +308,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = _config(args)
     source_run = _source_run(args) if args.from_run else None
     train, test = load_data(args)
+    if source_run is None and train is not None:
+        from nsnn.stdp.pipeline import check_prune_schedule
+
+        try:  # before the run folder is made
+            check_prune_schedule(config, len(train.labels))
+        except ValueError as e:
+            raise SystemExit(f"invalid configuration: {e}") from None
     out = sys.stderr if args.json else sys.stdout
     prefix = f"stdp-{args.neurons}"
     if args.from_run:
@@ -304,7 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(str(e)) from None
     except OSError as e:  # a read-only place, a file in the path
         raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
-    # Brian2 routes Python warnings into its log on import: ours are collected and printed plainly.
+    # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first, it
+    # does so before the block below, which then collects ours and prints them plainly.
+    importlib.import_module("brian2")
     with warnings.catch_warnings(record=True) as caught:
         try:
             if source_run is not None:

@@ -65,7 +65,9 @@ class STDPConfig:
 
     Compression: ``prune`` is the fraction of X→Ae synapses removed (0 ≤ prune < 1); ``prune_every`` > 0
     prunes every that many training examples and at the end of training, to sparsity ``prune·b/n``
-    after b of n examples (each prune only removes more), 0 prunes once after training. ``bits`` = 32
+    after b of n examples (each prune only removes more), 0 prunes once after training. Or
+    ``prune_threshold`` (a weight, instead of ``prune``): at the same points every synapse whose weight
+    is ≤ it dies (the seed's loop: threshold → zero → keep training → quantize). ``bits`` = 32
     means full precision, 1…16 means 2**bits uniform levels over [0, w_max]; ``levels`` (explicit
     device conductance levels) overrides ``bits`` for the deployed weights.
     """
@@ -123,6 +125,7 @@ class STDPConfig:
     tau_post2_ms: float = 40.0
     # compression
     prune: float = 0.0
+    prune_threshold: float | None = None
     prune_every: int = 0
     prune_scope: str = "neuron"
     bits: int = FULL_PRECISION_BITS
@@ -137,7 +140,15 @@ class STDPConfig:
 
     def __post_init__(self) -> None:
         if self.levels is not None:
-            object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+            try:
+                if isinstance(self.levels, str):
+                    raise TypeError
+                levels = tuple(float(v) for v in self.levels)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"levels must be a list of conductance levels (numbers), got {self.levels!r}"
+                ) from None
+            object.__setattr__(self, "levels", levels)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type == "int":  # counts: an integral float (a hand-edited 4.0) is taken as 4
@@ -209,6 +220,16 @@ class STDPConfig:
             raise ValueError(
                 f"prune is the fraction of synapses removed and must be in [0, 1), got {self.prune}"
             )
+        if self.prune_threshold is not None:
+            threshold = _finite("prune_threshold", self.prune_threshold)
+            if not 0.0 <= threshold < self.w_max:
+                raise ValueError(
+                    f"prune_threshold is a weight in [0, w_max={self.w_max:g}) (None: prune by the fraction "
+                    f"prune), got {threshold}"
+                )
+            if self.prune > 0:
+                raise ValueError("give prune (a fraction) or prune_threshold (a weight), not both")
+            object.__setattr__(self, "prune_threshold", threshold)
         if self.prune_every < 0:
             raise ValueError(
                 f"prune_every must be >= 0 (0 = prune once after training), got {self.prune_every}"
@@ -257,7 +278,12 @@ class STDPConfig:
 
     @property
     def compressed(self) -> bool:
-        return self.prune > 0 or self.quantized
+        return self.prunes or self.quantized
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the X→Ae synapses are pruned: by the fraction ``prune`` or by ``prune_threshold``."""
+        return self.prune > 0 or self.prune_threshold is not None
 
     def weight_levels(self) -> tuple[float, ...] | None:
         """The deployed X→Ae conductance levels, or None at full precision."""
@@ -282,8 +308,6 @@ class STDPConfig:
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names and k != "n_inh"}
         known["extra"] = {**known.get("extra", {}), **extra}
-        if known.get("levels") is not None:
-            known["levels"] = tuple(known["levels"])
         return cls(**known)
 
 
@@ -312,6 +336,7 @@ def check_grid(sparsities: Any, bits: Any) -> None:
 
 def levels_for_bits(bits: int, w_max: float) -> tuple[float, ...] | None:
     """2**bits uniform levels over [0, w_max], or None for ``bits == 32`` (full precision)."""
+    bits = _integer("bits", bits)
     check_bits(bits)
     if bits == FULL_PRECISION_BITS:
         return None

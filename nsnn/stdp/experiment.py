@@ -172,7 +172,10 @@ def run_experiment(
     from nsnn.stdp.engine import make_engine
 
     if sweep and config.compressed:
-        raise ValueError("sweep compresses the trained dense network itself; use prune=0 and bits=32 with it")
+        raise ValueError(
+            "sweep compresses the trained dense network itself; use prune=0 (no prune_threshold) and bits=32 "
+            "with it"
+        )
     if sweep:
         check_grid(sweep_sparsities, sweep_bits)
     started = time.perf_counter()
@@ -182,6 +185,7 @@ def run_experiment(
         raise ValueError(
             f"an experiment needs training and test examples; got {len(x_train)} and {len(x_test)}"
         )
+    pl.check_prune_schedule(config, len(x_train))
     n_label = _label_count(n_label, len(x_train))
     run_dir = check_new_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,16 +303,56 @@ def dense_weights(run: StdpRun) -> np.ndarray:
 
 
 def _evaluation_setup(
-    run: StdpRun | str | Path, train_set: Any, test_set: Any, run_dir: str | Path, n_label: int | None
+    run: StdpRun | str | Path,
+    train_set: Any,
+    test_set: Any,
+    run_dir: str | Path,
+    n_label: int | None,
+    data: str | None,
 ) -> tuple[StdpRun, Path, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
     """The loaded ``run``, the checked new ``run_dir``, ``(images, labels)`` of the label set (the
-    first ``n_label`` training examples) and of the test set, and ``n_label``."""
+    first ``n_label`` training examples) and of the test set, and ``n_label``. Warns when ``data`` (None:
+    the run's own) is not the embedded split a run was trained on (:func:`_warn_if_trained_on`)."""
     run = run if isinstance(run, StdpRun) else load_run(run)
-    run_dir = check_new_run_dir(run_dir)
     x_train, y_train = _arrays(train_set, run.config, "train_set")
     x_test, y_test = _arrays(test_set, run.config, "test_set")
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise ValueError(
+            f"an evaluation needs label (training) and test examples; got {len(x_train)} and {len(x_test)}"
+        )
     n_label = _label_count(n_label, len(x_train))
+    run_dir = check_new_run_dir(run_dir)
+    if data is not None and data != "embedded" and _trained_on(run.run_dir) == "embedded":
+        _warn_if_trained_on(x_test, data)
     return run, run_dir, (x_train[:n_label], y_train[:n_label]), (x_test, y_test), n_label
+
+
+def _trained_on(run_dir: Path) -> str | None:
+    """The data the network of the run in ``run_dir`` learned from: its own (a training run's record
+    has ``n_train``), else that of the run it evaluated (``sweep_of``); None when that run is gone."""
+    record = read_json(run_dir / CONFIG).get("run", {})
+    if "n_train" in record:
+        return record.get("data", "embedded")
+    source = record.get("sweep_of")
+    return _trained_on(Path(source)) if source and Path(source, CONFIG).is_file() else None
+
+
+def _warn_if_trained_on(x_test: np.ndarray, data: str) -> None:
+    """Warn that a network trained on the embedded split is tested on ``data``, whose test images hold
+    the split's training images (the embedded set is the official MNIST test set), and how many."""
+    from nsnn.data import embedded_mnist_split
+
+    trained = embedded_mnist_split()[0].images.numpy()
+    seen = {row.tobytes() for row in trained.reshape(len(trained), -1)}
+    flat = x_test.reshape(len(x_test), -1)
+    overlap = sum(row.tobytes() in seen for row in flat) if flat.dtype == np.uint8 else None
+    count = "some" if overlap is None else f"{overlap:,} of the {len(flat):,}"
+    warnings.warn(
+        f"this network was trained on the embedded MNIST split, which is part of the official MNIST test "
+        f"set: {count} test images of {data} are images it trained on, so the accuracy is not a "
+        "held-out figure (test it on the embedded split's own test images, or train on --data-dir)",
+        stacklevel=3,
+    )
 
 
 def _evaluation_record(run: StdpRun, n_label: int, n_test: int, data: str | None) -> dict[str, Any]:
@@ -343,12 +387,20 @@ def sweep_run(
     from nsnn.stdp.engine import make_engine
 
     check_grid(sparsities, bits)
-    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(run, train_set, test_set, run_dir, n_label)
+    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(
+        run, train_set, test_set, run_dir, n_label, data
+    )
     w = dense_weights(run)
     state = NetworkState(
         w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
     )
-    dense = {"prune": 0.0, "prune_every": 0, "bits": FULL_PRECISION_BITS, "levels": None}
+    dense = {
+        "prune": 0.0,
+        "prune_threshold": None,
+        "prune_every": 0,
+        "bits": FULL_PRECISION_BITS,
+        "levels": None,
+    }
     single = len(sparsities) == len(bits) == 1
     if single:
         dense.update(prune=sparsities[0], bits=bits[0])
@@ -402,7 +454,9 @@ def retest_run(
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
 
-    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(run, train_set, test_set, run_dir, n_label)
+    run, run_dir, label_set, test_xy, n_label = _evaluation_setup(
+        run, train_set, test_set, run_dir, n_label, data
+    )
     record = _evaluation_record(run, n_label, len(test_xy[1]), data)
     write_config(run_dir, run.config, record)
     log = CsvLog(run_dir / "metrics.csv", METRICS)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,41 @@ def prune_points(n_train: int, prune_every: int) -> list[int]:
     return [*range(prune_every, n_train, prune_every), n_train]
 
 
+def check_prune_schedule(config: STDPConfig, n_train: int) -> None:
+    """Refuse (ValueError) a schedule that prunes during training so far that a neuron's surviving
+    weights, each at most ``w_max``, cannot sum to ``w_sum``: the normalization before the next example
+    would then push every survivor to ``w_max`` and erase what the neuron learned. The prunes after the
+    last example (and a prune once after training) are followed by no normalization."""
+    during = [b for b in prune_points(n_train, config.prune_every) if b < n_train]
+    if not during or config.prune_threshold is not None:  # what a threshold leaves is checked as it prunes
+        return
+    highest = config.prune * during[-1] / n_train
+    kept = config.n_input - round(highest * config.n_input)  # as prune_mask counts, per neuron
+    if kept * config.w_max < config.w_sum:
+        limit = 1.0 - config.w_sum / (config.n_input * config.w_max)
+        raise ValueError(
+            f"prune {config.prune:g} every {config.prune_every} of {n_train} examples reaches sparsity "
+            f"{highest:.4f} during training, leaving {kept} of {config.n_input} synapses per neuron, whose "
+            f"weights (at most w_max={config.w_max:g}) cannot sum to w_sum={config.w_sum:g}: every one "
+            f"would saturate. Keep the sparsity reached during training below {limit:.4f}, or prune once "
+            "after training (prune_every=0)"
+        )
+
+
+def _warn_if_unnormalizable(state: NetworkState, config: STDPConfig) -> None:
+    """Warn when some neuron keeps too few synapses for the normalization (a global or threshold prune
+    during training, which is not spread evenly over the neurons)."""
+    kept = state.mask.sum(axis=0)
+    short = int((kept * config.w_max < config.w_sum).sum())
+    if short:
+        warnings.warn(
+            f"the prune left {short} of {config.n_exc} neurons fewer synapses than the normalization "
+            f"needs (w_sum={config.w_sum:g} at most w_max={config.w_max:g} each, down to {int(kept.min())} "
+            "synapses): their surviving weights saturate at w_max in further training",
+            stacklevel=3,
+        )
+
+
 def training_transmit_levels(config: STDPConfig) -> int | None:
     """How many uniform levels training transmits its weights at once it has compressed (k-bit
     ``bits``), or None: full precision, or explicit device ``levels`` (applied at deployment only)."""
@@ -77,12 +113,15 @@ def trains_dense(config: STDPConfig, n_train: int) -> bool:
     """Whether :func:`train` runs the dense full-precision network throughout: no compression during
     training, or compression points that neither prune nor quantize what is transmitted."""
     return not prune_points(n_train, config.prune_every) or (
-        config.prune == 0 and training_transmit_levels(config) is None
+        not config.prunes and training_transmit_levels(config) is None
     )
 
 
 def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> NetworkState:
-    """Magnitude-prune the X→Ae synapses to ``sparsity`` (per neuron or global, ``config.prune_scope``)."""
+    """Magnitude-prune the X→Ae synapses to ``sparsity`` (per neuron or global, ``config.prune_scope``),
+    or with ``config.prune_threshold`` those whose weight is at most it (``sparsity`` unused)."""
+    if config.prune_threshold is not None:
+        return state.with_mask(prune_mask(state.w, threshold=config.prune_threshold, mask=state.mask))
     if sparsity <= 0:
         return state
     axis = 0 if config.prune_scope == "neuron" else None
@@ -174,6 +213,7 @@ def train(
     from tqdm.auto import tqdm
 
     n = len(images)
+    check_prune_schedule(config, n)
     points = prune_points(n, config.prune_every)
     transmit = training_transmit_levels(config)
     counts = np.zeros((n, config.n_exc), dtype=np.int32)
@@ -206,6 +246,13 @@ def train(
                 log(_train_row(counts, labels, a, b, state, results, config))
             if b in points:
                 state = compress_state(state, config.prune * b / n, config)
+                if state.synapses == 0:
+                    raise ValueError(
+                        f"prune_threshold={config.prune_threshold} removed every X→Ae synapse after {b} of "
+                        f"{n} training examples: nothing is left to simulate (give a lower threshold)"
+                    )
+                if b < n and (config.prune_scope == "global" or config.prune_threshold is not None):
+                    _warn_if_unnormalizable(state, config)
                 compressed = True
                 compressions.append({"examples": b, "sparsity": state.sparsity, "synapses": state.synapses})
                 if log is not None:

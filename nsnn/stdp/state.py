@@ -82,6 +82,10 @@ def image_rates(images: np.ndarray, config: STDPConfig, intensity: float | None 
     ``images``: uint8 ``[n, ...]`` (0-255) or float in [0, 1]; any trailing shape with n_input pixels.
     """
     images = np.asarray(images)
+    if images.ndim < 2:
+        raise ValueError(f"images must be a batch [n, ...] of n images; got shape {images.shape}")
+    if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
+        raise ValueError(f"images must be uint8 (0-255) or float in [0, 1]; got {images.dtype}")
     flat = images.reshape(images.shape[0], -1).astype(np.float64)
     check_images_fit(config, flat.shape[1])
     if images.dtype == np.uint8:
