@@ -1317,3 +1317,78 @@ def test_small_api_validation():
         with pytest.raises(ValueError, match="levels must be a list of conductance levels"):
             STDPConfig(levels=levels)
     assert levels_for_bits(2.0, 1.0) == levels_for_bits(2, 1.0)  # an integral float, as check_grid takes
+
+
+def test_an_interrupted_run_resumes_to_the_result_it_would_have_had(tmp_path, monkeypatch):
+    # Ctrl-C lost every finished training block: weights.npz was written only at the very end.
+    from nsnn.stdp import resume_experiment, runio
+
+    cfg = tiny(chunk=4, prune=0.5, prune_every=8, bits=2)
+    images, labels = bars(16)
+    data = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+    test = ImageSet(*(torch.from_numpy(a) for a in bars(8, offset=1)))
+    whole = run_experiment(cfg, data, test, run_dir=tmp_path / "whole", n_label=12)
+    assert not (tmp_path / "whole" / runio.PROGRESS).exists()  # a finished run keeps no progress file
+
+    saved = runio.save_progress
+
+    def save_then_stop(run_dir, progress, digest):
+        saved(run_dir, progress, digest)
+        if progress.examples == 8:  # the block that ends with the first prune
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, data, test, run_dir=tmp_path / "cut", n_label=12)
+    monkeypatch.setattr(runio, "save_progress", saved)
+    with pytest.raises(ValueError, match="not the ones"):
+        resume_experiment(tmp_path / "cut", ImageSet(data.images.flip(0), data.labels.flip(0)), test)
+    with pytest.raises(ValueError, match="trains on 16 and tests on 8 examples"):
+        resume_experiment(tmp_path / "cut", data.subset(slice(0, 12)), test)
+    again = resume_experiment(tmp_path / "cut", data, test)
+    for key in ("accuracy", "label_accuracy", "synapses", "compressions", "train_retried"):
+        assert again[key] == whole[key], key
+    one, two = load_run(tmp_path / "whole"), load_run(tmp_path / "cut")
+    assert np.array_equal(one.state.w, two.state.w) and np.array_equal(one.assignments, two.assignments)
+    timing = {"ms_per_example", "cpu_ms_per_example", "build_seconds"}
+
+    def rows(run: str) -> list[dict[str, str]]:  # each block's row once, the same but for its timings
+        kept = [r for r in read_csv(tmp_path / run / "metrics.csv") if r["phase"] in ("train", "compress")]
+        return [{k: v for k, v in r.items() if k not in timing} for r in kept]
+
+    assert rows("cut") == rows("whole") and len(rows("whole")) == 6
+    with pytest.raises(ValueError, match="finished run"):
+        resume_experiment(tmp_path / "cut", data, test)
+
+
+def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    from nsnn.data import embedded_mnist_split
+    from nsnn.stdp import runio
+
+    train_split, test_split = embedded_mnist_split()
+    cfg = STDPConfig(n_exc=2, target="numpy", chunk=2, t_present_ms=50.0, t_rest_ms=10.0, retry_max=0)
+    saved = runio.save_progress
+
+    def save_then_stop(run_dir, progress, digest):
+        saved(run_dir, progress, digest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, train_split.subset(slice(0, 4)), test_split.subset(slice(0, 2)), run_dir=run)
+    monkeypatch.setattr(runio, "save_progress", saved)
+    for argv, message in (
+        (["--resume", str(run), "--neurons", "3"], "drop --neurons"),
+        (["--resume", str(tmp_path / "none")], "no readable STDP run config.json"),
+    ):
+        with pytest.raises(SystemExit):
+            stdp_cli.main(argv)
+        assert message in capsys.readouterr().err
+    summary = stdp_cli.main(["--resume", str(run), "--json"])
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["run_dir"] == str(run.resolve())
+    assert summary["n_train"] == 4 and (run / "summary.json").is_file()
+    assert not (run / runio.PROGRESS).exists()
+    with pytest.raises(SystemExit, match="finished run"):
+        stdp_cli.main(["--resume", str(run)])

@@ -29,6 +29,7 @@ from nsnn.stdp.state import NetworkState, image_rates, init_state
 
 _LAZY = {
     "run_experiment": "nsnn.stdp.experiment",
+    "resume_experiment": "nsnn.stdp.experiment",
     "evaluate_run": "nsnn.stdp.experiment",
     "sweep_run": "nsnn.stdp.experiment",
     "retest_run": "nsnn.stdp.experiment",

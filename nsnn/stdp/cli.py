@@ -8,10 +8,13 @@ evaluate a saved run.
     python scripts/stdp_mnist.py --from-run runs/stdp-400 --prune 0.75 --bits 4 --json
     python scripts/stdp_mnist.py --data-dir ~/data/mnist --train 60000 --test 10000 --out runs/stdp-full
     python scripts/stdp_mnist.py --from-run runs/stdp-full --prune 0.9 --bits 2 --test 10000
+    python scripts/stdp_mnist.py --resume runs/stdp-full      # finish a run a Ctrl-C stopped
 
 Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` points at the four
 MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (its --data-dir, --train,
---label and --test) unless those flags are given; a --train given alone labels on all of it. The
+--label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
+finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
+progress in ``train_state.npz``, from which training goes on exactly as if it had not stopped. The
 embedded split is part of the official MNIST test set: a run trained on it and tested on a --data-dir
 is warned that its test images include the ones it trained on.
 
@@ -37,6 +40,7 @@ import argparse
 import importlib
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -81,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--test", type=int, default=None, help="test examples (default 2000)")
     p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="finish an interrupted run (its folder) with its own configuration and data, training on after "
+        "its last completed block (only --data-dir, --json and --progress may be given with it)",
+    )
     p.add_argument("--prune", type=float, default=0.0, help="fraction of X->Ae synapses removed, in [0, 1)")
     p.add_argument(
         "--prune-threshold",
@@ -163,6 +174,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     given = explicit_dests(p, argv)
+    if args.resume is not None:
+        others = sorted(given - {"resume", "data_dir", "json", "progress"})
+        if others:
+            flags = ", ".join("--" + n.replace("_", "-") for n in others)
+            p.error(f"--resume finishes the run with its own configuration and data; drop {flags}")
     if args.neurons < 1:
         p.error(f"--neurons must be >= 1, got {args.neurons}")
     prunes = args.prune > 0 or args.prune_threshold is not None
@@ -193,23 +209,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _saved_data(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, Any]:
-    """The data flags of the trained run ``--from-run`` names (its config.json's ``run`` record)."""
+    """The data flags of the trained run ``--from-run`` (or ``--resume``) names (its config.json's ``run``
+    record)."""
     from nsnn.io import read_json
     from nsnn.stdp.runio import CONFIG
 
+    flag, folder = ("--resume", args.resume) if args.resume else ("--from-run", args.from_run)
     try:
-        saved = read_json(Path(args.from_run) / CONFIG)
+        saved = read_json(Path(folder) / CONFIG)
     except (OSError, ValueError) as e:
-        p.error(f"--from-run {args.from_run}: no readable STDP run {CONFIG} ({e})")
+        p.error(f"{flag} {folder}: no readable STDP run {CONFIG} ({e})")
     if not isinstance(saved.get("run"), dict):
         p.error(
-            f"--from-run {args.from_run} is not an STDP run: its {CONFIG} has no 'run' section "
+            f"{flag} {folder} is not an STDP run: its {CONFIG} has no 'run' section "
             "(a BPTT run? test those with scripts/testing_*.py)"
         )
     run = saved["run"]
     if "n_train" not in run:  # the folder of a --from-run or --sweep evaluation, not of a training
         origin = f"; give the run it evaluated: --from-run {run['sweep_of']}" if "sweep_of" in run else ""
-        p.error(f"--from-run {args.from_run} holds an evaluation of another run, not a trained run{origin}")
+        p.error(f"{flag} {folder} holds an evaluation of another run, not a trained run{origin}")
     data = run.get("data", "embedded")
     return {
         "train": run["n_train"],
@@ -224,7 +242,7 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
     label count only with its own --train); ``--data-dir`` made absolute."""
     source: dict[str, Any] = dict(NEW_RUN_DATA)
     args.inherited = set()
-    if args.from_run:
+    if args.from_run or args.resume:
         source = _saved_data(args, p)
         if args.train is not None:  # labels drawn from the --train given: all of it unless --label
             source["label"] = None
@@ -305,6 +323,8 @@ def _source_run(args: argparse.Namespace) -> StdpRun:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the summary it reports."""
     args = parse_args(argv)
+    if args.resume is not None:
+        return _resume(args)
     config = _config(args)
     source_run = _source_run(args) if args.from_run else None
     train, test = load_data(args)
@@ -325,21 +345,51 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(str(e)) from None
     except OSError as e:  # a read-only place, a file in the path
         raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
+    if source_run is not None:
+        return _guarded(run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out))
+    return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out))
+
+
+def _guarded(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()``, its Python warnings printed plainly and a Ctrl-C told how to go on from it."""
+    from nsnn.stdp.runio import PROGRESS
+
     # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first, it
     # does so before the block below, which then collects ours and prints them plainly.
     importlib.import_module("brian2")
     with warnings.catch_warnings(record=True) as caught:
         try:
-            if source_run is not None:
-                return _evaluate(args, train, test, run_dir, source_run, out)
-            return _train(args, config, train, test, run_dir, out)
+            return work()
         except KeyboardInterrupt:
-            print(f"\ninterrupted: {run_dir} holds an unfinished run (no summary.json)", file=sys.stderr)
+            how = (
+                f"; finish it with: python scripts/stdp_mnist.py --resume {run_dir}"
+                if (run_dir / PROGRESS).is_file()
+                else " (no summary.json)"
+            )
+            print(f"\ninterrupted: {run_dir} holds an unfinished run{how}", file=sys.stderr)
             raise SystemExit(130) from None
         finally:
             for warning in caught:
                 kind = "" if warning.category is UserWarning else f" ({warning.category.__name__})"
                 print(f"warning{kind}: {warning.message}", file=sys.stderr)
+
+
+def _resume(args: argparse.Namespace) -> dict[str, Any]:
+    """``--resume RUN``: finish the run on its own data (:func:`nsnn.stdp.resume_experiment`)."""
+    from nsnn.stdp import resume_experiment
+
+    train, test = load_data(args)
+    run_dir = Path(args.resume)
+    out = sys.stderr if args.json else sys.stdout
+
+    def work() -> dict[str, Any]:
+        try:
+            summary = resume_experiment(run_dir, train, test, progress=args.progress)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: --resume {run_dir}: {e}") from None
+        return _report(args, summary, run_dir, out)
+
+    return _guarded(run_dir, work)
 
 
 def _print_rows(rows: list[dict[str, Any]], out: TextIO) -> None:
@@ -419,6 +469,11 @@ def _train(
         progress=args.progress,
         data=args.data_dir or "embedded",
     )
+    return _report(args, summary, run_dir, out)
+
+
+def _report(args: argparse.Namespace, summary: dict[str, Any], run_dir: Path, out: TextIO) -> dict[str, Any]:
+    """Print a trained run's result to ``out`` (and the ``--json`` line); returns ``summary``."""
     print(
         f"test accuracy {100 * summary['accuracy']:.2f} % "
         f"(label set {100 * summary['label_accuracy']:.2f} %),"

@@ -22,11 +22,12 @@ the data, the label and test counts and the grid. Run folders are recorded absol
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from nsnn.stdp.classify import check_labels
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, check_grid, check_images_fit
 from nsnn.stdp.runio import CONFIG, StdpRun, load_run, save_run, write_config
 from nsnn.stdp.state import NetworkState, init_state
+
+if TYPE_CHECKING:
+    from nsnn.stdp.pipeline import TrainProgress
 
 METRICS = [
     "phase",
@@ -169,7 +173,6 @@ def run_experiment(
     on/off, None only when stderr is a terminal (:func:`nsnn.stdp.pipeline.show_progress`).
     """
     from nsnn.stdp import pipeline as pl
-    from nsnn.stdp.engine import make_engine
 
     if sweep and config.compressed:
         raise ValueError(
@@ -189,17 +192,122 @@ def run_experiment(
     n_label = _label_count(n_label, len(x_train))
     run_dir = check_new_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(
-        run_dir,
+    record = {
+        "n_train": len(x_train),
+        "n_label": n_label,
+        "n_test": len(x_test),
+        "data": data,
+        "sweep": sweep,
+    }
+    if sweep:
+        record.update(sweep_sparsities=list(sweep_sparsities), sweep_bits=list(sweep_bits))
+    write_config(run_dir, config, record)
+    grid = (tuple(sweep_sparsities), tuple(sweep_bits)) if sweep else None
+    return _experiment(
         config,
-        {"n_train": len(x_train), "n_label": n_label, "n_test": len(x_test), "data": data, "sweep": sweep},
+        (x_train, y_train),
+        (x_test, y_test),
+        run_dir.resolve(),
+        n_label,
+        grid,
+        progress,
+        build_dir,
+        started,
     )
-    run_dir = run_dir.resolve()
+
+
+def resume_experiment(
+    run_dir: str | Path,
+    train_set: Any,
+    test_set: Any,
+    *,
+    progress: bool | None = None,
+    build_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Finish the run :func:`run_experiment` left in ``run_dir`` (interrupted): training goes on after
+    the last block it completed (``train_state.npz``), with the run's own configuration, and gives the
+    result the uninterrupted run would have. ``train_set``/``test_set`` must be the run's data (its
+    counts and, for training, its fingerprint are checked)."""
+    from nsnn.stdp.runio import PROGRESS, SUMMARY, load_progress
+
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).is_file():
+        raise ValueError(f"{run_dir} is a finished run (it has {SUMMARY}); there is nothing to resume")
+    if not (run_dir / PROGRESS).is_file():
+        raise FileNotFoundError(
+            f"no {PROGRESS} in {run_dir}: not an STDP run, or one that stopped before its first training "
+            "block ended (start it again)"
+        )
+    saved = read_json(run_dir / CONFIG)
+    record = saved.get("run", {})
+    config = STDPConfig.from_dict({k: v for k, v in saved.items() if k != "run"})
+    x_train, y_train = _arrays(train_set, config, "train_set")
+    x_test, y_test = _arrays(test_set, config, "test_set")
+    if (len(x_train), len(x_test)) != (record.get("n_train"), record.get("n_test")):
+        raise ValueError(
+            f"{run_dir} trains on {record.get('n_train')} and tests on {record.get('n_test')} examples; "
+            f"got {len(x_train)} and {len(x_test)}"
+        )
+    resume, digest = load_progress(run_dir)
+    if digest != _digest(x_train, y_train):
+        raise ValueError(f"these training examples are not the ones {run_dir} was training on")
+    grid = (tuple(record["sweep_sparsities"]), tuple(record["sweep_bits"])) if record.get("sweep") else None
+    return _experiment(
+        config,
+        (x_train, y_train),
+        (x_test, y_test),
+        run_dir.resolve(),
+        record["n_label"],
+        grid,
+        progress,
+        build_dir,
+        time.perf_counter(),
+        resume,
+    )
+
+
+def _digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """A fingerprint of the training data (sha256 of images and labels)."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _experiment(
+    config: STDPConfig,
+    train_xy: tuple[np.ndarray, np.ndarray],
+    test_xy: tuple[np.ndarray, np.ndarray],
+    run_dir: Path,
+    n_label: int,
+    grid: tuple[tuple[float, ...], tuple[int, ...]] | None,
+    progress: bool | None,
+    build_dir: str | Path | None,
+    started: float,
+    resume: TrainProgress | None = None,
+) -> dict[str, Any]:
+    """Train (from ``resume`` if given; ``train_state.npz`` after every block), label, test and with
+    ``grid`` sweep into ``run_dir``, whose config.json is written; the summary of :func:`run_experiment`."""
+    from nsnn.stdp import pipeline as pl
+    from nsnn.stdp.engine import make_engine
+    from nsnn.stdp.runio import PROGRESS, save_progress
+
+    (x_train, y_train), (x_test, y_test) = train_xy, test_xy
+    digest = _digest(x_train, y_train)
     log = CsvLog(run_dir / "metrics.csv", METRICS)
     initial = init_state(config)
     sweep_rows: list[dict[str, Any]] = []
     with make_engine(config, build_dir or run_dir / "brian") as engine:
-        trained = pl.train(engine, initial, x_train, y_train, config, progress=progress, log=log.append)
+        trained = pl.train(
+            engine,
+            initial,
+            x_train,
+            y_train,
+            config,
+            progress=progress,
+            log=log.append,
+            resume=resume,
+            checkpoint=lambda done: save_progress(run_dir, done, digest),
+        )
         final = pl.deployed(trained.state, config)
         label_set, test_xy = (x_train[:n_label], y_train[:n_label]), (x_test, y_test)
         ev = pl.evaluate(engine, final, *label_set, *test_xy, config, progress=progress)
@@ -207,15 +315,15 @@ def run_experiment(
         dense = pl.trains_dense(config, len(x_train))
         extra = {"w_xe_initial": initial.w, ("w_xe_dense" if dense else "w_xe_shadow"): trained.state.w}
         save_run(run_dir, final, ev.assignments, extra_weights=extra)  # before the sweep: kept if it fails
-        if sweep:
+        if grid is not None:
             sweep_rows = pl.sweep(
                 engine,
                 trained.state,
                 *label_set,
                 *test_xy,
                 config,
-                sparsities=sweep_sparsities,
-                bits=sweep_bits,
+                sparsities=grid[0],
+                bits=grid[1],
                 progress=progress,
                 log=_sweep_logger(log),
             )
@@ -261,6 +369,7 @@ def run_experiment(
     summary["wall_seconds"] = time.perf_counter() - started
     write_json(run_dir / "summary.json", summary)
     _figures(run_dir, config, trained.state.w, final, dense)
+    (run_dir / PROGRESS).unlink(missing_ok=True)  # the run is done: its summary says so
     return summary
 
 

@@ -190,6 +190,22 @@ class TrainResult:
         return 1e3 * self.sim_seconds / max(len(self.counts), 1)
 
 
+@dataclass(frozen=True)
+class TrainProgress:
+    """Training as it stood after its first ``examples`` examples (a block's end): what :func:`train`
+    needs to go on from there exactly as if it had not stopped (each block draws from its own seed)."""
+
+    examples: int
+    state: NetworkState
+    counts: np.ndarray  # [examples, n_exc]
+    compressed: bool
+    compressions: list[dict[str, Any]]
+    retried: int
+    sim_seconds: float
+    cpu_seconds: float
+    build_seconds: float
+
+
 def _blocks(n: int, chunk: int, points: list[int]) -> list[tuple[int, int]]:
     edges = sorted({0, n, *points, *range(0, n, chunk)})
     return list(itertools.pairwise(edges))
@@ -204,13 +220,19 @@ def train(
     *,
     progress: bool | None = False,
     log: Log | None = None,
+    resume: TrainProgress | None = None,
+    checkpoint: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Unsupervised STDP over ``images`` (one pass, in order), pruning/quantizing on schedule.
 
     ``labels`` only feed the logged running accuracy (neurons assigned from all earlier training
     responses, scored on the next block before it joins them); learning never sees them.
+    ``checkpoint`` gets the :class:`TrainProgress` after every block (its log rows written first, both
+    before a Ctrl-C is let through); ``resume`` goes on from one (``state`` is then unused).
     """
     from tqdm.auto import tqdm
+
+    from nsnn.training.runtime import sigint_deferred
 
     n = len(images)
     check_prune_schedule(config, n)
@@ -221,8 +243,18 @@ def train(
     compressions: list[dict[str, Any]] = []
     compressed = False
     retried = 0
-    with tqdm(total=n, desc="train", unit="ex", disable=not show_progress(progress)) as bar:
+    done = 0
+    if resume is not None:
+        if not 0 < resume.examples <= n or resume.counts.shape != (resume.examples, config.n_exc):
+            raise ValueError(f"cannot resume after {resume.examples} of {n} training examples")
+        done, state, counts[:done] = resume.examples, resume.state, resume.counts
+        compressed, compressions, retried = resume.compressed, list(resume.compressions), resume.retried
+        sim, cpu, build = resume.sim_seconds, resume.cpu_seconds, resume.build_seconds
+    disabled = not show_progress(progress)
+    with tqdm(total=n, initial=done, desc="train", unit="ex", disable=disabled) as bar:
         for block, (a, b) in enumerate(_blocks(n, config.chunk, points)):
+            if b <= done:
+                continue
             phase = Phase(
                 image_rates(images[a:b], config),
                 state,
@@ -242,8 +274,7 @@ def train(
                 sim, cpu = sim + result.sim_seconds, cpu + result.cpu_seconds
                 build += result.build_seconds
             bar.update(b - a)
-            if log is not None:
-                log(_train_row(counts, labels, a, b, state, results, config))
+            trained = state
             if b in points:
                 state = compress_state(state, config.prune * b / n, config)
                 if state.synapses == 0:
@@ -255,14 +286,31 @@ def train(
                     _warn_if_unnormalizable(state, config)
                 compressed = True
                 compressions.append({"examples": b, "sparsity": state.sparsity, "synapses": state.synapses})
+            with sigint_deferred():  # the block's rows and its checkpoint: both, or neither
                 if log is not None:
-                    log(
-                        {
-                            "phase": "compress",
-                            "examples": b,
-                            "synapses": state.synapses,
-                            "sparsity": round(state.sparsity, 6),
-                        }
+                    log(_train_row(counts, labels, a, b, trained, results, config))
+                    if compressions and compressions[-1]["examples"] == b:
+                        log(
+                            {
+                                "phase": "compress",
+                                "examples": b,
+                                "synapses": state.synapses,
+                                "sparsity": round(state.sparsity, 6),
+                            }
+                        )
+                if checkpoint is not None:
+                    checkpoint(
+                        TrainProgress(
+                            b,
+                            state,
+                            counts[:b].copy(),
+                            compressed,
+                            list(compressions),
+                            retried,
+                            sim,
+                            cpu,
+                            build,
+                        )
                     )
     return TrainResult(state, counts, sim, cpu, build, compressions, retried)
 

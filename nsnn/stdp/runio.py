@@ -19,9 +19,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,9 +30,13 @@ from nsnn.io import atomic_savez, load_npz, read_json, write_json
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.state import NetworkState
 
+if TYPE_CHECKING:
+    from nsnn.stdp.pipeline import TrainProgress
+
 WEIGHTS = "weights.npz"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
+PROGRESS = "train_state.npz"  # an unfinished run's training so far (removed when the run is done)
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,50 @@ def load_run(run_dir: str | Path) -> StdpRun:
         extra_weights=extra,
         summary=summary,
     )
+
+
+def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str) -> Path:
+    """Write ``train_state.npz`` atomically: the :class:`~nsnn.stdp.pipeline.TrainProgress` of an
+    unfinished run and ``data_digest``, the training data's fingerprint, checked on resuming."""
+    meta = {
+        "examples": progress.examples,
+        "compressed": progress.compressed,
+        "compressions": progress.compressions,
+        "retried": progress.retried,
+        "seconds": [progress.sim_seconds, progress.cpu_seconds, progress.build_seconds],
+        "data_digest": data_digest,
+    }
+    state = progress.state
+    return atomic_savez(
+        Path(run_dir) / PROGRESS,
+        w=state.w,
+        mask=state.mask,
+        delay_ms=state.delay_ms,
+        theta=state.theta,
+        counts=progress.counts,
+        meta=np.array(json.dumps(meta)),
+    )
+
+
+def load_progress(run_dir: str | Path) -> tuple[TrainProgress, str]:
+    """The :class:`~nsnn.stdp.pipeline.TrainProgress` :func:`save_progress` wrote, and its data digest."""
+    from nsnn.stdp.pipeline import TrainProgress
+
+    arrays = load_npz(Path(run_dir) / PROGRESS)
+    meta = json.loads(str(arrays["meta"]))
+    state = NetworkState(
+        w=arrays["w"], mask=arrays["mask"], delay_ms=arrays["delay_ms"], theta=arrays["theta"]
+    )
+    sim, cpu, build = meta["seconds"]
+    progress = TrainProgress(
+        meta["examples"],
+        state,
+        arrays["counts"],
+        meta["compressed"],
+        meta["compressions"],
+        meta["retried"],
+        sim,
+        cpu,
+        build,
+    )
+    return progress, meta["data_digest"]
