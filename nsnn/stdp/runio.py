@@ -126,6 +126,7 @@ def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str
     state = progress.state
     return atomic_savez(
         Path(run_dir) / PROGRESS,
+        compress=False,  # written after every block: speed first
         w=state.w,
         mask=state.mask,
         delay_ms=state.delay_ms,
