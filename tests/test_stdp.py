@@ -717,7 +717,7 @@ def test_cli_rejects_bad_config(tmp_path):
         (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
         (["--bits", "24"], "bits must be 1..16"),
         (["--neurons", "0"], "--neurons must be >= 1, got 0"),
-        (["--prune-every", "50"], "give --prune > 0 or --bits < 32 as well"),  # was a dense run
+        (["--prune-every", "50"], "give --prune > 0 (or --prune-threshold) or --bits < 32 as well"),  # was a dense run
         (["--prune-every", "50", "--levels", "0", "1"], "--levels are applied at deployment only"),
         (["--download"], "give --data-dir too"),
     ):
@@ -736,7 +736,7 @@ def test_cli_rejects_bad_config(tmp_path):
     for source in ([], ["--from-run", "runs/x"]):  # a sweep runs its own grid, never one given cell
         argv = [sys.executable, script, *source, "--sweep", "--prune", "0.5", "--bits", "4"]
         proc = subprocess.run(argv, capture_output=True, text=True)
-        assert proc.returncode == 2 and "drop --prune, --bits and --levels" in proc.stderr
+        assert proc.returncode == 2 and "drop --prune, --prune-threshold, --bits and --levels" in proc.stderr
 
 
 def test_cli_prints_the_library_warnings_plainly(tmp_path):
