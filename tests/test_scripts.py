@@ -141,10 +141,15 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
         "--json",
     ]
     assert run_script("testing_mnist.py", argv, monkeypatch) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     tested = last_json(out)
     assert 0.0 <= tested["accuracy"] <= 1.0 and tested["n"] == 200
-    assert tested["eval_mode"] == "deterministic" and tested["n_ensembles"] == 2
+    # K deterministic passes repeat one result: run once, labelled K=1 (it ran 2 passes as "K=2")
+    assert tested["eval_mode"] == "deterministic" and tested["n_ensembles"] == 1
+    assert (
+        "note: the deterministic mode gives the same output on every pass, so --n_ensembles 2 has no effect"
+        in err
+    )
     assert "parameters" in out
     saved = read_json(tested["result_file"])
     assert saved["accuracy"] == tested["accuracy"]
@@ -483,7 +488,10 @@ def test_ctrl_c_in_testing_exits_130_with_one_line(monkeypatch, capsys):
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped testing_mnist.py as a traceback")
     err = capsys.readouterr().err
-    assert code == 130 and err.strip() == "interrupted: the evaluation stopped before writing its result"
+    assert code == 130 and err.strip() == (
+        "interrupted: the evaluation stopped; the results printed above (if any) were written, "
+        "the one in progress was not"
+    )
 
 
 def test_run_training_banner_names_what_the_mnist_recipe_runs():

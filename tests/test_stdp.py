@@ -717,7 +717,10 @@ def test_cli_rejects_bad_config(tmp_path):
         (["--train", "40", "--label", "100"], "--label 100 exceeds the 40 training examples"),
         (["--bits", "24"], "bits must be 1..16"),
         (["--neurons", "0"], "--neurons must be >= 1, got 0"),
-        (["--prune-every", "50"], "give --prune > 0 (or --prune-threshold) or --bits < 32 as well"),  # was a dense run
+        (
+            ["--prune-every", "50"],
+            "give --prune > 0 (or --prune-threshold) or --bits < 32 as well",
+        ),  # was a dense run
         (["--prune-every", "50", "--levels", "0", "1"], "--levels are applied at deployment only"),
         (["--download"], "give --data-dir too"),
     ):

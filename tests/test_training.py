@@ -1295,7 +1295,10 @@ def test_evaluation_of_a_deterministic_network_is_labelled_as_it_acts():
     lif, nilif = (create("mnist_convnet", width=4, hidden=8, neuron=n) for n in ("LIF", "NILIF"))
     assert effective_evaluation(lif, "stochastic", 8, random_input=False) == ("deterministic", 1)
     assert effective_evaluation(lif, "expected", 8, random_input=True) == ("deterministic", 8)  # Poisson
-    assert effective_evaluation(nilif, "expected", 8, random_input=False) == ("expected", 8)
+    # K passes of a deterministic mode repeat one result (it ran K identical passes, labelled K=8)
+    assert effective_evaluation(nilif, "expected", 8, random_input=False) == ("expected", 1)
+    assert effective_evaluation(nilif, "deterministic", 8, random_input=True) == ("deterministic", 8)
+    assert effective_evaluation(nilif, "stochastic", 8, random_input=False) == ("stochastic", 8)
 
 
 def test_load_model_names_model_kwargs_its_weights_do_not_fit(tmp_path):
@@ -1336,3 +1339,17 @@ def test_workers_sets_torchs_thread_count_for_the_run_only(tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_keeps_the_runs_thread_count_unless_given(tmp_path, capsys):
+    # A run trained with --workers 1 and resumed with a plain --resume took torch's default thread count,
+    # which sums in another order: 14 of 16 weight tensors differed from the uninterrupted run.
+    from nsnn.training.trainer import _resume_source
+
+    run = tmp_path / "run"
+    fit(TrainConfig(**{**TINY, "epochs": 1}, workers=1, out=str(run)))
+    capsys.readouterr()
+    assert _resume_source(TrainConfig(resume=str(run)))[0].workers == 1
+    assert "note:" not in capsys.readouterr().err
+    assert _resume_source(TrainConfig(resume=str(run), workers=2))[0].workers == 2
+    assert "note: --workers 2 differs from the run's 1" in capsys.readouterr().err

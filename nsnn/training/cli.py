@@ -357,16 +357,17 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
             tag += f"-b{args.minibatch}"
         if args.amp != cfg.amp:
             tag += "-amp" if args.amp else "-fp32"
-        with sigint_deferred():  # Ctrl-C: the result files are written whole, or not at all
+        # Ctrl-C: the result files are written whole, or not at all, and a written one is printed
+        with sigint_deferred():
             result["result_file"] = str(write_json(_unused(out / f"eval-{tag}.json"), result))
             row = {k: v for k, v in result.items() if k != "result_file"}
             CsvLog(out / "evaluations.csv", list(row)).append(row)
             plot_evaluations(read_csv(out / "evaluations.csv"), out / "evaluations.png")
-        print(
-            f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, n={metrics['n']}, "
-            f"{args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
-            flush=True,
-        )
+            print(
+                f"test accuracy {100 * metrics['accuracy']:.2f}% (loss {metrics['loss']:.4f}, "
+                f"n={metrics['n']}, {args.eval_mode}, K={args.n_ensembles}) -> {result['result_file']}",
+                flush=True,
+            )
         results.append(result)
     return results
 
@@ -405,8 +406,9 @@ def _evaluations_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> l
 def _evaluation_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> tuple[str, int]:
     """The ``(eval_mode, n_ensembles)`` that evaluate and label ``model``: the flags given, else the
     run's (``cfg``), as they act on it (:func:`~nsnn.training.evaluate.effective_evaluation`); a note
-    names the flags given that do nothing to a network of deterministic neurons."""
-    from nsnn.training.evaluate import effective_evaluation
+    names the flags given that do nothing (to a network of deterministic neurons, or K in a deterministic
+    mode)."""
+    from nsnn.training.evaluate import effective_evaluation, has_stochastic_neurons
 
     mode = cfg.eval_mode if args.eval_mode is None else args.eval_mode
     k = cfg.n_ensembles if args.n_ensembles is None else args.n_ensembles
@@ -420,9 +422,14 @@ def _evaluation_of(model: Any, cfg: TrainConfig, args: argparse.Namespace) -> tu
         if given is not None and given != used
     ]
     if ignored:
+        why = (
+            f"the {mode} mode gives the same output on every pass"
+            if has_stochastic_neurons(model)
+            else f"this run's {cfg.neuron} neurons fire deterministically"
+        )
         print(
-            f"note: this run's {cfg.neuron} neurons fire deterministically, so {' and '.join(ignored)} "
-            f"{'has' if len(ignored) == 1 else 'have'} no effect (evaluated as deterministic, K={k})",
+            f"note: {why}, so {' and '.join(ignored)} "
+            f"{'has' if len(ignored) == 1 else 'have'} no effect (evaluated as {mode}, K={k})",
             file=sys.stderr,
             flush=True,
         )
@@ -491,7 +498,11 @@ def test_main(
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: the evaluation stopped before writing its result", file=sys.stderr)
+        print(
+            "\ninterrupted: the evaluation stopped; the results printed above (if any) were written, "
+            "the one in progress was not",
+            file=sys.stderr,
+        )
         return 130
     if args.json:  # one evaluation's result, or for --eval-mode all each of them
         _emit_json(results[0] if args.eval_mode != "all" else {"evaluations": results})

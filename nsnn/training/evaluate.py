@@ -65,14 +65,17 @@ def effective_evaluation(
     model: nn.Module, eval_mode: str, n_ensembles: int, *, random_input: bool
 ) -> tuple[str, int]:
     """``(eval_mode, n_ensembles)`` as :func:`evaluate` really acts with them on ``model``: a network
-    without stochastic neurons (LIF, PLIF) fires deterministically in every mode, and its K passes repeat
-    one result unless its input is random (``random_input``: Poisson encoding, a perturbation)::
+    without stochastic neurons (LIF, PLIF) fires deterministically in every mode, and K passes of a
+    deterministic firing (that, or the deterministic and expected modes) repeat one result unless the
+    input is random (``random_input``: Poisson encoding, a perturbation)::
 
-        effective_evaluation(lif_net, "stochastic", 8, random_input=False)   # ("deterministic", 1)
+        effective_evaluation(lif_net, "stochastic", 8, random_input=False)     # ("deterministic", 1)
+        effective_evaluation(nilif_net, "expected", 8, random_input=False)     # ("expected", 1)
     """
-    if has_stochastic_neurons(model):
+    stochastic = has_stochastic_neurons(model)
+    if stochastic and eval_mode == "stochastic":
         return eval_mode, n_ensembles
-    return "deterministic", n_ensembles if random_input else 1
+    return eval_mode if stochastic else "deterministic", n_ensembles if random_input else 1
 
 
 def evaluate(

@@ -18,6 +18,7 @@ evaluation passes are :class:`nsnn.training.experiment.Experiment`.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,18 @@ def _resume_source(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None
         raise ConfigError(f"resume continues the run's own configuration; these fields differ: {details}")
     if cfg.out is not None and Path(cfg.out).resolve() != path.parent.resolve():
         raise ConfigError(f"resume continues in the run's own folder {path.parent}; out {cfg.out!r} differs")
-    # The data folder may have moved (--data-dir), but an omitted --data-dir keeps the run's.
-    saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS if k != "data_dir" or cfg.data_dir is not None})
+    # The data folder may have moved (--data-dir), but an omitted --data-dir keeps the run's; so does an
+    # omitted --workers (0): another thread count sums in another order, and the resumed run would not
+    # repeat the uninterrupted one bit for bit.
+    kept = {"data_dir": cfg.data_dir is None, "workers": cfg.workers == 0}
+    saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS if not kept.get(k, False)})
+    if saved.get("workers", 0) != run.workers:
+        print(
+            f"note: --workers {saved['workers']} differs from the run's {run.workers}: the resumed epochs "
+            "will not repeat an uninterrupted run's arithmetic bit for bit",
+            file=sys.stderr,
+            flush=True,
+        )
     return TrainConfig.from_dict(saved), ckpt, path.parent
 
 
