@@ -3,7 +3,7 @@
 
 Masks and ``weight_bits`` are non-persistent buffers (see :mod:`nsnn.compress.prune`), so a
 ``state_dict`` alone forgets them: a reloaded pruned model would train its pruned weights back and
-report 32 bits. :func:`nsnn.training.make_checkpoint` records them and
+report 32 bits. :func:`nsnn.training.checkpoint.make_checkpoint` records them and
 :func:`nsnn.training.load_model` (and ``--resume``) restores them::
 
     ckpt["compression"] = compression_state(model)   # {layer: {"mask": bool tensor, "bits": int, ...}}

@@ -29,7 +29,8 @@ output line is one JSON object: run_dir, accuracy, ms_per_example_train, synapse
 (those whose deployed weight is not 0), bits (per deployed weight: ``--bits``, or with ``--levels``
 ⌈log₂(distinct levels)⌉) and, after a sweep, ``sweep`` (one row per cell); the human-readable lines go
 to stderr. For ``--from-run`` the keys describe the cell evaluated (with ``--sweep``: the saved run's
-own figures) and ms_per_example_train is the saved run's. Progress bars (stderr) are drawn only when
+own figures), ms_per_example_train is the saved run's, and ``sparsity`` and ``sweep`` (its one row,
+without ``--sweep``) come too. Progress bars (stderr) are drawn only when
 stderr is a terminal unless ``--progress`` / ``--no-progress`` say otherwise, so a log piped to a file
 holds no bars.
 """

@@ -5,12 +5,12 @@
   linearly with the examples seen (``prune·b/n`` after b of n; each prune only removes more: the EE
   595 loop prune → keep training → prune); with ``prune_every = 0`` once after training. Pruned
   synapses never return, so the early prunes are kept gentle: at N = 400 and 8,000 examples, pruning
-  every 2,000 reaches 18.75, 37.5 and 56.25 % inside training and 75 % at the end, and scored −1.0
-  to +1.2 points against dense on four seeds, where reaching 75 % already at 6,000 (25/50/75 %)
-  lost 1.6–3.2 (README). Quantization (``bits``): from the first compression point on, the network
-  *transmits* the nearest k-bit level of each weight while STDP keeps updating a full-precision
-  shadow weight (straight-through); deployment uses the quantized levels (:func:`deploy_weights`,
-  which the frozen label/test networks hold and transmit unchanged).
+  every 2,000 reaches 18.75, 37.5 and 56.25 % inside training and 75 % at the end (README's
+  benchmark table: the schedules' accuracies against dense, over four seeds). Quantization
+  (``bits``): from the first compression point on, the network *transmits* the nearest k-bit level
+  of each weight while STDP keeps updating a full-precision shadow weight (straight-through);
+  deployment uses the quantized levels (:func:`deploy_weights`, which the frozen label/test networks
+  hold and transmit unchanged).
 * **label**: frozen network on training images; neuron → class from those responses only.
 * **test**: frozen network on test images; prediction by the mean count of each class's neurons.
 

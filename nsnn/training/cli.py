@@ -222,7 +222,10 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
         help="progress bars: true/false (default: only on a terminal)",
     )
     p.add_argument(
-        "--json", action="store_true", help="print one JSON object with the results as the last line"
+        "--json",
+        action="store_true",
+        help='print one JSON object with the results as the last line ({"evaluations": [...]} for '
+        "--eval-mode all)",
     )
     return p
 

@@ -308,7 +308,8 @@ def build_train_parser(
         "--arch",
         type=_json_dict,
         default=d["arch"],
-        help="extra architecture keywords as JSON, e.g. '{\"width\": 32}' (nsnn.models.arch_kwargs)",
+        help="extra architecture keywords of --model as JSON, e.g. '{\"width\": 32}' for mnist_convnet "
+        "(each model's: nsnn.models.arch_kwargs(name))",
     )
     g.add_argument("--neuron", default=d["neuron"], help="spiking neuron: NILIF, LIF, PLIF, NIPLIF")
     g.add_argument("--noise", default=d["noise"], help="noise family (NILIF noise, LIF/PLIF surrogate)")
