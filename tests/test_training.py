@@ -1353,3 +1353,16 @@ def test_resume_keeps_the_runs_thread_count_unless_given(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
     assert _resume_source(TrainConfig(resume=str(run), workers=2))[0].workers == 2
     assert "note: --workers 2 differs from the run's 1" in capsys.readouterr().err
+
+
+def test_load_model_leaves_the_callers_random_state(tmp_path):
+    # Building the network drew its (overwritten) initial weights from the caller's RNG, so two
+    # visualizer calls on a Poisson run saw different input spikes.
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    save_checkpoint(make_checkpoint(create("mnist_mlp", hidden=8), epoch=1, config={}), tmp_path / "best.pt")
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    load_model(tmp_path)
+    assert torch.equal(before, torch.get_rng_state())

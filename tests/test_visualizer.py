@@ -1190,3 +1190,138 @@ def test_bool_and_uint8_spike_batches_run_as_floats(tmp_path):
             d.get("kind") == "neuron" for _, d in graph.nodes(data=True)
         )
         assert visualizer.raster(net, tmp_path / "r.png", batch=batch).is_file()
+
+
+def _edges(graph: nx.DiGraph) -> set[tuple[str, str]]:
+    return set(graph.edges())
+
+
+def test_pass_through_layers_tuple_outputs_and_layers_named_input_keep_their_edges():
+    # nn.Identity / Dropout returned their input, which was relabelled as theirs (sc -> fc instead of
+    # input -> fc); only the first head of a tuple output fed "output"; a layer named "input" merged
+    # into the input node.
+    class ShortcutFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sc, self.fc, self.sn = nn.Identity(), SeqToANN(nn.Linear(8, 8)), LIF()
+
+        def forward(self, x):
+            sc = self.sc(x)
+            return self.sn(self.fc(x) + sc)
+
+    edges = _edges(layer_graph(ShortcutFirst(), input_shape=(2, 1, 8)))
+    assert {("input", "sc"), ("input", "fc.0"), ("sc", "add"), ("fc.0", "add")} <= edges
+    assert ("sc", "fc.0") not in edges
+
+    class DropSkip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre, self.drop, self.fc = (
+                SeqToANN(nn.Linear(8, 8)),
+                nn.Dropout(0.5),
+                SeqToANN(nn.Linear(8, 8)),
+            )
+
+        def forward(self, x):
+            h = self.pre(x)
+            return self.fc(self.drop(h)) + h
+
+    edges = _edges(layer_graph(DropSkip(), input_shape=(2, 1, 8)))
+    assert ("pre.0", "add") in edges and ("drop", "add") not in edges
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.input, self.sn = SeqToANN(nn.Linear(8, 8)), LIF()
+            self.a, self.b = SeqToANN(nn.Linear(8, 4)), SeqToANN(nn.Linear(8, 3))
+
+        def forward(self, x):
+            h = self.sn(self.input(x))
+            return {"logits": self.a(h), "aux": self.b(h)}
+
+    graph = layer_graph(TwoHeads(), input_shape=(2, 1, 8))
+    assert {("a.0", "output"), ("b.0", "output"), ("input", "input.0")} <= _edges(graph)
+    assert graph.nodes["input.0"]["params"] == 72 and graph.nodes["input"]["calls"] == 1
+
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.input, self.sn, self.output = nn.Linear(10, 20), LIF(), nn.Linear(20, 5)
+
+        def forward(self, x):
+            return self.output(self.sn(self.input(x)))
+
+    graph = layer_graph(Named(), input_shape=(2, 1, 10))
+    assert graph.nodes["input (layer)"]["params"] == 220 and graph.nodes["output (layer)"]["params"] == 105
+    assert _edges(graph) == {
+        ("input", "input (layer)"),
+        ("input (layer)", "sn"),
+        ("sn", "output (layer)"),
+        ("output (layer)", "output"),
+    }
+
+
+def test_expected_mode_rasters_hold_probabilities_not_spikes(tmp_path):
+    # Every nonzero firing probability was drawn as a spike: all 64 neurons at every step, rate 0.007.
+    from nsnn.layers import set_eval_mode
+    from visualizer.activity import spike_activity
+
+    torch.manual_seed(0)
+    net = nn.Sequential(SeqToANN(nn.Linear(6, 32)), NILIF(sigma=0.3))
+    set_eval_mode(net, "expected")
+    x = torch.randn(5, 2, 6) * 0.3
+    (layer,) = spike_activity(net, x)
+    assert layer.raster.dtype == np.float32 and 0 < layer.raster.max() < 1
+    with torch.no_grad():
+        expected = net.eval()(x)[:, 0].flatten(1).numpy()[:, layer.shown]  # spike_activity runs in eval
+    np.testing.assert_allclose(layer.raster, expected, rtol=1e-6)
+    assert_png(visualizer.raster(net, tmp_path / "raster.png", batch=x))
+
+
+def test_tied_weights_count_once_in_the_weight_histogram():
+    from visualizer.weight_plots import module_weights
+
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+    net[2].weight = net[0].weight
+    assert module_weights(net).size == 256
+
+
+def test_unfinished_stdp_runs_and_malformed_checkpoints_get_one_line(tmp_path, capsys):
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    unfinished = tmp_path / "stdp"
+    unfinished.mkdir()
+    atomic_savez(unfinished / "train_state.npz", w=np.zeros(2))
+    assert main([str(unfinished), "--out", str(tmp_path / "o1")]) == 2
+    assert f"finish it with: python scripts/stdp_mnist.py --resume {unfinished}" in capsys.readouterr().err
+    ckpt = make_checkpoint(create("mnist_mlp", hidden=8), epoch=1, config={})
+    ckpt["compression"] = ["not", "a", "dict"]  # an AttributeError deep in load_model was a traceback
+    save_checkpoint(ckpt, tmp_path / "bad" / "best.pt")
+    assert main([str(tmp_path / "bad"), "--out", str(tmp_path / "o2")]) == 2
+    assert "is not a usable nsnn checkpoint" in capsys.readouterr().err
+
+
+def test_cli_refuses_flags_that_no_wanted_figure_reads(stdp_dir, bptt_dir, tmp_path, capsys):
+    # They were accepted, exit 0, and did nothing.
+    root, _ = stdp_dir
+    batch = tmp_path / "b.pt"
+    torch.save(torch.rand(2, 1, 1, 28, 28), batch)
+    for argv, message in (
+        ([str(root), "--what", "fields", "--export", "gexf"], "--export writes the topology's graph files"),
+        (
+            [str(root), "--what", "topology", "--inhibition", "full", "--export", "none"],
+            "--inhibition shapes",
+        ),
+        ([str(root), "--what", "fields", "--top-k", "9"], "--top-k is read by the STDP topology drawing"),
+        ([str(bptt_dir[0]), "--what", "hist", "--batch", str(batch)], "--batch feeds the raster"),
+        (
+            [str(bptt_dir[0]), "--what", "rates", "--batch", str(batch), "--batch-size", "1"],
+            "--batch-size takes images from the run's test set",
+        ),
+    ):
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2, argv
+        assert message in capsys.readouterr().err
+    assert (
+        main([str(bptt_dir[0]), "--what", "rates", "--batch", str(batch), "--out", str(tmp_path / "o")]) == 0
+    )

@@ -91,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_flags_used(given: set[str], wanted: list[str], exports: list[str]) -> None:
+    """ValueError for a flag typed on the command line that none of the ``wanted`` figures reads."""
+    unused = {
+        "exports": ("topology" not in wanted, "writes the topology's graph files; add --what topology"),
+        "inhibition": (
+            "topology" not in wanted or not exports,
+            "shapes the STDP topology's graph files; add --what topology and an --export format",
+        ),
+        "top_k": ("topology" not in wanted, "is read by the STDP topology drawing; add --what topology"),
+        "patch": ("topology" not in wanted, "is read by the STDP topology drawing; add --what topology"),
+        "batch": (
+            not {"raster", "rates", "topology"} & set(wanted),
+            "feeds the raster, rates and topology figures; add one of them to --what",
+        ),
+        "batch_size": ("batch" in given, "takes images from the run's test set; a --batch is used as given"),
+    }
+    for name, (idle, why) in unused.items():
+        if name in given and idle:
+            flag = "--export" if name == "exports" else "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {why}")
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """Make the requested figures; returns the files written. ``args.given`` (optional): the flags
     typed on the command line, checked against the kind of source."""
@@ -131,6 +153,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"{refused} do not apply to {args.source}; this input supports {applicable}")
     if args.before is not None and "hist" not in wanted:
         raise ValueError("--before is read by the hist figure only; add --what hist")
+    _check_flags_used(getattr(args, "given", set()), wanted, exports)
     # Every target is resolved before any work, so a symlink out of --out fails first.
     out.mkdir(parents=True, exist_ok=True)
     targets = {name: [safe_output(out, f"{args.prefix}{name}.{fmt}") for fmt in formats] for name in wanted}

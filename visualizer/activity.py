@@ -45,7 +45,8 @@ class Batch:
 @dataclass(frozen=True)
 class LayerActivity:
     """Spikes of one neuron layer: mean ``rate`` (spikes per neuron per step) over the whole batch,
-    ``raster`` ``[T, k]`` (bool) of sample 0 for the neurons ``shown`` (indices into the flattened layer)."""
+    ``raster`` ``[T, k]`` of sample 0 for the neurons ``shown`` (indices into the flattened layer): the
+    spike values, 0/1, or in ``eval_mode="expected"`` the firing probabilities in [0, 1]."""
 
     name: str
     neuron_type: str
@@ -152,9 +153,10 @@ def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
     encoding = config.get("encoding", "direct")
     x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False, **normalization(encoding))))
     T = _timestep(source)
-    return Batch(  # the test split may hold fewer images than asked for
-        to_sequence(x, T, encoding), f"{len(x)} {bundle.name} test images, {encoding} encoding, T={T}"
-    )
+    with torch.random.fork_rng(devices=[]):  # Poisson spikes: the same on every call, the caller's RNG kept
+        torch.manual_seed(0)
+        x = to_sequence(x, T, encoding)
+    return Batch(x, f"{x.shape[1]} {bundle.name} test images, {encoding} encoding, T={T}")  # maybe < asked
 
 
 def run_batch(
@@ -238,7 +240,7 @@ def spike_activity(
         if len(recorded) > 1:
             place = next(i for i, r in enumerate(recorded) if r is rec)  # by identity: recs hold tensors
             name = f"{name}#{place + 1}"
-        trains = torch.cat(rec["steps"]).numpy() > 0
+        trains = torch.cat(rec["steps"]).numpy().astype(np.float32)
         n = trains.shape[1]
         shown = np.sort(rng.choice(n, size=min(n, max_neurons), replace=False))
         layers.append(

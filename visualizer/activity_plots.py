@@ -25,7 +25,8 @@ def _require(layers: list[LayerActivity]) -> None:
 
 
 def raster_figure(layers: list[LayerActivity], note: str = "", max_columns: int = 6) -> Figure:
-    """One panel per neuron layer: time step (x) × shown neurons (y), black = spike, for sample 0."""
+    """One panel per neuron layer: time step (x) × shown neurons (y), black = spike, for sample 0 (a
+    probability, as the expected mode outputs, in grey: the darker, the likelier)."""
     _require(layers)
     cols = min(max_columns, len(layers))
     rows = math.ceil(len(layers) / cols)
@@ -34,7 +35,9 @@ def raster_figure(layers: list[LayerActivity], note: str = "", max_columns: int 
         ax = fig.add_subplot(rows, cols, k + 1)
         steps, shown = layer.raster.shape
         t_idx, n_idx = np.nonzero(layer.raster)
-        ax.scatter(t_idx, n_idx, s=max(2.0, 60.0 / max(shown, 1)), marker="|", c="k", linewidths=1.0)
+        values = np.clip(layer.raster[t_idx, n_idx], 0.0, 1.0)
+        size = max(2.0, 60.0 / max(shown, 1))
+        ax.scatter(t_idx, n_idx, s=size, marker="|", c=values, cmap="Greys", vmin=0, vmax=1, linewidths=1.0)
         ax.set_xlim(-0.5, steps - 0.5)
         ax.set_ylim(-0.5, shown - 0.5)
         ax.set_xticks(range(steps) if steps <= 16 else np.linspace(0, steps - 1, 5).astype(int))

@@ -24,6 +24,7 @@ from torch import nn
 from nsnn.compress import level_bits
 from nsnn.io import load_npz, read_json
 from nsnn.stdp.config import FULL_PRECISION_BITS
+from nsnn.stdp.runio import PROGRESS
 
 STDP_WEIGHTS = "weights.npz"
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
@@ -142,6 +143,11 @@ def load_source(obj: Any) -> Source:
         checkpoint = next((path / n for n in CHECKPOINT_NAMES if (path / n).is_file()), None)
         if checkpoint is not None:
             return _load_checkpoint(checkpoint, run_dir=path)
+        if (path / PROGRESS).is_file():
+            raise ValueError(
+                f"{path} is an STDP run that has not finished (no {STDP_WEIGHTS} yet); finish it with: "
+                f"python scripts/stdp_mnist.py --resume {path}"
+            )
         raise ValueError(
             f"{path} is neither an STDP run ({STDP_WEIGHTS}) nor a BPTT run ({' or '.join(CHECKPOINT_NAMES)})"
         )
@@ -163,7 +169,7 @@ def _load_checkpoint(path: Path, run_dir: Path) -> ModuleSource:
         ) from e
     try:
         model, checkpoint = load_model(path, map_location="cpu")
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, AttributeError) as e:  # a record of the wrong type, too
         lines = [line.strip() for line in str(e).strip().splitlines()]  # load_state_dict: one per tensor
         detail = " ".join(lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
         raise ValueError(f"{path} is not a usable nsnn checkpoint: {type(e).__name__}: {detail}") from e

@@ -199,6 +199,8 @@ class _DataflowTracer(TorchFunctionMode):
             if id(module) in hidden:
                 continue
             name = names[id(module)] or type(module).__name__
+            if name in ("input", "output"):  # those are the graph's own ends
+                name = f"{name} (layer)"
             if is_graph_leaf(module):
                 hidden.update(id(m) for m in module.modules() if m is not module)
                 self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
@@ -247,6 +249,18 @@ class _DataflowTracer(TorchFunctionMode):
             if self.depth != 1:
                 return None
             self.depth -= 1
+            # nn.Identity, Dropout in eval: the input itself comes back. Marking it as this layer's would
+            # make every other use of the input look like one of the layer's output, so the layer returns
+            # a view of it instead (same values, storage and shape; a tensor of its own).
+            inputs = {id(t) for t in _tensors(args)}
+            if isinstance(out, torch.Tensor) and id(out) in inputs:
+                out = out.view_as(out)
+            elif isinstance(out, tuple | list) and any(
+                id(t) in inputs for t in out if isinstance(t, torch.Tensor)
+            ):
+                out = type(out)(
+                    t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out
+                )
             results = _tensors(out)
             first = results[0] if results else None
             self.paused = True
@@ -269,7 +283,7 @@ class _DataflowTracer(TorchFunctionMode):
                 self.paused = False
             for t in results:
                 self.mark(t, name)
-            return None
+            return out
 
         return hook
 
@@ -425,10 +439,10 @@ def layer_graph(
         tracer.install()
         with probing(model, seed), tracer:
             out = run_model(model, batch)
-        for t in _tensors(out):
-            tracer.add_node("output", t, kind="output", module_type="output", params=0, config="")
-            tracer.connect(tracer.sources([t]), "output")
-            break
+        outputs = _tensors(out)  # a tuple or dict of heads: each one feeds the output
+        if outputs:
+            tracer.add_node("output", outputs[0], kind="output", module_type="output", params=0, config="")
+            tracer.connect(tracer.sources(outputs), "output")
         tracer.finish()
     finally:
         tracer.remove()

@@ -96,12 +96,14 @@ def receptive_fields_figure(
 
 
 def _kernels(model: nn.Module) -> list[torch.Tensor]:
-    """The conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, detached."""
-    return [
-        m.weight.detach()
+    """The conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, detached; a weight tied between
+    layers once."""
+    kernels = {
+        id(m.weight): m.weight.detach()
         for m in model.modules()
         if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
-    ]
+    }
+    return list(kernels.values())
 
 
 def module_weights(model: nn.Module) -> np.ndarray:

@@ -212,7 +212,8 @@ def load_model(
     A run directory means its ``best.pt``. The model is built with
     ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``;
     its spiking neurons take the run's ``eval_mode`` (the one its validation and test used), and a
-    compressed model gets its masks and bits back. :class:`CheckpointError` if the recorded
+    compressed model gets its masks and bits back; the caller's random state is left as it was.
+    :class:`CheckpointError` if the recorded
     ``model_name``/``model_kwargs`` do not build a network its weights fit.
 
         model, ckpt = load_model("runs/mnist-mnist_convnet-20250101-120000")
@@ -223,7 +224,8 @@ def load_model(
     path = resolve_checkpoint(path_or_run_dir)
     ckpt = load_checkpoint(path, map_location=map_location)
     try:
-        model = create(ckpt["model_name"], **ckpt["model_kwargs"])
+        with torch.random.fork_rng(devices=[]):  # the initial weights, overwritten: not from the caller's RNG
+            model = create(ckpt["model_name"], **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model"])
         restore_compression(model, ckpt.get("compression") or {})
     except (TypeError, ValueError, RuntimeError) as e:  # unknown keywords, weights of other shapes
