@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_flags_used(given: set[str], wanted: list[str], exports: list[str]) -> None:
     """ValueError for a flag typed on the command line that none of the ``wanted`` figures reads."""
     unused = {
-        "exports": ("topology" not in wanted, "writes the topology's graph files; add --what topology"),
+        "exports": (  # --export none asks for nothing, which it gets
+            "topology" not in wanted and bool(exports),
+            "writes the topology's graph files; add --what topology",
+        ),
         "inhibition": (
             "topology" not in wanted or not exports,
             "shapes the STDP topology's graph files; add --what topology and an --export format",
