@@ -1395,3 +1395,46 @@ def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     assert not (run / runio.PROGRESS).exists()
     with pytest.raises(SystemExit, match="finished run"):
         stdp_cli.main(["--resume", str(run)])
+
+
+def test_a_run_or_build_folder_in_use_by_another_process_is_refused(tmp_path, monkeypatch):
+    # Two processes in one build folder overwrote each other's inputs: the binary read a deleted input
+    # as defaults and returned wrong counts without an error; a --resume of a run still training ran
+    # beside it, duplicating its metrics rows.
+    import fcntl
+
+    from nsnn.stdp import resume_experiment, runio
+
+    def held_elsewhere(folder):  # a lock taken through another open file, as another process's would be
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+
+    build = tmp_path / "build"
+    build.mkdir()
+    fd = held_elsewhere(build)
+    cfg = tiny(target="standalone")
+    engine = StandaloneEngine(cfg, build)
+    with pytest.raises(FileExistsError, match="is in use by another process"):
+        engine.run(Phase(image_rates(bars(1)[0], cfg), init_state(cfg), plastic=True))
+    engine.close()
+    os.close(fd)
+
+    cfg = tiny(chunk=4)
+    images, labels = bars(8)
+    data = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+    saved = runio.save_progress
+
+    def save_then_stop(run_dir, progress, digest):
+        saved(run_dir, progress, digest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, data, data, run_dir=tmp_path / "run")
+    monkeypatch.setattr(runio, "save_progress", saved)
+    fd = held_elsewhere(tmp_path / "run")
+    with pytest.raises(FileExistsError, match="is being written by another process"):
+        resume_experiment(tmp_path / "run", data, data)
+    os.close(fd)
+    assert resume_experiment(tmp_path / "run", data, data)["n_train"] == 8  # once it is free

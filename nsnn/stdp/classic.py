@@ -4,7 +4,9 @@ Runtime mode, and for every presentation: normalise the weights in numpy, set th
 ``run(350 ms)``, read the spike counts, zero the rates, ``run(150 ms)``; an example that drew < 5
 spikes is presented again at intensity + 1. Two ``run()`` calls per presentation, each paying
 Brian2's per-run Python overhead (~0.1 s). Same equations and state as the one-run engines
-(:mod:`nsnn.stdp.network`), so only the execution differs.
+(:mod:`nsnn.stdp.network`), so the simulated work is the same; one thing besides the execution
+differs: the loop counts the spikes of the 350 ms presentation, as the original does, where the engines
+count the whole 500 ms example (the few spikes early in the rest, 4 % of them in one check at N = 100).
 
     result = classic_train(config, images, init_state(config))
     result.ms_per_example, result.counts.shape      # wall ms per example, [n, n_exc]

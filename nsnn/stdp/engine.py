@@ -52,6 +52,7 @@ import numpy as np
 from brian2.codegen.cpp_prefs import get_compiler_and_args
 from tqdm.auto import tqdm
 
+from nsnn.io import hold_run_dir, release_run_dir
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.network import DCNetwork, build_network
 from nsnn.stdp.state import NetworkState, example_counts
@@ -352,6 +353,7 @@ class StandaloneEngine:
         self._chunk = 0
         self._directory = ""
         self._checked_order = False
+        self._holds_build_dir = False
 
     def __enter__(self) -> StandaloneEngine:
         return self
@@ -364,9 +366,20 @@ class StandaloneEngine:
             b2.device.reinit()
             b2.set_device("runtime")
         self._net, self._key, self._chunk = None, "", 0
+        if self._holds_build_dir:
+            release_run_dir(self.build_dir)
+            self._holds_build_dir = False
 
     def _build(self, phase: Phase, chunk: int) -> float:
         start = time.perf_counter()
+        if not self._holds_build_dir:
+            # Two processes in one build folder overwrite each other's inputs, binary and results; the
+            # binary reads a missing input as defaults, so that would give wrong results, not an error.
+            self.build_dir.mkdir(parents=True, exist_ok=True)
+            self._holds_build_dir = hold_run_dir(
+                self.build_dir,
+                busy=f"build folder {self.build_dir} is in use by another process; give this run another one",
+            )
         if self._net is not None:
             b2.device.reinit()
         directory = self.build_dir / ("train" if phase.plastic else "frozen")
@@ -434,13 +447,15 @@ class StandaloneEngine:
                     net.Ae.stop_step: len(rows) * self.config.steps_per_example,
                 }
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()
-                with interrupts_raise():
-                    b2.device.run(
-                        self._directory, results_directory="results", with_output=False, run_args=args
-                    )
-                sim += time.perf_counter() - t0
-                cpu += _child_cpu_seconds() - c0
-                self._cleanup_run_args()
+                try:
+                    with interrupts_raise():
+                        b2.device.run(
+                            self._directory, results_directory="results", with_output=False, run_args=args
+                        )
+                    sim += time.perf_counter() - t0
+                    cpu += _child_cpu_seconds() - c0
+                finally:  # also after a Ctrl-C or a crash: no input files left behind
+                    self._cleanup_run_args()
                 self._check_order(net)
                 spikes_t = np.asarray(net.spikes_e.t[:] / b2.second)
                 block = example_counts(net.spikes_e.i[:], spikes_t, chunk, self.config.n_exc, self.config)

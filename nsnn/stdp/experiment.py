@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nsnn.io import CsvLog, atomic_write_text, check_new_run_dir, read_csv, read_json, write_json
+from nsnn.io import (
+    CsvLog,
+    atomic_write_text,
+    check_new_run_dir,
+    hold_run_dir,
+    read_csv,
+    read_json,
+    release_run_dir,
+    write_json,
+)
 from nsnn.stdp.classify import check_labels
 from nsnn.stdp.config import FULL_PRECISION_BITS, STDPConfig, check_grid, check_images_fit
 from nsnn.stdp.runio import CONFIG, StdpRun, load_run, save_run, write_config
@@ -286,7 +295,32 @@ def _experiment(
     resume: TrainProgress | None = None,
 ) -> dict[str, Any]:
     """Train (from ``resume`` if given; ``train_state.npz`` after every block), label, test and with
-    ``grid`` sweep into ``run_dir``, whose config.json is written; the summary of :func:`run_experiment`."""
+    ``grid`` sweep into ``run_dir``, whose config.json is written; the summary of :func:`run_experiment`.
+    ``run_dir`` is locked meanwhile (:func:`nsnn.io.hold_run_dir`): a resume of a run that is still
+    training elsewhere is refused, as two processes would write one run."""
+    busy = f"{run_dir} is being written by another process (a run still training?); wait for it to end"
+    taken = hold_run_dir(run_dir, busy=busy)
+    try:
+        return _experiment_held(
+            config, train_xy, test_xy, run_dir, n_label, grid, progress, build_dir, started, resume
+        )
+    finally:
+        if taken:
+            release_run_dir(run_dir)
+
+
+def _experiment_held(
+    config: STDPConfig,
+    train_xy: tuple[np.ndarray, np.ndarray],
+    test_xy: tuple[np.ndarray, np.ndarray],
+    run_dir: Path,
+    n_label: int,
+    grid: tuple[tuple[float, ...], tuple[int, ...]] | None,
+    progress: bool | None,
+    build_dir: str | Path | None,
+    started: float,
+    resume: TrainProgress | None,
+) -> dict[str, Any]:
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
     from nsnn.stdp.runio import PROGRESS, save_progress
