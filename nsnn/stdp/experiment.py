@@ -21,11 +21,13 @@ the data, the label and test counts and the grid. Run folders are recorded absol
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,17 +214,9 @@ def run_experiment(
         record.update(sweep_sparsities=list(sweep_sparsities), sweep_bits=list(sweep_bits))
     write_config(run_dir, config, record)
     grid = (tuple(sweep_sparsities), tuple(sweep_bits)) if sweep else None
-    return _experiment(
-        config,
-        (x_train, y_train),
-        (x_test, y_test),
-        run_dir.resolve(),
-        n_label,
-        grid,
-        progress,
-        build_dir,
-        started,
-    )
+    data = (x_train, y_train), (x_test, y_test)
+    with _writing(run_dir):
+        return _experiment(config, *data, run_dir.resolve(), n_label, grid, progress, build_dir, started)
 
 
 def resume_experiment(
@@ -261,18 +255,24 @@ def resume_experiment(
     if digest != _digest(x_train, y_train):
         raise ValueError(f"these training examples are not the ones {run_dir} was training on")
     grid = (tuple(record["sweep_sparsities"]), tuple(record["sweep_bits"])) if record.get("sweep") else None
-    return _experiment(
-        config,
-        (x_train, y_train),
-        (x_test, y_test),
-        run_dir.resolve(),
-        record["n_label"],
-        grid,
-        progress,
-        build_dir,
-        time.perf_counter(),
-        resume,
-    )
+    data, started = ((x_train, y_train), (x_test, y_test)), time.perf_counter()
+    with _writing(run_dir):
+        return _experiment(
+            config, *data, run_dir.resolve(), record["n_label"], grid, progress, build_dir, started, resume
+        )
+
+
+@contextlib.contextmanager
+def _writing(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (:func:`nsnn.io.hold_run_dir`) while a run writes it: a resume of a run
+    still training elsewhere is refused, as two processes would write one run."""
+    busy = f"{run_dir} is being written by another process (a run still training?); wait for it to end"
+    taken = hold_run_dir(run_dir, busy=busy)
+    try:
+        yield
+    finally:
+        if taken:
+            release_run_dir(run_dir)
 
 
 def _digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -296,31 +296,7 @@ def _experiment(
 ) -> dict[str, Any]:
     """Train (from ``resume`` if given; ``train_state.npz`` after every block), label, test and with
     ``grid`` sweep into ``run_dir``, whose config.json is written; the summary of :func:`run_experiment`.
-    ``run_dir`` is locked meanwhile (:func:`nsnn.io.hold_run_dir`): a resume of a run that is still
-    training elsewhere is refused, as two processes would write one run."""
-    busy = f"{run_dir} is being written by another process (a run still training?); wait for it to end"
-    taken = hold_run_dir(run_dir, busy=busy)
-    try:
-        return _experiment_held(
-            config, train_xy, test_xy, run_dir, n_label, grid, progress, build_dir, started, resume
-        )
-    finally:
-        if taken:
-            release_run_dir(run_dir)
-
-
-def _experiment_held(
-    config: STDPConfig,
-    train_xy: tuple[np.ndarray, np.ndarray],
-    test_xy: tuple[np.ndarray, np.ndarray],
-    run_dir: Path,
-    n_label: int,
-    grid: tuple[tuple[float, ...], tuple[int, ...]] | None,
-    progress: bool | None,
-    build_dir: str | Path | None,
-    started: float,
-    resume: TrainProgress | None,
-) -> dict[str, Any]:
+    Callers hold ``run_dir``'s lock meanwhile (:func:`_writing`)."""
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
     from nsnn.stdp.runio import PROGRESS, save_progress
