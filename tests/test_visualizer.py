@@ -1239,6 +1239,24 @@ def test_pass_through_layers_tuple_outputs_and_layers_named_input_keep_their_edg
             h = self.sn(self.input(x))
             return {"logits": self.a(h), "aux": self.b(h)}
 
+    import collections
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    class PairOf(nn.Module):  # a namedtuple holding the input itself
+        def forward(self, x):
+            return Pair(x, x * 2)
+
+    class UsesPair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pair, self.fc = PairOf(), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(x) + self.pair(x).b
+
+    assert ("input", "fc") in _edges(layer_graph(UsesPair(), input_shape=(2, 1, 8)))
+
     graph = layer_graph(TwoHeads(), input_shape=(2, 1, 8))
     assert {("a.0", "output"), ("b.0", "output"), ("input", "input.0")} <= _edges(graph)
     assert graph.nodes["input.0"]["params"] == 72 and graph.nodes["input"]["calls"] == 1
@@ -1284,6 +1302,17 @@ def test_tied_weights_count_once_in_the_weight_histogram():
     net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
     net[2].weight = net[0].weight
     assert module_weights(net).size == 256
+    # a parametrized layer computes a new weight at each access, whose id a freed one's may take
+    from torch.nn.utils import parametrize
+
+    class Half(nn.Module):
+        def forward(self, w):
+            return w * 0.5
+
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.Linear(16, 16))
+    for i in (0, 2, 3):
+        parametrize.register_parametrization(net[i], "weight", Half())
+    assert module_weights(net).size == 768
 
 
 def test_unfinished_stdp_runs_and_malformed_checkpoints_get_one_line(tmp_path, capsys):

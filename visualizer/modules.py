@@ -167,6 +167,15 @@ def neuron_attributes(module: nn.Module) -> dict[str, Scalar]:
     return attrs
 
 
+def stored_weight(module: nn.Module) -> torch.Tensor:
+    """The tensor ``module.weight`` is made from and that lives as long as the module: a
+    ``torch.nn.utils.parametrize`` layer computes a new ``weight`` at each access (whose ``id`` the next
+    layer's may reuse once it is freed), from its ``original``, which is what tied layers share."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
 def weight_sparsity(module: nn.Module) -> float | None:
     """Fraction of exactly-zero entries of ``module.weight`` (conv/linear kernels, ndim ≥ 2), else None.
 

@@ -35,12 +35,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from nsnn.layers import evaluating
-from visualizer.modules import is_graph_leaf, is_neuron, is_single_step, module_attributes, weight_sparsity
+from visualizer.modules import (
+    is_graph_leaf,
+    is_neuron,
+    is_single_step,
+    module_attributes,
+    stored_weight,
+    weight_sparsity,
+)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -258,9 +264,8 @@ class _DataflowTracer(TorchFunctionMode):
             elif isinstance(out, tuple | list) and any(
                 id(t) in inputs for t in out if isinstance(t, torch.Tensor)
             ):
-                out = type(out)(
-                    t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out
-                )
+                items = [t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out]
+                out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
             results = _tensors(out)
             first = results[0] if results else None
             self.paused = True
@@ -450,15 +455,6 @@ def layer_graph(
     return graph
 
 
-def _stored_weight(module: nn.Module) -> torch.Tensor:
-    """The tensor ``module.weight`` is made from and that lives as long as the module: a
-    ``torch.nn.utils.parametrize`` layer computes a new ``weight`` at each access (whose ``id`` the next
-    layer's may reuse once it is freed), from its ``original``, which is what tied layers share."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
-
-
 def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
     """Whole-model totals as graph attributes (all scalars); a weight shared by several layers, or a
     layer called at several places, counts once."""
@@ -466,7 +462,7 @@ def _summarize(graph: nx.DiGraph, model: nn.Module) -> None:
     for m in model.modules():
         sparsity = weight_sparsity(m)
         if sparsity is not None:
-            unique[id(_stored_weight(m))] = (int(m.weight.numel()), sparsity)
+            unique[id(stored_weight(m))] = (int(m.weight.numel()), sparsity)
     weights = sum(n for n, _ in unique.values())
     zeros = sum(n * sparsity for n, sparsity in unique.values())
     graph.graph["total_params"] = int(sum(p.numel() for p in model.parameters()))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visualizer.modules import stored_weight
 from visualizer.render import class_color, new_figure, percent
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ def receptive_fields_figure(
 def _kernels(model: nn.Module) -> list[torch.Tensor]:
     """The conv/linear kernels (``weight`` with ndim ≥ 2) of ``model``, detached; a weight tied between
     layers once."""
-    kernels = {
-        id(m.weight): m.weight.detach()
+    kernels = {  # keyed by the stored weight: a parametrized layer's computed one is new at each access
+        id(stored_weight(m)): m.weight.detach()
         for m in model.modules()
         if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
     }

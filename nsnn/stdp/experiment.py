@@ -251,7 +251,7 @@ def resume_experiment(
             f"{run_dir} trains on {record.get('n_train')} and tests on {record.get('n_test')} examples; "
             f"got {len(x_train)} and {len(x_test)}"
         )
-    resume, digest = load_progress(run_dir)
+    resume, digest = load_progress(run_dir, init_state(config).delay_ms)
     if digest != _digest(x_train, y_train):
         raise ValueError(f"these training examples are not the ones {run_dir} was training on")
     grid = (tuple(record["sweep_sparsities"]), tuple(record["sweep_bits"])) if record.get("sweep") else None

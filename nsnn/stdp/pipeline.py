@@ -289,7 +289,7 @@ def train(
             with sigint_deferred():  # the block's rows and its checkpoint: both, or neither
                 if log is not None:
                     log(_train_row(counts, labels, a, b, trained, results, config))
-                    if compressions and compressions[-1]["examples"] == b:
+                    if b in points:
                         log(
                             {
                                 "phase": "compress",
@@ -303,7 +303,7 @@ def train(
                         TrainProgress(
                             b,
                             state,
-                            counts[:b].copy(),
+                            counts[:b],  # final rows: later blocks and their retries write only after b
                             compressed,
                             list(compressions),
                             retried,

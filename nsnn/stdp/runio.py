@@ -114,7 +114,8 @@ def load_run(run_dir: str | Path) -> StdpRun:
 
 def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str) -> Path:
     """Write ``train_state.npz`` atomically: the :class:`~nsnn.stdp.pipeline.TrainProgress` of an
-    unfinished run and ``data_digest``, the training data's fingerprint, checked on resuming."""
+    unfinished run and ``data_digest``, the training data's fingerprint, checked on resuming. The input
+    delays are left out: they never change from the run's initial state (:func:`load_progress`)."""
     meta = {
         "examples": progress.examples,
         "compressed": progress.compressed,
@@ -129,22 +130,20 @@ def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str
         compress=False,  # written after every block: speed first
         w=state.w,
         mask=state.mask,
-        delay_ms=state.delay_ms,
         theta=state.theta,
         counts=progress.counts,
         meta=np.array(json.dumps(meta)),
     )
 
 
-def load_progress(run_dir: str | Path) -> tuple[TrainProgress, str]:
-    """The :class:`~nsnn.stdp.pipeline.TrainProgress` :func:`save_progress` wrote, and its data digest."""
+def load_progress(run_dir: str | Path, delay_ms: np.ndarray) -> tuple[TrainProgress, str]:
+    """The :class:`~nsnn.stdp.pipeline.TrainProgress` :func:`save_progress` wrote, and its data digest;
+    ``delay_ms``: the run's input delays (those of its initial state, ``init_state(config)``)."""
     from nsnn.stdp.pipeline import TrainProgress
 
     arrays = load_npz(Path(run_dir) / PROGRESS)
     meta = json.loads(str(arrays["meta"]))
-    state = NetworkState(
-        w=arrays["w"], mask=arrays["mask"], delay_ms=arrays["delay_ms"], theta=arrays["theta"]
-    )
+    state = NetworkState(w=arrays["w"], mask=arrays["mask"], delay_ms=delay_ms, theta=arrays["theta"])
     sim, cpu, build = meta["seconds"]
     progress = TrainProgress(
         meta["examples"],

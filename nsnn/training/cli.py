@@ -317,6 +317,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     loader = bundle.loader(
         bundle.test, args.minibatch, train=False, device=rt.device, **normalization(cfg.encoding)
     )
+    criterion = build_loss(cfg.loss, cfg.lambda_tet)
     results = []
     for args.eval_mode, args.n_ensembles in evaluations:
         seed_everything(args.seed)
@@ -328,7 +329,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
             encoding=cfg.encoding,
             eval_mode=args.eval_mode,
             n_ensembles=args.n_ensembles,
-            criterion=build_loss(cfg.loss, cfg.lambda_tet),
+            criterion=criterion,
             perturbation=perturbation,
             runtime=rt,
             progress=args.progress,
