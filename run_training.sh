@@ -44,8 +44,12 @@ resuming=false
 for arg in "$@"; do
     case "$arg" in --resume | --resume=*) resuming=true ;; esac
 done
+# The recipe's flags, in the array flags: the ones given, or none when resuming. bash 3.2 (macOS's
+# /bin/bash) runs this script: no bash-4 builtin (mapfile), and an array that may be empty is expanded as
+# ${a[@]+"${a[@]}"} (before bash 4.4, set -u took "${a[@]}" of an empty array for an unbound variable).
 recipe_flags() {
-    if ! $resuming; then printf '%s\n' "$@"; fi
+    flags=()
+    if ! $resuming; then flags=("$@"); fi
 }
 
 case "$recipe" in
@@ -64,14 +68,14 @@ case "$recipe" in
         for arg in "$@"; do  # the script's help, and nothing trained or tested
             case "$arg" in -h | --help) exec "$PYTHON" "$scripts"/main_mnist.py --help ;; esac
         done
-        mapfile -t flags < <(recipe_flags --neuron NILIF --model mnist_convnet --timestep 4)
+        recipe_flags --neuron NILIF --model mnist_convnet --timestep 4
         # what runs, as given: the extra flags come last and override the recipe's
         if $resuming; then
             echo "[nsnn] resuming $run_dir (the run's own configuration; flags: $*)"
         else
             echo "[nsnn] training (mnist recipe, flags: ${flags[*]}${*:+ $*}) -> $run_dir"
         fi
-        "$PYTHON" "$scripts"/main_mnist.py "${flags[@]}" "${out_flag[@]}" "$@"
+        "$PYTHON" "$scripts"/main_mnist.py ${flags[@]+"${flags[@]}"} ${out_flag[@]+"${out_flag[@]}"} "$@"
         echo "[nsnn] testing $run_dir/best.pt in each evaluation mode"
         "$PYTHON" "$scripts"/testing_mnist.py --snapshot "$run_dir/best.pt" --eval-mode all --n_ensembles 8
         echo "[nsnn] done. Results in $run_dir:"
@@ -83,19 +87,19 @@ case "$recipe" in
         [ "$recipe" = cifar10-lif ] && neuron=LIF
         script="$scripts"/main_cifar10.py
         [ "$recipe" = cifar100 ] && script="$scripts"/main_cifar100.py
-        mapfile -t flags < <(recipe_flags --neuron "$neuron" --reg no --model spiking_resnet18 --epochs 300 \
-            --minibatch 256 --timestep 2 --seed 1 --lr 0.003 --sigma 0.3)
-        "$PYTHON" "$script" "${flags[@]}" "$@"
+        recipe_flags --neuron "$neuron" --reg no --model spiking_resnet18 --epochs 300 \
+            --minibatch 256 --timestep 2 --seed 1 --lr 0.003 --sigma 0.3
+        "$PYTHON" "$script" ${flags[@]+"${flags[@]}"} "$@"
         ;;
     dvs)
-        mapfile -t flags < <(recipe_flags --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
-            --timestep 10 --seed 1 --lr 0.0003 --sigma 0.2)
-        "$PYTHON" "$scripts"/main_dvs_cifar10.py "${flags[@]}" "$@"
+        recipe_flags --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 \
+            --timestep 10 --seed 1 --lr 0.0003 --sigma 0.2
+        "$PYTHON" "$scripts"/main_dvs_cifar10.py ${flags[@]+"${flags[@]}"} "$@"
         ;;
     cifarnet)
-        mapfile -t flags < <(recipe_flags --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
-            --timestep 4 --seed 1 --lr 0.001 --sigma 0.3 --cutout 8)
-        "$PYTHON" "$scripts"/main_cifar10.py "${flags[@]}" "$@"
+        recipe_flags --neuron NILIF --reg no --model cifarnet --epochs 300 --minibatch 128 \
+            --timestep 4 --seed 1 --lr 0.001 --sigma 0.3 --cutout 8
+        "$PYTHON" "$scripts"/main_cifar10.py ${flags[@]+"${flags[@]}"} "$@"
         ;;
     -h | --help | help)
         usage

@@ -378,6 +378,37 @@ def test_run_training_flags_without_a_recipe_go_to_the_mnist_recipe():
             assert shown.stdout.strip() == f"{REPO}/scripts/main_mnist.py --help"
 
 
+def test_run_training_runs_without_the_builtins_bash_3_2_lacks(tmp_path):
+    # macOS's /bin/bash 3.2 has no mapfile: every recipe stopped at "mapfile: command not found". Here
+    # bash runs the script with its bash-4 builtins disabled (BASH_ENV is read before the script).
+    without = tmp_path / "bash-3.2-builtins.sh"
+    without.write_text("enable -n mapfile readarray\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo", "BASH_ENV": str(without)}
+    cifar = "--reg no --model spiking_resnet18 --epochs 300 --minibatch 256 --timestep 2 --seed 1 --lr 0.003"
+    cifar += " --sigma 0.3"
+    cifarnet = "--reg no --model cifarnet --epochs 300 --minibatch 128 --timestep 4 --seed 1 --lr 0.001"
+    cifarnet += " --sigma 0.3 --cutout 8"
+    expected = {  # the arguments, and the training command they run
+        "mnist --epochs 1 --out runs/x": "main_mnist.py --neuron NILIF --model mnist_convnet --timestep 4 "
+        "--epochs 1 --out runs/x",
+        "--resume runs/x": "main_mnist.py --resume runs/x",  # no recipe flags and no --out: empty arrays
+        "cifar10": f"main_cifar10.py --neuron NILIF {cifar}",
+        "cifar10-lif --data-dir d": f"main_cifar10.py --neuron LIF {cifar} --data-dir d",
+        "cifar100": f"main_cifar100.py --neuron NILIF {cifar}",
+        "dvs": "main_dvs_cifar10.py --neuron NILIF --reg no --model vggsnn --epochs 210 --minibatch 32 "
+        "--timestep 10 --seed 1 --lr 0.0003 --sigma 0.2",
+        "cifarnet --cutout 4": f"main_cifar10.py --neuron NILIF {cifarnet} --cutout 4",
+        "cifarnet --resume=runs/x": "main_cifar10.py --resume=runs/x",
+    }
+    for argv, command in expected.items():
+        proc = subprocess.run(
+            ["bash", str(REPO / "run_training.sh"), *argv.split()], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{REPO}/scripts/")]
+        assert lines[0] == f"{REPO}/scripts/{command}", argv
+
+
 def test_help_states_each_default_once(monkeypatch, capsys):
     # ArgumentDefaultsHelpFormatter appended "(default: None)" to helps that state their default.
     for name, stated in (
