@@ -296,6 +296,41 @@ def test_cifar_missing_corrupt_and_malicious(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_test_only_bundles_read_a_folder_of_the_test_split_alone(tmp_path):
+    """``test_only`` reads the test split's files alone (testing a checkpoint needs nothing else): a CIFAR
+    folder of ``test_batch`` alone (no meta file: no class names), a DVS folder of ``test/`` alone, an
+    MNIST folder of the t10k files alone, and the embedded split."""
+    cifar = fake_cifar(tmp_path / "full")
+    only = tmp_path / "cifar" / "cifar-10-batches-py"
+    only.mkdir(parents=True)
+    shutil.copy(cifar / "test_batch", only / "test_batch")
+    with pytest.raises(DatasetError, match="data_batch_1"):
+        nd.get_dataset("cifar10", data_dir=only.parent)
+    bundle = nd.get_dataset("cifar10", data_dir=only.parent, test_only=True)
+    full = nd.get_dataset("cifar10", data_dir=tmp_path / "full", test_only=True)
+    assert bundle.train is None and torch.equal(bundle.test.images, full.test.images)
+    assert bundle.classes == () and full.classes[1] == "class1" and bundle.source == str(only)
+    assert "cifar10: test split only / 4 test, 3×32×32 uint8" in bundle.describe()
+    with pytest.raises(ValueError, match="test split alone"):
+        bundle.train_val_split(0.5)
+
+    dvs = fake_dvs(tmp_path / "dvs" / "dvs-cifar10", {"test": 3})
+    bundle = nd.get_dataset("dvs-cifar10", data_dir=dvs.parent, test_only=True)
+    assert bundle.train is None and bundle.source == str(dvs)
+    assert (len(bundle.test), bundle.time_steps, bundle.in_channels, bundle.image_size) == (3, 3, 2, 8)
+    with pytest.raises(DatasetError, match=r"no train/ folder or train\.pt"):  # training needs its split
+        nd.get_dataset("dvs-cifar10", data_dir=dvs.parent)
+
+    arrays = fake_mnist(tmp_path / "mnist")
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / "mnist" / f"{stem}.gz").unlink()
+    bundle = nd.get_dataset("mnist", data_dir=tmp_path / "mnist", test_only=True)
+    assert bundle.train is None and bundle.source == str(tmp_path / "mnist")
+    np.testing.assert_array_equal(bundle.test.images.numpy(), arrays["t10k-images-idx3-ubyte"])
+    embedded = nd.get_dataset("mnist", test_only=True)
+    assert embedded.train is None and torch.equal(embedded.test.labels, nd.get_dataset("mnist").test.labels)
+
+
 # ------------------------------------------------------------------------------------------ downloads
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -666,6 +667,83 @@ def test_default_data_folder_is_recorded_and_testing_flags_other_data(tmp_path, 
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is False
     assert f"warning: the data read from {other}" in err and "not the run's test figure" in err
+
+
+def _cifar10_folder(folder: Path, per_file: int = 6) -> Path:
+    """A CIFAR-10 python folder: five training batches, ``test_batch`` and ``batches.meta``, each batch
+    ``per_file`` random images."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (per_file, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, per_file).tolist(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return folder
+
+
+def test_testing_reads_the_test_split_alone_and_checks_it_is_the_runs(tmp_path, capsys):
+    """Testing read the training split too (to hash it with the test split): a CIFAR-10 folder holding
+    only ``test_batch``, or a DVS folder holding only its test split, failed, and DVS testing held every
+    training frame in memory. The checkpoint now records a hash of the test split alone."""
+    from nsnn.training.cli import test_main
+
+    full = _cifar10_folder(tmp_path / "full" / "cifar-10-batches-py")
+    settings = {**TINY, "dataset": "cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}}
+    settings.update(max_samples=0, minibatch=8, val_split=0.0, epochs=1, data_dir=str(full.parent))
+    fit(TrainConfig(**settings, out=str(tmp_path / "run")))
+    alone = tmp_path / "test-only" / "cifar-10-batches-py"
+    alone.mkdir(parents=True)
+    shutil.copy(full / "test_batch", alone / "test_batch")
+    argv = ["--snapshot", str(tmp_path / "run"), "--data-dir", str(alone.parent), "--json"]
+    assert test_main(argv, dataset="cifar10") == 0
+    out, err = capsys.readouterr()
+    tested = json.loads(out.strip().splitlines()[-1])
+    assert tested["same_data_as_run"] is True and tested["n"] == 6 and "warning" not in err
+    assert tested["accuracy"] == read_json(tmp_path / "run" / "summary.json")["test_accuracy"]
+    # other test images in a test-only folder are still told from the run's
+    batch = pickle.loads((alone / "test_batch").read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    (alone / "test_batch").write_bytes(pickle.dumps(batch))
+    assert test_main(argv, dataset="cifar10") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is False
+    assert f"warning: the data read from {alone}" in err
+
+    dvs = _dvs_folder(tmp_path / "dvs", (3, 2, 8, 8))
+    settings.update(dataset="dvs-cifar10", timestep=3, minibatch=4, data_dir=str(dvs))
+    fit(TrainConfig(**settings, out=str(tmp_path / "dvs-run")))
+    dvs_alone = tmp_path / "dvs-test-only"
+    dvs_alone.mkdir()
+    shutil.copy(dvs / "test.pt", dvs_alone / "test.pt")
+    argv = ["--snapshot", str(tmp_path / "dvs-run"), "--data-dir", str(dvs_alone), "--json"]
+    assert test_main(argv, dataset="dvs-cifar10") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is True and "warning" not in err
+
+
+def test_testing_a_checkpoint_without_a_test_hash_notes_that_its_data_are_unchecked(tmp_path, capsys):
+    """A checkpoint of an older nsnn hashed its training and test data together: testing, which reads the
+    test split alone, compares the test set's size and otherwise says the data are not checked."""
+    from nsnn.training.cli import main
+
+    run = tmp_path / "run"
+    fit(TrainConfig(**TINY, epochs=1, out=str(run)))
+    ckpt = _torch_load_strict(run / "best.pt")
+    del ckpt["dataset"]["test_fingerprint"]
+    torch.save(ckpt, run / "best.pt")
+    assert main(["test", "--snapshot", str(run), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is None
+    assert "records no hash of its test data alone" in err and "warning" not in err
+    ckpt["dataset"]["test_size"] += 1  # a test set of another size is not the run's
+    torch.save(ckpt, run / "best.pt")
+    assert main(["test", "--snapshot", str(run), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is False
+    assert "warning: the data read from" in err
 
 
 _KILLER = textwrap.dedent(

@@ -2,7 +2,7 @@
 
 * ``get_dataset(name, data_dir=None, download=False)`` → :class:`DatasetBundle` for "mnist" (embedded
   MNIST test set split 8,000 / 2,000 when ``data_dir`` is None, else full MNIST), "cifar10", "cifar100",
-  "dvs-cifar10" (``list_datasets()``).
+  "dvs-cifar10" (``list_datasets()``); ``test_only=True`` reads the test split alone.
 * Loaders for each format (idx, CIFAR python pickles, DVS frame tensors) and verified downloads.
 * :class:`Augment` (random crop, roll, flip, cutout; per sample, on the device) and :class:`TensorLoader`
   (shuffle/shard/augment/normalise whole batches, reproducible from ``(seed, epoch)``).

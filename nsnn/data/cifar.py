@@ -183,12 +183,15 @@ def load_cifar_folder(root: str | Path, name: str = "cifar10", split: str = "tra
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
 
-def load_cifar_classes(root: str | Path, name: str = "cifar10") -> tuple[str, ...]:
-    """Class names from the variant's meta file (``batches.meta`` / ``meta``), index = label."""
+def load_cifar_classes(root: str | Path, name: str = "cifar10", missing_ok: bool = False) -> tuple[str, ...]:
+    """Class names from the variant's meta file (``batches.meta`` / ``meta``), index = label;
+    ``missing_ok``: ``()`` for a folder without that file (e.g. a copy of the test split alone)."""
     layout = _layout(name)
     folder = find_cifar_folder(root, name)
     if folder is None:
         raise dataset_error(name, root, layout.describe(), f"no {layout.folder} folder")
+    if missing_ok and not (folder / layout.meta).is_file():
+        return ()
     names = _unpickle(folder / layout.meta, name, layout).get(layout.names_key)
     if not isinstance(names, list) or len(names) != layout.num_classes:
         problem = f"{layout.meta} lacks {layout.num_classes} {layout.names_key!r}"

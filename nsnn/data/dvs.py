@@ -43,11 +43,14 @@ def _error(root: Path, problem: str) -> DatasetError:
 
 
 def find_dvs_folder(root: str | Path) -> Path | None:
-    """``root/dvs-cifar10`` or ``root`` itself, whichever holds a train split; ``None`` if neither."""
+    """``root/dvs-cifar10`` or ``root`` itself, whichever holds a train split, else whichever holds a test
+    split (a copy of the test split alone, which is all that testing a checkpoint reads); ``None`` if
+    neither holds either."""
     root = Path(root)
-    for folder in (root / DVS_FOLDER, root):
-        if (folder / "train.pt").is_file() or (folder / "train").is_dir():
-            return folder
+    for split in DVS_SPLITS:
+        for folder in (root / DVS_FOLDER, root):
+            if (folder / f"{split}.pt").is_file() or (folder / split).is_dir():
+                return folder
     return None
 
 
@@ -182,7 +185,7 @@ def _split_path(root: str | Path, split: str) -> Path:
     """The stacked ``<split>.pt`` if present, else the per-sample ``<split>/`` folder."""
     folder = find_dvs_folder(root)
     if folder is None:
-        raise _error(Path(root), "no train/ folder or train.pt")
+        raise _error(Path(root), "no train/ or test/ folder, nor train.pt or test.pt")
     if (folder / f"{split}.pt").is_file():
         return folder / f"{split}.pt"
     if (folder / split).is_dir():

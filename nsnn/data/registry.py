@@ -9,6 +9,9 @@
 
 Names: ``list_datasets()``. ``"mnist"`` without ``data_dir`` is the embedded MNIST test set split
 8,000 / 2,000 (zero setup); with ``data_dir`` (or ``download``) it is full MNIST from that folder.
+``test_only=True`` reads the test split alone (``bundle.train`` is None), as testing a checkpoint does::
+
+    test = get_dataset("cifar10", data_dir="data", test_only=True).test   # a folder with test_batch is enough
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from nsnn.data.cifar import (
     load_cifar_classes,
     load_cifar_folder,
 )
-from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_splits
+from nsnn.data.dvs import DVS_NUM_CLASSES, find_dvs_folder, load_dvs_folder, load_dvs_splits
 from nsnn.data.loader import TensorLoader
 from nsnn.data.mnist import (
     download_mnist,
@@ -53,11 +56,12 @@ class DatasetBundle:
     ``mean``/``std`` are ``None`` for DVS frames (used raw, as the reference does). ``time_steps`` is the
     number of event frames per sample (DVS; batches are ``[B, T, C, H, W]``), ``None`` for static images.
     ``embedded``: the data is the package's embedded MNIST split, whose 8,000 training images belong
-    to the official MNIST test set.
+    to the official MNIST test set. ``train`` is None for a bundle of the test split alone
+    (``get_dataset(..., test_only=True)``).
     """
 
     name: str
-    train: ImageSet
+    train: ImageSet | None
     test: ImageSet
     num_classes: int
     in_channels: int
@@ -75,9 +79,10 @@ class DatasetBundle:
         shape = f"{self.in_channels}×{self.image_size}×{self.image_size}"
         if self.time_steps is not None:
             shape = f"T={self.time_steps} frames of {shape}"
+        sizes = "test split only" if self.train is None else f"{len(self.train):,} train"
         lines = [
-            f"{self.name}: {len(self.train):,} train / {len(self.test):,} test, {shape} "
-            f"{str(self.train.images.dtype).removeprefix('torch.')}, {self.num_classes} classes",
+            f"{self.name}: {sizes} / {len(self.test):,} test, {shape} "
+            f"{str(self.test.images.dtype).removeprefix('torch.')}, {self.num_classes} classes",
             f"  from: {self.source}",
             "  normalise: "
             + (f"mean {self.mean}, std {self.std}" if self.mean is not None else "none (raw frames)"),
@@ -92,6 +97,8 @@ class DatasetBundle:
         self, val_fraction: float = 0.1, seed: int = 0, stratify: bool = True
     ) -> tuple[ImageSet, ImageSet]:
         """Hold out ``val_fraction`` of the training set (see :func:`nsnn.data.train_val_split`)."""
+        if self.train is None:
+            raise ValueError(f"this {self.name} bundle holds the test split alone (test_only=True)")
         return train_val_split(self.train, val_fraction, seed, stratify)
 
     def loader(self, data: ImageSet, batch_size: int, *, train: bool, **kwargs: Any) -> TensorLoader:
@@ -108,13 +115,14 @@ class DatasetBundle:
         return TensorLoader(data.images, data.labels, batch_size, **options)
 
 
-Builder = Callable[[Path | None, bool, bool | None], DatasetBundle]
+Builder = Callable[[Path | None, bool, bool | None, bool], DatasetBundle]
 _BUILDERS: dict[str, Builder] = {}
 _EMBEDDED_DEFAULT: set[str] = set()
 
 
 def register_dataset(name: str, *, embedded: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator adding ``builder(data_dir, download, progress) -> DatasetBundle`` under ``name``.
+    """Decorator adding ``builder(data_dir, download, progress, test_only) -> DatasetBundle`` under
+    ``name`` (``test_only``: read the test split alone and return ``train=None``).
 
     ``embedded``: without ``data_dir`` and ``download`` the builder returns data shipped with the package
     and reads no data folder (see :func:`reads_data_folder`).
@@ -143,17 +151,25 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = False, progress: bool | None = None
+    name: str,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    progress: bool | None = None,
+    *,
+    test_only: bool = False,
 ) -> DatasetBundle:
     """Load dataset ``name`` from ``data_dir`` (default ``$NSNN_DATA_DIR`` or ``./data``).
 
     With ``download=True`` a dataset that is not found is fetched (md5-verified) into ``data_dir``
-    first. Raises ``ValueError`` for an unknown name and :class:`DatasetError` (naming the path, the
-    expected layout and ``--download``) when the data is missing or corrupt.
+    first. ``test_only``: read only the test split's files (``bundle.train`` is None), so a folder
+    holding the test split alone is enough. Raises ``ValueError`` for an unknown name and
+    :class:`DatasetError` (naming the path, the expected layout and ``--download``) when the data is
+    missing or corrupt.
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; choose from {list_datasets()}")
-    return _BUILDERS[name](None if data_dir is None else Path(data_dir).expanduser(), download, progress)
+    folder = None if data_dir is None else Path(data_dir).expanduser()
+    return _BUILDERS[name](folder, download, progress, test_only)
 
 
 def _load_or_fetch(
@@ -178,19 +194,24 @@ def _load_or_fetch(
 
 
 @register_dataset("mnist", embedded=True)
-def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_only: bool) -> DatasetBundle:
     if not reads_data_folder("mnist", data_dir, download):
         train, test = embedded_mnist_split()
+        train = None if test_only else train
         source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
     else:
         root = data_dir if data_dir is not None else default_data_dir()
         (train, test), folder = _load_or_fetch(
-            lambda at: (load_mnist_folder(at, "train"), load_mnist_folder(at, "test")),
+            lambda at: (
+                None if test_only else load_mnist_folder(at, "train"),
+                load_mnist_folder(at, "test"),
+            ),
             root,
             lambda: download_mnist(root, progress=progress),
             download,
         )
-        train_from, test_from = mnist_folder(folder, "train"), mnist_folder(folder, "test")
+        test_from = mnist_folder(folder, "test")
+        train_from = test_from if test_only else mnist_folder(folder, "train")
         source = str(train_from) if train_from == test_from else f"train {train_from}, test {test_from}"
     return DatasetBundle(
         embedded=not reads_data_folder("mnist", data_dir, download),
@@ -208,13 +229,13 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None) -> Data
 
 
 def _cifar(name: str) -> Builder:
-    def build(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+    def build(data_dir: Path | None, download: bool, progress: bool | None, test_only: bool) -> DatasetBundle:
         base = data_dir if data_dir is not None else default_data_dir()
         (train, test, classes), root = _load_or_fetch(
             lambda at: (
-                load_cifar_folder(at, name, "train"),
+                None if test_only else load_cifar_folder(at, name, "train"),
                 load_cifar_folder(at, name, "test"),
-                load_cifar_classes(at, name),
+                load_cifar_classes(at, name, missing_ok=test_only),
             ),
             base,
             lambda: download_cifar(base, name, progress=progress),
@@ -243,11 +264,16 @@ register_dataset("cifar100")(_cifar("cifar100"))
 
 
 @register_dataset("dvs-cifar10")
-def _dvs_cifar10(data_dir: Path | None, download: bool, progress: bool | None) -> DatasetBundle:
+def _dvs_cifar10(
+    data_dir: Path | None, download: bool, progress: bool | None, test_only: bool
+) -> DatasetBundle:
     """There is no download (``download`` is ignored); the DatasetError says how to prepare the frames."""
     root = data_dir if data_dir is not None else default_data_dir()
-    train, test = load_dvs_splits(root, progress)
-    _, steps, channels, size, _ = train.images.shape
+    if test_only:
+        train, test = None, load_dvs_folder(root, "test", progress)
+    else:
+        train, test = load_dvs_splits(root, progress)
+    _, steps, channels, size, _ = test.images.shape
     return DatasetBundle(
         name="dvs-cifar10",
         train=train,

@@ -117,7 +117,9 @@ def fingerprint(*tensors: Tensor) -> str:
 
 def dataset_record(bundle: Any) -> dict[str, Any]:
     """What a checkpoint records of a run's data (sizes after ``max_samples``, before the val split),
-    with a ``fingerprint`` of its contents (a hash of every image and label, train then test)."""
+    with a ``fingerprint`` of its contents (a hash of every image and label, train then test), checked
+    on resuming, and a ``test_fingerprint`` of the test split alone, which testing checks without
+    reading the training split."""
     train, test = bundle.train, bundle.test
     return {
         "name": bundle.name,
@@ -128,6 +130,7 @@ def dataset_record(bundle: Any) -> dict[str, Any]:
         "train_size": len(train),
         "test_size": len(test),
         "fingerprint": fingerprint(train.images, train.labels, test.images, test.labels),
+        "test_fingerprint": fingerprint(test.images, test.labels),
     }
 
 
@@ -138,15 +141,18 @@ def _subset(data: Any, n: int, seed: int) -> Any:
     return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n])
 
 
-def load_dataset(cfg: TrainConfig, data_dir: str | None = None) -> Any:
-    """The run's :class:`nsnn.data.DatasetBundle` (``cfg.max_samples`` applied to train and test)."""
+def load_dataset(cfg: TrainConfig, data_dir: str | None = None, *, test_only: bool = False) -> Any:
+    """The run's :class:`nsnn.data.DatasetBundle` (``cfg.max_samples`` applied to train and test);
+    ``test_only``: the test split alone (``train`` None), the same test samples as the run's."""
     from nsnn.data import get_dataset
 
-    bundle = get_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.download, progress=cfg.progress)
+    bundle = get_dataset(
+        cfg.dataset, data_dir or cfg.data_dir, cfg.download, progress=cfg.progress, test_only=test_only
+    )
     if cfg.max_samples > 0:
         bundle = dataclasses.replace(
             bundle,
-            train=_subset(bundle.train, cfg.max_samples, cfg.seed),
+            train=None if test_only else _subset(bundle.train, cfg.max_samples, cfg.seed),
             test=_subset(bundle.test, cfg.max_samples, cfg.seed),
         )
     return bundle
@@ -280,9 +286,11 @@ class Experiment:
 
     def check_same_data(self, saved: dict[str, Any]) -> None:
         """Refuse to resume a run on other data than it was trained on (``saved``: its checkpoint record;
-        one written before fingerprints were recorded is compared on the rest)."""
+        one written before fingerprints were recorded is compared on the rest; ``fingerprint`` covers the
+        test split's ``test_fingerprint`` too)."""
         now = self.dataset_record()
-        differ = sorted(k for k in saved.keys() & now.keys() if saved[k] != now[k])
+        shared = (saved.keys() & now.keys()) - {"test_fingerprint"}
+        differ = sorted(k for k in shared if saved[k] != now[k])
         if differ:
             details = ", ".join(
                 "other images or labels of the same sizes"
