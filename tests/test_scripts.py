@@ -97,6 +97,8 @@ def test_script_defaults_follow_the_recipes(monkeypatch, capsys):
             "width of MNISTConvNet must be >= 1",
         ),
         (["--loss", "mean_ce", "--tet"], "--tet means --loss tet, which conflicts with --loss mean_ce"),
+        (["--lambda_tet", "0.1"], "--lambda_tet weights the TET loss's MSE term, and the loss is per_step"),
+        (["--reg", "no", "--lambda1", "0.01"], "--lambda1 weights the regularizer, which --reg no turns off"),
     ],
 )
 def test_bad_training_flags_exit_2_with_message(argv, message, monkeypatch, capsys):
@@ -429,6 +431,37 @@ def lif_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("lif") / "run"
     assert train_main([*TINY_FLAGS, "--neuron", "LIF", "--out", str(run)], dataset="mnist") == 0
     return run
+
+
+def test_flags_the_run_never_reads_are_refused_when_given_and_defaults_pass(lif_run, monkeypatch, capsys):
+    # --lambda_tet without the TET loss, --lambda1 with --reg no and --download for DVS data were recorded
+    # in the run's config and did nothing.
+    trained = []
+    monkeypatch.setattr("nsnn.training.trainer.fit", lambda cfg: trained.append(cfg) or {})
+    for script, argv in (
+        ("main_mnist.py", ["--tet", "--lambda_tet", "0.1"]),
+        ("main_mnist.py", ["--loss", "tet", "--reg", "gram", "--lambda1", "0.01", "--lambda_tet", "0.1"]),
+        ("main_cifar10.py", ["--download"]),
+        ("main_dvs_cifar10.py", []),  # the defaults of flags it does not read are no flags given
+        ("main_mnist.py", ["--resume", str(lif_run)]),
+    ):
+        assert run_script(script, argv, monkeypatch) == 0, capsys.readouterr().err
+    assert len(trained) == 5 and trained[1].lambda1 == 0.01 and trained[2].download
+    for script, argv, problem in (
+        ("main_dvs_cifar10.py", ["--download"], "--download does nothing for dvs-cifar10, which has no"),
+        # resumed: the run's own configuration (--reg no) decides
+        ("main_mnist.py", ["--resume", str(lif_run), "--lambda1", "0.0001"], "which --reg no turns off"),
+        (
+            "main_mnist.py",
+            ["--lambda1", "0.01", "--lambda_tet", "0.1"],
+            "--lambda_tet weights the TET loss's MSE term, and the loss is per_step_ce; add --tet (--loss "
+            "tet) or drop it; --lambda1 weights the regularizer",
+        ),
+    ):
+        assert run_script(script, argv, monkeypatch) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # one line, after the usage
+        assert error.startswith(f"{script}: error: ") and problem in error, error
+    assert len(trained) == 5
 
 
 def test_testing_a_deterministic_network_notes_idle_flags_and_labels_it_deterministic(

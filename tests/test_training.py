@@ -722,6 +722,10 @@ def test_testing_reads_the_test_split_alone_and_checks_it_is_the_runs(tmp_path, 
     assert test_main(argv, dataset="dvs-cifar10") == 0
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is True and "warning" not in err
+    # DVS-CIFAR10 has no download: --download, which did nothing, is refused
+    with pytest.raises(SystemExit) as exited:
+        test_main([*argv, "--download"], dataset="dvs-cifar10")
+    assert exited.value.code == 2 and "--download does nothing for dvs-cifar10" in capsys.readouterr().err
 
 
 def test_testing_a_checkpoint_without_a_test_hash_notes_that_its_data_are_unchecked(tmp_path, capsys):

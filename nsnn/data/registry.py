@@ -118,14 +118,18 @@ class DatasetBundle:
 Builder = Callable[[Path | None, bool, bool | None, bool], DatasetBundle]
 _BUILDERS: dict[str, Builder] = {}
 _EMBEDDED_DEFAULT: set[str] = set()
+_NO_DOWNLOAD: set[str] = set()
 
 
-def register_dataset(name: str, *, embedded: bool = False) -> Callable[[Builder], Builder]:
+def register_dataset(
+    name: str, *, embedded: bool = False, downloadable: bool = True
+) -> Callable[[Builder], Builder]:
     """Decorator adding ``builder(data_dir, download, progress, test_only) -> DatasetBundle`` under
     ``name`` (``test_only``: read the test split alone and return ``train=None``).
 
     ``embedded``: without ``data_dir`` and ``download`` the builder returns data shipped with the package
-    and reads no data folder (see :func:`reads_data_folder`).
+    and reads no data folder (see :func:`reads_data_folder`). ``downloadable=False``: the builder
+    ignores ``download``, there being no download (see :func:`downloadable`).
     """
 
     def add(builder: Builder) -> Builder:
@@ -134,9 +138,16 @@ def register_dataset(name: str, *, embedded: bool = False) -> Callable[[Builder]
         _BUILDERS[name] = builder
         if embedded:
             _EMBEDDED_DEFAULT.add(name)
+        if not downloadable:
+            _NO_DOWNLOAD.add(name)
         return builder
 
     return add
+
+
+def downloadable(name: str) -> bool:
+    """Whether ``get_dataset(name, download=True)`` can fetch dataset ``name`` (DVS-CIFAR10 cannot)."""
+    return name not in _NO_DOWNLOAD
 
 
 def reads_data_folder(name: str, data_dir: str | Path | None = None, download: bool = False) -> bool:
@@ -263,7 +274,7 @@ register_dataset("cifar10")(_cifar("cifar10"))
 register_dataset("cifar100")(_cifar("cifar100"))
 
 
-@register_dataset("dvs-cifar10")
+@register_dataset("dvs-cifar10", downloadable=False)
 def _dvs_cifar10(
     data_dir: Path | None, download: bool, progress: bool | None, test_only: bool
 ) -> DatasetBundle:

@@ -48,9 +48,9 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
     return set(vars(bare.parse_args(argv)))
 
 
-def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | None) -> None:
+def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | None) -> dict[str, Any]:
     """On --resume, flags that change the experiment must match the checkpoint's config, and so must
-    ``dataset`` (the script's, or ``--dataset``; None: take the run's)."""
+    ``dataset`` (the script's, or ``--dataset``; None: take the run's). Returns that config (a dict)."""
     from nsnn.training.checkpoint import load_checkpoint
     from nsnn.training.trainer import resume_path
 
@@ -71,6 +71,34 @@ def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | Non
     if clash:
         details = ", ".join(f"--{n} {getattr(cfg, n)!r} (run: {saved[n]!r})" for n in clash)
         raise ConfigError(f"--resume continues the run's own configuration; these flags differ: {details}")
+    return saved
+
+
+def _check_flags_used(explicit: set[str], config: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for flags given on the command line (``explicit``; a default is no flag
+    given) that the run's configuration ``config`` (a TrainConfig dict: the new run's, or on --resume
+    the run's own) never reads."""
+    from nsnn.data import downloadable
+
+    loss, dataset = config["loss"], config["dataset"]
+    checks = {  # flag: (whether this run never reads it, why)
+        "lambda_tet": (
+            loss != "tet",
+            f"weights the TET loss's MSE term, and the loss is {loss}; add --tet (--loss tet) or drop it",
+        ),
+        "lambda1": (
+            config["reg"] == "no",
+            "weights the regularizer, which --reg no turns off; add --reg gram (or srip) or drop it",
+        ),
+        "download": (
+            not downloadable(dataset),
+            f"does nothing for {dataset}, which has no download (its files are prepared by hand, as "
+            "its missing-data error describes); drop it",
+        ),
+    }
+    unused = [f"--{name} {why}" for name, (idle, why) in checks.items() if idle and name in explicit]
+    if unused:
+        raise ConfigError("; ".join(unused))
 
 
 def _emit_json(result: dict[str, Any]) -> None:
@@ -100,8 +128,12 @@ def train_main(
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        if cfg.resume is not None:
-            _check_resume_flags(cfg, explicit_dests(parser, argv), None if resume_any_dataset else dataset)
+        explicit = explicit_dests(parser, argv)
+        if cfg.resume is None:
+            _check_flags_used(explicit, cfg.to_dict())
+        else:
+            saved = _check_resume_flags(cfg, explicit, None if resume_any_dataset else dataset)
+            _check_flags_used(explicit, saved)
             # the experiment is the run's (the flags given were checked against it): fit gets the runtime
             # flags alone, not the recipe's defaults for the rest
             cfg = TrainConfig(**{name: getattr(cfg, name) for name in RUNTIME_FIELDS})
@@ -204,7 +236,8 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
     p.add_argument(
         "--download",
         action="store_true",
-        help="download the run's dataset into its data folder if missing (not for the embedded MNIST split)",
+        help="download the run's dataset into its data folder if missing (not for the embedded MNIST split, "
+        "nor DVS-CIFAR10, which has no download)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
@@ -284,6 +317,8 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
             f"--download: {path} was trained on the embedded MNIST split, which ships with nsnn and is "
             "what testing reads by default; drop --download (full MNIST is not this run's data)"
         )
+    if args.download:
+        _check_flags_used({"download"}, cfg.to_dict())
     warn_cpu_amp(rt)
     n_params = count_parameters(model)
     print(

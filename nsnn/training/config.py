@@ -321,11 +321,15 @@ def build_train_parser(
     g = p.add_argument_group("objective")
     g.add_argument("--loss", default=d["loss"], help=f"loss: {', '.join(sorted(LOSSES))}")
     g.add_argument("--tet", action="store_true", default=d["tet"], help="use the TET loss (= --loss tet)")
-    g.add_argument("--lambda_tet", type=float, default=d["lambda_tet"], help="TET's MSE weight λ in [0, 1]")
+    g.add_argument(
+        "--lambda_tet", type=float, default=d["lambda_tet"], help="TET's MSE weight λ in [0, 1] (with --tet)"
+    )
     g.add_argument(
         "--reg", default=d["reg"], help=f"orthogonality regularizer: {', '.join(sorted(REGULARIZERS))}"
     )
-    g.add_argument("--lambda1", type=float, default=d["lambda1"], help="regularizer weight")
+    g.add_argument(
+        "--lambda1", type=float, default=d["lambda1"], help="regularizer weight (with --reg gram or srip)"
+    )
     g = p.add_argument_group("optimization")
     g.add_argument("--optim", default=d["optim"], help=f"optimizer: {', '.join(sorted(OPTIMIZERS))}")
     g.add_argument("--lr", type=float, default=d["lr"], help="learning rate")
@@ -360,7 +364,12 @@ def build_train_parser(
         help="dataset folder (default $NSNN_DATA_DIR or ./data; MNIST without --data-dir or --download:"
         " the embedded set, whatever $NSNN_DATA_DIR says)",
     )
-    g.add_argument("--download", action="store_true", default=d["download"], help="download the dataset")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        default=d["download"],
+        help="download the dataset if missing (MNIST, CIFAR; DVS-CIFAR10 has no download)",
+    )
     g.add_argument(
         "--val-split",
         "--val_split",
