@@ -258,7 +258,11 @@ class CsvLog:
 
     def truncate_after(self, key: str, last: float) -> None:
         """Drop rows whose ``key`` exceeds ``last`` (used on resume so no row appears twice)."""
-        self._rewrite([r for r in read_csv(self.path) if float(r[key]) <= last])
+        self.keep(lambda row: float(row[key]) <= last)
+
+    def keep(self, wanted: Callable[[dict[str, str]], bool]) -> None:
+        """Keep only the rows (as read back: strings) for which ``wanted(row)`` is true, in their order."""
+        self._rewrite([r for r in read_csv(self.path) if wanted(r)])
 
     def _rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Replace the file atomically by this log's header and ``rows`` (missing columns left empty)."""

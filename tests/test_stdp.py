@@ -1364,6 +1364,34 @@ def test_an_interrupted_run_resumes_to_the_result_it_would_have_had(tmp_path, mo
         resume_experiment(tmp_path / "cut", data, test)
 
 
+def test_a_run_interrupted_after_training_resumes_to_the_metrics_of_the_whole_run(tmp_path, monkeypatch):
+    # Resumed after its last training block, a run wrote its label, test and sweep rows a second time.
+    from nsnn.stdp import experiment, resume_experiment
+
+    cfg = tiny(chunk=2)
+    data = ImageSet(*(torch.from_numpy(a) for a in bars(4)))
+    test = ImageSet(*(torch.from_numpy(a) for a in bars(2, offset=1)))
+    timing = {"ms_per_example", "cpu_ms_per_example", "build_seconds"}
+
+    def rows() -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k not in timing} for r in read_csv(tmp_path / "metrics.csv")]
+
+    whole = []
+
+    def stop(*args):  # the run has written every row by then: the metrics.csv of the whole run
+        whole.extend(rows())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_sweep_outputs", stop)
+    grid = {"sweep": True, "sweep_sparsities": (0.5,), "sweep_bits": (32,), "n_label": 2}
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, data, test, run_dir=tmp_path, **grid)
+    monkeypatch.undo()
+    assert [r["phase"] for r in whole] == ["train", "train", "label", "test", "sweep"]
+    resume_experiment(tmp_path, data, test)
+    assert rows() == whole
+
+
 def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     from nsnn.data import embedded_mnist_split
     from nsnn.stdp import runio

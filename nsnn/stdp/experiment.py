@@ -68,6 +68,7 @@ METRICS = [
     "build_seconds",
     "input_events_per_inference",
 ]
+TRAINING_PHASES = ("train", "compress")  # metrics.csv rows a training block writes with its progress
 SPARSITIES = (0.0, 0.5, 0.75, 0.9)
 BITS = (32, 8, 4, 2)
 
@@ -229,8 +230,9 @@ def resume_experiment(
 ) -> dict[str, Any]:
     """Finish the run :func:`run_experiment` left in ``run_dir`` (interrupted): training goes on after
     the last block it completed (``train_state.npz``), with the run's own configuration, and gives the
-    result the uninterrupted run would have. ``train_set``/``test_set`` must be the run's data (its
-    counts and, for training, its fingerprint are checked)."""
+    result and metrics.csv rows the uninterrupted run would have (an evaluation it was in is run
+    again). ``train_set``/``test_set`` must be the run's data (its counts and, for training, its
+    fingerprint are checked)."""
     from nsnn.stdp.runio import PROGRESS, SUMMARY, load_progress
 
     run_dir = Path(run_dir)
@@ -296,7 +298,9 @@ def _experiment(
 ) -> dict[str, Any]:
     """Train (from ``resume`` if given; ``train_state.npz`` after every block), label, test and with
     ``grid`` sweep into ``run_dir``, whose config.json is written; the summary of :func:`run_experiment`.
-    Callers hold ``run_dir``'s lock meanwhile (:func:`_writing`)."""
+    A resumed run first drops the metrics.csv rows written after ``resume``'s block (label, test and
+    sweep rows of an interrupted evaluation, a block whose progress a crash cut off), which it writes
+    again. Callers hold ``run_dir``'s lock meanwhile (:func:`_writing`)."""
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
     from nsnn.stdp.runio import PROGRESS, save_progress
@@ -304,6 +308,8 @@ def _experiment(
     (x_train, y_train), (x_test, y_test) = train_xy, test_xy
     digest = _digest(x_train, y_train)
     log = CsvLog(run_dir / "metrics.csv", METRICS)
+    if resume is not None:  # the rows of the blocks it resumes after; the rest are written again
+        log.keep(lambda row: row["phase"] in TRAINING_PHASES and int(row["examples"]) <= resume.examples)
     initial = init_state(config)
     sweep_rows: list[dict[str, Any]] = []
     with make_engine(config, build_dir or run_dir / "brian") as engine:
