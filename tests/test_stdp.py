@@ -1331,7 +1331,8 @@ def test_an_interrupted_run_resumes_to_the_result_it_would_have_had(tmp_path, mo
     data = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
     test = ImageSet(*(torch.from_numpy(a) for a in bars(8, offset=1)))
     whole = run_experiment(cfg, data, test, run_dir=tmp_path / "whole", n_label=12)
-    assert not (tmp_path / "whole" / runio.PROGRESS).exists()  # a finished run keeps no progress file
+    assert not (tmp_path / "whole" / runio.PROGRESS).exists()  # a finished run keeps no progress files
+    assert not (tmp_path / "whole" / runio.COUNTS).exists()
 
     saved = runio.save_progress
 
@@ -1390,6 +1391,48 @@ def test_a_run_interrupted_after_training_resumes_to_the_metrics_of_the_whole_ru
     assert [r["phase"] for r in whole] == ["train", "train", "label", "test", "sweep"]
     resume_experiment(tmp_path, data, test)
     assert rows() == whole
+
+
+def test_training_progress_writes_only_each_new_block_of_responses(tmp_path):
+    # train_state.npz held every response so far and each block rewrote all of them (~96 MB a block at
+    # the end of a full-MNIST run of N = 400).
+    from nsnn.io import atomic_savez
+    from nsnn.stdp import runio
+    from nsnn.stdp.pipeline import TrainProgress
+
+    state = init_state(tiny())
+    counts = np.arange(8 * 4, dtype=np.int32).reshape(8, 4)
+    counts_file, progress_file = tmp_path / runio.COUNTS, tmp_path / runio.PROGRESS
+
+    def save(examples: int, rows: np.ndarray | None = None) -> int:
+        rows = counts[:examples] if rows is None else rows
+        runio.save_progress(tmp_path, TrainProgress(examples, state, rows, False, [], 0, 1.0, 1.0, 0.0), "d")
+        return progress_file.stat().st_size
+
+    def loaded() -> np.ndarray:
+        return runio.load_progress(tmp_path, state.delay_ms)[0].counts
+
+    sizes = [save(2), save(4)]
+    assert sizes[0] == sizes[1] and counts_file.stat().st_size == 4 * 4 * 4
+    assert np.array_equal(loaded(), counts[:4])
+    altered = counts[:4].copy()
+    altered[:2] = -1
+    altered.tofile(counts_file)  # committed rows are never written again: the next block keeps these
+    with open(counts_file, "ab") as f:  # a crash after a block's rows, before its train_state.npz
+        np.full((2, 4), 7, dtype=np.int32).tofile(f)
+    assert np.array_equal(loaded(), altered)
+    sizes.append(save(6))
+    assert sizes[-1] == sizes[0] and np.array_equal(loaded(), np.concatenate([altered, counts[4:6]]))
+
+    atomic_savez(progress_file, compress=False, **runio.load_npz(progress_file), counts=counts[:6])
+    counts_file.unlink()  # the progress as written before train_counts.bin: still resumed
+    assert np.array_equal(loaded(), counts[:6])
+    save(8)
+    assert np.array_equal(np.fromfile(counts_file, dtype=np.int32).reshape(8, 4), counts)
+    with open(counts_file, "r+b") as f:
+        f.truncate(5 * 4 * 4)
+    with pytest.raises(ValueError, match="holds 5 of the 8 training responses"):
+        loaded()
 
 
 def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):

@@ -14,9 +14,9 @@ Data: the embedded MNIST split (8,000 train / 2,000 test) unless ``--data-dir`` 
 MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (its --data-dir, --train,
 --label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
 finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
-progress in ``train_state.npz``, from which training goes on exactly as if it had not stopped. The
-embedded split is part of the official MNIST test set: a run trained on it and tested on a --data-dir
-is warned that its test images include the ones it trained on.
+progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
+had not stopped. The embedded split is part of the official MNIST test set: a run trained on it and
+tested on a --data-dir is warned that its test images include the ones it trained on.
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed

@@ -303,7 +303,7 @@ def _experiment(
     again. Callers hold ``run_dir``'s lock meanwhile (:func:`_writing`)."""
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
-    from nsnn.stdp.runio import PROGRESS, save_progress
+    from nsnn.stdp.runio import COUNTS, PROGRESS, save_progress
 
     (x_train, y_train), (x_test, y_test) = train_xy, test_xy
     digest = _digest(x_train, y_train)
@@ -386,6 +386,7 @@ def _experiment(
     write_json(run_dir / "summary.json", summary)
     _figures(run_dir, config, trained.state.w, final, dense)
     (run_dir / PROGRESS).unlink(missing_ok=True)  # the run is done: its summary says so
+    (run_dir / COUNTS).unlink(missing_ok=True)
     return summary
 
 

@@ -15,11 +15,15 @@
     write_config(run_dir, config, {"n_train": 8000})  # config.json: the config + a "run" record
     save_run(run_dir, state, assignments, extra_weights={"w_xe_initial": w0, "w_xe_dense": w_trained})
     run = load_run(run_dir); run.state.w.shape; run.assignments
+
+An unfinished run also holds its training progress (:func:`save_progress`, :func:`load_progress`):
+``train_state.npz`` and ``train_counts.bin``, removed when the run is done.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +41,7 @@ WEIGHTS = "weights.npz"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 PROGRESS = "train_state.npz"  # an unfinished run's training so far (removed when the run is done)
+COUNTS = "train_counts.bin"  # its training responses, block by block (PROGRESS says how many are final)
 
 
 @dataclass(frozen=True)
@@ -113,9 +118,27 @@ def load_run(run_dir: str | Path) -> StdpRun:
 
 
 def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str) -> Path:
-    """Write ``train_state.npz`` atomically: the :class:`~nsnn.stdp.pipeline.TrainProgress` of an
-    unfinished run and ``data_digest``, the training data's fingerprint, checked on resuming. The input
-    delays are left out: they never change from the run's initial state (:func:`load_progress`)."""
+    """Commit the :class:`~nsnn.stdp.pipeline.TrainProgress` of an unfinished run after a block.
+
+    The responses go to ``train_counts.bin`` (raw little-endian int32, row-major ``[rows, n_exc]``): only
+    the rows after those already committed are written, at their place, and the file is fsynced. Then
+    ``train_state.npz`` is replaced atomically: the state, ``data_digest`` (the training data's
+    fingerprint, checked on resuming) and ``examples``, the rows of the counts file that are final (a
+    crash between the two writes leaves rows after them, which are ignored and overwritten). So a block
+    costs its own rows and the state, however many blocks came before. The input delays are left out:
+    they never change from the run's initial state (:func:`load_progress`).
+    """
+    run_dir = Path(run_dir)
+    counts = np.ascontiguousarray(progress.counts, dtype="<i4")
+    row_bytes = counts.shape[1] * counts.itemsize
+    fd = os.open(run_dir / COUNTS, os.O_RDWR | os.O_CREAT, 0o666)
+    with os.fdopen(fd, "r+b") as f:
+        start = min(_committed_examples(run_dir), os.fstat(fd).st_size // row_bytes)
+        f.seek(start * row_bytes)
+        f.write(memoryview(counts[start:]))
+        f.truncate()
+        f.flush()
+        os.fsync(fd)
     meta = {
         "examples": progress.examples,
         "compressed": progress.compressed,
@@ -126,29 +149,42 @@ def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str
     }
     state = progress.state
     return atomic_savez(
-        Path(run_dir) / PROGRESS,
+        run_dir / PROGRESS,
         compress=False,  # written after every block: speed first
         w=state.w,
         mask=state.mask,
         theta=state.theta,
-        counts=progress.counts,
         meta=np.array(json.dumps(meta)),
     )
 
 
+def _committed_examples(run_dir: Path) -> int:
+    """The training examples whose progress ``run_dir``'s ``train_state.npz`` holds (0 without one)."""
+    path = run_dir / PROGRESS
+    if not path.is_file():
+        return 0
+    with np.load(path, allow_pickle=False) as npz:  # only the meta member is read
+        return int(json.loads(str(npz["meta"]))["examples"])
+
+
 def load_progress(run_dir: str | Path, delay_ms: np.ndarray) -> tuple[TrainProgress, str]:
-    """The :class:`~nsnn.stdp.pipeline.TrainProgress` :func:`save_progress` wrote, and its data digest;
-    ``delay_ms``: the run's input delays (those of its initial state, ``init_state(config)``)."""
+    """The :class:`~nsnn.stdp.pipeline.TrainProgress` :func:`save_progress` committed, and its data digest;
+    ``delay_ms``: the run's input delays (those of its initial state, ``init_state(config)``). Reads the
+    responses from ``train_counts.bin`` (from ``train_state.npz`` itself as written before that file
+    existed); ValueError when the file lacks committed rows."""
     from nsnn.stdp.pipeline import TrainProgress
 
-    arrays = load_npz(Path(run_dir) / PROGRESS)
+    run_dir = Path(run_dir)
+    arrays = load_npz(run_dir / PROGRESS)
     meta = json.loads(str(arrays["meta"]))
+    examples, n_exc = meta["examples"], arrays["theta"].shape[0]
+    counts = arrays["counts"] if "counts" in arrays else _read_counts(run_dir / COUNTS, examples, n_exc)
     state = NetworkState(w=arrays["w"], mask=arrays["mask"], delay_ms=delay_ms, theta=arrays["theta"])
     sim, cpu, build = meta["seconds"]
     progress = TrainProgress(
-        meta["examples"],
+        examples,
         state,
-        arrays["counts"],
+        counts,
         meta["compressed"],
         meta["compressions"],
         meta["retried"],
@@ -157,3 +193,15 @@ def load_progress(run_dir: str | Path, delay_ms: np.ndarray) -> tuple[TrainProgr
         build,
     )
     return progress, meta["data_digest"]
+
+
+def _read_counts(path: Path, rows: int, n_exc: int) -> np.ndarray:
+    """The first ``rows`` rows ``[rows, n_exc]`` int32 of a ``train_counts.bin``."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size < rows * n_exc * 4:
+        raise ValueError(
+            f"{path} holds {size // (n_exc * 4)} of the {rows} training responses {PROGRESS} committed "
+            "(missing or cut short): this run cannot be resumed; start it again"
+        )
+    counts = np.fromfile(path, dtype="<i4", count=rows * n_exc)
+    return counts.reshape(rows, n_exc).astype(np.int32, copy=False)
