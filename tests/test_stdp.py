@@ -810,6 +810,23 @@ def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
     assert "interrupted" in err.decode() and not (run / "summary.json").exists()
 
 
+def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_path, monkeypatch, capsys):
+    # make stopped by Ctrl-C came back as Brian2's "Project compilation failed" (after make's output)
+    # and exit status 1, not as an interrupt. Here make is a shell killed by SIGINT, as a Ctrl-C does.
+    make = "devices.cpp_standalone.make_cmd_unix"
+    monkeypatch.setitem(b2.prefs, make, "sh -c 'echo g++ main.cpp; kill -INT $$'")
+    argv = ["--target", "standalone", "--neurons", "2", "--train", "2", "--test", "1", "--chunk", "2"]
+    with pytest.raises(SystemExit) as stop:
+        stdp_cli.main([*argv, "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 130 and "interrupted: " in err
+    assert "compilation failed" not in out + err and "g++" not in out + err
+    monkeypatch.setitem(b2.prefs, make, "sh -c 'echo g++: error; exit 2'")  # a failure: reported as it was
+    with pytest.raises(RuntimeError, match="compilation failed"):
+        stdp_cli.main([*argv, "--out", str(tmp_path / "failed")])
+    assert "g++: error" in capsys.readouterr().out
+
+
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     source = tmp_path / "dense"
     source.mkdir()

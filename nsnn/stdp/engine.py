@@ -34,14 +34,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
+import os
 import platform
 import re
 import resource
+import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from ctypes.util import find_library
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,6 +335,44 @@ def patch_thresholds(directory: str | Path) -> list[str]:
     return patched
 
 
+# Brian2 2.9's error for a failed make; the code is os.system's wait status.
+_COMPILE_FAILED = re.compile(r"Project compilation failed \(error code: (\d+)\)")
+
+
+def _interrupted_build(error: RuntimeError) -> bool:
+    """Whether Brian2's compilation ``error`` is make stopped by Ctrl-C (SIGINT): killed by it, or the
+    shell running it exiting with 128 + SIGINT."""
+    match = _COMPILE_FAILED.search(str(error))
+    if match is None or os.name != "posix":
+        return False
+    status = int(match.group(1))
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT
+    return killed or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGINT)
+
+
+def compile_project(directory: str) -> None:
+    """Compile the generated standalone project in ``directory`` (Brian2's ``compile_source``).
+
+    Brian2 runs make through ``os.system``, which holds SIGINT off Python while make runs: a Ctrl-C
+    stops make, and comes back as a failed compilation (a RuntimeError after make's whole output). It
+    is raised as ``KeyboardInterrupt`` instead, as a Ctrl-C anywhere else in a run, and the output of
+    the interrupted make is dropped; a real failure prints it as Brian2 does.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    failure: RuntimeError | None = None
+    try:
+        with redirect_stdout(out), redirect_stderr(err):  # Brian2 prints make's output on a failure
+            b2.device.compile_source(directory, get_compiler_and_args()[0], debug=False, clean=False)
+    except RuntimeError as e:
+        if _interrupted_build(e):
+            raise KeyboardInterrupt from None
+        failure = e
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
+    if failure is not None:
+        raise failure
+
+
 def _structure_key(state: NetworkState, phase: Phase) -> str:
     digest = hashlib.md5(np.packbits(state.mask).tobytes())
     digest.update(np.ascontiguousarray(state.delay_ms, dtype=np.float64).tobytes())
@@ -409,8 +450,7 @@ class StandaloneEngine:
         patch_run_loop(directory)
         patch_thresholds(directory)
         patch_state_updaters(directory)
-        compiler = get_compiler_and_args()[0]
-        b2.device.compile_source(self._directory, compiler, debug=False, clean=False)
+        compile_project(self._directory)
         self._net, self._key, self._chunk = net, _structure_key(phase.state, phase), chunk
         self._checked_order = False
         return time.perf_counter() - start
