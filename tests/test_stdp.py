@@ -827,6 +827,20 @@ def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_pa
     assert "g++: error" in capsys.readouterr().out
 
 
+def test_a_missing_cxx_compiler_is_reported_before_the_run_folder_is_made(tmp_path, monkeypatch):
+    # Brian2's compilation error came at the first build, leaving a run folder without a run.
+    monkeypatch.setenv("CXX", "nsnn-missing-compiler")
+    argv = ["--target", "standalone", "--neurons", "2", "--train", "2", "--test", "1"]
+    expected = r"^error: .* nsnn-missing-compiler is not on PATH: install a C\+\+ compiler .*--target numpy"
+    with pytest.raises(SystemExit, match=expected):
+        stdp_cli.main([*argv, "--out", str(tmp_path / "run")])
+    data = ImageSet(*(torch.from_numpy(a) for a in bars(2)))
+    with pytest.raises(FileNotFoundError, match=r"build-essential.*target='numpy'"):
+        run_experiment(tiny(target="standalone"), data, data, run_dir=tmp_path / "library")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "library").exists()
+    stdp_cli.main(["--target", "numpy", *argv[2:], "--out", str(tmp_path / "numpy")])  # needs no compiler
+
+
 def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     source = tmp_path / "dense"
     source.mkdir()

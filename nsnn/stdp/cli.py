@@ -148,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         " new folder holds the evaluation (no weights.npz: a training run given --prune/--bits saves its"
         " compressed weights)",
     )
-    p.add_argument("--target", choices=TARGETS, default="standalone", help="Brian2 execution target")
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="standalone",
+        help="Brian2 execution target (standalone builds C++ with make and g++ or $CXX; numpy needs no"
+        " compiler)",
+    )
     p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")
     p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
     p.add_argument("--seed", type=int, default=0)
@@ -328,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _resume(args)
     config = _config(args)
     source_run = _source_run(args) if args.from_run else None
+    _require_build_tools(config if source_run is None else source_run.config, new_run=source_run is None)
     train, test = load_data(args)
     if source_run is None and train is not None:
         from nsnn.stdp.pipeline import check_prune_schedule
@@ -349,6 +356,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if source_run is not None:
         return _guarded(run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out))
     return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out))
+
+
+def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
+    """Exit with one line, before any folder is made, when ``config``'s standalone target cannot build
+    (no make or C++ compiler); a new run is told of ``--target numpy``, which needs neither."""
+    from nsnn.stdp.engine import require_build_tools
+
+    try:
+        require_build_tools(config, ", or give --target numpy, which needs neither" if new_run else "")
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def _guarded(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

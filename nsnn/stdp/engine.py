@@ -40,6 +40,8 @@ import os
 import platform
 import re
 import resource
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -335,6 +337,29 @@ def patch_thresholds(directory: str | Path) -> list[str]:
     return patched
 
 
+def missing_build_tools() -> list[str]:
+    """The programs a standalone build runs that are not on PATH: Brian2's make command and the C++
+    compiler make calls (``$CXX``, else make's default ``g++``). Empty off POSIX (Brian2 builds with
+    MSVC there, which this does not look for)."""
+    if os.name != "posix":
+        return []
+    make = shlex.split(b2.prefs.devices.cpp_standalone.make_cmd_unix)[0]
+    compiler = shlex.split(os.environ.get("CXX") or "g++")[0]
+    return [tool for tool in (make, compiler) if shutil.which(tool) is None]
+
+
+def require_build_tools(config: STDPConfig, hint: str = "") -> None:
+    """Raise ``FileNotFoundError`` (one line, ending with ``hint``) when ``config``'s target is the
+    standalone one and a program its build runs is missing (:func:`missing_build_tools`)."""
+    missing = missing_build_tools() if config.target == "standalone" else []
+    if missing:
+        raise FileNotFoundError(
+            f"the standalone target compiles C++, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH: install a C++ compiler and make "
+            f"(Debian/Ubuntu: apt install build-essential; macOS: xcode-select --install){hint}"
+        )
+
+
 # Brian2 2.9's error for a failed make; the code is os.system's wait status.
 _COMPILE_FAILED = re.compile(r"Project compilation failed \(error code: (\d+)\)")
 
@@ -596,8 +621,10 @@ class RuntimeEngine:
 
 
 def make_engine(config: STDPConfig, build_dir: str | Path | None = None) -> Engine:
-    """The engine for ``config.target``; standalone builds go to ``build_dir`` (required for it)."""
+    """The engine for ``config.target``; standalone builds go to ``build_dir`` (required for it).
+    ``FileNotFoundError`` when the standalone target's make or C++ compiler is missing."""
     if config.target == "standalone":
+        require_build_tools(config)
         if build_dir is None:
             raise ValueError("target='standalone' needs a build_dir for the generated C++ project")
         return StandaloneEngine(config, build_dir)

@@ -185,6 +185,7 @@ def run_experiment(
     on/off, None only when stderr is a terminal (:func:`nsnn.stdp.pipeline.show_progress`).
     """
     from nsnn.stdp import pipeline as pl
+    from nsnn.stdp.engine import require_build_tools
 
     if sweep and config.compressed:
         raise ValueError(
@@ -203,6 +204,7 @@ def run_experiment(
     pl.check_prune_schedule(config, len(x_train))
     n_label = _label_count(n_label, len(x_train))
     run_dir = check_new_run_dir(run_dir)
+    require_build_tools(config, ", or use target='numpy', which needs neither")
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "n_train": len(x_train),
@@ -438,7 +440,10 @@ def _evaluation_setup(
 ) -> tuple[StdpRun, Path, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
     """The loaded ``run``, the checked new ``run_dir``, ``(images, labels)`` of the label set (the
     first ``n_label`` training examples) and of the test set, and ``n_label``. Warns when ``data`` (None:
-    the run's own) is not the embedded split a run was trained on (:func:`_warn_if_trained_on`)."""
+    the run's own) is not the embedded split a run was trained on (:func:`_warn_if_trained_on`).
+    ``FileNotFoundError`` when the run's standalone target cannot build (no make or C++ compiler)."""
+    from nsnn.stdp.engine import require_build_tools
+
     run = run if isinstance(run, StdpRun) else load_run(run)
     x_train, y_train = _arrays(train_set, run.config, "train_set")
     x_test, y_test = _arrays(test_set, run.config, "test_set")
@@ -448,6 +453,7 @@ def _evaluation_setup(
         )
     n_label = _label_count(n_label, len(x_train))
     run_dir = check_new_run_dir(run_dir)
+    require_build_tools(run.config)
     if data is not None and data != "embedded" and _trained_on(run.run_dir) == "embedded":
         _warn_if_trained_on(x_test, data)
     return run, run_dir, (x_train[:n_label], y_train[:n_label]), (x_test, y_test), n_label
