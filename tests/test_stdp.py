@@ -289,6 +289,31 @@ def test_label_and_test_networks_transmit_exactly_the_deployed_levels(tmp_path, 
         assert net.Sxe.pre.code == "ge_post += w"
 
 
+def test_the_runtime_engine_restarts_the_network_every_chunk_as_the_standalone_one(monkeypatch):
+    # The runtime engine ran a phase as one network: label and test passes (10 chunks per engine run)
+    # restarted every 10 chunks there but every chunk on standalone, so --chunk changed results unlike.
+    from nsnn.stdp import engine as engine_module
+    from nsnn.stdp.network import build_network
+
+    built = []
+
+    def recording_build(config, state, **kwargs):
+        built.append((kwargs["n_examples"], state))
+        return build_network(config, state, **kwargs)
+
+    monkeypatch.setattr(engine_module, "build_network", recording_build)
+    cfg = tiny(chunk=2)
+    images, _ = bars(5)
+    state0 = init_state(cfg)
+    result = RuntimeEngine(cfg).run(Phase(image_rates(images, cfg), state0, plastic=True))
+    assert [n for n, _ in built] == [2, 2, 1] and built[0][1] is state0
+    assert not np.array_equal(built[1][1].w, state0.w)  # w and θ go on from chunk to chunk
+    assert result.counts.shape == (5, 4) and result.counts[2:].sum() > 0
+    built.clear()
+    frozen = respond(RuntimeEngine(cfg), result.state, images, cfg)  # one engine run: 5 < 10 chunks
+    assert [n for n, _ in built] == [2, 2, 1] and frozen.counts.shape == (5, 4)
+
+
 def test_a_weight_halfway_between_two_levels_deploys_to_the_lower_level():
     levels = (0.0, 0.25, 0.5, 1.0)
     w = np.array([[0.125, 0.375, 0.75, 0.25, 0.7500001, 0.1249999, 1.0]])

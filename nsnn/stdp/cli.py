@@ -156,7 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         " compiler)",
     )
     p.add_argument("--method", choices=METHODS, default="exponential_euler", help="integration of Ae")
-    p.add_argument("--chunk", type=int, default=500, help="examples per compiled standalone run")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=500,
+        help="examples per network run (a compiled standalone run; a training block, after which the"
+        " progress is saved): w and θ carry over, membranes, conductances and traces restart, so results"
+        " depend on it, alike on every target",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
     p.add_argument(

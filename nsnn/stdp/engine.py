@@ -20,8 +20,10 @@
   (their refractoriness test rewritten in doubles, without which AVX2 CPUs kept them scalar), with
   glibc's SIMD ``exp`` where available (:func:`patch_state_updaters`; ``exp`` may differ in its last
   bits, which left every spike of the N = 400 runs unchanged).
-* :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, one network per phase and
-  one continuous run; no C++ toolchain needed beyond Cython's, good for small networks and tests.
+* :class:`RuntimeEngine` (``"cython"`` / ``"numpy"``): Brian2 runtime mode, a new network for each
+  chunk of ``config.chunk`` examples (w and θ carried over), so both engines restart the network's other
+  state at the same examples and ``chunk`` changes results alike on both; no C++ toolchain needed beyond
+  Cython's (none for numpy), good for small networks and tests.
 
 Both count the response to example k as the Ae spikes in [k·T_example, (k+1)·T_example)::
 
@@ -554,7 +556,8 @@ def _new_state(phase: Phase, net: DCNetwork, w_flat: np.ndarray, theta: np.ndarr
 
 
 class RuntimeEngine:
-    """Brian2 runtime mode (``target`` "cython" or "numpy"): one network and one continuous run per phase."""
+    """Brian2 runtime mode (``target`` "cython" or "numpy"): one network and run per chunk of
+    ``config.chunk`` examples, w and θ carried from one to the next, as the standalone engine's runs."""
 
     def __init__(self, config: STDPConfig, target: str | None = None) -> None:
         self.config = config
@@ -569,7 +572,7 @@ class RuntimeEngine:
         self.close()
 
     def close(self) -> None:
-        """Nothing to release (networks are rebuilt per phase)."""
+        """Nothing to release (networks are rebuilt per chunk)."""
 
     def run(self, phase: Phase, progress: bool = False) -> PhaseResult:
         if b2.get_device() is not b2.all_devices["runtime"]:
@@ -586,38 +589,37 @@ class RuntimeEngine:
         c = self.config
         rates = np.asarray(phase.rates, dtype=np.float64)
         n = rates.shape[0]
-        start = time.perf_counter()
-        b2.seed(phase.seed)
-        net = build_network(
-            c,
-            phase.state,
-            plastic=phase.plastic,
-            n_examples=n,
-            rates=rates,
-            transmit_levels=phase.transmit_levels,
-        )
-        net.net.run(0 * b2.ms, namespace=net.namespace)
-        build_seconds = time.perf_counter() - start
-        t0, c0 = time.perf_counter(), time.process_time()
         step = max(min(c.chunk, n), 1)
+        counts = np.zeros((n, c.n_exc), dtype=np.int32)
+        input_spikes = np.zeros(c.n_input, dtype=np.int64)
+        inh_spikes, sim, cpu, build_seconds = 0, 0.0, 0.0, 0.0
+        state = phase.state
+        b2.seed(phase.seed)  # once per phase: its chunks draw from the stream in turn
         with tqdm(total=n, desc=phase.desc, unit="ex", disable=not progress, leave=False) as bar:
             for done in range(0, n, step):
                 todo = min(step, n - done)
+                start = time.perf_counter()
+                net = build_network(
+                    c,
+                    state,
+                    plastic=phase.plastic,
+                    n_examples=todo,
+                    rates=rates[done : done + todo],
+                    transmit_levels=phase.transmit_levels,
+                )
+                net.net.run(0 * b2.ms, namespace=net.namespace)
+                build_seconds += time.perf_counter() - start
+                t0, c0 = time.perf_counter(), time.process_time()
                 net.net.run(todo * c.example_ms * b2.ms, namespace=net.namespace)
+                sim, cpu = sim + time.perf_counter() - t0, cpu + time.process_time() - c0
+                spikes_t = np.asarray(net.spikes_e.t[:] / b2.second)
+                counts[done : done + todo] = example_counts(net.spikes_e.i[:], spikes_t, todo, c.n_exc, c)
+                input_spikes += np.asarray(net.count_x.count[:], dtype=np.int64)
+                inh_spikes += int(net.count_i.num_spikes)
+                w = np.asarray(net.Sxe.w[:], dtype=np.float64)
+                state = _new_state(phase, net, w, np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64))
                 bar.update(todo)
-        sim, cpu = time.perf_counter() - t0, time.process_time() - c0
-        counts = example_counts(net.spikes_e.i[:], np.asarray(net.spikes_e.t[:] / b2.second), n, c.n_exc, c)
-        w = np.asarray(net.Sxe.w[:], dtype=np.float64)
-        theta = np.asarray(net.Ae.theta[:] / b2.volt, dtype=np.float64)
-        return PhaseResult(
-            counts,
-            _new_state(phase, net, w, theta),
-            np.asarray(net.count_x.count[:], dtype=np.int64),
-            int(net.count_i.num_spikes),
-            sim,
-            cpu,
-            build_seconds,
-        )
+        return PhaseResult(counts, state, input_spikes, inh_spikes, sim, cpu, build_seconds)
 
 
 def make_engine(config: STDPConfig, build_dir: str | Path | None = None) -> Engine:

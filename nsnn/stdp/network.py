@@ -1,7 +1,7 @@
 """Build the Diehl & Cook network in Brian2 from a :class:`NetworkState` (any device, any target).
 
 One builder serves every execution path: the standalone engine (one compiled run per chunk of examples,
-values swapped through ``run_args``), the runtime engine (one long run per phase) and the classic
+values swapped through ``run_args``), the runtime engine (one network per chunk of examples) and the classic
 per-example loop (``input="manual"``: the caller sets ``X.rates`` between runs). Only the surviving
 X→Ae synapses are created (``connect(i=pre, j=post)``), so pruned networks do proportionally less work,
 in the order of :func:`synapse_order` (by input, then delay), which keeps the synaptic events of one
