@@ -444,6 +444,27 @@ def test_tracing_gives_the_callers_neuron_state_back(tmp_path):
         assert torch.equal(neuron.mem, before), type(neuron).__name__
 
 
+def test_tracing_mid_sequence_keeps_the_membrane_and_its_autograd_graph():
+    # The membrane was put back as a detached copy: the steps before the trace got no gradient.
+    import snntorch
+
+    for make in (lambda: LIF(step_mode="s"), lambda: snntorch.Leaky(beta=0.9, init_hidden=True)):
+        grads = []
+        for trace in (False, True):
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(10, 20), make())
+            x = torch.rand(2, 2, 10) * 3
+            model(x[0])
+            membrane = model[1].mem
+            if trace:
+                visualizer.topology(model, input_shape=(2, 10))
+                assert model[1].mem is membrane
+            model(x[1]).sum().backward()
+            grads.append(model[0].weight.grad.clone())
+        # the surrogate gradient at step 1 reaches step 0 only through the membrane's graph
+        assert torch.equal(grads[0], grads[1]), type(model[1]).__name__
+
+
 class AssertsRank(nn.Module):
     """An MLP whose forward asserts its input's rank, as users' models often do."""
 

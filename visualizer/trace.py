@@ -314,12 +314,15 @@ class _DataflowTracer(TorchFunctionMode):
 
 
 def _neuron_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of a neuron's state: its non-persistent buffers (snntorch's ``mem``, ``syn``) and its
-    tensor attributes (nsnn's single-step membrane, snntorch's ``spk``), by name."""
+    """A neuron's state: its non-persistent buffers (snntorch's ``mem``, ``syn``) and its tensor
+    attributes (nsnn's single-step membrane, snntorch's ``spk``), by name. The tensors themselves, not
+    copies: put back, they keep the autograd graph of the steps that made them (a trace in the middle
+    of a sequence leaves its backward pass whole); neurons replace their state rather than write into
+    it, so the trace leaves their values alone."""
     transient = module._non_persistent_buffers_set
     state = {name: t for name, t in module.named_buffers(recurse=False) if name in transient}
     state.update((name, v) for name, v in vars(module).items() if isinstance(v, torch.Tensor))
-    return {name: t.detach().clone() for name, t in state.items()}
+    return state
 
 
 def _rest(module: nn.Module) -> None:
@@ -333,8 +336,8 @@ def _rest(module: nn.Module) -> None:
 @contextmanager
 def neurons_at_rest(model: nn.Module) -> Iterator[None]:
     """Run ``model`` with every neuron starting from rest, and give the caller's neuron state back
-    afterwards (a single-step nsnn neuron's membrane, an snntorch ``init_hidden`` neuron's ``mem``):
-    tracing a model leaves no trace in it, even when the pass fails."""
+    afterwards (a single-step nsnn neuron's membrane, an snntorch ``init_hidden`` neuron's ``mem``, with
+    their autograd graphs): tracing a model leaves no trace in it, even when the pass fails."""
     neurons = [m for m in model.modules() if is_neuron(m)]
     saved = [(m, _neuron_state(m)) for m in neurons]
     for m in neurons:
