@@ -566,6 +566,21 @@ def test_a_seq_to_ann_root_shows_time_and_batch_apart():
     assert [g.nodes[n]["out_shape"] for n in ("0", "1")] == ["[4, 2, 2, 3, 3]", "[4, 2, 18]"]
 
 
+def test_a_seq_to_ann_in_step_mode_shows_its_shapes_as_they_are():
+    # A per-step net on [B, C, H, W] with C = 1 was read as [T·B, ...] with T = B: the conv's
+    # [2, 4, 24, 24] was shown as [2, 1, 4, 24, 24].
+    from nsnn.layers import set_step_mode
+
+    net = nn.Sequential(SeqToANN(nn.Conv2d(1, 4, 5), nn.Flatten()), LIF())
+    set_step_mode(net, "s")
+    g = visualizer.topology(net, input_shape=(2, 1, 28, 28))
+    assert [g.nodes[n]["out_shape"] for n in ("0.0", "0.1", "1")] == [
+        "[2, 4, 24, 24]",
+        "[2, 2304]",
+        "[2, 2304]",
+    ]
+
+
 class SharedActivation(nn.Module):
     """One ReLU called twice (as torchvision's BasicBlock does): the layer graph has a loop."""
 

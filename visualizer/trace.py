@@ -12,7 +12,7 @@ and residual adds written as plain ``out + x``):
   from two or more nodes (``add`` of a residual block, ``cat``, ``mul`` ...) becomes a node itself.
 * Containers (``Sequential``, blocks, ``SeqToANN``) are not nodes; they give each node its ``scope``
   (e.g. ``layer2.0``), and shapes seen inside a ``SeqToANN`` (``[T·B, ...]``) are reported as
-  ``[T, B, ...]``.
+  ``[T, B, ...]`` (a ``SeqToANN`` in ``step_mode="s"`` runs one ``[B, ...]`` step as it is).
 
 ``torch.fx`` was not used: symbolic tracing fails on neurons that loop over ``x.shape[0]`` and on
 data-dependent control flow, while this tracer runs the model's own forward unchanged. A module
@@ -212,7 +212,10 @@ class _DataflowTracer(TorchFunctionMode):
                 self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
                 self.handles.append(module.register_forward_hook(self._leaf_post(name, module)))
             else:
-                seq = type(module).__name__.startswith("SeqToANN")
+                # a SeqToANN flattens [T, B] into T·B; in step_mode "s" it runs the step as it is
+                seq = (
+                    type(module).__name__.startswith("SeqToANN") and getattr(module, "step_mode", "m") != "s"
+                )
                 scope = None if module is self.model else name  # the root names no scope
                 self.handles.append(module.register_forward_pre_hook(self._enter(scope, seq)))
                 self.handles.append(module.register_forward_hook(self._leave(scope)))
