@@ -592,6 +592,28 @@ class SharedActivation(nn.Module):
         return self.relu(self.fc2(self.relu(self.fc1(x))) + x)
 
 
+class SharedActivationResidual(nn.Module):
+    """A residual add over one ReLU used at two places: both operands come from the same module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.relu = nn.Linear(8, 8), nn.Linear(8, 8), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.fc1(x))
+        return self.relu(self.fc2(h)) + h
+
+
+def test_a_residual_add_over_a_reused_module_is_a_node():
+    # Both operands came from node "relu": the add was taken for an op on one edge (relu -> output,
+    # via "add"), so the residual was not drawn.
+    g = visualizer.topology(SharedActivationResidual(), input_shape=(2, 8))
+    assert g.nodes["add"]["kind"] == "add"
+    assert _edges(g) >= {("relu", "add"), ("add", "output")} and not g.has_edge("relu", "output")
+    # one module called per time step at one place (a per-step loop) stays one source: no merge node
+    assert set(visualizer.topology(StepLoop(), input_shape=(4, 2, 8))) == {"input", "fc", "sn", "output"}
+
+
 def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(tmp_path):
     from nsnn.models import create
 

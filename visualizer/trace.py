@@ -9,7 +9,9 @@ and residual adds written as plain ``out + x``):
   the node that produced it (its provenance, tracked by object identity through weak references).
   An operation whose tensor inputs come from one node only (``flatten``, ``view``, ``mean`` ...)
   passes the provenance on and is listed on the edge (``via``); an operation that combines tensors
-  from two or more nodes (``add`` of a residual block, ``cat``, ``mul`` ...) becomes a node itself.
+  from two or more nodes (``add`` of a residual block, ``cat``, ``mul`` ...) becomes a node itself, and
+  so does one combining the outputs of one module called at two places of the network (a residual add
+  over a shared activation); the calls of a per-step loop are one place.
 * Containers (``Sequential``, blocks, ``SeqToANN``) are not nodes; they give each node its ``scope``
   (e.g. ``layer2.0``), and shapes seen inside a ``SeqToANN`` (``[T·B, ...]``) are reported as
   ``[T, B, ...]`` (a ``SeqToANN`` in ``step_mode="s"`` runs one ``[B, ...]`` step as it is).
@@ -69,6 +71,12 @@ _OP_ALIASES = {
 }
 _MERGE_KINDS = frozenset({"add", "sub", "mul", "cat", "stack", "write"})
 _MAX_VIA = 6
+# Where a tensor comes from: its node, and the place of the call that made it (the nodes that fed that
+# call, the node itself left out). A module called at two places of the network (a shared activation)
+# is one node but two sources, so an operation combining both outputs (a residual add) is a merge; the
+# calls of a per-step loop share one place.
+_Source = tuple[str, frozenset[str]]
+_Sources = dict[_Source, tuple[tuple[str, ...], str]]
 
 
 def _op_name(func: Any) -> str:
@@ -104,7 +112,7 @@ class _DataflowTracer(TorchFunctionMode):
         self.model = model
         self.time_batch = time_batch
         self.record_rates = record_rates
-        self.records: dict[int, tuple[weakref.ref, str, tuple[str, ...]]] = {}
+        self.records: dict[int, tuple[weakref.ref, _Source, tuple[str, ...]]] = {}
         self.scopes: list[str] = []
         self.flattened_time: list[bool] = []
         self.depth = 0
@@ -113,22 +121,22 @@ class _DataflowTracer(TorchFunctionMode):
         self.merges: dict[tuple[str, str, frozenset[str]], str] = {}
         self.spikes: dict[str, list[float]] = {}
         self.handles: list[Any] = []
-        self.pending: dict[str, tuple[tuple[str, ...], str]] = {}
+        self.pending: _Sources = {}
 
     # ---- provenance -------------------------------------------------------------------------------
-    def mark(self, tensor: torch.Tensor, node: str, via: tuple[str, ...] = ()) -> None:
+    def mark(self, tensor: torch.Tensor, source: _Source, via: tuple[str, ...] = ()) -> None:
         key = id(tensor)
-        self.records[key] = (weakref.ref(tensor, lambda _, k=key: self.records.pop(k, None)), node, via)
+        self.records[key] = (weakref.ref(tensor, lambda _, k=key: self.records.pop(k, None)), source, via)
 
-    def source(self, tensor: torch.Tensor) -> tuple[str, tuple[str, ...]] | None:
+    def source(self, tensor: torch.Tensor) -> tuple[_Source, tuple[str, ...]] | None:
         record = self.records.get(id(tensor))
         if record is None or record[0]() is not tensor:
             return None
         return record[1], record[2]
 
-    def sources(self, tensors: list[torch.Tensor]) -> dict[str, tuple[tuple[str, ...], str]]:
-        """Producing node of each tracked tensor -> (ops applied since, shape of the tensor)."""
-        found: dict[str, tuple[tuple[str, ...], str]] = {}
+    def sources(self, tensors: list[torch.Tensor]) -> _Sources:
+        """Source (see ``_Source``) of each tracked tensor -> (ops applied since, shape of the tensor)."""
+        found: _Sources = {}
         for t in tensors:
             src = self.source(t)
             if src is not None and src[0] not in found:
@@ -150,13 +158,13 @@ class _DataflowTracer(TorchFunctionMode):
         shape = self.display_shape(tensor) if tensor is not None else ""
         self.graph.add_node(name, order=self.order, scope=scope, out_shape=shape, calls=1, **attrs)
 
-    def connect(self, sources: dict[str, tuple[tuple[str, ...], str]], target: str) -> None:
-        for src, (via, shape) in sources.items():
+    def connect(self, sources: _Sources, target: str) -> None:
+        for (src, _), (via, shape) in sources.items():
             self.graph.add_edge(src, target, via=",".join(via), shape=shape)
 
-    def merge(self, op: str, sources: dict[str, tuple[tuple[str, ...], str]], out: torch.Tensor) -> str:
+    def merge(self, op: str, sources: _Sources, out: torch.Tensor) -> str:
         scope = self.scopes[-1] if self.scopes else ""
-        key = (op, scope, frozenset(sources))
+        key = (op, scope, frozenset(node for node, _ in sources))
         if key in self.merges:
             self.graph.nodes[self.merges[key]]["calls"] += 1
             return self.merges[key]
@@ -188,13 +196,13 @@ class _DataflowTracer(TorchFunctionMode):
         if not results:
             return out
         if len(sources) == 1:
-            ((node, (via, _)),) = sources.items()
+            ((source, (via, _)),) = sources.items()
             if op not in _SILENT_OPS and (not via or via[-1] != op):
                 via = (*via, op)[-_MAX_VIA:]
         else:
-            node, via = self.merge(op, sources, results[0]), ()
+            source, via = (self.merge(op, sources, results[0]), frozenset()), ()
         for t in results:
-            self.mark(t, node, via)
+            self.mark(t, source, via)
         return out
 
     # ---- module hooks -----------------------------------------------------------------------------
@@ -289,8 +297,9 @@ class _DataflowTracer(TorchFunctionMode):
                     self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
             finally:
                 self.paused = False
+            place = frozenset(node for node, _ in self.pending) - {name}
             for t in results:
-                self.mark(t, name)
+                self.mark(t, (name, place))
             return out
 
         return hook
@@ -445,7 +454,7 @@ def layer_graph(
     time_batch = (int(batch.shape[0]), int(batch.shape[1])) if batch.dim() >= 2 else None
     tracer = _DataflowTracer(graph, model, time_batch, record_rates=input_shape is None)
     tracer.add_node("input", batch, kind="input", module_type="input", params=0, config="")
-    tracer.mark(batch, "input")
+    tracer.mark(batch, ("input", frozenset()))
     try:
         tracer.install()
         with probing(model, seed), tracer:
