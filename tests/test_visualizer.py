@@ -614,6 +614,57 @@ def test_a_residual_add_over_a_reused_module_is_a_node():
     assert set(visualizer.topology(StepLoop(), input_shape=(4, 2, 8))) == {"input", "fc", "sn", "output"}
 
 
+class AttentionNet(nn.Module):
+    """nn.MultiheadAttention owns in_proj_weight and has a child (out_proj) that it never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.attn, self.head = nn.Linear(8, 16), nn.MultiheadAttention(16, 2), nn.Linear(16, 3)
+        self.scaled = LayerScale()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        a, _ = self.attn(h, h, h)
+        return self.head(self.scaled(a + h))
+
+
+class LayerScale(nn.Module):
+    """A block with a parameter of its own (``gamma``) whose child runs: a scope."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma, self.fc = nn.Parameter(torch.ones(16)), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gamma * self.fc(x)
+
+
+def test_a_module_owning_a_weight_whose_children_do_not_run_is_a_node():
+    # The attention was a scope with no node (its out_proj never runs as a module): its 1,088
+    # parameters were missing from the drawing, and it and the residual add around it were "via" on
+    # the edge fc -> head.
+    from visualizer.draw_layers import _label
+
+    model = AttentionNet()
+    g = visualizer.topology(model, input_shape=(5, 2, 8))
+    attn = g.nodes["attn"]
+    assert attn["module_type"] == "MultiheadAttention" and attn["out_shape"] == "[5, 2, 16]"
+    assert attn["params"] == sum(p.numel() for p in model.attn.parameters()) == 1088
+    assert "1.09k p" in _label("attn", attn)
+    assert _edges(g) == {
+        ("input", "fc"),
+        ("fc", "attn"),
+        ("fc", "add"),
+        ("attn", "add"),
+        ("add", "scaled.fc"),
+        ("add", "scaled.add"),
+        ("scaled.fc", "scaled.add"),
+        ("scaled.add", "head"),
+        ("head", "output"),
+    }
+    assert "scaled" not in g and g.nodes["scaled.fc"]["scope"] == "scaled"  # its child ran: a scope
+
+
 def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(tmp_path):
     from nsnn.models import create
 

@@ -106,6 +106,12 @@ def is_graph_leaf(module: nn.Module) -> bool:
     return all(parametrized and name == "parametrizations" for name, _ in module.named_children())
 
 
+def owns_parameters(module: nn.Module) -> bool:
+    """Whether ``module`` holds parameters of its own, not only through its children
+    (``nn.MultiheadAttention``'s ``in_proj_weight``)."""
+    return next(module.parameters(recurse=False), None) is not None
+
+
 def layer_kind(module: nn.Module) -> str:
     """Kind of a leaf module: neuron, conv, norm, linear, pool, reshape, dropout, identity, activation
     or (anything else) module."""

@@ -4,7 +4,9 @@ Approach (chosen to be robust to ``SeqToANN`` wrappers, custom neurons with Pyth
 and residual adds written as plain ``out + x``):
 
 * Every *leaf* module (a spiking neuron, or a module without children) becomes one node. Forward
-  hooks record its input and output tensors; a neuron's internals are hidden.
+  hooks record its input and output tensors; a neuron's internals are hidden. So does a module that
+  owns parameters beside its children when its forward calls none of them (``nn.MultiheadAttention``
+  uses its ``out_proj``'s weight directly).
 * A ``TorchFunctionMode`` watches every torch operation *between* leaf modules. Each tensor carries
   the node that produced it (its provenance, tracked by object identity through weak references).
   An operation whose tensor inputs come from one node only (``flatten``, ``view``, ``mean`` ...)
@@ -46,6 +48,7 @@ from visualizer.modules import (
     is_neuron,
     is_single_step,
     module_attributes,
+    owns_parameters,
     stored_weight,
     weight_sparsity,
 )
@@ -122,6 +125,10 @@ class _DataflowTracer(TorchFunctionMode):
         self.spikes: dict[str, list[float]] = {}
         self.handles: list[Any] = []
         self.pending: _Sources = {}
+        self.leaf_calls = 0
+        # per running module that owns parameters beside its children: the sources of its input, and
+        # leaf_calls and order when it started (see _owner_post)
+        self.owners: list[tuple[_Sources, int, int]] = []
 
     # ---- provenance -------------------------------------------------------------------------------
     def mark(self, tensor: torch.Tensor, source: _Source, via: tuple[str, ...] = ()) -> None:
@@ -225,8 +232,13 @@ class _DataflowTracer(TorchFunctionMode):
                     type(module).__name__.startswith("SeqToANN") and getattr(module, "step_mode", "m") != "s"
                 )
                 scope = None if module is self.model else name  # the root names no scope
-                self.handles.append(module.register_forward_pre_hook(self._enter(scope, seq)))
-                self.handles.append(module.register_forward_hook(self._leave(scope)))
+                if owns_parameters(module):
+                    pre = self._owner_pre(scope, seq)
+                    self.handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+                    self.handles.append(module.register_forward_hook(self._owner_post(scope, name, module)))
+                else:
+                    self.handles.append(module.register_forward_pre_hook(self._enter(scope, seq)))
+                    self.handles.append(module.register_forward_hook(self._leave(scope)))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -266,43 +278,81 @@ class _DataflowTracer(TorchFunctionMode):
             if self.depth != 1:
                 return None
             self.depth -= 1
-            # nn.Identity, Dropout in eval: the input itself comes back. Marking it as this layer's would
-            # make every other use of the input look like one of the layer's output, so the layer returns
-            # a view of it instead (same values, storage and shape; a tensor of its own).
-            inputs = {id(t) for t in _tensors(args)}
-            if isinstance(out, torch.Tensor) and id(out) in inputs:
-                out = out.view_as(out)
-            elif isinstance(out, tuple | list) and any(
-                id(t) in inputs for t in out if isinstance(t, torch.Tensor)
-            ):
-                items = [t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out]
-                out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
-            results = _tensors(out)
-            first = results[0] if results else None
-            self.paused = True
-            try:
-                if name in self.graph:
-                    self.graph.nodes[name]["calls"] += 1
-                    if first is not None:
-                        self._add_out_shape(name, self.display_shape(first))
-                else:
-                    self.add_node(name, first, **module_attributes(module))
-                    if first is not None and results:
-                        self.graph.nodes[name]["in_shape"] = self._input_shape(args)
-                self.connect(self.pending, name)
-                if self.record_rates and is_neuron(module) and first is not None:
-                    total = self.spikes.setdefault(name, [0.0, 0.0])
-                    total[0] += float(first.detach().float().sum())
-                    total[1] += first.numel()
-                    self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
-            finally:
-                self.paused = False
-            place = frozenset(node for node, _ in self.pending) - {name}
-            for t in results:
-                self.mark(t, (name, place))
-            return out
+            return self._record(name, module, args, out)
 
         return hook
+
+    def _owner_pre(self, scope: str | None, seq: bool):
+        enter = self._enter(scope, seq)
+
+        def hook(module, args, kwargs):
+            if not self.depth:
+                self.owners.append((self.sources(_tensors((args, kwargs))), self.leaf_calls, self.order))
+            enter(module, args)
+            return None
+
+        return hook
+
+    def _owner_post(self, scope: str | None, name: str, module: nn.Module):
+        """A module that owns parameters beside its children and whose forward called none of them as
+        modules (``nn.MultiheadAttention`` uses its ``out_proj``'s weight directly) was a layer, not a
+        scope: the merges its operations made are dropped and it becomes one node."""
+        leave = self._leave(scope)
+
+        def hook(mod, args, out):
+            if self.depth:
+                return None
+            leave(mod, args, out)
+            pending, leaf_calls, order = self.owners.pop()
+            if self.leaf_calls != leaf_calls:
+                return None
+            inner = [n for n, o in self.graph.nodes(data="order") if o > order]
+            self.graph.remove_nodes_from(inner)
+            self.merges = {k: v for k, v in self.merges.items() if v not in inner}
+            self.pending = pending
+            return self._record(name, module, args, out)
+
+        return hook
+
+    def _record(self, name: str, module: nn.Module, args: Any, out: Any) -> Any:
+        """Node ``name`` for one call of ``module`` on ``args`` (inputs from ``self.pending``) giving
+        ``out``; returns the output the caller gets."""
+        self.leaf_calls += 1
+        # nn.Identity, Dropout in eval: the input itself comes back. Marking it as this layer's would
+        # make every other use of the input look like one of the layer's output, so the layer returns
+        # a view of it instead (same values, storage and shape; a tensor of its own).
+        inputs = {id(t) for t in _tensors(args)}
+        if isinstance(out, torch.Tensor) and id(out) in inputs:
+            out = out.view_as(out)
+        elif isinstance(out, tuple | list) and any(
+            id(t) in inputs for t in out if isinstance(t, torch.Tensor)
+        ):
+            items = [t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out]
+            out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
+        results = _tensors(out)
+        first = results[0] if results else None
+        self.paused = True
+        try:
+            if name in self.graph:
+                self.graph.nodes[name]["calls"] += 1
+                if first is not None:
+                    self._add_out_shape(name, self.display_shape(first))
+            else:
+                self.add_node(name, first, **module_attributes(module))
+                if first is not None and results:
+                    self.graph.nodes[name]["in_shape"] = self._input_shape(args)
+            self.connect(self.pending, name)
+            if self.record_rates and is_neuron(module) and first is not None:
+                total = self.spikes.setdefault(name, [0.0, 0.0])
+                total[0] += float(first.detach().float().sum())
+                total[1] += first.numel()
+                self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
+        finally:
+            self.paused = False
+        place = frozenset(node for node, _ in self.pending) - {name}
+        for t in results:
+            self.mark(t, (name, place))
+        return out
 
     def _add_out_shape(self, name: str, shape: str) -> None:
         """A later call of node ``name`` with an output ``shape`` unlike its first call's (a module
