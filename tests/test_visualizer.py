@@ -539,6 +539,32 @@ def test_a_stage_feeding_a_shared_module_is_drawn_where_it_runs():
     assert depth["pool.0"] < depth["conv2.0"] < depth["lif2"] < depth["lif3"] < depth["output"]
 
 
+def test_each_legend_swatch_is_one_colour_naming_every_kind_drawn_in_it():
+    # Kinds sharing a colour (input/output, add/cat, activation/reshape) had one swatch each: two
+    # identical swatches with different names, so a box's colour read as either.
+    from matplotlib.colors import to_hex
+
+    from visualizer.draw_layers import DEFAULT_COLOR, KIND_COLORS, draw_layers
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.flat = nn.Linear(8, 8), nn.ReLU(), nn.Flatten()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.act(self.fc(x))
+            return self.flat(torch.cat([h + x, h], -1))
+
+    g = visualizer.topology(Mixed(), input_shape=(2, 8))
+    handles = draw_layers(g).legends[0].legend_handles
+    colors = [to_hex(h.get_facecolor()) for h in handles]
+    assert len(colors) == len(set(colors))
+    named = {kind: to_hex(h.get_facecolor()) for h in handles for kind in h.get_label().split(" / ")}
+    kinds = {k for _, k in g.nodes(data="kind")}
+    assert kinds == {"input", "output", "linear", "activation", "add", "cat", "reshape"} == set(named)
+    assert all(named[k] == KIND_COLORS.get(k, DEFAULT_COLOR) for k in kinds)
+
+
 def test_long_node_names_fit_their_box_and_keep_their_distinguishing_ends():
     from visualizer.draw_layers import LABEL_CHARS, _label
 

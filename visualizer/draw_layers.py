@@ -322,8 +322,13 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
     fig.suptitle(title + "\n" + subtitle, fontsize=9, y=1 - 0.08 / fig_h, va="top")
     if note:
         fig.text(0.5, 1 - 0.5 / fig_h, note, fontsize=9, color="tab:red", va="top", ha="center")
-    used = sorted({str(k) for _, k in graph.nodes(data="kind")})
-    handles = [Patch(facecolor=KIND_COLORS.get(k, DEFAULT_COLOR), edgecolor="0.3", label=k) for k in used]
+    kinds_by_color: dict[str, list[str]] = {}  # one swatch per colour, naming every kind drawn in it
+    for kind in sorted({str(k) for _, k in graph.nodes(data="kind")}):
+        kinds_by_color.setdefault(KIND_COLORS.get(kind, DEFAULT_COLOR), []).append(kind)
+    handles = [
+        Patch(facecolor=color, edgecolor="0.3", label=" / ".join(kinds))
+        for color, kinds in kinds_by_color.items()
+    ]
     fig.legend(
         handles=handles,
         loc="upper center",
