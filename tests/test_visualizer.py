@@ -801,6 +801,28 @@ def test_single_step_neuron_called_per_time_step_has_one_out_shape():
     assert node["calls"] == 4 and node["out_shape"] == "[2, 6]" and "out_shapes" not in node
 
 
+def test_the_subtitle_says_what_the_shapes_are():
+    # It said "[T, B, ...]" for every model: a per-step model's [B, ...] input, a plain ANN's shapes.
+    import snntorch
+
+    from visualizer.draw_layers import draw_layers
+
+    per_step = nn.Sequential(nn.Linear(8, 6), snntorch.Leaky(beta=0.9, init_hidden=True))
+    cases = [
+        (nn.Sequential(SeqToANN(nn.Linear(8, 6)), LIF()), (4, 2, 8), "time-first", "= [T, B, ...];"),
+        (StepLoop(), (4, 2, 8), "time-loop", "= [T, B, ...] (layers run per step: [B, ...]);"),
+        (SnntorchLoop(), (3, 2, 6), "time-loop", "= [T, B, ...] (layers run per step: [B, ...]);"),
+        (per_step, (2, 8), "per-step", "= one time step [B, ...];"),
+        (SharedActivation(), (2, 8), "none", "input [2, 8]; shapes from a dummy batch"),
+    ]
+    for model, shape, layout, text in cases:
+        g = visualizer.topology(model, input_shape=shape)
+        subtitle = draw_layers(g)._suptitle.get_text().splitlines()[1]
+        assert g.graph["layout"] == layout and text in subtitle, (type(model).__name__, subtitle)
+        assert ("T, B" in subtitle) == layout.startswith("time")
+    assert subtitle.endswith("dummy batch")  # an ANN has no firing rates to ask a batch for
+
+
 def test_evaluation_rows_sit_at_the_last_training_row_not_the_largest_x():
     from visualizer.curves import evaluation_x
 

@@ -36,6 +36,12 @@ KIND_COLORS = {
     "pool": "#bcbddc",
 }
 DEFAULT_COLOR = "#f7f7f7"
+# What the shapes are, by the graph's "layout" (see visualizer.trace.layer_graph); "none": no time axis.
+_LAYOUT_TEXT = {
+    "time-first": " = [T, B, ...]",
+    "time-loop": " = [T, B, ...] (layers run per step: [B, ...])",
+    "per-step": " = one time step [B, ...]",
+}
 BOX_W, BOX_H, LANE_W, ROW_H = 3.3, 0.62, 3.6, 0.86
 HEADER_IN, NOTE_IN = 1.1, 0.25  # inches above the graph for the title and legend, and for a note
 
@@ -314,10 +320,11 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
         f"{int(g.get('total_params', 0)):,} parameters, "
         f"weight sparsity {percent(float(g.get('weight_sparsity', 0)))}"
     )
-    subtitle = f"input {g.get('input_shape', '?')} [T, B, ...]; " + (
+    subtitle = f"input {g.get('input_shape', '?')}{_LAYOUT_TEXT.get(str(g.get('layout')), '')}; " + (
         f"rate = spikes per neuron per time step on: {g.get('batch', 'the given batch')}"
         if g.get("rates_recorded")
-        else "shapes from a dummy batch (pass a batch for firing rates)"
+        else "shapes from a dummy batch"
+        + (" (pass a batch for firing rates)" if g.get("neuron_layers", 0) else "")
     )
     fig.suptitle(title + "\n" + subtitle, fontsize=9, y=1 - 0.08 / fig_h, va="top")
     if note:

@@ -129,6 +129,8 @@ class _DataflowTracer(TorchFunctionMode):
         # per running module that owns parameters beside its children: the sources of its input, and
         # leaf_calls and order when it started (see _owner_post)
         self.owners: list[tuple[_Sources, int, int]] = []
+        self.time_first = False  # a multi-step neuron or a time-flattening SeqToANN ran
+        self.step_calls: dict[_Source, int] = {}  # calls of each single-step neuron, per place
 
     # ---- provenance -------------------------------------------------------------------------------
     def mark(self, tensor: torch.Tensor, source: _Source, via: tuple[str, ...] = ()) -> None:
@@ -251,6 +253,7 @@ class _DataflowTracer(TorchFunctionMode):
                 if name is not None:
                     self.scopes.append(name)
                 self.flattened_time.append(seq or bool(self.flattened_time and self.flattened_time[-1]))
+                self.time_first |= seq
 
         return hook
 
@@ -331,6 +334,11 @@ class _DataflowTracer(TorchFunctionMode):
             out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
         results = _tensors(out)
         first = results[0] if results else None
+        place = frozenset(node for node, _ in self.pending) - {name}
+        if is_neuron(module) and is_single_step(module):
+            self.step_calls[(name, place)] = self.step_calls.get((name, place), 0) + 1
+        elif is_neuron(module):
+            self.time_first = True
         self.paused = True
         try:
             if name in self.graph:
@@ -349,7 +357,6 @@ class _DataflowTracer(TorchFunctionMode):
                 self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
         finally:
             self.paused = False
-        place = frozenset(node for node, _ in self.pending) - {name}
         for t in results:
             self.mark(t, (name, place))
         return out
@@ -370,9 +377,23 @@ class _DataflowTracer(TorchFunctionMode):
         per_step = 1 if is_single_step(module) else 2
         return int(spikes[(0,) * min(per_step, spikes.dim() - 1)].numel())
 
+    def layout(self) -> str:
+        """What the input's and the nodes' shapes are: "time-first" (a multi-step neuron or a
+        ``SeqToANN`` ran: ``[T, B, ...]``); "time-loop" (a single-step neuron called several times at
+        one place: the forward loops over the input's time axis, and the layers it runs once per step
+        show one step, ``[B, ...]``); "per-step" (single-step neurons called once at each place: the
+        input is one time step ``[B, ...]`` of a model stepped once per call); "none" (no neuron and no
+        ``SeqToANN``: no time axis)."""
+        if self.time_first:
+            return "time-first"
+        if self.step_calls:
+            return "time-loop" if max(self.step_calls.values()) > 1 else "per-step"
+        return "none"
+
     def finish(self) -> None:
         for name, (fired, count) in self.spikes.items():
             self.graph.nodes[name]["firing_rate"] = fired / max(count, 1.0)
+        self.graph.graph["layout"] = self.layout()
 
 
 def _neuron_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -484,7 +505,9 @@ def layer_graph(
     Returns a ``networkx.DiGraph`` whose nodes are ``input``, every leaf module (by qualified name),
     every merge operation (e.g. ``layer1.0.add``) and ``output``; node attributes: ``kind``,
     ``module_type``, ``scope``, ``order``, ``out_shape``, ``params``, ``weight_sparsity`` (conv/linear),
-    neuron fields (``neuron_type``, ``tau``, ``threshold``, ``noise``, ``sigma`` ...) and ``firing_rate``.
+    neuron fields (``neuron_type``, ``tau``, ``threshold``, ``noise``, ``sigma`` ...) and ``firing_rate``;
+    graph attribute ``layout``: "time-first", "time-loop", "per-step" or "none", what the shapes are
+    (see ``_DataflowTracer.layout``).
     """
     import networkx as nx
 
