@@ -514,6 +514,22 @@ def test_snntorch_neurons_are_single_step_in_rasters_rates_and_counts():
     assert g.nodes["net.1"]["neurons"] == 8 * 12 * 12 and g.nodes["net.1"]["calls"] == 5
 
 
+def test_a_per_step_model_is_probed_one_step_per_call():
+    # A model stepped once per call was traced on [T, B, F] (T folded into its batch: a "[4, 1, 10]"
+    # membrane), and one with a conv could not be probed at all (no [T, B, C, H, W] runs).
+    import snntorch
+
+    flat = nn.Sequential(nn.Linear(784, 10), snntorch.Leaky(beta=0.9, init_hidden=True))
+    g = visualizer.topology(flat)
+    assert (g.graph["input_shape"], g.graph["layout"]) == ("[1, 784]", "per-step")
+    assert g.nodes["1"]["out_shape"] == "[1, 10]" and g.nodes["1"]["calls"] == 1
+    conv = nn.Sequential(nn.Conv2d(1, 4, 5), LIF(step_mode="s"))
+    assert visualizer.topology(conv).graph["input_shape"] == "[1, 1, 32, 32]"
+    # single-step neurons in a model that loops over time itself: [T, B, ...] as before
+    g = visualizer.topology(SnntorchLoop())
+    assert (g.graph["input_shape"], g.graph["layout"]) == ("[4, 1, 6]", "time-loop")
+
+
 class SharedPool(nn.Module):
     """One pooling module reused after each conv stage, as hand-written CNNs often do."""
 

@@ -2,6 +2,8 @@
 
 * :func:`input_shape` finds a dummy ``[T, B, C, H, W]`` shape: from the checkpoint (``in_channels``,
   ``image_size``, ``timestep``) when there is one, else by probing the first conv/linear layer;
+  :func:`trace_input_shape`, the one a topology traces, is one step ``[B, C, H, W]`` for a model
+  stepped once per call;
 * :func:`run_batch` gives a real batch: the given tensor, else the run's own test data (same
   normalisation and encoding as training), else uniform noise — always with a description that the
   figures print, so noise is never mistaken for data;
@@ -26,7 +28,7 @@ from torch import nn
 
 from visualizer.modules import is_neuron, is_single_step
 from visualizer.sources import ModuleSource
-from visualizer.trace import probing, run_model, to_model
+from visualizer.trace import layer_graph, probing, run_model, to_model
 
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
@@ -82,17 +84,21 @@ def _image_hw(size: Any) -> tuple[int, int]:
     return int(size), int(size)
 
 
-def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1) -> tuple[int, ...]:
-    """A full input shape ``(T, B, C, H, W)`` (or ``(T, B, F)``) the model accepts (see module docstring)."""
-    T = T or _timestep(source)
+def _hinted_shape(source: ModuleSource) -> tuple[int, ...] | None:
+    """One sample's ``(C, H, W)`` from the checkpoint's ``in_channels`` and ``image_size``, if it has both."""
     channels, size = source.hint("in_channels"), source.hint("image_size")
-    if channels and size:
-        return (T, batch_size, int(channels), *_image_hw(size))
+    return (int(channels), *_image_hw(size)) if channels and size else None
+
+
+def _probe_shapes(source: ModuleSource) -> list[tuple[int, ...]]:
+    """Shapes of one sample (``(C, H, W)``, ``(F,)`` ...) to try, best first, from the first
+    conv/linear layer."""
     first = _first_weighted(source.model)
     if first is None:
         raise ValueError(
             "cannot infer the input shape of a model without conv/linear layers; pass input_shape"
         )
+    size = source.hint("image_size")
     candidates: list[tuple[int, ...]] = []
     if isinstance(first, nn.Linear):
         side = math.isqrt(first.in_features)
@@ -105,6 +111,16 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
             candidates.append((first.in_channels, *_image_hw(size)))
         else:
             candidates += [(first.in_channels, *([s] * spatial)) for s in _PROBE_SIZES]
+    return candidates
+
+
+def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1) -> tuple[int, ...]:
+    """A full input shape ``(T, B, C, H, W)`` (or ``(T, B, F)``) the model accepts (see module docstring)."""
+    T = T or _timestep(source)
+    hinted = _hinted_shape(source)
+    if hinted is not None:
+        return (T, batch_size, *hinted)
+    candidates = _probe_shapes(source)
     for candidate in candidates:
         shape = (T, batch_size, *candidate)
         if _runs(source.model, shape):
@@ -112,6 +128,37 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
     raise ValueError(
         f"cannot infer the input shape of {type(source.model).__name__} (tried {candidates} "
         f"per [T, B] with T={T}); pass input_shape=(T, B, C, H, W)"
+    )
+
+
+def _takes_time_first(model: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` runs on zeros of ``shape`` ``[T, B, ...]`` and reads its first axis as time (its
+    layer graph's layout is not "per-step", where T would be folded into the batch)."""
+    try:
+        return layer_graph(model, input_shape=shape).graph["layout"] != "per-step"
+    except (ValueError, AssertionError):  # layer_graph's one for a shape the model refuses, or its assert
+        return False
+
+
+def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
+    """The dummy input :func:`visualizer.api.topology` traces when given none: :func:`input_shape`'s
+    ``(T, B, ...)``, or one time step ``(B, ...)`` for a model stepped once per call (single-step
+    neurons, each called once on a ``[T, B, ...]`` input: T would be folded into the batch, or a
+    ``[T, B, C, H, W]`` input is refused by its conv)."""
+    model = source.model
+    if not any(is_neuron(m) and is_single_step(m) for m in model.modules()):
+        return input_shape(source)
+    T = _timestep(source)
+    hinted = _hinted_shape(source)
+    candidates = [hinted] if hinted is not None else _probe_shapes(source)
+    for candidate in candidates:
+        if _takes_time_first(model, (max(T, 2), 1, *candidate)):  # T ≥ 2: a loop over T calls twice
+            return (T, 1, *candidate)
+        if _runs(model, (1, *candidate)):
+            return (1, *candidate)
+    raise ValueError(
+        f"cannot infer the input shape of {type(model).__name__} (tried {candidates} per [T, B] with "
+        f"T={T} and per step [B]); pass input_shape=(T, B, C, H, W) or (B, C, H, W)"
     )
 
 

@@ -18,8 +18,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visualizer.activity import Batch, BatchLike, LayerActivity, run_batch, spike_activity
-from visualizer.activity import input_shape as probe_input_shape
+from visualizer.activity import (
+    Batch,
+    BatchLike,
+    LayerActivity,
+    run_batch,
+    spike_activity,
+    trace_input_shape,
+)
 from visualizer.activity_plots import raster_figure, rates_figure
 from visualizer.curves import curves_figure
 from visualizer.draw_layers import draw_layers
@@ -55,7 +61,9 @@ def topology(
     ``obj``: an ``nn.Module``, an nsnn checkpoint, a BPTT run directory or an STDP run directory
     (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
     :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
-    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None), or
+    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: one
+    ``[B, ...]`` step for a model stepped once per call, see
+    :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, or a .pt/.npy file), which also records
     firing rates.
     """
@@ -67,7 +75,7 @@ def topology(
         graph = layer_graph(source.model, given.x)
         graph.graph["batch"] = given.description
         return graph
-    return layer_graph(source.model, input_shape=input_shape or probe_input_shape(source))
+    return layer_graph(source.model, input_shape=input_shape or trace_input_shape(source))
 
 
 def draw(graph: nx.DiGraph, path: str | Path, *, dpi: int = 150, **options: Any) -> Path:
