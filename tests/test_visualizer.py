@@ -352,18 +352,87 @@ def test_module_input_shape_is_probed_when_not_given():
     assert input_shape(ModuleSource(on_meta)) == (4, 1, 1, 28, 28)
 
 
-def test_a_feedback_edge_into_another_lane_passes_no_box():
-    from visualizer.draw_layers import BOX_H, BOX_W, LANE_W, ROW_H, feedback_route
+def _routing_graph() -> nx.DiGraph:
+    """A layer graph with every kind of edge: elbows into other lanes (a -> e passes b's row), two
+    overlapping skips in one lane (input -> f, a -> g), feedback into an earlier row of another lane
+    (e -> b, d's row beside it) and of the same lane (g -> f), and a self-loop (d)."""
+    g = nx.DiGraph(kind="layers", model="Routing", input_shape="[2, 8]", layout="none")
+    for i, name in enumerate(["input", "a", "b", "c", "d", "e", "f", "g", "output"]):
+        kind = name if name in ("input", "output") else "linear"
+        g.add_node(name, order=i, kind=kind, module_type="Linear", out_shape="[2, 8]", calls=1)
+    edges = "input-a input-b a-c b-d a-e c-f d-f e-f input-f f-g a-g g-output e-b g-f d-d"
+    g.add_edges_from((tuple(e.split("-")) for e in edges.split()), shape="[2, 8]", via="")
+    return g
 
-    boxes = [(0.0, -k * ROW_H) for k in range(4)] + [(LANE_W, 0.0)]  # a lane of four, one beside it
-    corners = feedback_route(boxes[3], boxes[4])  # from the lane's last box up into the other lane
-    assert corners[0] == (-BOX_W / 2, -3 * ROW_H) and corners[-1] == (LANE_W, BOX_H / 2)
-    for (xa, ya), (xb, yb) in itertools.pairwise(corners):
-        assert xa == xb or ya == yb  # axis-parallel segments
-        for x, y in boxes:  # no segment enters a box's interior
-            inside_x = max(xa, xb) > x - BOX_W / 2 and min(xa, xb) < x + BOX_W / 2
-            inside_y = max(ya, yb) > y - BOX_H / 2 and min(ya, yb) < y + BOX_H / 2
-            assert not (inside_x and inside_y), ((xa, ya), (xb, yb), (x, y))
+
+def _segments(patch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive vertex pairs of an arrow patch's drawn path (line and head), in data coordinates."""
+    return [
+        (p[i], p[i + 1]) for p in patch.get_path().to_polygons(closed_only=False) for i in range(len(p) - 1)
+    ]
+
+
+def _enters(p: np.ndarray, q: np.ndarray, box) -> bool:
+    """Whether the segment p-q passes through the interior of ``box`` (a FancyBboxPatch), by clipping
+    the segment to the box shrunk by a hair (Liang-Barsky)."""
+    eps = 1e-6
+    lo = np.array([box.get_x(), box.get_y()]) + eps
+    hi = lo + np.array([box.get_width(), box.get_height()]) - 2 * eps
+    t0, t1, d = 0.0, 1.0, q - p
+    for k in range(2):
+        for num, den in ((p[k] - lo[k], -d[k]), (hi[k] - p[k], d[k])):
+            if den == 0:
+                if num < 0:
+                    return False
+            elif den < 0:
+                t0 = max(t0, num / den)
+            else:
+                t1 = min(t1, num / den)
+    return t0 < t1
+
+
+def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two segments lie on one line and share a stretch of positive length."""
+    (p, q), (r, s) = a, b
+    d = q - p
+    length = float(np.hypot(*d))
+    if length < 1e-9 or abs(np.cross(d, r - p)) > 1e-6 * length or abs(np.cross(d, s - p)) > 1e-6 * length:
+        return False
+    t = sorted([float(np.dot(r - p, d)) / length, float(np.dot(s - p, d)) / length])
+    return min(length, t[1]) - max(0.0, t[0]) > 1e-6
+
+
+def test_edges_pass_behind_no_box_and_never_share_a_line():
+    # Elbows into another lane ran along the source's row (a -> e behind b, read as b -> e) and a
+    # feedback into another lane behind its source's neighbour (e -> b behind d); skips in one lane
+    # shared one bracket (input -> f and a -> g read as one line).
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    from visualizer.draw_layers import draw_layers
+
+    g = _routing_graph()
+    ax = draw_layers(g).axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(boxes) == g.number_of_nodes()
+    for arrow in arrows:
+        for p, q in _segments(arrow):
+            assert not any(_enters(p, q, box) for box in boxes), (arrow.get_gid(), p, q)
+    edges = {arrow.get_gid(): arrow for arrow in arrows}
+    assert set(edges) == {f"{u}->{v}" for u, v in g.edges}
+    for (e1, a1), (e2, a2) in itertools.combinations(edges.items(), 2):
+        (u1, v1), (u2, v2) = e1.split("->"), e2.split("->")
+        if u1 == u2 or v1 == v2:  # a fork out of one box, or a join into one, may share its stem
+            continue
+        for s1 in _segments(a1):
+            assert not any(_overlap(s1, s2) for s2 in _segments(a2)), (e1, e2)
+    # the two skips' brackets: their verticals stand apart
+    verticals = {
+        e: {round(float(p[0]), 6) for p, q in _segments(edges[e]) if p[0] == q[0] and abs(p[1] - q[1]) > 1}
+        for e in ("input->f", "a->g")
+    }
+    assert len(verticals["input->f"]) == len(verticals["a->g"]) == 1
+    assert verticals["input->f"] != verticals["a->g"]
 
 
 class SnntorchLoop(nn.Module):

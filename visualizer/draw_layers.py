@@ -2,9 +2,11 @@
 
 Layout: each node's row is its longest-path depth from the input, so parallel branches (a residual
 block's shortcut) sit side by side and an add node sits below both of its inputs. Long graphs wrap
-into several columns, cut only where a single tensor flows (between blocks). Each box lists the
-layer's kind, configuration, output shape, parameters, weight sparsity, neuron type/noise and, when
-traced on a real batch, its firing rate. A ``note`` graph attribute is printed in red::
+into several columns, cut where a single tensor flows (between blocks) when such a place is near.
+Edges run through the gaps between the boxes, never behind one, and edges sharing a gap each get a
+line of their own there, the gaps widening to fit them (:func:`_plan`, :func:`_assign_tracks`). Each
+box lists the layer's kind, configuration, output shape, parameters, weight sparsity, neuron
+type/noise and, when traced on a real batch, its firing rate. A ``note`` graph attribute is printed in red::
 
     fig = draw_layers(layer_graph(model, input_shape=(4, 1, 3, 32, 32)))
 """
@@ -15,6 +17,7 @@ import ast
 import bisect
 import math
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from visualizer.render import new_figure, percent
@@ -42,7 +45,11 @@ _LAYOUT_TEXT = {
     "time-loop": " = [T, B, ...] (layers run per step: [B, ...])",
     "per-step": " = one time step [B, ...]",
 }
-BOX_W, BOX_H, LANE_W, ROW_H = 3.3, 0.62, 3.6, 0.86
+BOX_W, BOX_H = 3.3, 0.62
+LANE_GAP, ROW_GAP = 0.3, 0.24  # least room between the boxes of two lanes, and of two rows
+LANE_W = BOX_W + LANE_GAP  # lanes apart when no lane gap needs more room
+TRACK = 0.07  # between two parallel edges in one gap
+SIDE_ROOM, ROW_ROOM = 0.12, 0.06  # between a box and the nearest track: for an arrowhead; below a box
 HEADER_IN, NOTE_IN = 1.1, 0.25  # inches above the graph for the title and legend, and for a note
 
 
@@ -174,85 +181,163 @@ def _short_shape(shape: str) -> str:
         return shape
 
 
-def feedback_route(a: tuple[float, float], b: tuple[float, float]) -> list[tuple[float, float]]:
-    """Corners of a feedback edge from the box at ``a`` back up into another lane's box at ``b``: out of
-    the source's left side, up left of both lanes, across the gap above the target's row, down into it."""
-    (x1, y1), (x2, y2) = a, b
-    left, above = min(x1, x2) - BOX_W / 2 - 0.15, y2 + BOX_H / 2 + (ROW_H - BOX_H) / 2
-    return [(x1 - BOX_W / 2, y1), (left, y1), (left, above), (x2, above), (x2, y2 + BOX_H / 2)]
+Point = tuple[float, float]
+# A gap between boxes that edges run along: ("lane", column, g) between lanes g - 1 and g of a column
+# (g = 0: left of its first lane), ("row", r) between rows r and r + 1 of every column (r = -1: above
+# the first row).
+Gap = tuple[str, int, int] | tuple[str, int]
+_Tracks = dict[tuple[tuple[str, str], Gap], int]  # (edge, gap it runs along) -> its track there
+# Where an edge meets a box's side, as a fraction of BOX_H above the box's centre: each role has its own
+# height, so that no two edges that share no end run along one line between a box and a gap.
+_RIGHT_OUT, _RIGHT_IN, _LEFT_OUT, _LEFT_IN, _LOOP_OUT, _LOOP_IN = 0.25, -0.25, -0.125, 0.125, 0.375, -0.375
+_EXIT = 0.25  # an edge into another lane leaves its box's bottom this fraction of BOX_W off the centre
 
 
-def _draw_edge(
-    ax, a: tuple[float, float], b: tuple[float, float], data: dict, wraps: bool, span: int, src: str, dst: str
-) -> None:
-    """Straight arrow down a lane, elbows between lanes, a bracket for skips, stubs across a column wrap,
-    a dashed bracket on the left for a feedback edge (span ≤ 0: back up to an earlier row; into another
-    lane it runs left of both lanes and enters the target from above, through the gaps between rows),
-    and a small dashed loop on the left of a box fed its own output."""
-    from matplotlib.patches import FancyArrowPatch
-    from matplotlib.path import Path as MplPath
+@dataclass(frozen=True)
+class _Cell:
+    """A node's place in the drawing: its column, lane in that column, and row within that column."""
 
-    (x1, y1), (x2, y2) = a, b
-    style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
-    if src == dst:  # a module fed its own output (a neuron's membrane carried across its calls)
-        start, end = (x1 - BOX_W / 2, y1 + BOX_H / 4), (x1 - BOX_W / 2, y1 - BOX_H / 4)
-        conn = "arc,angleA=180,angleB=180,armA=10,armB=10,rad=0"
-        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, linestyle="--", **style))
-        return
-    if span <= 0 and not wraps and x1 == x2:
-        start, end = (x1 - BOX_W / 2, y1), (x2 - BOX_W / 2, y2)
-        conn = "arc,angleA=180,angleB=180,armA=14,armB=14,rad=0"
-        ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, linestyle="--", **style))
-        return
-    if span <= 0 and not wraps:
-        corners = feedback_route(a, b)
-        path = MplPath(corners, [MplPath.MOVETO] + [MplPath.LINETO] * (len(corners) - 1))
-        ax.add_patch(FancyArrowPatch(path=path, linestyle="--", **style))
-        return
-    if wraps:
-        ax.add_patch(FancyArrowPatch((x1, y1 - BOX_H / 2), (x1, y1 - BOX_H), **style))
-        ax.text(
-            x1,
-            y1 - BOX_H - 0.08,
-            f"to {dst} (next column)",
-            fontsize=5.5,
-            ha="center",
-            va="top",
-            color="0.35",
-        )
-        ax.add_patch(FancyArrowPatch((x2, y2 + BOX_H), (x2, y2 + BOX_H / 2), **style))
-        ax.text(x2, y2 + BOX_H + 0.08, f"from {src}", fontsize=5.5, ha="center", va="bottom", color="0.35")
-        return
-    if x1 < x2:
-        start, end, conn = (x1 + BOX_W / 2, y1), (x2, y2 + BOX_H / 2), "angle,angleA=0,angleB=90,rad=0"
-    elif x1 > x2:
-        start, end, conn = (x1, y1 - BOX_H / 2), (x2 + BOX_W / 2, y2), "angle,angleA=90,angleB=0,rad=0"
-    elif span > 1:
-        start, end, conn = (
-            (x1 + BOX_W / 2, y1),
-            (x2 + BOX_W / 2, y2),
-            "arc,angleA=0,angleB=0,armA=14,armB=14,rad=0",
-        )
+    column: int
+    lane: int
+    row: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An edge's route before its gaps have widths: its ``kind`` (loop, down, skip, back, elbow) and,
+    in the order it runs along them, the gaps it uses with the interval it covers there (in rows along
+    a lane gap, in lanes along a row gap)."""
+
+    kind: str
+    gaps: tuple[tuple[Gap, float, float], ...] = ()
+    side: int = 0  # an elbow's: out of the bottom right (1) or left (-1) of the source's centre
+
+
+def _plan(a: _Cell, b: _Cell, same: bool, lanes: int) -> _Plan:
+    """The route from the box at ``a`` to the box at ``b`` (``same``: an edge from a node to itself) in
+    a drawing ``lanes`` lanes wide.
+
+    loop (a node fed its own output): out of its left side and back in, through the lane gap on its
+    left; down: straight into the next row; skip (same lane, down more than a row): a bracket through
+    the lane gap on the right; back (same lane, up): a bracket through the lane gap on the left; elbow
+    (another lane or column, down or up): out of the bottom into the row gap below, along it, and
+    (unless the target is in the next row down) along the lane gap beside the target's lane (or
+    column, on the source's side) to the row gap above the target, then down into its top.
+    Along row gaps, which run through every column, positions count ``lanes + 1`` per column.
+    """
+    if same:
+        return _Plan("loop", ((("lane", a.column, a.lane), a.row, a.row),))
+    if a.column == b.column and a.lane == b.lane:
+        if b.row == a.row + 1:
+            return _Plan("down")
+        kind, g = ("skip", a.lane + 1) if b.row > a.row else ("back", a.lane)
+        return _Plan(kind, ((("lane", a.column, g), min(a.row, b.row), max(a.row, b.row)),))
+    start, end = a.column * (lanes + 1) + a.lane, b.column * (lanes + 1) + b.lane
+    direct = b.row == a.row + 1  # along the row gap between the two rows, in one column or across
+    if direct:
+        turn = float(end)
     else:
-        start, end, conn = (x1, y1 - BOX_H / 2), (x2, y2 + BOX_H / 2), "arc3,rad=0"
-    ax.add_patch(FancyArrowPatch(start, end, connectionstyle=conn, **style))
-    if span > 1:
-        xt = max(start[0], end[0]) + 0.08
-        ax.text(
-            xt,
-            (y1 + y2) / 2,
-            _short_shape(str(data.get("shape", ""))),
-            fontsize=5,
-            color="0.4",
-            ha="left",
-            va="center",
-            rotation=90,
-        )
+        if a.column == b.column:
+            g = b.lane if a.lane < b.lane else b.lane + 1
+        else:
+            g = 0 if a.column < b.column else lanes
+        turn = b.column * (lanes + 1) + g - 0.5
+    side = 1 if turn > start else -1
+    exit_ = start + side * _EXIT * BOX_W / LANE_W
+    gaps: list[tuple[Gap, float, float]] = [(("row", a.row), min(exit_, turn), max(exit_, turn))]
+    if not direct:
+        ends = (a.row + 0.5, b.row - 0.5)
+        gaps.append((("lane", b.column, g), min(ends), max(ends)))
+        gaps.append((("row", b.row - 1), min(turn, end), max(turn, end)))
+    return _Plan("elbow", tuple(gaps), side)
+
+
+def _assign_tracks(plans: dict[tuple[str, str], _Plan]) -> _Tracks:
+    """A track (0, 1, ...) per edge and gap it uses: edges whose intervals in one gap overlap (ends
+    included) get different tracks, so that no two run along one line. Shorter intervals are placed
+    first and take the lowest free track: nested brackets do not cross."""
+    by_gap: dict[Gap, list[tuple[float, float, tuple[str, str]]]] = {}
+    for edge, plan in plans.items():
+        for gap, lo, hi in plan.gaps:
+            by_gap.setdefault(gap, []).append((lo, hi, edge))
+    tracks: _Tracks = {}
+    for gap, items in by_gap.items():
+        placed: list[tuple[float, float, int]] = []
+        for lo, hi, edge in sorted(items, key=lambda item: (item[1] - item[0], item[0])):
+            taken = {t for plo, phi, t in placed if plo <= hi and lo <= phi}
+            track = next(t for t in range(len(placed) + 1) if t not in taken)
+            placed.append((lo, hi, track))
+            tracks[(edge, gap)] = track
+    return tracks
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where the boxes and the tracks of the gaps lie: lanes ``lane_w`` apart, rows ``row_h``, columns
+    ``col_w``; a lane gap is ``lane_w - BOX_W`` wide, a row gap ``row_h - BOX_H`` high."""
+
+    lane_w: float
+    row_h: float
+    col_w: float
+
+    def centre(self, cell: _Cell) -> Point:
+        return cell.column * self.col_w + cell.lane * self.lane_w, -cell.row * self.row_h
+
+    def track(self, gap: Gap, index: int) -> float:
+        """The x of track ``index`` along a lane gap, or the y of one along a row gap."""
+        if gap[0] == "lane":
+            _, column, g = gap
+            left_box = self.centre(_Cell(column, g, 0))[0] - BOX_W / 2
+            return left_box - (self.lane_w - BOX_W) + SIDE_ROOM + index * TRACK
+        return -gap[1] * self.row_h - BOX_H / 2 - ROW_ROOM - index * TRACK
+
+
+def _geometry(lanes: int, tracks: _Tracks) -> _Geometry:
+    """Gaps wide enough for the most tracks any lane gap (row gap) holds, with room for an arrowhead
+    between the last track and a box."""
+    most = {
+        kind: 1 + max((t for (_, gap), t in tracks.items() if gap[0] == kind), default=0)
+        for kind in ("lane", "row")
+    }
+    lane_gap = max(LANE_GAP, 2 * SIDE_ROOM + (most["lane"] - 1) * TRACK)
+    row_gap = max(ROW_GAP, ROW_ROOM + (most["row"] - 1) * TRACK + SIDE_ROOM)
+    lane_w = BOX_W + lane_gap
+    return _Geometry(lane_w, BOX_H + row_gap, lanes * lane_w + lane_gap + 0.5)
+
+
+def _route(
+    plan: _Plan, edge: tuple[str, str], a: _Cell, b: _Cell, geo: _Geometry, tracks: _Tracks
+) -> list[Point]:
+    """Corners of an edge's line (see :func:`_plan`), from the source box's boundary to the target's."""
+    (x1, y1), (x2, y2) = geo.centre(a), geo.centre(b)
+    at = [geo.track(gap, tracks[(edge, gap)]) for gap, _, _ in plan.gaps]
+    if plan.kind == "down":
+        return [(x1, y1 - BOX_H / 2), (x2, y2 + BOX_H / 2)]
+    if plan.kind in ("loop", "skip", "back"):
+        side, out, into = {
+            "loop": (-1, _LOOP_OUT, _LOOP_IN),
+            "skip": (1, _RIGHT_OUT, _RIGHT_IN),
+            "back": (-1, _LEFT_OUT, _LEFT_IN),
+        }[plan.kind]
+        xs, (x,) = x1 + side * BOX_W / 2, at
+        ya, yb = y1 + out * BOX_H, y2 + into * BOX_H
+        return [(xs, ya), (x, ya), (x, yb), (xs, yb)]
+    exit_ = x1 + plan.side * _EXIT * BOX_W  # an elbow
+    corners = [(exit_, y1 - BOX_H / 2), (exit_, at[0])]
+    if len(at) == 3:
+        corners += [(at[1], at[0]), (at[1], at[2])]
+    return [*corners, (x2, corners[-1][1]), (x2, y2 + BOX_H / 2)]
 
 
 def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
-    """Figure of a layer graph; wraps into columns of at most about ``rows_per_column`` rows."""
-    from matplotlib.patches import FancyBboxPatch, Patch
+    """Figure of a layer graph; wraps into columns of at most about ``rows_per_column`` rows.
+
+    Edges run through the gaps between boxes, never behind one, and parallel edges in one gap each get
+    a track of their own (see :func:`_plan`); each edge's patch has the gid ``"src->dst"``. Feedback
+    edges (into an earlier row: a module called twice) are dashed.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+    from matplotlib.path import Path as MplPath
 
     if rows_per_column < 4:
         raise ValueError(f"rows_per_column must be ≥ 4, got {rows_per_column}")
@@ -266,33 +351,45 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
     for node in sorted(graph, key=lambda n: (depth[n], graph.nodes[n].get("order", 0))):
         rows.setdefault(depth[node], []).append(node)
     lanes = max(len(v) for v in rows.values())
-    col_w = lanes * LANE_W + 0.8
     first_row = {c: column.index(c) for c in set(column)}
-    pos = {}
-    for d, nodes in rows.items():
-        c = column[d]
-        for k, node in enumerate(nodes):
-            pos[node] = (c * col_w + k * LANE_W, -(d - first_row[c]) * ROW_H)
+    cell = {
+        node: _Cell(column[d], k, d - first_row[column[d]])
+        for d, nodes in rows.items()
+        for k, node in enumerate(nodes)
+    }
+    plans = {(src, dst): _plan(cell[src], cell[dst], src == dst, lanes) for src, dst in graph.edges()}
+    tracks = _assign_tracks(plans)
+    geo = _geometry(lanes, tracks)
+    pos = {node: geo.centre(c) for node, c in cell.items()}
     n_cols = column[-1] + 1
-    height = max(d - first_row[column[d]] for d in range(n_rows)) + 1
+    height = max(c.row for c in cell.values()) + 1
 
     note = str(graph.graph.get("note", ""))
     header = HEADER_IN + (NOTE_IN if note else 0.0)
-    fig_h = max(4.0, height * ROW_H * 0.95 + header)
-    fig = new_figure(max(7.0, n_cols * col_w * 0.95), fig_h)
+    fig_h = max(4.0, height * geo.row_h * 0.95 + header)
+    fig = new_figure(max(7.0, n_cols * geo.col_w * 0.95), fig_h)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - header / fig_h))
     ax.set_axis_off()
-    for src, dst, data in graph.edges(data=True):
-        _draw_edge(
-            ax,
-            pos[src],
-            pos[dst],
-            data,
-            column[depth[src]] != column[depth[dst]],
-            depth[dst] - depth[src],
-            src,
-            dst,
-        )
+    style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
+    for (src, dst), plan in plans.items():
+        span = depth[dst] - depth[src]
+        corners = _route(plan, (src, dst), cell[src], cell[dst], geo, tracks)
+        path = MplPath(corners, [MplPath.MOVETO] + [MplPath.LINETO] * (len(corners) - 1))
+        patch = FancyArrowPatch(path=path, linestyle="--" if span <= 0 else "-", **style)
+        patch.set_gid(f"{src}->{dst}")
+        ax.add_patch(patch)
+        lane_gaps = [gap for gap, _, _ in plan.gaps if gap[0] == "lane"]
+        if span > 1 and lane_gaps:  # the shape beside the long vertical of a skip or an elbow
+            ax.text(
+                geo.track(lane_gaps[0], tracks[((src, dst), lane_gaps[0])]) + 0.03,
+                (pos[src][1] + pos[dst][1]) / 2,
+                _short_shape(str(graph.edges[src, dst].get("shape", ""))),
+                fontsize=5,
+                color="0.4",
+                ha="left",
+                va="center",
+                rotation=90,
+            )
     for node, (x, y) in pos.items():
         data = graph.nodes[node]
         color = KIND_COLORS.get(str(data.get("kind")), DEFAULT_COLOR)
@@ -311,8 +408,9 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
         ax.text(x, y, _label(node, data), ha="center", va="center", fontsize=6.3, zorder=3, linespacing=1.25)
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
-    ax.set_xlim(min(xs) - BOX_W / 2 - 0.2, max(xs) + BOX_W / 2 + 0.9)
-    ax.set_ylim(min(ys) - BOX_H, max(ys) + BOX_H)
+    lane_gap, row_gap = geo.lane_w - BOX_W, geo.row_h - BOX_H
+    ax.set_xlim(min(xs) - BOX_W / 2 - lane_gap - 0.1, max(xs) + BOX_W / 2 + lane_gap + 0.5)
+    ax.set_ylim(min(ys) - BOX_H / 2 - row_gap - 0.1, max(ys) + BOX_H / 2 + row_gap + 0.1)
     g = graph.graph
     title = (
         f"{g.get('model', 'model')}: {g.get('neuron_layers', 0)} spiking "
