@@ -355,12 +355,13 @@ def test_module_input_shape_is_probed_when_not_given():
 def _routing_graph() -> nx.DiGraph:
     """A layer graph with every kind of edge: elbows into other lanes (a -> e passes b's row), two
     overlapping skips in one lane (input -> f, a -> g), feedback into an earlier row of another lane
-    (e -> b, d's row beside it) and of the same lane (g -> f), and a self-loop (d)."""
+    on the left (e -> b, d's row beside it) and on the right (c -> b), and of the same lane (g -> f),
+    and a self-loop (d)."""
     g = nx.DiGraph(kind="layers", model="Routing", input_shape="[2, 8]", layout="none")
     for i, name in enumerate(["input", "a", "b", "c", "d", "e", "f", "g", "output"]):
         kind = name if name in ("input", "output") else "linear"
         g.add_node(name, order=i, kind=kind, module_type="Linear", out_shape="[2, 8]", calls=1)
-    edges = "input-a input-b a-c b-d a-e c-f d-f e-f input-f f-g a-g g-output e-b g-f d-d"
+    edges = "input-a input-b a-c b-d a-e c-f d-f e-f input-f f-g a-g g-output e-b c-b g-f d-d"
     g.add_edges_from((tuple(e.split("-")) for e in edges.split()), shape="[2, 8]", via="")
     return g
 

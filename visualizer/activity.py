@@ -136,7 +136,7 @@ def _takes_time_first(model: nn.Module, shape: tuple[int, ...]) -> bool:
     layer graph's layout is not "per-step", where T would be folded into the batch)."""
     try:
         return layer_graph(model, input_shape=shape).graph["layout"] != "per-step"
-    except (ValueError, AssertionError):  # layer_graph's one for a shape the model refuses, or its assert
+    except (ValueError, AssertionError):  # a shape the model refuses, or its forward's own shape assert
         return False
 
 
@@ -152,7 +152,7 @@ def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
     hinted = _hinted_shape(source)
     candidates = [hinted] if hinted is not None else _probe_shapes(source)
     for candidate in candidates:
-        if _takes_time_first(model, (max(T, 2), 1, *candidate)):  # T ≥ 2: a loop over T calls twice
+        if _takes_time_first(model, (max(T, 2), 1, *candidate)):  # T ≥ 2: a time loop calls twice
             return (T, 1, *candidate)
         if _runs(model, (1, *candidate)):
             return (1, *candidate)
