@@ -1195,6 +1195,26 @@ def test_a_poisson_run_is_shown_the_raw_intensities_it_was_trained_on():
     assert abs(rate - expected) < 5 * sd, (rate, expected, sd)
 
 
+def test_a_run_is_shown_its_test_images_from_a_folder_of_the_test_split_alone(tmp_path):
+    """Rasters read the run's test images; the training split was loaded too, so a CIFAR-10 folder
+    holding only ``test_batch`` fell back to uniform noise."""
+    import pickle
+
+    from nsnn.models import create
+    from visualizer.activity import run_batch
+    from visualizer.sources import ModuleSource
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (5, 3072), dtype=np.uint8)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": images, b"labels": [0, 1, 2, 3, 4]}))
+    model = create("mnist_mlp", num_classes=10, in_channels=3, image_size=32)
+    config = {"dataset": "cifar10", "data_dir": str(tmp_path), "timestep": 2, "encoding": "direct"}
+    batch = run_batch(ModuleSource(model, checkpoint={"config": config, "epoch": 1}), batch_size=4)
+    assert batch.x.shape == (2, 4, 3, 32, 32)
+    assert batch.description.startswith("4 cifar10 test images"), batch.description
+
+
 def test_cli_names_a_missing_or_unreadable_batch_file(bptt_dir, tmp_path, capsys):
     out = tmp_path / "out"
     for name in ("missing.pt", "missing.npy"):

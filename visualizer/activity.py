@@ -196,7 +196,7 @@ def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
     from nsnn.training import normalization, to_sequence
 
     config = (source.checkpoint or {}).get("config") or {}
-    bundle = get_dataset(config["dataset"], config.get("data_dir"))
+    bundle = get_dataset(config["dataset"], config.get("data_dir"), test_only=True)
     encoding = config.get("encoding", "direct")
     x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False, **normalization(encoding))))
     T = _timestep(source)
