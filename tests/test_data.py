@@ -331,6 +331,25 @@ def test_test_only_bundles_read_a_folder_of_the_test_split_alone(tmp_path):
     assert embedded.train is None and torch.equal(embedded.test.labels, nd.get_dataset("mnist").test.labels)
 
 
+def test_a_builder_written_before_test_only_is_still_registered_and_called(monkeypatch):
+    # Builders took (data_dir, download, progress); get_dataset now passes test_only too, which broke
+    # every dataset registered by an older builder (TypeError on each load).
+    from nsnn.data import registry
+
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+    calls = []
+
+    @nd.register_dataset("toy")
+    def toy(data_dir, download, progress):
+        calls.append((data_dir, download, progress))
+        mnist = nd.get_dataset("mnist")
+        return nd.DatasetBundle("toy", mnist.train, mnist.test, 10, 1, 28, None, None, source="toy")
+
+    assert nd.get_dataset("toy").train is not None
+    assert nd.get_dataset("toy", "here", test_only=True).test is not None
+    assert calls == [(None, False, None), (Path("here"), False, None)]
+
+
 # ------------------------------------------------------------------------------------------ downloads
 
 

@@ -433,9 +433,17 @@ def lif_run(tmp_path_factory) -> Path:
     return run
 
 
-def test_flags_the_run_never_reads_are_refused_when_given_and_defaults_pass(lif_run, monkeypatch, capsys):
+def test_flags_the_run_never_reads_are_refused_when_given_and_defaults_pass(
+    lif_run, tmp_path, monkeypatch, capsys
+):
     # --lambda_tet without the TET loss, --lambda1 with --reg no and --download for DVS data were recorded
     # in the run's config and did nothing.
+    from nsnn.training.checkpoint import load_checkpoint, save_checkpoint
+
+    old_tet = tmp_path / "old-tet"  # an older nsnn recorded --tet as tet=True, loss per_step_ce
+    ckpt = load_checkpoint(lif_run / "last.pt")
+    ckpt["config"].update(tet=True, loss="per_step_ce")
+    save_checkpoint(ckpt, old_tet / "last.pt")
     trained = []
     monkeypatch.setattr("nsnn.training.trainer.fit", lambda cfg: trained.append(cfg) or {})
     for script, argv in (
@@ -444,9 +452,11 @@ def test_flags_the_run_never_reads_are_refused_when_given_and_defaults_pass(lif_
         ("main_cifar10.py", ["--download"]),
         ("main_dvs_cifar10.py", []),  # the defaults of flags it does not read are no flags given
         ("main_mnist.py", ["--resume", str(lif_run)]),
+        ("main_mnist.py", ["--resume", str(old_tet), "--lambda_tet", "0.05"]),  # its loss is TET
+        ("main_mnist.py", ["--resume", str(old_tet), "--loss", "tet"]),
     ):
         assert run_script(script, argv, monkeypatch) == 0, capsys.readouterr().err
-    assert len(trained) == 5 and trained[1].lambda1 == 0.01 and trained[2].download
+    assert len(trained) == 7 and trained[1].lambda1 == 0.01 and trained[2].download
     for script, argv, problem in (
         ("main_dvs_cifar10.py", ["--download"], "--download does nothing for dvs-cifar10, which has no"),
         # resumed: the run's own configuration (--reg no) decides
@@ -461,7 +471,7 @@ def test_flags_the_run_never_reads_are_refused_when_given_and_defaults_pass(lif_
         assert run_script(script, argv, monkeypatch) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]  # one line, after the usage
         assert error.startswith(f"{script}: error: ") and problem in error, error
-    assert len(trained) == 5
+    assert len(trained) == 7
 
 
 def test_testing_a_deterministic_network_notes_idle_flags_and_labels_it_deterministic(

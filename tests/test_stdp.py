@@ -1489,6 +1489,9 @@ def test_training_progress_writes_only_each_new_block_of_responses(tmp_path):
         f.truncate(5 * 4 * 4)
     with pytest.raises(ValueError, match="holds 5 of the 8 training responses"):
         loaded()
+    save(8)
+    save(3, counts[:3] + 100)  # fewer examples than committed (a new run in the folder): its own rows
+    assert np.array_equal(loaded(), counts[:3] + 100)
 
 
 def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):

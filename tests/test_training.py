@@ -728,26 +728,44 @@ def test_testing_reads_the_test_split_alone_and_checks_it_is_the_runs(tmp_path, 
     assert exited.value.code == 2 and "--download does nothing for dvs-cifar10" in capsys.readouterr().err
 
 
-def test_testing_a_checkpoint_without_a_test_hash_notes_that_its_data_are_unchecked(tmp_path, capsys):
+def test_testing_a_checkpoint_without_a_test_hash_checks_its_data_as_it_was_hashed(tmp_path, capsys):
     """A checkpoint of an older nsnn hashed its training and test data together: testing, which reads the
-    test split alone, compares the test set's size and otherwise says the data are not checked."""
-    from nsnn.training.cli import main
+    test split alone, hashes the whole dataset as the run did when its training split can be read (other
+    data of the same sizes were told from the run's before test_fingerprint, and must still be), else
+    compares the test set's size and says the data are not checked."""
+    from nsnn.training.cli import test_main
 
+    full = _cifar10_folder(tmp_path / "full" / "cifar-10-batches-py")
+    settings = {**TINY, "dataset": "cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}}
+    settings.update(max_samples=0, minibatch=8, val_split=0.0, epochs=1, data_dir=str(full.parent))
     run = tmp_path / "run"
-    fit(TrainConfig(**TINY, epochs=1, out=str(run)))
+    fit(TrainConfig(**settings, out=str(run)))
     ckpt = _torch_load_strict(run / "best.pt")
     del ckpt["dataset"]["test_fingerprint"]
     torch.save(ckpt, run / "best.pt")
-    assert main(["test", "--snapshot", str(run), "--json"]) == 0
-    out, err = capsys.readouterr()
-    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is None
-    assert "records no hash of its test data alone" in err and "warning" not in err
+
+    def tested(data_dir: Path) -> tuple[bool | None, str]:
+        argv = ["--snapshot", str(run), "--data-dir", str(data_dir), "--json"]
+        assert test_main(argv, dataset="cifar10") == 0
+        out, err = capsys.readouterr()
+        return json.loads(out.strip().splitlines()[-1])["same_data_as_run"], err
+
+    assert tested(full.parent) == (True, "")
+    other = _cifar10_folder(tmp_path / "other" / "cifar-10-batches-py")  # same sizes, other training labels
+    batch = pickle.loads((other / "data_batch_1").read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    (other / "data_batch_1").write_bytes(pickle.dumps(batch))
+    same, err = tested(other.parent)
+    assert same is False and f"warning: the data read from {other}" in err
+    alone = tmp_path / "test-only" / "cifar-10-batches-py"
+    alone.mkdir(parents=True)
+    shutil.copy(full / "test_batch", alone / "test_batch")
+    same, err = tested(alone.parent)
+    assert same is None and "records no hash of its test data alone" in err and "warning" not in err
     ckpt["dataset"]["test_size"] += 1  # a test set of another size is not the run's
     torch.save(ckpt, run / "best.pt")
-    assert main(["test", "--snapshot", str(run), "--json"]) == 0
-    out, err = capsys.readouterr()
-    assert json.loads(out.strip().splitlines()[-1])["same_data_as_run"] is False
-    assert "warning: the data read from" in err
+    same, err = tested(alone.parent)
+    assert same is False and "warning: the data read from" in err
 
 
 _KILLER = textwrap.dedent(

@@ -16,6 +16,8 @@ Names: ``list_datasets()``. ``"mnist"`` without ``data_dir`` is the embedded MNI
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +127,9 @@ def register_dataset(
     name: str, *, embedded: bool = False, downloadable: bool = True
 ) -> Callable[[Builder], Builder]:
     """Decorator adding ``builder(data_dir, download, progress, test_only) -> DatasetBundle`` under
-    ``name`` (``test_only``: read the test split alone and return ``train=None``).
+    ``name`` (``test_only``: read the test split alone and return ``train=None``). A builder without the
+    ``test_only`` parameter (written for nsnn before it had one) is called without it and may return
+    both splits.
 
     ``embedded``: without ``data_dir`` and ``download`` the builder returns data shipped with the package
     and reads no data folder (see :func:`reads_data_folder`). ``downloadable=False``: the builder
@@ -135,7 +139,7 @@ def register_dataset(
     def add(builder: Builder) -> Builder:
         if name in _BUILDERS:
             raise ValueError(f"dataset {name!r} is already registered")
-        _BUILDERS[name] = builder
+        _BUILDERS[name] = builder if _takes_test_only(builder) else _both_splits(builder)
         if embedded:
             _EMBEDDED_DEFAULT.add(name)
         if not downloadable:
@@ -143,6 +147,24 @@ def register_dataset(
         return builder
 
     return add
+
+
+def _takes_test_only(builder: Callable[..., DatasetBundle]) -> bool:
+    """Whether ``builder`` can be passed four positional arguments (the fourth being ``test_only``)."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 4
+
+
+def _both_splits(builder: Callable[[Path | None, bool, bool | None], DatasetBundle]) -> Builder:
+    """A :data:`Builder` calling a three-argument ``builder`` (both splits, whatever ``test_only``)."""
+
+    @functools.wraps(builder)
+    def build(data_dir: Path | None, download: bool, progress: bool | None, test_only: bool) -> DatasetBundle:
+        return builder(data_dir, download, progress)
+
+    return build
 
 
 def downloadable(name: str) -> bool:

@@ -131,9 +131,10 @@ def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str
     run_dir = Path(run_dir)
     counts = np.ascontiguousarray(progress.counts, dtype="<i4")
     row_bytes = counts.shape[1] * counts.itemsize
-    fd = os.open(run_dir / COUNTS, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(run_dir / COUNTS, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
     with os.fdopen(fd, "r+b") as f:
-        start = min(_committed_examples(run_dir), os.fstat(fd).st_size // row_bytes)
+        committed = _committed_examples(run_dir)  # more than examples: not this run's rows, all rewritten
+        start = min(committed, os.fstat(fd).st_size // row_bytes) if committed <= progress.examples else 0
         f.seek(start * row_bytes)
         f.write(memoryview(counts[start:]))
         f.truncate()

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | Non
     path = resume_path(cfg.resume)
     if "out" in explicit and Path(cfg.out).resolve() != path.parent.resolve():
         raise ConfigError(f"--resume continues in the run's own folder {path.parent}; drop --out {cfg.out}")
-    saved = load_checkpoint(path)["config"]
+    # normalized as the resumed run will be (an older checkpoint's tet=True is loss "tet")
+    saved = TrainConfig.from_dict(load_checkpoint(path)["config"]).to_dict()
     if dataset is not None and saved["dataset"] != dataset:
         raise ConfigError(
             f"{path} is a {saved['dataset']} run, not {dataset}; resume it with "
@@ -335,7 +336,9 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     _check_test_data(bundle, cfg, ckpt["dataset"], path)
     same_data = None
     if cfg.max_samples == run_samples:
-        same_data = _same_data_as_run(bundle.test, ckpt["dataset"], path)
+        same_data = _same_data_as_run(
+            bundle.test, ckpt["dataset"], path, lambda: load_dataset(cfg, args.data_dir)
+        )
     if same_data is False:
         print(
             f"warning: the data read from {bundle.source} differ from the test data of this run "
@@ -486,20 +489,31 @@ def _unused(path: Path) -> Path:
     return candidate
 
 
-def _same_data_as_run(test: Any, trained: dict[str, Any], path: Path) -> bool | None:
+def _same_data_as_run(
+    test: Any, trained: dict[str, Any], path: Path, whole: Callable[[], Any]
+) -> bool | None:
     """Whether ``test`` (the ImageSet read) holds the very test images and labels of the run of checkpoint
     ``path`` (``trained``: its data record, whose ``test_fingerprint`` hashes them). A checkpoint of an
-    older nsnn hashed its training and test data together: there only the test set's size is compared
-    (False if it differs; else None, with a note that the data are not checked)."""
-    from nsnn.training.experiment import fingerprint
+    older nsnn hashed its training and test data together: there the whole dataset (``whole()``, the
+    bundle read as the run read it) is hashed as it was; if its training split cannot be read, only the
+    test set's size is compared (False if it differs; else None, with a note that the data are not
+    checked)."""
+    from nsnn.data import DatasetError
+    from nsnn.training.experiment import dataset_record, fingerprint
 
     if "test_fingerprint" in trained:
         return fingerprint(test.images, test.labels) == trained["test_fingerprint"]
     if "test_size" in trained and trained["test_size"] != len(test):
         return False
+    if "fingerprint" in trained:
+        try:
+            return dataset_record(whole())["fingerprint"] == trained["fingerprint"]
+        except (DatasetError, FileNotFoundError):
+            pass
     print(
-        f"note: {path} records no hash of its test data alone (a checkpoint of an older nsnn), so the "
-        "test data read are not checked to be the run's (same_data_as_run: null)",
+        f"note: {path} records no hash of its test data alone (a checkpoint of an older nsnn) and its "
+        "training data could not be read, so the test data read are not checked to be the run's "
+        "(same_data_as_run: null)",
         file=sys.stderr,
         flush=True,
     )
