@@ -514,6 +514,36 @@ def test_tracing_gives_the_callers_neuron_state_back(tmp_path):
         assert torch.equal(neuron.mem, before), type(neuron).__name__
 
 
+class InPlaceNeuron(nn.Module):
+    """A duck-typed single-step neuron that steps and resets its membrane buffer in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tau, self.threshold = 2.0, 1.0
+        self.register_buffer("v", torch.zeros(0), persistent=False)
+
+    def reset(self) -> None:
+        self.v.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.v.shape != x.shape:
+            self.v = torch.zeros_like(x)
+        self.v.mul_(0.5).add_(x)
+        return (self.v > self.threshold).float()
+
+
+def test_tracing_leaves_the_state_of_a_neuron_that_resets_in_place_alone():
+    # The trace reset the caller's own membrane tensor (reset() zeroed it in place) and stepped it.
+    model = nn.Sequential(nn.Linear(4, 4), InPlaceNeuron())
+    with torch.no_grad():
+        model(torch.ones(2, 4) * 3)
+        model(torch.ones(2, 4))
+    membrane = model[1].v
+    before = membrane.clone()
+    visualizer.topology(model, batch=torch.rand(2, 4) * 3)
+    assert model[1].v is membrane and torch.equal(membrane, before)
+
+
 def test_tracing_mid_sequence_keeps_the_membrane_and_its_autograd_graph():
     # The membrane was put back as a detached copy: the steps before the trace got no gradient.
     import snntorch

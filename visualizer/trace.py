@@ -400,12 +400,20 @@ def _neuron_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """A neuron's state: its non-persistent buffers (snntorch's ``mem``, ``syn``) and its tensor
     attributes (nsnn's single-step membrane, snntorch's ``spk``), by name. The tensors themselves, not
     copies: put back, they keep the autograd graph of the steps that made them (a trace in the middle
-    of a sequence leaves its backward pass whole); neurons replace their state rather than write into
-    it, so the trace leaves their values alone."""
+    of a sequence leaves its backward pass whole)."""
     transient = module._non_persistent_buffers_set
     state = {name: t for name, t in module.named_buffers(recurse=False) if name in transient}
     state.update((name, v) for name, v in vars(module).items() if isinstance(v, torch.Tensor))
     return state
+
+
+def _put_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Set a neuron's state tensors (see :func:`_neuron_state`) by name."""
+    for name, value in state.items():
+        if name in module._buffers:
+            module._buffers[name] = value
+        else:
+            setattr(module, name, value)
 
 
 def _rest(module: nn.Module) -> None:
@@ -420,21 +428,20 @@ def _rest(module: nn.Module) -> None:
 def neurons_at_rest(model: nn.Module) -> Iterator[None]:
     """Run ``model`` with every neuron starting from rest, and give the caller's neuron state back
     afterwards (a single-step nsnn neuron's membrane, an snntorch ``init_hidden`` neuron's ``mem``, with
-    their autograd graphs): tracing a model leaves no trace in it, even when the pass fails."""
+    their autograd graphs): tracing a model leaves no trace in it, even when the pass fails. The neurons
+    run on detached copies of their state, so one that resets or steps in place (``self.v.zero_()``)
+    writes into the copies, not into the caller's tensors."""
     neurons = [m for m in model.modules() if is_neuron(m)]
     saved = [(m, _neuron_state(m)) for m in neurons]
-    for m in neurons:
-        _rest(m)
     try:
+        for m, state in saved:
+            _put_state(m, {name: t.detach().clone() for name, t in state.items()})
+            _rest(m)
         yield
     finally:
         for m, state in saved:
             _rest(m)
-            for name, value in state.items():
-                if name in m._buffers:
-                    m._buffers[name] = value
-                else:
-                    setattr(m, name, value)
+            _put_state(m, state)
 
 
 @contextmanager
