@@ -630,6 +630,119 @@ def test_a_per_step_model_is_probed_one_step_per_call():
     assert (g.graph["input_shape"], g.graph["layout"]) == ("[4, 1, 6]", "time-loop")
 
 
+class StaticInputLoop(nn.Module):
+    """snntorch's tutorial pattern: one static ``[B, 16]`` input presented at each of 5 steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import snntorch
+
+        self.fc, self.lif = nn.Linear(16, 6), snntorch.Leaky(beta=0.9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem, out = self.lif.init_leaky(), []
+        for _ in range(5):
+            spk, mem = self.lif(self.fc(x), mem)
+            out.append(spk)
+        return torch.stack(out)
+
+
+def test_a_static_input_presented_at_every_step_gets_no_time_axis():
+    # The [T, B, F] probe ran (nn.Linear takes any leading dims) and its neurons ran 5 times, so the
+    # model was traced on a fabricated [4, 1, 16] "time-loop" input.
+    from visualizer.draw_layers import draw_layers
+
+    g = visualizer.topology(StaticInputLoop())
+    assert (g.graph["input_shape"], g.graph["layout"]) == ("[1, 16]", "step-loop")
+    assert g.nodes["lif"]["calls"] == 5 and g.nodes["lif"]["out_shape"] == "[1, 6]"
+    g = visualizer.topology(StaticInputLoop(), input_shape=(3, 16))
+    subtitle = draw_layers(g)._suptitle.get_text().splitlines()[1]
+    assert g.graph["layout"] == "step-loop" and "input [3, 16] = [B, ...], given at every step" in subtitle
+
+
+class RecurrentLoop(nn.Module):
+    """A recurrent per-step loop: the first step has no recurrent input, so it feeds ``lif`` from ``fc``
+    and the later ones from ``fc + rec``; the spikes are stacked and summed over the steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import snntorch
+
+        self.fc, self.rec, self.lif = nn.Linear(8, 8), nn.Linear(8, 8), snntorch.Leaky(beta=0.9)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem, spk, outs, total = self.lif.init_leaky(), None, [], 0
+        for t in range(x.shape[0]):
+            current = self.fc(x[t])
+            if spk is not None:
+                current = current + self.rec(spk)
+            spk, mem = self.lif(current, mem)
+            outs.append(spk)
+            total = total + spk
+        return torch.stack(outs), total
+
+
+def test_a_recurrent_loop_is_one_place_per_step_and_a_time_loop_at_any_length():
+    # The first step's lif call was a place of its own (fed by fc, the others by the add): stacking and
+    # summing the spikes over the steps made a "stack" node and a chain of T - 1 "add" nodes, and at
+    # T = 2 (one call per place) the layout read "per-step".
+    for steps in (2, 4):
+        g = visualizer.topology(RecurrentLoop(), input_shape=(steps, 2, 8))
+        assert set(g) == {"input", "fc", "rec", "add", "lif", "output"}, steps
+        assert g.graph["layout"] == "time-loop" and g.nodes["lif"]["calls"] == steps
+        assert g.edges["lif", "output"]["via"] == "stack"
+    # two call sites stay two places: a residual add over one module called twice is a merge
+    assert "add" in visualizer.topology(SharedActivationResidual(), input_shape=(2, 8))
+
+
+class DuckStepNeuron(nn.Module):
+    """A duck-typed neuron (``tau`` and ``threshold``, no ``step_mode``) that takes one step per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tau, self.threshold, self.v = 2.0, 0.5, None
+
+    def reset(self) -> None:
+        self.v = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.v = x if self.v is None else self.v / self.tau + x
+        spikes = (self.v > self.threshold).float()
+        self.v = self.v * (1 - spikes)
+        return spikes
+
+
+def test_a_neuron_without_a_step_mode_called_per_step_is_single_step():
+    # It was taken for a multi-step neuron: "time-first", and one step's [B, C, H, W] read as [T, B, ...]
+    # (neurons = H·W).
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.lif = nn.Conv2d(1, 2, 3), DuckStepNeuron()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([self.lif(self.conv(x_t)) for x_t in x])
+
+    g = visualizer.topology(Loop(), batch=torch.rand(4, 2, 1, 6, 6))
+    assert g.graph["layout"] == "time-loop" and g.nodes["lif"]["out_shape"] == "[2, 2, 4, 4]"
+    assert g.nodes["lif"]["neurons"] == 2 * 4 * 4
+
+
+def test_a_plain_ann_is_traced_on_a_batch_without_a_time_axis():
+    # An MLP was traced on a fabricated [4, 1, 784], and a CNN could not be traced at all (its conv
+    # refuses [T, B, C, H, W]); given a batch, the subtitle spoke of spike rates.
+    from visualizer.draw_layers import draw_layers
+
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    mlp = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 2))
+    for model, shape in ((cnn, "[1, 3, 32, 32]"), (mlp, "[1, 784]")):
+        g = visualizer.topology(model)
+        assert (g.graph["input_shape"], g.graph["layout"]) == (shape, "none")
+    g = visualizer.topology(mlp, batch=torch.rand(3, 784))
+    subtitle = draw_layers(g)._suptitle.get_text().splitlines()[1]
+    assert subtitle == "input [3, 784]; shapes from: given batch [3, 784]"
+
+
 class SharedPool(nn.Module):
     """One pooling module reused after each conv stage, as hand-written CNNs often do."""
 

@@ -2,8 +2,8 @@
 
 * :func:`input_shape` finds a dummy ``[T, B, C, H, W]`` shape: from the checkpoint (``in_channels``,
   ``image_size``, ``timestep``) when there is one, else by probing the first conv/linear layer;
-  :func:`trace_input_shape`, the one a topology traces, is one step ``[B, C, H, W]`` for a model
-  stepped once per call;
+  :func:`trace_input_shape`, the one a topology traces, is a ``[B, C, H, W]`` batch for a plain ANN
+  and for a model with single-step neurons that does not loop over its input's first axis;
 * :func:`run_batch` gives a real batch: the given tensor, else the run's own test data (same
   normalisation and encoding as training), else uniform noise — always with a description that the
   figures print, so noise is never mistaken for data;
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from visualizer.modules import is_neuron, is_single_step
+from visualizer.modules import flattens_time, is_neuron, is_single_step
 from visualizer.sources import ModuleSource
 from visualizer.trace import layer_graph, probing, run_model, to_model
 
@@ -132,30 +132,39 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
 
 
 def _takes_time_first(model: nn.Module, shape: tuple[int, ...]) -> bool:
-    """Whether ``model`` runs on zeros of ``shape`` ``[T, B, ...]`` and reads its first axis as time (its
-    layer graph's layout is not "per-step", where T would be folded into the batch)."""
+    """Whether ``model`` runs on zeros of ``shape`` ``[T, B, ...]`` and reads its first axis as time: its
+    layer graph's layout is "time-first", or "time-loop" (its single-step neurons ran T times at one
+    place; not "per-step", where T would be folded into the batch, nor "step-loop", a static input
+    presented at every step whose layers took T for a batch axis)."""
     try:
-        return layer_graph(model, input_shape=shape).graph["layout"] != "per-step"
+        return layer_graph(model, input_shape=shape).graph["layout"] in ("time-first", "time-loop")
     except (ValueError, AssertionError):  # a shape the model refuses, or its forward's own shape assert
         return False
 
 
 def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
     """The dummy input :func:`visualizer.api.topology` traces when given none: :func:`input_shape`'s
-    ``(T, B, ...)``, or one time step ``(B, ...)`` for a model stepped once per call (single-step
-    neurons, each called once on a ``[T, B, ...]`` input: T would be folded into the batch, or a
-    ``[T, B, C, H, W]`` input is refused by its conv)."""
+    ``(T, B, ...)``, or a ``(B, ...)`` batch without a time axis for a plain ANN (no neuron, no
+    ``SeqToANN``; ``(T, B, ...)`` when only that runs) and for a model with single-step neurons that
+    does not loop over its input's first axis: one stepped once per call (each neuron called once on a
+    ``[T, B, ...]`` input: T would be folded into the batch, or a ``[T, B, C, H, W]`` input is refused
+    by its conv), or one that presents a static input at every step."""
     model = source.model
-    if not any(is_neuron(m) and is_single_step(m) for m in model.modules()):
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    plain = not neurons and not any(flattens_time(m) for m in model.modules())
+    if not plain and not any(is_single_step(m) for m in neurons):
         return input_shape(source)
     T = _timestep(source)
     hinted = _hinted_shape(source)
     candidates = [hinted] if hinted is not None else _probe_shapes(source)
     for candidate in candidates:
-        if _takes_time_first(model, (max(T, 2), 1, *candidate)):  # T ≥ 2: a time loop calls twice
+        # T ≥ 2: a time loop calls its neurons twice, a static input's loop calls them its own number of times
+        if not plain and _takes_time_first(model, (max(T, 2), 1, *candidate)):
             return (T, 1, *candidate)
         if _runs(model, (1, *candidate)):
             return (1, *candidate)
+    if plain:
+        return input_shape(source)
     raise ValueError(
         f"cannot infer the input shape of {type(model).__name__} (tried {candidates} per [T, B] with "
         f"T={T} and per step [B]); pass input_shape=(T, B, C, H, W) or (B, C, H, W)"

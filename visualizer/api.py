@@ -61,8 +61,8 @@ def topology(
     ``obj``: an ``nn.Module``, an nsnn checkpoint, a BPTT run directory or an STDP run directory
     (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
     :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
-    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: one
-    ``[B, ...]`` step for a model stepped once per call, see
+    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: a
+    ``[B, ...]`` batch for a plain ANN or a model stepped once per call, see
     :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, or a .pt/.npy file), which also records
     firing rates.

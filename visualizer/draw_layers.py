@@ -43,6 +43,7 @@ DEFAULT_COLOR = "#f7f7f7"
 _LAYOUT_TEXT = {
     "time-first": " = [T, B, ...]",
     "time-loop": " = [T, B, ...] (layers run per step: [B, ...])",
+    "step-loop": " = [B, ...], given at every step (layers run per step: [B, ...])",
     "per-step": " = one time step [B, ...]",
 }
 BOX_W, BOX_H = 3.3, 0.62
@@ -418,11 +419,11 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
         f"{int(g.get('total_params', 0)):,} parameters, "
         f"weight sparsity {percent(float(g.get('weight_sparsity', 0)))}"
     )
+    spiking, batch = g.get("neuron_layers", 0), g.get("batch", "the given batch")
     subtitle = f"input {g.get('input_shape', '?')}{_LAYOUT_TEXT.get(str(g.get('layout')), '')}; " + (
-        f"rate = spikes per neuron per time step on: {g.get('batch', 'the given batch')}"
+        (f"rate = spikes per neuron per time step on: {batch}" if spiking else f"shapes from: {batch}")
         if g.get("rates_recorded")
-        else "shapes from a dummy batch"
-        + (" (pass a batch for firing rates)" if g.get("neuron_layers", 0) else "")
+        else "shapes from a dummy batch" + (" (pass a batch for firing rates)" if spiking else "")
     )
     fig.suptitle(title + "\n" + subtitle, fontsize=9, y=1 - 0.08 / fig_h, va="top")
     if note:

@@ -96,6 +96,13 @@ def is_single_step(module: nn.Module) -> bool:
     return getattr(module, "step_mode", None) == "s" or type(module).__module__.split(".")[0] == "snntorch"
 
 
+def flattens_time(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``SeqToANN`` that folds the time axis of its ``[T, B, ...]`` input into
+    the batch (``T·B``) around its children: one in ``step_mode="s"`` runs one ``[B, ...]`` step as it
+    is."""
+    return type(module).__name__.startswith("SeqToANN") and getattr(module, "step_mode", "m") != "s"
+
+
 def is_graph_leaf(module: nn.Module) -> bool:
     """A module that becomes one node: a neuron (its internals hidden) or a module without children
     other than its ``torch.nn.utils.parametrize`` parametrizations (e.g. a pruning mask: the layer

@@ -13,7 +13,8 @@ and residual adds written as plain ``out + x``):
   passes the provenance on and is listed on the edge (``via``); an operation that combines tensors
   from two or more nodes (``add`` of a residual block, ``cat``, ``mul`` ...) becomes a node itself, and
   so does one combining the outputs of one module called at two places of the network (a residual add
-  over a shared activation); the calls of a per-step loop are one place.
+  over a shared activation). A place is a call site, the code position of every frame on the stack: the
+  calls of a per-step loop, a recurrent one's first step included, are one place.
 * Containers (``Sequential``, blocks, ``SeqToANN``) are not nodes; they give each node its ``scope``
   (e.g. ``layer2.0``), and shapes seen inside a ``SeqToANN`` (``[T·B, ...]``) are reported as
   ``[T, B, ...]`` (a ``SeqToANN`` in ``step_mode="s"`` runs one ``[B, ...]`` step as it is).
@@ -32,9 +33,12 @@ spike figures of :mod:`visualizer.activity` show such a node's places apart, as 
 
 from __future__ import annotations
 
+import inspect
+import math
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -44,6 +48,7 @@ from torch.utils._pytree import tree_flatten
 
 from nsnn.layers import evaluating
 from visualizer.modules import (
+    flattens_time,
     is_graph_leaf,
     is_neuron,
     is_single_step,
@@ -74,11 +79,11 @@ _OP_ALIASES = {
 }
 _MERGE_KINDS = frozenset({"add", "sub", "mul", "cat", "stack", "write"})
 _MAX_VIA = 6
-# Where a tensor comes from: its node, and the place of the call that made it (the nodes that fed that
-# call, the node itself left out). A module called at two places of the network (a shared activation)
-# is one node but two sources, so an operation combining both outputs (a residual add) is a merge; the
-# calls of a per-step loop share one place.
-_Source = tuple[str, frozenset[str]]
+# Where a tensor comes from: its node, and the place of the call that made it (an id of its call site,
+# see _call_site; 0 for the input and merges). A module called at two places of the network (a shared
+# activation) is one node but two sources, so an operation combining both outputs (a residual add) is a
+# merge; the calls of a per-step loop share one place.
+_Source = tuple[str, int]
 _Sources = dict[_Source, tuple[tuple[str, ...], str]]
 
 
@@ -93,6 +98,18 @@ def _is_inplace(func: Any) -> bool:
     return name in {"__setitem__", "__iadd__", "__isub__", "__imul__"} or (
         name.endswith("_") and not name.startswith("_")
     )
+
+
+def _call_site() -> tuple[tuple[CodeType, int], ...]:
+    """Where the running module call was made: the code object and instruction of every frame on the
+    stack. A loop calls a module from one site at every pass; a module called at two places of the
+    network (twice on one line, or inside a block used twice) is called from two."""
+    site = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        site.append((frame.f_code, frame.f_lasti))
+        frame = frame.f_back
+    return tuple(site)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -129,8 +146,13 @@ class _DataflowTracer(TorchFunctionMode):
         # per running module that owns parameters beside its children: the sources of its input, and
         # leaf_calls and order when it started (see _owner_post)
         self.owners: list[tuple[_Sources, int, int]] = []
-        self.time_first = False  # a multi-step neuron or a time-flattening SeqToANN ran
-        self.step_calls: dict[_Source, int] = {}  # calls of each single-step neuron, per place
+        self.time_first = False  # a time-flattening SeqToANN ran
+        self.sites: dict[tuple[tuple[CodeType, int], ...], int] = {}  # call site -> its place id (1, 2 ...)
+        self.neuron_calls: dict[_Source, int] = {}  # calls of each neuron, per place
+        # per neuron node: whether it declares one step per call (see is_single_step), else None when it
+        # declares no step mode (a duck-typed neuron); and its first output's shape (for `neurons`)
+        self.declared: dict[str, bool | None] = {}
+        self.first_shapes: dict[str, torch.Size] = {}
 
     # ---- provenance -------------------------------------------------------------------------------
     def mark(self, tensor: torch.Tensor, source: _Source, via: tuple[str, ...] = ()) -> None:
@@ -209,7 +231,7 @@ class _DataflowTracer(TorchFunctionMode):
             if op not in _SILENT_OPS and (not via or via[-1] != op):
                 via = (*via, op)[-_MAX_VIA:]
         else:
-            source, via = (self.merge(op, sources, results[0]), frozenset()), ()
+            source, via = (self.merge(op, sources, results[0]), 0), ()
         for t in results:
             self.mark(t, source, via)
         return out
@@ -229,10 +251,7 @@ class _DataflowTracer(TorchFunctionMode):
                 self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
                 self.handles.append(module.register_forward_hook(self._leaf_post(name, module)))
             else:
-                # a SeqToANN flattens [T, B] into T·B; in step_mode "s" it runs the step as it is
-                seq = (
-                    type(module).__name__.startswith("SeqToANN") and getattr(module, "step_mode", "m") != "s"
-                )
+                seq = flattens_time(module)
                 scope = None if module is self.model else name  # the root names no scope
                 if owns_parameters(module):
                     pre = self._owner_pre(scope, seq)
@@ -334,11 +353,11 @@ class _DataflowTracer(TorchFunctionMode):
             out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
         results = _tensors(out)
         first = results[0] if results else None
-        place = frozenset(node for node, _ in self.pending) - {name}
-        if is_neuron(module) and is_single_step(module):
-            self.step_calls[(name, place)] = self.step_calls.get((name, place), 0) + 1
-        elif is_neuron(module):
-            self.time_first = True
+        place = self.sites.setdefault(_call_site(), len(self.sites) + 1)
+        if is_neuron(module):
+            self.neuron_calls[(name, place)] = self.neuron_calls.get((name, place), 0) + 1
+            declared = is_single_step(module) or getattr(module, "step_mode", None) is not None
+            self.declared[name] = is_single_step(module) if declared else None
         self.paused = True
         try:
             if name in self.graph:
@@ -354,7 +373,7 @@ class _DataflowTracer(TorchFunctionMode):
                 total = self.spikes.setdefault(name, [0.0, 0.0])
                 total[0] += float(first.detach().float().sum())
                 total[1] += first.numel()
-                self.graph.nodes[name].setdefault("neurons", self._neurons(module, first))
+                self.first_shapes.setdefault(name, first.shape)
         finally:
             self.paused = False
         for t in results:
@@ -373,26 +392,44 @@ class _DataflowTracer(TorchFunctionMode):
         tensors = _tensors(args)
         return self.display_shape(tensors[0]) if tensors else ""
 
-    def _neurons(self, module: nn.Module, spikes: torch.Tensor) -> int:
-        per_step = 1 if is_single_step(module) else 2
-        return int(spikes[(0,) * min(per_step, spikes.dim() - 1)].numel())
+    def single_step(self) -> set[str]:
+        """The neuron nodes that take one ``[B, ...]`` step per call: those that say so (see
+        :func:`visualizer.modules.is_single_step`), and those that declare no step mode and were called
+        more than once at one place (a duck-typed neuron in a per-step loop)."""
+        looped = {name for (name, _), calls in self.neuron_calls.items() if calls > 1}
+        return {
+            name
+            for name, declared in self.declared.items()
+            if declared or (declared is None and name in looped)
+        }
 
     def layout(self) -> str:
         """What the input's and the nodes' shapes are: "time-first" (a multi-step neuron or a
-        ``SeqToANN`` ran: ``[T, B, ...]``); "time-loop" (a single-step neuron called several times at
-        one place: the forward loops over the input's time axis, and the layers it runs once per step
-        show one step, ``[B, ...]``); "per-step" (single-step neurons called once at each place: the
-        input is one time step ``[B, ...]`` of a model stepped once per call); "none" (no neuron and no
-        ``SeqToANN``: no time axis)."""
-        if self.time_first:
+        ``SeqToANN`` ran: ``[T, B, ...]``); "time-loop" (a single-step neuron called at one place as many
+        times as the input's first axis is long: the forward loops over the input's time axis, and the
+        layers it runs once per step show one step, ``[B, ...]``); "step-loop" (single-step neurons
+        called several times at one place, never as often as that: the forward presents its whole input
+        ``[B, ...]`` at every step, a static input); "per-step" (single-step neurons called once at each
+        place: the input is one time step ``[B, ...]`` of a model stepped once per call); "none" (no
+        neuron and no ``SeqToANN``: no time axis)."""
+        single = self.single_step()
+        if self.time_first or any(name not in single for name in self.declared):
             return "time-first"
-        if self.step_calls:
-            return "time-loop" if max(self.step_calls.values()) > 1 else "per-step"
-        return "none"
+        calls = {n for (name, _), n in self.neuron_calls.items() if name in single}
+        if not calls:
+            return "none"
+        if max(calls) == 1:
+            return "per-step"
+        return "time-loop" if self.time_batch and self.time_batch[0] in calls else "step-loop"
 
     def finish(self) -> None:
+        single = self.single_step()
         for name, (fired, count) in self.spikes.items():
             self.graph.nodes[name]["firing_rate"] = fired / max(count, 1.0)
+            shape = self.first_shapes.get(name)
+            if shape is not None:  # neurons of one step: [B, ...] per call, or [T, B, ...]
+                per_step = 1 if name in single else 2
+                self.graph.nodes[name]["neurons"] = math.prod(shape[min(per_step, len(shape) - 1) :])
         self.graph.graph["layout"] = self.layout()
 
 
@@ -513,7 +550,8 @@ def layer_graph(
     every merge operation (e.g. ``layer1.0.add``) and ``output``; node attributes: ``kind``,
     ``module_type``, ``scope``, ``order``, ``out_shape``, ``params``, ``weight_sparsity`` (conv/linear),
     neuron fields (``neuron_type``, ``tau``, ``threshold``, ``noise``, ``sigma`` ...) and ``firing_rate``;
-    graph attribute ``layout``: "time-first", "time-loop", "per-step" or "none", what the shapes are
+    graph attribute ``layout``: "time-first", "time-loop", "step-loop", "per-step" or "none", what the
+    shapes are
     (see ``_DataflowTracer.layout``).
     """
     import networkx as nx
@@ -534,7 +572,7 @@ def layer_graph(
     time_batch = (int(batch.shape[0]), int(batch.shape[1])) if batch.dim() >= 2 else None
     tracer = _DataflowTracer(graph, model, time_batch, record_rates=input_shape is None)
     tracer.add_node("input", batch, kind="input", module_type="input", params=0, config="")
-    tracer.mark(batch, ("input", frozenset()))
+    tracer.mark(batch, ("input", 0))
     try:
         tracer.install()
         with probing(model, seed), tracer:
