@@ -920,6 +920,23 @@ def test_a_module_owning_a_weight_whose_children_do_not_run_is_a_node():
     assert "scaled" not in g and g.nodes["scaled.fc"]["scope"] == "scaled"  # its child ran: a scope
 
 
+def test_layers_called_with_keyword_arguments_show_their_input_shape():
+    # Only positional arguments were read: attention called as attn(query=h, key=h, value=h) had an
+    # empty in_shape, and so did a layer called as fc(input=x).
+    class KeywordCalls(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.attn = nn.Linear(8, 16), nn.MultiheadAttention(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.fc(input=x)
+            return self.attn(query=h, key=h, value=h)[0] + h
+
+    g = visualizer.topology(KeywordCalls(), input_shape=(5, 2, 8))
+    assert (g.nodes["fc"]["in_shape"], g.nodes["attn"]["in_shape"]) == ("[5, 2, 8]", "[5, 2, 16]")
+    assert _edges(g) >= {("input", "fc"), ("fc", "attn"), ("attn", "add"), ("fc", "add")}
+
+
 def test_shapes_from_zoo_keywords_single_step_probes_loops_and_sequence_batches(tmp_path):
     from nsnn.models import create
 

@@ -249,14 +249,16 @@ class _DataflowTracer(TorchFunctionMode):
             if is_graph_leaf(module):
                 hidden.update(id(m) for m in module.modules() if m is not module)
                 self.handles.append(module.register_forward_pre_hook(self._leaf_pre(name), with_kwargs=True))
-                self.handles.append(module.register_forward_hook(self._leaf_post(name, module)))
+                post = self._leaf_post(name, module)
+                self.handles.append(module.register_forward_hook(post, with_kwargs=True))
             else:
                 seq = flattens_time(module)
                 scope = None if module is self.model else name  # the root names no scope
                 if owns_parameters(module):
                     pre = self._owner_pre(scope, seq)
                     self.handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-                    self.handles.append(module.register_forward_hook(self._owner_post(scope, name, module)))
+                    post = self._owner_post(scope, name, module)
+                    self.handles.append(module.register_forward_hook(post, with_kwargs=True))
                 else:
                     self.handles.append(module.register_forward_pre_hook(self._enter(scope, seq)))
                     self.handles.append(module.register_forward_hook(self._leave(scope)))
@@ -296,11 +298,11 @@ class _DataflowTracer(TorchFunctionMode):
         return hook
 
     def _leaf_post(self, name: str, module: nn.Module):
-        def hook(mod, args, out):
+        def hook(mod, args, kwargs, out):
             if self.depth != 1:
                 return None
             self.depth -= 1
-            return self._record(name, module, args, out)
+            return self._record(name, module, _tensors((args, kwargs)), out)
 
         return hook
 
@@ -321,7 +323,7 @@ class _DataflowTracer(TorchFunctionMode):
         scope: the merges its operations made are dropped and it becomes one node."""
         leave = self._leave(scope)
 
-        def hook(mod, args, out):
+        def hook(mod, args, kwargs, out):
             if self.depth:
                 return None
             leave(mod, args, out)
@@ -332,24 +334,25 @@ class _DataflowTracer(TorchFunctionMode):
             self.graph.remove_nodes_from(inner)
             self.merges = {k: v for k, v in self.merges.items() if v not in inner}
             self.pending = pending
-            return self._record(name, module, args, out)
+            return self._record(name, module, _tensors((args, kwargs)), out)
 
         return hook
 
-    def _record(self, name: str, module: nn.Module, args: Any, out: Any) -> Any:
-        """Node ``name`` for one call of ``module`` on ``args`` (inputs from ``self.pending``) giving
-        ``out``; returns the output the caller gets."""
+    def _record(self, name: str, module: nn.Module, inputs: list[torch.Tensor], out: Any) -> Any:
+        """Node ``name`` for one call of ``module`` on the tensors ``inputs`` (its positional then its
+        keyword arguments'; their sources in ``self.pending``) giving ``out``; returns the output the
+        caller gets."""
         self.leaf_calls += 1
         # nn.Identity, Dropout in eval: the input itself comes back. Marking it as this layer's would
         # make every other use of the input look like one of the layer's output, so the layer returns
         # a view of it instead (same values, storage and shape; a tensor of its own).
-        inputs = {id(t) for t in _tensors(args)}
-        if isinstance(out, torch.Tensor) and id(out) in inputs:
+        given = {id(t) for t in inputs}
+        if isinstance(out, torch.Tensor) and id(out) in given:
             out = out.view_as(out)
         elif isinstance(out, tuple | list) and any(
-            id(t) in inputs for t in out if isinstance(t, torch.Tensor)
+            id(t) in given for t in out if isinstance(t, torch.Tensor)
         ):
-            items = [t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in inputs else t for t in out]
+            items = [t.view_as(t) if isinstance(t, torch.Tensor) and id(t) in given else t for t in out]
             out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
         results = _tensors(out)
         first = results[0] if results else None
@@ -367,7 +370,7 @@ class _DataflowTracer(TorchFunctionMode):
             else:
                 self.add_node(name, first, **module_attributes(module))
                 if first is not None and results:
-                    self.graph.nodes[name]["in_shape"] = self._input_shape(args)
+                    self.graph.nodes[name]["in_shape"] = self.display_shape(inputs[0]) if inputs else ""
             self.connect(self.pending, name)
             if self.record_rates and is_neuron(module) and first is not None:
                 total = self.spikes.setdefault(name, [0.0, 0.0])
@@ -387,10 +390,6 @@ class _DataflowTracer(TorchFunctionMode):
         shapes = node.get("out_shapes", node["out_shape"]).split("; ")
         if shape not in shapes:
             node["out_shapes"] = "; ".join([*shapes, shape])
-
-    def _input_shape(self, args: Any) -> str:
-        tensors = _tensors(args)
-        return self.display_shape(tensors[0]) if tensors else ""
 
     def single_step(self) -> set[str]:
         """The neuron nodes that take one ``[B, ...]`` step per call: those that say so (see
