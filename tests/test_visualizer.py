@@ -403,16 +403,44 @@ def _overlap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray])
     return min(length, t[1]) - max(0.0, t[0]) > 1e-6
 
 
-def test_edges_pass_behind_no_box_and_never_share_a_line():
-    # Elbows into another lane ran along the source's row (a -> e behind b, read as b -> e) and a
-    # feedback into another lane behind its source's neighbour (e -> b behind d); skips in one lane
-    # shared one bracket (input -> f and a -> g read as one line).
+def _crosses(line1: np.ndarray, line2: np.ndarray) -> bool:
+    """Whether a horizontal segment of one polyline crosses a vertical one of the other, inside both."""
+    for (p, q), (r, s) in itertools.product(itertools.pairwise(line1), itertools.pairwise(line2)):
+        for (a, b), (c, d) in (((p, q), (r, s)), ((r, s), (p, q))):
+            if a[1] == b[1] and c[0] == d[0]:
+                x, y = c[0], a[1]
+                if min(a[0], b[0]) < x < max(a[0], b[0]) and min(c[1], d[1]) < y < max(c[1], d[1]):
+                    return True
+    return False
+
+
+def _brackets(arrows: list) -> dict[str, tuple[float, float, float]]:
+    """The edges drawn as brackets beside a lane (skips, backs and loops: out of a box's side, along
+    a gap, back into the same side): edge -> (the x of that side, lowest y, highest y)."""
+    found = {}
+    for arrow in arrows:
+        line = arrow.get_path().to_polygons(closed_only=False)[0]  # the line; the head comes after it
+        if (
+            len(line) == 4
+            and line[1][0] == line[2][0]
+            and (line[0][0] - line[1][0]) * (line[3][0] - line[2][0]) > 0
+        ):
+            found[arrow.get_gid()] = (
+                round(float(line[0][0]), 6),
+                *sorted((float(line[1][1]), float(line[2][1]))),
+            )
+    return found
+
+
+def _check_routes(g: nx.DiGraph, **options) -> dict:
+    """Draw ``g`` and check its edges: none passes through a box, two that share no end never run
+    along one line, and of two brackets beside one side of a lane whose spans nest, neither crosses
+    the other. Returns the edges' arrows by gid."""
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     from visualizer.draw_layers import draw_layers
 
-    g = _routing_graph()
-    ax = draw_layers(g).axes[0]
+    ax = draw_layers(g, **options).axes[0]
     boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
     arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
     assert len(boxes) == g.number_of_nodes()
@@ -427,6 +455,19 @@ def test_edges_pass_behind_no_box_and_never_share_a_line():
             continue
         for s1 in _segments(a1):
             assert not any(_overlap(s1, s2) for s2 in _segments(a2)), (e1, e2)
+    lines = {e: a.get_path().to_polygons(closed_only=False)[0] for e, a in edges.items()}
+    for (e1, (x1, lo1, hi1)), (e2, (x2, lo2, hi2)) in itertools.combinations(_brackets(arrows).items(), 2):
+        nested = lo1 <= lo2 <= hi2 <= hi1 or lo2 <= lo1 <= hi1 <= hi2
+        if x1 == x2 and nested:
+            assert not _crosses(lines[e1], lines[e2]), (e1, e2)
+    return edges
+
+
+def test_edges_pass_behind_no_box_and_never_share_a_line():
+    # Elbows into another lane ran along the source's row (a -> e behind b, read as b -> e) and a
+    # feedback into another lane behind its source's neighbour (e -> b behind d); skips in one lane
+    # shared one bracket (input -> f and a -> g read as one line).
+    edges = _check_routes(_routing_graph())
     # the two skips' brackets: their verticals stand apart
     verticals = {
         e: {round(float(p[0]), 6) for p, q in _segments(edges[e]) if p[0] == q[0] and abs(p[1] - q[1]) > 1}
@@ -434,6 +475,42 @@ def test_edges_pass_behind_no_box_and_never_share_a_line():
     }
     assert len(verticals["input->f"]) == len(verticals["a->g"]) == 1
     assert verticals["input->f"] != verticals["a->g"]
+
+
+def test_nested_brackets_beside_one_lane_do_not_cross():
+    # Tracks were numbered from a lane gap's left for every edge: backs and loops, which leave the lane
+    # on the gap's right, had the shorter one outside the longer (5 -> 3 crossed 6 -> 2, the loop at 4
+    # crossed 5 -> 3); a skip sharing its source's track passed inside those nested in it (0 -> 6 on
+    # 0 -> 2's track, inside 1 -> 4 and 2 -> 6).
+    g = nx.DiGraph(kind="layers", model="Brackets", input_shape="[2, 8]", layout="none")
+    for i in range(8):
+        g.add_node(f"n{i}", order=i, kind="linear", module_type="Linear", out_shape="[2, 8]", calls=1)
+    edges = [(i, i + 1) for i in range(7)] + [(0, 2), (1, 4), (2, 6), (0, 6), (5, 3), (6, 2), (4, 4)]
+    g.add_edges_from(((f"n{u}", f"n{v}") for u, v in edges), shape="[2, 8]", via="")
+    brackets = _brackets(list(_check_routes(g).values()))
+    assert len(brackets) == 7  # every edge but the chain's is a bracket beside the one lane
+
+
+def test_a_skip_heavy_drawing_widens_each_gap_for_its_own_lines():
+    # One global maximum sized every gap, and every edge had a line of its own: a Dense(16) drawing
+    # was 18.8 x 31.0 in (with every gap at its least width, as drawn before edges had lines of their
+    # own: 8.4 x 15.0 in); a Dense(40) one was too large for PIL.
+    from visualizer.draw_layers import draw_layers
+
+    class Dense(nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4 * (i + 1), 4) for i in range(n))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = [x]
+            for layer in self.layers:
+                features.append(layer(torch.cat(features, -1)))
+            return torch.cat(features, -1)
+
+    g = visualizer.topology(Dense(16), input_shape=(2, 4))
+    width, height = draw_layers(g).get_size_inches()
+    assert width <= 1.3 * 8.4 and height <= 1.3 * 15.0, (width, height)
 
 
 class SnntorchLoop(nn.Module):

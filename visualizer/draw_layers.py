@@ -4,7 +4,8 @@ Layout: each node's row is its longest-path depth from the input, so parallel br
 block's shortcut) sit side by side and an add node sits below both of its inputs. Long graphs wrap
 into several columns, cut where a single tensor flows (between blocks) when such a place is near.
 Edges run through the gaps between the boxes, never behind one, and edges sharing a gap each get a
-line of their own there, the gaps widening to fit them (:func:`_plan`, :func:`_assign_tracks`). Each
+line of their own there unless they leave or enter one box, each gap widening to fit its own lines
+(:func:`_plan`, :func:`_assign_tracks`, :func:`_geometry`). Each
 box lists the layer's kind, configuration, output shape, parameters, weight sparsity, neuron
 type/noise and, when traced on a real batch, its firing rate. A ``note`` graph attribute is printed in red::
 
@@ -187,7 +188,11 @@ Point = tuple[float, float]
 # (g = 0: left of its first lane), ("row", r) between rows r and r + 1 of every column (r = -1: above
 # the first row).
 Gap = tuple[str, int, int] | tuple[str, int]
-_Tracks = dict[tuple[tuple[str, str], Gap], int]  # (edge, gap it runs along) -> its track there
+# A track in a gap: its side (0: counted from a lane gap's left or a row gap's top, 1: from a lane gap's
+# right) and its index there (0: the one nearest that side).
+_Track = tuple[int, int]
+_Tracks = dict[tuple[tuple[str, str], Gap], _Track]  # (edge, gap it runs along) -> its track there
+_FROM_RIGHT = frozenset({"back", "loop"})  # edges leaving their lane gap's right-hand lane on its left
 # Where an edge meets a box's side, as a fraction of BOX_H above the box's centre: each role has its own
 # height, so that no two edges that share no end run along one line between a box and a gap.
 _RIGHT_OUT, _RIGHT_IN, _LEFT_OUT, _LEFT_IN, _LOOP_OUT, _LOOP_IN = 0.25, -0.25, -0.125, 0.125, 0.375, -0.375
@@ -253,57 +258,98 @@ def _plan(a: _Cell, b: _Cell, same: bool, lanes: int) -> _Plan:
     return _Plan("elbow", tuple(gaps), side)
 
 
+def _may_share(e1: tuple[str, str], e2: tuple[str, str]) -> bool:
+    """Whether two edges may run along one line: they leave one box or enter one (a fork or a join),
+    and neither is a self-loop."""
+    (u1, v1), (u2, v2) = e1, e2
+    return u1 != v1 and u2 != v2 and (u1 == u2 or v1 == v2)
+
+
 def _assign_tracks(plans: dict[tuple[str, str], _Plan]) -> _Tracks:
-    """A track (0, 1, ...) per edge and gap it uses: edges whose intervals in one gap overlap (ends
-    included) get different tracks, so that no two run along one line. Shorter intervals are placed
-    first and take the lowest free track: nested brackets do not cross."""
-    by_gap: dict[Gap, list[tuple[float, float, tuple[str, str]]]] = {}
+    """A track (see ``_Track``) per edge and gap it uses: edges whose intervals in one gap overlap (ends
+    included) get different tracks, so that no two run along one line, unless they leave or enter one
+    box (:func:`_may_share`). Backs and loops, which leave a lane gap's right-hand lane, take the tracks
+    counted from its right, the other edges those counted from the left. On each side shorter
+    intervals are placed first, each on the free track nearest the side that lies no nearer than the
+    tracks of the intervals it holds (beyond them, unless it may share theirs): nested brackets do
+    not cross."""
+    by_side: dict[tuple[Gap, int], list[tuple[float, float, tuple[str, str]]]] = {}
     for edge, plan in plans.items():
+        side = int(plan.kind in _FROM_RIGHT)
         for gap, lo, hi in plan.gaps:
-            by_gap.setdefault(gap, []).append((lo, hi, edge))
+            by_side.setdefault((gap, side), []).append((lo, hi, edge))
     tracks: _Tracks = {}
-    for gap, items in by_gap.items():
-        placed: list[tuple[float, float, int]] = []
+    for (gap, side), items in by_side.items():
+        placed: list[tuple[float, float, tuple[str, str], int]] = []
         for lo, hi, edge in sorted(items, key=lambda item: (item[1] - item[0], item[0])):
-            taken = {t for plo, phi, t in placed if plo <= hi and lo <= phi}
-            track = next(t for t in range(len(placed) + 1) if t not in taken)
-            placed.append((lo, hi, track))
-            tracks[(edge, gap)] = track
+            taken, least = set(), 0
+            for plo, phi, other, t in placed:
+                share = _may_share(edge, other)
+                if plo <= hi and lo <= phi and not share:
+                    taken.add(t)
+                if lo <= plo and phi <= hi:
+                    least = max(least, t if share else t + 1)
+            track = next(t for t in range(least, least + len(placed) + 1) if t not in taken)
+            placed.append((lo, hi, edge, track))
+            tracks[(edge, gap)] = (side, track)
     return tracks
 
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Where the boxes and the tracks of the gaps lie: lanes ``lane_w`` apart, rows ``row_h``, columns
-    ``col_w``; a lane gap is ``lane_w - BOX_W`` wide, a row gap ``row_h - BOX_H`` high."""
+    """Where the boxes and the tracks of the gaps lie: the x of each lane gap's left edge and its width
+    (by ``(column, g)``, as in ``Gap``), the y of each row's centre (rows -1 to the last; row -1 is
+    above the drawing) and the height of each row gap below a row."""
 
-    lane_w: float
-    row_h: float
-    col_w: float
+    gap_x: dict[tuple[int, int], float]
+    gap_w: dict[tuple[int, int], float]
+    row_y: dict[int, float]
+    gap_h: dict[int, float]
 
     def centre(self, cell: _Cell) -> Point:
-        return cell.column * self.col_w + cell.lane * self.lane_w, -cell.row * self.row_h
+        key = (cell.column, cell.lane)
+        return self.gap_x[key] + self.gap_w[key] + BOX_W / 2, self.row_y[cell.row]
 
-    def track(self, gap: Gap, index: int) -> float:
-        """The x of track ``index`` along a lane gap, or the y of one along a row gap."""
+    def track(self, gap: Gap, track: _Track) -> float:
+        """The x of a track along a lane gap, or the y of one along a row gap."""
+        side, index = track
         if gap[0] == "lane":
-            _, column, g = gap
-            left_box = self.centre(_Cell(column, g, 0))[0] - BOX_W / 2
-            return left_box - (self.lane_w - BOX_W) + SIDE_ROOM + index * TRACK
-        return -gap[1] * self.row_h - BOX_H / 2 - ROW_ROOM - index * TRACK
+            key = (gap[1], gap[2])
+            if side:
+                return self.gap_x[key] + self.gap_w[key] - SIDE_ROOM - index * TRACK
+            return self.gap_x[key] + SIDE_ROOM + index * TRACK
+        return self.row_y[gap[1]] - BOX_H / 2 - ROW_ROOM - index * TRACK
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """The drawing's extent: left, right, bottom, top."""
+        right = max(x + self.gap_w[key] for key, x in self.gap_x.items())
+        last = max(self.row_y)
+        bottom = self.row_y[last] - BOX_H / 2 - self.gap_h[last]
+        return min(self.gap_x.values()), right, bottom, self.row_y[-1] - BOX_H / 2
 
 
-def _geometry(lanes: int, tracks: _Tracks) -> _Geometry:
-    """Gaps wide enough for the most tracks any lane gap (row gap) holds, with room for an arrowhead
-    between the last track and a box."""
-    most = {
-        kind: 1 + max((t for (_, gap), t in tracks.items() if gap[0] == kind), default=0)
-        for kind in ("lane", "row")
+def _geometry(lanes: int, n_cols: int, n_rows: int, tracks: _Tracks) -> _Geometry:
+    """Each lane gap (row gap) as wide (high) as its own tracks need, with room for an arrowhead between
+    the tracks nearest a side and the box there; columns ``lanes`` lanes wide, ``n_rows`` rows high."""
+    count: dict[tuple[Gap, int], int] = {}
+    for (_, gap), (side, index) in tracks.items():
+        count[(gap, side)] = max(count.get((gap, side), 0), index + 1)
+    gap_x, gap_w, x = {}, {}, 0.0
+    for column in range(n_cols):
+        for g in range(lanes + 1):
+            n = count.get((("lane", column, g), 0), 0) + count.get((("lane", column, g), 1), 0)
+            gap_x[(column, g)], gap_w[(column, g)] = x, max(LANE_GAP, 2 * SIDE_ROOM + (n - 1) * TRACK)
+            x += gap_w[(column, g)] + BOX_W
+        x += 0.5 - BOX_W  # between columns
+    gap_h = {
+        r: max(ROW_GAP, ROW_ROOM + (count.get((("row", r), 0), 0) - 1) * TRACK + SIDE_ROOM)
+        for r in range(-1, n_rows)
     }
-    lane_gap = max(LANE_GAP, 2 * SIDE_ROOM + (most["lane"] - 1) * TRACK)
-    row_gap = max(ROW_GAP, ROW_ROOM + (most["row"] - 1) * TRACK + SIDE_ROOM)
-    lane_w = BOX_W + lane_gap
-    return _Geometry(lane_w, BOX_H + row_gap, lanes * lane_w + lane_gap + 0.5)
+    row_y, y = {}, BOX_H + gap_h[-1]
+    for r in range(-1, n_rows):
+        row_y[r] = y
+        y -= BOX_H + gap_h[r]
+    return _Geometry(gap_x, gap_w, row_y, gap_h)
 
 
 def _route(
@@ -334,7 +380,8 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
     """Figure of a layer graph; wraps into columns of at most about ``rows_per_column`` rows.
 
     Edges run through the gaps between boxes, never behind one, and parallel edges in one gap each get
-    a track of their own (see :func:`_plan`); each edge's patch has the gid ``"src->dst"``. Feedback
+    a track of their own unless they leave or enter one box (see :func:`_plan`, :func:`_assign_tracks`);
+    each edge's patch has the gid ``"src->dst"``. Feedback
     edges (into an earlier row: a module called twice) are dashed.
     """
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
@@ -360,15 +407,15 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
     }
     plans = {(src, dst): _plan(cell[src], cell[dst], src == dst, lanes) for src, dst in graph.edges()}
     tracks = _assign_tracks(plans)
-    geo = _geometry(lanes, tracks)
+    geo = _geometry(lanes, column[-1] + 1, max(c.row for c in cell.values()) + 1, tracks)
     pos = {node: geo.centre(c) for node, c in cell.items()}
-    n_cols = column[-1] + 1
-    height = max(c.row for c in cell.values()) + 1
+    left, right, bottom, top = geo.bounds()
+    left, right, bottom, top = left - 0.1, right + 0.5, bottom - 0.1, top + 0.1
 
     note = str(graph.graph.get("note", ""))
     header = HEADER_IN + (NOTE_IN if note else 0.0)
-    fig_h = max(4.0, height * geo.row_h * 0.95 + header)
-    fig = new_figure(max(7.0, n_cols * geo.col_w * 0.95), fig_h)
+    fig_h = max(4.0, (top - bottom) * 0.95 + header)
+    fig = new_figure(max(7.0, (right - left) * 0.95), fig_h)
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - header / fig_h))
     ax.set_axis_off()
     style = {"arrowstyle": "-|>", "mutation_scale": 8, "color": "0.35", "lw": 0.8, "zorder": 1}
@@ -407,11 +454,8 @@ def draw_layers(graph: nx.DiGraph, *, rows_per_column: int = 26) -> Figure:
             )
         )
         ax.text(x, y, _label(node, data), ha="center", va="center", fontsize=6.3, zorder=3, linespacing=1.25)
-    xs = [p[0] for p in pos.values()]
-    ys = [p[1] for p in pos.values()]
-    lane_gap, row_gap = geo.lane_w - BOX_W, geo.row_h - BOX_H
-    ax.set_xlim(min(xs) - BOX_W / 2 - lane_gap - 0.1, max(xs) + BOX_W / 2 + lane_gap + 0.5)
-    ax.set_ylim(min(ys) - BOX_H / 2 - row_gap - 0.1, max(ys) + BOX_H / 2 + row_gap + 0.1)
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
     g = graph.graph
     title = (
         f"{g.get('model', 'model')}: {g.get('neuron_layers', 0)} spiking "
