@@ -550,8 +550,7 @@ def layer_graph(
     ``module_type``, ``scope``, ``order``, ``out_shape``, ``params``, ``weight_sparsity`` (conv/linear),
     neuron fields (``neuron_type``, ``tau``, ``threshold``, ``noise``, ``sigma`` ...) and ``firing_rate``;
     graph attribute ``layout``: "time-first", "time-loop", "step-loop", "per-step" or "none", what the
-    shapes are
-    (see ``_DataflowTracer.layout``).
+    shapes are (see ``_DataflowTracer.layout``).
     """
     import networkx as nx
 
