@@ -56,6 +56,28 @@ def last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
+def test_command_hint_names_the_datasets_script_and_the_general_form(tmp_path, monkeypatch):
+    # A run of another dataset is pointed to its own script (dashes as underscores), relative to the
+    # working folder inside the checkout, and always to python -m nsnn.training, which needs no scripts.
+    from nsnn.training import cli
+
+    monkeypatch.setattr(cli, "SCRIPTS_DIR", SCRIPTS)
+    monkeypatch.chdir(REPO)
+    assert cli.command_hint("test", "mnist", "--snapshot r") == (
+        "python scripts/testing_mnist.py --snapshot r (or, from any folder, "
+        "python -m nsnn.training test --snapshot r)"
+    )
+    assert cli.command_hint("train", "dvs-cifar10", "--resume r").startswith(
+        "python scripts/main_dvs_cifar10.py --resume r (or"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli.command_hint("train", "cifar10", "--resume r").startswith(
+        f"python {SCRIPTS / 'main_cifar10.py'} --resume r (or"
+    )
+    monkeypatch.setattr(cli, "SCRIPTS_DIR", tmp_path / "no-scripts")
+    assert cli.command_hint("test", "mnist", "--snapshot r") == "python -m nsnn.training test --snapshot r"
+
+
 @pytest.mark.parametrize("name", TRAIN_SCRIPTS + TEST_SCRIPTS)
 def test_help_documents_flags(name, monkeypatch, capsys):
     assert run_script(name, ["--help"], monkeypatch) == 0
@@ -183,7 +205,9 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
 
     # Wrong dataset for the script, bad eval mode, missing snapshot.
     assert run_script("testing_cifar10.py", ["--snapshot", str(run)], monkeypatch) == 2
-    assert "was trained on 'mnist'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was trained on 'mnist'" in err and "testing_mnist.py --snapshot" in err
+    assert "python -m nsnn.training test --snapshot" in err
     assert run_script("testing_mnist.py", ["--snapshot", str(run), "--eval-mode", "mean"], monkeypatch) == 2
     assert "eval_mode must be one of" in capsys.readouterr().err
     missing = ["--snapshot", str(tmp_path / "none.pt")]
@@ -197,7 +221,9 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert run_script("main_mnist.py", ["--resume", str(run), "--tet"], monkeypatch) == 2  # = --loss tet
     assert "flags differ: --loss 'tet' (run: 'per_step_ce')" in capsys.readouterr().err
     assert run_script("main_cifar10.py", ["--resume", str(run)], monkeypatch) == 2
-    assert "is a mnist run, not cifar10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is a mnist run, not cifar10" in err and f"main_mnist.py --resume {run}" in err
+    assert f"python -m nsnn.training train --resume {run}" in err
     assert run_script("main_mnist.py", ["--resume", str(run), "--out", str(tmp_path / "x")], monkeypatch) == 2
     assert "drop --out" in capsys.readouterr().err
     from nsnn.training.cli import main

@@ -48,6 +48,25 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
     return set(vars(bare.parse_args(argv)))
 
 
+SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
+"""The checkout's ``scripts/`` folder (absent where nsnn is installed without it)."""
+
+
+def command_hint(command: str, dataset: str, flags: str) -> str:
+    """The command line that runs ``command`` (``"train"`` or ``"test"``) with ``flags`` on a run of
+    ``dataset``: the dataset's own script (``scripts/main_<dataset>.py`` or ``testing_<dataset>.py``, ``-``
+    as ``_``) where :data:`SCRIPTS_DIR` holds it, shown relative to the working folder when inside it,
+    and in any case the general ``python -m nsnn.training`` form (which needs no scripts folder)."""
+    general = f"python -m nsnn.training {command} {flags}"
+    prefix = "main" if command == "train" else "testing"
+    script = SCRIPTS_DIR / f"{prefix}_{dataset.replace('-', '_')}.py"
+    if not script.is_file():
+        return general
+    cwd = Path.cwd().resolve()
+    shown = script.relative_to(cwd) if script.is_relative_to(cwd) else script
+    return f"python {shown} {flags} (or, from any folder, {general})"
+
+
 def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | None) -> dict[str, Any]:
     """On --resume, flags that change the experiment must match the checkpoint's config, and so must
     ``dataset`` (the script's, or ``--dataset``; None: take the run's). Returns that config (a dict)."""
@@ -62,7 +81,7 @@ def _check_resume_flags(cfg: TrainConfig, explicit: set[str], dataset: str | Non
     if dataset is not None and saved["dataset"] != dataset:
         raise ConfigError(
             f"{path} is a {saved['dataset']} run, not {dataset}; resume it with "
-            f"python -m nsnn.training train --resume {cfg.resume}"
+            f"{command_hint('train', saved['dataset'], f'--resume {cfg.resume}')}"
         )
     if "tet" in explicit:  # --tet is --loss tet (TrainConfig has already made it so)
         explicit = (explicit - {"tet"}) | {"loss"}
@@ -311,7 +330,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     if dataset is not None and cfg.dataset != dataset:
         raise ConfigError(
             f"{path} was trained on {cfg.dataset!r}, not {dataset!r}; "
-            f"evaluate it with: python -m nsnn.training test --snapshot {path}"
+            f"evaluate it with: {command_hint('test', cfg.dataset, f'--snapshot {path}')}"
         )
     if args.download and ckpt["dataset"].get("embedded"):
         raise ConfigError(
