@@ -160,6 +160,20 @@ def test_optimizers_and_schedules():
         build_scheduler("cyclic", opt, epochs=3)
 
 
+def test_arch_help_and_error_name_the_keywords_arch_takes():
+    # arch_kwargs lists num_classes/in_channels/image_size too, which the dataset sets: --arch's help and
+    # its error say so (the help pointed at arch_kwargs alone, whose first keyword --arch then refused).
+    from nsnn.training.config import build_train_parser
+    from nsnn.training.recipes import RECIPES
+
+    assert {"num_classes", "width", "hidden"} <= set(nsnn.models.arch_kwargs("mnist_convnet"))
+    kept = r"\['hidden', 'width'\] \(its other arch_kwargs, num_classes, in_channels, image_size, are set"
+    with pytest.raises(ConfigError, match=kept):
+        TrainConfig(arch={"num_classes": 5})
+    arch = next(a for a in build_train_parser("x", RECIPES["mnist"])._actions if a.dest == "arch")
+    assert "arch_kwargs(name) less num_classes, in_channels, image_size" in arch.help
+
+
 def test_config_validation_lists_choices():
     with pytest.raises(ConfigError, match=r"neuron must be one of.*NILIF"):
         TrainConfig(neuron="IF")

@@ -70,7 +70,9 @@ def list_models() -> list[str]:
 
 def arch_kwargs(name: str) -> dict[str, Any]:
     """The architecture keywords of model ``name`` and their defaults (neuron keywords excluded); a
-    keyword without a default (which :func:`create` then requires) maps to ``inspect.Parameter.empty``."""
+    keyword without a default (which :func:`create` then requires) maps to ``inspect.Parameter.empty``.
+    Training's ``--arch`` takes these less ``num_classes``, ``in_channels`` and ``image_size`` (the
+    dataset sets them)."""
     factory = _get(name)
     params = list(inspect.signature(factory).parameters.values())[1:]
     return {p.name: p.default for p in params}

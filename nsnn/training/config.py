@@ -33,6 +33,8 @@ TEST_SEED = 0
 # Largest seed: torch.manual_seed and the derived per-process seeds take signed 64-bit integers.
 MAX_SEED = 2**63 - 1
 ENCODINGS = ("direct", "poisson")
+# Architecture keywords of every model that the dataset sets (not --arch): nsnn.models.arch_kwargs less these.
+DATASET_ARCH_KWARGS = ("num_classes", "in_channels", "image_size")
 
 # Fields that may differ between a run and its --resume (they change how, not what, is computed).
 RUNTIME_FIELDS = frozenset({"device", "workers", "data_dir", "download", "json", "resume", "out", "progress"})
@@ -217,10 +219,12 @@ class TrainConfig:
             )
         from nsnn.models import arch_kwargs
 
-        fixed = {"num_classes", "in_channels", "image_size"}
-        allowed = sorted(set(arch_kwargs(self.model)) - fixed)
+        allowed = sorted(set(arch_kwargs(self.model)) - set(DATASET_ARCH_KWARGS))
         if not isinstance(self.arch, dict) or set(self.arch) - set(allowed):
-            raise ConfigError(f"arch for {self.model!r} takes keywords {allowed}, got {self.arch!r}")
+            raise ConfigError(
+                f"arch for {self.model!r} takes keywords {allowed} (its other arch_kwargs, "
+                f"{', '.join(DATASET_ARCH_KWARGS)}, are set from the dataset), got {self.arch!r}"
+            )
         if self.max_samples < 0:
             raise ConfigError(f"max_samples must be >= 0 (0 = all), got {self.max_samples}")
         if self.cutout < 0:
@@ -309,7 +313,8 @@ def build_train_parser(
         type=_json_dict,
         default=d["arch"],
         help="extra architecture keywords of --model as JSON, e.g. '{\"width\": 32}' for mnist_convnet "
-        "(each model's: nsnn.models.arch_kwargs(name))",
+        f"(each model's: nsnn.models.arch_kwargs(name) less {', '.join(DATASET_ARCH_KWARGS)}, which are "
+        "set from the dataset)",
     )
     g.add_argument("--neuron", default=d["neuron"], help="spiking neuron: NILIF, LIF, PLIF, NIPLIF")
     g.add_argument("--noise", default=d["noise"], help="noise family (NILIF noise, LIF/PLIF surrogate)")
