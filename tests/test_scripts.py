@@ -528,6 +528,40 @@ def test_testing_a_deterministic_network_notes_idle_flags_and_labels_it_determin
         assert "note:" not in err and last_json(out)["eval_mode"] == "deterministic"
 
 
+def test_training_notes_eval_flags_without_effect_as_testing_does(lif_run, monkeypatch, capsys):
+    # main_mnist.py --neuron LIF --eval-mode expected --n_ensembles 4 trained silently and recorded
+    # deterministic, K=1; the testing scripts' note is printed before training (fit is not needed here).
+    import nsnn.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "fit", lambda cfg: {"run_dir": "x"})
+    lif = ["--neuron", "LIF", "--eval-mode", "expected", "--n_ensembles", "4"]
+    assert run_script("main_mnist.py", lif, monkeypatch) == 0
+    assert (
+        "note: this run's LIF neurons fire deterministically, so --eval-mode expected and "
+        "--n_ensembles 4 have no effect (evaluated as deterministic, K=1)\n"
+    ) in capsys.readouterr().err
+    assert run_script("main_mnist.py", ["--eval-mode", "expected", "--n_ensembles", "4"], monkeypatch) == 0
+    assert (
+        "note: the expected mode gives the same output on every pass, so --n_ensembles 4 has no effect"
+    ) in capsys.readouterr().err
+    # on --resume the run's own neurons decide (the flags match its configuration)
+    assert (
+        run_script("main_mnist.py", ["--resume", str(lif_run), "--eval-mode", "stochastic"], monkeypatch) == 0
+    )
+    assert (
+        "LIF neurons fire deterministically, so --eval-mode stochastic has no effect"
+        in capsys.readouterr().err
+    )
+    # flags that act (noisy neurons, stochastic K=4; Poisson input to LIF), or none given: no note
+    for argv in (
+        ["--n_ensembles", "4"],
+        ["--neuron", "LIF", "--encoding", "poisson", "--n_ensembles", "4"],
+        [],
+    ):
+        assert run_script("main_mnist.py", argv, monkeypatch) == 0
+        assert "note:" not in capsys.readouterr().err
+
+
 def test_eval_mode_all_evaluates_each_distinct_mode_once(lif_run, tmp_path, monkeypatch, capsys):
     # run_training.sh tested an LIF run four times (three modes and K=8), four identical results.
     argv = ["--snapshot", str(lif_run), "--eval-mode", "all", "--n_ensembles", "8", "--out", str(tmp_path)]

@@ -121,6 +121,22 @@ def _check_flags_used(explicit: set[str], config: dict[str, Any]) -> None:
         raise ConfigError("; ".join(unused))
 
 
+def _note_idle_eval_flags(args: argparse.Namespace, explicit: set[str], run: TrainConfig) -> None:
+    """Print the testing scripts' note (:func:`_evaluation_of`) when ``--eval-mode`` or ``--n_ensembles``,
+    given (``explicit``), has no effect on the validation and test passes of ``run`` (the run's
+    configuration): a network of deterministic neurons, or K passes in a deterministic mode. Its
+    neurons are judged by one built from ``run``'s neuron flags, as every spiking layer is."""
+    from nsnn.models import NeuronSpec
+
+    neuron = NeuronSpec(run.neuron, run.noise, run.sigma, run.tau, run.threshold).build()
+    given = argparse.Namespace(
+        eval_mode=args.eval_mode if "eval_mode" in explicit else None,
+        n_ensembles=args.n_ensembles if "n_ensembles" in explicit else None,
+        perturbation="clean",
+    )
+    _evaluation_of(neuron, run, given)
+
+
 def _emit_json(result: dict[str, Any]) -> None:
     print(json_text(result), flush=True)
 
@@ -159,6 +175,8 @@ def train_main(
             cfg = TrainConfig(**{name: getattr(cfg, name) for name in RUNTIME_FIELDS})
     except (ConfigError, FileNotFoundError) as e:
         parser.error(str(e))
+    if _is_main_process():
+        _note_idle_eval_flags(args, explicit, TrainConfig.from_dict(saved) if cfg.resume else cfg)
     try:
         result = fit(cfg)
     except ConfigError as e:
