@@ -455,6 +455,25 @@ def test_download_offline_error(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["notes.txt"]  # a user's folder stays
 
 
+def test_mnist_error_says_which_given_flags_to_omit_for_the_embedded_set(tmp_path, monkeypatch):
+    # main_mnist.py --download (no --data-dir), offline, said "omit --data-dir" though none was given.
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.setenv("NSNN_DATA_DIR", str(tmp_path / "default"))
+    hint = "to use the embedded MNIST test set, split 8,000 / 2,000)"
+    for kwargs, omit in (
+        ({"download": True}, "--download"),
+        ({"data_dir": tmp_path / "nowhere"}, "--data-dir"),
+        ({"data_dir": tmp_path / "nowhere", "download": True}, "--data-dir and --download"),
+    ):
+        with pytest.raises(DatasetError) as e:
+            nd.get_dataset("mnist", **kwargs)
+        assert str(e.value).endswith(f"\n(omit {omit} {hint}"), kwargs
+        assert str(e.value).count("embedded MNIST") == 1
+
+
 def test_download_mnist_from_file_mirror(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     fake_mnist(mirror)

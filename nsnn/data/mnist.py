@@ -54,8 +54,7 @@ _EMBEDDED_MD5 = {
 }
 MNIST_LAYOUT = """  <root>/MNIST/raw/ (or <root>/ or <root>/raw/) holding
     train-images-idx3-ubyte[.gz]  train-labels-idx1-ubyte[.gz]
-    t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]
-  (omit --data-dir to use the embedded MNIST test set, split 8,000 / 2,000)"""
+    t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]"""
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

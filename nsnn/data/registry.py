@@ -234,15 +234,21 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_on
         source = f"embedded MNIST test set ({embedded_mnist_dir()}), fixed split 8,000 / 2,000"
     else:
         root = data_dir if data_dir is not None else default_data_dir()
-        (train, test), folder = _load_or_fetch(
-            lambda at: (
-                None if test_only else load_mnist_folder(at, "train"),
-                load_mnist_folder(at, "test"),
-            ),
-            root,
-            lambda: download_mnist(root, progress=progress),
-            download,
-        )
+        try:
+            (train, test), folder = _load_or_fetch(
+                lambda at: (
+                    None if test_only else load_mnist_folder(at, "train"),
+                    load_mnist_folder(at, "test"),
+                ),
+                root,
+                lambda: download_mnist(root, progress=progress),
+                download,
+            )
+        except DatasetError as e:  # the flags given that turned the embedded default off
+            given = " and ".join(f for f, on in (("--data-dir", data_dir), ("--download", download)) if on)
+            raise DatasetError(
+                f"{e}\n(omit {given} to use the embedded MNIST test set, split 8,000 / 2,000)"
+            ) from e
         test_from = mnist_folder(folder, "test")
         train_from = test_from if test_only else mnist_folder(folder, "train")
         source = str(train_from) if train_from == test_from else f"train {train_from}, test {test_from}"
