@@ -467,6 +467,8 @@ def test_mnist_error_says_which_given_flags_to_omit_for_the_embedded_set(tmp_pat
         ({"download": True}, "--download"),
         ({"data_dir": tmp_path / "nowhere"}, "--data-dir"),
         ({"data_dir": tmp_path / "nowhere", "download": True}, "--data-dir and --download"),
+        # training passes --download's default folder as data_dir: --data-dir may or may not be given
+        ({"data_dir": tmp_path / "default", "download": True}, "--download, and --data-dir if given,"),
     ):
         with pytest.raises(DatasetError) as e:
             nd.get_dataset("mnist", **kwargs)

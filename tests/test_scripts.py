@@ -562,6 +562,21 @@ def test_training_notes_eval_flags_without_effect_as_testing_does(lif_run, monke
         assert "note:" not in capsys.readouterr().err
 
 
+def test_offline_mnist_download_hint_names_download_not_data_dir(tmp_path, monkeypatch, capsys):
+    # main_mnist.py --download (no --data-dir), offline, said "omit --data-dir to use the embedded set".
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NSNN_DATA_DIR", raising=False)
+    assert run_script("main_mnist.py", ["--download", "--device", "cpu"], monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "(omit --download, and --data-dir if given, to use the embedded MNIST test set" in err
+
+
 def test_eval_mode_all_evaluates_each_distinct_mode_once(lif_run, tmp_path, monkeypatch, capsys):
     # run_training.sh tested an LIF run four times (three modes and K=8), four identical results.
     argv = ["--snapshot", str(lif_run), "--eval-mode", "all", "--n_ensembles", "8", "--out", str(tmp_path)]

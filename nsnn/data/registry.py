@@ -226,6 +226,19 @@ def _load_or_fetch(
         ) from e
 
 
+def _mnist_folder_flags(data_dir: Path | None, download: bool) -> str:
+    """The flags that turned MNIST's embedded default off, as ``data_dir`` and ``download`` show them.
+    Training passes the default data folder as ``data_dir`` whenever ``--download`` is given alone, so
+    with ``--download`` that folder stands for ``--download`` and perhaps ``--data-dir``."""
+    if not download:
+        return "--data-dir"
+    if data_dir is None:
+        return "--download"
+    if data_dir.expanduser().resolve() == default_data_dir().resolve():
+        return "--download, and --data-dir if given,"
+    return "--data-dir and --download"
+
+
 @register_dataset("mnist", embedded=True)
 def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_only: bool) -> DatasetBundle:
     if not reads_data_folder("mnist", data_dir, download):
@@ -244,10 +257,10 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_on
                 lambda: download_mnist(root, progress=progress),
                 download,
             )
-        except DatasetError as e:  # the flags given that turned the embedded default off
-            given = " and ".join(f for f, on in (("--data-dir", data_dir), ("--download", download)) if on)
+        except DatasetError as e:
             raise DatasetError(
-                f"{e}\n(omit {given} to use the embedded MNIST test set, split 8,000 / 2,000)"
+                f"{e}\n(omit {_mnist_folder_flags(data_dir, download)} to use the embedded MNIST test set, "
+                "split 8,000 / 2,000)"
             ) from e
         test_from = mnist_folder(folder, "test")
         train_from = test_from if test_only else mnist_folder(folder, "train")
