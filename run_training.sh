@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nsnn training recipes.
 #
-#   bash run_training.sh              CPU demo (~5 min on 2 cores): NILIF conv SNN (mnist_convnet, T=4) on the
+#   bash run_training.sh              CPU demo (~3.5 min on 2 cores): NILIF conv SNN (mnist_convnet, T=4) on the
 #                                     embedded MNIST 8k/2k split; trains, tests in every eval mode, plots.
 #   bash run_training.sh [RECIPE] [extra flags passed to the script; flags alone go to mnist]
 #
