@@ -844,7 +844,8 @@ def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_pa
     with pytest.raises(SystemExit) as stop:
         stdp_cli.main([*argv, "--out", str(tmp_path / "run")])
     out, err = capsys.readouterr()
-    assert stop.value.code == 130 and "interrupted: " in err
+    assert stop.value.code == 130 and "interrupted before any progress was saved" in err
+    assert not (tmp_path / "run").exists()  # nothing to resume: the same command can be run again
     assert "compilation failed" not in out + err and "g++" not in out + err
     monkeypatch.setitem(b2.prefs, make, "sh -c 'echo g++: error; exit 2'")  # a failure: reported as it was
     with pytest.raises(RuntimeError, match="compilation failed"):
@@ -1525,6 +1526,48 @@ def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     assert not (run / runio.PROGRESS).exists()
     with pytest.raises(SystemExit, match="finished run"):
         stdp_cli.main(["--resume", str(run)])
+
+
+def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    # A Ctrl-C during the first block (the standalone build) left a folder with no train_state.npz: it
+    # could not be resumed, and the same --out was refused because it held files.
+    from nsnn.stdp import pipeline, runio
+
+    argv = ["--target", "numpy", "--neurons", "2", "--train", "4", "--test", "2", "--chunk", "2"]
+    real_train = pipeline.train
+
+    def stop(error):
+        def raise_it(*args, **kwargs):
+            raise error
+
+        return raise_it
+
+    monkeypatch.setattr(pipeline, "train", stop(KeyboardInterrupt()))
+    run, empty = tmp_path / "new" / "run", tmp_path / "empty"
+    empty.mkdir()
+    for folder, left in ((run, "removed"), (empty, "emptied")):
+        with pytest.raises(SystemExit) as interrupted:
+            stdp_cli.main([*argv, "--out", str(folder)])
+        err = capsys.readouterr().err
+        assert interrupted.value.code == 130 and f"nothing was kept ({folder} {left})" in err
+        assert "run again" in err and "--resume" not in err
+    assert not run.exists() and (tmp_path / "new").is_dir() and empty.is_dir() and not any(empty.iterdir())
+    monkeypatch.setattr(pipeline, "train", stop(ValueError("no synapse left")))
+    with pytest.raises(ValueError, match="no synapse left"):
+        stdp_cli.main([*argv, "--out", str(run)])
+    assert "nothing was kept" in capsys.readouterr().err and not run.exists()
+
+    monkeypatch.setattr(pipeline, "train", real_train)
+    saved = runio.save_progress
+
+    def save_then_stop(run_dir, progress, digest):
+        saved(run_dir, progress, digest)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    with pytest.raises(SystemExit):
+        stdp_cli.main([*argv, "--out", str(run)])  # after its first block: kept, to be resumed
+    assert f"--resume {run}" in capsys.readouterr().err and (run / runio.PROGRESS).is_file()
 
 
 def test_a_run_or_build_folder_in_use_by_another_process_is_refused(tmp_path, monkeypatch):

@@ -15,8 +15,10 @@ MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (it
 --label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
 finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
 progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
-had not stopped. The embedded split is part of the official MNIST test set: a run trained on it and
-tested on a --data-dir is warned that its test images include the ones it trained on.
+had not stopped; a run stopped before its first block was saved removes what it wrote (nothing to
+resume), so the same command can be run again. The embedded split is part of the official MNIST test
+set: a run trained on it and tested on a --data-dir is warned that its test images include the ones it
+trained on.
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -354,6 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prefix = f"stdp-{args.neurons}"
     if args.from_run:
         prefix = "stdp-sweep" if args.sweep else "stdp-compress"
+    created = args.out is None or not Path(args.out).exists()  # else an empty folder, kept as it was
     try:
         run_dir = make_run_dir(args.out, prefix)
     except FileExistsError as e:
@@ -361,8 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except OSError as e:  # a read-only place, a file in the path
         raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
     if source_run is not None:
-        return _guarded(run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out))
-    return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out))
+        return _guarded(run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out), created)
+    return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out), created)
 
 
 def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
@@ -376,8 +380,16 @@ def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
         raise SystemExit(f"error: {e}") from None
 
 
-def _guarded(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``work()``, its Python warnings printed plainly and a Ctrl-C told how to go on from it."""
+def _guarded(
+    run_dir: Path, work: Callable[[], dict[str, Any]], created: bool | None = None
+) -> dict[str, Any]:
+    """``work()``, its Python warnings printed plainly and a Ctrl-C told how to go on from it.
+
+    ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
+    it was empty). A new run stopped (Ctrl-C or an error) before its first training block was saved has
+    nothing to resume: what it wrote is removed (:func:`_discard_unsaved`), so the same command can be
+    run again.
+    """
     from nsnn.stdp.runio import PROGRESS
 
     # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first, it
@@ -387,6 +399,8 @@ def _guarded(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any
         try:
             return work()
         except KeyboardInterrupt:
+            if created is not None and _discard_unsaved(run_dir, created, "interrupted"):
+                raise SystemExit(130) from None
             how = (
                 f"; finish it with: python scripts/stdp_mnist.py --resume {run_dir}"
                 if (run_dir / PROGRESS).is_file()
@@ -394,10 +408,45 @@ def _guarded(run_dir: Path, work: Callable[[], dict[str, Any]]) -> dict[str, Any
             )
             print(f"\ninterrupted: {run_dir} holds an unfinished run{how}", file=sys.stderr)
             raise SystemExit(130) from None
+        except BaseException:
+            if created is not None:
+                _discard_unsaved(run_dir, created, "stopped")
+            raise
         finally:
             for warning in caught:
                 kind = "" if warning.category is UserWarning else f" ({warning.category.__name__})"
                 print(f"warning{kind}: {warning.message}", file=sys.stderr)
+
+
+def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
+    """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``) when it ``how``
+    (interrupted, stopped) before saving anything to go on from: no training progress
+    (``train_state.npz``) and no ``summary.json``. Says so in one line on stderr; False (nothing
+    removed) otherwise, or when the folder cannot be cleared."""
+    from nsnn.io import release_run_dir
+    from nsnn.stdp.runio import PROGRESS, SUMMARY
+
+    if not run_dir.is_dir() or (run_dir / PROGRESS).is_file() or (run_dir / SUMMARY).is_file():
+        return False
+    try:
+        for entry in run_dir.iterdir():  # all written by this run: the folder was new or empty
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        release_run_dir(run_dir)
+        if created:
+            run_dir.rmdir()
+    except OSError as e:
+        print(f"\n{how}: could not remove the unfinished {run_dir} ({e})", file=sys.stderr)
+        return False
+    where = f"{run_dir} removed" if created else f"{run_dir} emptied"
+    print(
+        f"\n{how} before any progress was saved: nothing was kept ({where}); the same command can be run "
+        "again",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _resume(args: argparse.Namespace) -> dict[str, Any]:
