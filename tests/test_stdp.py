@@ -702,6 +702,17 @@ def test_quantization_that_silences_most_synapses_warns():
         warn_if_quantization_silences(100, 10, tiny())  # full precision: a 0 weight is the trained one
 
 
+def test_quantization_that_silences_training_warns_once_at_its_first_compression(tmp_path):
+    # The warning came only after the whole run (label, test, figures), too late to stop it early.
+    cfg = tiny(bits=1, prune_every=4)  # levels 0 and 1: every trained weight (mean w_sum/64) rounds to 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_experiment(cfg, image_set(*bars(12)), image_set(*bars(2)), run_dir=tmp_path / "run")
+    silenced = [str(w.message) for w in caught if "quantization to 1 bit" in str(w.message)]
+    assert len(silenced) == 1, silenced
+    assert "left 0 of the 256 kept synapses nonzero after 4 of 12 training examples" in silenced[0]
+
+
 def test_cli_rejects_bad_config(tmp_path):
     script = str(ROOT / "scripts" / "stdp_mnist.py")
     proc = subprocess.run([sys.executable, script, "--prune", "1.5"], capture_output=True, text=True)
@@ -780,6 +791,7 @@ assert "brian2" not in sys.modules
 def fake_run(config, train_set, test_set, **kwargs):
     import brian2  # what a real run imports
     warn_if_quantization_silences(100, 0, config)
+    print("still running", file=sys.stderr)
     raise SystemExit(0)
 nsnn.stdp.run_experiment = fake_run
 cli.load_data = lambda args: (None, None)
@@ -787,8 +799,9 @@ cli.main(["--out", sys.argv[1], "--bits", "1", "--json"])
 """
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "warning: quantization to 1 bit left 0 of the 100 kept synapses nonzero" in proc.stderr
-    assert "py.warnings" not in proc.stderr
+    warned = "warning: quantization to 1 bit left 0 of the 100 kept synapses nonzero"
+    assert warned in proc.stderr and "py.warnings" not in proc.stderr
+    assert proc.stderr.index(warned) < proc.stderr.index("still running")  # as it comes, not at the end
 
 
 def test_cli_quantizes_during_training_without_pruning():

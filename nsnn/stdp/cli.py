@@ -383,7 +383,8 @@ def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
 def _guarded(
     run_dir: Path, work: Callable[[], dict[str, Any]], created: bool | None = None
 ) -> dict[str, Any]:
-    """``work()``, its Python warnings printed plainly and a Ctrl-C told how to go on from it.
+    """``work()``, its Python warnings printed plainly as they come (one issued during training lets the
+    user stop the run early) and a Ctrl-C told how to go on from it.
 
     ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
     it was empty). A new run stopped (Ctrl-C or an error) before its first training block was saved has
@@ -393,9 +394,10 @@ def _guarded(
     from nsnn.stdp.runio import PROGRESS
 
     # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first, it
-    # does so before the block below, which then collects ours and prints them plainly.
+    # does so before the block below, which then prints ours plainly.
     importlib.import_module("brian2")
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
         try:
             return work()
         except KeyboardInterrupt:
@@ -408,14 +410,25 @@ def _guarded(
             )
             print(f"\ninterrupted: {run_dir} holds an unfinished run{how}", file=sys.stderr)
             raise SystemExit(130) from None
-        except BaseException:
-            if created is not None:
+        except BaseException as e:
+            if created is not None and not (isinstance(e, SystemExit) and e.code in (0, None)):
                 _discard_unsaved(run_dir, created, "stopped")
             raise
-        finally:
-            for warning in caught:
-                kind = "" if warning.category is UserWarning else f" ({warning.category.__name__})"
-                print(f"warning{kind}: {warning.message}", file=sys.stderr)
+
+
+def _print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of the command line: one plain line on stderr (above any progress bar)."""
+    from tqdm import tqdm
+
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    tqdm.write(f"warning{kind}: {message}", file=sys.stderr)
 
 
 def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:

@@ -127,21 +127,23 @@ def _log_evaluation(log: CsvLog, ev: Any, state: NetworkState, bits: int) -> Non
         )
 
 
-def warn_if_quantization_silences(synapses: int, nonzero: int, config: STDPConfig) -> None:
+def warn_if_quantization_silences(synapses: int, nonzero: int, config: STDPConfig, when: str = "") -> bool:
     """Warn (``UserWarning``) when the deployed levels round most of the ``synapses`` kept to 0 (only
     ``nonzero`` still transmit): trained weights sit far below ``w_max``, so a coarse level grid over
-    [0, w_max] silences them, which is pruning the user did not ask for."""
+    [0, w_max] silences them, which is pruning the user did not ask for. ``when`` (e.g. " after 100 of
+    200 training examples") follows the counts in the message. Returns whether it warned."""
     levels = config.weight_levels()
     if levels is None or synapses == 0 or nonzero >= synapses / 2:
-        return
+        return False
     lowest = min((v for v in levels if v > 0), default=0.0)
     warnings.warn(
         f"quantization to {weight_bits_label(config)} left {nonzero:,} of the {synapses:,} kept synapses "
-        f"nonzero: trained weights below {lowest / 2:.3g} (half the lowest level above 0) round to 0. "
-        "Use more bits or explicit levels that cover the trained weights",
+        f"nonzero{when}: trained weights below {lowest / 2:.3g} (half the lowest level above 0) round to "
+        "0. Use more bits or explicit levels that cover the trained weights",
         UserWarning,
         stacklevel=2,
     )
+    return True
 
 
 def weight_bits_label(config: STDPConfig) -> str:
@@ -347,7 +349,8 @@ def _experiment(
             )
 
     nonzero = int(pl.transmitting(final).sum())
-    warn_if_quantization_silences(final.synapses, nonzero, config)
+    if not trained.silenced:  # training said so already, when it first transmitted the levels
+        warn_if_quantization_silences(final.synapses, nonzero, config)
     _write_table(
         run_dir / "assignments.csv",
         [

@@ -184,6 +184,7 @@ class TrainResult:
     build_seconds: float
     compressions: list[dict[str, Any]] = field(default_factory=list)
     retried: int = 0
+    silenced: bool = False  # training warned that its quantized weights are mostly 0
 
     @property
     def ms_per_example(self) -> float:
@@ -228,10 +229,13 @@ def train(
     ``labels`` only feed the logged running accuracy (neurons assigned from all earlier training
     responses, scored on the next block before it joins them); learning never sees them.
     ``checkpoint`` gets the :class:`TrainProgress` after every block (its log rows written first, both
-    before a Ctrl-C is let through); ``resume`` goes on from one (``state`` is then unused).
+    before a Ctrl-C is let through); ``resume`` goes on from one (``state`` is then unused). The first
+    compression point whose quantized weights leave most kept synapses at 0 warns
+    (:func:`~nsnn.stdp.experiment.warn_if_quantization_silences`), so a run can be stopped early.
     """
     from tqdm.auto import tqdm
 
+    from nsnn.stdp.experiment import warn_if_quantization_silences
     from nsnn.training.runtime import sigint_deferred
 
     n = len(images)
@@ -241,7 +245,7 @@ def train(
     counts = np.zeros((n, config.n_exc), dtype=np.int32)
     sim = cpu = build = 0.0
     compressions: list[dict[str, Any]] = []
-    compressed = False
+    compressed = silenced = False
     retried = 0
     done = 0
     if resume is not None:
@@ -286,6 +290,12 @@ def train(
                     _warn_if_unnormalizable(state, config)
                 compressed = True
                 compressions.append({"examples": b, "sparsity": state.sparsity, "synapses": state.synapses})
+                if transmit is not None and not silenced:
+                    sent = deploy_weights(state.w, state.mask, config.weight_levels())
+                    when = f" after {b:,} of {n:,} training examples"
+                    silenced = warn_if_quantization_silences(
+                        state.synapses, int(np.count_nonzero(sent)), config, when
+                    )
             with sigint_deferred():  # the block's rows and its checkpoint: both, or neither
                 if log is not None:
                     log(_train_row(counts, labels, a, b, trained, results, config))
@@ -312,7 +322,7 @@ def train(
                             build,
                         )
                     )
-    return TrainResult(state, counts, sim, cpu, build, compressions, retried)
+    return TrainResult(state, counts, sim, cpu, build, compressions, retried, silenced)
 
 
 def present_with_retries(
