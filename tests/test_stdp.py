@@ -778,6 +778,24 @@ def test_cli_rejects_bad_config(tmp_path):
         assert proc.returncode == 2 and "drop --prune, --prune-threshold, --bits and --levels" in proc.stderr
 
 
+def test_cli_help_shows_the_defaults():
+    # stdp_mnist.py --help named no defaults, unlike the BPTT scripts' "(default: ...)".
+    text = " ".join(stdp_cli.build_parser().format_help().split()).split("show this help message and exit")[1]
+    for flag, default in (
+        ("--neurons NEURONS excitatory (= inhibitory) neurons N", "400"),
+        ("--bits BITS", "32"),
+        ("--chunk CHUNK", "500"),
+        ("--seed SEED", "0"),
+        ("--target {standalone,cython,numpy}", "standalone"),
+        ("--retry-max RETRY_MAX", "3"),
+        ("--prune-scope {neuron,global}", "neuron"),
+        ("--train TRAIN", "8000"),
+    ):
+        help_of = text[text.index(flag) :].split(" --", 1)[0]
+        assert f"(default: {default}" in help_of or f"default: {default}," in help_of, help_of
+    assert "Outputs (run directory): config.json, metrics.csv" in stdp_cli.build_parser().format_help()
+
+
 def test_cli_prints_the_library_warnings_plainly(tmp_path):
     # Brian2 turns Python warnings into its own log lines once imported; the CLI prints them itself.
     # In a fresh process: Brian2 first imported during the run took the warnings over (a pytest process

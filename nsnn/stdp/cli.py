@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from nsnn.io import json_text, make_run_dir
 from nsnn.stdp.config import METHODS, PRUNE_SCOPES, TARGETS, STDPConfig
 from nsnn.training.cli import explicit_dests
+from nsnn.training.config import HelpFormatter
 
 if TYPE_CHECKING:
     from nsnn.data import ImageSet
@@ -78,17 +79,29 @@ FROM_RUN_FIXED = (
 JSON_KEYS = ("run_dir", "accuracy", "ms_per_example_train", "synapses", "nonzero_synapses", "bits")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """The BPTT scripts' help (each flag's ``(default: ...)``) under this module's docstring as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its description is this module's docstring)."""
-    p = argparse.ArgumentParser(
-        prog="stdp_mnist.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="stdp_mnist.py", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--neurons", type=int, default=400, help="excitatory (= inhibitory) neurons N")
     p.add_argument(
-        "--train", type=int, default=None, help="training examples (one pass, in order; default 8000)"
+        "--train",
+        type=int,
+        default=None,
+        help="training examples (one pass, in order; default: 8000, with --from-run the saved run's)",
     )
-    p.add_argument("--test", type=int, default=None, help="test examples (default 2000)")
-    p.add_argument("--label", type=int, default=None, help="training examples used to assign labels (all)")
+    p.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help="test examples (default: 2000, with --from-run the saved run's)",
+    )
+    p.add_argument(
+        "--label", type=int, default=None, help="training examples used to assign labels (default: all)"
+    )
     p.add_argument(
         "--resume",
         default=None,
@@ -167,14 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         " progress is saved): w and θ carry over, membranes, conductances and traces restart, so results"
         " depend on it, alike on every target",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random stream of the run")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (default: embedded)")
     p.add_argument(
         "--download",
         action="store_true",
         help="fetch the full MNIST into --data-dir first (md5-checked; files already valid are kept)",
     )
-    p.add_argument("--out", default=None, help="run directory (default runs/stdp-<time>)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/stdp-<time>)")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
