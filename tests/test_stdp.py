@@ -671,6 +671,16 @@ def test_run_directory_round_trip_and_sweep(tmp_path):
     )
     assert [(r["synapses"], r["bits"]) for r in rows] == [(64, 1)]
     assert (tmp_path / "sweep" / "sweep.csv").is_file()
+    # one cell: its figures at the top of summary.json, as a training run's (only in "sweep" before)
+    cell = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert (cell["accuracy"], cell["bits"], cell["n_test"]) == (rows[0]["accuracy"], 1, 4)
+    assert cell["sweep"] == rows
+    from visualizer.sources import load_source
+
+    with pytest.raises(
+        ValueError, match=f"an evaluation of the STDP run {re.escape(str(tmp_path.resolve()))}"
+    ):
+        load_source(tmp_path / "sweep")
     # the evaluation's config.json is the configuration evaluated, with the run and data it came from
     evaluated = json.loads((tmp_path / "sweep" / "config.json").read_text())
     assert (evaluated["prune"], evaluated["bits"], evaluated["n_exc"]) == (0.75, 1, 4)

@@ -123,6 +123,15 @@ def _metrics_in(run_dir: Path | None) -> Path | None:
         return path  # the curves figure names the unreadable file
 
 
+def _evaluated_run(path: Path) -> str | None:
+    """The run an STDP evaluation folder ``path`` evaluated (its config.json's ``run.sweep_of``), or None."""
+    try:
+        record = read_json(path / "config.json").get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record.get("sweep_of") if isinstance(record, dict) else None
+
+
 def load_source(obj: Any) -> Source:
     """Resolve ``obj`` (``nn.Module``, path or an already loaded source) into a :data:`Source`."""
     if isinstance(obj, StdpRun | ModuleSource):
@@ -147,6 +156,12 @@ def load_source(obj: Any) -> Source:
             raise ValueError(
                 f"{path} is an STDP run that has not finished (no {STDP_WEIGHTS} yet); finish it with: "
                 f"python scripts/stdp_mnist.py --resume {path}"
+            )
+        evaluated = _evaluated_run(path)
+        if evaluated is not None:
+            raise ValueError(
+                f"{path} is an evaluation of the STDP run {evaluated} (--from-run), which keeps no weights; "
+                f"give that run's folder instead: {evaluated}"
             )
         raise ValueError(
             f"{path} is neither an STDP run ({STDP_WEIGHTS}) nor a BPTT run ({' or '.join(CHECKPOINT_NAMES)})"

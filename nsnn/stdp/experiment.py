@@ -514,6 +514,8 @@ def sweep_run(
     """Sweep sparsity × bits on a saved run's trained dense weights (``w_xe_dense``) without retraining;
     writes config.json, metrics.csv, sweep.csv, sweep.png and summary.json into ``run_dir`` (missing or
     empty, as for :func:`run_experiment`). ``data`` names the data set in config.json (None: the run's).
+    For a single cell summary.json also holds its row's keys (``accuracy``, ``sparsity``, ``bits``, ...),
+    ``n_label`` and ``n_test`` at top level, as a training run's does.
 
     config.json's top level is the configuration evaluated: the run's network compressed to the one
     cell for a single sparsity and bit width, else dense (the grid is in its ``run`` record).
@@ -557,13 +559,16 @@ def sweep_run(
             progress=progress,
             log=_sweep_logger(log),
         )
+    cell: dict[str, Any] = {}  # one cell: its figures at top level too, as a training run's summary
     if single:
         warn_if_quantization_silences(rows[0]["synapses"], rows[0]["nonzero_synapses"], evaluated)
+        cell = {**rows[0], "n_label": n_label, "n_test": len(test_xy[1])}
     write_json(
         run_dir / "summary.json",
         {
             "run_dir": str(run_dir.resolve()),
             "sweep_of": record["sweep_of"],
+            **cell,
             "sweep": _sweep_outputs(run_dir, rows),
             "wall_seconds": time.perf_counter() - started,
         },
@@ -622,6 +627,8 @@ def retest_run(
             "run_dir": str(run_dir.resolve()),
             "sweep_of": record["sweep_of"],
             **row,
+            "n_label": n_label,
+            "n_test": len(test_xy[1]),
             "wall_seconds": time.perf_counter() - started,
         },
     )
