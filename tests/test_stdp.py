@@ -721,6 +721,8 @@ def test_quantization_that_silences_training_warns_once_at_its_first_compression
     silenced = [str(w.message) for w in caught if "quantization to 1 bit" in str(w.message)]
     assert len(silenced) == 1, silenced
     assert "left 0 of the 256 kept synapses nonzero after 4 of 12 training examples" in silenced[0]
+    rows = [r for r in read_csv(tmp_path / "run" / "metrics.csv") if r["phase"] == "compress"]
+    assert [(r["examples"], r["bits"]) for r in rows] == [("4", "1"), ("8", "1"), ("12", "1")]  # was empty
 
 
 def test_cli_rejects_bad_config(tmp_path):

@@ -5,7 +5,9 @@ sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, 
 figures (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep:
 ``sweep.csv`` and ``sweep.png``). Standalone C++ projects are built under ``run_dir/brian``.
 
-``bits`` (metrics.csv's label/test rows, summary.json) is the bits per deployed weight,
+``bits`` of metrics.csv's compress rows is the precision training transmits from that point on (``bits``,
+or 32: full precision, also with ``levels``, which are applied at deployment only). ``bits`` (metrics.csv's
+label/test rows, summary.json) is the bits per deployed weight,
 :func:`nsnn.stdp.pipeline.weight_bits`: with explicit device ``levels`` ⌈log₂(distinct levels)⌉, and
 summary.json's ``levels`` gives their number (None without them). ``input_events_per_inference`` counts
 events through the synapses that transmit (alive with a nonzero deployed weight).

@@ -306,6 +306,7 @@ def train(
                                 "examples": b,
                                 "synapses": state.synapses,
                                 "sparsity": round(state.sparsity, 6),
+                                "bits": config.bits if transmit is not None else FULL_PRECISION_BITS,
                             }
                         )
                 if checkpoint is not None:
