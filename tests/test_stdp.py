@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1599,6 +1600,17 @@ def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tm
     with pytest.raises(ValueError, match="no synapse left"):
         stdp_cli.main([*argv, "--out", str(run)])
     assert "nothing was kept" in capsys.readouterr().err and not run.exists()
+
+    def row_then_stop(*args, **kwargs):  # a result row written (as an evaluation's finished cell)
+        with open(run / "metrics.csv", "a") as f:
+            f.write("train,1\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train", row_then_stop)
+    with pytest.raises(SystemExit):
+        stdp_cli.main([*argv, "--out", str(run)])
+    assert "nothing was kept" not in capsys.readouterr().err and (run / "metrics.csv").is_file()
+    shutil.rmtree(run)
 
     monkeypatch.setattr(pipeline, "train", real_train)
     saved = runio.save_progress

@@ -446,13 +446,16 @@ def _print_warning(
 
 def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
     """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``) when it ``how``
-    (interrupted, stopped) before saving anything to go on from: no training progress
-    (``train_state.npz``) and no ``summary.json``. Says so in one line on stderr; False (nothing
-    removed) otherwise, or when the folder cannot be cleared."""
-    from nsnn.io import release_run_dir
+    (interrupted, stopped) before saving anything to go on from or to read: no training progress
+    (``train_state.npz``), no ``summary.json`` and no row in ``metrics.csv`` (an evaluation's finished
+    cells are kept). Says so in one line on stderr; False (nothing removed) otherwise, or when the
+    folder cannot be cleared."""
+    from nsnn.io import read_csv, release_run_dir
     from nsnn.stdp.runio import PROGRESS, SUMMARY
 
     if not run_dir.is_dir() or (run_dir / PROGRESS).is_file() or (run_dir / SUMMARY).is_file():
+        return False
+    if (run_dir / "metrics.csv").is_file() and read_csv(run_dir / "metrics.csv"):
         return False
     try:
         for entry in run_dir.iterdir():  # all written by this run: the folder was new or empty
