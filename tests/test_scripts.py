@@ -560,6 +560,8 @@ def test_training_notes_eval_flags_without_effect_as_testing_does(lif_run, monke
     ):
         assert run_script("main_mnist.py", argv, monkeypatch) == 0
         assert "note:" not in capsys.readouterr().err
+    # flags no neuron takes (PLIF needs tau > 1) are left to training to refuse: the note raised them
+    assert run_script("main_mnist.py", ["--neuron", "PLIF", "--tau", "1"], monkeypatch) == 0
 
 
 def test_offline_mnist_download_hint_names_download_not_data_dir(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (it
 --label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
 finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
 progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
-had not stopped; a run stopped before its first block was saved removes what it wrote (nothing to
+had not stopped; a run interrupted before its first block was saved removes what it wrote (nothing to
 resume), so the same command can be run again. The embedded split is part of the official MNIST test
 set: a run trained on it and tested on a --data-dir is warned that its test images include the ones it
 trained on.
@@ -296,7 +296,10 @@ def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
                 download_mnist(args.data_dir, progress=args.progress)
             train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
         except DatasetError as e:
-            raise SystemExit(f"error: {e}") from None
+            flags = "--data-dir and --download" if args.download else "--data-dir"
+            raise SystemExit(
+                f"error: {e}\n(omit {flags} to use the embedded MNIST test set, split 8,000 / 2,000)"
+            ) from None
     else:
         train, test = embedded_mnist_split()
     where = args.data_dir or "the embedded MNIST split"
@@ -400,9 +403,9 @@ def _guarded(
     user stop the run early) and a Ctrl-C told how to go on from it.
 
     ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
-    it was empty). A new run stopped (Ctrl-C or an error) before its first training block was saved has
-    nothing to resume: what it wrote is removed (:func:`_discard_unsaved`), so the same command can be
-    run again.
+    it was empty). A new run interrupted before its first training block was saved has nothing to
+    resume: what it wrote is removed (:func:`_discard_unsaved`), so the same command can be run again.
+    One stopped by an error keeps its folder (the error may point into its build) and says so.
     """
     from nsnn.stdp.runio import PROGRESS
 
@@ -424,8 +427,11 @@ def _guarded(
             print(f"\ninterrupted: {run_dir} holds an unfinished run{how}", file=sys.stderr)
             raise SystemExit(130) from None
         except BaseException as e:
-            if created is not None and not (isinstance(e, SystemExit) and e.code in (0, None)):
-                _discard_unsaved(run_dir, created, "stopped")
+            # an error keeps the folder (its message may point into the build) and says what to do
+            done = isinstance(e, SystemExit) and e.code in (0, None)
+            if created is not None and not done and _nothing_saved(run_dir):
+                again = "delete it (or give another --out) to run again"
+                print(f"\n{run_dir} holds no progress to resume; {again}", file=sys.stderr)
             raise
 
 
@@ -444,18 +450,25 @@ def _print_warning(
     tqdm.write(f"warning{kind}: {message}", file=sys.stderr)
 
 
-def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
-    """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``) when it ``how``
-    (interrupted, stopped) before saving anything to go on from or to read: no training progress
+def _nothing_saved(run_dir: Path) -> bool:
+    """Whether the new run in ``run_dir`` saved nothing to go on from or to read: no training progress
     (``train_state.npz``), no ``summary.json`` and no row in ``metrics.csv`` (an evaluation's finished
-    cells are kept). Says so in one line on stderr; False (nothing removed) otherwise, or when the
-    folder cannot be cleared."""
-    from nsnn.io import read_csv, release_run_dir
+    cells count)."""
+    from nsnn.io import read_csv
     from nsnn.stdp.runio import PROGRESS, SUMMARY
 
     if not run_dir.is_dir() or (run_dir / PROGRESS).is_file() or (run_dir / SUMMARY).is_file():
         return False
-    if (run_dir / "metrics.csv").is_file() and read_csv(run_dir / "metrics.csv"):
+    return not ((run_dir / "metrics.csv").is_file() and read_csv(run_dir / "metrics.csv"))
+
+
+def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
+    """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``) when it was
+    ``how`` (interrupted) before saving anything (:func:`_nothing_saved`). Says so in one line on
+    stderr; False (nothing removed) otherwise, or when the folder cannot be cleared."""
+    from nsnn.io import release_run_dir
+
+    if not _nothing_saved(run_dir):
         return False
     try:
         for entry in run_dir.iterdir():  # all written by this run: the folder was new or empty
@@ -463,9 +476,9 @@ def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-        release_run_dir(run_dir)
         if created:
-            run_dir.rmdir()
+            run_dir.rmdir()  # before the lock is released: no other run can have taken the folder
+        release_run_dir(run_dir)
     except OSError as e:
         print(f"\n{how}: could not remove the unfinished {run_dir} ({e})", file=sys.stderr)
         return False

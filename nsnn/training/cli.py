@@ -128,7 +128,10 @@ def _note_idle_eval_flags(args: argparse.Namespace, explicit: set[str], run: Tra
     neurons are judged by one built from ``run``'s neuron flags, as every spiking layer is."""
     from nsnn.models import NeuronSpec
 
-    neuron = NeuronSpec(run.neuron, run.noise, run.sigma, run.tau, run.threshold).build()
+    try:
+        neuron = NeuronSpec(run.neuron, run.noise, run.sigma, run.tau, run.threshold).build()
+    except (ValueError, TypeError):  # flags no neuron takes (PLIF with tau=1): fit reports them
+        return
     given = argparse.Namespace(
         eval_mode=args.eval_mode if "eval_mode" in explicit else None,
         n_ensembles=args.n_ensembles if "n_ensembles" in explicit else None,
