@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import brian2 as b2
 import numpy as np
@@ -90,6 +92,22 @@ def bars(n: int, n_classes: int = 4, offset: int = 0) -> tuple[np.ndarray, np.nd
     for k, c in enumerate(labels):
         images[k, 2 * c : 2 * c + 2] = 255
     return images, labels
+
+
+def stop_after_saving(monkeypatch: pytest.MonkeyPatch, examples: int | None = None) -> Callable[..., Any]:
+    """Make ``runio.save_progress`` raise KeyboardInterrupt once it has saved a block (the block ending at
+    ``examples``; None: the first), as a Ctrl-C right after it would; returns the real function."""
+    from nsnn.stdp import runio
+
+    saved = runio.save_progress
+
+    def save_then_stop(run_dir, progress, digest):
+        saved(run_dir, progress, digest)
+        if examples is None or progress.examples == examples:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    return saved
 
 
 def test_config_validation_and_round_trip():
@@ -1450,14 +1468,7 @@ def test_an_interrupted_run_resumes_to_the_result_it_would_have_had(tmp_path, mo
     assert not (tmp_path / "whole" / runio.PROGRESS).exists()  # a finished run keeps no progress files
     assert not (tmp_path / "whole" / runio.COUNTS).exists()
 
-    saved = runio.save_progress
-
-    def save_then_stop(run_dir, progress, digest):
-        saved(run_dir, progress, digest)
-        if progress.examples == 8:  # the block that ends with the first prune
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    saved = stop_after_saving(monkeypatch, 8)  # the block that ends with the first prune
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, data, test, run_dir=tmp_path / "cut", n_label=12)
     monkeypatch.setattr(runio, "save_progress", saved)
@@ -1560,13 +1571,7 @@ def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
 
     train_split, test_split = embedded_mnist_split()
     cfg = STDPConfig(n_exc=2, target="numpy", chunk=2, t_present_ms=50.0, t_rest_ms=10.0, retry_max=0)
-    saved = runio.save_progress
-
-    def save_then_stop(run_dir, progress, digest):
-        saved(run_dir, progress, digest)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    saved = stop_after_saving(monkeypatch)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, train_split.subset(slice(0, 4)), test_split.subset(slice(0, 2)), run_dir=run)
@@ -1630,13 +1635,7 @@ def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tm
     shutil.rmtree(run)
 
     monkeypatch.setattr(pipeline, "train", real_train)
-    saved = runio.save_progress
-
-    def save_then_stop(run_dir, progress, digest):
-        saved(run_dir, progress, digest)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    stop_after_saving(monkeypatch)
     with pytest.raises(SystemExit):
         stdp_cli.main([*argv, "--out", str(run)])  # after its first block: kept, to be resumed
     assert f"--resume {run}" in capsys.readouterr().err and (run / runio.PROGRESS).is_file()
@@ -1668,13 +1667,7 @@ def test_a_run_or_build_folder_in_use_by_another_process_is_refused(tmp_path, mo
     cfg = tiny(chunk=4)
     images, labels = bars(8)
     data = ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
-    saved = runio.save_progress
-
-    def save_then_stop(run_dir, progress, digest):
-        saved(run_dir, progress, digest)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runio, "save_progress", save_then_stop)
+    saved = stop_after_saving(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cfg, data, data, run_dir=tmp_path / "run")
     monkeypatch.setattr(runio, "save_progress", saved)
