@@ -131,7 +131,7 @@ def test_bad_training_flags_exit_2_with_message(argv, message, monkeypatch, caps
 def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "main_mnist.py"), *TINY_FLAGS, "--out", str(run), "--json"],
+        [sys.executable, str(SCRIPTS / "main_mnist.py"), *TINY_FLAGS, "--out", "run", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -140,7 +140,7 @@ def test_train_script_json_then_testing_script(tmp_path, monkeypatch, capsys):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parameters" in proc.stdout  # the parameter count is printed
     result = last_json(proc.stdout)
-    assert result["run_dir"] == str(run)
+    assert result["run_dir"] == str(run.resolve())  # absolute (--out was relative), as the STDP runs' are
     for key in ("best_val_accuracy", "test_accuracy"):
         assert 0.0 <= result[key] <= 1.0, key
     assert (run / "best.pt").is_file() and (run / "curves.png").is_file()

@@ -270,7 +270,7 @@ def _fit(
             say(rt, _epoch_line(row, cfg.epochs, improved and val is not None))
         test = _test_best(exp, run_dir)
         result = {
-            "run_dir": str(run_dir),
+            "run_dir": str(run_dir.resolve()),  # absolute, as the STDP runs': valid from any folder
             "best_val_accuracy": best_acc,
             "best_epoch": best_epoch,
             "test_accuracy": test["accuracy"],
