@@ -593,7 +593,7 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], run_dir: Path, ou
     """Print a trained run's result to ``out`` (and the ``--json`` line); returns ``summary``."""
     print(
         f"test accuracy {100 * summary['accuracy']:.2f} % "
-        f"(label set {100 * summary['label_accuracy']:.2f} %),"
+        f"(on its labelling examples {100 * summary['label_accuracy']:.2f} %),"
         f" {summary['synapses']:,} X->Ae synapses ({summary['nonzero_synapses']:,} nonzero),"
         f" {summary['ms_per_example_train']:.1f} ms/example training, run dir {run_dir}",
         file=out,
