@@ -782,6 +782,47 @@ def test_testing_a_checkpoint_without_a_test_hash_checks_its_data_as_it_was_hash
     assert same is False and "warning: the data read from" in err
 
 
+def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
+    # Testing a run again (or resuming a finished run) appends the same seeded evaluations to
+    # evaluations.csv, and evaluations.png drew every row: 9 bars for 4 distinct evaluations.
+    import matplotlib.image
+
+    from nsnn.training.monitor import distinct_evaluations, plot_evaluations
+
+    def row(mode: str, k: int, accuracy: float, seed: int = 0) -> dict[str, object]:
+        return {
+            "snapshot": "run/best.pt",
+            "eval_mode": mode,
+            "n_ensembles": k,
+            "n": 2000,
+            "seed": seed,
+            "perturbation": "clean",
+            "strength": 0.0,
+            "accuracy": accuracy,
+            "seconds": accuracy,
+        }
+
+    first = [row("stochastic", 1, 0.95), row("deterministic", 1, 0.96), row("expected", 1, 0.97)]
+    rows = [
+        *first,
+        row("stochastic", 8, 0.955),
+        *first,
+        row("stochastic", 1, 0.951),
+        row("stochastic", 1, 0.9, 1),
+    ]
+    distinct = distinct_evaluations(rows)
+    assert [(r["eval_mode"], r["n_ensembles"], r["seed"]) for r in distinct] == [
+        ("stochastic", 1, 0),
+        ("deterministic", 1, 0),
+        ("expected", 1, 0),
+        ("stochastic", 8, 0),
+        ("stochastic", 1, 1),
+    ]
+    assert distinct[0]["accuracy"] == 0.951  # the latest of a repeated evaluation, in the first's place
+    height = matplotlib.image.imread(plot_evaluations(rows, tmp_path / "e.png")).shape[0]
+    assert height == round((0.42 * 5 + 1.2) * 110)  # five bars, not nine
+
+
 _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys

@@ -83,19 +83,38 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+# evaluations.csv columns an evaluation gives, rather than asks for (see distinct_evaluations)
+_OUTCOME = frozenset({"accuracy", "loss", "seconds", "same_data_as_run"})
+
+
+def distinct_evaluations(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per distinct evaluation of ``rows`` (``evaluations.csv``): rows that agree on every column
+    but the outcome (accuracy, loss, seconds, same_data_as_run) repeat one seeded evaluation, e.g. a
+    testing script run twice; the latest such row is kept, in the place of the first."""
+    latest: dict[tuple[tuple[str, str], ...], Mapping[str, Any]] = {}
+    for row in rows:
+        latest[tuple(sorted((k, str(v)) for k, v in row.items() if k not in _OUTCOME))] = row
+    return list(latest.values())
+
+
 def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Horizontal bars of test accuracy, one per evaluation row (``evaluations.csv``: snapshot, mode, K,
-    n, ...), labelled on the y axis so that long labels never overlap."""
+    """Horizontal bars of test accuracy, one per distinct evaluation (:func:`distinct_evaluations` of
+    the ``evaluations.csv`` rows: snapshot, mode, K, n, ...), labelled on the y axis so that long labels
+    never overlap; the seed is named when the evaluations have several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = distinct_evaluations(rows)
+    seeds = {str(row.get("seed")) for row in rows}
     labels, values = [], []
     for row in rows:
         label = f"{Path(str(row['snapshot'])).stem}: {row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
         if row.get("perturbation", "clean") != "clean":
             label += f", {row['perturbation']} {float(row['strength']):g}"
+        if len(seeds) > 1:
+            label += f", seed {row.get('seed')}"
         labels.append(label)
         values.append(100 * float(row["accuracy"]))
     fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.42 * len(rows) + 1.2)))
