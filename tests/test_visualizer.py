@@ -805,6 +805,41 @@ def test_a_neuron_without_a_step_mode_called_per_step_is_single_step():
     assert g.nodes["lif"]["neurons"] == 2 * 4 * 4
 
 
+class DuckStepLoop(nn.Module):
+    """A :class:`DuckStepNeuron` after a linear or conv layer, stepped by the forward's own time loop."""
+
+    def __init__(self, conv: bool, neuron: nn.Module) -> None:
+        super().__init__()
+        self.layer, self.lif = (nn.Conv2d(1, 2, 3) if conv else nn.Linear(6, 5)), neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for t in range(x.shape[0]):
+            out.append(self.lif(self.layer(x[t])))
+        return torch.stack(out)
+
+
+def test_rasters_and_rates_of_a_neuron_without_a_step_mode_called_per_step():
+    # Its calls were read as [T, B, ...] sequences although the tracer takes it for single-step: a [B, F]
+    # step failed ("Dimension out of range"), a [B, C, H, W] step had its batch read as time.
+    from visualizer.activity import spike_activity
+
+    for conv, x in ((False, torch.rand(4, 3, 6) * 3), (True, torch.rand(4, 3, 1, 6, 6) * 3)):
+        torch.manual_seed(0)
+        duck = DuckStepLoop(conv, DuckStepNeuron())
+        torch.manual_seed(0)
+        stepped = DuckStepLoop(conv, LIF(step_mode="s"))
+        (layer,) = spike_activity(duck, x, max_neurons=100)
+        (reference,) = spike_activity(stepped, x, max_neurons=100)
+        neurons = 2 * 4 * 4 if conv else 5
+        assert (layer.name, layer.neurons, layer.raster.shape) == ("lif", neurons, (4, neurons))
+        assert (reference.name, reference.neurons, reference.raster.shape) == ("lif", neurons, (4, neurons))
+        with torch.no_grad():
+            spikes = duck(x)  # [T, B, ...]: the neuron starts from rest (v=None) after spike_activity
+        assert 0 < layer.rate < 1 and layer.rate == pytest.approx(float(spikes.mean()))
+        assert np.array_equal(layer.raster, spikes[:, 0].flatten(1).numpy()[:, layer.shown])
+
+
 def test_a_plain_ann_is_traced_on_a_batch_without_a_time_axis():
     # An MLP was traced on a fabricated [4, 1, 784], and a CNN could not be traced at all (its conv
     # refuses [T, B, C, H, W]); given a batch, the subtitle spoke of spike rates.

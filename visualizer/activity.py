@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from visualizer.modules import flattens_time, is_neuron, is_single_step
+from visualizer.modules import declared_step, flattens_time, is_neuron, is_single_step
 from visualizer.sources import ModuleSource
-from visualizer.trace import layer_graph, probing, run_model, to_model
+from visualizer.trace import call_site, layer_graph, probing, run_model, single_step_neurons, to_model
 
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
@@ -246,9 +246,10 @@ def spike_activity(
 ) -> list[LayerActivity]:
     """Run ``model`` on ``x`` (eval mode, no grad) and collect every neuron layer's spikes.
 
-    Multi-step neurons give ``[T, B, ...]`` per call; single-step ones (``step_mode="s"``, snntorch's)
-    one ``[B, ...]`` step per call, stacked over calls; a neuron returning ``(spikes, membrane)``
-    (snntorch's) counts its spikes. Layers are listed in order of their first call.
+    Multi-step neurons give ``[T, B, ...]`` per call; single-step ones one ``[B, ...]`` step per call,
+    stacked over calls: ``step_mode="s"``, snntorch's, and one declaring no step mode that is called more
+    than once at one place (as :func:`visualizer.trace.layer_graph` decides); a neuron returning
+    ``(spikes, membrane)`` (snntorch's) counts its spikes. Layers are listed in order of their first call.
     One neuron module used at several places of the network (a shared activation) is one layer per
     place, named like its node in :func:`visualizer.trace.layer_graph` plus ``#1``, ``#2``, ... in
     call order: every call of a multi-step neuron is a place of its own; the calls of a single-step
@@ -259,28 +260,27 @@ def spike_activity(
     if max_neurons < 1:
         raise ValueError(f"max_neurons must be ≥ 1, got {max_neurons}")
     names = {m: n for n, m in model.named_modules()}
-    places: dict[nn.Module, list[dict[str, Any]]] = {}
-    order: list[tuple[nn.Module, dict[str, Any]]] = []
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    sites: dict[tuple[Any, ...], int] = {}  # call site -> its place id, as the tracer numbers them
+    calls: dict[tuple[nn.Module, int], int] = {}
+    # per call, in order: the module, its output's shape, spike sum, and sample 0 of the output read as
+    # one step [B, ...] and as a sequence [T, B, ...] (None where the neuron declares the other reading,
+    # or for a 1-D output); a neuron declaring no step mode is told single-step after the run
+    outputs: list[tuple[nn.Module, torch.Size, float, torch.Tensor | None, torch.Tensor | None]] = []
 
     def hook(module: nn.Module, args: Any, out: Any) -> None:
         if isinstance(out, tuple | list) and out:  # snntorch's (spk, mem): the spikes come first
             out = out[0]
         if not isinstance(out, torch.Tensor):
             return
-        out = out.detach()
-        single_step = is_single_step(module)
-        recorded = places.setdefault(module, [])
-        rec = next((r for r in recorded if r["shape"] == out.shape), None) if single_step else None
-        if rec is None:
-            rec = {"shape": out.shape, "sum": 0.0, "count": 0, "steps": []}
-            recorded.append(rec)
-            order.append((module, rec))
-        rec["sum"] += float(out.float().sum())
-        rec["count"] += out.numel()
-        steps = out[:1].flatten(1) if single_step else out[:, 0].flatten(1)
-        rec["steps"].append(steps.float().cpu())
+        out = out.detach().float()
+        place = sites.setdefault(call_site(), len(sites) + 1)
+        calls[(module, place)] = calls.get((module, place), 0) + 1
+        step = declared_step(module)
+        first = out[0].cpu() if step is not False else None
+        sequence = out[:, 0].cpu() if step is not True and out.dim() > 1 else None
+        outputs.append((module, out.shape, float(out.sum()), first, sequence))
 
-    neurons = [m for m in model.modules() if is_neuron(m)]
     handles = [m.register_forward_hook(hook) for m in neurons]
     try:
         with probing(model, seed):
@@ -288,6 +288,27 @@ def spike_activity(
     finally:
         for handle in handles:
             handle.remove()
+    single = single_step_neurons({m: declared_step(m) for m in neurons}, calls)
+    places: dict[nn.Module, list[dict[str, Any]]] = {}
+    order: list[tuple[nn.Module, dict[str, Any]]] = []
+    for module, shape, fired, first, sequence in outputs:
+        recorded = places.setdefault(module, [])
+        rec = next((r for r in recorded if r["shape"] == shape), None) if module in single else None
+        if rec is None:
+            rec = {"shape": shape, "sum": 0.0, "count": 0, "steps": []}
+            recorded.append(rec)
+            order.append((module, rec))
+        rec["sum"] += fired
+        rec["count"] += shape.numel()
+        if first is not None and module in single:
+            rec["steps"].append(first.reshape(1, -1))
+        elif sequence is not None:
+            rec["steps"].append(sequence.flatten(1))
+        else:
+            raise ValueError(
+                f"neuron layer {names[module]!r} returned {list(shape)}: a multi-step neuron gives "
+                "[T, B, ...]"
+            )
     rng = np.random.default_rng(seed)
     layers = []
     for module, rec in order:

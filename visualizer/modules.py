@@ -96,6 +96,14 @@ def is_single_step(module: nn.Module) -> bool:
     return getattr(module, "step_mode", None) == "s" or type(module).__module__.split(".")[0] == "snntorch"
 
 
+def declared_step(module: nn.Module) -> bool | None:
+    """Whether a neuron says it takes one step per call (:func:`is_single_step`), or None when it
+    declares no step mode (a duck-typed neuron: see :func:`visualizer.trace.single_step_neurons`)."""
+    if is_single_step(module) or getattr(module, "step_mode", None) is not None:
+        return is_single_step(module)
+    return None
+
+
 def flattens_time(module: nn.Module) -> bool:
     """Whether ``module`` is a ``SeqToANN`` that folds the time axis of its ``[T, B, ...]`` input into
     the batch (``T·B``) around its children: one in ``step_mode="s"`` runs one ``[B, ...]`` step as it

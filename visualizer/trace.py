@@ -36,10 +36,10 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -48,10 +48,10 @@ from torch.utils._pytree import tree_flatten
 
 from nsnn.layers import evaluating
 from visualizer.modules import (
+    declared_step,
     flattens_time,
     is_graph_leaf,
     is_neuron,
-    is_single_step,
     module_attributes,
     owns_parameters,
     stored_weight,
@@ -80,11 +80,12 @@ _OP_ALIASES = {
 _MERGE_KINDS = frozenset({"add", "sub", "mul", "cat", "stack", "write"})
 _MAX_VIA = 6
 # Where a tensor comes from: its node, and the place of the call that made it (an id of its call site,
-# see _call_site; 0 for the input and merges). A module called at two places of the network (a shared
+# see call_site; 0 for the input and merges). A module called at two places of the network (a shared
 # activation) is one node but two sources, so an operation combining both outputs (a residual add) is a
 # merge; the calls of a per-step loop share one place.
 _Source = tuple[str, int]
 _Sources = dict[_Source, tuple[tuple[str, ...], str]]
+_K = TypeVar("_K")  # what names a neuron: its node name, or the module itself
 
 
 def _op_name(func: Any) -> str:
@@ -100,7 +101,16 @@ def _is_inplace(func: Any) -> bool:
     )
 
 
-def _call_site() -> tuple[tuple[CodeType, int], ...]:
+def single_step_neurons(declared: Mapping[_K, bool | None], calls: Mapping[tuple[_K, int], int]) -> set[_K]:
+    """The neurons that take one ``[B, ...]`` step per call, given each neuron's
+    :func:`visualizer.modules.declared_step` (``declared``) and its number of calls per place (``calls``,
+    keyed by neuron and place id, see :func:`call_site`): those that say so, and those that declare no
+    step mode and were called more than once at one place (a duck-typed neuron in a per-step loop)."""
+    looped = {neuron for (neuron, _), n in calls.items() if n > 1}
+    return {neuron for neuron, step in declared.items() if step or (step is None and neuron in looped)}
+
+
+def call_site() -> tuple[tuple[CodeType, int], ...]:
     """Where the running module call was made: the code object and instruction of every frame on the
     stack. A loop calls a module from one site at every pass; a module called at two places of the
     network (twice on one line, or inside a block used twice) is called from two."""
@@ -149,7 +159,7 @@ class _DataflowTracer(TorchFunctionMode):
         self.time_first = False  # a time-flattening SeqToANN ran
         self.sites: dict[tuple[tuple[CodeType, int], ...], int] = {}  # call site -> its place id (1, 2 ...)
         self.neuron_calls: dict[_Source, int] = {}  # calls of each neuron, per place
-        # per neuron node: whether it declares one step per call (see is_single_step), else None when it
+        # per neuron node: whether it declares one step per call (see declared_step), else None when it
         # declares no step mode (a duck-typed neuron); and its first output's shape (for `neurons`)
         self.declared: dict[str, bool | None] = {}
         self.first_shapes: dict[str, torch.Size] = {}
@@ -356,11 +366,10 @@ class _DataflowTracer(TorchFunctionMode):
             out = type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple
         results = _tensors(out)
         first = results[0] if results else None
-        place = self.sites.setdefault(_call_site(), len(self.sites) + 1)
+        place = self.sites.setdefault(call_site(), len(self.sites) + 1)
         if is_neuron(module):
             self.neuron_calls[(name, place)] = self.neuron_calls.get((name, place), 0) + 1
-            declared = is_single_step(module) or getattr(module, "step_mode", None) is not None
-            self.declared[name] = is_single_step(module) if declared else None
+            self.declared[name] = declared_step(module)
         self.paused = True
         try:
             if name in self.graph:
@@ -392,15 +401,8 @@ class _DataflowTracer(TorchFunctionMode):
             node["out_shapes"] = "; ".join([*shapes, shape])
 
     def single_step(self) -> set[str]:
-        """The neuron nodes that take one ``[B, ...]`` step per call: those that say so (see
-        :func:`visualizer.modules.is_single_step`), and those that declare no step mode and were called
-        more than once at one place (a duck-typed neuron in a per-step loop)."""
-        looped = {name for (name, _), calls in self.neuron_calls.items() if calls > 1}
-        return {
-            name
-            for name, declared in self.declared.items()
-            if declared or (declared is None and name in looped)
-        }
+        """The neuron nodes that take one ``[B, ...]`` step per call (see :func:`single_step_neurons`)."""
+        return single_step_neurons(self.declared, self.neuron_calls)
 
     def layout(self) -> str:
         """What the input's and the nodes' shapes are: "time-first" (a multi-step neuron or a
