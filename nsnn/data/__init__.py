@@ -22,6 +22,7 @@ from nsnn.data.dvs import load_dvs_folder, load_dvs_splits, pack_dvs_cifar10
 from nsnn.data.loader import TensorLoader
 from nsnn.data.mnist import (
     download_mnist,
+    embedded_mnist_hint,
     embedded_mnist_split,
     load_embedded_mnist,
     load_mnist_folder,
@@ -63,6 +64,7 @@ __all__ = [
     "download_file",
     "download_mnist",
     "downloadable",
+    "embedded_mnist_hint",
     "embedded_mnist_split",
     "extract_tar",
     "get_dataset",

@@ -185,6 +185,12 @@ def load_embedded_mnist(verify: bool = True) -> ImageSet:
     return _load_files(folder, folder / img, folder / lbl)
 
 
+def embedded_mnist_hint(flags: str) -> str:
+    """The line a missing or undownloadable MNIST folder's error ends with: omit ``flags`` (those that
+    turned the embedded default off, e.g. ``"--data-dir"``) to use the embedded split."""
+    return f"(omit {flags} to use the embedded MNIST test set, split 8,000 / 2,000)"
+
+
 def embedded_mnist_split() -> tuple[ImageSet, ImageSet]:
     """The one split of the embedded set: 8,000 train / 2,000 test by the shipped permutation."""
     full = load_embedded_mnist()  # md5-checks the permutation file too

@@ -37,6 +37,7 @@ from nsnn.data.loader import TensorLoader
 from nsnn.data.mnist import (
     download_mnist,
     embedded_mnist_dir,
+    embedded_mnist_hint,
     embedded_mnist_split,
     load_mnist_folder,
     mnist_folder,
@@ -258,10 +259,7 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_on
                 download,
             )
         except DatasetError as e:
-            raise DatasetError(
-                f"{e}\n(omit {_mnist_folder_flags(data_dir, download)} to use the embedded MNIST test set, "
-                "split 8,000 / 2,000)"
-            ) from e
+            raise DatasetError(f"{e}\n{embedded_mnist_hint(_mnist_folder_flags(data_dir, download))}") from e
         test_from = mnist_folder(folder, "test")
         train_from = test_from if test_only else mnist_folder(folder, "train")
         source = str(train_from) if train_from == test_from else f"train {train_from}, test {test_from}"

@@ -288,7 +288,13 @@ def _fill_data_flags(args: argparse.Namespace, p: argparse.ArgumentParser) -> No
 
 def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
     """The first ``--train`` / ``--test`` examples of the embedded split or of ``--data-dir``."""
-    from nsnn.data import DatasetError, download_mnist, embedded_mnist_split, load_mnist_folder
+    from nsnn.data import (
+        DatasetError,
+        download_mnist,
+        embedded_mnist_hint,
+        embedded_mnist_split,
+        load_mnist_folder,
+    )
 
     if args.data_dir:
         try:
@@ -297,9 +303,7 @@ def load_data(args: argparse.Namespace) -> tuple[ImageSet, ImageSet]:
             train, test = load_mnist_folder(args.data_dir, "train"), load_mnist_folder(args.data_dir, "test")
         except DatasetError as e:
             flags = "--data-dir and --download" if args.download else "--data-dir"
-            raise SystemExit(
-                f"error: {e}\n(omit {flags} to use the embedded MNIST test set, split 8,000 / 2,000)"
-            ) from None
+            raise SystemExit(f"error: {e}\n{embedded_mnist_hint(flags)}") from None
     else:
         train, test = embedded_mnist_split()
     where = args.data_dir or "the embedded MNIST split"

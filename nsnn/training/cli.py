@@ -551,9 +551,9 @@ def _same_data_as_run(
         except (DatasetError, FileNotFoundError):
             pass
     print(
-        f"note: {path} records no hash of its test data alone (a checkpoint of an older nsnn) and its "
-        "training data could not be read, so the test data read are not checked to be the run's "
-        "(same_data_as_run: null)",
+        f"note: {path} records no hash of its test data alone (a checkpoint of an older nsnn), and its "
+        "data could not be hashed as the run hashed them, so the test data read are not checked to be "
+        "the run's (same_data_as_run: null)",
         file=sys.stderr,
         flush=True,
     )
