@@ -662,6 +662,39 @@ def test_single_step_matches_multi_step_through_infinite_inputs(make, reset: str
         torch.testing.assert_close(single.w.grad, multi.w.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        nsnn.LIF,
+        lambda **kw: nsnn.NILIF(noise="logistic", eval_mode="expected", **kw).eval(),
+        lambda **kw: nsnn.NILIF(noise="uniform", eval_mode="deterministic", **kw).eval(),
+    ],
+    ids=["LIF", "NILIF-expected", "NILIF-deterministic"],
+)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+@pytest.mark.parametrize("use_native", [True, False])
+def test_tau_one_forgets_a_minus_inf_input(make, reset: str, use_native: bool):
+    # τ = 1 (β = 0): each step sees its own input alone. After a −inf input (a mask) the next step's
+    # β·u was 0·(−inf) = NaN: that neuron never fired again and every gradient was NaN.
+    x = torch.rand(5, 2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2.0
+    x[1, 0, :3] = -math.inf
+    g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with native.enabled(use_native):
+        runs = _multi_and_single_step(make, x, g, tau=1.0, reset=reset)
+    for neuron, out, grad in runs:
+        noise = neuron.noise
+        z = x - neuron.threshold
+        expected = (z > 0).double() if neuron.fire_mode == "heaviside" else noise.cdf(z)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, g * noise.pdf(z), rtol=1e-12, atol=1e-12)
+    assert runs[0][1][2:, 0, :3].ne(0).any()  # the masked neurons fire again after the mask
+    xi = x.clone().requires_grad_(True)
+    with native.enabled(use_native):
+        out = nsnn.NILIF(tau=1.0, reset=reset)(xi)  # stochastic
+        out.backward(g)
+    assert (out[1, 0, :3] == 0).all() and out[2:, 0, :3].any() and torch.isfinite(xi.grad).all()
+
+
 def test_double_noise_only_when_sampling():
     x = torch.randn(5, 64, 32, generator=torch.Generator().manual_seed(0)) + 0.9
     neuron = nsnn.NILIF(double_noise=True, eval_mode="deterministic").eval()

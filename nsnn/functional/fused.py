@@ -23,6 +23,7 @@ any device (random draws happen on the input's device)::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -169,6 +170,11 @@ def lif_multistep(
     if not x.is_floating_point():
         raise ValueError(f"multi-step input must be a floating-point tensor, got {x.dtype}")
     check_params(params)
+    if isinstance(params.decay, numbers.Real) and params.decay == 0 and x.shape[0] > 1:
+        # β = 0 (τ = 1): no membrane carries over, so the T steps are one step of T·B neurons; step by
+        # step, the β·u of a −inf membrane would be 0·(−inf) = NaN.
+        one_step = x.reshape(1, x.shape[0] * x.shape[1], *x.shape[2:])
+        return lif_multistep(one_step, params, noise, mode, generator).view(x.shape)
     if native.supports(x, noise, mode) or triton_lif.supports(x, noise, mode):
         return ops.fused(x, params, noise, mode, generator)
     p = params

@@ -163,8 +163,8 @@ def lif_step(
     check_params(params)
     work = _work_dtype(x_t)
     x_w = x_t.to(work)
-    if u is None:
-        h = x_w
+    if u is None or (isinstance(params.decay, numbers.Real) and params.decay == 0):
+        h = x_w  # nothing carries over (β = 0 would give 0·u = NaN for a −inf membrane)
     elif isinstance(params.decay, Tensor) and params.decay.requires_grad:
         h = _Leak.apply(params.decay, u.to(work)) + x_w
     else:
