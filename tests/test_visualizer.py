@@ -708,17 +708,17 @@ def test_a_per_step_model_is_probed_one_step_per_call():
 
 
 class StaticInputLoop(nn.Module):
-    """snntorch's tutorial pattern: one static ``[B, 16]`` input presented at each of 5 steps."""
+    """snntorch's tutorial pattern: one static ``[B, 16]`` input presented at each of ``steps`` steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: int = 5) -> None:
         super().__init__()
         import snntorch
 
-        self.fc, self.lif = nn.Linear(16, 6), snntorch.Leaky(beta=0.9)
+        self.steps, self.fc, self.lif = steps, nn.Linear(16, 6), snntorch.Leaky(beta=0.9)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mem, out = self.lif.init_leaky(), []
-        for _ in range(5):
+        for _ in range(self.steps):
             spk, mem = self.lif(self.fc(x), mem)
             out.append(spk)
         return torch.stack(out)
@@ -735,6 +735,44 @@ def test_a_static_input_presented_at_every_step_gets_no_time_axis():
     g = visualizer.topology(StaticInputLoop(), input_shape=(3, 16))
     subtitle = draw_layers(g)._suptitle.get_text().splitlines()[1]
     assert g.graph["layout"] == "step-loop" and "input [3, 16] = [B, ...], given at every step" in subtitle
+
+
+def test_a_static_input_looped_as_many_steps_as_its_first_axis_is_long_is_a_step_loop():
+    # Its neurons ran once per entry of the input's first axis by coincidence (4 steps, the probe's
+    # T = 4, or a [4, 16] batch of 4 samples), and the layout read "time-loop": the model was traced on a
+    # fabricated [4, 1, 16] input and its [B, ...] batch was drawn as [T, B, ...].
+    from visualizer.activity import DEFAULT_T, spike_activity
+    from visualizer.draw_layers import draw_layers
+
+    model = StaticInputLoop(steps=DEFAULT_T)
+    g = visualizer.topology(model)
+    assert (g.graph["input_shape"], g.graph["layout"]) == ("[1, 16]", "step-loop")
+    assert g.nodes["lif"]["calls"] == DEFAULT_T and g.nodes["lif"]["out_shape"] == "[1, 6]"
+    x = torch.rand(DEFAULT_T, 16) * 3
+    for g in (visualizer.topology(model, input_shape=x.shape), visualizer.topology(model, batch=x)):
+        subtitle = draw_layers(g)._suptitle.get_text().splitlines()[1]
+        assert g.graph["layout"] == "step-loop", subtitle
+        assert f"input [{DEFAULT_T}, 16] = [B, ...], given at every step" in subtitle
+    assert g.nodes["lif"]["neurons"] == 6
+    (layer,) = spike_activity(model, x)
+    with torch.no_grad():
+        spikes = model(x)  # [steps, B, 6]
+    assert (layer.name, layer.neurons, layer.raster.shape) == ("lif", 6, (DEFAULT_T, 6))
+    assert layer.rate == pytest.approx(float(spikes.mean()))
+    assert np.array_equal(layer.raster, spikes[:, 0].numpy()[:, layer.shown])
+    # a loop over the input's time axis stays a time loop at that length, and at T = 2 (1 call on T - 1)
+    for steps in (2, DEFAULT_T):
+        g = visualizer.topology(SnntorchLoop(), input_shape=(steps, 1, 6))
+        assert g.graph["layout"] == "time-loop" and g.nodes["lif"]["calls"] == steps
+
+    class FixedLength(SnntorchLoop):
+        """A time loop that accepts T = 4 steps only: it cannot be probed on fewer, and stays a time loop."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[0] == 4, "four steps"
+            return super().forward(x)
+
+    assert visualizer.topology(FixedLength(), input_shape=(4, 2, 6)).graph["layout"] == "time-loop"
 
 
 class RecurrentLoop(nn.Module):
@@ -824,6 +862,7 @@ def test_rasters_and_rates_of_a_neuron_without_a_step_mode_called_per_step():
     # step failed ("Dimension out of range"), a [B, C, H, W] step had its batch read as time.
     from visualizer.activity import spike_activity
 
+    torch.manual_seed(0)  # the batches too: on some draws the conv's neurons never fire
     for conv, x in ((False, torch.rand(4, 3, 6) * 3), (True, torch.rand(4, 3, 1, 6, 6) * 3)):
         torch.manual_seed(0)
         duck = DuckStepLoop(conv, DuckStepNeuron())

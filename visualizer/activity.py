@@ -134,8 +134,9 @@ def input_shape(source: ModuleSource, T: int | None = None, batch_size: int = 1)
 def _takes_time_first(model: nn.Module, shape: tuple[int, ...]) -> bool:
     """Whether ``model`` runs on zeros of ``shape`` ``[T, B, ...]`` and reads its first axis as time: its
     layer graph's layout is "time-first", or "time-loop" (its single-step neurons ran T times at one
-    place; not "per-step", where T would be folded into the batch, nor "step-loop", a static input
-    presented at every step whose layers took T for a batch axis)."""
+    place, and T - 1 times on T - 1 steps; not "per-step", where T would be folded into the batch, nor
+    "step-loop", a static input presented at each of its own number of steps, T of them or not, whose
+    layers took T for a batch axis)."""
     try:
         return layer_graph(model, input_shape=shape).graph["layout"] in ("time-first", "time-loop")
     except (ValueError, AssertionError):  # a shape the model refuses, or its forward's own shape assert

@@ -36,7 +36,7 @@ from __future__ import annotations
 import inspect
 import math
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import CodeType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -163,6 +163,7 @@ class _DataflowTracer(TorchFunctionMode):
         # declares no step mode (a duck-typed neuron); and its first output's shape (for `neurons`)
         self.declared: dict[str, bool | None] = {}
         self.first_shapes: dict[str, torch.Size] = {}
+        self.neurons: dict[str, nn.Module] = {}  # neuron node -> its module
 
     # ---- provenance -------------------------------------------------------------------------------
     def mark(self, tensor: torch.Tensor, source: _Source, via: tuple[str, ...] = ()) -> None:
@@ -370,6 +371,7 @@ class _DataflowTracer(TorchFunctionMode):
         if is_neuron(module):
             self.neuron_calls[(name, place)] = self.neuron_calls.get((name, place), 0) + 1
             self.declared[name] = declared_step(module)
+            self.neurons[name] = module
         self.paused = True
         try:
             if name in self.graph:
@@ -404,24 +406,28 @@ class _DataflowTracer(TorchFunctionMode):
         """The neuron nodes that take one ``[B, ...]`` step per call (see :func:`single_step_neurons`)."""
         return single_step_neurons(self.declared, self.neuron_calls)
 
-    def layout(self) -> str:
+    def layout(self, follows_first_axis: Callable[[set[nn.Module]], bool]) -> str:
         """What the input's and the nodes' shapes are: "time-first" (a multi-step neuron or a
         ``SeqToANN`` ran: ``[T, B, ...]``); "time-loop" (a single-step neuron called at one place as many
-        times as the input's first axis is long: the forward loops over the input's time axis, and the
-        layers it runs once per step show one step, ``[B, ...]``); "step-loop" (single-step neurons
-        called several times at one place, never as often as that: the forward presents its whole input
-        ``[B, ...]`` at every step, a static input); "per-step" (single-step neurons called once at each
-        place: the input is one time step ``[B, ...]`` of a model stepped once per call); "none" (no
-        neuron and no ``SeqToANN``: no time axis)."""
+        times as the input's first axis is long, and one time fewer on that input less its last entry:
+        ``follows_first_axis`` of those neurons, see :func:`_follows_first_axis`; the forward loops over
+        the input's time axis, and the layers it runs once per step show one step, ``[B, ...]``);
+        "step-loop" (single-step neurons called several times at one place, a number of times that does
+        not follow the input's first axis: the forward presents its whole input ``[B, ...]`` at every
+        step, a static input, even when its number of steps equals the input's first axis); "per-step"
+        (single-step neurons called once at each place: the input is one time step ``[B, ...]`` of a
+        model stepped once per call); "none" (no neuron and no ``SeqToANN``: no time axis)."""
         single = self.single_step()
         if self.time_first or any(name not in single for name in self.declared):
             return "time-first"
-        calls = {n for (name, _), n in self.neuron_calls.items() if name in single}
+        calls = {(name, n) for (name, _), n in self.neuron_calls.items() if name in single}
         if not calls:
             return "none"
-        if max(calls) == 1:
+        if max(n for _, n in calls) == 1:
             return "per-step"
-        return "time-loop" if self.time_batch and self.time_batch[0] in calls else "step-loop"
+        length = self.time_batch[0] if self.time_batch else None
+        looped = {self.neurons[name] for name, n in calls if n == length}
+        return "time-loop" if looped and follows_first_axis(looped) else "step-loop"
 
     def finish(self) -> None:
         single = self.single_step()
@@ -431,7 +437,6 @@ class _DataflowTracer(TorchFunctionMode):
             if shape is not None:  # neurons of one step: [B, ...] per call, or [T, B, ...]
                 per_step = 1 if name in single else 2
                 self.graph.nodes[name]["neurons"] = math.prod(shape[min(per_step, len(shape) - 1) :])
-        self.graph.graph["layout"] = self.layout()
 
 
 def _neuron_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -530,6 +535,31 @@ def run_model(model: nn.Module, x: torch.Tensor) -> Any:
         ) from e
 
 
+def _follows_first_axis(model: nn.Module, x: torch.Tensor, neurons: set[nn.Module], seed: int | None) -> bool:
+    """Whether one of ``neurons``, each called at one place of ``model`` once per entry of the first axis
+    of ``x`` (``[T, ...]``, T ≥ 2), is called at one place T - 1 times on ``x[:-1]``: the forward loops over
+    that axis (a time loop). A forward presenting a static input at each of its own fixed number of steps
+    calls them that many times whatever the axis's length (a step loop whose steps happen to number T).
+    A model that refuses ``x[:-1]`` is tied to its input's length: its loop follows the axis."""
+    sites: dict[tuple[tuple[CodeType, int], ...], int] = {}  # call site -> its place id
+    calls: dict[tuple[nn.Module, int], int] = {}
+
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
+        place = sites.setdefault(call_site(), len(sites) + 1)
+        calls[(module, place)] = calls.get((module, place), 0) + 1
+
+    handles = [m.register_forward_hook(hook) for m in neurons]
+    try:
+        with probing(model, seed):
+            run_model(model, x[:-1])
+    except (ValueError, AssertionError):  # a length the model refuses, or its forward's own shape assert
+        return True
+    finally:
+        for handle in handles:
+            handle.remove()
+    return len(x) - 1 in calls.values()
+
+
 def layer_graph(
     model: nn.Module,
     batch: torch.Tensor | None = None,
@@ -540,8 +570,10 @@ def layer_graph(
     """Trace ``model`` on ``batch`` (firing rates recorded) or on zeros of ``input_shape`` (shapes only).
 
     Args:
-        model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad()`` and its
-            train/eval flags are restored afterwards.
+        model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad()`` (a second time,
+            on the batch less the last entry of its first axis, when a single-step neuron ran as many
+            times at one place as that axis is long: to tell a time loop from a static input's step
+            loop, see ``_DataflowTracer.layout``) and its train/eval flags are restored afterwards.
         batch: real input, e.g. ``[T, B, C, H, W]`` spikes/images; neuron nodes then get
             ``firing_rate`` (spikes per neuron per time step, averaged over the batch).
         input_shape: full input shape, e.g. ``(T, B, C, H, W)``, used when ``batch`` is None.
@@ -584,6 +616,7 @@ def layer_graph(
         tracer.finish()
     finally:
         tracer.remove()
+    graph.graph["layout"] = tracer.layout(lambda looped: _follows_first_axis(model, batch, looped, seed))
     _summarize(graph, model)
     return graph
 
