@@ -775,6 +775,58 @@ def test_a_static_input_looped_as_many_steps_as_its_first_axis_is_long_is_a_step
     assert visualizer.topology(FixedLength(), input_shape=(4, 2, 6)).graph["layout"] == "time-loop"
 
 
+@pytest.mark.parametrize("steps", [4, 5])
+def test_a_static_input_model_is_shown_a_batch_without_a_time_axis(steps, tmp_path):
+    # run_batch built [T, B, ...] whatever the layout: the rasters and rates of a model presenting its
+    # [B, ...] input at each of its own steps were computed on a fabricated [4, B, 16] batch (T taken
+    # for its batch: 4·B·6 "neurons"), and a [B, F] batch file was repeated over T for it.
+    from visualizer.activity import DEFAULT_T
+    from visualizer.api import Session
+
+    torch.manual_seed(0)
+    model = StaticInputLoop(steps)
+    with torch.no_grad():
+        model.fc.weight.mul_(4)  # every neuron fires on some steps
+    session = Session(model, batch_size=3)
+    x = session.batch.x
+    assert x.shape == (3, 16) and "no time axis" in session.batch.description
+    (layer,) = session.activity
+    with torch.no_grad():
+        spikes = model(x)  # [steps, 3, 6]
+    assert spikes.sum() > 0
+    assert (layer.name, layer.neurons, layer.raster.shape) == ("lif", 6, (steps, 6))
+    assert layer.rate == pytest.approx(float(spikes.mean()))
+    assert np.array_equal(layer.raster, spikes[:, 0].numpy()[:, layer.shown])
+    assert session.graph.graph["layout"] == "step-loop" and session.graph.nodes["lif"]["neurons"] == 6
+    samples = tmp_path / "x.npy"
+    np.save(samples, np.random.default_rng(0).random((2, 16), dtype=np.float32))
+    assert Session(model, batch=samples).batch.x.shape == (2, 16)
+    # a time loop still gets [T, B, ...], from noise and from a file of samples repeated over T
+    assert Session(SnntorchLoop(), batch_size=3).batch.x.shape == (DEFAULT_T, 3, 6)
+    np.save(samples, np.random.default_rng(0).random((2, 6), dtype=np.float32))
+    assert Session(SnntorchLoop(), batch=samples).batch.x.shape == (DEFAULT_T, 2, 6)
+
+
+def test_a_model_stepped_once_per_call_is_shown_one_step_and_the_first_step_of_its_test_images():
+    # Stepped once per call, the model folded the fabricated time axis into its batch (3·10 "neurons");
+    # a static-input model was given its run's test images encoded over T steps.
+    import snntorch
+
+    from visualizer.activity import run_batch
+    from visualizer.api import Session
+
+    per_step = nn.Sequential(nn.Linear(784, 10), snntorch.Leaky(beta=0.9, init_hidden=True))
+    session = Session(per_step, batch_size=3)
+    assert session.batch.x.shape == (3, 784)
+    (layer,) = session.activity
+    assert (layer.neurons, layer.raster.shape) == (10, (1, 10))
+    model = StaticInputLoop(steps=3)
+    model.fc = nn.Sequential(nn.Flatten(), nn.Linear(784, 6))
+    config = {"dataset": "mnist", "timestep": 8, "encoding": "direct"}
+    batch = run_batch(ModuleSource(model, checkpoint={"config": config, "epoch": 1}), batch_size=4)
+    assert batch.x.shape == (4, 1, 28, 28) and "no time axis" in batch.description, batch.description
+
+
 class RecurrentLoop(nn.Module):
     """A recurrent per-step loop: the first step has no recurrent input, so it feeds ``lif`` from ``fc``
     and the later ones from ``fc + rec``; the spikes are stacked and summed over the steps."""

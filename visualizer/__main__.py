@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch",
-        help="input batch for BPTT rasters/rates/topology: .pt tensor or .npy, "
-        "[T, B, ...] or images [B, C, H, W] (default: the run's test set, else uniform noise)",
+        help="input batch for BPTT rasters/rates/topology: .pt tensor or .npy, [T, B, ...], or images "
+        "[B, C, H, W] / samples [B, F] repeated over T (as stored for a model that takes no time axis) "
+        "(default: the run's test set, else uniform noise)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images taken from the run's test set")
     p.add_argument("--before", help="checkpoint before compression, for the BPTT weight histogram")

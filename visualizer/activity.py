@@ -6,7 +6,8 @@
   and for a model with single-step neurons that does not loop over its input's first axis;
 * :func:`run_batch` gives a real batch: the given tensor, else the run's own test data (same
   normalisation and encoding as training), else uniform noise — always with a description that the
-  figures print, so noise is never mistaken for data;
+  figures print, so noise is never mistaken for data; ``[T, B, ...]``, or ``[B, ...]`` for a model that
+  takes no time axis (a plain ANN, one stepped once per call, one looping a static input itself);
 * :func:`spike_activity` records, per neuron layer, the firing rate on the batch and a raster of
   sample 0 for a random subset of its neurons::
 
@@ -38,7 +39,8 @@ BatchLike = torch.Tensor | np.ndarray | str | Path
 
 @dataclass(frozen=True)
 class Batch:
-    """Model input ``x`` (``[T, B, ...]``) and a one-line description of where it came from."""
+    """Model input ``x`` (``[T, B, ...]``, or ``[B, ...]`` for a model without a time axis) and a
+    one-line description of where it came from."""
 
     x: torch.Tensor
     description: str
@@ -143,6 +145,53 @@ def _takes_time_first(model: nn.Module, shape: tuple[int, ...]) -> bool:
         return False
 
 
+def _plain(model: nn.Module) -> bool:
+    """A plain ANN: no neuron and no ``SeqToANN``, no time axis."""
+    return not any(is_neuron(m) or flattens_time(m) for m in model.modules())
+
+
+def _reads_sequences(model: nn.Module) -> bool:
+    """Whether ``model`` takes ``[T, B, ...]`` without being probed: it has neurons and none of them
+    steps once per call, or it has a ``SeqToANN`` and no neuron."""
+    neurons = [m for m in model.modules() if is_neuron(m)]
+    return not _plain(model) and not any(is_single_step(m) for m in neurons)
+
+
+def _time_axis(model: nn.Module, sample: tuple[int, ...], T: int) -> bool | None:
+    """Whether ``model`` takes samples of shape ``sample`` with a time axis first, ``[T, B, *sample]``
+    (True), or without one, ``[B, *sample]`` (False); None when it runs on neither. A time axis: a model
+    of multi-step neurons (or a ``SeqToANN``), or one whose single-step neurons run once per step of a
+    ``[T, B, ...]`` probe (:func:`_takes_time_first`, T ≥ 2: a time loop calls its neurons twice, a
+    static input's loop calls them its own number of times). No time axis: a plain ANN, a model stepped
+    once per call, and one that presents a static input at each of its own number of steps."""
+    if _reads_sequences(model):
+        return True
+    if not _plain(model) and _takes_time_first(model, (max(T, 2), 1, *sample)):
+        return True
+    return False if _runs(model, (1, *sample)) else None
+
+
+def _probed_shape(source: ModuleSource, batch_size: int) -> tuple[tuple[int, ...], bool]:
+    """A dummy input shape of ``batch_size`` samples the model accepts, and whether it has a time axis
+    first (see :func:`trace_input_shape`)."""
+    model = source.model
+    if _reads_sequences(model):
+        return input_shape(source, batch_size=batch_size), True
+    T = _timestep(source)
+    hinted = _hinted_shape(source)
+    candidates = [hinted] if hinted is not None else _probe_shapes(source)
+    for candidate in candidates:
+        time = _time_axis(model, candidate, T)
+        if time is not None:
+            return ((T, batch_size, *candidate) if time else (batch_size, *candidate)), time
+    if _plain(model):
+        return input_shape(source, batch_size=batch_size), True
+    raise ValueError(
+        f"cannot infer the input shape of {type(model).__name__} (tried {candidates} per [T, B] with "
+        f"T={T} and per step [B]); pass input_shape=(T, B, C, H, W) or (B, C, H, W)"
+    )
+
+
 def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
     """The dummy input :func:`visualizer.api.topology` traces when given none: :func:`input_shape`'s
     ``(T, B, ...)``, or a ``(B, ...)`` batch without a time axis for a plain ANN (no neuron, no
@@ -150,32 +199,11 @@ def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
     does not loop over its input's first axis: one stepped once per call (each neuron called once on a
     ``[T, B, ...]`` input: T would be folded into the batch, or a ``[T, B, C, H, W]`` input is refused
     by its conv), or one that presents a static input at every step."""
-    model = source.model
-    neurons = [m for m in model.modules() if is_neuron(m)]
-    plain = not neurons and not any(flattens_time(m) for m in model.modules())
-    if not plain and not any(is_single_step(m) for m in neurons):
-        return input_shape(source)
-    T = _timestep(source)
-    hinted = _hinted_shape(source)
-    candidates = [hinted] if hinted is not None else _probe_shapes(source)
-    for candidate in candidates:
-        # T ≥ 2: a time loop calls its neurons twice, a static input's loop calls them its own number of times
-        if not plain and _takes_time_first(model, (max(T, 2), 1, *candidate)):
-            return (T, 1, *candidate)
-        if _runs(model, (1, *candidate)):
-            return (1, *candidate)
-    if plain:
-        return input_shape(source)
-    raise ValueError(
-        f"cannot infer the input shape of {type(model).__name__} (tried {candidates} per [T, B] with "
-        f"T={T} and per step [B]); pass input_shape=(T, B, C, H, W) or (B, C, H, W)"
-    )
+    return _probed_shape(source, 1)[0]
 
 
-def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
-    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``: static images ``[B, C, H, W]``
-    or flat samples ``[B, F]`` encoded directly (repeated ``T`` times), any other rank (``[T, B, F]``,
-    ``[T, B, C, H, W]``, ...) as a sequence, as is."""
+def load_batch_file(path: str | Path) -> torch.Tensor:
+    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``, as stored, as float."""
     from nsnn.io import TorchFileError, load_torch
 
     path = Path(path)
@@ -197,8 +225,12 @@ def load_batch_file(path: str | Path, T: int) -> torch.Tensor:
             ) from None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
-    x = x.float()
-    return x.unsqueeze(0).repeat(T, *([1] * x.dim())) if x.dim() in (2, 4) else x
+    return x.float()
+
+
+def _repeated(x: torch.Tensor, T: int) -> torch.Tensor:
+    """``x`` ``[B, ...]`` presented at each of ``T`` steps: ``[T, B, ...]`` (direct encoding)."""
+    return x.unsqueeze(0).repeat(T, *([1] * x.dim()))
 
 
 def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
@@ -213,7 +245,10 @@ def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
     with torch.random.fork_rng(devices=[]):  # Poisson spikes: the same on every call, the caller's RNG kept
         torch.manual_seed(0)
         x = to_sequence(x, T, encoding)
-    return Batch(x, f"{x.shape[1]} {bundle.name} test images, {encoding} encoding, T={T}")  # maybe < asked
+    images = f"{x.shape[1]} {bundle.name} test images, {encoding} encoding"  # maybe fewer than asked
+    if _time_axis(source.model, tuple(x.shape[2:]), T) is False:
+        return Batch(x[0], f"{images}, its first step [B, ...]: the model takes no time axis")
+    return Batch(x, f"{images}, T={T}")
 
 
 def run_batch(
@@ -222,23 +257,37 @@ def run_batch(
     batch_size: int = 16,
     seed: int = 0,
 ) -> Batch:
-    """The batch used for rasters and rates; see the module docstring for the order of preference."""
+    """The batch used for rasters and rates; see the module docstring for the order of preference.
+
+    A tensor or array is used as given. A batch file's static images ``[B, C, H, W]`` or flat samples
+    ``[B, F]`` are repeated over T steps (direct encoding), any other rank (``[T, B, F]``,
+    ``[T, B, C, H, W]``, ...) is a sequence used as is; the run's test images are encoded over T steps
+    as in training, and noise is drawn per sample and repeated over T steps. A model that takes no time
+    axis (:func:`_time_axis`: a plain ANN, a model stepped once per call, one that presents a static
+    input at each of its own number of steps) gets those batches without it, ``[B, ...]``: a file's
+    samples as stored, the first step of the encoded test images, one draw of noise.
+    """
     T = _timestep(source)
     if isinstance(batch, np.ndarray):  # an array in memory is a batch given as is, like a tensor
         batch = torch.from_numpy(batch)
     if isinstance(batch, torch.Tensor):
         return Batch(batch, f"given batch {list(batch.shape)}")
     if batch is not None:
-        x = load_batch_file(batch, T)
+        x = load_batch_file(batch)
+        if x.dim() in (2, 4) and _time_axis(source.model, tuple(x.shape[1:]), T) is not False:
+            x = _repeated(x, T)
         return Batch(x, f"batch from {Path(batch).name} {list(x.shape)}")
     if source.checkpoint and (source.checkpoint.get("config") or {}).get("dataset"):
         try:
             return _dataset_batch(source, batch_size)
         except (OSError, ValueError, RuntimeError) as e:
             print(f"[visualizer] run's dataset unavailable ({e}); using uniform noise input", file=sys.stderr)
-    shape = input_shape(source, T, batch_size)
+    shape, time = _probed_shape(source, batch_size)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape[1:], generator=generator).unsqueeze(0).repeat(T, *([1] * (len(shape) - 1)))
+    if not time:
+        x = torch.rand(shape, generator=generator)
+        return Batch(x, f"SYNTHETIC input: uniform noise in [0, 1], no time axis, shape {list(shape)}")
+    x = _repeated(torch.rand(shape[1:], generator=generator), T)
     return Batch(x, f"SYNTHETIC input: uniform noise in [0, 1], direct encoding, shape {list(shape)}")
 
 

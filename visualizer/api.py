@@ -64,8 +64,9 @@ def topology(
     :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: a
     ``[B, ...]`` batch for a plain ANN or a model stepped once per call, see
     :func:`visualizer.activity.trace_input_shape`), or
-    from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, or a .pt/.npy file), which also records
-    firing rates.
+    from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, ``[B, ...]`` for a model without a time
+    axis, or a .pt/.npy file: see :func:`visualizer.activity.run_batch`), which also records firing
+    rates.
     """
     source = load_source(obj)
     if isinstance(source, StdpRun):
@@ -254,7 +255,8 @@ def weight_histograms(obj: Any, path: str | Path, before: Any = None) -> Path:
 
 
 def raster(obj: Any, path: str | Path, batch: BatchLike | None = None, batch_size: int = 16) -> Path:
-    """Spike rasters of every neuron layer on ``batch`` ([T, B, ...]; default: the run's test data)."""
+    """Spike rasters of every neuron layer on ``batch`` (``[T, B, ...]``, or ``[B, ...]`` for a model
+    without a time axis; default: the run's test data, see :func:`visualizer.activity.run_batch`)."""
     image_format(path)
     session = Session(obj, batch=batch, batch_size=batch_size)
     return save_figure(raster_figure(session.activity, session.batch.description), path)
