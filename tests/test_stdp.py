@@ -1607,7 +1607,7 @@ def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tm
         return raise_it
 
     monkeypatch.setattr(pipeline, "train", stop(KeyboardInterrupt()))
-    run, empty = tmp_path / "new" / "run", tmp_path / "empty"
+    run, empty = tmp_path / "new" / "deeper" / "run", tmp_path / "empty"
     empty.mkdir()
     for folder, left in ((run, "removed"), (empty, "emptied")):
         with pytest.raises(SystemExit) as interrupted:
@@ -1615,7 +1615,27 @@ def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tm
         err = capsys.readouterr().err
         assert interrupted.value.code == 130 and f"nothing was kept ({folder} {left})" in err
         assert "run again" in err and "--resume" not in err
-    assert not run.exists() and (tmp_path / "new").is_dir() and empty.is_dir() and not any(empty.iterdir())
+    # the parent folders made for --out go too (they were left behind), never one that was there before
+    assert not (tmp_path / "new").exists() and empty.is_dir() and not any(empty.iterdir())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        stdp_cli.main(argv)  # no --out: runs/stdp-2-<time>, runs/ made for it
+    assert "nothing was kept" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit):
+        stdp_cli.main(argv)
+    assert (tmp_path / "runs").is_dir() and not any((tmp_path / "runs").iterdir())  # it was there
+
+    def file_beside_then_stop(*args, **kwargs):  # something else writes next to the run meanwhile
+        (tmp_path / "new" / "theirs.txt").write_text("")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train", file_beside_then_stop)
+    with pytest.raises(SystemExit):
+        stdp_cli.main([*argv, "--out", str(run)])
+    assert not (tmp_path / "new" / "deeper").exists() and (tmp_path / "new" / "theirs.txt").is_file()
+    shutil.rmtree(tmp_path / "new")
+    capsys.readouterr()
     monkeypatch.setattr(pipeline, "train", stop(ValueError("no synapse left")))
     with pytest.raises(ValueError, match="no synapse left"):
         stdp_cli.main([*argv, "--out", str(run)])

@@ -15,10 +15,10 @@ MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (it
 --label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
 finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
 progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
-had not stopped; a run interrupted before its first block was saved removes what it wrote (nothing to
-resume), so the same command can be run again. The embedded split is part of the official MNIST test
-set: a run trained on it and tested on a --data-dir is warned that its test images include the ones it
-trained on.
+had not stopped; a run interrupted before its first block was saved removes what it wrote and the
+folders it made (nothing to resume), so the same command can be run again. The embedded split is part
+of the official MNIST test set: a run trained on it and tested on a --data-dir is warned that its test
+images include the ones it trained on.
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed
@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -378,15 +379,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.from_run:
         prefix = "stdp-sweep" if args.sweep else "stdp-compress"
     created = args.out is None or not Path(args.out).exists()  # else an empty folder, kept as it was
+    root = Path("runs")  # of a run without --out
+    parents = _missing_folders(Path(args.out).parent if args.out is not None else root)
     try:
-        run_dir = make_run_dir(args.out, prefix)
+        run_dir = make_run_dir(args.out, prefix, root)
     except FileExistsError as e:
         raise SystemExit(str(e)) from None
     except OSError as e:  # a read-only place, a file in the path
         raise SystemExit(f"error: --out {args.out}: cannot make the run folder ({e.strerror or e})") from None
     if source_run is not None:
-        return _guarded(run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out), created)
-    return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out), created)
+        return _guarded(
+            run_dir, lambda: _evaluate(args, train, test, run_dir, source_run, out), created, parents
+        )
+    return _guarded(run_dir, lambda: _train(args, config, train, test, run_dir, out), created, parents)
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parent folders that do not exist yet, deepest first: the folders making
+    it creates (absolute, ``..`` resolved)."""
+    path = Path(os.path.abspath(path))
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
@@ -401,15 +417,19 @@ def _require_build_tools(config: STDPConfig, *, new_run: bool) -> None:
 
 
 def _guarded(
-    run_dir: Path, work: Callable[[], dict[str, Any]], created: bool | None = None
+    run_dir: Path,
+    work: Callable[[], dict[str, Any]],
+    created: bool | None = None,
+    parents: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """``work()``, its Python warnings printed plainly as they come (one issued during training lets the
     user stop the run early) and a Ctrl-C told how to go on from it.
 
     ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
-    it was empty). A new run interrupted before its first training block was saved has nothing to
-    resume: what it wrote is removed (:func:`_discard_unsaved`), so the same command can be run again.
-    One stopped by an error keeps its folder (the error may point into its build) and says so.
+    it was empty); ``parents``: the folders above it that it made too, deepest first. A new run
+    interrupted before its first training block was saved has nothing to resume: what it wrote is
+    removed (:func:`_discard_unsaved`), so the same command can be run again. One stopped by an error
+    keeps its folder (the error may point into its build) and says so.
     """
     from nsnn.stdp.runio import PROGRESS
 
@@ -421,7 +441,7 @@ def _guarded(
         try:
             return work()
         except KeyboardInterrupt:
-            if created is not None and _discard_unsaved(run_dir, created, "interrupted"):
+            if created is not None and _discard_unsaved(run_dir, created, "interrupted", parents):
                 raise SystemExit(130) from None
             how = (
                 f"; finish it with: python scripts/stdp_mnist.py --resume {run_dir}"
@@ -466,10 +486,11 @@ def _nothing_saved(run_dir: Path) -> bool:
     return not ((run_dir / "metrics.csv").is_file() and read_csv(run_dir / "metrics.csv"))
 
 
-def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
-    """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``) when it was
-    ``how`` (interrupted) before saving anything (:func:`_nothing_saved`). Says so in one line on
-    stderr; False (nothing removed) otherwise, or when the folder cannot be cleared."""
+def _discard_unsaved(run_dir: Path, created: bool, how: str, parents: Sequence[Path] = ()) -> bool:
+    """Remove what a new run wrote into ``run_dir`` (and the folder itself if ``created``, then each of
+    ``parents``, the folders made for it, deepest first, while empty) when it was ``how``
+    (interrupted) before saving anything (:func:`_nothing_saved`). Says so in one line on stderr; False
+    (nothing removed) otherwise, or when the folder cannot be cleared."""
     from nsnn.io import release_run_dir
 
     if not _nothing_saved(run_dir):
@@ -486,6 +507,11 @@ def _discard_unsaved(run_dir: Path, created: bool, how: str) -> bool:
     except OSError as e:
         print(f"\n{how}: could not remove the unfinished {run_dir} ({e})", file=sys.stderr)
         return False
+    for folder in parents:
+        try:
+            folder.rmdir()
+        except OSError:  # no longer empty (something else was put there): it and those above stay
+            break
     where = f"{run_dir} removed" if created else f"{run_dir} emptied"
     print(
         f"\n{how} before any progress was saved: nothing was kept ({where}); the same command can be run "
