@@ -912,6 +912,42 @@ def test_ctrl_c_during_training_ends_the_script_without_a_summary(tmp_path):
     assert "interrupted" in err.decode() and not (run / "summary.json").exists()
 
 
+def test_a_run_started_with_sigint_ignored_ignores_it(tmp_path):
+    # A background job (SIGINT ignored, as for `cmd &` in a script) crashed at a `kill -INT` inside
+    # Brian2's handler, which called the SIG_IGN it replaced ("'Handlers' object is not callable").
+    from nsnn.training.runtime import sigint_deferred
+
+    script = str(ROOT / "scripts" / "stdp_mnist.py")
+    run = tmp_path / "run"
+    argv = [sys.executable, script, "--target", "numpy", "--neurons", "2", "--train", "4", "--test", "2"]
+    proc = subprocess.Popen(
+        [*argv, "--chunk", "2", "--out", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "config.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while proc.poll() is None and time.monotonic() < deadline:  # through training, labelling, testing
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and (run / "summary.json").is_file(), err.decode()[-2000:]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigint_deferred():  # where a training block's rows and progress are saved
+            os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pytest.fail("sigint_deferred raised KeyboardInterrupt for a SIGINT the process ignores")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_path, monkeypatch, capsys):
     # make stopped by Ctrl-C came back as Brian2's "Project compilation failed" (after make's output)
     # and exit status 1, not as an interrupt. Here make is a shell killed by SIGINT, as a Ctrl-C does.

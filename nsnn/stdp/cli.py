@@ -433,9 +433,10 @@ def _guarded(
     """
     from nsnn.stdp.runio import PROGRESS
 
-    # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first, it
-    # does so before the block below, which then prints ours plainly.
-    importlib.import_module("brian2")
+    # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first (with
+    # the engines, which keep an ignored SIGINT ignored), it does so before the block below, which then
+    # prints ours plainly.
+    importlib.import_module("nsnn.stdp.engine")
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
         try:

@@ -46,6 +46,7 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -147,6 +148,22 @@ def _build_flags():
     finally:
         for name, value in saved.items():
             cpp[name] = value
+
+
+def _keep_sigint_disposition() -> None:
+    """Put back SIGINT's disposition from before Brian2's import when it was ``SIG_IGN`` or ``SIG_DFL``.
+
+    Importing Brian2 replaces the SIGINT handler with one that calls the handler it found, which fails
+    (``TypeError: 'Handlers' object is not callable``) when that is not a function: a process started
+    with SIGINT ignored (a background job of a non-interactive shell, ``nohup``-style launchers) crashed
+    at a ``kill -INT`` instead of ignoring it, as any program that ignores SIGINT does.
+    """
+    previous = getattr(signal.getsignal(signal.SIGINT), "previous_handler", None)
+    if previous in (signal.SIG_IGN, signal.SIG_DFL) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, previous)
+
+
+_keep_sigint_disposition()  # Brian2, imported above, has just set its handler
 
 
 @contextmanager
