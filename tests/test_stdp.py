@@ -948,6 +948,38 @@ def test_a_run_started_with_sigint_ignored_ignores_it(tmp_path):
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run(monkeypatch):
+    # Python runs a signal handler wherever the interpreter is, also in a finalizer or a weakref callback
+    # (Brian2 has them on the objects of every network dropped between chunks), which loses the
+    # KeyboardInterrupt it raises: on the cython target about one Ctrl-C in four let the run go on.
+    from nsnn.stdp import engine as engine_module
+    from nsnn.stdp.network import build_network
+
+    class CtrlCInFinalizer:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs in here
+                pass
+
+    built, lost = [], []
+
+    def build_after_a_lost_ctrl_c(config, state, **kwargs):
+        built.append(kwargs["n_examples"])
+        if len(built) == 1:
+            CtrlCInFinalizer()  # dropped at once: its finalizer runs
+        return build_network(config, state, **kwargs)
+
+    monkeypatch.setattr(engine_module, "build_network", build_after_a_lost_ctrl_c)
+    monkeypatch.setattr(sys, "unraisablehook", lost.append)
+    handler = signal.getsignal(signal.SIGINT)
+    cfg = tiny(chunk=2)
+    with pytest.raises(KeyboardInterrupt):
+        RuntimeEngine(cfg).run(Phase(image_rates(bars(6)[0], cfg), init_state(cfg), plastic=True))
+    assert built == [2]  # stopped before simulating the chunk
+    assert not lost  # the lost KeyboardInterrupt is not printed ("Exception ignored in ...")
+    assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook == lost.append  # given back
+
+
 def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_path, monkeypatch, capsys):
     # make stopped by Ctrl-C came back as Brian2's "Project compilation failed" (after make's output)
     # and exit status 1, not as an interrupt. Here make is a shell killed by SIGINT, as a Ctrl-C does.

@@ -62,7 +62,7 @@ def classic_train(
     previous = b2.prefs.codegen.target
     b2.prefs.codegen.target = target
     try:
-        with interrupts_raise():  # Ctrl-C stops the loop, not one run() of it
+        with interrupts_raise() as check_interrupt:  # Ctrl-C stops the loop, not one run() of it
             b2.seed(config.seed)
             net = build_network(config, state, plastic=True, n_examples=1, input="manual", normalize=False)
             ns = net.namespace
@@ -71,6 +71,7 @@ def classic_train(
             present, rest = config.t_present_ms * b2.ms, config.t_rest_ms * b2.ms
             start, cpu = time.perf_counter(), time.process_time()
             for k in tqdm(range(len(images)), desc="classic", unit="ex", disable=not progress):
+                check_interrupt()
                 for attempt in range(1 + (config.retry_max if retry else 0)):
                     # before every presentation, retries included, as the original loop does
                     net.Sxe.w = normalize_columns(_dense(net, state), config)[net.pre, net.post]

@@ -48,11 +48,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from ctypes.util import find_library
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Protocol
 
 import brian2 as b2
@@ -166,19 +167,58 @@ def _keep_sigint_disposition() -> None:
 _keep_sigint_disposition()  # Brian2, imported above, has just set its handler
 
 
+def _raises_keyboard_interrupt(handler: object) -> bool:
+    """Whether SIGINT ``handler`` raises KeyboardInterrupt: Python's default, or Brian2's handler over it
+    (which calls it, its graceful stop being switched off by :func:`interrupts_raise`)."""
+    return signal.default_int_handler in (handler, getattr(handler, "previous_handler", None))
+
+
 @contextmanager
-def interrupts_raise() -> Iterator[None]:
+def interrupts_raise() -> Iterator[Callable[[], None]]:
     """Ctrl-C raises ``KeyboardInterrupt`` in a simulation run inside this block (and kills a standalone
     binary built inside it). Brian2's default turns the first Ctrl-C into a graceful stop instead: the
     run, a compiled binary's too, ends early with success, and its partial state would read back like a
-    finished phase, silently cutting a training block short."""
+    finished phase, silently cutting a training block short.
+
+    Yields a check that raises ``KeyboardInterrupt`` if a Ctrl-C came during the block; the engines call
+    it before each chunk of examples, and leaving the block calls it. Python runs a signal handler
+    wherever the main thread is, also in a finalizer or a weakref callback (Brian2 has them on the
+    objects of every network dropped between chunks), where the KeyboardInterrupt it raises is lost
+    ("Exception ignored"): on the cython target with small chunks one Ctrl-C in four let the run go on.
+    Inside the block (main thread, where SIGINT raised KeyboardInterrupt) a handler that also records
+    the Ctrl-C takes its place, and an interrupt lost that way is not printed. A process that ignores
+    SIGINT keeps ignoring it.
+    """
     core = b2.prefs.core
     saved = core.stop_on_keyboard_interrupt
     core.stop_on_keyboard_interrupt = False
+    caught: list[int] = []
+
+    def record_and_raise(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    def check() -> None:
+        if caught:
+            raise KeyboardInterrupt
+
+    def drop_lost_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+        if not (caught and isinstance(unraisable.exc_value, KeyboardInterrupt)):  # else raised by check
+            hook(unraisable)
+
+    previous, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    ours = threading.current_thread() is threading.main_thread() and _raises_keyboard_interrupt(previous)
+    if ours:
+        signal.signal(signal.SIGINT, record_and_raise)
+        sys.unraisablehook = drop_lost_interrupt
     try:
-        yield
+        yield check
     finally:
         core.stop_on_keyboard_interrupt = saved
+        if ours:
+            signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = hook
+    check()
 
 
 # SHA-256 of the spikequeue.h that nsnn's queue replaces (Brian2 2.9.0's brian2/synapses/cspikequeue.cpp).
@@ -488,7 +528,7 @@ class StandaloneEngine:
             f"brian::_random_generators[_i].seed((unsigned long) brian::{seed_array}[0] + _i);",
         )
         net.net.run(net.duration, namespace=net.namespace)
-        with _build_flags(), interrupts_raise():  # main.cpp then installs no graceful-stop handler
+        with _build_flags():  # inside run's interrupts_raise: main.cpp installs no graceful-stop handler
             b2.device.build(directory=self._directory, compile=False, run=False, with_output=False)
         patch_spike_queue(directory)
         patch_run_loop(directory)
@@ -505,6 +545,10 @@ class StandaloneEngine:
             lock.unlink(missing_ok=True)
 
     def run(self, phase: Phase, progress: bool = False) -> PhaseResult:
+        with interrupts_raise() as check_interrupt:
+            return self._run(phase, progress, check_interrupt)
+
+    def _run(self, phase: Phase, progress: bool, check_interrupt: Callable[[], None]) -> PhaseResult:
         rates = np.asarray(phase.rates, dtype=np.float64)
         n = rates.shape[0]
         wanted = max(min(self.config.chunk, n), 1)
@@ -530,12 +574,12 @@ class StandaloneEngine:
                     net.Ae.run_seed: derive_seed(phase.seed, run),
                     net.Ae.stop_step: len(rows) * self.config.steps_per_example,
                 }
+                check_interrupt()
                 t0, c0 = time.perf_counter(), _child_cpu_seconds()
                 try:
-                    with interrupts_raise():
-                        b2.device.run(
-                            self._directory, results_directory="results", with_output=False, run_args=args
-                        )
+                    b2.device.run(
+                        self._directory, results_directory="results", with_output=False, run_args=args
+                    )
                     sim += time.perf_counter() - t0
                     cpu += _child_cpu_seconds() - c0
                 finally:  # also after a Ctrl-C or a crash: no input files left behind
@@ -597,12 +641,12 @@ class RuntimeEngine:
         previous = b2.prefs.codegen.target
         b2.prefs.codegen.target = self.target
         try:
-            with interrupts_raise():
-                return self._run(phase, progress)
+            with interrupts_raise() as check_interrupt:
+                return self._run(phase, progress, check_interrupt)
         finally:
             b2.prefs.codegen.target = previous
 
-    def _run(self, phase: Phase, progress: bool) -> PhaseResult:
+    def _run(self, phase: Phase, progress: bool, check_interrupt: Callable[[], None]) -> PhaseResult:
         c = self.config
         rates = np.asarray(phase.rates, dtype=np.float64)
         n = rates.shape[0]
@@ -626,6 +670,7 @@ class RuntimeEngine:
                 )
                 net.net.run(0 * b2.ms, namespace=net.namespace)
                 build_seconds += time.perf_counter() - start
+                check_interrupt()
                 t0, c0 = time.perf_counter(), time.process_time()
                 net.net.run(todo * c.example_ms * b2.ms, namespace=net.namespace)
                 sim, cpu = sim + time.perf_counter() - t0, cpu + time.process_time() - c0
