@@ -1066,7 +1066,10 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     pruned.mkdir()
     (pruned / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
     save_run(pruned, state, np.zeros(tiny().n_exc, dtype=np.int64))
-    for extra, asked in ((["--prune", "0.5"], "--prune/--bits/--levels"), (["--sweep"], "--sweep")):
+    for extra, asked in (
+        (["--prune", "0.5"], "--prune/--prune-threshold/--bits/--levels"),
+        (["--sweep"], "--sweep"),
+    ):
         with pytest.raises(SystemExit, match=f"compressed during training .* drop {asked} to evaluate"):
             stdp_cli.main(["--from-run", str(pruned), "--out", str(tmp_path / "never"), *extra])
     assert not (tmp_path / "never").exists()
@@ -1451,16 +1454,42 @@ def test_prune_threshold_validation_and_cli():
     assert STDPConfig.from_dict({"n_exc": 4}).prune_threshold is None  # runs saved before the field
     args = stdp_cli.parse_args(["--prune-threshold", "0.05", "--prune-every", "100"])
     assert stdp_cli._config(args).prune_threshold == 0.05
-    for argv, message in (
-        (["--prune-threshold", "0.05", "--sweep"], "drop --prune, --prune-threshold"),
-        (["--from-run", "runs/x", "--prune-threshold", "0.05"], "drop --prune-threshold"),
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stdp_mnist.py"), "--prune-threshold", "0.05", "--sweep"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "drop --prune, --prune-threshold" in proc.stderr
+
+
+def test_from_run_prunes_at_a_weight_threshold_as_training_does(tmp_path, monkeypatch):
+    # --from-run refused --prune-threshold, which training takes; and a sweep of a run pruned at a
+    # threshold after training pruned every cell at that run's threshold, whatever its sparsity.
+    data = image_set(*bars(8))
+    run_experiment(tiny(prune_threshold=0.12), data, data, run_dir=tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    rows = sweep_run(run, data, data, run_dir=tmp_path / "grid", sparsities=(0.0, 0.5), bits=(32,))
+    assert [r["synapses"] for r in rows] == [256, 128]
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (data, data))
+    argv = ["--from-run", str(tmp_path / "run"), "--prune-threshold", "0.2", "--bits", "4", "--json"]
+    result = stdp_cli.main([*argv, "--out", str(tmp_path / "w")])
+    kept = int((run.extra_weights["w_xe_dense"] > 0.2).sum())
+    assert 0 < kept < 256 and (result["synapses"], result["bits"]) == (kept, 4)
+    assert result["sparsity"] == round(1 - kept / 256, 6)  # the one the threshold left
+    evaluated = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert (evaluated["prune_threshold"], evaluated["prune"], evaluated["bits"]) == (0.2, 0.0, 4)
+    assert evaluated["run"]["prune_threshold"] == 0.2 and "sparsities" not in evaluated["run"]
+    for extra, message in (
+        (["--prune", "0.5"], "not both"),
+        (["--prune-threshold", "1.5"], r"prune_threshold is a weight in \[0, w_max=1\)"),
     ):
-        proc = subprocess.run(
-            [sys.executable, str(Path(stdp_cli.__file__).parents[2] / "scripts" / "stdp_mnist.py"), *argv],
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2 and message in proc.stderr
+        with pytest.raises(SystemExit, match=message):
+            stdp_cli.main([*argv, *extra, "--out", str(tmp_path / "refused")])
+        assert not (tmp_path / "refused").exists()  # refused before the folder is made
+    with pytest.raises(
+        ValueError, match=r"give sparsities \(fractions\) or prune_threshold \(a weight\), not both"
+    ):
+        sweep_run(run, data, data, run_dir=tmp_path / "both", sparsities=(0.5,), prune_threshold=0.2)
 
 
 def test_a_prune_schedule_that_defeats_the_normalization_is_refused(tmp_path):

@@ -21,9 +21,9 @@ of the official MNIST test set: a run trained on it and tested on a --data-dir i
 images include the ones it trained on.
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
---prune/--bits (or with ``--sweep`` at every pair of a grid), relabelled and tested. A run compressed
-during training (``--prune-every``) kept no dense weights: it is evaluated as saved (its own sparsity
-and bits), e.g. on other data.
+--prune (or --prune-threshold) and --bits (or with ``--sweep`` at every pair of a grid), relabelled and
+tested. A run compressed during training (``--prune-every``) kept no dense weights: it is evaluated as
+saved (its own sparsity and bits), e.g. on other data.
 
 Outputs (run directory): config.json, metrics.csv, weights.npz, assignments.csv, summary.json,
 receptive_fields.png, weight_histogram.png, training.png (+ sweep.csv/png). With ``--json`` the last
@@ -64,7 +64,6 @@ NEW_RUN_DATA = {"train": 8000, "test": 2000}
 # Training/network flags a --from-run evaluation cannot apply: it uses the saved run's configuration.
 FROM_RUN_FIXED = (
     "neurons",
-    "prune_threshold",
     "prune_every",
     "prune_scope",
     "levels",
@@ -117,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="W",
         help="instead of --prune: remove the X->Ae synapses whose weight is <= W (in [0, w_max)), at the"
-        " same points (training runs only)",
+        " same points (with --from-run: from the saved run's dense weights)",
     )
     p.add_argument(
         "--prune-every",
@@ -161,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-run",
         default=None,
         help="instead of training, evaluate this saved run (its own config): its dense weights compressed"
-        " at --prune/--bits, or with --sweep at every pair; a run compressed during training as saved. The"
-        " new folder holds the evaluation (no weights.npz: a training run given --prune/--bits saves its"
-        " compressed weights)",
+        " at --prune (or --prune-threshold) and --bits, or with --sweep at every pair; a run compressed"
+        " during training as saved. The new folder holds the evaluation (no weights.npz: a training run"
+        " given --prune/--bits saves its compressed weights)",
     )
     p.add_argument(
         "--target",
@@ -224,7 +223,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--label must be >= 1 (default: all training examples), got {args.label}")
     if args.levels is not None and "bits" in given:
         p.error("--levels gives the deployed levels and --bits uniform ones: give one of them")
-    args.compression_given = bool({"prune", "bits", "levels"} & given)
+    args.compression_given = bool({"prune", "prune_threshold", "bits", "levels"} & given)
     if args.from_run:
         fixed = [n for n in FROM_RUN_FIXED if n in given]
         if fixed:
@@ -349,12 +348,17 @@ def _source_run(args: argparse.Namespace) -> StdpRun:
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
     if "w_xe_dense" not in run.extra_weights and (args.sweep or args.compression_given):
-        asked = "--sweep" if args.sweep else "--prune/--bits/--levels"
+        asked = "--sweep" if args.sweep else "--prune/--prune-threshold/--bits/--levels"
         raise SystemExit(
             f"error: --from-run {args.from_run} was compressed during training (prune_every "
             f"{run.config.prune_every}) and keeps no dense weights to compress afresh; drop {asked} to "
             "evaluate its saved network"
         )
+    if args.prune_threshold is not None:  # checked as a training run's (a weight below its w_max)
+        try:
+            run.config.replace(prune=args.prune, prune_threshold=args.prune_threshold)
+        except ValueError as e:
+            raise SystemExit(f"invalid configuration: {e}") from None
     return run
 
 
@@ -576,10 +580,14 @@ def _evaluate(
         if not (args.sweep or args.compression_given) and source_run.config.compressed:
             print(
                 "note: --from-run evaluates the run's dense weights as they were before compression unless "
-                "--prune / --bits are given",
+                "--prune / --prune-threshold / --bits are given",
                 file=out,
             )
-        cells = {} if args.sweep else {"sparsities": (args.prune,), "bits": (args.bits,)}
+        cells: dict[str, Any] = {}
+        if args.prune_threshold is not None:
+            cells = {"prune_threshold": args.prune_threshold, "bits": (args.bits,)}
+        elif not args.sweep:
+            cells = {"sparsities": (args.prune,), "bits": (args.bits,)}
         try:
             rows = sweep_run(source_run, train, test, **kwargs, **cells)
         except ValueError as e:

@@ -507,8 +507,9 @@ def sweep_run(
     *,
     run_dir: str | Path,
     n_label: int | None = None,
-    sparsities: tuple[float, ...] = SPARSITIES,
+    sparsities: tuple[float, ...] | None = None,
     bits: tuple[int, ...] = BITS,
+    prune_threshold: float | None = None,
     progress: bool | None = None,
     build_dir: str | Path | None = None,
     data: str | None = None,
@@ -519,12 +520,21 @@ def sweep_run(
     For a single cell summary.json also holds its row's keys (``accuracy``, ``sparsity``, ``bits``, ...),
     ``n_label`` and ``n_test`` at top level, as a training run's does.
 
+    ``sparsities``: the fractions pruned by magnitude (the run's ``prune_scope``; None: :data:`SPARSITIES`).
+    ``prune_threshold``, instead of them, prunes every synapse whose weight is at most it, as a training
+    run's ``prune_threshold`` does: one pruning, whose rows give the sparsity it left.
+
     config.json's top level is the configuration evaluated: the run's network compressed to the one
-    cell for a single sparsity and bit width, else dense (the grid is in its ``run`` record).
+    cell for a single sparsity (or threshold) and bit width, else dense (the grid is in its ``run``
+    record).
     """
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
 
+    if prune_threshold is not None and sparsities is not None:
+        raise ValueError("give sparsities (fractions) or prune_threshold (a weight), not both")
+    if sparsities is None:  # with a threshold, one pruning: the sparsity compress_state is given is unused
+        sparsities = SPARSITIES if prune_threshold is None else (0.0,)
     check_grid(sparsities, bits)
     run, run_dir, label_set, test_xy, n_label = _evaluation_setup(
         run, train_set, test_set, run_dir, n_label, data
@@ -540,12 +550,18 @@ def sweep_run(
         "bits": FULL_PRECISION_BITS,
         "levels": None,
     }
+    # how the cells prune: not by the saved run's own prune_threshold (which pruned every cell alike)
+    pruning = run.config.replace(**{**dense, "prune_threshold": prune_threshold})
     single = len(sparsities) == len(bits) == 1
     if single:
-        dense.update(prune=sparsities[0], bits=bits[0])
+        dense.update(prune=sparsities[0], prune_threshold=prune_threshold, bits=bits[0])
     evaluated = run.config.replace(**dense)
     record = _evaluation_record(run, n_label, len(test_xy[1]), data)
-    record.update({"sparsities": list(sparsities), "bits": list(bits)})
+    if prune_threshold is None:
+        record["sparsities"] = list(sparsities)
+    else:
+        record["prune_threshold"] = prune_threshold
+    record["bits"] = list(bits)
     write_config(run_dir, evaluated, record)
     log = CsvLog(run_dir / "metrics.csv", METRICS)
     started = time.perf_counter()
@@ -555,7 +571,7 @@ def sweep_run(
             state,
             *label_set,
             *test_xy,
-            run.config,
+            pruning,
             sparsities=sparsities,
             bits=bits,
             progress=progress,

@@ -606,7 +606,9 @@ def sweep(
 
     One frozen build per sparsity (the synapses differ); the bit widths reuse it (weights via run_args).
     ``nonzero_synapses`` counts survivors whose level is not 0: at low bit widths the smallest weights
-    round to 0, which acts as extra pruning (and can make rows of different sparsity identical).
+    round to 0, which acts as extra pruning (and can make rows of different sparsity identical). With
+    ``config.prune_threshold`` the network is pruned at that weight instead (:func:`compress_state`;
+    give one sparsity, unused), and its rows' ``sparsity`` is the one it left.
     """
     check_grid(sparsities, bits)
     rows = []
@@ -625,7 +627,7 @@ def sweep(
                 progress=progress,
             )
             row = {
-                "sparsity": sparsity,
+                "sparsity": sparsity if config.prune_threshold is None else round(pruned.sparsity, 6),
                 "bits": b,
                 "synapses": pruned.synapses,
                 "nonzero_synapses": int(np.count_nonzero(w)),
