@@ -1558,6 +1558,81 @@ def test_a_poisson_run_is_shown_the_raw_intensities_it_was_trained_on():
     assert abs(rate - expected) < 5 * sd, (rate, expected, sd)
 
 
+def test_a_batch_file_of_the_runs_test_images_is_preprocessed_as_they_are(bptt_dir, tmp_path, capsys):
+    """A batch file of images was fed raw: uint8 0..255 (or float in [0, 1]) repeated over T, without
+    the run's normalisation, so the run's own test images gave other firing rates than the default."""
+    from nsnn.data import get_dataset
+    from visualizer.activity import run_batch
+    from visualizer.api import Session
+    from visualizer.sources import load_source
+
+    checkpoint = bptt_dir[0] / "best.pt"  # mnist_convnet, direct encoding, T=2
+    images = get_dataset("mnist", test_only=True).test.images[:8]  # uint8 [8, 28, 28]
+    default = Session(checkpoint, batch_size=8)
+    expected = [layer.rate for layer in default.activity]
+    assert any(expected)
+    files = {
+        "u8.npy": images.numpy(),
+        "chw.npy": images.unsqueeze(1).numpy(),
+        "float.pt": images.unsqueeze(1).float() / 255,
+        "flat.npy": images.reshape(8, -1).numpy(),
+    }
+    for name, data in files.items():
+        path = tmp_path / name
+        if name.endswith(".pt"):
+            torch.save(data, path)
+        else:
+            np.save(path, data)
+        session = Session(checkpoint, batch=path)
+        assert torch.allclose(session.batch.x, default.batch.x, rtol=0, atol=1e-6), name  # float rounding
+        assert [layer.rate for layer in session.activity] == pytest.approx(expected, abs=1e-4), name
+        assert session.batch.description == f"8 mnist images from {name}, direct encoding, T=2"
+        graph = visualizer.topology(checkpoint, batch=path)
+        assert graph.graph["batch"] == session.batch.description
+    # the same file as model input (--batch-raw): as stored, repeated over T, no normalisation
+    raw = Session(checkpoint, batch=tmp_path / "float.pt", batch_raw=True).batch
+    assert torch.equal(raw.x, (images.unsqueeze(1).float() / 255).expand(2, -1, -1, -1, -1))
+    # a normalised float file is not taken for intensities; uint8 pixels are never model input
+    np.save(tmp_path / "norm.npy", default.batch.x[0].numpy())
+    with pytest.raises(ValueError, match=r"values in \[-0.424, .*--batch-raw"):
+        run_batch(load_source(checkpoint), tmp_path / "norm.npy")
+    bare = ModuleSource(nn.Sequential(SeqToANN(nn.Linear(784, 4)), LIF()))
+    for source, raw_flag in ((load_source(checkpoint), True), (bare, False)):
+        with pytest.raises(ValueError, match=r"u8\.npy is uint8 with values up to 255: pixel intensities"):
+            run_batch(source, tmp_path / "u8.npy", raw=raw_flag)
+    with pytest.raises(ValueError, match="uint8 with values up to 255"):
+        visualizer.topology(checkpoint, batch=images)  # a tensor is model input, used as given
+    # images of a run whose dataset cannot be loaded: refused, not fed unnormalised
+    from nsnn.models import create
+
+    cifar = create("mnist_mlp", num_classes=10, in_channels=3, image_size=32)
+    config = {"dataset": "cifar10", "data_dir": str(tmp_path / "none"), "timestep": 2}
+    np.save(tmp_path / "rgb.npy", np.zeros((2, 3, 32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"rgb\.npy may hold images of the run's dataset, which is unavail"):
+        run_batch(ModuleSource(cifar, checkpoint={"config": config}), tmp_path / "rgb.npy")
+    argv = [str(checkpoint), "--out", str(tmp_path / "out"), "--what", "rates", "--batch-raw"]
+    assert main(argv) == 2
+    assert "--batch-raw says how to read a --batch file; add one" in capsys.readouterr().err
+
+
+def test_a_poisson_runs_image_file_is_encoded_as_its_test_images(tmp_path):
+    """A Poisson-encoded run was given a batch file's images repeated over T (direct encoding)."""
+    from nsnn.data import get_dataset
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+    from visualizer.activity import run_batch
+
+    model = create("mnist_mlp", num_classes=10, in_channels=1, image_size=28)
+    config = {"dataset": "mnist", "timestep": 8, "encoding": "poisson"}
+    save_checkpoint(make_checkpoint(model, epoch=1, config=config), tmp_path / "best.pt")
+    source = visualizer.sources.load_source(tmp_path / "best.pt")
+    np.save(tmp_path / "b.npy", get_dataset("mnist", test_only=True).test.images[:16].numpy())
+    given, default = run_batch(source, tmp_path / "b.npy"), run_batch(source, batch_size=16)
+    assert given.x.shape == (8, 16, 1, 28, 28) and set(given.x.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(given.x, default.x)  # the same seeded spikes as the default batch
+    assert given.description == "16 mnist images from b.npy, poisson encoding, T=8"
+
+
 def test_a_run_is_shown_its_test_images_from_a_folder_of_the_test_split_alone(tmp_path):
     """Rasters read the run's test images; the training split was loaded too, so a CIFAR-10 folder
     holding only ``test_batch`` fell back to uniform noise."""

@@ -27,7 +27,7 @@ from visualizer.sources import StdpRun
 from visualizer.stdp_graph import INHIBITION
 
 # Flags only one kind of source reads: given for the other kind, they are refused (not silently unused).
-BPTT_ONLY = frozenset({"batch", "batch_size"})
+BPTT_ONLY = frozenset({"batch", "batch_raw", "batch_size"})
 STDP_ONLY = frozenset({"top_k", "patch", "inhibition"})
 
 
@@ -66,9 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch",
-        help="input batch for BPTT rasters/rates/topology: .pt tensor or .npy, [T, B, ...], or images "
-        "[B, C, H, W] / samples [B, F] repeated over T (as stored for a model that takes no time axis) "
+        help="input batch for BPTT rasters/rates/topology, a .pt tensor or .npy: images of the dataset "
+        "the checkpoint's run names ([B, C, H, W], [B, H, W] or [B, C*H*W]; uint8 in [0, 255] or float "
+        "in [0, 1]) are preprocessed as its test images (normalised, encoded over T as in training); "
+        "anything else is model input as stored: [T, B, ...], or [B, C, H, W] / [B, F] repeated over T "
+        "(as stored for a model that takes no time axis); uint8 model input only as 0/1 spikes "
         "(default: the run's test set, else uniform noise)",
+    )
+    p.add_argument(
+        "--batch-raw",
+        action="store_true",
+        help="use the --batch file as model input as stored, even when it is shaped like the run's "
+        "images (e.g. images already normalised)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images taken from the run's test set")
     p.add_argument("--before", help="checkpoint before compression, for the BPTT weight histogram")
@@ -109,7 +118,8 @@ def _check_flags_used(given: set[str], wanted: list[str], exports: list[str]) ->
             not {"raster", "rates", "topology"} & set(wanted),
             "feeds the raster, rates and topology figures; add one of them to --what",
         ),
-        "batch_size": ("batch" in given, "takes images from the run's test set; a --batch is used as given"),
+        "batch_raw": ("batch" not in given, "says how to read a --batch file; add one"),
+        "batch_size": ("batch" in given, "takes images from the run's test set; a --batch brings its own"),
     }
     for name, (idle, why) in unused.items():
         if name in given and idle:
@@ -138,6 +148,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     session = Session(
         args.source,
         batch=args.batch,
+        batch_raw=args.batch_raw,
         batch_size=args.batch_size,
         before=args.before,
         inhibition=args.inhibition,

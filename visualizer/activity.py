@@ -4,10 +4,11 @@
   ``image_size``, ``timestep``) when there is one, else by probing the first conv/linear layer;
   :func:`trace_input_shape`, the one a topology traces, is a ``[B, C, H, W]`` batch for a plain ANN
   and for a model with single-step neurons that does not loop over its input's first axis;
-* :func:`run_batch` gives a real batch: the given tensor, else the run's own test data (same
-  normalisation and encoding as training), else uniform noise — always with a description that the
-  figures print, so noise is never mistaken for data; ``[T, B, ...]``, or ``[B, ...]`` for a model that
-  takes no time axis (a plain ANN, one stepped once per call, one looping a static input itself);
+* :func:`run_batch` gives a real batch: the given tensor, or a batch file (images of the run's dataset
+  are preprocessed as its test images, anything else is model input), else the run's own test data
+  (same normalisation and encoding as training), else uniform noise — always with a description that
+  the figures print, so noise is never mistaken for data; ``[T, B, ...]``, or ``[B, ...]`` for a model
+  that takes no time axis (a plain ANN, one stepped once per call, one looping a static input itself);
 * :func:`spike_activity` records, per neuron layer, the firing rate on the batch and a raster of
   sample 0 for a random subset of its neurons::
 
@@ -21,7 +22,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,9 +32,12 @@ from visualizer.modules import declared_step, flattens_time, is_neuron, is_singl
 from visualizer.sources import ModuleSource
 from visualizer.trace import call_site, layer_graph, probing, run_model, single_step_neurons, to_model
 
+if TYPE_CHECKING:
+    from nsnn.data import DatasetBundle
+
 DEFAULT_T = 4
 _PROBE_SIZES = (32, 28, 64, 48, 128, 16, 8)
-# What a caller may pass as a batch: a tensor or array used as is, or a .pt/.npy file (load_batch_file).
+# What a caller may pass as a batch: a tensor or array used as is, or a .pt/.npy file (see run_batch).
 BatchLike = torch.Tensor | np.ndarray | str | Path
 
 
@@ -203,7 +207,7 @@ def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
 
 
 def load_batch_file(path: str | Path) -> torch.Tensor:
-    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``, as stored, as float."""
+    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``, as stored (its dtype kept)."""
     from nsnn.io import TorchFileError, load_torch
 
     path = Path(path)
@@ -225,7 +229,7 @@ def load_batch_file(path: str | Path) -> torch.Tensor:
             ) from None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
-    return x.float()
+    return x
 
 
 def _repeated(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -233,22 +237,101 @@ def _repeated(x: torch.Tensor, T: int) -> torch.Tensor:
     return x.unsqueeze(0).repeat(T, *([1] * x.dim()))
 
 
-def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
+def _run_config(source: ModuleSource) -> dict[str, Any]:
+    return (source.checkpoint or {}).get("config") or {}
+
+
+def _run_dataset(source: ModuleSource) -> DatasetBundle:
+    """The test split of the dataset the checkpoint's run names (``config["dataset"]``)."""
     from nsnn.data import get_dataset
+
+    config = _run_config(source)
+    return get_dataset(config["dataset"], config.get("data_dir"), test_only=True)
+
+
+def _encoded(source: ModuleSource, bundle: DatasetBundle, images: torch.Tensor, described: str) -> Batch:
+    """``images`` of the run's dataset (uint8 in [0, 255] or float in [0, 1], ``[B, C, H, W]``; event
+    frames ``[B, T, C, H, W]``) as the run's model input: the test loader's normalisation and the run's
+    encoding over T steps (Poisson spikes seeded: the same on every call, the caller's RNG kept); the
+    first step ``[B, ...]`` for a model that takes no time axis."""
+    from nsnn.data import ImageSet
     from nsnn.training import normalization, to_sequence
 
-    config = (source.checkpoint or {}).get("config") or {}
-    bundle = get_dataset(config["dataset"], config.get("data_dir"), test_only=True)
-    encoding = config.get("encoding", "direct")
-    x, _ = next(iter(bundle.loader(bundle.test, batch_size, train=False, **normalization(encoding))))
+    encoding = _run_config(source).get("encoding", "direct")
+    data = ImageSet(images, torch.zeros(len(images), dtype=torch.int64))
+    x, _ = next(iter(bundle.loader(data, len(images), train=False, **normalization(encoding))))
     T = _timestep(source)
-    with torch.random.fork_rng(devices=[]):  # Poisson spikes: the same on every call, the caller's RNG kept
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x = to_sequence(x, T, encoding)
-    images = f"{x.shape[1]} {bundle.name} test images, {encoding} encoding"  # maybe fewer than asked
+    described = f"{described}, {encoding} encoding"
     if _time_axis(source.model, tuple(x.shape[2:]), T) is False:
-        return Batch(x[0], f"{images}, its first step [B, ...]: the model takes no time axis")
-    return Batch(x, f"{images}, T={T}")
+        return Batch(x[0], f"{described}, its first step [B, ...]: the model takes no time axis")
+    return Batch(x, f"{described}, T={T}")
+
+
+def _dataset_batch(source: ModuleSource, batch_size: int) -> Batch:
+    bundle = _run_dataset(source)
+    images = bundle.test.images[:batch_size]  # maybe fewer than asked
+    return _encoded(source, bundle, images, f"{len(images)} {bundle.name} test images")
+
+
+def _as_images(x: torch.Tensor, sample: tuple[int, ...]) -> torch.Tensor | None:
+    """``x`` as images ``[B, C, H, W]`` of ``sample`` ``(C, H, W)`` when it holds such images:
+    ``[B, C, H, W]``, ``[B, H, W]`` (one channel) or flattened ``[B, C·H·W]``; else None."""
+    channels, height, width = sample
+    layouts = {(channels, height, width), (channels * height * width,)}
+    if channels == 1:
+        layouts.add((height, width))
+    if x.dim() < 2 or tuple(x.shape[1:]) not in layouts:
+        return None
+    return x.reshape(len(x), channels, height, width)
+
+
+def _file_images(source: ModuleSource, x: torch.Tensor, name: str) -> Batch | None:
+    """The batch file ``x`` preprocessed as the run's test images when it holds images of the dataset
+    the checkpoint names (static images, uint8 or float, see :func:`_as_images`); else None."""
+    if not _run_config(source).get("dataset") or not (x.dtype == torch.uint8 or x.is_floating_point()):
+        return None
+    sample, bundle = _hinted_shape(source), None
+    try:
+        if sample is None:
+            bundle = _run_dataset(source)
+            sample = (bundle.in_channels, bundle.image_size, bundle.image_size)
+        images = _as_images(x, sample)
+        if images is None:
+            return None
+        bundle = bundle or _run_dataset(source)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"{name} may hold images of the run's dataset, which is unavailable ({e}): its normalisation "
+            "and encoding cannot be applied; pass --batch-raw (batch_raw=True) to use the file as model "
+            "input as stored"
+        ) from e
+    if bundle.time_steps is not None:  # event frames: a file of them is model input [T, B, ...]
+        return None
+    low, high = (
+        (float(images.min()), float(images.max()))
+        if images.is_floating_point() and images.numel()
+        else (0, 1)
+    )
+    if not 0 <= low <= high <= 1:
+        raise ValueError(
+            f"{name} holds float images {list(x.shape)} with values in [{low:.3g}, {high:.3g}]: an image "
+            "file holds intensities, float in [0, 1] or uint8 in [0, 255], normalised and encoded as the "
+            "run's test images; for a batch already in the model's input range pass --batch-raw "
+            "(batch_raw=True)"
+        )
+    return _encoded(source, bundle, images, f"{len(images)} {bundle.name} images from {name}")
+
+
+def _refuse_pixels(x: torch.Tensor, what: str, why: str) -> None:
+    """ValueError for uint8 model input holding pixel intensities (values above 1), which would be
+    fed as 0..255; uint8 (or bool) 0/1 spikes pass."""
+    if x.dtype == torch.uint8 and x.numel() and int(x.max()) > 1:
+        raise ValueError(
+            f"{what} is uint8 with values up to {int(x.max())}: pixel intensities, not model input; {why}"
+        )
 
 
 def run_batch(
@@ -256,28 +339,55 @@ def run_batch(
     batch: BatchLike | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    raw: bool = False,
 ) -> Batch:
     """The batch used for rasters and rates; see the module docstring for the order of preference.
 
-    A tensor or array is used as given. A batch file's static images ``[B, C, H, W]`` or flat samples
-    ``[B, F]`` are repeated over T steps (direct encoding), any other rank (``[T, B, F]``,
-    ``[T, B, C, H, W]``, ...) is a sequence used as is; the run's test images are encoded over T steps
-    as in training, and noise is drawn per sample and repeated over T steps. A model that takes no time
-    axis (:func:`_time_axis`: a plain ANN, a model stepped once per call, one that presents a static
-    input at each of its own number of steps) gets those batches without it, ``[B, ...]``: a file's
-    samples as stored, the first step of the encoded test images, one draw of noise.
+    A tensor or array is model input, used as given (uint8 only as 0/1 spikes). A batch file holding
+    images of the dataset its checkpoint's run names — ``[B, C, H, W]``, ``[B, H, W]`` (one channel) or
+    ``[B, C·H·W]``, uint8 in [0, 255] or float in [0, 1] — is preprocessed as the run's test images: scaled
+    to [0, 1], normalised as the test loader does, encoded over T steps with the run's encoding (direct
+    or Poisson, seeded), so a file of the run's own test images gives the default batch. Any other file,
+    or every file with ``raw``, is model input as stored (float; uint8 only as 0/1 spikes, pixel values
+    are refused): static ``[B, C, H, W]`` / ``[B, F]`` samples are repeated over T steps (direct encoding),
+    any other rank (``[T, B, F]``, ``[T, B, C, H, W]``, ...) is a sequence used as is. The run's test
+    images are encoded over T steps as in training, and noise is drawn per sample and repeated over T
+    steps. A model that takes no time axis (:func:`_time_axis`: a plain ANN, a model stepped once per
+    call, one that presents a static input at each of its own number of steps) gets those batches
+    without it, ``[B, ...]``: a file's model input as stored, the first step of encoded images, one draw
+    of noise.
     """
     T = _timestep(source)
+    if raw and batch is None:
+        raise ValueError("raw (--batch-raw) says how to read a batch file; give one")
     if isinstance(batch, np.ndarray):  # an array in memory is a batch given as is, like a tensor
         batch = torch.from_numpy(batch)
     if isinstance(batch, torch.Tensor):
+        _refuse_pixels(
+            batch,
+            f"the given batch {list(batch.shape)}",
+            "a tensor or array is used as given: save images to a .npy/.pt batch file to have them "
+            "preprocessed as the run's test images, or pass float model input",
+        )
         return Batch(batch, f"given batch {list(batch.shape)}")
     if batch is not None:
+        name = Path(batch).name
         x = load_batch_file(batch)
+        images = None if raw else _file_images(source, x, name)
+        if images is not None:
+            return images
+        _refuse_pixels(
+            x,
+            name,
+            "a uint8 file is preprocessed only as images of the dataset its checkpoint's run names, "
+            "shaped like them ([B, C, H, W], [B, H, W] or [B, C·H·W]) and without --batch-raw; save float "
+            "model input instead",
+        )
+        x = x.float()
         if x.dim() in (2, 4) and _time_axis(source.model, tuple(x.shape[1:]), T) is not False:
             x = _repeated(x, T)
-        return Batch(x, f"batch from {Path(batch).name} {list(x.shape)}")
-    if source.checkpoint and (source.checkpoint.get("config") or {}).get("dataset"):
+        return Batch(x, f"batch from {name} {list(x.shape)}, as stored")
+    if _run_config(source).get("dataset"):
         try:
             return _dataset_batch(source, batch_size)
         except (OSError, ValueError, RuntimeError) as e:

@@ -53,6 +53,7 @@ def topology(
     obj: Any,
     *,
     batch: BatchLike | None = None,
+    batch_raw: bool = False,
     input_shape: Sequence[int] | None = None,
     inhibition: str = "summary",
 ) -> nx.DiGraph:
@@ -65,14 +66,15 @@ def topology(
     ``[B, ...]`` batch for a plain ANN or a model stepped once per call, see
     :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, ``[B, ...]`` for a model without a time
-    axis, or a .pt/.npy file: see :func:`visualizer.activity.run_batch`), which also records firing
-    rates.
+    axis, or a .pt/.npy file: images of the checkpoint's dataset, preprocessed as its test images unless
+    ``batch_raw``, else model input; see :func:`visualizer.activity.run_batch`), which also records
+    firing rates.
     """
     source = load_source(obj)
     if isinstance(source, StdpRun):
         return stdp_graph(source, inhibition)
-    if batch is not None:
-        given = run_batch(source, batch)
+    if batch is not None or batch_raw:  # batch_raw without a batch: run_batch refuses it
+        given = run_batch(source, batch, raw=batch_raw)
         graph = layer_graph(source.model, given.x)
         graph.graph["batch"] = given.description
         return graph
@@ -160,7 +162,8 @@ def metrics_path(obj: Any) -> Path:
 class Session:
     """One input plus the batch, spike recordings and graph its figures share (each computed once).
 
-    ``draw_options`` maps a graph kind ("stdp", "layers") to keyword arguments of its drawer.
+    ``draw_options`` maps a graph kind ("stdp", "layers") to keyword arguments of its drawer;
+    ``batch``, ``batch_raw``, ``batch_size``: see :func:`visualizer.activity.run_batch`.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class Session:
         obj: Any,
         *,
         batch: BatchLike | None = None,
+        batch_raw: bool = False,
         batch_size: int = 16,
         before: Any = None,
         inhibition: str = "summary",
@@ -178,13 +182,15 @@ class Session:
             if isinstance(self.source, StdpRun):
                 raise ValueError(_BEFORE_ON_STDP)
             before = _module(load_source(before), "--before")
-        self.batch_arg, self.batch_size, self.before = batch, batch_size, before
+        self.batch_arg, self.batch_raw, self.batch_size, self.before = batch, batch_raw, batch_size, before
         self.inhibition = inhibition
         self.draw_options = draw_options or {}
 
     @cached_property
     def batch(self) -> Batch:
-        return run_batch(_module(self.source, "spike figures"), self.batch_arg, self.batch_size)
+        return run_batch(
+            _module(self.source, "spike figures"), self.batch_arg, self.batch_size, raw=self.batch_raw
+        )
 
     @cached_property
     def activity(self) -> list[LayerActivity]:
@@ -254,18 +260,31 @@ def weight_histograms(obj: Any, path: str | Path, before: Any = None) -> Path:
     return save_figure(histogram_figure(load_source(obj), before), path)
 
 
-def raster(obj: Any, path: str | Path, batch: BatchLike | None = None, batch_size: int = 16) -> Path:
+def raster(
+    obj: Any,
+    path: str | Path,
+    batch: BatchLike | None = None,
+    batch_size: int = 16,
+    batch_raw: bool = False,
+) -> Path:
     """Spike rasters of every neuron layer on ``batch`` (``[T, B, ...]``, or ``[B, ...]`` for a model
-    without a time axis; default: the run's test data, see :func:`visualizer.activity.run_batch`)."""
+    without a time axis; a file of the run's dataset images is preprocessed as its test images unless
+    ``batch_raw``; default: the run's test data, see :func:`visualizer.activity.run_batch`)."""
     image_format(path)
-    session = Session(obj, batch=batch, batch_size=batch_size)
+    session = Session(obj, batch=batch, batch_raw=batch_raw, batch_size=batch_size)
     return save_figure(raster_figure(session.activity, session.batch.description), path)
 
 
-def firing_rates(obj: Any, path: str | Path, batch: BatchLike | None = None, batch_size: int = 16) -> Path:
-    """Bar chart of the firing rate per neuron layer on ``batch`` to PNG/SVG."""
+def firing_rates(
+    obj: Any,
+    path: str | Path,
+    batch: BatchLike | None = None,
+    batch_size: int = 16,
+    batch_raw: bool = False,
+) -> Path:
+    """Bar chart of the firing rate per neuron layer on ``batch`` (as :func:`raster`) to PNG/SVG."""
     image_format(path)
-    session = Session(obj, batch=batch, batch_size=batch_size)
+    session = Session(obj, batch=batch, batch_raw=batch_raw, batch_size=batch_size)
     return save_figure(rates_figure(session.activity, session.batch.description), path)
 
 
