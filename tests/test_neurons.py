@@ -254,6 +254,27 @@ def test_shape_dtype_device_preserved(dtype, kind):
     assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
 
 
+@pytest.mark.parametrize("use_native", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["NILIF", "LIF", "PLIF"])
+@pytest.mark.parametrize("shape", [(0, 4, 5), (3, 0, 5), (0, 0, 5)])
+def test_empty_sequences_give_empty_spikes_and_gradients(kind, dtype, use_native, shape):
+    # T = 0 on the torch path (bf16 on the CPU, or the native kernel off) raised IndexError at x[0];
+    # the native kernel gave the empty [0, B, ...] spikes. B = 0 is empty on both.
+    neuron = nsnn.build_neuron(kind)
+    x = torch.rand(shape, dtype=dtype, requires_grad=True)
+    with native.enabled(use_native):
+        s = neuron(x)
+        s.sum().backward()
+    assert s.shape == x.shape and s.dtype == dtype
+    assert x.grad.shape == x.shape and x.grad.dtype == dtype
+    assert all(p.grad is not None and p.grad.item() == 0 for p in neuron.parameters())  # PLIF's leak
+    params = LIFParameters(0.5, 1.0)
+    for mode in ("heaviside", "bernoulli", "expected"):
+        with native.enabled(use_native):
+            assert lif_multistep(x.detach(), params, get_noise("gaussian", 0.3), mode).shape == x.shape
+
+
 def test_half_precision_decides_spikes_in_float32():
     # h = 0.5·2⁻⁸ + 1 = 1 + 2⁻⁹ fires in float32, but rounds to θ = 1.0 in bf16: backward must not
     # recompute that spike from the rounded membrane.

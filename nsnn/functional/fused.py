@@ -87,7 +87,7 @@ class _MultiStepLIF(torch.autograd.Function):
         work = _work_dtype(x)
         beta = decay.detach().to(work) if isinstance(decay, Tensor) else float(decay)
         out = torch.empty_like(x)
-        steps, neurons = x.shape[0], x[0].numel()
+        steps, neurons = x.shape[0], math.prod(x.shape[1:])  # T = 0: no x[0] to count
         # the draws, for backward: one bit a spike (the byte of a bool would save 1.5x a bf16 input)
         drawn = x.new_empty((steps, -(-neurons // 8)), dtype=torch.uint8) if mode == "bernoulli" else None
         u: Tensor | None = None
