@@ -1538,6 +1538,18 @@ def test_cli_refuses_bad_inputs_and_paths(stdp_dir, bptt_dir, tmp_path, capsys):
         visualizer.topology(tmp_path / "nothing.npz")
 
 
+@pytest.mark.parametrize("prefix", ["sub/x_", "../escape_", "./x_", "/tmp/x_"])
+def test_cli_refuses_a_prefix_holding_a_path_separator(stdp_dir, tmp_path, capsys, prefix):
+    # "sub/x_" wrote into a subfolder of --out, while "../" was refused as "not a plain file name".
+    root, _ = stdp_dir
+    out = tmp_path / "out"
+    assert main([str(root), "--out", str(out), "--what", "hist", "--prefix", prefix]) == 2
+    assert f"refusing output name '{prefix}hist.png': it must be a plain file name inside" in (
+        capsys.readouterr().err
+    )
+    assert list(out.iterdir()) == [] and not (tmp_path / "escape_hist.png").exists()
+
+
 def test_a_poisson_run_is_shown_the_raw_intensities_it_was_trained_on():
     """The run's own test images, encoded as in training: a rate code fires with the raw intensity in
     [0, 1], not with the mean/std-normalised pixel (which fires bright pixels always, dim ones never)."""

@@ -5,7 +5,8 @@
     python -m visualizer runs/bptt-1 --out figs/ --what raster --batch x.pt --export none
 
 Files are named ``<prefix><what>.<format>`` (and ``<prefix>topology.<graphml|gexf|json>``) inside
-``--out``; names that would resolve outside it (``..``, absolute, symlinks) are refused, so nothing is
+``--out`` itself; names that are not plain file names (a ``--prefix`` holding a path separator:
+``sub/``, ``../``, absolute) or that would resolve outside it (symlinks) are refused, so nothing is
 written anywhere else. An existing file is replaced only if the visualizer wrote it (it carries
 :data:`visualizer.render.WRITER_MARK`): anything else, e.g. the trainer's own ``curves.png`` when
 ``--out`` is the run folder, is refused before any work unless ``--overwrite`` is given. Exit status 0
@@ -90,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="STDP drawing: strongest input patches per neuron")
     p.add_argument("--patch", type=int, default=None, help="STDP drawing: pixel patch side (default: auto)")
     p.add_argument(
-        "--prefix", default="", help="prepended to every file name, e.g. stdp_ -> stdp_topology.png"
+        "--prefix",
+        default="",
+        help="prepended to every file name, e.g. stdp_ -> stdp_topology.png (no path separator: files go "
+        "in --out itself)",
     )
     p.add_argument("--dpi", type=int, default=150, help="PNG resolution")
     p.add_argument(

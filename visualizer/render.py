@@ -80,9 +80,11 @@ def written_by_visualizer(path: str | Path) -> bool:
 
 
 def safe_output(out_dir: str | Path, name: str) -> Path:
-    """``out_dir/name`` after resolving links; ``ValueError`` if it would land outside ``out_dir``."""
+    """``out_dir/name`` after resolving links; ``ValueError`` if ``name`` is not a plain file name (empty,
+    ``.``/``..``, or holding a path separator: ``sub/x``, ``../x``, ``/x``) or would land outside ``out_dir``
+    (a symlink)."""
     root = Path(out_dir).expanduser().resolve()
-    if not name or Path(name).is_absolute() or any(part in {"..", ""} for part in Path(name).parts):
+    if name in {"", ".", ".."} or Path(name).name != name:
         raise ValueError(f"refusing output name {name!r}: it must be a plain file name inside {root}")
     target = (root / name).resolve()
     if not target.is_relative_to(root):
