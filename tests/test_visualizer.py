@@ -1294,6 +1294,28 @@ def test_histogram_reads_bits_per_layer(tmp_path):
     assert any("at most 4 in a layer), ≈2 bits" in text for text in labels), labels
 
 
+def test_histogram_of_an_uncompressed_model_speaks_of_no_compression():
+    # An uncompressed BPTT model's weights were labelled "after: ... alive, i.e. kept and nonzero".
+    from nsnn.compress import magnitude_prune
+    from visualizer.api import histogram_figure
+
+    def texts(model, before=None):
+        ax = histogram_figure(visualizer.load_source(model), before).axes[0]
+        return ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()]
+
+    model = TinyResNet()
+    n = int(sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)))
+    title, (label,) = texts(model)
+    assert title == "TinyResNet conv/linear weights (not compressed)"
+    assert label.startswith(f"{n:,} of {n:,} weights nonzero (0.0% zero)"), label
+    assert not any(word in label for word in ("after", "alive", "pruned", "≈"))
+    magnitude_prune(model, sparsity=0.5, scope="global")
+    title, (label,) = texts(model)  # a pruned model still tells its pruned weights
+    assert title == "TinyResNet conv/linear weights" and label.startswith("after: ") and "alive" in label
+    title, labels = texts(TinyResNet(), before=TinyResNet())  # --before compares, whatever the models
+    assert title.endswith("before / after compression") and labels[1].startswith("after: ")
+
+
 # ---- exports and drawing -----------------------------------------------------------------------------
 @pytest.mark.parametrize("ext", ["graphml", "gexf", "json"])
 def test_export_round_trips_with_attributes(stdp_dir, tmp_path, ext):

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nsnn.compress import compression_state
 from visualizer.activity import (
     Batch,
     BatchLike,
@@ -117,7 +118,8 @@ def fields_figure(source: Source) -> Figure:
 def histogram_figure(source: Source, before: Any = None) -> Figure:
     """STDP: ``w_xe_dense``/``w_xe_initial`` vs the alive weights (kept by the mask and nonzero), bits
     as configured in ``config.json``; modules: ``before`` (another module/checkpoint, optional) vs the
-    non-zero conv/linear weights."""
+    non-zero conv/linear weights, which for a module neither pruned nor quantized and no ``before`` are
+    shown as its weights (no before/after, no pruned or alive ones)."""
     if isinstance(source, StdpRun):
         if before is not None:
             raise ValueError(_BEFORE_ON_STDP)
@@ -135,13 +137,18 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
         )
     after = module_weights(source.model)
     previous = None if before is None else module_weights(_module(load_source(before), "histograms").model)
+    compressed = bool(compression_state(source.model))
+    if previous is not None:
+        kind = " before / after compression"
+    else:
+        kind = "" if compressed else " (not compressed)"
     return weight_histogram_figure(
         previous,
         after[after != 0],
         total=after.size,
-        levels_per_layer=layer_levels(source.model),
-        title=f"{type(source.model).__name__} conv/linear weights"
-        + (" before / after compression" if previous is not None else ""),
+        levels_per_layer=layer_levels(source.model) if compressed or previous is not None else None,
+        title=f"{type(source.model).__name__} conv/linear weights{kind}",
+        compressed=compressed,
     )
 
 

@@ -144,10 +144,13 @@ def weight_histogram_figure(
     title: str = "",
     levels_per_layer: int | None = None,
     bits: int | None = None,
+    compressed: bool = True,
 ) -> Figure:
     """Histograms of weights before compression (``before``, all entries) and after (``after``: the
     alive weights only, i.e. kept and nonzero). ``total`` is the number of synapses after compression
     including pruned and zero ones (default ``after.size``), used to report the pruned-or-zero fraction.
+    ``compressed=False`` with no ``before`` (weights never pruned nor quantized): one histogram of the
+    nonzero weights, labelled without before/after, pruning or alive synapses.
 
     The legend gives the number of distinct alive values and, for the bits: ``bits`` when the run
     configured them; else ``≈ log2(levels_per_layer)`` when the values pool several layers, each with
@@ -172,27 +175,22 @@ def weight_histogram_figure(
             label=f"before: {b.size:,} weights, {percent(np.mean(b == 0))} zero",
         )
     levels = _levels_text(np.unique(after).size, bits, levels_per_layer)
-    pruned = 1 - after.size / max(total, 1)
-    ax.hist(
-        after,
-        bins=edges,
-        histtype="step",
-        lw=1.6,
-        color="tab:red",
-        label=f"after: {after.size:,} of {total:,} alive, i.e. kept and nonzero "
-        f"({percent(pruned)} pruned or zero),\n{levels}",
-    )
+    zero = percent(1 - after.size / max(total, 1))
+    if before is None and not compressed:
+        label = f"{after.size:,} of {total:,} weights nonzero ({zero} zero),\n{levels}"
+        default_title = "Weights (not compressed)"
+    else:
+        label = f"after: {after.size:,} of {total:,} alive, i.e. kept and nonzero ({zero} pruned or zero),"
+        label += f"\n{levels}"
+        default_title = (
+            "Weights before / after compression"
+            if before is not None
+            else "Weights (no pre-compression weights saved)"
+        )
+    ax.hist(after, bins=edges, histtype="step", lw=1.6, color="tab:red", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("weight")
     ax.set_ylabel("count (log)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never over the bars
-    ax.set_title(
-        title
-        or (
-            "Weights before / after compression"
-            if before is not None
-            else "Weights (no pre-compression weights saved)"
-        ),
-        fontsize=10,
-    )
+    ax.set_title(title or default_title, fontsize=10)
     return fig
