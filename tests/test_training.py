@@ -782,6 +782,46 @@ def test_testing_a_checkpoint_without_a_test_hash_checks_its_data_as_it_was_hash
     assert same is False and "warning: the data read from" in err
 
 
+def test_testing_checks_the_data_are_the_runs_whatever_its_max_samples(tmp_path, capsys):
+    """Testing skipped the data check (same_data_as_run null, no warning) whenever --max-samples differed
+    from the run's, README's --max-samples 0 included: the run's hash covers its seeded subset of the test
+    split, which is now taken from the test split read whatever the evaluation's --max-samples."""
+    from nsnn.training.cli import test_main
+
+    full = _cifar10_folder(tmp_path / "full" / "cifar-10-batches-py", per_file=10)
+    settings = {**TINY, "dataset": "cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}}
+    settings.update(max_samples=8, minibatch=4, val_split=0.0, epochs=1, data_dir=str(full.parent))
+    run = tmp_path / "run"
+    fit(TrainConfig(**settings, out=str(run)))
+    other = _cifar10_folder(tmp_path / "other" / "cifar-10-batches-py", per_file=10)
+    batch = pickle.loads((other / "test_batch").read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    (other / "test_batch").write_bytes(pickle.dumps(batch))
+
+    def tested(data_dir: Path, max_samples: str | None) -> tuple[dict, str]:
+        argv = ["--snapshot", str(run), "--data-dir", str(data_dir), "--json"]
+        assert (
+            test_main([*argv, *(["--max-samples", max_samples] if max_samples else [])], dataset="cifar10")
+            == 0
+        )
+        out, err = capsys.readouterr()
+        return json.loads(out.strip().splitlines()[-1]), err
+
+    for max_samples, n in ((None, 8), ("0", 10), ("5", 5), ("30", 10)):
+        result, err = tested(full.parent, max_samples)
+        assert (result["same_data_as_run"], result["n"]) == (True, n) and "warning" not in err
+        result, err = tested(other.parent, max_samples)
+        assert (result["same_data_as_run"], result["n"]) == (False, n), max_samples
+        assert f"warning: the data read from {other}" in err
+    # a checkpoint of an older nsnn (no test_fingerprint) is checked by its whole-dataset hash, as the
+    # run read it, also for another --max-samples
+    ckpt = _torch_load_strict(run / "best.pt")
+    del ckpt["dataset"]["test_fingerprint"]
+    torch.save(ckpt, run / "best.pt")
+    assert tested(full.parent, "0")[0]["same_data_as_run"] is True
+    assert tested(other.parent, "0")[0]["same_data_as_run"] is False
+
+
 def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
     # Testing a run again (or resuming a finished run) appends the same seeded evaluations to
     # evaluations.csv, and evaluations.png drew every row: 9 bars for 4 distinct evaluations.

@@ -310,7 +310,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     from nsnn.models import count_parameters
     from nsnn.training.checkpoint import load_model, resolve_checkpoint
     from nsnn.training.evaluate import evaluate, normalization
-    from nsnn.training.experiment import load_dataset
+    from nsnn.training.experiment import load_dataset, take_samples
     from nsnn.training.losses import build_loss
     from nsnn.training.perturbations import get_perturbation
     from nsnn.training.runtime import seed_everything, setup_runtime, sigint_deferred, warn_cpu_amp
@@ -369,16 +369,19 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     )
     evaluations = _evaluations_of(model, cfg, args)
     cfg.download, cfg.progress = args.download, args.progress
-    run_samples = cfg.max_samples
+    # The whole test split (the training split is not read): the run's samples of it are checked to be
+    # the run's test set whatever this evaluation's --max-samples, which picks the samples evaluated.
+    whole = load_dataset(dataclasses.replace(cfg, max_samples=0), args.data_dir, test_only=True)
+    _check_test_data(whole, cfg, ckpt["dataset"], path)
+    same_data = _same_data_as_run(
+        take_samples(whole.test, cfg.max_samples, cfg.seed),
+        ckpt["dataset"],
+        path,
+        lambda: load_dataset(cfg, args.data_dir),
+    )
     if args.max_samples is not None:
         cfg.max_samples = args.max_samples
-    bundle = load_dataset(cfg, args.data_dir, test_only=True)  # the training split is not read
-    _check_test_data(bundle, cfg, ckpt["dataset"], path)
-    same_data = None
-    if cfg.max_samples == run_samples:
-        same_data = _same_data_as_run(
-            bundle.test, ckpt["dataset"], path, lambda: load_dataset(cfg, args.data_dir)
-        )
+    bundle = dataclasses.replace(whole, test=take_samples(whole.test, cfg.max_samples, cfg.seed))
     if same_data is False:
         print(
             f"warning: the data read from {bundle.source} differ from the test data of this run "
@@ -532,12 +535,13 @@ def _unused(path: Path) -> Path:
 def _same_data_as_run(
     test: Any, trained: dict[str, Any], path: Path, whole: Callable[[], Any]
 ) -> bool | None:
-    """Whether ``test`` (the ImageSet read) holds the very test images and labels of the run of checkpoint
-    ``path`` (``trained``: its data record, whose ``test_fingerprint`` hashes them). A checkpoint of an
-    older nsnn hashed its training and test data together: there the whole dataset (``whole()``, the
-    bundle read as the run read it) is hashed as it was; if its training split cannot be read, only the
-    test set's size is compared (False if it differs; else None, with a note that the data are not
-    checked)."""
+    """Whether ``test`` (the run's samples of the test split read: :func:`take_samples` with the run's
+    ``--max-samples`` and seed, whatever the evaluation's) holds the very test images and labels of the
+    run of checkpoint ``path`` (``trained``: its data record, whose ``test_fingerprint`` hashes them). A
+    checkpoint of an older nsnn hashed its training and test data together: there the whole dataset
+    (``whole()``, the bundle read as the run read it) is hashed as it was; if its training split cannot
+    be read, only the test set's size is compared (False if it differs; else None, with a note that the
+    data are not checked)."""
     from nsnn.data import DatasetError
     from nsnn.training.experiment import dataset_record, fingerprint
 

@@ -134,16 +134,18 @@ def dataset_record(bundle: Any) -> dict[str, Any]:
     }
 
 
-def _subset(data: Any, n: int, seed: int) -> Any:
-    """At most ``n`` samples of an ImageSet, chosen by a seeded permutation."""
-    if n >= len(data):
+def take_samples(data: Any, max_samples: int, seed: int) -> Any:
+    """The samples of an ImageSet that a run with ``--max-samples max_samples`` and ``--seed seed``
+    uses: at most ``max_samples`` chosen by a seeded permutation, all of them for 0."""
+    if max_samples <= 0 or max_samples >= len(data):
         return data
-    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n])
+    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_samples])
 
 
 def load_dataset(cfg: TrainConfig, data_dir: str | None = None, *, test_only: bool = False) -> Any:
-    """The run's :class:`nsnn.data.DatasetBundle` (``cfg.max_samples`` applied to train and test);
-    ``test_only``: the test split alone (``train`` None), the same test samples as the run's."""
+    """The run's :class:`nsnn.data.DatasetBundle` (``cfg.max_samples`` applied to train and test by
+    :func:`take_samples`); ``test_only``: the test split alone (``train`` None), the same test samples
+    as the run's."""
     from nsnn.data import get_dataset
 
     bundle = get_dataset(
@@ -152,8 +154,8 @@ def load_dataset(cfg: TrainConfig, data_dir: str | None = None, *, test_only: bo
     if cfg.max_samples > 0:
         bundle = dataclasses.replace(
             bundle,
-            train=None if test_only else _subset(bundle.train, cfg.max_samples, cfg.seed),
-            test=_subset(bundle.test, cfg.max_samples, cfg.seed),
+            train=None if test_only else take_samples(bundle.train, cfg.max_samples, cfg.seed),
+            test=take_samples(bundle.test, cfg.max_samples, cfg.seed),
         )
     return bundle
 
