@@ -863,6 +863,55 @@ def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
     assert height == round((0.42 * 5 + 1.2) * 110)  # five bars, not nine
 
 
+def test_evaluations_on_other_data_are_kept_apart_from_the_runs_own(tmp_path, capsys):
+    """An evaluation on other data differed from the run's own only in its outcome columns (accuracy,
+    loss, same_data_as_run): evaluations.png drew it in place of the run's own result. Rows now name
+    the data evaluated, which tell evaluations apart; rows of an older nsnn, without them, still read."""
+    from nsnn.training.cli import test_main
+    from nsnn.training.monitor import distinct_evaluations, evaluation_label
+
+    full = _cifar10_folder(tmp_path / "full" / "cifar-10-batches-py")
+    settings = {**TINY, "dataset": "cifar10", "model": "mnist_mlp", "arch": {"hidden": 8}}
+    settings.update(max_samples=0, minibatch=6, val_split=0.0, epochs=1, data_dir=str(full.parent))
+    run = tmp_path / "run"
+    fit(TrainConfig(**settings, out=str(run)))
+    copy = tmp_path / "copy" / "cifar-10-batches-py"
+    shutil.copytree(full, copy)
+    other = _cifar10_folder(tmp_path / "other" / "cifar-10-batches-py")
+    batch = pickle.loads((other / "test_batch").read_bytes())
+    batch[b"labels"] = [(label + 1) % 10 for label in batch[b"labels"]]
+    (other / "test_batch").write_bytes(pickle.dumps(batch))
+    results = []
+    for folder in (full, full, other, copy, other):
+        argv = ["--snapshot", str(run), "--data-dir", str(folder.parent), "--eval-mode", "deterministic"]
+        assert test_main([*argv, "--json"], dataset="cifar10") == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        if len(results) == 1:  # as an older nsnn wrote it: the row without the data columns
+            (row,) = read_csv(run / "evaluations.csv")
+            old = {k: v for k, v in row.items() if k not in ("data", "data_fingerprint")}
+            (run / "evaluations.csv").unlink()
+            CsvLog(run / "evaluations.csv", list(old)).append(old)
+    assert [r["data"] for r in results] == [str(full), str(full), str(other), str(copy), str(other)]
+    assert results[0]["data_fingerprint"] == results[3]["data_fingerprint"] != results[2]["data_fingerprint"]
+    rows = read_csv(run / "evaluations.csv")
+    assert len(rows) == 5 and rows[0]["data"] == "" and rows[1]["data"] == str(full)
+    distinct = distinct_evaluations(rows)
+    # the old row and the run's data read from two folders are one evaluation; the other data another
+    assert [(r["data"], r["same_data_as_run"]) for r in distinct] == [
+        (str(copy), "True"),
+        (str(other), "False"),
+    ]
+    assert float(distinct[0]["accuracy"]) == results[0]["accuracy"]
+    assert evaluation_label(distinct[0]) == "best: deterministic K=1 n=6"
+    assert evaluation_label(distinct[1]) == (
+        "best: deterministic K=1 n=6, other data: other/cifar-10-batches-py"
+    )
+    # two other data sets read from one folder, one after the other, are two evaluations
+    swapped = {**distinct[1], "data_fingerprint": "0" * 32}
+    assert len(distinct_evaluations([*rows, swapped])) == 3
+    assert (run / "evaluations.png").is_file()
+
+
 _KILLER = textwrap.dedent(
     """
     import json, os, signal, sys

@@ -306,11 +306,13 @@ def build_test_parser(description: str, prog: str | None = None) -> argparse.Arg
 
 def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[str, Any]]:
     """Evaluate ``args.snapshot`` on its dataset's test set; write ``eval-*.json`` and ``evaluations.csv``.
-    One result per evaluation: one, or with ``--eval-mode all`` those of :func:`_evaluations_of`."""
+    One result per evaluation: one, or with ``--eval-mode all`` those of :func:`_evaluations_of`. A
+    result names the data evaluated: ``data`` (the folder read, or ``"embedded"``), ``data_fingerprint``
+    (a hash of the samples evaluated) and ``same_data_as_run`` (whether they are the run's test data)."""
     from nsnn.models import count_parameters
     from nsnn.training.checkpoint import load_model, resolve_checkpoint
     from nsnn.training.evaluate import evaluate, normalization
-    from nsnn.training.experiment import load_dataset, take_samples
+    from nsnn.training.experiment import fingerprint, load_dataset, take_samples
     from nsnn.training.losses import build_loss
     from nsnn.training.perturbations import get_perturbation
     from nsnn.training.runtime import seed_everything, setup_runtime, sigint_deferred, warn_cpu_amp
@@ -382,6 +384,11 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
     if args.max_samples is not None:
         cfg.max_samples = args.max_samples
     bundle = dataclasses.replace(whole, test=take_samples(whole.test, cfg.max_samples, cfg.seed))
+    # which data are evaluated: evaluations.csv tells evaluations on other data from the run's own by them
+    data = {
+        "data": "embedded" if bundle.embedded else bundle.source,
+        "data_fingerprint": fingerprint(bundle.test.images, bundle.test.labels),
+    }
     if same_data is False:
         print(
             f"warning: the data read from {bundle.source} differ from the test data of this run "
@@ -421,6 +428,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
         result = {
             "snapshot": str(path),
             "dataset": cfg.dataset,
+            **data,
             "model": cfg.model,
             "parameters": n_params,
             "epoch": int(ckpt["epoch"]),

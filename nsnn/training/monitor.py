@@ -85,22 +85,59 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 # evaluations.csv columns an evaluation gives, rather than asks for (see distinct_evaluations)
 _OUTCOME = frozenset({"accuracy", "loss", "seconds", "same_data_as_run"})
+# evaluations.csv columns naming the data evaluated, told apart by data_key rather than compared as read
+_DATA = frozenset({"data", "data_fingerprint"})
+
+
+def data_key(row: Mapping[str, Any]) -> str:
+    """Which data the ``evaluations.csv`` row ``row`` was evaluated on: ``"run's data"`` for the run's own
+    test data (``same_data_as_run`` true), whatever folder held them; else ``"other data"`` (false) or
+    ``"unchecked data"`` (null) with the hash of the samples evaluated (``data_fingerprint``), or the
+    folder read (``data``) where a row has no hash (rows of an older nsnn have neither)."""
+    checked = str(row.get("same_data_as_run"))
+    if checked == "True":
+        return "run's data"
+    which = "other data" if checked == "False" else "unchecked data"
+    return f"{which} {row.get('data_fingerprint') or row.get('data') or ''}".rstrip()
 
 
 def distinct_evaluations(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """One row per distinct evaluation of ``rows`` (``evaluations.csv``): rows that agree on every column
-    but the outcome (accuracy, loss, seconds, same_data_as_run) repeat one seeded evaluation, e.g. a
-    testing script run twice; the latest such row is kept, in the place of the first."""
+    but the outcome (accuracy, loss, seconds, same_data_as_run), and on the data evaluated
+    (:func:`data_key`), repeat one seeded evaluation, e.g. a testing script run twice; the latest such
+    row is kept, in the place of the first. An evaluation on other data than the run's is another
+    evaluation, never one that replaces the run's own."""
     latest: dict[tuple[tuple[str, str], ...], Mapping[str, Any]] = {}
     for row in rows:
-        latest[tuple(sorted((k, str(v)) for k, v in row.items() if k not in _OUTCOME))] = row
+        asked = sorted((k, str(v)) for k, v in row.items() if k not in _OUTCOME | _DATA)
+        latest[(*asked, ("data", data_key(row)))] = row
     return list(latest.values())
+
+
+def evaluation_label(row: Mapping[str, Any], name_seed: bool = False) -> str:
+    """The y-axis label of an ``evaluations.csv`` row's bar: snapshot, mode, K, n, the perturbation if
+    any, the seed with ``name_seed``, and the data when they are not the run's own (``other data:`` and
+    the last two parts of the folder read, or ``data not checked:`` where a checkpoint of an older nsnn
+    could not be checked)."""
+    label = f"{Path(str(row['snapshot'])).stem}: {row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
+    if row.get("perturbation", "clean") != "clean":
+        label += f", {row['perturbation']} {float(row['strength']):g}"
+    if name_seed:
+        label += f", seed {row.get('seed')}"
+    folder = "/".join(Path(str(row.get("data") or "")).parts[-2:])
+    checked = str(row.get("same_data_as_run"))
+    if checked == "False":
+        label += f", other data: {folder}" if folder else ", other data"
+    elif checked != "True" and folder:
+        label += f", data not checked: {folder}"
+    return label
 
 
 def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Horizontal bars of test accuracy, one per distinct evaluation (:func:`distinct_evaluations` of
     the ``evaluations.csv`` rows: snapshot, mode, K, n, ...), labelled on the y axis so that long labels
-    never overlap; the seed is named when the evaluations have several."""
+    never overlap (:func:`evaluation_label`); the seed is named when the evaluations have several, and
+    evaluations on other data than the run's are labelled so and drawn in orange."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,17 +145,11 @@ def plot_evaluations(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
 
     rows = distinct_evaluations(rows)
     seeds = {str(row.get("seed")) for row in rows}
-    labels, values = [], []
-    for row in rows:
-        label = f"{Path(str(row['snapshot'])).stem}: {row['eval_mode']} K={row['n_ensembles']} n={row['n']}"
-        if row.get("perturbation", "clean") != "clean":
-            label += f", {row['perturbation']} {float(row['strength']):g}"
-        if len(seeds) > 1:
-            label += f", seed {row.get('seed')}"
-        labels.append(label)
-        values.append(100 * float(row["accuracy"]))
+    labels = [evaluation_label(row, name_seed=len(seeds) > 1) for row in rows]
+    values = [100 * float(row["accuracy"]) for row in rows]
+    colors = ["tab:orange" if str(row.get("same_data_as_run")) == "False" else "tab:blue" for row in rows]
     fig, ax = plt.subplots(figsize=(7.5, max(2.2, 0.42 * len(rows) + 1.2)))
-    bars = ax.barh(range(len(values)), values, color="tab:blue")
+    bars = ax.barh(range(len(values)), values, color=colors)
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     ax.invert_yaxis()  # the first evaluation on top, as in evaluations.csv
