@@ -1527,13 +1527,21 @@ def test_evaluating_an_embedded_run_on_another_test_set_warns_of_its_training_im
     write_config(run_dir, cfg, {"n_train": 100, "data": "embedded"})
     save_run(run_dir, init_state(cfg), np.zeros(2, dtype=np.int64))
     train_split, test_split = embedded_mnist_split()
-    mixed = ImageSet(torch.cat([train_split.images[:3], test_split.images[:2]]), torch.arange(5) % 10)
-    with pytest.warns(UserWarning, match="3 of the 5 test images of /data/mnist are images it trained on"):
+    # Only the run's 100 training images count: the split's later ones were counted too ("5 of the 7").
+    images = torch.cat([train_split.images[:3], train_split.images[100:102], test_split.images[:2]])
+    mixed = ImageSet(images, torch.arange(7) % 10)
+    found = "3 of the 7 test images of /data/mnist are among the 100 images of the embedded MNIST split it"
+    with pytest.warns(UserWarning, match=found):
         _evaluation_setup(run_dir, train_split, mixed, tmp_path / "a", None, "/data/mnist")
+    unseen = ImageSet(torch.cat([train_split.images[100:108], test_split.images[:2]]), torch.arange(10))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _evaluation_setup(run_dir, train_split, mixed, tmp_path / "b", None, None)  # its own data
         _evaluation_setup(run_dir, train_split, mixed, tmp_path / "c", None, "embedded")
+        _evaluation_setup(run_dir, train_split, unseen, tmp_path / "e", None, "/data/mnist")  # none it saw
+    floats = ImageSet(mixed.images.float() / 255, mixed.labels)  # not comparable with the uint8 split
+    with pytest.warns(UserWarning, match="may include some of the 100 images"):
+        _evaluation_setup(run_dir, train_split, floats, tmp_path / "f", None, "/data/mnist")
     empty = ImageSet(train_split.images[:0], train_split.labels[:0])
     with pytest.raises(ValueError, match="an evaluation needs label"):
         _evaluation_setup(run_dir, empty, mixed, tmp_path / "d", None, None)

@@ -17,8 +17,8 @@ finishes an interrupted training run: after every block of examples (``--chunk``
 progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
 had not stopped; a run interrupted before its first block was saved removes what it wrote and the
 folders it made (nothing to resume), so the same command can be run again. The embedded split is part
-of the official MNIST test set: a run trained on it and tested on a --data-dir is warned that its test
-images include the ones it trained on.
+of the official MNIST test set: a run trained on it and tested on a --data-dir is warned when its test
+images include ones it trained on (with their count).
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune (or --prune-threshold) and --bits (or with ``--sweep`` at every pair of a grid), relabelled and
