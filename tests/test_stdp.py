@@ -744,6 +744,27 @@ def test_quantization_that_silences_training_warns_once_at_its_first_compression
     assert [(r["examples"], r["bits"]) for r in rows] == [("4", "1"), ("8", "1"), ("12", "1")]  # was empty
 
 
+def test_each_sweep_cell_that_quantization_silences_warns(tmp_path):
+    # A sweep's 2-bit cells left most synapses at 0 without a word; only a single evaluation warned.
+    cfg = tiny()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir, cfg, {"n_train": 4, "n_label": 4, "n_test": 2, "data": "embedded"})
+    state = init_state(cfg)  # weights below 0.3: 1 bit (levels 0, 1) rounds every one to 0
+    save_run(run_dir, state, np.zeros(4, dtype=np.int64), extra_weights={"w_xe_dense": state.w})
+    data = image_set(*bars(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sweep_run(run_dir, data, data, run_dir=tmp_path / "grid", sparsities=(0.0, 0.5), bits=(1,))
+        sweep_run(run_dir, data, data, run_dir=tmp_path / "cell", sparsities=(0.5,), bits=(1,))
+    silenced = [str(w.message) for w in caught if "quantization to" in str(w.message)]
+    assert [m.split(":")[0] for m in silenced] == [
+        "quantization to 1 bit left 0 of the 256 kept synapses nonzero at sparsity 0 %",
+        "quantization to 1 bit left 0 of the 128 kept synapses nonzero at sparsity 50 %",
+        "quantization to 1 bit left 0 of the 128 kept synapses nonzero at sparsity 50 %",  # once, not twice
+    ]
+
+
 def test_cli_rejects_bad_config(tmp_path):
     script = str(ROOT / "scripts" / "stdp_mnist.py")
     proc = subprocess.run([sys.executable, script, "--prune", "1.5"], capture_output=True, text=True)

@@ -591,8 +591,7 @@ def sweep_run(
             log=_sweep_logger(log),
         )
     cell: dict[str, Any] = {}  # one cell: its figures at top level too, as a training run's summary
-    if single:
-        warn_if_quantization_silences(rows[0]["synapses"], rows[0]["nonzero_synapses"], evaluated)
+    if single:  # a cell quantized to mostly 0 was warned of as it was done (pl.sweep)
         cell = {**rows[0], "n_label": n_label, "n_test": len(test_xy[1])}
     write_json(
         run_dir / "summary.json",

@@ -608,8 +608,12 @@ def sweep(
     ``nonzero_synapses`` counts survivors whose level is not 0: at low bit widths the smallest weights
     round to 0, which acts as extra pruning (and can make rows of different sparsity identical). With
     ``config.prune_threshold`` the network is pruned at that weight instead (:func:`compress_state`;
-    give one sparsity, unused), and its rows' ``sparsity`` is the one it left.
+    give one sparsity, unused), and its rows' ``sparsity`` is the one it left. A cell whose levels leave
+    most kept synapses at 0 warns as it is done (:func:`~nsnn.stdp.experiment.warn_if_quantization_silences`,
+    naming its sparsity), as a single evaluation does.
     """
+    from nsnn.stdp.experiment import warn_if_quantization_silences
+
     check_grid(sparsities, bits)
     rows = []
     for sparsity in sparsities:
@@ -639,4 +643,7 @@ def sweep(
             rows.append(row)
             if log is not None:
                 log(row)
+            cell = config.replace(bits=b, levels=None)
+            when = f" at sparsity {100 * row['sparsity']:.4g} %"
+            warn_if_quantization_silences(row["synapses"], row["nonzero_synapses"], cell, when)
     return rows
