@@ -405,19 +405,34 @@ class Terminal(io.StringIO):
 
 def test_progress_bars_only_on_a_terminal_by_default(tmp_path, monkeypatch, capsys):
     """By default (progress=None, the CLI without --progress/--no-progress) bars are drawn only when
-    stderr is a terminal, as in BPTT training: none in a log piped to a file, and --json's JSON line
-    stays the last line of stdout."""
-    cfg = tiny()
-    images, labels = bars(2)
-    run_experiment(cfg, image_set(images, labels), image_set(images, labels), run_dir=tmp_path / "run")
-    assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
+    stderr is a terminal, as in BPTT training: none in a log piped to a file, which gets plain lines
+    instead, and --json's JSON line stays the last line of stdout."""
+    cfg = tiny(chunk=2)
+    images, labels = bars(4)
+    data = image_set(images, labels)
+    run_experiment(cfg, data, image_set(*bars(2)), run_dir=tmp_path / "run")
+    logged = capsys.readouterr().err  # pytest's captured stderr is not a terminal
+    # it printed nothing until the end: now each phase's start and end and each saved training block
+    lines = [re.sub(r"[\d.]+ (ms/example|s\))", r"# \1", line) for line in logged.splitlines()]
+    assert "\r" not in logged and lines == [
+        "train: 4 examples",
+        "train: 2/4 examples, # ms/example (# s)",
+        "train: 4/4 examples, # ms/example (# s)",
+        "train: done (# s)",
+        "label: 4 examples",
+        "label: done, # ms/example (# s)",
+        "test: 2 examples",
+        "test: done, # ms/example (# s)",
+    ], logged
+    engine, state = RuntimeEngine(cfg), init_state(cfg)
+    respond(engine, state, images, cfg, desc="test", progress=False)
+    assert capsys.readouterr().err == ""  # --no-progress: neither bars nor lines
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    engine, state = RuntimeEngine(cfg), init_state(cfg)
     train(engine, state, images, labels, cfg, progress=None)
     respond(engine, state, images, cfg, desc="test", progress=None)
     drawn = terminal.getvalue()
-    assert "train: 100%" in drawn and "test: 100%" in drawn
+    assert "train: 100%" in drawn and "test: 100%" in drawn and "train: done" not in drawn  # bars only
     monkeypatch.undo()
 
     progress = []
@@ -744,7 +759,7 @@ def test_quantization_that_silences_training_warns_once_at_its_first_compression
     assert [(r["examples"], r["bits"]) for r in rows] == [("4", "1"), ("8", "1"), ("12", "1")]  # was empty
 
 
-def test_each_sweep_cell_that_quantization_silences_warns(tmp_path):
+def test_each_sweep_cell_that_quantization_silences_warns(tmp_path, capsys):
     # A sweep's 2-bit cells left most synapses at 0 without a word; only a single evaluation warned.
     cfg = tiny()
     run_dir = tmp_path / "run"
@@ -762,6 +777,14 @@ def test_each_sweep_cell_that_quantization_silences_warns(tmp_path):
         "quantization to 1 bit left 0 of the 256 kept synapses nonzero at sparsity 0 %",
         "quantization to 1 bit left 0 of the 128 kept synapses nonzero at sparsity 50 %",
         "quantization to 1 bit left 0 of the 128 kept synapses nonzero at sparsity 50 %",  # once, not twice
+    ]
+    logged = [line.split(": accuracy")[0] for line in capsys.readouterr().err.splitlines()]
+    assert logged == [  # a log (stderr not a terminal) gets one line per cell, none per label/test pass
+        "sweep: 2 cells",
+        "sweep: cell 1/2 (sparsity 0 %, 1 bit)",
+        "sweep: cell 2/2 (sparsity 50 %, 1 bit)",
+        "sweep: 1 cell",
+        "sweep: cell 1/1 (sparsity 50 %, 1 bit)",
     ]
 
 

@@ -34,7 +34,8 @@ to stderr. For ``--from-run`` the keys describe the cell evaluated (with ``--swe
 own figures), ms_per_example_train is the saved run's, and ``sparsity`` and ``sweep`` (its one row,
 without ``--sweep``) come too. Progress bars (stderr) are drawn only when
 stderr is a terminal unless ``--progress`` / ``--no-progress`` say otherwise, so a log piped to a file
-holds no bars.
+holds no bars: it gets plain lines instead (each phase's start and end, each saved training block, each
+sweep cell; none with ``--no-progress``).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bars on stderr (default: only when it is a terminal)",
+        help="progress bars on stderr (default: only when it is a terminal; else plain progress lines)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     return p

@@ -186,7 +186,8 @@ def run_experiment(
 
     ``sweep``: also evaluate the trained network compressed after training at every sparsity × bits
     pair (needs a dense, full-precision config: the sweep does the compressing). ``progress``: bars
-    on/off, None only when stderr is a terminal (:func:`nsnn.stdp.pipeline.show_progress`).
+    on/off, None only when stderr is a terminal (:func:`nsnn.stdp.pipeline.show_progress`), else plain
+    progress lines (:func:`nsnn.stdp.pipeline.progress_lines`).
     """
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import require_build_tools

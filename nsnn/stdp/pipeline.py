@@ -16,7 +16,8 @@
 
 Progress bars (``progress``): True draws them, False not, None draws them only when stderr is a
 terminal (tqdm's ``disable=None`` rule, as the BPTT trainer's default), so logs piped to a file stay
-free of carriage-return lines.
+free of carriage-return lines; they get plain lines on stderr instead (:func:`progress_lines`): a
+phase's start and end, each saved training block, each sweep cell.
 
 Retry rule: an example that drew fewer than ``retry_min_spikes`` Ae spikes is presented again at
 intensity + ``retry_intensity_step`` (+ 2 steps at the second retry, ...), up to ``retry_max`` times.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,6 +137,19 @@ def show_progress(progress: bool | None) -> bool:
         return progress
     isatty = getattr(sys.stderr, "isatty", None)
     return isatty is None or bool(isatty())
+
+
+def progress_lines(progress: bool | None) -> bool:
+    """Whether to print plain progress lines on stderr: by default (``progress`` None) when stderr is not
+    a terminal (a log file, CI), where :func:`show_progress` draws no bars, so a long run is not silent
+    until its end."""
+    return progress is None and not show_progress(None)
+
+
+def _progress_line(progress: bool | None, text: str) -> None:
+    """Print ``text`` as a line on stderr when :func:`progress_lines` says so."""
+    if progress_lines(progress):
+        print(text, file=sys.stderr, flush=True)
 
 
 def weight_bits(config: STDPConfig) -> int:
@@ -255,6 +270,8 @@ def train(
         compressed, compressions, retried = resume.compressed, list(resume.compressions), resume.retried
         sim, cpu, build = resume.sim_seconds, resume.cpu_seconds, resume.build_seconds
     disabled = not show_progress(progress)
+    started = time.perf_counter()
+    _progress_line(progress, f"train: {n:,} examples" + (f", resumed after {done:,}" if done else ""))
     with tqdm(total=n, initial=done, desc="train", unit="ex", disable=disabled) as bar:
         for block, (a, b) in enumerate(_blocks(n, config.chunk, points)):
             if b <= done:
@@ -323,6 +340,12 @@ def train(
                             build,
                         )
                     )
+            block_ms = 1e3 * sum(r.sim_seconds for r in results) / (b - a)
+            elapsed = time.perf_counter() - started
+            _progress_line(
+                progress, f"train: {b:,}/{n:,} examples, {block_ms:.1f} ms/example ({elapsed:.0f} s)"
+            )
+    _progress_line(progress, f"train: done ({time.perf_counter() - started:.0f} s)")
     return TrainResult(state, counts, sim, cpu, build, compressions, retried, silenced)
 
 
@@ -476,6 +499,8 @@ def respond(
 ) -> Responses:
     """Frozen pass over ``images`` with the Diehl & Cook retry rule (see the module docstring)."""
     shown = show_progress(progress)
+    started = time.perf_counter()
+    _progress_line(progress, f"{desc}: {len(images):,} examples")
     counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
     input_spikes = np.zeros(config.n_input, dtype=np.int64)
     exc, inh, sim, build, retried = 0, 0, 0.0, 0.0, 0
@@ -501,6 +526,8 @@ def respond(
         return np.concatenate([r.counts for r in results])
 
     silent = present_with_retries(np.arange(len(images)), counts, config, present)
+    ms = 1e3 * sim / max(len(images), 1)
+    _progress_line(progress, f"{desc}: done, {ms:.1f} ms/example ({time.perf_counter() - started:.0f} s)")
     return Responses(counts, input_spikes, exc, inh, retried, int(silent.size), sim, build)
 
 
@@ -612,10 +639,13 @@ def sweep(
     most kept synapses at 0 warns as it is done (:func:`~nsnn.stdp.experiment.warn_if_quantization_silences`,
     naming its sparsity), as a single evaluation does.
     """
-    from nsnn.stdp.experiment import warn_if_quantization_silences
+    from nsnn.stdp.experiment import warn_if_quantization_silences, weight_bits_label
 
     check_grid(sparsities, bits)
     rows = []
+    cells = len(sparsities) * len(bits)
+    _progress_line(progress, f"sweep: {cells} cell" + ("s" if cells > 1 else ""))
+    inner = False if progress_lines(progress) else progress  # one line per cell, not per pass
     for sparsity in sparsities:
         pruned = compress_state(state, sparsity, config)
         for b in bits:
@@ -628,7 +658,7 @@ def sweep(
                 test_images,
                 test_targets,
                 config,
-                progress=progress,
+                progress=inner,
             )
             row = {
                 "sparsity": sparsity if config.prune_threshold is None else round(pruned.sparsity, 6),
@@ -644,6 +674,11 @@ def sweep(
             if log is not None:
                 log(row)
             cell = config.replace(bits=b, levels=None)
+            _progress_line(
+                progress,
+                f"sweep: cell {len(rows)}/{cells} (sparsity {100 * row['sparsity']:.4g} %, "
+                f"{weight_bits_label(cell)}): accuracy {100 * ev.accuracy:.2f} %",
+            )
             when = f" at sparsity {100 * row['sparsity']:.4g} %"
             warn_if_quantization_silences(row["synapses"], row["nonzero_synapses"], cell, when)
     return rows
