@@ -1024,6 +1024,29 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run(monkeypatch):
     assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook == lost.append  # given back
 
 
+def test_a_ctrl_c_while_a_network_is_built_drops_its_unrun_objects_quietly(monkeypatch):
+    # Brian2 warned of each object of the interrupted build as it was deleted, unrun ("... is getting
+    # deleted, but was never included in a network", several lines each), after "interrupted".
+    import gc
+
+    from brian2.utils.logger import catch_logs
+
+    cfg = tiny()
+    phase = Phase(image_rates(bars(1)[0], cfg), init_state(cfg), plastic=False)
+    for error, warned in ((KeyboardInterrupt, False), (RuntimeError, True)):  # only a Ctrl-C is quiet
+
+        def stop(self, *args, error=error, **kwargs):
+            raise error
+
+        with catch_logs() as logs:
+            with monkeypatch.context() as patched:
+                patched.setattr(b2.Network, "before_run", stop)  # the network's first run
+                with pytest.raises(error):
+                    RuntimeEngine(cfg).run(phase)
+            gc.collect()
+        assert any(name.endswith("unused_brian_object") for _, name, _ in logs) is warned, logs
+
+
 def test_ctrl_c_during_a_standalone_build_ends_the_script_as_an_interrupt(tmp_path, monkeypatch, capsys):
     # make stopped by Ctrl-C came back as Brian2's "Project compilation failed" (after make's output)
     # and exit status 1, not as an interrupt. Here make is a shell killed by SIGINT, as a Ctrl-C does.

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nsnn.stdp.config import STDPConfig
-from nsnn.stdp.engine import interrupts_raise
+from nsnn.stdp.engine import interrupts_raise, quiet_interrupted_build
 from nsnn.stdp.network import build_network
 from nsnn.stdp.state import NetworkState, image_rates, normalize_columns
 
@@ -64,9 +64,12 @@ def classic_train(
     try:
         with interrupts_raise() as check_interrupt:  # Ctrl-C stops the loop, not one run() of it
             b2.seed(config.seed)
-            net = build_network(config, state, plastic=True, n_examples=1, input="manual", normalize=False)
-            ns = net.namespace
-            net.net.run(0 * b2.ms, namespace=ns)
+            with quiet_interrupted_build():
+                net = build_network(
+                    config, state, plastic=True, n_examples=1, input="manual", normalize=False
+                )
+                ns = net.namespace
+                net.net.run(0 * b2.ms, namespace=ns)
             counts = np.zeros((len(images), config.n_exc), dtype=np.int32)
             present, rest = config.t_present_ms * b2.ms, config.t_rest_ms * b2.ms
             start, cpu = time.perf_counter(), time.process_time()

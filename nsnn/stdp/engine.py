@@ -221,6 +221,28 @@ def interrupts_raise() -> Iterator[Callable[[], None]]:
     check()
 
 
+_INTERRUPTED_BUILD = "interrupted build"  # the network id of objects an interrupted build left unrun
+
+
+@contextmanager
+def quiet_interrupted_build() -> Iterator[None]:
+    """Drop quietly the Brian2 objects a Ctrl-C inside this block (a network being built, up to its
+    first run) leaves unrun. Brian2 logs a multi-line "getting deleted, but was never included in a
+    network" warning for each object deleted without having joined a network run: such a Ctrl-C
+    printed several after the run's "interrupted" message. On ``KeyboardInterrupt`` the objects
+    created inside the block that never ran get a network id (``_network``, what a run gives them), so
+    they are deleted without it; another error keeps Brian2's warnings."""
+    before = set(b2.BrianObject.__instances__())
+    try:
+        yield
+    except KeyboardInterrupt:
+        for ref in set(b2.BrianObject.__instances__()) - before:
+            obj = ref()
+            if obj is not None and obj._network is None:
+                obj._network = _INTERRUPTED_BUILD
+        raise
+
+
 # SHA-256 of the spikequeue.h that nsnn's queue replaces (Brian2 2.9.0's brian2/synapses/cspikequeue.cpp).
 _BRIAN_QUEUE_SHA256 = frozenset({"f1d52276dc24695854047fd38cc301ccfe1130997562784ec64dd9f1a52089dc"})
 SPIKE_QUEUE_HEADER = Path(__file__).with_name("spikequeue.h")
@@ -511,23 +533,24 @@ class StandaloneEngine:
         directory.mkdir(parents=True, exist_ok=True)
         self._directory = str(directory)
         b2.set_device("cpp_standalone", build_on_run=False, directory=self._directory)
-        net = build_network(
-            self.config,
-            phase.state,
-            plastic=phase.plastic,
-            n_examples=chunk,
-            transmit_levels=phase.transmit_levels,
-            run_controls=True,
-        )
-        b2.device.apply_run_args()
-        seed_array = b2.device.get_array_name(net.Ae.variables["run_seed"])
-        threads = max(int(b2.prefs.devices.cpp_standalone.openmp_threads), 1)
-        b2.device.insert_code(
-            "main",
-            f"for (int _i = 0; _i < {threads}; _i++) "
-            f"brian::_random_generators[_i].seed((unsigned long) brian::{seed_array}[0] + _i);",
-        )
-        net.net.run(net.duration, namespace=net.namespace)
+        with quiet_interrupted_build():
+            net = build_network(
+                self.config,
+                phase.state,
+                plastic=phase.plastic,
+                n_examples=chunk,
+                transmit_levels=phase.transmit_levels,
+                run_controls=True,
+            )
+            b2.device.apply_run_args()
+            seed_array = b2.device.get_array_name(net.Ae.variables["run_seed"])
+            threads = max(int(b2.prefs.devices.cpp_standalone.openmp_threads), 1)
+            b2.device.insert_code(
+                "main",
+                f"for (int _i = 0; _i < {threads}; _i++) "
+                f"brian::_random_generators[_i].seed((unsigned long) brian::{seed_array}[0] + _i);",
+            )
+            net.net.run(net.duration, namespace=net.namespace)
         with _build_flags():  # inside run's interrupts_raise: main.cpp installs no graceful-stop handler
             b2.device.build(directory=self._directory, compile=False, run=False, with_output=False)
         patch_spike_queue(directory)
@@ -660,15 +683,16 @@ class RuntimeEngine:
             for done in range(0, n, step):
                 todo = min(step, n - done)
                 start = time.perf_counter()
-                net = build_network(
-                    c,
-                    state,
-                    plastic=phase.plastic,
-                    n_examples=todo,
-                    rates=rates[done : done + todo],
-                    transmit_levels=phase.transmit_levels,
-                )
-                net.net.run(0 * b2.ms, namespace=net.namespace)
+                with quiet_interrupted_build():
+                    net = build_network(
+                        c,
+                        state,
+                        plastic=phase.plastic,
+                        n_examples=todo,
+                        rates=rates[done : done + todo],
+                        transmit_levels=phase.transmit_levels,
+                    )
+                    net.net.run(0 * b2.ms, namespace=net.namespace)
                 build_seconds += time.perf_counter() - start
                 check_interrupt()
                 t0, c0 = time.perf_counter(), time.process_time()
