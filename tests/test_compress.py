@@ -86,6 +86,29 @@ def test_module_pruning_per_layer_and_global():
     assert report.layers[0].sparsity != pytest.approx(report.layers[1].sparsity)
 
 
+def test_module_pruning_per_neuron_gives_every_output_unit_the_same_fan_in():
+    # README promised per-neuron pruning, but modules refused scope="neuron" (only arrays had axis=).
+    model = _model()
+    with torch.no_grad():
+        model[3].weight[0] *= 100  # one strong unit: a per-layer ranking would keep all of its inputs
+    dense = [model[0].weight.detach().clone(), model[3].weight.detach().clone()]
+    report = magnitude_prune(model, sparsity=0.5, scope="neuron")
+    for layer, w in zip((model[0], model[3]), dense, strict=True):
+        axes = tuple(range(1, w.ndim))  # a Linear row, a Conv output channel
+        expected = prune_mask(w.numpy(), sparsity=0.5, axis=axes)  # the arrays' semantics
+        assert torch.equal(layer.weight_mask, torch.from_numpy(expected))
+        assert (layer.weight_mask.flatten(1).sum(1) == w[0].numel() // 2).all()
+        assert (layer.weight[~layer.weight_mask] == 0).all()
+    assert [layer.sparsity for layer in report.layers] == [0.5, 0.5]
+    old = model[3].weight_mask.clone()
+    magnitude_prune(model, sparsity=0.75, scope="neuron")  # masks persist and only shrink
+    assert not (model[3].weight_mask & ~old).any() and (model[3].weight_mask.sum(1) == 36).all()
+    with pytest.raises(ValueError, match=r"scope must be one of \['neuron', 'layer', 'global'\]"):
+        magnitude_prune(model, sparsity=0.5, scope="row")
+    with pytest.raises(ValueError, match=r"scope must be one of \['layer', 'global'\]"):
+        quantize(model, bits=4, scope="neuron")  # quantization has no per-neuron levels
+
+
 def test_pruning_keeps_state_dict_keys():
     model = _model()
     keys = set(model.state_dict())

@@ -11,17 +11,18 @@ its weight, and already-dead entries count towards the sparsity target. ``axis``
 together (None = the whole array); e.g. ``axis=0`` on the STDP matrix ``[n_input, n_exc]`` gives every
 neuron the same fan-in.
 
-Torch modules: the ``weight`` of every ``nn.Linear`` / ``nn.ConvNd`` is pruned in place, its mask kept
-as a non-persistent buffer ``weight_mask`` (not in ``state_dict``, so checkpoints load into fresh
-models unchanged). Optimizers do not know masks: call :func:`apply_masks` after each
-``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
-weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` keeps
-the layer's mask and ``weight_bits`` when the new weight fits them (zero where pruned, on the levels if
-quantized: e.g. an earlier state of the same pruned run), else drops them with a warning (they described
-the weights it replaces), so the model is in the state a fresh model loading it would be. Checkpoints of
-:mod:`nsnn.training` record both (:func:`nsnn.compress.compression_state`), and ``load_model`` and
-``--resume`` restore them; from a bare state_dict, rebuild masks from its zeros with
-``magnitude_prune(model, threshold=0.0)``.
+Torch modules: the ``weight`` of every ``nn.Linear`` / ``nn.ConvNd`` is pruned in place (``scope``:
+``"layer"`` ranks each weight alone, ``"neuron"`` each output unit's incoming weights alone, a row of a Linear
+weight or an output channel of a Conv, as ``axis`` = every axis but 0 does for arrays, and ``"global"`` all
+layers together), its mask kept as a non-persistent buffer ``weight_mask`` (not in ``state_dict``, so
+checkpoints load into fresh models unchanged). Optimizers do not know masks: call :func:`apply_masks` after
+each ``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
+weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` keeps the
+layer's mask and ``weight_bits`` when the new weight fits them (zero where pruned, on the levels if quantized:
+e.g. an earlier state of the same pruned run), else drops them with a warning (they described the weights it
+replaces), so the model is in the state a fresh model loading it would be. Checkpoints of :mod:`nsnn.training`
+record both (:func:`nsnn.compress.compression_state`), and ``load_model`` and ``--resume`` restore them; from
+a bare state_dict, rebuild masks from its zeros with ``magnitude_prune(model, threshold=0.0)``.
 
     w, mask = magnitude_prune(w, sparsity=0.75, axis=0)          # numpy [n_input, n_exc]
     report = magnitude_prune(model, sparsity=0.5, scope="global"); attach_masks(model, optimizer)
@@ -38,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global")  # of quantize too
+PRUNE_SCOPES = ("neuron", *SCOPES)
 MASK_BUFFER = "weight_mask"
 BITS_BUFFER = "weight_bits"
 LEVELS_BUFFER = "weight_levels"  # the values a quantized layer's alive weights took (1-D, sorted)
@@ -218,8 +220,8 @@ def _set_mask(module: nn.Module, mask: torch.Tensor) -> None:
 def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float | None, scope: str) -> Any:
     from nsnn.compress.report import compression_report
 
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    if scope not in PRUNE_SCOPES:
+        raise ValueError(f"scope must be one of {list(PRUNE_SCOPES)}, got {scope!r}")
     layers = stored_weight_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear/Conv layers to prune")
@@ -230,9 +232,15 @@ def _prune_module(model: nn.Module, *, sparsity: float | None, threshold: float 
     groups = list(tied.values())
     weights = [weights_numpy(group[0].weight) for group in groups]
     masks = [np.logical_and.reduce([layer_mask(m).cpu().numpy() for m in group]) for group in groups]
-    if scope == "layer":
+    if scope != "global":  # a neuron's incoming weights: every axis of [out, in, *kernel] but the first
         new = [
-            prune_mask(w, sparsity=sparsity, threshold=threshold, mask=k)
+            prune_mask(
+                w,
+                sparsity=sparsity,
+                threshold=threshold,
+                mask=k,
+                axis=tuple(range(1, w.ndim)) if scope == "neuron" else None,
+            )
             for w, k in zip(weights, masks, strict=True)
         ]
     else:
@@ -265,8 +273,9 @@ def magnitude_prune(
 
     * numpy array / torch tensor → ``(pruned_weights, mask)`` (same type; ``mask`` and ``axis`` apply).
     * ``nn.Module`` → prunes every Linear/Conv weight in place (``scope="layer"``: each layer reaches
-      ``sparsity``; ``"global"``: one ranking over all layers), keeps the masks, returns a
-      :class:`~nsnn.compress.report.CompressionReport`.
+      ``sparsity``; ``"neuron"``: each output unit's incoming weights do, a Linear row or a Conv output
+      channel, so every unit keeps the same fan-in; ``"global"``: one ranking over all layers), keeps the
+      masks, returns a :class:`~nsnn.compress.report.CompressionReport`.
     """
     if isinstance(target, nn.Module):
         if mask is not None or axis is not None:
