@@ -775,6 +775,25 @@ def test_a_static_input_looped_as_many_steps_as_its_first_axis_is_long_is_a_step
     assert visualizer.topology(FixedLength(), input_shape=(4, 2, 6)).graph["layout"] == "time-loop"
 
 
+@pytest.mark.parametrize("error", [TypeError, KeyError])
+def test_a_time_loop_failing_on_a_shorter_input_with_any_error_stays_a_time_loop(error):
+    # The second pass on x[:-1] caught only ValueError/AssertionError (run_model converts RuntimeError,
+    # IndexError and ValueError): a TypeError or KeyError of a forward written for 4 steps escaped
+    # layer_graph and _takes_time_first although the first pass had traced fine.
+    from visualizer.activity import _takes_time_first
+
+    class FourSteps(SnntorchLoop):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if len(x) != 4:
+                raise error("four steps")
+            return super().forward(x)
+
+    model = FourSteps()
+    assert visualizer.topology(model, input_shape=(4, 2, 6)).graph["layout"] == "time-loop"
+    assert layer_graph(model, torch.rand(4, 2, 6)).nodes["lif"]["calls"] == 4
+    assert _takes_time_first(model, (4, 1, 6))
+
+
 @pytest.mark.parametrize("steps", [4, 5])
 def test_a_static_input_model_is_shown_a_batch_without_a_time_axis(steps, tmp_path):
     # run_batch built [T, B, ...] whatever the layout: the rasters and rates of a model presenting its

@@ -540,7 +540,9 @@ def _follows_first_axis(model: nn.Module, x: torch.Tensor, neurons: set[nn.Modul
     of ``x`` (``[T, ...]``, T ≥ 2), is called at one place T - 1 times on ``x[:-1]``: the forward loops over
     that axis (a time loop). A forward presenting a static input at each of its own fixed number of steps
     calls them that many times whatever the axis's length (a step loop whose steps happen to number T).
-    A model that refuses ``x[:-1]`` is tied to its input's length: its loop follows the axis."""
+    A model that fails on ``x[:-1]`` (any exception: a shape error, its own assert, a ``TypeError`` or
+    ``KeyError`` of a forward written for one length) is tied to its input's length: its loop follows
+    the axis."""
     sites: dict[tuple[tuple[CodeType, int], ...], int] = {}  # call site -> its place id
     calls: dict[tuple[nn.Module, int], int] = {}
 
@@ -552,7 +554,7 @@ def _follows_first_axis(model: nn.Module, x: torch.Tensor, neurons: set[nn.Modul
     try:
         with probing(model, seed):
             run_model(model, x[:-1])
-    except (ValueError, AssertionError):  # a length the model refuses, or its forward's own shape assert
+    except Exception:  # any failure on a length the forward was not written for
         return True
     finally:
         for handle in handles:
