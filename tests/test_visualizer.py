@@ -1660,12 +1660,93 @@ def test_a_batch_file_of_the_runs_test_images_is_preprocessed_as_they_are(bptt_d
 
     cifar = create("mnist_mlp", num_classes=10, in_channels=3, image_size=32)
     config = {"dataset": "cifar10", "data_dir": str(tmp_path / "none"), "timestep": 2}
-    np.save(tmp_path / "rgb.npy", np.zeros((2, 3, 32, 32), dtype=np.uint8))
+    np.save(tmp_path / "rgb.npy", np.full((2, 3, 32, 32), 128, dtype=np.uint8))
     with pytest.raises(ValueError, match=r"rgb\.npy may hold images of the run's dataset, which is unavail"):
         run_batch(ModuleSource(cifar, checkpoint={"config": config}), tmp_path / "rgb.npy")
     argv = [str(checkpoint), "--out", str(tmp_path / "out"), "--what", "rates", "--batch-raw"]
     assert main(argv) == 2
     assert "--batch-raw says how to read a --batch file; add one" in capsys.readouterr().err
+
+
+def test_a_uint8_image_file_of_only_zeros_and_ones_is_refused_as_ambiguous(bptt_dir, tmp_path):
+    """A uint8 0/1 spike file shaped like the run's images was preprocessed as near-black images
+    (pixels 0 and 1 of 255, then normalised): nothing fired, and no error said so."""
+    from visualizer.activity import run_batch
+    from visualizer.sources import load_source
+
+    source = load_source(bptt_dir[0] / "best.pt")  # mnist_convnet, direct encoding, T=2
+    spikes = (np.random.default_rng(0).random((4, 1, 28, 28)) < 0.3).astype(np.uint8)
+    for name, data in (("spk.npy", spikes), ("flat.npy", spikes.reshape(4, -1)), ("zeros.npy", 0 * spikes)):
+        np.save(tmp_path / name, data)
+        with pytest.raises(ValueError, match=rf"{name} is uint8 .* only 0 and 1, .*--batch-raw"):
+            run_batch(source, tmp_path / name)
+    raw = run_batch(source, tmp_path / "spk.npy", raw=True)  # as spikes: model input, repeated over T
+    assert torch.equal(raw.x, torch.from_numpy(spikes).float().expand(2, -1, -1, -1, -1))
+    # 0/1 spikes not shaped like the images are model input, and a uint8 image file with pixel values
+    # is still preprocessed
+    np.save(tmp_path / "seq.npy", spikes[None].repeat(2, 0))
+    assert torch.equal(
+        run_batch(source, tmp_path / "seq.npy").x, torch.from_numpy(spikes).float().expand(2, -1, -1, -1, -1)
+    )
+    np.save(tmp_path / "img.npy", spikes * 255)
+    assert (
+        run_batch(source, tmp_path / "img.npy").description
+        == "4 mnist images from img.npy, direct encoding, T=2"
+    )
+
+
+def test_an_event_frame_runs_batch_file_is_model_input_without_loading_its_data(tmp_path):
+    """A DVS run's batch file loaded the DVS test split to learn that it is not an image file: a float
+    [B, 2, H, W] file of a run whose data are absent was refused ('unavailable ... --batch-raw'), and a
+    uint8 file's refusal spoke of images of the dataset, which a DVS run never preprocesses."""
+    from nsnn.data import holds_event_frames
+    from visualizer.activity import run_batch
+
+    assert holds_event_frames("dvs-cifar10") and not holds_event_frames("mnist")
+    model = nn.Sequential(SeqToANN(nn.Flatten(), nn.Linear(2 * 8 * 8, 4)), LIF())
+    config = {"dataset": "dvs-cifar10", "data_dir": str(tmp_path / "absent"), "timestep": 3}
+    kwargs = {"in_channels": 2, "image_size": 8}
+    source = ModuleSource(model, checkpoint={"config": config, "model_kwargs": kwargs, "epoch": 1})
+    frame = torch.rand(5, 2, 8, 8)
+    torch.save(frame, tmp_path / "frame.pt")
+    batch = run_batch(source, tmp_path / "frame.pt")
+    assert torch.equal(batch.x, frame.expand(3, -1, -1, -1, -1))
+    assert batch.description == "batch from frame.pt [3, 5, 2, 8, 8], as stored"
+    np.save(tmp_path / "spikes.npy", np.ones((5, 2, 8, 8), dtype=np.uint8))  # 0/1 spikes: model input
+    assert torch.equal(run_batch(source, tmp_path / "spikes.npy").x, torch.ones(3, 5, 2, 8, 8))
+    np.save(tmp_path / "counts.npy", np.full((3, 5, 2, 8, 8), 7, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"counts\.npy is uint8 .* of a run on event frames \(dvs-cifar10\)"):
+        run_batch(source, tmp_path / "counts.npy")
+
+
+def test_an_empty_batch_file_is_refused_naming_it(bptt_dir, tmp_path, capsys):
+    # [0, 1, 28, 28] failed in ImageSet with "need images ... and labels [N] with N > 0", naming labels
+    # the user never gave.
+    from visualizer.activity import run_batch
+    from visualizer.sources import load_source
+
+    path = tmp_path / "empty.npy"
+    np.save(path, np.zeros((0, 1, 28, 28), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"empty\.npy holds an empty batch \[0, 1, 28, 28\]"):
+        run_batch(load_source(bptt_dir[0] / "best.pt"), path)
+    assert (
+        main([str(bptt_dir[0]), "--out", str(tmp_path / "out"), "--what", "rates", "--batch", str(path)]) == 2
+    )
+    assert "holds an empty batch" in capsys.readouterr().err
+
+
+def test_batch_raw_with_a_tensor_changes_nothing_and_needs_a_batch(bptt_dir):
+    """``raw`` reads a batch file as model input; a tensor always is one, so ``raw`` is a documented
+    no-op for it (and is refused without a batch)."""
+    from visualizer.activity import run_batch
+    from visualizer.sources import load_source
+
+    source = load_source(bptt_dir[0] / "best.pt")
+    x = torch.rand(2, 3, 1, 28, 28)
+    given, plain = run_batch(source, x, raw=True), run_batch(source, x)
+    assert given.x is x and plain.x is x and given.description == plain.description
+    with pytest.raises(ValueError, match=r"raw \(--batch-raw\) says how to read a batch file; give one"):
+        run_batch(source, raw=True)
 
 
 def test_a_poisson_runs_image_file_is_encoded_as_its_test_images(tmp_path):

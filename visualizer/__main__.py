@@ -67,18 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch",
-        help="input batch for BPTT rasters/rates/topology, a .pt tensor or .npy: images of the dataset "
-        "the checkpoint's run names ([B, C, H, W], [B, H, W] or [B, C*H*W]; uint8 in [0, 255] or float "
-        "in [0, 1]) are preprocessed as its test images (normalised, encoded over T as in training); "
-        "anything else is model input as stored: [T, B, ...], or [B, C, H, W] / [B, F] repeated over T "
-        "(as stored for a model that takes no time axis); uint8 model input only as 0/1 spikes "
-        "(default: the run's test set, else uniform noise)",
+        help="input batch for BPTT rasters/rates/topology, a .pt tensor or .npy: images of the static-image "
+        "dataset the checkpoint's run names ([B, C, H, W], [B, H, W] or [B, C*H*W]; uint8 in [0, 255] or "
+        "float in [0, 1]) are preprocessed as its test images (normalised, encoded over T as in training), "
+        "and such a uint8 file holding only 0 and 1 is refused as ambiguous (use --batch-raw for spikes); "
+        "anything else (every file of an event-frame run, DVS) is model input as stored: [T, B, ...], or "
+        "[B, C, H, W] / [B, F] repeated over T (as stored for a model that takes no time axis); uint8 "
+        "model input only as 0/1 spikes; an empty file is refused (default: the run's test set, else "
+        "uniform noise)",
     )
     p.add_argument(
         "--batch-raw",
         action="store_true",
         help="use the --batch file as model input as stored, even when it is shaped like the run's "
-        "images (e.g. images already normalised)",
+        "images (e.g. images already normalised, or 0/1 spikes stored as uint8)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images taken from the run's test set")
     p.add_argument("--before", help="checkpoint before compression, for the BPTT weight histogram")

@@ -4,11 +4,12 @@
   ``image_size``, ``timestep``) when there is one, else by probing the first conv/linear layer;
   :func:`trace_input_shape`, the one a topology traces, is a ``[B, C, H, W]`` batch for a plain ANN
   and for a model with single-step neurons that does not loop over its input's first axis;
-* :func:`run_batch` gives a real batch: the given tensor, or a batch file (images of the run's dataset
-  are preprocessed as its test images, anything else is model input), else the run's own test data
-  (same normalisation and encoding as training), else uniform noise — always with a description that
-  the figures print, so noise is never mistaken for data; ``[T, B, ...]``, or ``[B, ...]`` for a model
-  that takes no time axis (a plain ANN, one stepped once per call, one looping a static input itself);
+* :func:`run_batch` gives a real batch: the given tensor, or a batch file (images of the run's
+  static-image dataset are preprocessed as its test images, anything else is model input), else the
+  run's own test data (same normalisation and encoding as training), else uniform noise — always with a
+  description that the figures print, so noise is never mistaken for data; ``[T, B, ...]``, or
+  ``[B, ...]`` for a model that takes no time axis (a plain ANN, one stepped once per call, one looping
+  a static input itself);
 * :func:`spike_activity` records, per neuron layer, the firing rate on the batch and a raster of
   sample 0 for a random subset of its neurons::
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsnn.models import encode
 from visualizer.modules import declared_step, flattens_time, is_neuron, is_single_step
 from visualizer.sources import ModuleSource
 from visualizer.trace import call_site, layer_graph, probing, run_model, single_step_neurons, to_model
@@ -207,7 +209,8 @@ def trace_input_shape(source: ModuleSource) -> tuple[int, ...]:
 
 
 def load_batch_file(path: str | Path) -> torch.Tensor:
-    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``, as stored (its dtype kept)."""
+    """A batch from ``.pt`` (a tensor, loaded weights-only) or ``.npy``, as stored (its dtype kept); an
+    empty one (no sample, e.g. ``[0, 1, 28, 28]``) is refused."""
     from nsnn.io import TorchFileError, load_torch
 
     path = Path(path)
@@ -229,16 +232,22 @@ def load_batch_file(path: str | Path) -> torch.Tensor:
             ) from None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{path} must hold one tensor, found {type(x).__name__}")
+    if not x.numel():
+        raise ValueError(f"{path} holds an empty batch {list(x.shape)}: it needs at least one sample")
     return x
-
-
-def _repeated(x: torch.Tensor, T: int) -> torch.Tensor:
-    """``x`` ``[B, ...]`` presented at each of ``T`` steps: ``[T, B, ...]`` (direct encoding)."""
-    return x.unsqueeze(0).repeat(T, *([1] * x.dim()))
 
 
 def _run_config(source: ModuleSource) -> dict[str, Any]:
     return (source.checkpoint or {}).get("config") or {}
+
+
+def _event_frame_run(source: ModuleSource) -> bool:
+    """Whether the checkpoint's run names a dataset of event frames (DVS), told by the dataset registry
+    without loading the data."""
+    from nsnn.data import holds_event_frames
+
+    dataset = _run_config(source).get("dataset")
+    return bool(dataset) and holds_event_frames(dataset)
 
 
 def _run_dataset(source: ModuleSource) -> DatasetBundle:
@@ -288,33 +297,46 @@ def _as_images(x: torch.Tensor, sample: tuple[int, ...]) -> torch.Tensor | None:
     return x.reshape(len(x), channels, height, width)
 
 
-def _file_images(source: ModuleSource, x: torch.Tensor, name: str) -> Batch | None:
-    """The batch file ``x`` preprocessed as the run's test images when it holds images of the dataset
-    the checkpoint names (static images, uint8 or float, see :func:`_as_images`); else None."""
-    if not _run_config(source).get("dataset") or not (x.dtype == torch.uint8 or x.is_floating_point()):
-        return None
-    sample, bundle = _hinted_shape(source), None
+def _file_dataset(source: ModuleSource, name: str) -> DatasetBundle:
+    """The run's test split, to preprocess the image file ``name`` as its test images; a ValueError
+    naming ``--batch-raw`` when it cannot be loaded."""
     try:
-        if sample is None:
-            bundle = _run_dataset(source)
-            sample = (bundle.in_channels, bundle.image_size, bundle.image_size)
-        images = _as_images(x, sample)
-        if images is None:
-            return None
-        bundle = bundle or _run_dataset(source)
+        return _run_dataset(source)
     except (OSError, ValueError, RuntimeError) as e:
         raise ValueError(
             f"{name} may hold images of the run's dataset, which is unavailable ({e}): its normalisation "
             "and encoding cannot be applied; pass --batch-raw (batch_raw=True) to use the file as model "
             "input as stored"
         ) from e
-    if bundle.time_steps is not None:  # event frames: a file of them is model input [T, B, ...]
+
+
+def _file_images(source: ModuleSource, x: torch.Tensor, name: str) -> Batch | None:
+    """The batch file ``x`` preprocessed as the run's test images when it holds images of the dataset
+    the checkpoint names (static images, uint8 or float, see :func:`_as_images`); else None, as for
+    every file of a run on event frames (DVS), which are model input. A uint8 file of such images
+    holding only 0 and 1 (spikes, or near-black pixels?) and a float one outside [0, 1] are refused,
+    naming ``--batch-raw``."""
+    if (
+        not _run_config(source).get("dataset")
+        or _event_frame_run(source)
+        or not (x.dtype == torch.uint8 or x.is_floating_point())
+    ):
         return None
-    low, high = (
-        (float(images.min()), float(images.max()))
-        if images.is_floating_point() and images.numel()
-        else (0, 1)
-    )
+    sample, bundle = _hinted_shape(source), None
+    if sample is None:
+        bundle = _file_dataset(source, name)
+        sample = (bundle.in_channels, bundle.image_size, bundle.image_size)
+    images = _as_images(x, sample)
+    if images is None:
+        return None
+    if images.dtype == torch.uint8 and int(images.max()) <= 1:
+        raise ValueError(
+            f"{name} is uint8 {list(x.shape)} holding only 0 and 1, shaped like the run's images: a uint8 "
+            "image file is read as pixel intensities in [0, 255], which would be near black; for 0/1 "
+            "spikes as model input pass --batch-raw (batch_raw=True), for black-and-white images save "
+            "them as float in [0, 1]"
+        )
+    low, high = (float(images.min()), float(images.max())) if images.is_floating_point() else (0, 1)
     if not 0 <= low <= high <= 1:
         raise ValueError(
             f"{name} holds float images {list(x.shape)} with values in [{low:.3g}, {high:.3g}]: an image "
@@ -322,6 +344,7 @@ def _file_images(source: ModuleSource, x: torch.Tensor, name: str) -> Batch | No
             "run's test images; for a batch already in the model's input range pass --batch-raw "
             "(batch_raw=True)"
         )
+    bundle = bundle or _file_dataset(source, name)
     return _encoded(source, bundle, images, f"{len(images)} {bundle.name} images from {name}")
 
 
@@ -343,14 +366,18 @@ def run_batch(
 ) -> Batch:
     """The batch used for rasters and rates; see the module docstring for the order of preference.
 
-    A tensor or array is model input, used as given (uint8 only as 0/1 spikes). A batch file holding
-    images of the dataset its checkpoint's run names — ``[B, C, H, W]``, ``[B, H, W]`` (one channel) or
-    ``[B, C·H·W]``, uint8 in [0, 255] or float in [0, 1] — is preprocessed as the run's test images: scaled
-    to [0, 1], normalised as the test loader does, encoded over T steps with the run's encoding (direct
-    or Poisson, seeded), so a file of the run's own test images gives the default batch. Any other file,
-    or every file with ``raw``, is model input as stored (float; uint8 only as 0/1 spikes, pixel values
-    are refused): static ``[B, C, H, W]`` / ``[B, F]`` samples are repeated over T steps (direct encoding),
-    any other rank (``[T, B, F]``, ``[T, B, C, H, W]``, ...) is a sequence used as is. The run's test
+    A tensor or array is model input, used as given (uint8 only as 0/1 spikes); ``raw`` changes nothing
+    for it. A batch file holding images of the static-image dataset its checkpoint's run names —
+    ``[B, C, H, W]``, ``[B, H, W]`` (one channel) or ``[B, C·H·W]``, uint8 in [0, 255] or float in [0, 1] —
+    is preprocessed as the run's test images: scaled to [0, 1], normalised as the test loader does,
+    encoded over T steps with the run's encoding (direct or Poisson, seeded), so a file of the run's own
+    test images gives the default batch; a uint8 one holding only 0 and 1 is refused as ambiguous
+    (spikes, or near-black pixels?), naming ``raw``. Any other file (every file of a run on event
+    frames, DVS, whose data are then not loaded), or every file with ``raw`` (``--batch-raw``), is model
+    input as stored (float; uint8 only as 0/1 spikes, pixel values are refused): static
+    ``[B, C, H, W]`` / ``[B, F]`` samples are repeated over T steps (direct encoding), any other rank
+    (``[T, B, F]``, ``[T, B, C, H, W]``, ...) is a sequence used as is. ``raw`` without a batch is
+    refused: the run's test images are always preprocessed. The run's test
     images are encoded over T steps as in training, and noise is drawn per sample and repeated over T
     steps. A model that takes no time axis (:func:`_time_axis`: a plain ANN, a model stepped once per
     call, one that presents a static input at each of its own number of steps) gets those batches
@@ -376,16 +403,21 @@ def run_batch(
         images = None if raw else _file_images(source, x, name)
         if images is not None:
             return images
-        _refuse_pixels(
-            x,
-            name,
-            "a uint8 file is preprocessed only as images of the dataset its checkpoint's run names, "
-            "shaped like them ([B, C, H, W], [B, H, W] or [B, C·H·W]) and without --batch-raw; save float "
-            "model input instead",
-        )
+        if _event_frame_run(source):
+            why = (
+                f"a batch file of a run on event frames ({_run_config(source)['dataset']}) is model input "
+                "as stored, never preprocessed; save float frames instead"
+            )
+        else:
+            why = (
+                "a uint8 file is preprocessed only as images of the static-image dataset its checkpoint's "
+                "run names, shaped like them ([B, C, H, W], [B, H, W] or [B, C·H·W]) and without "
+                "--batch-raw; save float model input instead"
+            )
+        _refuse_pixels(x, name, why)
         x = x.float()
         if x.dim() in (2, 4) and _time_axis(source.model, tuple(x.shape[1:]), T) is not False:
-            x = _repeated(x, T)
+            x = encode(x, T)
         return Batch(x, f"batch from {name} {list(x.shape)}, as stored")
     if _run_config(source).get("dataset"):
         try:
@@ -397,7 +429,7 @@ def run_batch(
     if not time:
         x = torch.rand(shape, generator=generator)
         return Batch(x, f"SYNTHETIC input: uniform noise in [0, 1], no time axis, shape {list(shape)}")
-    x = _repeated(torch.rand(shape[1:], generator=generator), T)
+    x = encode(torch.rand(shape[1:], generator=generator), T)
     return Batch(x, f"SYNTHETIC input: uniform noise in [0, 1], direct encoding, shape {list(shape)}")
 
 

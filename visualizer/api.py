@@ -67,9 +67,9 @@ def topology(
     ``[B, ...]`` batch for a plain ANN or a model stepped once per call, see
     :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, ``[B, ...]`` for a model without a time
-    axis, or a .pt/.npy file: images of the checkpoint's dataset, preprocessed as its test images unless
-    ``batch_raw``, else model input; see :func:`visualizer.activity.run_batch`), which also records
-    firing rates.
+    axis, or a .pt/.npy file: images of the checkpoint's static-image dataset, preprocessed as its test
+    images unless ``batch_raw``, else model input; see :func:`visualizer.activity.run_batch`), which also
+    records firing rates.
     """
     source = load_source(obj)
     if isinstance(source, StdpRun):

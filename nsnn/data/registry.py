@@ -122,10 +122,11 @@ Builder = Callable[[Path | None, bool, bool | None, bool], DatasetBundle]
 _BUILDERS: dict[str, Builder] = {}
 _EMBEDDED_DEFAULT: set[str] = set()
 _NO_DOWNLOAD: set[str] = set()
+_EVENT_FRAMES: set[str] = set()
 
 
 def register_dataset(
-    name: str, *, embedded: bool = False, downloadable: bool = True
+    name: str, *, embedded: bool = False, downloadable: bool = True, event_frames: bool = False
 ) -> Callable[[Builder], Builder]:
     """Decorator adding ``builder(data_dir, download, progress, test_only) -> DatasetBundle`` under
     ``name`` (``test_only``: read the test split alone and return ``train=None``). A builder without the
@@ -134,7 +135,9 @@ def register_dataset(
 
     ``embedded``: without ``data_dir`` and ``download`` the builder returns data shipped with the package
     and reads no data folder (see :func:`reads_data_folder`). ``downloadable=False``: the builder
-    ignores ``download``, there being no download (see :func:`downloadable`).
+    ignores ``download``, there being no download (see :func:`downloadable`). ``event_frames``: its
+    samples are event frames ``[T, C, H, W]`` (the bundle's ``time_steps`` is set), not static images
+    (see :func:`holds_event_frames`).
     """
 
     def add(builder: Builder) -> Builder:
@@ -145,6 +148,8 @@ def register_dataset(
             _EMBEDDED_DEFAULT.add(name)
         if not downloadable:
             _NO_DOWNLOAD.add(name)
+        if event_frames:
+            _EVENT_FRAMES.add(name)
         return builder
 
     return add
@@ -171,6 +176,12 @@ def _both_splits(builder: Callable[[Path | None, bool, bool | None], DatasetBund
 def downloadable(name: str) -> bool:
     """Whether ``get_dataset(name, download=True)`` can fetch dataset ``name`` (DVS-CIFAR10 cannot)."""
     return name not in _NO_DOWNLOAD
+
+
+def holds_event_frames(name: str) -> bool:
+    """Whether dataset ``name``'s samples are event frames ``[T, C, H, W]`` (DVS-CIFAR10) rather than static
+    images, known without loading it."""
+    return name in _EVENT_FRAMES
 
 
 def reads_data_folder(name: str, data_dir: str | Path | None = None, download: bool = False) -> bool:
@@ -313,7 +324,7 @@ register_dataset("cifar10")(_cifar("cifar10"))
 register_dataset("cifar100")(_cifar("cifar100"))
 
 
-@register_dataset("dvs-cifar10", downloadable=False)
+@register_dataset("dvs-cifar10", downloadable=False, event_frames=True)
 def _dvs_cifar10(
     data_dir: Path | None, download: bool, progress: bool | None, test_only: bool
 ) -> DatasetBundle:
