@@ -992,6 +992,29 @@ def test_a_run_started_with_sigint_ignored_ignores_it(tmp_path):
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import nsnn.stdp.network",
+        "from nsnn.stdp import STDPConfig, equations\nequations.namespace(STDPConfig())",
+    ],
+    ids=["network", "equations"],
+)
+def test_importing_any_nsnn_module_that_uses_brian2_keeps_an_ignored_sigint_ignored(code):
+    # Only nsnn.stdp.engine put back the disposition Brian2's import replaced: a program importing only the
+    # public build_network (or the equations' namespace) in a job started with SIGINT ignored crashed at
+    # a `kill -INT` ("'Handlers' object is not callable").
+    check = f"{code}\nimport signal, sys\nsys.exit(signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)"
+    proc = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run(monkeypatch):
     # Python runs a signal handler wherever the interpreter is, also in a finalizer or a weakref callback
     # (Brian2 has them on the objects of every network dropped between chunks), which loses the

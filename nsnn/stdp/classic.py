@@ -17,10 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import brian2 as b2
 import numpy as np
 from tqdm.auto import tqdm
 
+from nsnn.stdp._brian import b2
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.engine import interrupts_raise, quiet_interrupted_build
 from nsnn.stdp.network import build_network

@@ -438,10 +438,10 @@ def _guarded(
     """
     from nsnn.stdp.runio import PROGRESS
 
-    # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first (with
-    # the engines, which keep an ignored SIGINT ignored), it does so before the block below, which then
+    # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first (as
+    # nsnn imports it, keeping an ignored SIGINT ignored), it does so before the block below, which then
     # prints ours plainly.
-    importlib.import_module("nsnn.stdp.engine")
+    importlib.import_module("nsnn.stdp._brian")
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
         try:

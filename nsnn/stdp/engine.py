@@ -56,12 +56,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-import brian2 as b2
 import numpy as np
 from brian2.codegen.cpp_prefs import get_compiler_and_args
 from tqdm.auto import tqdm
 
 from nsnn.io import hold_run_dir, release_run_dir
+from nsnn.stdp._brian import b2
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.network import DCNetwork, build_network
 from nsnn.stdp.state import NetworkState, example_counts
@@ -149,22 +149,6 @@ def _build_flags():
     finally:
         for name, value in saved.items():
             cpp[name] = value
-
-
-def _keep_sigint_disposition() -> None:
-    """Put back SIGINT's disposition from before Brian2's import when it was ``SIG_IGN`` or ``SIG_DFL``.
-
-    Importing Brian2 replaces the SIGINT handler with one that calls the handler it found, which fails
-    (``TypeError: 'Handlers' object is not callable``) when that is not a function: a process started
-    with SIGINT ignored (a background job of a non-interactive shell, ``nohup``-style launchers) crashed
-    at a ``kill -INT`` instead of ignoring it, as any program that ignores SIGINT does.
-    """
-    previous = getattr(signal.getsignal(signal.SIGINT), "previous_handler", None)
-    if previous in (signal.SIG_IGN, signal.SIG_DFL) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, previous)
-
-
-_keep_sigint_disposition()  # Brian2, imported above, has just set its handler
 
 
 def _raises_keyboard_interrupt(handler: object) -> bool:

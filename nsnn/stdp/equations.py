@@ -140,8 +140,9 @@ def input_on_pre(plastic: bool, quantized_transmit: bool) -> str:
 
 def namespace(config: STDPConfig, transmit_levels: int | None = None) -> dict[str, Any]:
     """Brian2 quantities for every name used in the equations above."""
-    from brian2 import ms, mV
+    from nsnn.stdp._brian import b2
 
+    ms, mV = b2.ms, b2.mV
     c = config
     step = c.w_max / (transmit_levels - 1) if transmit_levels else c.w_max
     return {

@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import brian2 as b2
 import numpy as np
 
 from nsnn.stdp import equations as eq
+from nsnn.stdp._brian import b2
 from nsnn.stdp.config import STDPConfig
 from nsnn.stdp.state import NetworkState
 
