@@ -1015,18 +1015,21 @@ def test_importing_any_nsnn_module_that_uses_brian2_keeps_an_ignored_sigint_igno
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+class CtrlCInFinalizer:
+    """Sends this process a SIGINT in its finalizer, where the KeyboardInterrupt a handler raises is lost."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs in here
+            pass
+
+
 def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run(monkeypatch):
     # Python runs a signal handler wherever the interpreter is, also in a finalizer or a weakref callback
     # (Brian2 has them on the objects of every network dropped between chunks), which loses the
     # KeyboardInterrupt it raises: on the cython target about one Ctrl-C in four let the run go on.
     from nsnn.stdp import engine as engine_module
     from nsnn.stdp.network import build_network
-
-    class CtrlCInFinalizer:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # the handler runs in here
-                pass
 
     built, lost = [], []
 
@@ -1044,6 +1047,26 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_run(monkeypatch):
         RuntimeEngine(cfg).run(Phase(image_rates(bars(6)[0], cfg), init_state(cfg), plastic=True))
     assert built == [2]  # stopped before simulating the chunk
     assert not lost  # the lost KeyboardInterrupt is not printed ("Exception ignored in ...")
+    assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook == lost.append  # given back
+
+
+def test_a_ctrl_c_lost_inside_nested_interrupt_blocks_is_raised_by_the_inner_check(monkeypatch):
+    # An inner interrupts_raise found the outer block's handler instead of Python's or Brian2's default
+    # and switched its own record off: its check could never raise a Ctrl-C lost inside it.
+    from nsnn.stdp.engine import interrupts_raise
+
+    lost: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", lost.append)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupts_raise() as outer_check:  # raised again on leaving
+        with interrupts_raise() as check:
+            CtrlCInFinalizer()  # dropped at once: the KeyboardInterrupt of its finalizer is lost
+            with pytest.raises(KeyboardInterrupt):
+                check()
+        pytest.fail("leaving the inner block did not raise the lost Ctrl-C")
+    with pytest.raises(KeyboardInterrupt):
+        outer_check()
+    assert not lost  # not printed ("Exception ignored in ...")
     assert signal.getsignal(signal.SIGINT) is handler and sys.unraisablehook == lost.append  # given back
 
 

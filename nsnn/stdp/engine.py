@@ -157,6 +157,18 @@ def _raises_keyboard_interrupt(handler: object) -> bool:
     return signal.default_int_handler in (handler, getattr(handler, "previous_handler", None))
 
 
+class _RecordAndRaise:
+    """The SIGINT handler of :func:`interrupts_raise`: records each Ctrl-C in ``caught`` (read by the
+    checks of its block and of the blocks nested in it), then raises ``KeyboardInterrupt``."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.caught.append(signum)
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def interrupts_raise() -> Iterator[Callable[[], None]]:
     """Ctrl-C raises ``KeyboardInterrupt`` in a simulation run inside this block (and kills a standalone
@@ -171,16 +183,17 @@ def interrupts_raise() -> Iterator[Callable[[], None]]:
     ("Exception ignored"): on the cython target with small chunks one Ctrl-C in four let the run go on.
     Inside the block (main thread, where SIGINT raised KeyboardInterrupt) a handler that also records
     the Ctrl-C takes its place, and an interrupt lost that way is not printed. A process that ignores
-    SIGINT keeps ignoring it.
+    SIGINT keeps ignoring it. A block nested in another shares the enclosing block's record, so the
+    checks of both raise a Ctrl-C lost inside it.
     """
     core = b2.prefs.core
     saved = core.stop_on_keyboard_interrupt
     core.stop_on_keyboard_interrupt = False
-    caught: list[int] = []
-
-    def record_and_raise(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-        raise KeyboardInterrupt
+    previous, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    on_main = threading.current_thread() is threading.main_thread()
+    handler = previous if on_main and isinstance(previous, _RecordAndRaise) else _RecordAndRaise()
+    nested = handler is previous  # inside another block: its handler stays, recording for both
+    caught = handler.caught
 
     def check() -> None:
         if caught:
@@ -190,10 +203,9 @@ def interrupts_raise() -> Iterator[Callable[[], None]]:
         if not (caught and isinstance(unraisable.exc_value, KeyboardInterrupt)):  # else raised by check
             hook(unraisable)
 
-    previous, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
-    ours = threading.current_thread() is threading.main_thread() and _raises_keyboard_interrupt(previous)
+    ours = on_main and not nested and _raises_keyboard_interrupt(previous)
     if ours:
-        signal.signal(signal.SIGINT, record_and_raise)
+        signal.signal(signal.SIGINT, handler)
         sys.unraisablehook = drop_lost_interrupt
     try:
         yield check
