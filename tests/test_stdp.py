@@ -1879,6 +1879,31 @@ def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tm
     assert f"--resume {run}" in capsys.readouterr().err and (run / runio.PROGRESS).is_file()
 
 
+def test_the_parent_folders_removed_after_an_early_ctrl_c_are_those_made_through_symlinks(
+    tmp_path, monkeypatch, capsys
+):
+    # The folders made for --out were found with os.path.abspath, which drops `link/..` as text where
+    # making them follows the link: the real one (under the link target's parent) stayed, and an
+    # unrelated empty folder of that textual name could be removed instead.
+    from nsnn.stdp import pipeline
+
+    (tmp_path / "real" / "target").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "target")
+    out = tmp_path / "link" / ".." / "new" / "run"  # made as real/new/run
+    assert stdp_cli._missing_folders(out.parent) == [(tmp_path / "real" / "new").resolve()]
+
+    def theirs_then_stop(*args, **kwargs):  # an empty folder named as the textual path, made meanwhile
+        (tmp_path / "new").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train", theirs_then_stop)
+    argv = ["--target", "numpy", "--neurons", "2", "--train", "4", "--test", "2", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        stdp_cli.main(argv)
+    assert "nothing was kept" in capsys.readouterr().err
+    assert not (tmp_path / "real" / "new").exists() and (tmp_path / "new").is_dir()
+
+
 def test_a_run_or_build_folder_in_use_by_another_process_is_refused(tmp_path, monkeypatch):
     # Two processes in one build folder overwrote each other's inputs: the binary read a deleted input
     # as defaults and returned wrong counts without an error; a --resume of a run still training ran

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shutil
 import sys
 import warnings
@@ -401,8 +400,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _missing_folders(path: Path) -> list[Path]:
     """``path`` and those of its parent folders that do not exist yet, deepest first: the folders making
-    it creates (absolute, ``..`` resolved)."""
-    path = Path(os.path.abspath(path))
+    it creates. Resolved as making them goes (``Path.resolve``): the symlinks of the existing part
+    followed before a ``..`` after them is applied, as ``link/..`` is the link target's parent."""
+    path = path.resolve()
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)
