@@ -1605,6 +1605,46 @@ def test_from_run_prunes_at_a_weight_threshold_as_training_does(tmp_path, monkey
         sweep_run(run, data, data, run_dir=tmp_path / "both", sparsities=(0.5,), prune_threshold=0.2)
 
 
+def test_a_prune_threshold_that_removes_every_dense_synapse_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    # A --prune-threshold below w_max but at or above every dense weight of the --from-run run made the
+    # folder, printed Brian2's "never included in a network" warnings, then stopped late with "every
+    # X->Ae synapse is pruned", leaving a config.json and metrics.csv to delete by hand.
+    import gc
+
+    from brian2.utils.logger import catch_logs
+
+    from nsnn.stdp.network import build_network
+    from nsnn.stdp.pipeline import sweep
+
+    images, labels = bars(4)
+    data = image_set(images, labels)
+    run_experiment(tiny(), data, data, run_dir=tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    threshold = float(run.extra_weights["w_xe_dense"].max())  # below w_max = 1: passes the range check
+    message = re.escape(
+        f"prune_threshold={threshold} removed every X→Ae synapse of the dense network of {run.run_dir}: "
+        f"nothing is left to simulate (give a lower threshold: the largest weight was {threshold:.4g})"
+    )
+    with pytest.raises(ValueError, match=message):
+        sweep_run(run, data, data, run_dir=tmp_path / "api", prune_threshold=threshold)
+    assert not (tmp_path / "api").exists()
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (data, data))
+    argv = ["--from-run", str(run.run_dir), "--prune-threshold", str(threshold)]
+    with pytest.raises(SystemExit, match=message):
+        stdp_cli.main([*argv, "--out", str(tmp_path / "cli")])
+    assert not (tmp_path / "cli").exists()  # refused before the folder is made
+    cfg = tiny(prune_threshold=threshold)
+    with pytest.raises(ValueError, match="removed every X→Ae synapse: nothing is left to simulate"):
+        sweep(RuntimeEngine(cfg), run.state, images, labels, images, labels, cfg, sparsities=(0.0,))
+    with catch_logs() as logs:  # nothing made before an empty network is refused: nothing warns
+        with pytest.raises(ValueError, match="every X->Ae synapse is pruned"):
+            build_network(cfg, compress_state(run.state, 0.0, cfg), plastic=False, n_examples=1)
+        gc.collect()
+    assert not logs, logs
+
+
 def test_a_prune_schedule_that_defeats_the_normalization_is_refused(tmp_path):
     # Pruned during training below w_sum/w_max = 78 synapses, a neuron's normalization pushed every
     # surviving weight to w_max, erasing what it had learned.

@@ -340,7 +340,7 @@ def _config(args: argparse.Namespace) -> STDPConfig:
 
 def _source_run(args: argparse.Namespace) -> StdpRun:
     """The ``--from-run`` run, checked before any folder is made: one compressed during training
-    cannot be compressed afresh."""
+    cannot be compressed afresh, and a ``--prune-threshold`` must leave some of its synapses."""
     from nsnn.stdp import load_run
 
     try:
@@ -355,10 +355,16 @@ def _source_run(args: argparse.Namespace) -> StdpRun:
             "evaluate its saved network"
         )
     if args.prune_threshold is not None:  # checked as a training run's (a weight below its w_max)
+        from nsnn.stdp.experiment import check_prune_threshold
+
         try:
             run.config.replace(prune=args.prune, prune_threshold=args.prune_threshold)
         except ValueError as e:
             raise SystemExit(f"invalid configuration: {e}") from None
+        try:  # and on the run's dense weights, which it must not all prune
+            check_prune_threshold(run, args.prune_threshold)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     return run
 
 

@@ -436,6 +436,36 @@ def dense_weights(run: StdpRun) -> np.ndarray:
     return run.extra_weights["w_xe_dense"].astype(np.float64)
 
 
+_DENSE: dict[str, Any] = {  # a run's configuration changed to nothing pruned or quantized: its dense weights
+    "prune": 0.0,
+    "prune_threshold": None,
+    "prune_every": 0,
+    "bits": FULL_PRECISION_BITS,
+    "levels": None,
+}
+
+
+def _dense_state(run: StdpRun) -> NetworkState:
+    """The run's trained network with its dense weights (:func:`dense_weights`), every synapse alive."""
+    w = dense_weights(run)
+    return NetworkState(
+        w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
+    )
+
+
+def check_prune_threshold(run: StdpRun, prune_threshold: float) -> None:
+    """ValueError when ``prune_threshold`` (a weight below ``w_max``) is at or above every one of ``run``'s
+    dense weights: it would prune every X→Ae synapse, leaving nothing to simulate (training's message,
+    :func:`~nsnn.stdp.pipeline.check_synapses_left`). :func:`sweep_run` refuses it before writing anything,
+    the command line before making its folder."""
+    from nsnn.stdp import pipeline as pl
+
+    state = _dense_state(run)
+    config = run.config.replace(**{**_DENSE, "prune_threshold": prune_threshold})
+    pruned = pl.compress_state(state, 0.0, config)
+    pl.check_synapses_left(pruned, state, config, f" of the dense network of {run.run_dir}")
+
+
 def _evaluation_setup(
     run: StdpRun | str | Path,
     train_set: Any,
@@ -536,7 +566,8 @@ def sweep_run(
 
     ``sparsities``: the fractions pruned by magnitude (the run's ``prune_scope``; None: :data:`SPARSITIES`).
     ``prune_threshold``, instead of them, prunes every synapse whose weight is at most it, as a training
-    run's ``prune_threshold`` does: one pruning, whose rows give the sparsity it left.
+    run's ``prune_threshold`` does: one pruning, whose rows give the sparsity it left; one that would
+    leave no synapse is refused before anything is written (:func:`check_prune_threshold`).
 
     config.json's top level is the configuration evaluated: the run's network compressed to the one
     cell for a single sparsity (or threshold) and bit width, else dense (the grid is in its ``run``
@@ -553,17 +584,10 @@ def sweep_run(
     run, run_dir, label_set, test_xy, n_label = _evaluation_setup(
         run, train_set, test_set, run_dir, n_label, data
     )
-    w = dense_weights(run)
-    state = NetworkState(
-        w=w, mask=np.ones(w.shape, dtype=bool), delay_ms=run.state.delay_ms, theta=run.state.theta
-    )
-    dense = {
-        "prune": 0.0,
-        "prune_threshold": None,
-        "prune_every": 0,
-        "bits": FULL_PRECISION_BITS,
-        "levels": None,
-    }
+    if prune_threshold is not None:  # before anything is written
+        check_prune_threshold(run, prune_threshold)
+    state = _dense_state(run)
+    dense = dict(_DENSE)
     # how the cells prune: not by the saved run's own prune_threshold (which pruned every cell alike)
     pruning = run.config.replace(**{**dense, "prune_threshold": prune_threshold})
     single = len(sparsities) == len(bits) == 1

@@ -155,6 +155,9 @@ def build_network(
     """
     if input not in INPUT_MODES:
         raise ValueError(f"input must be one of {list(INPUT_MODES)}, got {input!r}")
+    pre, post = synapse_order(state, config.dt_ms)
+    if pre.size == 0:  # before any Brian2 object is made: each would warn, unrun, as it is deleted
+        raise ValueError("every X->Ae synapse is pruned; nothing to simulate")
     c = config
     clock = b2.Clock(dt=c.dt_ms * b2.ms, name="sim_clock")
     ns = eq.namespace(c, transmit_levels)
@@ -199,9 +202,6 @@ def build_network(
         Ae.stop_step = n_examples * c.steps_per_example
         Ae.run_regularly(eq.STOP_CHECK, clock=clock, when="end", name="Ae_stop")
 
-    pre, post = synapse_order(state, c.dt_ms)
-    if pre.size == 0:
-        raise ValueError("every X->Ae synapse is pruned; nothing to simulate")
     in_network_norm = plastic and normalize
     model = (eq.STDP_MODEL + (eq.WEIGHT_SUM if in_network_norm else "")) if plastic else eq.FROZEN_MODEL
     Sxe = b2.Synapses(

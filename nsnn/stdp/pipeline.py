@@ -130,6 +130,21 @@ def compress_state(state: NetworkState, sparsity: float, config: STDPConfig) -> 
     return state.with_mask(prune_mask(state.w, sparsity=sparsity, mask=state.mask, axis=axis))
 
 
+def check_synapses_left(pruned: NetworkState, state: NetworkState, config: STDPConfig, when: str) -> None:
+    """ValueError when pruning ``state`` left ``pruned`` no X→Ae synapse: nothing is left to simulate.
+    Only ``config.prune_threshold`` does that (a fraction below 1 keeps each neuron's largest weight),
+    set at or above every weight; the message names the largest. ``when`` says where it pruned
+    (e.g. ``" after 4 of 8 training examples"``)."""
+    if pruned.synapses:
+        return
+    alive = state.w[state.mask]
+    largest = f": the largest weight was {alive.max():.4g}" if alive.size else ""
+    raise ValueError(
+        f"prune_threshold={config.prune_threshold} removed every X→Ae synapse{when}: nothing is left to "
+        f"simulate (give a lower threshold{largest})"
+    )
+
+
 def show_progress(progress: bool | None) -> bool:
     """Whether to draw progress bars: ``progress``, or for None tqdm's ``disable=None`` rule (only when
     ``sys.stderr``, where the bars go, is a terminal)."""
@@ -298,11 +313,7 @@ def train(
             trained = state
             if b in points:
                 state = compress_state(state, config.prune * b / n, config)
-                if state.synapses == 0:
-                    raise ValueError(
-                        f"prune_threshold={config.prune_threshold} removed every X→Ae synapse after {b} of "
-                        f"{n} training examples: nothing is left to simulate (give a lower threshold)"
-                    )
+                check_synapses_left(state, trained, config, f" after {b} of {n} training examples")
                 if b < n and (config.prune_scope == "global" or config.prune_threshold is not None):
                     _warn_if_unnormalizable(state, config)
                 compressed = True
@@ -637,7 +648,8 @@ def sweep(
     ``config.prune_threshold`` the network is pruned at that weight instead (:func:`compress_state`;
     give one sparsity, unused), and its rows' ``sparsity`` is the one it left. A cell whose levels leave
     most kept synapses at 0 warns as it is done (:func:`~nsnn.stdp.experiment.warn_if_quantization_silences`,
-    naming its sparsity), as a single evaluation does.
+    naming its sparsity), as a single evaluation does. A threshold that leaves no synapse is refused
+    (:func:`check_synapses_left`).
     """
     from nsnn.stdp.experiment import warn_if_quantization_silences, weight_bits_label
 
@@ -648,6 +660,7 @@ def sweep(
     inner = False if progress_lines(progress) else progress  # one line per cell, not per pass
     for sparsity in sparsities:
         pruned = compress_state(state, sparsity, config)
+        check_synapses_left(pruned, state, config, "")
         for b in bits:
             w = deploy_weights(pruned.w, pruned.mask, levels_for_bits(b, config.w_max))
             ev = evaluate(
