@@ -167,9 +167,10 @@ def _time_axis(model: nn.Module, sample: tuple[int, ...], T: int) -> bool | None
     """Whether ``model`` takes samples of shape ``sample`` with a time axis first, ``[T, B, *sample]``
     (True), or without one, ``[B, *sample]`` (False); None when it runs on neither. A time axis: a model
     of multi-step neurons (or a ``SeqToANN``), or one whose single-step neurons run once per step of a
-    ``[T, B, ...]`` probe (:func:`_takes_time_first`, T ≥ 2: a time loop calls its neurons twice, a
-    static input's loop calls them its own number of times). No time axis: a plain ANN, a model stepped
-    once per call, and one that presents a static input at each of its own number of steps."""
+    ``[T, B, ...]`` probe (:func:`_takes_time_first`, T ≥ 2: a time loop calls its neurons T times,
+    and T − 1 times on T − 1 steps; a static input's loop calls them its own number of times). No time
+    axis: a plain ANN, a model stepped once per call, and one that presents a static input at each of its
+    own number of steps."""
     if _reads_sequences(model):
         return True
     if not _plain(model) and _takes_time_first(model, (max(T, 2), 1, *sample)):

@@ -64,7 +64,8 @@ def topology(
     (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
     :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
     :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: a
-    ``[B, ...]`` batch for a plain ANN or a model stepped once per call, see
+    ``[B, ...]`` batch for a plain ANN, a model stepped once per call, or one looping a static input
+    itself, see
     :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, ``[B, ...]`` for a model without a time
     axis, or a .pt/.npy file: images of the checkpoint's static-image dataset, preprocessed as its test
