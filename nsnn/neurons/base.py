@@ -8,6 +8,12 @@ reset ``"hard"`` (u ← h·(1 − s)) or ``"soft"`` (u ← h − θ·s), optiona
 per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`nsnn.reset_net`).
 :meth:`step` is the snntorch-style functional form, ``spk, mem = neuron.step(x_t, mem)``; its ``mem`` is
 the state after the reset (snntorch returns the pre-reset ``h``), the same spikes either way.
+
+The settings a neuron may be given after construction (τ, θ, reset rule, ``detach_reset``, ``eval_mode``,
+the noise family and σ; NILIF's ``double_noise``) travel in its ``state_dict`` as plain values
+(``<prefix>_extra_state``, loadable with ``torch.load(weights_only=True)``), so ``load_state_dict``
+restores them; a state_dict without them (saved before they were) leaves the neuron's own settings.
+``step_mode`` is how a network is run, as ``train()``/``eval()``, and is not saved.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from nsnn.functional import RESETS, LIFParameters, lif_multistep, lif_step
-from nsnn.noise import Noise
+from nsnn.noise import NOISES, Noise, get_noise
 
 __all__ = ["EVAL_MODES", "STEP_MODES", "SpikingNeuron"]
 
@@ -98,6 +105,8 @@ class SpikingNeuron(nn.Module):
     """
 
     noise: Noise
+    saved_settings: tuple[str, ...] = ("tau", "threshold", "reset_mode", "detach_reset", "eval_mode")
+    """Attributes kept in the ``state_dict`` (with the noise family and σ) by :meth:`get_extra_state`."""
     tau = _Checked(_tau)
     threshold = _Checked(_threshold)
     reset_mode = _choices(RESETS)
@@ -225,6 +234,77 @@ class SpikingNeuron(nn.Module):
         if state.get("mem") is not None:
             state["mem"] = state["mem"].detach()
         return state
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """:attr:`saved_settings`, the noise family's registry name (None for a family that is not the one
+        registered under its name) and class, and σ: plain Python values, in ``state_dict()``."""
+        family = type(self.noise)
+        key = family.name.lower()
+        state: dict[str, Any] = {name: getattr(self, name) for name in self.saved_settings}
+        state["noise"] = key if NOISES.get(key) is family else None
+        state["noise_class"] = family.__qualname__
+        state["sigma"] = self.sigma
+        return state
+
+    def set_extra_state(self, state: Any) -> None:
+        """Apply what :meth:`get_extra_state` returned (``load_state_dict`` calls it); entries it lacks keep
+        this neuron's value. The noise family is looked up by name in :data:`nsnn.noise.NOISES` (so a custom
+        family's module must be imported first); ValueError if it is not there, or for an unknown entry."""
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__} settings must be a dict; got {type(state).__name__}")
+        known = {*self.saved_settings, "noise", "noise_class", "sigma"}
+        unknown = sorted(map(str, set(state) - known))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no setting {', '.join(map(repr, unknown))} (saved from another "
+                f"kind of neuron?); its settings: {', '.join(sorted(known))}"
+            )
+        if "noise" in state or "sigma" in state:
+            self.noise = self._saved_noise(state)
+        for name in self.saved_settings:
+            if name in state:
+                setattr(self, name, state[name])
+
+    def _saved_noise(self, state: dict[str, Any]) -> Noise:
+        family = type(self.noise)
+        sigma = state.get("sigma", self.sigma)
+        if "noise" not in state:
+            return family(sigma)
+        key, qualname = state["noise"], state.get("noise_class", "")
+        if key is None:
+            if family.__qualname__ != qualname:
+                raise ValueError(
+                    f"the saved noise family {qualname} was not in the noise registry (nsnn.noise.NOISES) "
+                    "when saved, so it cannot be restored by name: give it its own `name` (which registers "
+                    f"it), or build the model with it before loading (this {type(self).__name__} has "
+                    f"{family.__qualname__})"
+                )
+            return family(sigma)
+        try:
+            return get_noise(key, sigma)
+        except ValueError as e:
+            raise ValueError(
+                f"cannot restore the saved noise family {qualname} ({key!r}): {e}; import the module that "
+                "defines it before loading"
+            ) from None
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        # A state_dict saved before neurons kept their settings: this neuron keeps its own (constructor's).
+        key = prefix + _EXTRA_STATE_KEY_SUFFIX
+        if key in missing_keys:
+            missing_keys.remove(key)
 
     def extra_repr(self) -> str:
         parts = [f"tau={self.tau:g}", f"threshold={self.threshold:g}", f"reset={self.reset_mode!r}"]

@@ -39,6 +39,7 @@ class NILIF(SpikingNeuron):
     """
 
     double_noise = _Checked(_flag)
+    saved_settings = (*SpikingNeuron.saved_settings, "double_noise")
 
     def __init__(
         self,

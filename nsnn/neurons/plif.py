@@ -45,6 +45,8 @@ class PLIF(SpikingNeuron):
         threshold, reset, detach_reset, eval_mode, step_mode: see :class:`SpikingNeuron`.
     """
 
+    saved_settings = tuple(name for name in SpikingNeuron.saved_settings if name != "tau")  # tau: in w
+
     def __init__(
         self,
         tau: float = 2.0,

@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors, dicts, lists, numbers and strings only, so it
 ``torch.load(weights_only=True)`` (:func:`nsnn.io.load_torch`), and is written atomically::
 
     {"format": "nsnn-checkpoint-1", "model_name": "mnist_convnet", "model_kwargs": {...},
-     "model": state_dict (no "module." prefix), "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "model": state_dict (no "module." prefix; neuron settings as plain values), "optimizer": ..., "scheduler": ..., "scaler": ...,
      "rng": [per-rank RNG state], "loader": {"seed", "next_epoch", "world_size"},
      "epoch": completed epochs, "config": TrainConfig as a dict, "metrics": {...},
      "dataset": {...}, "versions": {...}, "compression": {layer: {"mask", "bits", "levels"}} (pruned or
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from nsnn.compress import compression_state, restore_compression
 from nsnn.io import TorchFileError, atomic_save_torch, load_torch
@@ -130,17 +131,19 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
 def save_model(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> Path:
     """Save ``model`` (an unwrapped network, e.g. compressed after :func:`load_model`) as a checkpoint
     holding ``ckpt``'s other entries (config, epoch, dataset record, optimizer, ...) with its weights,
-    masks and bits replaced by the model's; atomically. Returns the path.
+    neuron settings, masks and bits replaced by the model's; atomically. Returns the path.
 
-    A model that differs from ``ckpt``'s (pruned, quantized, otherwise changed) has not been validated:
-    its checkpoint names no best epoch (``best_val_accuracy`` None, ``best_epoch`` 0), so ``--resume``
-    (fine-tuning, for a checkpoint with epochs left to train) makes its first finished epoch ``best.pt``
-    and reports that model's own best epoch, not the validation accuracy of the model it was made from;
-    a checkpoint with no epoch left is tested, not resumed."""
+    A model that differs from what :func:`load_model` makes of ``ckpt`` (pruned, quantized, its neurons'
+    σ, θ, τ or eval_mode set, otherwise changed) has not been validated: its checkpoint names no best
+    epoch (``best_val_accuracy`` None, ``best_epoch`` 0), so ``--resume`` (fine-tuning, for a checkpoint
+    with epochs left to train) makes its first finished epoch ``best.pt`` and reports that model's own
+    best epoch, not the validation accuracy of the model it was made from; a checkpoint with no epoch
+    left is tested, not resumed."""
     fresh = make_checkpoint(model, epoch=ckpt["epoch"], config=ckpt["config"])
     saved = {**ckpt, **fresh}
-    same = _equal_nests(fresh["model"], ckpt["model"]) and _equal_nests(
-        fresh["compression"], ckpt.get("compression") or {}
+    loaded = _rebuild(ckpt)  # what ckpt stands for (neurons with no saved settings: their constructor's)
+    same = _equal_nests(fresh["model"], loaded.state_dict()) and _equal_nests(
+        fresh["compression"], compression_state(loaded)
     )
     if not same:
         saved["metrics"] = {**(ckpt.get("metrics") or {}), "best_val_accuracy": None, "best_epoch": 0}
@@ -161,6 +164,12 @@ def _equal_nests(a: Any, b: Any) -> bool:
             and torch.equal(a.cpu(), b.cpu())
         )
     return a == b
+
+
+def _state_dict_entry(key: Any, value: Any) -> bool:
+    """Whether ``key: value`` can be an entry of a module's ``state_dict``: a tensor, or a module's extra
+    state (a spiking neuron's settings)."""
+    return isinstance(value, torch.Tensor) or (isinstance(key, str) and key.endswith(_EXTRA_STATE_KEY_SUFFIX))
 
 
 def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
@@ -191,7 +200,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "pass a best.pt / last.pt written by nsnn.training, or its run directory"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        if isinstance(ckpt, dict) and ckpt and all(_state_dict_entry(k, v) for k, v in ckpt.items()):
             raise CheckpointError(
                 f"{path} is not an nsnn checkpoint: it holds a state_dict (tensors by name) without the "
                 "model's configuration; load it into the model it came from (model.load_state_dict) and "
@@ -211,7 +220,8 @@ def load_model(
 
     A run directory means its ``best.pt``. The model is built with
     ``nsnn.models.create(ckpt["model_name"], **ckpt["model_kwargs"])`` and moved to ``map_location``;
-    its spiking neurons take the run's ``eval_mode`` (the one its validation and test used), and a
+    its spiking neurons get their saved settings (σ, θ, τ, ...; a checkpoint saved before neurons kept
+    them leaves the constructor's), then the run's ``eval_mode`` (the one its validation and test used), and a
     compressed model gets its masks and bits back; the caller's random state is left as it was.
     :class:`CheckpointError` if the recorded
     ``model_name``/``model_kwargs`` do not build a network its weights fit.
@@ -219,15 +229,10 @@ def load_model(
         model, ckpt = load_model("runs/mnist-mnist_convnet-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
     """
-    from nsnn.models import create
-
     path = resolve_checkpoint(path_or_run_dir)
     ckpt = load_checkpoint(path, map_location=map_location)
     try:
-        with torch.random.fork_rng(devices=[]):  # the initial weights, overwritten: not from the caller's RNG
-            model = create(ckpt["model_name"], **ckpt["model_kwargs"])
-        model.load_state_dict(ckpt["model"])
-        restore_compression(model, ckpt.get("compression") or {})
+        model = _rebuild(ckpt)
     except (TypeError, ValueError, RuntimeError) as e:  # unknown keywords, weights of other shapes
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         shown = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more)" if len(lines) > 3 else "")
@@ -235,7 +240,19 @@ def load_model(
             f"{path}: cannot rebuild its {ckpt['model_name']!r} network from the model_kwargs it records "
             f"({ckpt['model_kwargs']}): {shown}"
         ) from None
+    return model.to(map_location).eval(), ckpt
+
+
+def _rebuild(ckpt: dict[str, Any]) -> nn.Module:
+    """``ckpt``'s network with its weights, neuron settings, masks and bits, its neurons in the run's
+    ``eval_mode``; the caller's random state is left as it was."""
+    from nsnn.models import create
+
+    with torch.random.fork_rng(devices=[]):  # the initial weights, overwritten: not from the caller's RNG
+        model = create(ckpt["model_name"], **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    restore_compression(model, ckpt.get("compression") or {})
     mode = (ckpt.get("config") or {}).get("eval_mode")
     if mode is not None:
         set_eval_mode(model, mode)
-    return model.to(map_location).eval(), ckpt
+    return model

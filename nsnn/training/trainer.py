@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from nsnn.io import (
@@ -318,8 +319,9 @@ def _test_best(exp: Experiment, run_dir: Path) -> dict[str, float]:
     if rt.is_main:
         exp.net.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=rt.device)["model"])
     if rt.distributed:
-        for tensor in exp.net.state_dict().values():
-            dist.broadcast(tensor, src=0)
+        for value in exp.net.state_dict().values():
+            if isinstance(value, torch.Tensor):  # neuron settings (plain values) are the run's on every rank
+                dist.broadcast(value, src=0)
     seed_everything(rank_seed(TEST_SEED, rt))
     return exp.evaluate(exp.test_loader, "test", eager=True)
 
