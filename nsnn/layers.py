@@ -11,8 +11,11 @@ a per-step one (neurons stateful, ``SeqToANN`` layers on ``[B, ...]``) and back:
     out = torch.stack([net(x_t) for x_t in x])   # net(x) in "m", step by step (*)
     reset_net(net)                               # before the next sequence
 
-(*) The same spikes for deterministic neurons. Stochastic ones fire by the same law but from other
-draws: the fused multi-step kernels use their own random streams, the single step ``torch.rand``.
+(*) In eval mode, the same spikes for deterministic neurons. Stochastic ones fire by the same law but
+from other draws: the fused multi-step kernels use their own random streams, the single step
+``torch.rand``. In training mode a network with BatchNorm differs even without noise: each step's
+``[B, ...]`` is normalised over B (multi-step: over T·B), and the running statistics are updated T times
+per sequence instead of once.
 """
 
 from __future__ import annotations

@@ -878,3 +878,25 @@ def test_settings_of_another_kind_of_neuron_are_refused():
         nsnn.LIF().load_state_dict(nsnn.NILIF().state_dict())
     with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
         nsnn.LIF().load_state_dict({"_extra_state": {"threshold": -1.0}})
+
+
+def test_stepping_a_batchnorm_network_matches_multi_step_in_eval_mode_only():
+    # the docs promised the same spikes step by step for deterministic neurons; with BatchNorm that holds
+    # in eval mode (running statistics) only: in training mode each step is normalised over B, not T·B
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(nsnn.SeqToANN(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8)), nsnn.LIF())
+    x = torch.randn(5, 6, 4) + torch.linspace(-1, 1, 5)[:, None, None]  # steps of different statistics
+
+    def both(module):
+        nsnn.set_step_mode(net, "m")
+        with torch.no_grad():
+            whole = module(x)
+            nsnn.set_step_mode(net, "s")
+            return whole, torch.stack([module(x_t) for x_t in x])
+
+    net.eval()
+    whole, stepped = both(net)
+    assert whole.any() and torch.equal(stepped, whole)
+    net.train()
+    whole, stepped = both(net[0])
+    assert not torch.allclose(stepped, whole, atol=1e-3)
