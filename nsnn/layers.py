@@ -43,7 +43,8 @@ class SeqToANN(nn.Sequential):
 
     With ``step_mode="s"`` (a network stepped one ``[B, ...]`` input per call, see
     :func:`set_step_mode`) the modules run on the input as it is. Spiking neurons have state over time
-    and cannot go inside (they would take T·B as time): put them between ``SeqToANN`` blocks.
+    and cannot go inside (they would take T·B as time): put them between ``SeqToANN`` blocks. Adding
+    one is refused, and so is a forward of a block that got one through a nested container.
     """
 
     step_mode = _choices(STEP_MODES)
@@ -83,6 +84,7 @@ class SeqToANN(nn.Sequential):
         return item
 
     def forward(self, x: Tensor) -> Tensor:
+        self._refuse_neurons(self)  # one put into a nested container after it joined this block
         if self.step_mode == "s":
             return super().forward(x)
         if x.dim() < 2:

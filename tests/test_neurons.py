@@ -900,3 +900,16 @@ def test_stepping_a_batchnorm_network_matches_multi_step_in_eval_mode_only():
     net.train()
     whole, stepped = both(net[0])
     assert not torch.allclose(stepped, whole, atol=1e-3)
+
+
+def test_seq_to_ann_refuses_a_neuron_put_into_a_nested_container_at_forward():
+    # inner.append(LIF()) after SeqToANN(inner) went unseen: the LIF ran over T·B as if it were time
+    inner = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    block = nsnn.SeqToANN(inner)
+    x = torch.rand(3, 4, 2)
+    block(x)
+    inner.append(nsnn.LIF())
+    for mode in ("m", "s"):
+        nsnn.set_step_mode(block, mode)
+        with pytest.raises(ValueError, match="SeqToANN is for stateless layers; LIF keeps a membrane"):
+            block(x if mode == "m" else x[0])
