@@ -23,12 +23,18 @@ TRITON_DIR := $(VENV)/triton-$(TRITON_VERSION)
 
 install: $(STAMP)
 
-# A venv whose interpreter is gone (a dangling link) is made again; so is one without pip (a failed venv).
+# The venv is made only where there is none, or where its interpreter is gone (a dangling link, made
+# again in place); an existing venv is never cleared, so a torch installed in it is kept. One without
+# pip (`uv venv`, `python3 -m venv --without-pip`) is given pip by its own interpreter's ensurepip.
 $(PY):
-	$(PYTHON) -m venv --clear $(VENV)
+	@for f in $(VENV)/bin/python*; do [ -e "$$f" ] || rm -f "$$f"; done
+	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml setup.py requirements.txt constraints.txt $(wildcard nsnn/csrc/*)
-	@$(PIP) --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
+	@$(PIP) --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade >/dev/null || { \
+		echo "[nsnn] $(VENV) has no pip and ensurepip could not install it: install pip into it" \
+			"(e.g. \`uv pip install --python $(PY) pip\`), then run make again" >&2; \
+		exit 1; }
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "[nsnn] keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif $(PIP) download -q --no-deps --no-index torch==$(TORCH_VERSION) -d $(VENV)/.torch-probe >/dev/null 2>&1; then \

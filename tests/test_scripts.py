@@ -7,8 +7,10 @@ others run in-process through ``runpy`` to keep the suite fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -435,6 +437,32 @@ def test_run_training_runs_without_the_builtins_bash_3_2_lacks(tmp_path):
         assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{REPO}/scripts/")]
         assert lines[0] == f"{REPO}/scripts/{command}", argv
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_install_gives_a_venv_without_pip_pip_and_keeps_its_torch(tmp_path):
+    # A venv without pip (`uv venv`, `python3 -m venv --without-pip`) was cleared by `python3 -m venv
+    # --clear`, the user's CUDA torch with it. A stand-in torch shows what is kept; pip reaches no index
+    # (PIP_NO_INDEX, no pip.conf), so make stops at the first install and never downloads anything.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "torch").mkdir()
+    (site / "torch" / "__init__.py").write_text('__version__ = "9.9.9+mine"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run(
+        ["make", "-C", str(REPO), "install", f"VENV={venv}", f"PYTHON={sys.executable}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "[nsnn] keeping installed torch 9.9.9+mine" in proc.stdout, proc.stdout + proc.stderr
+    assert (site / "torch" / "__init__.py").is_file()
+    assert (
+        subprocess.run([venv / "bin" / "python", "-m", "pip", "--version"], capture_output=True).returncode
+        == 0
+    )
 
 
 def test_help_states_each_default_once(monkeypatch, capsys):
