@@ -24,10 +24,11 @@ uniform        clamp((z+1)/2, 0, 1)                    1/(2σ) on |z| ≤ 1     
 =============  =====================================  =========================================
 
 Adding a family is one subclass with a ``name`` and the three standardised functions; it registers
-itself and is available everywhere by name. All math runs in at least float32 (bf16/fp16 inputs are
-upcast, results cast back), and every formula stays finite for any finite input: σ must be at least
-float32's smallest normal number, 2⁻¹²⁶ ≈ 1.2e-38, so that the PDF's peak (≤ 1/σ) fits float32 (in
-bf16/fp16 results, the peak must fit that dtype: σ ≳ 1.6e-5 for fp16).
+itself and is available everywhere by name in the process that defines (imports) it: a run trained with
+it is loaded by a program that imports that definition first. All math runs in at least float32
+(bf16/fp16 inputs are upcast, results cast back), and every formula stays finite for any finite input:
+σ must be at least float32's smallest normal number, 2⁻¹²⁶ ≈ 1.2e-38, so that the PDF's peak (≤ 1/σ)
+fits float32 (in bf16/fp16 results, the peak must fit that dtype: σ ≳ 1.6e-5 for fp16).
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ from torch import Tensor
 __all__ = ["NOISES", "Gaussian", "Logistic", "Noise", "Triangular", "Uniform", "get_noise", "list_noises"]
 
 NOISES: dict[str, type[Noise]] = {}
+
+OWN_NOISE_HINT = (
+    " (a noise family of your own: its Noise subclass registers it by name when defined, so import that "
+    "definition before building, training or loading a network that uses it; the shipped scripts and "
+    "python -m visualizer import only nsnn's families: call nsnn.training.cli.train_main / test_main or "
+    "nsnn.training.load_model from a script of yours that imports it first)"
+)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _SMALLEST_SIGMA = torch.finfo(torch.float32).tiny
@@ -281,7 +289,9 @@ def get_noise(name: str | Noise | type[Noise], sigma: float = 0.3) -> Noise:
     else:
         key = str(name).lower()
         if key not in NOISES:
-            raise ValueError(f"unknown noise {name!r}; valid choices: {', '.join(list_noises())}")
+            raise ValueError(
+                f"unknown noise {name!r}; valid choices: {', '.join(list_noises())}{OWN_NOISE_HINT}"
+            )
         family = NOISES[key]
     try:
         return family(sigma)

@@ -1600,6 +1600,41 @@ def test_load_model_names_model_kwargs_its_weights_do_not_fit(tmp_path):
     assert exited.value.code == 2
 
 
+def test_load_model_says_how_to_make_a_runs_own_noise_family_available(tmp_path, capsys):
+    # A run trained with a family of the user's own failed in the testing scripts and the visualizer
+    # with "unknown noise 'test-laplace'; valid choices: ...": nothing said it must be imported first.
+    from nsnn.models import create
+    from nsnn.noise import NOISES, Noise
+    from nsnn.training import CheckpointError
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+    from nsnn.training.cli import main
+
+    class Laplace(Noise):
+        name = "test-laplace"
+        _cdf = _pdf = _icdf = staticmethod(torch.sigmoid)  # only its name matters here
+
+    try:
+        model = create("mnist_mlp", hidden=8, noise="test-laplace")
+        save_checkpoint(make_checkpoint(model, epoch=1, config={}), tmp_path / "best.pt")
+    finally:
+        NOISES.pop("test-laplace")
+    own = r"which is not registered in this process \(registered: gaussian.*\) \(a noise family of your own: "
+    with pytest.raises(
+        CheckpointError, match=r"best\.pt: the run used the noise family 'test-laplace', " + own
+    ):
+        load_model(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["test", "--snapshot", str(tmp_path)])
+    assert exited.value.code == 2 and "test_main" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"got 'test-laplace' \(a noise family of your own: "):
+        TrainConfig(noise="test-laplace")  # e.g. --resume of that run
+    NOISES["test-laplace"] = Laplace  # imported: the run loads
+    try:
+        assert load_model(tmp_path)[0].config["kwargs"]["noise"] == "test-laplace"
+    finally:
+        NOISES.pop("test-laplace")
+
+
 def test_amp_without_cuda_is_warned_about(capsys):
     from nsnn.training.runtime import Runtime, warn_cpu_amp
 

@@ -224,13 +224,23 @@ def load_model(
     them leaves the constructor's), then the run's ``eval_mode`` (the one its validation and test used), and a
     compressed model gets its masks and bits back; the caller's random state is left as it was.
     :class:`CheckpointError` if the recorded
-    ``model_name``/``model_kwargs`` do not build a network its weights fit.
+    ``model_name``/``model_kwargs`` do not build a network its weights fit, or name a noise family not
+    registered in this process (a family of your own: import its definition before calling this).
 
         model, ckpt = load_model("runs/mnist-mnist_convnet-20250101-120000")
         logits = model(encode(x, ckpt["config"]["timestep"]))
     """
+    from nsnn.noise import NOISES, OWN_NOISE_HINT, list_noises
+
     path = resolve_checkpoint(path_or_run_dir)
     ckpt = load_checkpoint(path, map_location=map_location)
+    kwargs = ckpt["model_kwargs"]
+    noise = kwargs.get("noise") if isinstance(kwargs, dict) else None
+    if isinstance(noise, str) and noise.lower() not in NOISES:
+        raise CheckpointError(
+            f"{path}: the run used the noise family {noise!r}, which is not registered in this process "
+            f"(registered: {', '.join(list_noises())}){OWN_NOISE_HINT}"
+        )
     try:
         model = _rebuild(ckpt)
     except (TypeError, ValueError, RuntimeError) as e:  # unknown keywords, weights of other shapes

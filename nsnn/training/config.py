@@ -170,7 +170,7 @@ class TrainConfig:
         from nsnn.models import list_models
         from nsnn.models.registry import OWN_MODEL_HINT
         from nsnn.neurons import NEURONS
-        from nsnn.noise import list_noises
+        from nsnn.noise import OWN_NOISE_HINT, list_noises
 
         choices = {
             "dataset": list_datasets(),
@@ -187,7 +187,7 @@ class TrainConfig:
         for name, valid in choices.items():
             value = getattr(self, name)
             if not isinstance(value, str) or value not in valid:
-                hint = OWN_MODEL_HINT if name == "model" else ""
+                hint = {"model": OWN_MODEL_HINT, "noise": OWN_NOISE_HINT}.get(name, "")
                 shown = repr(value) if isinstance(value, str | int | float | None) else type(value).__name__
                 raise ConfigError(f"{name} must be one of {list(valid)}, got {shown}{hint}")
         positive_int = ("timestep", "epochs", "minibatch", "n_ensembles")
