@@ -1552,6 +1552,22 @@ def test_the_train_augmentation_line_names_the_augmentation_applied(
     assert f"\n  train augmentation: {applied}\n" in capsys.readouterr().out
 
 
+def test_the_normalise_line_names_the_normalisation_applied():
+    # Under --encoding poisson the loaders normalise nothing (the intensities are the spike
+    # probabilities), yet the data summary printed MNIST's mean (0.1307,), std (0.3081,).
+    from nsnn.training import experiment
+    from nsnn.training.runtime import Runtime
+
+    def normalise(encoding: str) -> str:
+        cfg = TrainConfig(**{**TINY, "max_samples": 40, "minibatch": 4, "encoding": encoding})
+        exp = experiment.Experiment(cfg, Runtime(device=torch.device("cpu")))
+        (line,) = [line for line in exp.describe_data().splitlines() if line.startswith("  normalise: ")]
+        return line.removeprefix("  normalise: ")
+
+    assert normalise("direct") == "mean (0.1307,), std (0.3081,)"
+    assert normalise("poisson") == "none (--encoding poisson: a rate code of the raw intensities in [0, 1])"
+
+
 def test_augment_on_a_dataset_without_one_is_refused_yet_an_old_run_with_it_resumes(tmp_path):
     # --augment true on MNIST, which has no standard augmentation, trained without any, silently.
     with pytest.raises(ConfigError, match="--augment true: mnist has no standard training augmentation"):

@@ -77,8 +77,12 @@ class DatasetBundle:
     time_steps: int | None = None
     embedded: bool = False
 
-    def describe(self) -> str:
-        """A few lines: sizes, sample shape and dtype, classes, source, normalisation, augmentation."""
+    def describe(self, normalise: str | None = None) -> str:
+        """A few lines: sizes, sample shape and dtype, classes, source, normalisation, augmentation.
+
+        ``normalise``: the normalisation line's text, where a caller's loaders apply another than the
+        dataset's ``mean``/``std`` (a run's rate code applies none); None: the dataset's own.
+        """
         shape = f"{self.in_channels}×{self.image_size}×{self.image_size}"
         if self.time_steps is not None:
             shape = f"T={self.time_steps} frames of {shape}"
@@ -88,7 +92,10 @@ class DatasetBundle:
             f"{str(self.test.images.dtype).removeprefix('torch.')}, {self.num_classes} classes",
             f"  from: {self.source}",
             "  normalise: "
-            + (f"mean {self.mean}, std {self.std}" if self.mean is not None else "none (raw frames)"),
+            + (
+                normalise
+                or (f"mean {self.mean}, std {self.std}" if self.mean is not None else "none (raw frames)")
+            ),
             f"  train augmentation: {self.augment.describe()}",
         ]
         if self.classes:

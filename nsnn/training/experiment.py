@@ -274,11 +274,16 @@ class Experiment:
         )
 
     def describe_data(self) -> str:
-        """The data's description (:meth:`nsnn.data.DatasetBundle.describe`) naming the training
-        augmentation applied (``--augment``, ``--cutout``), not the dataset's default one."""
+        """The data's description (:meth:`nsnn.data.DatasetBundle.describe`) naming the normalisation
+        and training augmentation applied (``--encoding``; ``--augment``, ``--cutout``), not the
+        dataset's defaults: a rate code (``--encoding poisson``) normalises nothing."""
         from nsnn.data import Augment
 
-        return dataclasses.replace(self.bundle, augment=self.augment or Augment()).describe()
+        rate_code = normalization(self.cfg.encoding) != {}
+        normalise = f"none (--encoding {self.cfg.encoding}: a rate code of the raw intensities in [0, 1])"
+        return dataclasses.replace(self.bundle, augment=self.augment or Augment()).describe(
+            normalise if rate_code else None
+        )
 
     def dataset_record(self) -> dict[str, Any]:
         """:func:`dataset_record` of the run's data (computed once)."""
