@@ -275,3 +275,16 @@ def test_get_noise_takes_a_family_class():
         get_noise(Noise)  # abstract: no family
     with pytest.raises(ValueError, match="noise 'gaussian'"):
         get_noise(Gaussian, -1.0)
+
+
+def test_a_noise_name_in_any_case_is_taken_everywhere_and_recorded_lower_case():
+    # get_noise and the neurons took "GAUSSIAN", --noise GAUSSIAN was refused, and create() recorded
+    # "Gaussian" in model.config, a spelling TrainConfig's check (the CLI's) then refused.
+    from nsnn.models import NeuronSpec, create
+    from nsnn.training import TrainConfig, build_train_parser, config_from_args
+
+    assert create("mnist_mlp", hidden=8, noise="Gaussian").config["kwargs"]["noise"] == "gaussian"
+    assert NeuronSpec(noise="LOGISTIC") == NeuronSpec(noise="logistic")
+    args = build_train_parser("test").parse_args(["--noise", "GAUSSIAN"])
+    assert config_from_args(args).noise == "gaussian"
+    assert TrainConfig(noise="Uniform").to_dict()["noise"] == "uniform"

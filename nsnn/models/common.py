@@ -28,6 +28,8 @@ class NeuronSpec:
     F(h − θ), F the CDF of ``noise`` with scale ``sigma``; surrogate = its PDF), ``"LIF"``
     (deterministic, surrogate = that PDF), ``"PLIF"`` (LIF with a learnable leak) or ``"NIPLIF"``
     (noisy firing + learnable leak). ``tau`` is the membrane time constant, ``threshold`` θ.
+    ``noise`` is looked up in any case, as :func:`nsnn.noise.get_noise` does, and kept lower-case (its
+    registered name), so that a model's recorded config names it as the training flags do.
 
         spec = NeuronSpec("NILIF", noise="logistic", sigma=0.2)
         lif1, lif2 = spec.build(), spec.build()                  # two independent modules
@@ -40,6 +42,10 @@ class NeuronSpec:
     threshold: float = 1.0
     reset: str = "hard"
     detach_reset: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.noise, str):
+            object.__setattr__(self, "noise", self.noise.lower())
 
     def build(self) -> nn.Module:
         """A new neuron module in multi-step mode: ``[T, B, ...]`` currents -> spikes of equal shape."""

@@ -99,11 +99,11 @@ class TrainConfig:
     """Everything a BPTT run needs; ``asdict(config)`` is stored in ``config.json`` and every checkpoint.
 
     Model: ``model`` (a :func:`nsnn.models.list_models` name) with extra architecture keywords
-    ``arch`` (e.g. ``{"width": 32}``), ``neuron`` (NILIF | LIF | PLIF | NIPLIF),
-    ``noise`` (a :func:`nsnn.noise.list_noises` family; the LIF surrogate's family too), ``sigma``,
-    ``tau``, ``threshold``; input: ``timestep`` T and ``encoding``. Objective: ``loss`` (see
-    :mod:`nsnn.training.losses`; ``tet=True`` selects ``"tet"``), ``lambda_tet``, ``reg`` and its
-    weight ``lambda1``. Optimization: ``optim``, ``lr``, ``scheduler``, ``weight_decay``,
+    ``arch`` (e.g. ``{"width": 32}``), ``neuron`` (NILIF | LIF | PLIF | NIPLIF), ``noise`` (a
+    :func:`nsnn.noise.list_noises` family in any case, kept lower-case; the LIF surrogate's family
+    too), ``sigma``, ``tau``, ``threshold``; input: ``timestep`` T and ``encoding``. Objective:
+    ``loss`` (see :mod:`nsnn.training.losses`; ``tet=True`` selects ``"tet"``), ``lambda_tet``,
+    ``reg`` and its weight ``lambda1``. Optimization: ``optim``, ``lr``, ``scheduler``, ``weight_decay``,
     ``clip_grad`` (max global grad norm, 0 = off), ``epochs``, ``minibatch`` (per process).
     Evaluation: ``eval_mode`` and ``n_ensembles`` for validation and test. ``val_split``: fraction of
     the training set held out for model selection (0 = none; ``best.pt`` is then the last epoch).
@@ -154,6 +154,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in fields(self):  # plain Python values, so that the config saves (JSON, weights_only)
             setattr(self, f.name, _plain_field(f.name, f.type, getattr(self, f.name)))
+        if isinstance(self.noise, str):  # looked up in any case, as get_noise does: one spelling kept
+            self.noise = self.noise.lower()
         if self.tet:  # an alias of loss="tet", normalized away so both spellings are one experiment
             if self.loss not in ("per_step_ce", "tet"):  # the default, or the same choice spelled twice
                 raise ConfigError(f"--tet means --loss tet, which conflicts with --loss {self.loss}")
@@ -317,7 +319,9 @@ def build_train_parser(
         "set from the dataset)",
     )
     g.add_argument("--neuron", default=d["neuron"], help="spiking neuron: NILIF, LIF, PLIF, NIPLIF")
-    g.add_argument("--noise", default=d["noise"], help="noise family (NILIF noise, LIF/PLIF surrogate)")
+    g.add_argument(
+        "--noise", default=d["noise"], help="noise family, any case (NILIF noise, LIF/PLIF surrogate)"
+    )
     g.add_argument("--sigma", type=float, default=d["sigma"], help="noise scale σ")
     g.add_argument("--tau", type=float, default=d["tau"], help="membrane time constant τ (leak 1/τ)")
     g.add_argument("--threshold", type=float, default=d["threshold"], help="firing threshold θ")
