@@ -813,39 +813,29 @@ def _settings(neuron):
     ],
     ids=["LIF", "NILIF", "PLIF", "NIPLIF"],
 )
-def test_settings_given_after_construction_travel_in_the_state_dict(make, tmp_path):
-    # neuron.sigma = s (README: to anneal the noise), .threshold, .tau ... were plain attributes, not in
-    # the state_dict: a saved and reloaded model came back with its constructor's settings.
+def test_settings_given_after_construction_are_saved_and_loaded(make, tmp_path):
+    # neuron.sigma = s (README: to anneal the noise), .threshold, .tau ... were plain attributes that no
+    # checkpoint kept: a saved and reloaded model came back with its constructor's settings.
     neuron = make()
     neuron.sigma, neuron.threshold, neuron.tau = 0.05, 0.7, 4.0
     neuron.noise = get_noise("logistic", 0.05)
     neuron.reset_mode, neuron.detach_reset, neuron.eval_mode = "soft", True, "expected"
     if isinstance(neuron, nsnn.NILIF):
         neuron.double_noise = True
-    torch.save(neuron.state_dict(), tmp_path / "neuron.pt")
+    torch.save(neuron.settings(), tmp_path / "neuron.pt")
     state = torch.load(tmp_path / "neuron.pt", weights_only=True)
     if isinstance(neuron, nsnn.PLIF):  # the learned leak is the parameter w, not a setting
-        assert "tau" not in state["_extra_state"] and set(state) == {"w", "_extra_state"}
+        assert "tau" not in state
+    assert all(isinstance(v, torch.Tensor) for v in neuron.state_dict().values())  # tensors only
     again = make()
-    again.load_state_dict(state)
+    again.load_state_dict(neuron.state_dict())  # PLIF's τ: its parameter w
+    again.load_settings(state)
     assert (
         _settings(again)
         == _settings(neuron)
         == (pytest.approx(4.0), 0.7, "soft", True, "expected", neuron.noise)
     )
     assert getattr(again, "double_noise", True)
-
-
-def test_a_state_dict_saved_without_neuron_settings_loads_strictly_and_keeps_the_constructors():
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), nsnn.NILIF(sigma=0.2, threshold=0.8), nsnn.PLIF(tau=3.0))
-    old = {k: v for k, v in net.state_dict().items() if not k.endswith("_extra_state")}  # an older checkpoint
-    fresh = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), nsnn.NILIF(sigma=0.2, threshold=0.8), nsnn.PLIF(tau=3.0)
-    )
-    fresh[1].sigma = 0.5
-    result = fresh.load_state_dict(old, strict=True)
-    assert result.missing_keys == [] and result.unexpected_keys == []
-    assert fresh[1].sigma == 0.5 and fresh[1].threshold == 0.8 and fresh[2].tau == pytest.approx(3.0)
 
 
 def test_a_custom_noise_family_is_restored_by_its_registered_name():
@@ -858,31 +848,31 @@ def test_a_custom_noise_family_is_restored_by_its_registered_name():
         pass
 
     try:
-        state = nsnn.NILIF(noise=Bump(0.2)).state_dict()
+        state = nsnn.NILIF(noise=Bump(0.2)).settings()
         again = nsnn.NILIF()
-        again.load_state_dict(state)
+        again.load_settings(state)
         assert type(again.noise) is Bump and again.sigma == 0.2
         NOISES.pop("test-bump")  # the module defining it not imported where it loads
         with pytest.raises(
             ValueError, match=r"cannot restore the saved noise family .*Bump \('test-bump'\).*import"
         ):
-            nsnn.NILIF().load_state_dict(state)
+            nsnn.NILIF().load_settings(state)
     finally:
         NOISES.pop("test-bump", None)
-    state = nsnn.LIF(surrogate=Unnamed(0.4)).state_dict()
-    assert state["_extra_state"]["noise"] is None
+    state = nsnn.LIF(surrogate=Unnamed(0.4)).settings()
+    assert state["noise"] is None
     with pytest.raises(ValueError, match=r"saved noise family .*Unnamed was not in the noise registry"):
-        nsnn.LIF().load_state_dict(state)
+        nsnn.LIF().load_settings(state)
     built_with_it = nsnn.LIF(surrogate=Unnamed(0.3))
-    built_with_it.load_state_dict(state)
+    built_with_it.load_settings(state)
     assert type(built_with_it.noise) is Unnamed and built_with_it.sigma == 0.4
 
 
 def test_settings_of_another_kind_of_neuron_are_refused():
     with pytest.raises(ValueError, match=r"LIF has no setting 'double_noise'"):
-        nsnn.LIF().load_state_dict(nsnn.NILIF().state_dict())
+        nsnn.LIF().load_settings(nsnn.NILIF().settings())
     with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
-        nsnn.LIF().load_state_dict({"_extra_state": {"threshold": -1.0}})
+        nsnn.LIF().load_settings({"threshold": -1.0})
 
 
 def test_stepping_a_batchnorm_network_matches_multi_step_in_eval_mode_only():

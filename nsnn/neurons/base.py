@@ -10,10 +10,10 @@ per call and keeps the membrane in ``self.mem`` until :meth:`reset` (or :func:`n
 the state after the reset (snntorch returns the pre-reset ``h``), the same spikes either way.
 
 The settings a neuron may be given after construction (τ, θ, reset rule, ``detach_reset``, ``eval_mode``,
-the noise family and σ; NILIF's ``double_noise``) travel in its ``state_dict`` as plain values
-(``<prefix>_extra_state``, loadable with ``torch.load(weights_only=True)``), so ``load_state_dict``
-restores them; a state_dict without them (saved before they were) leaves the neuron's own settings.
-``step_mode`` is how a network is run, as ``train()``/``eval()``, and is not saved.
+the noise family and σ; NILIF's ``double_noise``) are :meth:`SpikingNeuron.settings`, plain values that
+:meth:`SpikingNeuron.load_settings` applies; nsnn checkpoints keep them beside the ``state_dict``, which
+holds tensors only, as PyTorch code expects. ``step_mode`` is how a network is run, as
+``train()``/``eval()``, and is not a setting.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
-from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from nsnn.functional import RESETS, LIFParameters, lif_multistep, lif_step
 from nsnn.noise import NOISES, Noise, get_noise
@@ -106,7 +105,7 @@ class SpikingNeuron(nn.Module):
 
     noise: Noise
     saved_settings: tuple[str, ...] = ("tau", "threshold", "reset_mode", "detach_reset", "eval_mode")
-    """Attributes kept in the ``state_dict`` (with the noise family and σ) by :meth:`get_extra_state`."""
+    """Attributes :meth:`settings` returns (with the noise family and σ)."""
     tau = _Checked(_tau)
     threshold = _Checked(_threshold)
     reset_mode = _choices(RESETS)
@@ -235,9 +234,14 @@ class SpikingNeuron(nn.Module):
             state["mem"] = state["mem"].detach()
         return state
 
-    def get_extra_state(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
         """:attr:`saved_settings`, the noise family's registry name (None for a family that is not the one
-        registered under its name) and class, and σ: plain Python values, in ``state_dict()``."""
+        registered under its name) and class, and σ: plain Python values (``torch.load(weights_only=True)``
+        reads them back), which :meth:`load_settings` applies::
+
+            saved = neuron.settings()
+            other.load_settings(saved)
+        """
         family = type(self.noise)
         key = family.name.lower()
         state: dict[str, Any] = {name: getattr(self, name) for name in self.saved_settings}
@@ -246,8 +250,8 @@ class SpikingNeuron(nn.Module):
         state["sigma"] = self.sigma
         return state
 
-    def set_extra_state(self, state: Any) -> None:
-        """Apply what :meth:`get_extra_state` returned (``load_state_dict`` calls it); entries it lacks keep
+    def load_settings(self, state: Any) -> None:
+        """Apply what :meth:`settings` returned (nsnn checkpoints call it); entries it lacks keep
         this neuron's value. The noise family is looked up by name in :data:`nsnn.noise.NOISES` (so a custom
         family's module must be imported first); ValueError if it is not there, or for an unknown entry."""
         if not isinstance(state, dict):
@@ -287,24 +291,6 @@ class SpikingNeuron(nn.Module):
                 f"cannot restore the saved noise family {qualname} ({key!r}): {e}; import the module that "
                 "defines it before loading"
             ) from None
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        # A state_dict saved before neurons kept their settings: this neuron keeps its own (constructor's).
-        key = prefix + _EXTRA_STATE_KEY_SUFFIX
-        if key in missing_keys:
-            missing_keys.remove(key)
 
     def extra_repr(self) -> str:
         parts = [f"tau={self.tau:g}", f"threshold={self.threshold:g}", f"reset={self.reset_mode!r}"]

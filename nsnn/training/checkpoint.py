@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors, dicts, lists, numbers and strings only, so it
 ``torch.load(weights_only=True)`` (:func:`nsnn.io.load_torch`), and is written atomically::
 
     {"format": "nsnn-checkpoint-1", "model_name": "mnist_convnet", "model_kwargs": {...},
-     "model": state_dict (no "module." prefix; neuron settings as plain values), "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "model": state_dict (no "module." prefix), "neurons": {name: neuron.settings()}, "optimizer": ...,
+     "scheduler": ..., "scaler": ...,
      "rng": [per-rank RNG state], "loader": {"seed", "next_epoch", "world_size"},
      "epoch": completed epochs, "config": TrainConfig as a dict, "metrics": {...},
      "dataset": {...}, "versions": {...}, "compression": {layer: {"mask", "bits", "levels"}} (pruned or
@@ -34,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from nsnn.compress import compression_state, restore_compression
 from nsnn.io import TorchFileError, atomic_save_torch, load_torch
@@ -115,6 +115,7 @@ def make_checkpoint(model: nn.Module, *, epoch: int, config: dict[str, Any], **p
         "model_name": name,
         "model_kwargs": kwargs,
         "model": state,
+        "neurons": neuron_settings(model),
         "compression": compression_state(model),
         "epoch": int(epoch),
         "config": dict(config),
@@ -142,8 +143,10 @@ def save_model(model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> Path
     fresh = make_checkpoint(model, epoch=ckpt["epoch"], config=ckpt["config"])
     saved = {**ckpt, **fresh}
     loaded = _rebuild(ckpt)  # what ckpt stands for (neurons with no saved settings: their constructor's)
-    same = _equal_nests(fresh["model"], loaded.state_dict()) and _equal_nests(
-        fresh["compression"], compression_state(loaded)
+    same = (
+        _equal_nests(fresh["model"], loaded.state_dict())
+        and fresh["neurons"] == neuron_settings(loaded)
+        and _equal_nests(fresh["compression"], compression_state(loaded))
     )
     if not same:
         saved["metrics"] = {**(ckpt.get("metrics") or {}), "best_val_accuracy": None, "best_epoch": 0}
@@ -164,12 +167,6 @@ def _equal_nests(a: Any, b: Any) -> bool:
             and torch.equal(a.cpu(), b.cpu())
         )
     return a == b
-
-
-def _state_dict_entry(key: Any, value: Any) -> bool:
-    """Whether ``key: value`` can be an entry of a module's ``state_dict``: a tensor, or a module's extra
-    state (a spiking neuron's settings)."""
-    return isinstance(value, torch.Tensor) or (isinstance(key, str) and key.endswith(_EXTRA_STATE_KEY_SUFFIX))
 
 
 def resolve_checkpoint(path: str | Path, default_name: str = "best.pt") -> Path:
@@ -200,7 +197,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "pass a best.pt / last.pt written by nsnn.training, or its run directory"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        if isinstance(ckpt, dict) and ckpt and all(_state_dict_entry(k, v) for k, v in ckpt.items()):
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise CheckpointError(
                 f"{path} is not an nsnn checkpoint: it holds a state_dict (tensors by name) without the "
                 "model's configuration; load it into the model it came from (model.load_state_dict) and "
@@ -260,9 +257,24 @@ def _rebuild(ckpt: dict[str, Any]) -> nn.Module:
 
     with torch.random.fork_rng(devices=[]):  # the initial weights, overwritten: not from the caller's RNG
         model = create(ckpt["model_name"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"])
-    restore_compression(model, ckpt.get("compression") or {})
+    restore_model(model, ckpt)
     mode = (ckpt.get("config") or {}).get("eval_mode")
     if mode is not None:
         set_eval_mode(model, mode)
     return model
+
+
+def neuron_settings(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Every spiking neuron's :meth:`~nsnn.neurons.SpikingNeuron.settings`, by module name."""
+    from nsnn.neurons import SpikingNeuron
+
+    return {name: m.settings() for name, m in model.named_modules() if isinstance(m, SpikingNeuron)}
+
+
+def restore_model(model: nn.Module, ckpt: dict[str, Any]) -> None:
+    """Load ``ckpt``'s weights, neuron settings (a checkpoint written before they were saved leaves the
+    constructor's) and compression masks and bits into ``model``, a network of ``ckpt``'s structure."""
+    model.load_state_dict(ckpt["model"])
+    for name, settings in (ckpt.get("neurons") or {}).items():
+        model.get_submodule(name).load_settings(settings)
+    restore_compression(model, ckpt.get("compression") or {})

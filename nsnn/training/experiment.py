@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from nsnn.compress import attach_masks, restore_compression
-from nsnn.training.checkpoint import capture_rng, make_checkpoint, restore_rng
+from nsnn.compress import attach_masks
+from nsnn.training.checkpoint import capture_rng, make_checkpoint, restore_model, restore_rng
 from nsnn.training.config import ConfigError, TrainConfig
 from nsnn.training.evaluate import (
     effective_evaluation,
@@ -311,11 +311,9 @@ class Experiment:
             )
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        self.net.load_state_dict(ckpt["model"])
+        restore_model(self.net, ckpt)
         # a pruned checkpoint keeps its masks: the optimizer re-zeroes pruned weights after every step
-        record = ckpt.get("compression") or {}
-        restore_compression(self.net, record)
-        if any("mask" in entry for entry in record.values()):
+        if any("mask" in entry for entry in (ckpt.get("compression") or {}).values()):
             attach_masks(self.net, self.optimizer)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 from nsnn.io import (
@@ -37,6 +36,7 @@ from nsnn.io import (
 from nsnn.training.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
+    restore_model,
     save_checkpoint,
 )
 from nsnn.training.config import RUNTIME_FIELDS, TEST_SEED, ConfigError, TrainConfig
@@ -317,11 +317,10 @@ def _test_best(exp: Experiment, run_dir: Path) -> dict[str, float]:
     ``--compile`` too)."""
     rt = exp.rt
     if rt.is_main:
-        exp.net.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=rt.device)["model"])
+        restore_model(exp.net, load_checkpoint(run_dir / "best.pt", map_location=rt.device))
     if rt.distributed:
-        for value in exp.net.state_dict().values():
-            if isinstance(value, torch.Tensor):  # neuron settings (plain values) are the run's on every rank
-                dist.broadcast(value, src=0)
+        for tensor in exp.net.state_dict().values():
+            dist.broadcast(tensor, src=0)
     seed_everything(rank_seed(TEST_SEED, rt))
     return exp.evaluate(exp.test_loader, "test", eager=True)
 
