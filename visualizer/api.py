@@ -268,6 +268,20 @@ def weight_histograms(obj: Any, path: str | Path, before: Any = None) -> Path:
     return save_figure(histogram_figure(load_source(obj), before), path)
 
 
+def _activity_figure(
+    figure: Callable[..., Figure],
+    obj: Any,
+    path: str | Path,
+    batch: BatchLike | None,
+    batch_size: int,
+    raw: bool,
+) -> Path:
+    """``figure(activity, description)`` of ``obj``'s spikes on ``batch`` (see :func:`raster`), saved."""
+    image_format(path)
+    session = Session(obj, batch=batch, batch_raw=raw, batch_size=batch_size)
+    return save_figure(figure(session.activity, session.batch.description), path)
+
+
 def raster(
     obj: Any,
     path: str | Path,
@@ -278,9 +292,7 @@ def raster(
     """Spike rasters of every neuron layer on ``batch`` (``[T, B, ...]``, or ``[B, ...]`` for a model
     without a time axis; a file of the run's dataset images is preprocessed as its test images unless
     ``batch_raw``; default: the run's test data, see :func:`visualizer.activity.run_batch`)."""
-    image_format(path)
-    session = Session(obj, batch=batch, batch_raw=batch_raw, batch_size=batch_size)
-    return save_figure(raster_figure(session.activity, session.batch.description), path)
+    return _activity_figure(raster_figure, obj, path, batch, batch_size, batch_raw)
 
 
 def firing_rates(
@@ -291,9 +303,7 @@ def firing_rates(
     batch_raw: bool = False,
 ) -> Path:
     """Bar chart of the firing rate per neuron layer on ``batch`` (as :func:`raster`) to PNG/SVG."""
-    image_format(path)
-    session = Session(obj, batch=batch, batch_raw=batch_raw, batch_size=batch_size)
-    return save_figure(rates_figure(session.activity, session.batch.description), path)
+    return _activity_figure(rates_figure, obj, path, batch, batch_size, batch_raw)
 
 
 def curves(obj: Any, path: str | Path) -> Path:
