@@ -1335,6 +1335,23 @@ def test_histogram_of_an_uncompressed_model_speaks_of_no_compression():
     assert title.endswith("before / after compression") and labels[1].startswith("after: ")
 
 
+def test_histogram_of_an_uncompressed_stdp_run_speaks_of_no_compression(tmp_path):
+    # A dense, full-precision STDP run showed its w_xe_dense as "before" and the same weights as "after".
+    from visualizer.api import histogram_figure
+
+    def texts(root):
+        ax = histogram_figure(visualizer.load_source(root)).axes[0]
+        return ax.get_title(), [t.get_text() for t in ax.get_legend().get_texts()]
+
+    make_stdp_run(tmp_path / "dense", keep=1.0)
+    title, (label,) = texts(tmp_path / "dense")
+    assert title == "STDP input weights (not compressed)"
+    assert label.startswith("96 of 96 weights nonzero") and "after" not in label and "alive" not in label
+    make_stdp_run(tmp_path / "pruned", keep=0.4)
+    title, labels = texts(tmp_path / "pruned")
+    assert "before (w_xe_dense) / after compression" in title and labels[1].startswith("after: ")
+
+
 # ---- exports and drawing -----------------------------------------------------------------------------
 @pytest.mark.parametrize("ext", ["graphml", "gexf", "json"])
 def test_export_round_trips_with_attributes(stdp_dir, tmp_path, ext):

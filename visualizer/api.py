@@ -118,12 +118,18 @@ def fields_figure(source: Source) -> Figure:
 
 def histogram_figure(source: Source, before: Any = None) -> Figure:
     """STDP: ``w_xe_dense``/``w_xe_initial`` vs the alive weights (kept by the mask and nonzero), bits
-    as configured in ``config.json``; modules: ``before`` (another module/checkpoint, optional) vs the
+    as configured in ``config.json``, or, for a run neither pruned nor quantized, its weights alone;
+    modules: ``before`` (another module/checkpoint, optional) vs the
     non-zero conv/linear weights, which for a module neither pruned nor quantized and no ``before`` are
     shown as its weights (no before/after, no pruned or alive ones)."""
     if isinstance(source, StdpRun):
         if before is not None:
             raise ValueError(_BEFORE_ON_STDP)
+        if source.mask.all() and source.configured_bits is None:  # never pruned nor quantized
+            w = source.w_xe
+            return weight_histogram_figure(
+                None, w[w != 0], total=w.size, title="STDP input weights (not compressed)", compressed=False
+            )
         title = (
             f"STDP input weights before ({source.before_key}) / after compression"
             if source.before_key
