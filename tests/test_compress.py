@@ -154,6 +154,39 @@ def test_loading_a_state_that_fits_the_masks_keeps_them():
     assert compression_report(model).sparsity == pytest.approx(0.75, abs=0.01)
 
 
+def test_loading_a_fine_tuned_state_keeps_the_mask_and_drops_only_the_bits():
+    # A state zero where pruned but off the quantized levels (fine-tuning moved it) dropped the mask too,
+    # with a warning pointing into torch; the next optimizer step brought the pruned weights back.
+    model = _model()
+    magnitude_prune(model, sparsity=0.5)
+    quantize(model, bits=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    attach_masks(model, optimizer)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        model(torch.randn(4, 2, 6, 6)).sum().backward()
+        optimizer.step()
+
+    on_levels = {k: v.clone() for k, v in model.state_dict().items()}
+    step()
+    tuned = {k: v.clone() for k, v in model.state_dict().items()}
+    step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.load_state_dict(tuned)  # the bits record was already stale: dropped without a word
+    assert hasattr(model[0], "weight_mask") and not hasattr(model[0], "weight_bits")
+    step()
+    assert compression_report(model).sparsity == pytest.approx(0.5, abs=0.01)
+    model.load_state_dict(on_levels)
+    quantize(model, bits=4)
+    with pytest.warns(UserWarning, match="off its quantization levels: its bits are dropped") as caught:
+        model.load_state_dict(tuned)
+    assert {w.filename for w in caught} == {__file__}
+    assert hasattr(model[3], "weight_mask") and not hasattr(model[3], "weight_levels")
+    assert [layer.bits for layer in compression_report(model).layers] == [32, 32]
+
+
 def test_global_pruning_ranks_a_tied_weight_once():
     # A weight shared by two layers entered the global ranking twice: 0.45 instead of 0.5, with the
     # other layer pruned too hard.

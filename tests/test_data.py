@@ -875,6 +875,7 @@ def test_loader_normalises_and_adds_channel():
         ({"batch_size": True}, "batch_size must be an integer"),
         ({"mean": [0.5], "std": [float("nan")]}, "finite entries"),
         ({"mean": [float("inf")], "std": [0.5]}, "finite entries"),
+        ({"mean": 0.5, "std": 0.0}, r"std > 0\), got mean=\[0.5\], std=\[0.0\]"),  # was a TypeError
     ],
 )
 def test_loader_refuses_bad_arguments_when_built(change, match):

@@ -18,9 +18,11 @@ layers together), its mask kept as a non-persistent buffer ``weight_mask`` (not 
 checkpoints load into fresh models unchanged). Optimizers do not know masks: call :func:`apply_masks` after
 each ``optimizer.step()``, or once :func:`attach_masks` (an optimizer step post-hook that does it), so pruned
 weights stay exactly zero through further training. Loading a ``weight`` by ``load_state_dict`` keeps the
-layer's mask and ``weight_bits`` when the new weight fits them (zero where pruned, on the levels if quantized:
-e.g. an earlier state of the same pruned run), else drops them with a warning (they described the weights it
-replaces), so the model is in the state a fresh model loading it would be. Checkpoints of :mod:`nsnn.training`
+layer's mask while the new weight is zero where pruned (e.g. an earlier state of the same pruned run,
+fine-tuned or not), else drops mask and bits with a warning (they described the weights it replaces), so the
+model is in the state a fresh model loading it would be; it keeps ``weight_bits`` while the new weight also
+lies on the quantized levels, else drops them (with a warning unless the layer's own weights had already left
+those levels in fine-tuning). Checkpoints of :mod:`nsnn.training`
 record both (:func:`nsnn.compress.compression_state`), and ``load_model`` and ``--resume`` restore them; from
 a bare state_dict, rebuild masks from its zeros with ``magnitude_prune(model, threshold=0.0)``.
 
@@ -31,6 +33,8 @@ a bare state_dict, rebuild masks from its zeros with ``magnitude_prune(model, th
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -164,40 +168,72 @@ def layer_mask(module: nn.Module) -> torch.Tensor:
     return torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask
 
 
-def _fits_buffers(module: nn.Module, weight: Any) -> bool:
-    """Whether ``weight`` is one the layer's mask and quantization record describe: 0 wherever the mask
-    is False and, for a quantized layer, every live value among its levels."""
-    if not isinstance(weight, torch.Tensor) or weight.shape != module.weight.shape:
-        return False
-    weight = weight.detach()
-    mask = getattr(module, MASK_BUFFER, None)
-    if mask is not None:
-        mask = mask.to(weight.device)
-        if bool((weight[~mask] != 0).any()):
-            return False
-    levels = getattr(module, LEVELS_BUFFER, None)
-    if levels is None:
-        return True
-    live = weight if mask is None else weight[mask]
-    return bool(torch.isin(live, levels.to(device=weight.device, dtype=weight.dtype)).all())
+def weights_on_levels(weight: torch.Tensor, alive: torch.Tensor, bits: Any, levels: Any) -> bool:
+    """Whether ``weight``'s ``alive`` entries (a bool tensor like it) lie on a quantized layer's ``levels``
+    (1-D; without that record, whether they take at most ``2**bits`` values)."""
+    live = weight.detach()[alive.to(weight.device)]
+    if levels is not None:
+        return bool(torch.isin(live, levels.to(device=weight.device, dtype=weight.dtype)).all())
+    return torch.unique(live).numel() <= 2 ** int(bits)
+
+
+def alive_weights(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Where ``weight`` is nonzero and not pruned (``mask``, like it, or None)."""
+    alive = weight.detach() != 0
+    return alive if mask is None else alive & mask.to(weight.device, torch.bool)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` pointing a warning raised in this module at its first caller outside this module and
+    torch (e.g. the ``model.load_state_dict(...)`` line of a load-state-dict hook's warning)."""
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and (
+        frame.f_code.co_filename == __file__ or frame.f_code.co_filename.startswith(torch_dir)
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _drop_weight_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state-dict pre-hook: keep the layer's mask if the loaded weight is zero where it was pruned, and
+    its bits if the weight also lies on their levels; drop what no longer describes the weight."""
+    weight = state_dict.get(prefix + "weight")
     held = [name for name in (MASK_BUFFER, BITS_BUFFER, LEVELS_BUFFER) if name in module._buffers]
-    if (
-        prefix + "weight" not in state_dict
-        or not held
-        or _fits_buffers(module, state_dict[prefix + "weight"])
-    ):
+    if weight is None or not held:
         return
-    for name in held:
-        delattr(module, name)
-    warnings.warn(
-        f"load_state_dict gave the pruned/quantized layer {prefix.rstrip('.') or type(module).__name__} a "
-        "weight that is not zero where it was pruned (or off its quantization levels): its mask and bits "
-        "are dropped, as a fresh model's would be (re-prune it, e.g. magnitude_prune(model, threshold=0.0))",
-        stacklevel=2,
-    )
+    layer = prefix.rstrip(".") or type(module).__name__
+    mask = getattr(module, MASK_BUFFER, None)
+    if (
+        not isinstance(weight, torch.Tensor)
+        or weight.shape != module.weight.shape
+        or (mask is not None and bool((weight.detach()[~mask.to(weight.device)] != 0).any()))
+    ):
+        for name in held:
+            delattr(module, name)
+        warnings.warn(
+            f"load_state_dict gave the pruned/quantized layer {layer} a weight that is not zero where it was "
+            "pruned: its mask and bits are dropped, as a fresh model's would be (re-prune it, e.g. "
+            "magnitude_prune(model, threshold=0.0))",
+            stacklevel=_user_stacklevel(),
+        )
+        return
+    bits = getattr(module, BITS_BUFFER, None)
+    if bits is None:
+        return
+    levels = getattr(module, LEVELS_BUFFER, None)
+    if weights_on_levels(weight, alive_weights(weight, mask), bits, levels):
+        return
+    current = weights_on_levels(module.weight, alive_weights(module.weight, mask), bits, levels)  # else stale
+    for name in (BITS_BUFFER, LEVELS_BUFFER):
+        if name in module._buffers:
+            delattr(module, name)
+    if current:
+        warnings.warn(
+            f"load_state_dict gave the quantized layer {layer} a weight off its quantization levels: its "
+            "bits are dropped (its mask is kept); quantize it again for a quantized model",
+            stacklevel=_user_stacklevel(),
+        )
 
 
 def set_weight_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -42,9 +42,11 @@ from nsnn.compress.prune import (
     BITS_BUFFER,
     LEVELS_BUFFER,
     MASK_BUFFER,
+    alive_weights,
     mask_array,
     prunable_layers,
     weights_numpy,
+    weights_on_levels,
 )
 from nsnn.compress.quantize import FULL_PRECISION_BITS
 from nsnn.layers import evaluating
@@ -138,15 +140,12 @@ def quantized_bits(module: nn.Module) -> int | None:
     bits = getattr(module, BITS_BUFFER, None)
     if bits is None:
         return None
-    w = module.weight.detach()
-    mask = getattr(module, MASK_BUFFER, None)
-    alive = w != 0 if mask is None else (w != 0) & mask.bool()
-    levels = getattr(module, LEVELS_BUFFER, None)
-    if levels is not None:
-        on_levels = bool(torch.isin(w[alive], levels.to(w.dtype)).all())
-    else:
-        on_levels = torch.unique(w[alive]).numel() <= 2 ** int(bits)
-    return int(bits) if on_levels else None
+    w, levels = module.weight, getattr(module, LEVELS_BUFFER, None)
+    return (
+        int(bits)
+        if weights_on_levels(w, alive_weights(w, getattr(module, MASK_BUFFER, None)), bits, levels)
+        else None
+    )
 
 
 def layer_stats(name: str, weight: Any, mask: Any = None, bits: int | None = None) -> LayerStats:

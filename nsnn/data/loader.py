@@ -141,7 +141,7 @@ class TensorLoader:
         if not (sizes_ok and values_ok):
             raise ValueError(
                 f"mean/std need 1 or {channels} finite entries (std > 0), "
-                f"got mean={list(mean)}, std={list(std)}"
+                f"got mean={m.tolist()}, std={s.tolist()}"
             )
         scale = (1.0 / (unit * s)).expand(channels).reshape(channels, 1, 1)
         bias = (-m / s).expand(channels).reshape(channels, 1, 1)
