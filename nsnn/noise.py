@@ -40,6 +40,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,6 +108,8 @@ class Noise(ABC):
         NOISES[key] = cls
 
     def __init__(self, sigma: float) -> None:
+        if isinstance(sigma, bool | np.bool_):
+            raise ValueError(f"noise sigma must be a finite number, got {sigma!r}")
         try:
             sigma = float(sigma)
         except (TypeError, ValueError):

@@ -542,6 +542,11 @@ def test_matches_snntorch_leaky_dynamics_and_gradients():
         # double_noise="False" turned on the reference's doubled noise
         (lambda: nsnn.NILIF(double_noise="False"), "double_noise must be True or False"),
         (lambda: setattr(nsnn.NILIF(), "double_noise", "no"), "double_noise must be True or False"),
+        # a flag passed for a number: LIF(tau=True) was tau 1.0, where LIFParameters refuses it
+        (lambda: nsnn.LIF(tau=True), "tau must be a finite number"),
+        (lambda: nsnn.NILIF(threshold=np.True_), "threshold must be a finite number"),
+        (lambda: nsnn.PLIF(tau=True), "PLIF needs a finite number tau"),
+        (lambda: nsnn.NILIF(sigma=True), "sigma must be a finite number"),
     ],
 )
 def test_bad_inputs_raise_value_error(factory, match):
@@ -590,6 +595,11 @@ def test_plif_built_on_the_meta_device_prints():
         plif.w.fill_(7.0)
     plif.reset_parameters()
     assert plif.tau == pytest.approx(3.0)
+    plif.tau = 5.0  # an assigned tau is the new initial one (reset_parameters went back to 3)
+    with torch.no_grad():
+        plif.w.fill_(7.0)
+    plif.reset_parameters()
+    assert plif.tau == pytest.approx(5.0) and plif.initial_tau == 5.0
 
 
 @pytest.mark.parametrize("name", ["LIF", "NILIF", "PLIF"])

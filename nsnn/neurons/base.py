@@ -41,6 +41,8 @@ def _choice(name: str, value: str, choices: tuple[str, ...] | dict[str, str]) ->
 
 
 def _number(name: str, value: Any, rule: str) -> float:
+    if isinstance(value, bool | np.bool_):  # float(True) = 1.0: a flag passed by mistake
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):

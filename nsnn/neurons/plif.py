@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +30,8 @@ def _w_for(tau: float) -> float:
         value = float(tau)
     except (TypeError, ValueError):
         raise ValueError(f"{rule}; got {tau!r}") from None
+    if isinstance(tau, bool | np.bool_):
+        raise ValueError(f"{rule}; got {tau!r}")
     if not (math.isfinite(value) and value > 1.0):
         raise ValueError(f"{rule}; got {value}")
     return -math.log(value - 1.0)
@@ -61,7 +64,6 @@ class PLIF(SpikingNeuron):
     ) -> None:
         super().__init__(tau, threshold, reset, detach_reset, step_mode, noise is not None, eval_mode)
         self.noise = get_noise(noise if noise is not None else surrogate, sigma)
-        self.initial_tau = float(tau)
         self.w = nn.Parameter(torch.empty(()))
         self.reset_parameters()
 
@@ -73,12 +75,14 @@ class PLIF(SpikingNeuron):
 
     @property
     def tau(self) -> float:
-        """Current (learned) time constant 1/sigmoid(w); assigning one re-initialises ``w`` to it."""
+        """Current (learned) time constant 1/sigmoid(w); assigning one re-initialises ``w`` to it and makes
+        it the ``initial_tau`` that :meth:`reset_parameters` returns to."""
         return self.learned_tau
 
     @tau.setter
     def tau(self, value: float) -> None:
         w = _w_for(value)  # validates, also when the base class sets tau before w exists
+        self.initial_tau = float(value)
         if "w" in self._parameters:
             with torch.no_grad():
                 self.w.fill_(w)
