@@ -301,6 +301,31 @@ def test_ctrl_c_in_training_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert f"last.pt in {named} holds epoch 2" in capsys.readouterr().err
 
 
+def test_a_full_disk_in_training_names_the_file_and_what_last_pt_holds(tmp_path, monkeypatch, capsys):
+    # "error: [Errno 28] No space left on device" named neither the file nor the run to resume
+    import errno
+
+    import torch
+
+    real = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == 2:  # epoch 2's last.pt, its first checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--epochs", "2", "--out", str(run)]
+    assert run_script("main_mnist.py", flags, monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert f"No space left on device: '{run / 'last.pt'}'" in err
+    assert (
+        f"stopped: last.pt in {run} holds epoch 1 (written atomically); continue with --resume {run}" in err
+    )
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize(
     ("script", "argv", "problem"),
     [

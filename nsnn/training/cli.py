@@ -186,6 +186,8 @@ def train_main(
         parser.error(str(e))
     except (DatasetError, OSError) as e:  # missing data, an --out that cannot be written, a full disk
         print(f"error: {e}", file=sys.stderr)
+        if getattr(e, "run_dir", None) is not None:  # failed while training: what last.pt holds
+            print(_interrupted_message(e.run_dir, "stopped"), file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         where = getattr(e, "run_dir", None) or cfg.resume or cfg.out  # RunInterrupted names the folder
@@ -200,14 +202,15 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _interrupted_message(where: str | Path | None) -> str:
-    """What a Ctrl-C left: resume advice only where a ``last.pt`` was written, naming its epoch
-    (``where``: the run folder, or a checkpoint in it; None: interrupted before the run had a folder)."""
+def _interrupted_message(where: str | Path | None, event: str = "interrupted") -> str:
+    """What a Ctrl-C (or an error: ``event="stopped"``) left: resume advice only where a ``last.pt`` was
+    written, naming its epoch (``where``: the run folder, or a checkpoint in it; None: before the run
+    had a folder)."""
     if where is None:
-        return "interrupted before the run folder was made: nothing was saved"
+        return f"{event} before the run folder was made: nothing was saved"
     folder = Path(where).parent if Path(where).suffix == ".pt" else Path(where)
     if not (folder / "last.pt").is_file():
-        return f"interrupted before the first checkpoint: nothing was saved in {folder}; start the run again"
+        return f"{event} before the first checkpoint: nothing was saved in {folder}; start the run again"
     from nsnn.training.checkpoint import CheckpointError, load_checkpoint
 
     try:
@@ -215,9 +218,7 @@ def _interrupted_message(where: str | Path | None) -> str:
         held = f"epoch {epoch}" if epoch else "the initial weights (no epoch had finished)"
     except (CheckpointError, OSError, RuntimeError, ValueError):
         held = "the last finished epoch"
-    return (
-        f"interrupted: last.pt in {folder} holds {held} (written atomically); continue with --resume {folder}"
-    )
+    return f"{event}: last.pt in {folder} holds {held} (written atomically); continue with --resume {folder}"
 
 
 def build_test_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:

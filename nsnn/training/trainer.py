@@ -137,7 +137,8 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
     With ``resume``, the run's own configuration continues: the runtime fields (device, data folder,
     output, ...) come from ``config``, and any other field set to neither its default nor the run's
     value raises :class:`ConfigError`. A KeyboardInterrupt once the run folder exists is raised as
-    :class:`RunInterrupted` (a KeyboardInterrupt) naming it.
+    :class:`RunInterrupted` (a KeyboardInterrupt) naming it; an ``OSError`` then (a full disk) carries
+    the folder as its ``run_dir`` attribute.
     """
     cfg, ckpt, run_dir = _resume_source(config)
     cfg = _record_data_dir(cfg)
@@ -155,6 +156,9 @@ def fit(config: TrainConfig, *, on_step: StepHook | None = None) -> dict[str, An
             result = _fit(cfg, rt, exp, ckpt, run_dir, on_step)
         except KeyboardInterrupt as e:
             raise RunInterrupted(run_dir) from e
+        except OSError as e:  # e.g. a full disk: the CLI tells what the run folder kept
+            e.run_dir = run_dir  # type: ignore[attr-defined]
+            raise
         finally:  # finished, failed or interrupted: another process may now --resume the run
             release_run_dir(run_dir)
     except BaseException:
