@@ -850,6 +850,8 @@ def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
         row("stochastic", 1, 0.951),
         row("stochastic", 1, 0.9, 1),
     ]
+    rows[4] = {**rows[4], "snapshot": "best.pt"}  # the same file named from another folder
+    rows[5] = {**rows[5], "snapshot": "/home/me/run/best.pt"}
     distinct = distinct_evaluations(rows)
     assert [(r["eval_mode"], r["n_ensembles"], r["seed"]) for r in distinct] == [
         ("stochastic", 1, 0),
@@ -863,7 +865,7 @@ def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
     assert height == round((0.42 * 5 + 1.2) * 110)  # five bars, not nine
 
 
-def test_evaluations_on_other_data_are_kept_apart_from_the_runs_own(tmp_path, capsys):
+def test_evaluations_on_other_data_are_kept_apart_from_the_runs_own(tmp_path, capsys, monkeypatch):
     """An evaluation on other data differed from the run's own only in its outcome columns (accuracy,
     loss, same_data_as_run): evaluations.png drew it in place of the run's own result. Rows now name
     the data evaluated, which tell evaluations apart; rows of an older nsnn, without them, still read."""
@@ -910,6 +912,14 @@ def test_evaluations_on_other_data_are_kept_apart_from_the_runs_own(tmp_path, ca
     swapped = {**distinct[1], "data_fingerprint": "0" * 32}
     assert len(distinct_evaluations([*rows, swapped])) == 3
     assert (run / "evaluations.png").is_file()
+    # relative paths from another folder: the same evaluation, recorded with absolute paths (each way of
+    # writing the snapshot or the data folder was a bar of its own)
+    monkeypatch.chdir(run)
+    argv = ["--snapshot", ".", "--data-dir", "../other", "--eval-mode", "deterministic", "--json"]
+    assert test_main(argv, dataset="cifar10") == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (last["snapshot"], last["data"]) == (str((run / "best.pt").resolve()), str(other.resolve()))
+    assert len(distinct_evaluations(read_csv(run / "evaluations.csv"))) == 2
 
 
 _KILLER = textwrap.dedent(

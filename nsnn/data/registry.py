@@ -278,8 +278,8 @@ def _mnist(data_dir: Path | None, download: bool, progress: bool | None, test_on
             )
         except DatasetError as e:
             raise DatasetError(f"{e}\n{embedded_mnist_hint(_mnist_folder_flags(data_dir, download))}") from e
-        test_from = mnist_folder(folder, "test")
-        train_from = test_from if test_only else mnist_folder(folder, "train")
+        test_from = mnist_folder(folder, "test").resolve()
+        train_from = test_from if test_only else mnist_folder(folder, "train").resolve()
         source = str(train_from) if train_from == test_from else f"train {train_from}, test {test_from}"
     return DatasetBundle(
         embedded=not reads_data_folder("mnist", data_dir, download),
@@ -321,7 +321,7 @@ def _cifar(name: str) -> Builder:
             std=std,
             augment=Augment(crop_padding=4, flip=True),
             classes=classes,
-            source=str(find_cifar_folder(root, name)),
+            source=str(find_cifar_folder(root, name).resolve()),
         )
 
     return build
@@ -352,6 +352,6 @@ def _dvs_cifar10(
         mean=None,
         std=None,
         augment=Augment(roll=5, flip=True),
-        source=str(find_dvs_folder(root)),
+        source=str(find_dvs_folder(root).resolve()),
         time_steps=steps,
     )

@@ -427,7 +427,7 @@ def run_test(args: argparse.Namespace, dataset: str | None = None) -> list[dict[
             desc="test",
         )
         result = {
-            "snapshot": str(path),
+            "snapshot": str(path.resolve()),
             "dataset": cfg.dataset,
             **data,
             "model": cfg.model,
