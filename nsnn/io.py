@@ -12,6 +12,7 @@ new one, never half of one (plus, after a SIGKILL mid-write, a hidden ``.<name>.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+# failures of writing a file's bytes, which an OSError raised through a file object reports without its name
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 _STALE_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what _atomic_target's temp names look like
 
 
@@ -79,7 +82,7 @@ def _atomic_target(path: str | Path, mode: str = "wb"):
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        if e.filename is None and e.errno is not None:  # written through a file object (torch.save)
+        if e.filename is None and e.errno in _WRITE_ERRNOS:  # written through a file object (torch.save)
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     except BaseException:

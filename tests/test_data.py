@@ -453,6 +453,13 @@ def test_download_offline_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="offline"):
         nd.download_mnist(tmp_path)
     assert [p.name for p in (tmp_path / "MNIST").iterdir()] == ["notes.txt"]  # a user's folder stays
+    # a copy with the wrong md5 already in place: said to copy the file where it already was
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"truncated")
+    with pytest.raises(DatasetError, match="offline") as e:
+        nd.download_cifar(tmp_path)
+    assert f"The cifar-10-python.tar.gz already there has md5 {nd.md5_file(archive)}, not " in str(e.value)
+    assert archive.read_bytes() == b"truncated"
 
 
 def test_mnist_error_says_which_given_flags_to_omit_for_the_embedded_set(tmp_path, monkeypatch):

@@ -95,7 +95,8 @@ def download_file(
         raise ValueError(f"md5 must be 32 hexadecimal digits; got {md5!r}")
     md5 = md5.lower()
     dest = Path(dest)
-    if dest.is_file() and md5_file(dest) == md5:
+    found = md5_file(dest) if dest.is_file() else None
+    if found == md5:
         return dest
     # what an earlier download killed by SIGTERM/SIGKILL left (Ctrl-C cleans up after itself)
     remove_stale_temps(dest.parent, target=dest.name, min_age_s=max(_STALE_DOWNLOAD_S, 10 * timeout))
@@ -113,6 +114,11 @@ def download_file(
         except OSError:
             break
     offline = f"If this machine is offline, fetch {dest.name} elsewhere and copy it to {dest}"
+    if found is not None:
+        offline = (
+            f"The {dest.name} already there has md5 {found}, not {md5} (truncated, or another version): "
+            f"replace it with a good copy (or delete it).\n{offline}"
+        )
     if layout is None:
         offline += " (or place the extracted dataset in the data folder), then run again."
     else:
