@@ -506,6 +506,24 @@ def test_resume_from_a_first_epoch_checkpoint_rewrites_tensorboard_steps_once(tm
     assert [r["epoch"] for r in read_csv(run / "metrics.csv")] == ["1", "2"]
 
 
+def test_config_json_keeps_the_runs_folder_through_a_resume_from_elsewhere(tmp_path, monkeypatch):
+    # A resume rewrote config.json with "out": null and "resume": the path as typed, relative to the
+    # folder the resume was started from.
+    monkeypatch.chdir(tmp_path)
+    with _killed_before_saving("last.pt", 1), pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(**TINY, epochs=1, out="run"))
+    run = (tmp_path / "run").resolve()
+    assert (read_json(run / "config.json")["out"], read_json(run / "config.json")["resume"]) == (
+        str(run),
+        None,
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    fit(TrainConfig(**TINY, epochs=1, resume="../run"))
+    config = read_json(run / "config.json")
+    assert (config["out"], config["resume"], config["epochs"]) == (str(run), None, 1)
+
+
 def _mnist_folder(folder: Path, n: int, n_test: int | None = None) -> Path:
     """A full-MNIST folder (the four idx files): the first ``n`` embedded images are the training split,
     the first ``n_test`` (default ``n``) the test split."""

@@ -221,7 +221,9 @@ def _fit(
         if rt.is_main:
             save_checkpoint(state, run_dir / "last.pt")
     if rt.is_main:
-        write_json(run_dir / "config.json", {**cfg.to_dict(), "world_size": rt.world_size})
+        # the run's own configuration, however this session was started (--resume from any folder)
+        record = {**cfg.to_dict(), "out": str(run_dir.resolve()), "resume": None, "world_size": rt.world_size}
+        write_json(run_dir / "config.json", record)
     say(rt, exp.describe_data())
     say(
         rt,
