@@ -2206,3 +2206,122 @@ def test_cli_refuses_flags_that_no_wanted_figure_reads(stdp_dir, bptt_dir, tmp_p
     assert (
         main([str(bptt_dir[0]), "--what", "rates", "--batch", str(batch), "--out", str(tmp_path / "o")]) == 0
     )
+
+
+def test_a_before_model_of_another_network_is_refused(bptt_dir, tmp_path, capsys):
+    # An MLP's checkpoint was drawn as the "before compression" of a ConvNet (317,600 vs 206,736 weights).
+    from nsnn.models import create
+    from nsnn.training.checkpoint import make_checkpoint, save_checkpoint
+
+    with pytest.raises(ValueError, match=r"another network than the TinyResNet shown.*only in --before: 0"):
+        visualizer.weight_histograms(TinyResNet(), tmp_path / "h.png", before=nn.Sequential(nn.Linear(4, 2)))
+    wider = TinyResNet()
+    wider.conv2 = SeqToANN(nn.Conv2d(8, 8, 5, padding=2, bias=False))  # same names, another kernel
+    with pytest.raises(
+        ValueError, match=r"shapes \(--before vs model\): conv2.0 \[8, 8, 5, 5\] vs \[8, 8, 3, 3\]\)"
+    ):
+        visualizer.weight_histograms(TinyResNet(), tmp_path / "h.png", before=wider)
+    save_checkpoint(make_checkpoint(create("mnist_mlp"), epoch=1, config={}), tmp_path / "mlp" / "best.pt")
+    out = tmp_path / "out"
+    argv = [str(bptt_dir[0]), "--out", str(out), "--what", "hist", "--before", str(tmp_path / "mlp")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is another network than the MNISTConvNet shown" in err and "only in the model: " in err
+    assert not out.exists()  # refused before any figure
+    assert main([*argv[:-1], str(bptt_dir[0] / "best.pt")]) == 0  # the same network compares
+
+
+def test_curves_of_a_path_that_does_not_exist_name_it(bptt_dir, tmp_path):
+    # A typo'd run or checkpoint in a run folder silently plotted the folder's own metrics.csv.
+    for missing in (bptt_dir[0] / "no_such_run", bptt_dir[0] / "best_typo.pt", tmp_path / "nonexistent"):
+        with pytest.raises(FileNotFoundError, match=f"no such file or directory: {missing}$"):
+            visualizer.curves(missing, tmp_path / "c.png")
+    assert_png(visualizer.curves(bptt_dir[0] / "best.pt", tmp_path / "c.png"))  # a checkpoint: its run's
+
+
+def test_topology_refuses_arguments_its_input_does_not_read(stdp_dir):
+    # An STDP run silently ignored batch=, input_shape=, batch_raw=; a module any inhibition=, and an
+    # input_shape beside a batch.
+    root, _ = stdp_dir
+    for kwargs, given in (
+        ({"batch": torch.zeros(2, 1, 16)}, "batch applies"),
+        ({"input_shape": (2, 1, 16)}, "input_shape applies"),
+        ({"batch_raw": True, "input_shape": (2, 1, 16)}, "batch_raw, input_shape apply"),
+    ):
+        with pytest.raises(ValueError, match=f"{root} is an STDP run: {given} to BPTT models only; drop"):
+            visualizer.topology(root, **kwargs)
+    assert visualizer.topology(root, inhibition="full").graph["kind"] == "stdp"
+    x = torch.rand(2, 1, 2, 6, 6)
+    for inhibition in ("bogus", "summary"):
+        with pytest.raises(
+            ValueError, match="this input is a BPTT model: inhibition applies to STDP runs only"
+        ):
+            visualizer.topology(TinyResNet(), inhibition=inhibition)
+    with pytest.raises(ValueError, match="give batch or input_shape, not both"):
+        visualizer.topology(TinyResNet(), batch=x, input_shape=(2, 1, 2, 8, 8))
+
+
+def test_figures_of_firing_probabilities_say_so():
+    # Expected-mode rasters (grey ticks of probabilities) were titled "Spike rasters" with no hint.
+    from nsnn.layers import set_eval_mode
+    from visualizer.activity import spike_activity
+    from visualizer.activity_plots import raster_figure, rates_figure
+
+    torch.manual_seed(0)
+    net = nn.Sequential(SeqToANN(nn.Linear(6, 32)), NILIF(sigma=0.3))
+    x = torch.randn(5, 2, 6) * 3
+    for mode, probabilities in (("stochastic", False), ("expected", True)):
+        set_eval_mode(net, mode)
+        layers = spike_activity(net, x)
+        assert [layer.probabilities for layer in layers] == [probabilities]
+        raster_title = raster_figure(layers, "note")._suptitle.get_text()
+        rates_title = rates_figure(layers, "note").axes[0].get_title()
+        for title in (raster_title, rates_title):
+            assert ("firing probabilities (expected eval mode), not spikes" in title) is probabilities
+            assert title.endswith("\nnote")
+        assert ("the darker, the likelier" in raster_title) is probabilities
+        assert raster_title.startswith("Rasters" if probabilities else "Spike rasters")
+
+
+def test_stdp_histogram_of_a_run_pruned_during_training_names_its_shadow(tmp_path):
+    # The shadow of a run pruned during training was titled "before ... / after compression": both 60 %
+    # zero, as if compression had pruned nothing.
+    from visualizer.api import histogram_figure
+
+    root = tmp_path / "stdp"
+    arrays = make_stdp_run(root, before=False)
+    shadow = np.where(arrays["mask"], np.random.default_rng(1).random(arrays["mask"].shape), 0)
+    atomic_savez(root / "weights.npz", **arrays, w_xe_shadow=shadow)
+    title = histogram_figure(visualizer.load_source(root)).axes[0].get_title()
+    assert title == (
+        "STDP input weights at the end of training (w_xe_shadow, pruned during training) / after compression"
+    )
+    write_json(root / "config.json", {"n_input": 16, "n_exc": 6, "bits": 4})
+    atomic_savez(root / "weights.npz", **arrays, w_xe_shadow=shadow + 0.5)  # quantized during training only
+    title = histogram_figure(visualizer.load_source(root)).axes[0].get_title()
+    assert title == "STDP input weights before quantization (w_xe_shadow) / after compression"
+
+
+def test_drawing_and_figure_texts_say_what_is_drawn(stdp_dir, tmp_path):
+    from visualizer.api import fields_figure, histogram_figure
+    from visualizer.curves import curves_figure
+
+    root, _ = stdp_dir  # a 4×4 input
+    fig = draw_stdp(visualizer.topology(root), top_k=1, patch=29)
+    texts = [t.get_text() for t in [*fig.texts, *fig.axes[0].texts]]
+    rule = next(t for t in texts if t.startswith("Drawing rule"))
+    assert "pooled into 4×4 patches; for each excitatory neuron the patch with the largest" in rule
+    assert "weight is drawn" in rule and "input 4×4 px → 1×1 patches" in texts
+    with pytest.raises(ValueError, match="--before needs a BPTT model"):
+        histogram_figure(visualizer.load_source(TinyResNet()), before=root)
+    make_stdp_run(tmp_path / "dense", keep=1.0)
+    for run, pruned in ((tmp_path / "dense", None), (root, "; light blue = pruned (59.4%)")):
+        title = fields_figure(visualizer.load_source(run))._suptitle.get_text()
+        assert ("light blue" in title) is bool(pruned) and (pruned is None or title.endswith(pruned))
+    log = CsvLog(tmp_path / "metrics.csv", ["epoch", "train_loss"])
+    log.append({"epoch": 1, "train_loss": 0.5})
+    fig = curves_figure(tmp_path / "metrics.csv")
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]  # no 0.96 … 1.04

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nsnn.training.cli import explicit_dests
-from visualizer.api import FIGURES, Session
+from visualizer.api import FIGURES, Session, refuse_foreign
 from visualizer.export import GRAPH_FORMATS, export
 from visualizer.render import IMAGE_FORMATS, safe_output, save_figure, written_by_visualizer
 from visualizer.sources import StdpRun
@@ -162,11 +162,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     )
     stdp = isinstance(session.source, StdpRun)
     foreign_flags = sorted(getattr(args, "given", set()) & (BPTT_ONLY if stdp else STDP_ONLY))
-    if foreign_flags:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign_flags)
-        kind, other = ("an STDP run", "BPTT models") if stdp else ("a BPTT model", "STDP runs")
-        verb, them = ("apply", "them") if len(foreign_flags) > 1 else ("applies", "it")
-        raise ValueError(f"{args.source} is {kind}: {flags} {verb} to {other} only; drop {them}")
+    refuse_foreign(args.source, stdp, ["--" + name.replace("_", "-") for name in foreign_flags])
     applicable = [name for name, spec in FIGURES.items() if spec.applies(session.source)]
     wanted = list(dict.fromkeys(args.what or applicable))
     refused = [name for name in wanted if name not in applicable]

@@ -56,7 +56,9 @@ class Batch:
 class LayerActivity:
     """Spikes of one neuron layer: mean ``rate`` (spikes per neuron per step) over the whole batch,
     ``raster`` ``[T, k]`` of sample 0 for the neurons ``shown`` (indices into the flattened layer): the
-    spike values, 0/1, or in ``eval_mode="expected"`` the firing probabilities in [0, 1]."""
+    spike values, 0/1, or in ``eval_mode="expected"`` the firing probabilities in [0, 1]
+    (``probabilities``: sample 0 of the layer holds a value other than 0 and 1, so ``rate`` is the mean
+    firing probability, the expected spikes per neuron per step)."""
 
     name: str
     neuron_type: str
@@ -64,6 +66,7 @@ class LayerActivity:
     rate: float
     raster: np.ndarray
     shown: np.ndarray
+    probabilities: bool = False
 
 
 def _timestep(source: ModuleSource) -> int:
@@ -521,6 +524,7 @@ def spike_activity(
                 rec["sum"] / max(rec["count"], 1),
                 trains[:, shown],
                 shown,
+                bool(np.any((trains != 0) & (trains != 1))),
             )
         )
     return layers

@@ -19,14 +19,23 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+PROBABILITIES = "firing probabilities (expected eval mode), not spikes"
+
+
 def _require(layers: list[LayerActivity]) -> None:
     if not layers:
         raise ValueError("the model has no spiking neuron layers (nothing fired, nothing to plot)")
 
 
+def _title(title: str, layers: list[LayerActivity], note: str, probabilities: str) -> str:
+    """``title``, then ``probabilities`` when a layer output firing probabilities, then ``note``."""
+    lines = [title, probabilities if any(layer.probabilities for layer in layers) else "", note]
+    return "\n".join(line for line in lines if line)
+
+
 def raster_figure(layers: list[LayerActivity], note: str = "", max_columns: int = 6) -> Figure:
     """One panel per neuron layer: time step (x) × shown neurons (y), black = spike, for sample 0 (a
-    probability, as the expected mode outputs, in grey: the darker, the likelier)."""
+    probability, as the expected mode outputs, in grey: the darker, the likelier, as the title says)."""
     _require(layers)
     cols = min(max_columns, len(layers))
     rows = math.ceil(len(layers) / cols)
@@ -47,13 +56,17 @@ def raster_figure(layers: list[LayerActivity], note: str = "", max_columns: int 
             ax.set_ylabel("neuron (random subset)", fontsize=6.5)
         if k >= (rows - 1) * cols:
             ax.set_xlabel("time step", fontsize=6.5)
-    fig.suptitle("Spike rasters of sample 0" + (f"\n{note}" if note else ""), fontsize=9)
+    heading = (
+        "Rasters of sample 0" if any(layer.probabilities for layer in layers) else "Spike rasters of sample 0"
+    )
+    fig.suptitle(_title(heading, layers, note, f"{PROBABILITIES}: the darker, the likelier"), fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def rates_figure(layers: list[LayerActivity], note: str = "") -> Figure:
-    """Horizontal bars: mean firing rate (spikes per neuron per step, over the batch) per neuron layer."""
+    """Horizontal bars: mean firing rate (spikes per neuron per step, over the batch) per neuron layer;
+    for layers outputting firing probabilities, their mean (the expected rate), as the title says."""
     _require(layers)
     fig = new_figure(7.5, 0.6 + 0.28 * len(layers) + 0.8)
     ax = fig.add_subplot()
@@ -69,8 +82,7 @@ def rates_figure(layers: list[LayerActivity], note: str = "") -> Figure:
     ax.set_xlim(0, max(float(rates.max()) * 1.2, 1e-3))
     ax.set_xlabel("firing rate (spikes per neuron per time step)")
     mean = float(np.average(rates, weights=[layer.neurons for layer in layers]))
-    ax.set_title(
-        f"Firing rate per layer (all-neuron mean {mean:.3g})" + (f"\n{note}" if note else ""), fontsize=9
-    )
+    title = f"Firing rate per layer (all-neuron mean {mean:.3g})"
+    ax.set_title(_title(title, layers, note, f"{PROBABILITIES}: rates are their means"), fontsize=9)
     fig.tight_layout()
     return fig

@@ -36,6 +36,7 @@ from visualizer.sources import ModuleSource, Source, StdpRun, load_source
 from visualizer.stdp_graph import alive_synapses, stdp_graph
 from visualizer.trace import layer_graph
 from visualizer.weight_plots import (
+    kernel_shapes,
     layer_levels,
     module_weights,
     receptive_fields_figure,
@@ -50,35 +51,53 @@ DRAWERS: dict[str, Callable[..., Figure]] = {"stdp": draw_stdp, "layers": draw_l
 _BEFORE_ON_STDP = "--before compares BPTT models; an STDP run has its own pre-compression weights"
 
 
+def refuse_foreign(name: str, stdp: bool, options: Sequence[str]) -> None:
+    """``ValueError`` naming the ``options`` given for input ``name`` that only the other kind of source
+    reads (``stdp``: whether ``name`` is an STDP run); nothing when ``options`` is empty."""
+    if not options:
+        return
+    kind, other = ("an STDP run", "BPTT models") if stdp else ("a BPTT model", "STDP runs")
+    verb, them = ("apply", "them") if len(options) > 1 else ("applies", "it")
+    raise ValueError(f"{name} is {kind}: {', '.join(options)} {verb} to {other} only; drop {them}")
+
+
 def topology(
     obj: Any,
     *,
     batch: BatchLike | None = None,
     batch_raw: bool = False,
     input_shape: Sequence[int] | None = None,
-    inhibition: str = "summary",
+    inhibition: str | None = None,
 ) -> nx.DiGraph:
     """The network as a ``networkx.DiGraph``.
 
     ``obj``: an ``nn.Module``, an nsnn checkpoint, a BPTT run directory or an STDP run directory
     (or its ``weights.npz``). STDP: nodes are neurons, edges exactly the surviving synapses (see
-    :mod:`visualizer.stdp_graph`; ``inhibition`` "summary" or "full"). Modules: the layer graph of
-    :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: a
+    :mod:`visualizer.stdp_graph`; ``inhibition`` "summary", the default, or "full"). Modules: the layer
+    graph of :mod:`visualizer.trace`, shapes from a dummy batch of ``input_shape`` (inferred when None: a
     ``[B, ...]`` batch for a plain ANN, a model stepped once per call, or one looping a static input
     itself, see
     :func:`visualizer.activity.trace_input_shape`), or
     from ``batch`` (a ``[T, B, ...]`` tensor or numpy array, ``[B, ...]`` for a model without a time
     axis, or a .pt/.npy file: images of the checkpoint's static-image dataset, preprocessed as its test
     images unless ``batch_raw``, else model input; see :func:`visualizer.activity.run_batch`), which also
-    records firing rates.
+    records firing rates. Arguments the input does not read are refused (``ValueError``): ``batch``,
+    ``batch_raw`` and ``input_shape`` for an STDP run, ``inhibition`` for a module, ``input_shape`` beside
+    a ``batch`` (which sets the shapes), ``batch_raw`` without a ``batch``.
     """
     source = load_source(obj)
+    name = str(obj) if isinstance(obj, str | Path) else "this input"
     if isinstance(source, StdpRun):
-        return stdp_graph(source, inhibition)
+        given = {"batch": batch is not None, "batch_raw": batch_raw, "input_shape": input_shape is not None}
+        refuse_foreign(name, True, [option for option, used in given.items() if used])
+        return stdp_graph(source, inhibition or "summary")
+    refuse_foreign(name, False, ["inhibition"] if inhibition is not None else [])
+    if batch is not None and input_shape is not None:
+        raise ValueError("give batch or input_shape, not both: the batch's shape is the one traced")
     if batch is not None or batch_raw:  # batch_raw without a batch: run_batch refuses it
-        given = run_batch(source, batch, raw=batch_raw)
-        graph = layer_graph(source.model, given.x)
-        graph.graph["batch"] = given.description
+        recorded = run_batch(source, batch, raw=batch_raw)
+        graph = layer_graph(source.model, recorded.x)
+        graph.graph["batch"] = recorded.description
         return graph
     return layer_graph(source.model, input_shape=input_shape or trace_input_shape(source))
 
@@ -100,28 +119,75 @@ def draw(graph: nx.DiGraph, path: str | Path, *, dpi: int = 150, **options: Any)
 
 
 def _stdp(source: Source, what: str) -> StdpRun:
+    """``source`` if an STDP run, else ``ValueError``; ``what``: subject and verb ("histograms need")."""
     if not isinstance(source, StdpRun):
-        raise ValueError(f"{what} need an STDP run (weights.npz), got a {type(source.model).__name__} model")
+        raise ValueError(f"{what} an STDP run (weights.npz), got a {type(source.model).__name__} model")
     return source
 
 
 def _module(source: Source, what: str) -> ModuleSource:
+    """``source`` if a BPTT model, else ``ValueError``; ``what``: subject and verb ("histograms need")."""
     if not isinstance(source, ModuleSource):
-        raise ValueError(f"{what} need a BPTT model (nn.Module, checkpoint or run dir), got an STDP run")
+        raise ValueError(f"{what} a BPTT model (nn.Module, checkpoint or run dir), got an STDP run")
     return source
 
 
+def before_source(source: Source, before: Any) -> ModuleSource:
+    """``before`` (a module, checkpoint or run dir) loaded as the pre-compression weights of ``source``:
+    ``ValueError`` for an STDP run (it has its own), and unless its conv/linear layers, by name and
+    weight shape, are those of ``source``'s model (another network's weights compare with nothing)."""
+    if isinstance(source, StdpRun):
+        raise ValueError(_BEFORE_ON_STDP)
+    previous = _module(load_source(before), "--before needs")
+    mine, theirs = kernel_shapes(source.model), kernel_shapes(previous.model)
+    if mine != theirs:
+        groups = {
+            "shapes (--before vs model)": [
+                f"{n} {list(theirs[n])} vs {list(mine[n])}"
+                for n in mine
+                if n in theirs and mine[n] != theirs[n]
+            ],
+            "only in the model": [n for n in mine if n not in theirs],
+            "only in --before": [n for n in theirs if n not in mine],
+        }
+        differ = "; ".join(
+            f"{group}: {', '.join(items[:3])}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            for group, items in groups.items()
+            if items
+        )
+        name = before if isinstance(before, str | Path) else f"a {type(previous.model).__name__}"
+        raise ValueError(
+            f"--before {name} is another network than the {type(source.model).__name__} shown, its "
+            f"conv/linear layers differ ({differ}); give this network's checkpoint before compression"
+        )
+    return previous
+
+
 def fields_figure(source: Source) -> Figure:
-    run = _stdp(source, "receptive fields")
+    run = _stdp(source, "receptive fields need")
     return receptive_fields_figure(run.w_xe, run.mask, run.assignments)
 
 
+def _stdp_histogram_title(run: StdpRun) -> str:
+    """Title naming what the run's "before" weights are; the full-precision shadow of a run compressed
+    during training is not the dense network: pruned during training, it holds the same zeros."""
+    if run.before_key != "w_xe_shadow":
+        return f"STDP input weights before ({run.before_key}) / after compression" if run.before_key else ""
+    pruned = run.w_before is not None and bool((~run.mask).any()) and not run.w_before[~run.mask].any()
+    stage = "before quantization" if run.configured_bits is not None else "at the end of training"
+    return (
+        f"STDP input weights {stage} (w_xe_shadow{', pruned during training' if pruned else ''}) "
+        "/ after compression"
+    )
+
+
 def histogram_figure(source: Source, before: Any = None) -> Figure:
-    """STDP: ``w_xe_dense``/``w_xe_initial`` vs the alive weights (kept by the mask and nonzero), bits
-    as configured in ``config.json``, or, for a run neither pruned nor quantized, its weights alone;
-    modules: ``before`` (another module/checkpoint, optional) vs the
-    non-zero conv/linear weights, which for a module neither pruned nor quantized and no ``before`` are
-    shown as its weights (no before/after, no pruned or alive ones)."""
+    """STDP: ``w_xe_dense``/``w_xe_shadow``/``w_xe_initial`` vs the alive weights (kept by the mask and
+    nonzero), bits as configured in ``config.json``, or, for a run neither pruned nor quantized, its
+    weights alone; modules: ``before`` (the same network before compression, a module/checkpoint/run dir,
+    optional: see :func:`before_source`) vs the non-zero conv/linear weights, which for a module
+    neither pruned nor quantized and no ``before`` are shown as its weights (no before/after, no pruned
+    or alive ones)."""
     if isinstance(source, StdpRun):
         if before is not None:
             raise ValueError(_BEFORE_ON_STDP)
@@ -130,20 +196,15 @@ def histogram_figure(source: Source, before: Any = None) -> Figure:
             return weight_histogram_figure(
                 None, w[w != 0], total=w.size, title="STDP input weights (not compressed)", compressed=False
             )
-        title = (
-            f"STDP input weights before ({source.before_key}) / after compression"
-            if source.before_key
-            else ""
-        )
         return weight_histogram_figure(
             source.w_before,
             source.w_xe[alive_synapses(source)],
             total=source.w_xe.size,
-            title=title,
+            title=_stdp_histogram_title(source),
             bits=source.configured_bits,
         )
     after = module_weights(source.model)
-    previous = None if before is None else module_weights(_module(load_source(before), "histograms").model)
+    previous = None if before is None else module_weights(before_source(source, before).model)
     compressed = bool(compression_state(source.model))
     if previous is not None:
         kind = " before / after compression"
@@ -163,6 +224,8 @@ def metrics_path(obj: Any) -> Path:
     """The ``metrics.csv`` of a run directory, a checkpoint's folder, or the given .csv path."""
     if isinstance(obj, str | Path):
         path = Path(obj).expanduser()
+        if not path.exists():  # a typo'd run or checkpoint is not its parent folder's metrics
+            raise FileNotFoundError(f"no such file or directory: {path}")
         found = path if path.suffix == ".csv" else (path if path.is_dir() else path.parent) / "metrics.csv"
         if not found.is_file():
             raise FileNotFoundError(f"no metrics.csv at {found}")
@@ -192,10 +255,8 @@ class Session:
         draw_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.source = load_source(obj)
-        if before is not None:  # resolved up front: a wrong path fails before any figure is made
-            if isinstance(self.source, StdpRun):
-                raise ValueError(_BEFORE_ON_STDP)
-            before = _module(load_source(before), "--before")
+        if before is not None:  # resolved up front: a wrong path or network fails before any figure
+            before = before_source(self.source, before)
         self.batch_arg, self.batch_raw, self.batch_size, self.before = batch, batch_raw, batch_size, before
         self.inhibition = inhibition
         self.draw_options = draw_options or {}
@@ -203,12 +264,12 @@ class Session:
     @cached_property
     def batch(self) -> Batch:
         return run_batch(
-            _module(self.source, "spike figures"), self.batch_arg, self.batch_size, raw=self.batch_raw
+            _module(self.source, "spike figures need"), self.batch_arg, self.batch_size, raw=self.batch_raw
         )
 
     @cached_property
     def activity(self) -> list[LayerActivity]:
-        return spike_activity(_module(self.source, "spike figures").model, self.batch.x)
+        return spike_activity(_module(self.source, "spike figures need").model, self.batch.x)
 
     @cached_property
     def graph(self) -> nx.DiGraph:

@@ -107,6 +107,8 @@ def _legend_above_data(ax: Axes, entries: int) -> None:
 
 def curves_figure(metrics: str | Path, title: str = "") -> Figure:
     """The figure described in the module docstring; ``ValueError`` if the CSV has nothing to plot."""
+    from matplotlib.ticker import MaxNLocator
+
     rows = read_csv(metrics)
     if not rows:
         raise ValueError(f"{metrics} has a header but no rows: nothing to plot yet")
@@ -135,6 +137,8 @@ def curves_figure(metrics: str | Path, title: str = "") -> Figure:
     nrows = math.ceil(len(panels) / cols)
     fig = new_figure(4.2 * cols, 3.0 * nrows + 0.4)
     runs_broken = False
+    finite_x = x[np.isfinite(x)]
+    integer_x = bool(np.all(finite_x == np.round(finite_x)))
     for k, (panel, series) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, cols, k + 1)
         for k_series, line in enumerate(series):
@@ -161,6 +165,8 @@ def curves_figure(metrics: str | Path, title: str = "") -> Figure:
             ax.set_yscale("log")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel(x_name or "row", fontsize=8)
+        if integer_x:  # epochs, steps, examples: no fractional ticks around a single one
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if len(series) > 1:

@@ -91,7 +91,9 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     width = _image_width(n_input)
     if patch is not None and patch < 1:
         raise ValueError(f"patch must be ≥ 1 (pixels per patch side) or None (auto), got {patch}")
-    patch = patch or max(1, math.ceil(width / MAX_PATCH_GRID))
+    pixel_rows = math.ceil(n_input / width)
+    # a patch wider than the image pools all of it: say (and draw) the patch it is
+    patch = min(patch or max(1, math.ceil(width / MAX_PATCH_GRID)), max(width, pixel_rows))
     pid, grid_rows, grid_cols = _patch_index(n_input, patch)
     n_patch = grid_rows * grid_cols
     summed = np.zeros((n_patch, n_exc))
@@ -104,7 +106,6 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
     cell = min(5.5 / grid_cols, 0.75 * height / grid_rows)
     x0, y0 = 0.0, (height - cell * grid_rows) / 2
 
-    pixel_rows = math.ceil(n_input / width)
     fan_out = np.zeros(pixel_rows * width)
     fan_out[:n_input] = alive.sum(axis=1)
     extent = (x0, x0 + cell * width / patch, y0, y0 + cell * pixel_rows / patch)
@@ -233,12 +234,17 @@ def draw_stdp(graph: nx.DiGraph, *, top_k: int = 3, patch: int | None = None) ->
         fig.text(
             0.5, 0.925, str(graph.graph["note"]), ha="center", fontsize=11, color="tab:red", fontweight="bold"
         )
+    drawn = min(top_k, n_patch)
+    strongest = (
+        "patch with the largest summed surviving weight is"
+        if drawn == 1
+        else (f"{drawn} patches with the largest summed surviving weight are")
+    )
     fig.text(
         0.02,
         0.03,
         f"Drawing rule: pixels pooled into {patch}×{patch} patches; for each excitatory neuron the "
-        f"{min(top_k, n_patch)} "
-        "patches with the largest summed surviving weight are drawn (width ∝ that sum, "
+        f"{strongest} drawn (width ∝ that sum, "
         "colour = the neuron's class; black dashed = never fired).\n"
         "Grey map: alive synapses per pixel (white none, mid-grey all). The exported graph holds every "
         "alive synapse, kept and nonzero (pruned and zero-weight synapses are absent).",

@@ -86,7 +86,7 @@ def receptive_fields_figure(
             )
     ax.set_axis_off()
     fig.colorbar(image, cax=fig.add_axes((0.92, 0.2, 0.015, 0.6)), label="weight")
-    pruned_text = f"; light blue = pruned ({percent(1 - mask.mean())})" if mask is not None else ""
+    pruned_text = f"; light blue = pruned ({percent(1 - mask.mean())})" if pruned.any() else ""
     fig.suptitle(
         title
         or f"Receptive fields of {n_exc} excitatory neurons ({side}×{side}), "
@@ -105,6 +105,15 @@ def _kernels(model: nn.Module) -> list[torch.Tensor]:
         if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
     }
     return list(kernels.values())
+
+
+def kernel_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Weight shape of each conv/linear layer (``weight`` with ndim ≥ 2) of ``model``, by module name."""
+    return {
+        name: tuple(m.weight.shape)
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
+    }
 
 
 def module_weights(model: nn.Module) -> np.ndarray:
