@@ -1850,6 +1850,112 @@ def test_cli_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
         stdp_cli.main(["--resume", str(run)])
 
 
+def test_a_ctrl_c_while_the_figures_are_drawn_leaves_a_run_that_resume_finishes(
+    tmp_path, monkeypatch, capsys
+):
+    # summary.json was written before the figures and the removal of the progress files: interrupted
+    # while drawing, the run was told to --resume, which refused it as finished; its figures were lost
+    # and its progress files (~13 MB at N = 400) stayed.
+    from nsnn.stdp import plots, resume_experiment, runio
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    data = image_set(*bars(4))
+    monkeypatch.setattr(stdp_cli, "_config", lambda args: tiny(chunk=2))
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (data, data))
+    plot_training = plots.plot_training
+    monkeypatch.setattr(plots, "plot_training", stop)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as interrupted:
+        stdp_cli.main(["--target", "numpy", "--train", "4", "--test", "4", "--out", str(run)])
+    assert interrupted.value.code == 130
+    assert f"finish it with: python scripts/stdp_mnist.py --resume {run}" in capsys.readouterr().err
+    assert not (run / "summary.json").exists() and (run / runio.PROGRESS).is_file()
+    monkeypatch.setattr(plots, "plot_training", plot_training)
+    timing = {"ms_per_example", "cpu_ms_per_example", "build_seconds"}
+
+    def rows() -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k not in timing} for r in read_csv(run / "metrics.csv")]
+
+    before, weights = rows(), runio.load_npz(run / runio.WEIGHTS)
+    (run / "summary.json").write_text("{}")  # as an nsnn that wrote it before the figures left it
+    summary = stdp_cli.main(["--resume", str(run)])
+    assert summary["n_train"] == 4 and json.loads((run / "summary.json").read_text())["n_train"] == 4
+    assert rows() == before and [r["phase"] for r in before] == ["train", "train", "label", "test"]
+    assert all(np.array_equal(v, runio.load_npz(run / runio.WEIGHTS)[k]) for k, v in weights.items())
+    for name in ("receptive_fields.png", "weight_histogram.png", "training.png"):
+        assert (run / name).is_file(), name
+    assert not (run / runio.PROGRESS).exists() and not (run / runio.COUNTS).exists()
+
+    # stopped between removing its progress files and writing summary.json: told what it holds
+    (run / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"stopped as it finished.* --from-run .* or delete"):
+        resume_experiment(run, data, data)
+
+
+def test_an_interrupted_evaluation_with_finished_cells_says_to_delete_its_folder(
+    tmp_path, monkeypatch, capsys
+):
+    # An interrupted --sweep --from-run with a finished cell was "an unfinished run (no summary.json)":
+    # neither the same command (the folder holds files) nor --resume (an evaluation) could go on.
+    from nsnn.stdp import pipeline
+
+    source = tmp_path / "dense"
+    write_config(source, tiny(), {"n_train": 4, "n_label": 4, "n_test": 4, "data": "embedded"})
+    state = init_state(tiny())
+    save_run(source, state, np.zeros(tiny().n_exc, dtype=np.int64), {"w_xe_dense": state.w})
+    data = image_set(*bars(4))
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (data, data))
+    cell = {"sparsity": 0.0, "bits": 32, "synapses": 256, "accuracy": 0.5, "label_accuracy": 0.5}
+
+    def one_cell_then_stop(*args, log, **kwargs):
+        log({**cell, "input_events_per_inference": 1.0})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "sweep", one_cell_then_stop)
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit):
+        stdp_cli.main(["--from-run", str(source), "--sweep", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "an evaluation cannot be resumed" in err and f"delete {out} (or give another --out)" in err
+    assert f"what it finished is in {out / 'metrics.csv'}" in err and "(no summary.json)" not in err
+    assert [r["phase"] for r in read_csv(out / "metrics.csv")] == ["sweep"]  # kept
+
+
+def test_an_unfinished_run_is_told_how_to_go_on_by_from_run_and_resume(tmp_path, monkeypatch):
+    # --from-run of an interrupted training run asked "is it an STDP run directory?" (the visualizer
+    # said to --resume it); --resume of a run killed (SIGTERM) before its first block said to start it
+    # again, which the folder then refused as it holds files.
+    from nsnn.stdp import resume_experiment, runio
+
+    data = image_set(*bars(4))
+    saved = stop_after_saving(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny(chunk=2), data, data, run_dir=tmp_path / "cut")
+    monkeypatch.setattr(runio, "save_progress", saved)
+    cut = tmp_path / "cut"
+    message = (
+        f"{cut} is an STDP run that has not finished (no weights.npz yet); finish it with: "
+        f"python scripts/stdp_mnist.py --resume {cut}"
+    )
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        load_run(cut)
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        stdp_cli.main(["--from-run", str(cut), "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+
+    killed = tmp_path / "killed"  # what a run killed while its first block was built leaves
+    write_config(
+        killed, tiny(), {"n_train": 4, "n_label": 4, "n_test": 4, "data": "embedded", "sweep": False}
+    )
+    (killed / "brian").mkdir()
+    (killed / "metrics.csv").write_text("phase,examples\n")
+    told = f"{killed} stopped before its first training block ended: there is nothing to resume; delete "
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{told}{killed} (or give another --out)")):
+        resume_experiment(killed, data, data)
+
+
 def test_a_run_stopped_before_its_first_block_was_saved_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     # A Ctrl-C during the first block (the standalone build) left a folder with no train_state.npz: it
     # could not be resumed, and the same --out was refused because it held files.

@@ -15,10 +15,12 @@ MNIST idx files. ``--from-run`` labels and tests on the saved run's own data (it
 --label and --test) unless those flags are given; a --train given alone labels on all of it. ``--resume``
 finishes an interrupted training run: after every block of examples (``--chunk``) it keeps its
 progress in ``train_state.npz`` and ``train_counts.bin``, from which training goes on exactly as if it
-had not stopped; a run interrupted before its first block was saved removes what it wrote and the
-folders it made (nothing to resume), so the same command can be run again. The embedded split is part
-of the official MNIST test set: a run trained on it and tested on a --data-dir is warned when its test
-images include ones it trained on (with their count).
+had not stopped, also when it stopped while evaluating or drawing its figures (summary.json is written
+last); a run interrupted before its first block was saved removes what it wrote and the folders it made
+(nothing to resume), so the same command can be run again. An interrupted --from-run evaluation cannot be
+resumed: delete its folder (what it finished is in its metrics.csv) or give another --out. The embedded
+split is part of the official MNIST test set: a run trained on it and tested on a --data-dir is warned
+when its test images include ones it trained on (with their count).
 
 ``--from-run RUN`` evaluates a saved run without training: its dense weights compressed at
 --prune (or --prune-threshold) and --bits (or with ``--sweep`` at every pair of a grid), relabelled and
@@ -434,7 +436,8 @@ def _guarded(
     parents: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """``work()``, its Python warnings printed plainly as they come (one issued during training lets the
-    user stop the run early) and a Ctrl-C told how to go on from it.
+    user stop the run early) and a Ctrl-C told how to go on from it (``--resume``, or why it cannot:
+    :func:`~nsnn.stdp.experiment.resume_refusal`).
 
     ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
     it was empty); ``parents``: the folders above it that it made too, deepest first. A new run
@@ -442,7 +445,8 @@ def _guarded(
     removed (:func:`_discard_unsaved`), so the same command can be run again. One stopped by an error
     keeps its folder (the error may point into its build) and says so.
     """
-    from nsnn.stdp.runio import PROGRESS
+    from nsnn.stdp.experiment import resume_refusal
+    from nsnn.stdp.runio import finish_hint
 
     # Brian2 routes Python warnings into its log on import (logging.captureWarnings): imported first (as
     # nsnn imports it, keeping an ignored SIGINT ignored), it does so before the block below, which then
@@ -455,12 +459,9 @@ def _guarded(
         except KeyboardInterrupt:
             if created is not None and _discard_unsaved(run_dir, created, "interrupted", parents):
                 raise SystemExit(130) from None
-            how = (
-                f"; finish it with: python scripts/stdp_mnist.py --resume {run_dir}"
-                if (run_dir / PROGRESS).is_file()
-                else " (no summary.json)"
-            )
-            print(f"\ninterrupted: {run_dir} holds an unfinished run{how}", file=sys.stderr)
+            refusal = resume_refusal(run_dir)
+            how = f"{run_dir} holds an unfinished run; {finish_hint(run_dir)}" if refusal is None else refusal
+            print(f"\ninterrupted: {how}", file=sys.stderr)
             raise SystemExit(130) from None
         except BaseException as e:
             # an error keeps the folder (its message may point into the build) and says what to do

@@ -1,9 +1,11 @@
 """A complete STDP experiment into one run directory: train → compress → label → test (→ sweep).
 
 Writes ``config.json``, ``metrics.csv`` (one row per training block, compression, label/test pass and
-sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, ``summary.json`` and
-figures (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep:
-``sweep.csv`` and ``sweep.png``). Standalone C++ projects are built under ``run_dir/brian``.
+sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, figures
+(``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep: ``sweep.csv`` and
+``sweep.png``) and, last, after removing its training progress files, ``summary.json``: a run interrupted
+before then can be resumed (:func:`resume_experiment`), figures included. Standalone C++ projects are
+built under ``run_dir/brian``.
 
 ``bits`` of metrics.csv's compress rows is the precision training transmits from that point on (``bits``,
 or 32: full precision, also with ``levels``, which are applied at deployment only). ``bits`` (metrics.csv's
@@ -240,16 +242,12 @@ def resume_experiment(
     result and metrics.csv rows the uninterrupted run would have (an evaluation it was in is run
     again). ``train_set``/``test_set`` must be the run's data (its counts and, for training, its
     fingerprint are checked)."""
-    from nsnn.stdp.runio import PROGRESS, SUMMARY, load_progress
+    from nsnn.stdp.runio import SUMMARY, load_progress
 
     run_dir = Path(run_dir)
-    if (run_dir / SUMMARY).is_file():
-        raise ValueError(f"{run_dir} is a finished run (it has {SUMMARY}); there is nothing to resume")
-    if not (run_dir / PROGRESS).is_file():
-        raise FileNotFoundError(
-            f"no {PROGRESS} in {run_dir}: not an STDP run, or one that stopped before its first training "
-            "block ended (start it again)"
-        )
+    refusal = resume_refusal(run_dir)
+    if refusal is not None:
+        raise ValueError(refusal) if (run_dir / SUMMARY).is_file() else FileNotFoundError(refusal)
     saved = read_json(run_dir / CONFIG)
     record = saved.get("run", {})
     config = STDPConfig.from_dict({k: v for k, v in saved.items() if k != "run"})
@@ -266,9 +264,45 @@ def resume_experiment(
     grid = (tuple(record["sweep_sparsities"]), tuple(record["sweep_bits"])) if record.get("sweep") else None
     data, started = ((x_train, y_train), (x_test, y_test)), time.perf_counter()
     with _writing(run_dir):
+        (run_dir / SUMMARY).unlink(missing_ok=True)  # one written before the figures by an older nsnn
         return _experiment(
             config, *data, run_dir.resolve(), record["n_label"], grid, progress, build_dir, started, resume
         )
+
+
+def resume_refusal(run_dir: str | Path) -> str | None:
+    """Why :func:`resume_experiment` cannot finish the run in ``run_dir``, with what to do instead; None
+    when it can: the folder holds a training run's progress (``train_state.npz``). A run writes its
+    summary.json last, after its figures and after removing its progress files; a folder holding both
+    (interrupted while drawing its figures by an nsnn that wrote summary.json first) is resumed too."""
+    from nsnn.stdp.runio import PROGRESS, SUMMARY, WEIGHTS
+
+    run_dir = Path(run_dir)
+    if (run_dir / PROGRESS).is_file():
+        return None
+    if (run_dir / SUMMARY).is_file():
+        return f"{run_dir} is a finished run (it has {SUMMARY}); there is nothing to resume"
+    try:
+        saved = read_json(run_dir / CONFIG)
+    except (OSError, ValueError):
+        saved = None
+    record = saved.get("run") if isinstance(saved, dict) else None
+    if not isinstance(record, dict):
+        return f"no {PROGRESS} in {run_dir}: not an STDP run"
+    again = f"delete {run_dir} (or give another --out) to run it again"
+    if "n_train" not in record:  # the folder of an evaluation (sweep_run, retest_run)
+        of = f" of {record['sweep_of']}" if "sweep_of" in record else ""
+        return (
+            f"{run_dir} holds an unfinished evaluation{of}, and an evaluation cannot be resumed; {again} "
+            f"(what it finished is in {run_dir / 'metrics.csv'})"
+        )
+    if (run_dir / WEIGHTS).is_file():
+        return (
+            f"{run_dir} stopped as it finished, after removing its training progress and before writing "
+            f"{SUMMARY}: it cannot be resumed; its network ({WEIGHTS}) can be evaluated with --from-run "
+            f"{run_dir}, or {again}"
+        )
+    return f"{run_dir} stopped before its first training block ended: there is nothing to resume; {again}"
 
 
 @contextlib.contextmanager
@@ -310,7 +344,7 @@ def _experiment(
     again. Callers hold ``run_dir``'s lock meanwhile (:func:`_writing`)."""
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
-    from nsnn.stdp.runio import COUNTS, PROGRESS, save_progress
+    from nsnn.stdp.runio import COUNTS, PROGRESS, SUMMARY, save_progress
 
     (x_train, y_train), (x_test, y_test) = train_xy, test_xy
     digest = _digest(x_train, y_train)
@@ -391,10 +425,10 @@ def _experiment(
     if sweep_rows:
         summary["sweep"] = _sweep_outputs(run_dir, sweep_rows)
     summary["wall_seconds"] = time.perf_counter() - started
-    write_json(run_dir / "summary.json", summary)
     _figures(run_dir, config, trained.state.w, final, dense)
-    (run_dir / PROGRESS).unlink(missing_ok=True)  # the run is done: its summary says so
+    (run_dir / PROGRESS).unlink(missing_ok=True)  # the run is done; interrupted before this, resumable
     (run_dir / COUNTS).unlink(missing_ok=True)
+    write_json(run_dir / SUMMARY, summary)  # last: a folder with a summary.json holds the whole run
     return summary
 
 

@@ -17,7 +17,8 @@
     run = load_run(run_dir); run.state.w.shape; run.assignments
 
 An unfinished run also holds its training progress (:func:`save_progress`, :func:`load_progress`):
-``train_state.npz`` and ``train_counts.bin``, removed when the run is done.
+``train_state.npz`` and ``train_counts.bin``, removed when the run is done, right before it writes
+``summary.json``, its last file (:func:`finish_hint` says how to finish it).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ def load_run(run_dir: str | Path) -> StdpRun:
     run_dir = Path(run_dir)
     path = run_dir / WEIGHTS
     if not path.is_file():
+        if (run_dir / PROGRESS).is_file():
+            raise FileNotFoundError(
+                f"{run_dir} is an STDP run that has not finished (no {WEIGHTS} yet); {finish_hint(run_dir)}"
+            )
         raise FileNotFoundError(f"no {WEIGHTS} in {run_dir}; is it an STDP run directory?")
     data = read_json(run_dir / CONFIG)
     config = STDPConfig.from_dict({k: v for k, v in data.items() if k != "run"})
@@ -115,6 +120,12 @@ def load_run(run_dir: str | Path) -> StdpRun:
         extra_weights=extra,
         summary=summary,
     )
+
+
+def finish_hint(run_dir: str | Path) -> str:
+    """The next step for the unfinished run in ``run_dir`` (it holds ``train_state.npz``): the command
+    that finishes it."""
+    return f"finish it with: python scripts/stdp_mnist.py --resume {run_dir}"
 
 
 def save_progress(run_dir: str | Path, progress: TrainProgress, data_digest: str) -> Path:
