@@ -1180,11 +1180,15 @@ def test_cli_from_run_json_has_the_contract_keys(tmp_path, monkeypatch, capsys):
     (pruned / "config.json").write_text(json.dumps({**tiny().to_dict(), "run": run_info}))
     save_run(pruned, state, np.zeros(tiny().n_exc, dtype=np.int64))
     for extra, asked in (
-        (["--prune", "0.5"], "--prune/--prune-threshold/--bits/--levels"),
+        (["--prune", "0.5"], "--prune/--prune-threshold/--bits"),  # --levels: refused for any --from-run
         (["--sweep"], "--sweep"),
     ):
         with pytest.raises(SystemExit, match=f"compressed during training .* drop {asked} to evaluate"):
             stdp_cli.main(["--from-run", str(pruned), "--out", str(tmp_path / "never"), *extra])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # what that message leaves out: any --from-run refuses it
+        stdp_cli.main(["--from-run", str(pruned), "--out", str(tmp_path / "never"), "--levels", "0", "1"])
+    assert "drop --levels" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     retested = []
     monkeypatch.setattr("nsnn.stdp.retest_run", lambda run, *a, **k: retested.append(run.run_dir) or cell)

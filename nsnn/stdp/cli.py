@@ -350,7 +350,7 @@ def _source_run(args: argparse.Namespace) -> StdpRun:
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: --from-run {args.from_run}: {e}") from None
     if "w_xe_dense" not in run.extra_weights and (args.sweep or args.compression_given):
-        asked = "--sweep" if args.sweep else "--prune/--prune-threshold/--bits/--levels"
+        asked = "--sweep" if args.sweep else "--prune/--prune-threshold/--bits"  # --levels: refused before
         raise SystemExit(
             f"error: --from-run {args.from_run} was compressed during training (prune_every "
             f"{run.config.prune_every}) and keeps no dense weights to compress afresh; drop {asked} to "
