@@ -345,6 +345,7 @@ def _experiment(
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
     from nsnn.stdp.runio import COUNTS, PROGRESS, SUMMARY, save_progress
+    from nsnn.training.runtime import sigint_deferred
 
     (x_train, y_train), (x_test, y_test) = train_xy, test_xy
     digest = _digest(x_train, y_train)
@@ -426,9 +427,10 @@ def _experiment(
         summary["sweep"] = _sweep_outputs(run_dir, sweep_rows)
     summary["wall_seconds"] = time.perf_counter() - started
     _figures(run_dir, config, trained.state.w, final, dense)
-    (run_dir / PROGRESS).unlink(missing_ok=True)  # the run is done; interrupted before this, resumable
-    (run_dir / COUNTS).unlink(missing_ok=True)
-    write_json(run_dir / SUMMARY, summary)  # last: a folder with a summary.json holds the whole run
+    with sigint_deferred():  # the run is done: its progress goes and its summary comes, both or neither
+        (run_dir / PROGRESS).unlink(missing_ok=True)
+        (run_dir / COUNTS).unlink(missing_ok=True)
+        write_json(run_dir / SUMMARY, summary)  # last: a folder with a summary.json holds the whole run
     return summary
 
 
