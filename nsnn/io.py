@@ -104,8 +104,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_save_torch(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` that never leaves a torn file behind."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` that never leaves a torn file behind; a failed write (a full disk) raises its
+    ``OSError`` naming ``path``, not the ``RuntimeError`` torch's zip writer turns it into."""
+
+    def save(f: IO[bytes]) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            cause = e.__context__
+            if isinstance(cause, OSError) and cause.errno is not None:
+                raise OSError(cause.errno, cause.strerror) from e
+            raise
+
+    return atomic_write(path, save)
 
 
 def _failed_zip_member(path: Path) -> str | None:

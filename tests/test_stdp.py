@@ -1891,11 +1891,39 @@ def test_a_ctrl_c_while_the_figures_are_drawn_leaves_a_run_that_resume_finishes(
     for name in ("receptive_fields.png", "weight_histogram.png", "training.png"):
         assert (run / name).is_file(), name
     assert not (run / runio.PROGRESS).exists() and not (run / runio.COUNTS).exists()
-
-    # stopped between removing its progress files and writing summary.json: told what it holds
-    (run / "summary.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"stopped as it finished.* --from-run .* or delete"):
+    with pytest.raises(ValueError, match="is a finished run"):
         resume_experiment(run, data, data)
+
+
+def test_an_error_as_a_run_finishes_leaves_it_resumable_and_says_how(tmp_path, monkeypatch, capsys):
+    # The progress files were removed before summary.json was written: a full disk there left a run that
+    # could neither be resumed nor read as finished, and an error (unlike a Ctrl-C) printed no next step.
+    import errno
+
+    from nsnn.stdp import experiment, runio
+
+    real = experiment.write_json
+
+    def full_disk(path: Path, obj: Any) -> Path:
+        if Path(path).name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, obj)
+
+    data = image_set(*bars(4))
+    monkeypatch.setattr(stdp_cli, "_config", lambda args: tiny(chunk=2))
+    monkeypatch.setattr(stdp_cli, "load_data", lambda args: (data, data))
+    monkeypatch.setattr(experiment, "write_json", full_disk)
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match="No space left on device"):
+        stdp_cli.main(["--target", "numpy", "--train", "4", "--test", "4", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert (
+        f"{run} holds an unfinished run; finish it with: python scripts/stdp_mnist.py --resume {run}" in err
+    )
+    assert (run / runio.PROGRESS).is_file() and not (run / "summary.json").exists()
+    monkeypatch.setattr(experiment, "write_json", real)
+    assert stdp_cli.main(["--resume", str(run)])["n_train"] == 4
+    assert (run / "summary.json").is_file() and not (run / runio.PROGRESS).exists()
 
 
 def test_an_interrupted_evaluation_with_finished_cells_says_to_delete_its_folder(

@@ -868,8 +868,6 @@ def test_evaluations_plot_shows_a_repeated_evaluation_once(tmp_path):
         row("stochastic", 1, 0.951),
         row("stochastic", 1, 0.9, 1),
     ]
-    rows[4] = {**rows[4], "snapshot": "best.pt"}  # the same file named from another folder
-    rows[5] = {**rows[5], "snapshot": "/home/me/run/best.pt"}
     distinct = distinct_evaluations(rows)
     assert [(r["eval_mode"], r["n_ensembles"], r["seed"]) for r in distinct] == [
         ("stochastic", 1, 0),
@@ -938,6 +936,15 @@ def test_evaluations_on_other_data_are_kept_apart_from_the_runs_own(tmp_path, ca
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (last["snapshot"], last["data"]) == (str((run / "best.pt").resolve()), str(other.resolve()))
     assert len(distinct_evaluations(read_csv(run / "evaluations.csv"))) == 2
+    # two runs' best.pt evaluated into one --out folder are two evaluations (keyed by file name, they
+    # were one bar)
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin, ignore=shutil.ignore_patterns("evaluations.*", "eval-*"))
+    shared = tmp_path / "shared"
+    for snapshot in (run, twin):
+        argv = ["--snapshot", str(snapshot), "--out", str(shared), "--eval-mode", "deterministic"]
+        assert test_main([*argv, "--data-dir", str(full.parent)], dataset="cifar10") == 0
+    assert len(distinct_evaluations(read_csv(shared / "evaluations.csv"))) == 2
 
 
 _KILLER = textwrap.dedent(
@@ -1301,6 +1308,23 @@ def test_load_npz_names_a_damaged_file(damage, tmp_path):
     ) as e:
         load_npz(path)
     assert "allow_pickle" not in str(e.value)
+
+
+def test_a_checkpoint_write_that_fails_raises_the_oserror_naming_its_file(tmp_path):
+    # torch's zip writer turns a failed write (a full disk) into "RuntimeError: [enforce fail at
+    # inline_container.cc] unexpected pos": no file named, and not the OSError the CLI reports.
+    import resource
+
+    from nsnn.io import atomic_save_torch
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # writes past 200 kB fail with EFBIG
+    try:
+        with pytest.raises(OSError, match=r"\[Errno 27\] File too large: '.*last\.pt'"):
+            atomic_save_torch({"w": torch.zeros(100_000)}, tmp_path / "last.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []  # no torn file, no temp file
 
 
 def test_atomic_writes_give_open_permissions_without_touching_the_umask(tmp_path, monkeypatch):

@@ -437,7 +437,7 @@ def _guarded(
 ) -> dict[str, Any]:
     """``work()``, its Python warnings printed plainly as they come (one issued during training lets the
     user stop the run early) and a Ctrl-C told how to go on from it (``--resume``, or why it cannot:
-    :func:`~nsnn.stdp.experiment.resume_refusal`).
+    :func:`~nsnn.stdp.experiment.resume_refusal`), as is an error that left a resumable run.
 
     ``created``: None for a run resumed in ``run_dir``, else whether this command made the folder (False:
     it was empty); ``parents``: the folders above it that it made too, deepest first. A new run
@@ -465,10 +465,13 @@ def _guarded(
             raise SystemExit(130) from None
         except BaseException as e:
             # an error keeps the folder (its message may point into the build) and says what to do
-            done = isinstance(e, SystemExit) and e.code in (0, None)
-            if created is not None and not done and _nothing_saved(run_dir):
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                raise
+            if created is not None and _nothing_saved(run_dir):
                 again = "delete it (or give another --out) to run again"
                 print(f"\n{run_dir} holds no progress to resume; {again}", file=sys.stderr)
+            elif resume_refusal(run_dir) is None:  # e.g. a full disk after some blocks
+                print(f"\n{run_dir} holds an unfinished run; {finish_hint(run_dir)}", file=sys.stderr)
             raise
 
 

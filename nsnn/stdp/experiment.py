@@ -3,9 +3,9 @@
 Writes ``config.json``, ``metrics.csv`` (one row per training block, compression, label/test pass and
 sweep cell), ``weights.npz`` (see :mod:`nsnn.stdp.runio`), ``assignments.csv``, figures
 (``receptive_fields.png``, ``weight_histogram.png``, ``training.png``; with a sweep: ``sweep.csv`` and
-``sweep.png``) and, last, after removing its training progress files, ``summary.json``: a run interrupted
-before then can be resumed (:func:`resume_experiment`), figures included. Standalone C++ projects are
-built under ``run_dir/brian``.
+``sweep.png``) and, after all of them, ``summary.json``; its training progress files go only then, so a run
+stopped before (Ctrl-C, an error, a kill) can be resumed (:func:`resume_experiment`), figures included.
+Standalone C++ projects are built under ``run_dir/brian``.
 
 ``bits`` of metrics.csv's compress rows is the precision training transmits from that point on (``bits``,
 or 32: full precision, also with ``levels``, which are applied at deployment only). ``bits`` (metrics.csv's
@@ -264,7 +264,7 @@ def resume_experiment(
     grid = (tuple(record["sweep_sparsities"]), tuple(record["sweep_bits"])) if record.get("sweep") else None
     data, started = ((x_train, y_train), (x_test, y_test)), time.perf_counter()
     with _writing(run_dir):
-        (run_dir / SUMMARY).unlink(missing_ok=True)  # one written before the figures by an older nsnn
+        (run_dir / SUMMARY).unlink(missing_ok=True)  # written before the progress files went, or the figures
         return _experiment(
             config, *data, run_dir.resolve(), record["n_label"], grid, progress, build_dir, started, resume
         )
@@ -273,9 +273,10 @@ def resume_experiment(
 def resume_refusal(run_dir: str | Path) -> str | None:
     """Why :func:`resume_experiment` cannot finish the run in ``run_dir``, with what to do instead; None
     when it can: the folder holds a training run's progress (``train_state.npz``). A run writes its
-    summary.json last, after its figures and after removing its progress files; a folder holding both
-    (interrupted while drawing its figures by an nsnn that wrote summary.json first) is resumed too."""
-    from nsnn.stdp.runio import PROGRESS, SUMMARY, WEIGHTS
+    summary.json after every other output and only then removes its progress files: a folder holding both
+    (stopped just before that removal, or while drawing its figures by an nsnn that wrote summary.json
+    first) is resumed too."""
+    from nsnn.stdp.runio import PROGRESS, SUMMARY
 
     run_dir = Path(run_dir)
     if (run_dir / PROGRESS).is_file():
@@ -295,12 +296,6 @@ def resume_refusal(run_dir: str | Path) -> str | None:
         return (
             f"{run_dir} holds an unfinished evaluation{of}, and an evaluation cannot be resumed; {again} "
             f"(what it finished is in {run_dir / 'metrics.csv'})"
-        )
-    if (run_dir / WEIGHTS).is_file():
-        return (
-            f"{run_dir} stopped as it finished, after removing its training progress and before writing "
-            f"{SUMMARY}: it cannot be resumed; its network ({WEIGHTS}) can be evaluated with --from-run "
-            f"{run_dir}, or {again}"
         )
     return f"{run_dir} stopped before its first training block ended: there is nothing to resume; {again}"
 
@@ -345,7 +340,6 @@ def _experiment(
     from nsnn.stdp import pipeline as pl
     from nsnn.stdp.engine import make_engine
     from nsnn.stdp.runio import COUNTS, PROGRESS, SUMMARY, save_progress
-    from nsnn.training.runtime import sigint_deferred
 
     (x_train, y_train), (x_test, y_test) = train_xy, test_xy
     digest = _digest(x_train, y_train)
@@ -427,10 +421,9 @@ def _experiment(
         summary["sweep"] = _sweep_outputs(run_dir, sweep_rows)
     summary["wall_seconds"] = time.perf_counter() - started
     _figures(run_dir, config, trained.state.w, final, dense)
-    with sigint_deferred():  # the run is done: its progress goes and its summary comes, both or neither
-        (run_dir / PROGRESS).unlink(missing_ok=True)
-        (run_dir / COUNTS).unlink(missing_ok=True)
-        write_json(run_dir / SUMMARY, summary)  # last: a folder with a summary.json holds the whole run
+    write_json(run_dir / SUMMARY, summary)  # after every other output: a folder with one holds the whole run
+    (run_dir / PROGRESS).unlink(missing_ok=True)  # then the progress goes: until it has, resumable
+    (run_dir / COUNTS).unlink(missing_ok=True)
     return summary
 
 

@@ -17,8 +17,8 @@
     run = load_run(run_dir); run.state.w.shape; run.assignments
 
 An unfinished run also holds its training progress (:func:`save_progress`, :func:`load_progress`):
-``train_state.npz`` and ``train_counts.bin``, removed when the run is done, right before it writes
-``summary.json``, its last file (:func:`finish_hint` says how to finish it).
+``train_state.npz`` and ``train_counts.bin``, removed when the run is done, right after it writes
+``summary.json``, its last output (:func:`finish_hint` says how to finish it).
 """
 
 from __future__ import annotations

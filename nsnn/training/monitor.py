@@ -104,20 +104,13 @@ def data_key(row: Mapping[str, Any]) -> str:
 def distinct_evaluations(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """One row per distinct evaluation of ``rows`` (``evaluations.csv``): rows that agree on every column
     but the outcome (accuracy, loss, seconds, same_data_as_run), and on the data evaluated
-    (:func:`data_key`), repeat one seeded evaluation, e.g. a testing script run twice (the snapshot named
-    by any path to it: ``evaluations.csv`` lives in the snapshot's own run folder); the latest such
+    (:func:`data_key`), repeat one seeded evaluation, e.g. a testing script run twice (the testing
+    scripts record the snapshot's absolute path, however it was given); the latest such
     row is kept, in the place of the first. An evaluation on other data than the run's is another
     evaluation, never one that replaces the run's own."""
     latest: dict[tuple[tuple[str, str], ...], Mapping[str, Any]] = {}
     for row in rows:
-        asked = sorted(
-            (
-                k,
-                Path(str(v)).name if k == "snapshot" else str(v),
-            )  # the file in this run folder, however named
-            for k, v in row.items()
-            if k not in _OUTCOME | _DATA
-        )
+        asked = sorted((k, str(v)) for k, v in row.items() if k not in _OUTCOME | _DATA)
         latest[(*asked, ("data", data_key(row)))] = row
     return list(latest.values())
 
