@@ -24,7 +24,7 @@ from torch import nn
 from nsnn.compress import level_bits
 from nsnn.io import load_npz, read_json
 from nsnn.stdp.config import FULL_PRECISION_BITS
-from nsnn.stdp.runio import PROGRESS
+from nsnn.stdp.runio import PROGRESS, finish_hint
 
 STDP_WEIGHTS = "weights.npz"
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
@@ -154,8 +154,7 @@ def load_source(obj: Any) -> Source:
             return _load_checkpoint(checkpoint, run_dir=path)
         if (path / PROGRESS).is_file():
             raise ValueError(
-                f"{path} is an STDP run that has not finished (no {STDP_WEIGHTS} yet); finish it with: "
-                f"python scripts/stdp_mnist.py --resume {path}"
+                f"{path} is an STDP run that has not finished (no {STDP_WEIGHTS} yet); {finish_hint(path)}"
             )
         evaluated = _evaluated_run(path)
         if evaluated is not None:
