@@ -136,14 +136,20 @@ def test_loading_weights_drops_the_masks_and_bits_that_described_the_old_ones():
     assert hasattr(model[0], "weight_mask") and hasattr(model[3], "weight_mask")
 
 
-def test_loading_a_state_that_fits_the_masks_keeps_them():
-    # model.load_state_dict(best) in pruned fine-tuning dropped the masks silently; the next optimizer
-    # step (attach_masks then did nothing) brought the pruned weights back.
+def _fine_tuning(sparsity: float) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """``_model()`` pruned to ``sparsity`` and quantized to 4 bits,, and an SGD optimizer keeping masks."""
     model = _model()
-    magnitude_prune(model, sparsity=0.75)
+    magnitude_prune(model, sparsity=sparsity)
     quantize(model, bits=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     attach_masks(model, optimizer)
+    return model, optimizer
+
+
+def test_loading_a_state_that_fits_the_masks_keeps_them():
+    # model.load_state_dict(best) in pruned fine-tuning dropped the masks silently; the next optimizer
+    # step (attach_masks then did nothing) brought the pruned weights back.
+    model, optimizer = _fine_tuning(0.75)
     best = {k: v.clone() for k, v in model.state_dict().items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -157,11 +163,7 @@ def test_loading_a_state_that_fits_the_masks_keeps_them():
 def test_loading_a_fine_tuned_state_keeps_the_mask_and_drops_only_the_bits():
     # A state zero where pruned but off the quantized levels (fine-tuning moved it) dropped the mask too,
     # with a warning pointing into torch; the next optimizer step brought the pruned weights back.
-    model = _model()
-    magnitude_prune(model, sparsity=0.5)
-    quantize(model, bits=4)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    attach_masks(model, optimizer)
+    model, optimizer = _fine_tuning(0.5)
 
     def step() -> None:
         optimizer.zero_grad()
