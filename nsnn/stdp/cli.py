@@ -189,7 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch the full MNIST into --data-dir first (md5-checked; files already valid are kept)",
     )
-    p.add_argument("--out", default=None, help="run directory (default: runs/stdp-<time>)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: runs/stdp-<neurons>-<time>; with --from-run runs/stdp-compress-<time>, "
+        "with --from-run --sweep runs/stdp-sweep-<time>)",
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
