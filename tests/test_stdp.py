@@ -1922,6 +1922,14 @@ def test_an_error_as_a_run_finishes_leaves_it_resumable_and_says_how(tmp_path, m
     )
     assert (run / runio.PROGRESS).is_file() and not (run / "summary.json").exists()
     monkeypatch.setattr(experiment, "write_json", real)
+    # a --resume refused (its progress cut short) was told, before its error, to run that same --resume
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    with open(damaged / runio.COUNTS, "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(SystemExit, match="cannot be resumed"):
+        stdp_cli.main(["--resume", str(damaged)])
+    assert "finish it with" not in capsys.readouterr().err
     assert stdp_cli.main(["--resume", str(run)])["n_train"] == 4
     assert (run / "summary.json").is_file() and not (run / runio.PROGRESS).exists()
 

@@ -475,8 +475,14 @@ def _guarded(
             if created is not None and _nothing_saved(run_dir):
                 again = "delete it (or give another --out) to run again"
                 print(f"\n{run_dir} holds no progress to resume; {again}", file=sys.stderr)
-            elif resume_refusal(run_dir) is None:  # e.g. a full disk after some blocks
-                print(f"\n{run_dir} holds an unfinished run; {finish_hint(run_dir)}", file=sys.stderr)
+            elif not isinstance(e, SystemExit):  # an error (a full disk), not a refusal that says why
+                refusal = resume_refusal(run_dir)
+                how = (
+                    f"{run_dir} holds an unfinished run; {finish_hint(run_dir)}"
+                    if refusal is None
+                    else refusal
+                )
+                print(f"\n{how}", file=sys.stderr)
             raise
 
 
